@@ -1,0 +1,14 @@
+"""Generators: one ``Generator`` protocol, a registry, reference generators and model adapters."""
+
+from generators.base import INPUT_KINDS, Generator, GeneratorContext, NoOptions
+from generators.registry import available_generators, generator_class, register_generator
+
+__all__ = [
+    "INPUT_KINDS",
+    "Generator",
+    "GeneratorContext",
+    "NoOptions",
+    "available_generators",
+    "generator_class",
+    "register_generator",
+]

@@ -1,0 +1,3 @@
+from xreal_bench.cli import main
+
+raise SystemExit(main())

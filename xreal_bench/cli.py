@@ -1,0 +1,108 @@
+"""The ``xreal-bench`` command line. Each area registers its subcommands here; heavy imports
+happen inside the handlers so ``--help`` stays fast."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+
+from xreal_bench.errors import UserFacingError
+from xreal_bench.validation import ConfigError
+
+#: Modules exposing ``register(subparsers)``; order is the order in ``--help``.
+COMMAND_MODULES = (
+    "xreal_bench.commands.pipeline",
+    "xreal_bench.commands.data",
+    "xreal_bench.commands.generators",
+    "xreal_bench.commands.weights",
+    "reader_study.cli",
+)
+
+EPILOG = """\
+typical use:
+  xreal-bench demo                          synthetic data, reference generators, every metric
+  xreal-bench run --config bench.toml       generate + evaluate + leaderboard for a config
+  xreal-bench data summary --root /data/mimic-cxr-jpg/2.0.0
+  xreal-bench weights list                  which model files are present / missing
+  torchrun --nproc-per-node=4 -m xreal_bench run --config bench.toml
+"""
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Shows defaults and keeps the epilog's line breaks."""
+
+
+def add_config_args(parser: argparse.ArgumentParser) -> None:
+    """``--config`` and ``--set`` shared by every command that reads ``bench.toml``."""
+    parser.add_argument(
+        "--config",
+        default=None,
+        metavar="PATH",
+        help="bench.toml to read (default: ./bench.toml if it exists, else built-in defaults)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config key, value in TOML syntax (repeatable), e.g. --set run.batch_size=8",
+    )
+
+
+def config_from_args(args: argparse.Namespace, extra: list[str] | None = None):
+    """Load the config named by ``--config`` (or ./bench.toml) with ``--set`` overrides applied."""
+    from xreal_bench.config import load_config
+
+    path = args.config
+    if path is None and Path("bench.toml").is_file():
+        path = "bench.toml"
+    return load_config(path, [*(extra or []), *args.overrides])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from xreal_bench import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="xreal-bench",
+        description="Benchmark chest X-ray generative models on MIMIC-CXR: generate, evaluate "
+        "(FID, MS-SSIM, Dice, F1, AUC), report, and run blinded reader studies.",
+        epilog=EPILOG,
+        formatter_class=HelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"xreal-bench {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def subparser(sub, name: str, help: str, description: str | None = None) -> argparse.ArgumentParser:
+    """A subcommand parser with the shared formatter."""
+    return sub.add_parser(name, help=help, description=description or help, formatter_class=HelpFormatter)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(handler(args) or 0)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    except UserFacingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; finished images and manifest lines are kept (re-run to resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

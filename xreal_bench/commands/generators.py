@@ -1,0 +1,42 @@
+"""``xreal-bench generators list``: every generator type with its inputs and weights."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub) -> None:
+    from xreal_bench.cli import HelpFormatter, subparser
+
+    gens = subparser(
+        sub,
+        "generators",
+        "list generator types (built-in and plugins)",
+        "Generator types: built-ins and plugins registered under the `xreal_bench.generators` entry point.",
+    )
+    actions = gens.add_subparsers(dest="action", metavar="ACTION", required=True)
+    lst = actions.add_parser("list", help="show each type's declared inputs and required weights", formatter_class=HelpFormatter)
+    lst.add_argument("--weights-dir", default="", help="weights folder used to report present/missing files")
+    gens.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from generators.registry import available_generators, generator_class
+    from xreal_bench.weights import WeightsManager
+
+    manager = WeightsManager(args.weights_dir or None)
+    for name in available_generators():
+        try:
+            cls = generator_class(name)
+        except Exception as exc:  # noqa: BLE001 - a broken plugin must not hide the others
+            print(f"{name}\n    cannot load: {exc}")
+            continue
+        inputs = ", ".join(sorted(cls.inputs)) or "none"
+        print(f"{name}: {cls.description}")
+        print(f"    inputs:  {inputs}")
+        if cls.weights:
+            state = [f"{w} ({'present' if manager.status(w).present else 'missing'})" for w in cls.weights]
+            print(f"    weights: {', '.join(state)}")
+        else:
+            print("    weights: none")
+    return 0

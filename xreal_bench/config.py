@@ -1,0 +1,311 @@
+"""Typed configuration loaded from ``bench.toml``.
+
+Every section is a dataclass whose defaults are the documented defaults. :func:`load_config`
+reads the file, applies ``--set key.path=value`` overrides, and validates everything —
+unknown keys, wrong types, impossible values and generator options — before any work starts.
+Relative paths are relative to the current working directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from xreal_bench.labels import CHEXPERT_LABELS
+from xreal_bench.validation import ConfigError, build, require, to_dict
+
+LabelValue = Literal[0, 1, "ignore"]
+
+
+@dataclass
+class LabelPolicy:
+    """How CheXpert values map to labels: 1.0 is always positive and 0.0 negative."""
+
+    uncertain: LabelValue = 0  # -1.0 in the CSV
+    blank: LabelValue = 0  # empty cell
+    missing_study: LabelValue = 0  # study absent from the label CSV
+
+    def describe(self) -> dict[str, Any]:
+        return {"1.0": 1, "0.0": 0, "-1.0": self.uncertain, "blank": self.blank, "missing_study": self.missing_study}
+
+
+@dataclass
+class SyntheticConfig:
+    """The synthetic demo set (written in the MIMIC-CXR-JPG layout)."""
+
+    n_subjects: int = 120
+    seed: int = 0
+    image_size: int = 256
+
+    def validate(self) -> None:
+        require(self.n_subjects >= 4, "n_subjects", f"expected at least 4, got {self.n_subjects}")
+        require(64 <= self.image_size <= 2048, "image_size", f"expected 64..2048, got {self.image_size}")
+
+
+@dataclass
+class DatasetConfig:
+    kind: Literal["mimic", "synthetic"] = "synthetic"
+    root: str = "runs/demo/data"
+    reports_root: str = ""  # MIMIC-CXR reports tree; "" looks next to the images under root/files
+    split: Literal["train", "validate", "test"] = "test"
+    views: list[str] = field(default_factory=lambda: ["AP", "PA"])
+    labeler: Literal["chexpert", "negbio"] = "chexpert"
+    label_policy: LabelPolicy = field(default_factory=LabelPolicy)
+    square: Literal["crop", "pad"] = "crop"
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+    def validate(self) -> None:
+        require(bool(self.root), "root", "expected the dataset root folder")
+        require(bool(self.views), "views", "expected at least one view (e.g. ['AP', 'PA'])")
+
+
+@dataclass
+class ConditioningConfig:
+    resolution: int = 256
+    anatomy: Literal["folder", "pspnet", "none"] = "folder"
+    anatomy_dir: str = ""  # "folder": <case_id>.png label maps (0..4, or x64 as XReal's examples)
+    boxes_csv: str = ""
+    boxes_format: Literal["ms-cxr", "vindr"] = "ms-cxr"
+    box_fallback: Literal["anatomy", "random", "none"] = "anatomy"
+    report_section: Literal["impression", "findings"] = "impression"
+    prompt_separator: str = ", "
+    cache_dir: str = ""  # "" -> <run.out>/.cache
+
+    def validate(self) -> None:
+        require(64 <= self.resolution <= 2048, "resolution", f"expected 64..2048, got {self.resolution}")
+
+
+@dataclass
+class GeneratorConfig:
+    """One ``[generators.<name>]`` table: common keys; the rest are the generator's own options."""
+
+    type: str
+    enabled: bool = True
+    batch_size: int = 0  # 0 -> run.batch_size
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class MetricsConfig:
+    enabled: list[
+        Literal[
+            "fid", "fid_xrv", "kid", "ms_ssim", "ms_ssim_diversity", "dice", "f1_macro", "auc_macro"
+        ]
+    ] = field(default_factory=lambda: ["fid", "fid_xrv", "ms_ssim", "ms_ssim_diversity", "dice", "f1_macro", "auc_macro"])
+    evaluators: Literal["standard", "demo"] = "standard"
+    classifier: str = "xrv-densenet-mimic_ch"
+    label_set: list[str] = field(default_factory=lambda: ["classifier"])  # or ["xreal"] or label names
+    thresholds: Literal["calibrated", "youden", "f1", "fixed"] = "calibrated"
+    threshold_split: Literal["train", "validate"] = "validate"
+    fixed_threshold: float = 0.5
+    f1_zero_division: Literal[0, 1] = 0
+    dice_reference: Literal["real", "input"] = "real"
+    bootstrap: int = 1000
+    fid_bootstrap: bool = False
+    confidence: float = 0.95
+    subsets: bool = True
+    min_subset_n: int = 10
+    batch_size: int = 32
+    num_workers: int = 2
+
+    def validate(self) -> None:
+        require(self.bootstrap >= 0, "bootstrap", f"expected >= 0 resamples, got {self.bootstrap}")
+        require(0.5 < self.confidence < 1.0, "confidence", f"expected a level in (0.5, 1), got {self.confidence}")
+        require(0.0 < self.fixed_threshold < 1.0, "fixed_threshold", f"expected (0, 1), got {self.fixed_threshold}")
+        require(self.batch_size >= 1, "batch_size", f"expected a positive integer, got {self.batch_size}")
+        require(self.num_workers >= 0, "num_workers", f"expected >= 0, got {self.num_workers}")
+        require(self.min_subset_n >= 2, "min_subset_n", f"expected >= 2, got {self.min_subset_n}")
+        for i, name in enumerate(self.label_set):
+            require(
+                name in ("classifier", "xreal") or name in CHEXPERT_LABELS,
+                f"label_set[{i}]",
+                f"expected 'classifier', 'xreal' or a CheXpert label ({', '.join(CHEXPERT_LABELS)}), got {name!r}",
+            )
+
+
+@dataclass
+class RunConfig:
+    out: str = "runs/demo"
+    seed: int = 0
+    samples_per_condition: int = 1
+    batch_size: int = 8
+    num_cases: int = 0  # 0 = every case; otherwise a seeded subsample stratified by pathology
+    device: str = "auto"
+    precision: Literal["fp32", "fp16", "bf16"] = "fp32"
+    resolution: int = 256
+    bit_depth: Literal[8, 16] = 8
+
+    def validate(self) -> None:
+        require(bool(self.out), "out", "expected an output folder")
+        require(self.samples_per_condition >= 1, "samples_per_condition", f"expected >= 1, got {self.samples_per_condition}")
+        require(self.batch_size >= 1, "batch_size", f"expected a positive integer, got {self.batch_size}")
+        require(self.num_cases >= 0, "num_cases", f"expected >= 0 (0 = all), got {self.num_cases}")
+        require(
+            self.resolution >= 161,
+            "resolution",
+            f"expected >= 161 (MS-SSIM's five scales need more than 160 px), got {self.resolution}",
+        )
+        ok = self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:")
+        require(ok, "device", f"expected auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
+
+
+@dataclass
+class ReportConfig:
+    formats: list[Literal["md", "csv", "tex"]] = field(default_factory=lambda: ["md", "csv", "tex"])
+    figures: bool = True
+    decimals: int = 3
+
+    def validate(self) -> None:
+        require(0 <= self.decimals <= 8, "decimals", f"expected 0..8, got {self.decimals}")
+
+
+@dataclass
+class StudyConfig:
+    n_cases: int = 12
+    generators: list[str] = field(default_factory=list)  # [] = every generator in the run
+    readers: list[str] = field(default_factory=lambda: ["reader1", "reader2"])
+    criteria: list[str] = field(default_factory=lambda: ["anatomy_realism", "pathology_realism", "image_quality"])
+    calibration_items: int = 0
+    duplicate_fraction: float = 0.1
+    turing_test: bool = True
+    allow_back: bool = False
+    show_box: bool = False
+    image_size: int = 512
+    seed: int = 0
+
+    def validate(self) -> None:
+        require(self.n_cases >= 1, "n_cases", f"expected >= 1, got {self.n_cases}")
+        require(0.0 <= self.duplicate_fraction <= 0.5, "duplicate_fraction", f"expected 0..0.5, got {self.duplicate_fraction}")
+        require(bool(self.readers), "readers", "expected at least one reader name")
+        require(bool(self.criteria), "criteria", "expected at least one criterion")
+
+
+@dataclass
+class WeightsConfig:
+    dir: str = ""  # "" -> $XREAL_BENCH_WEIGHTS, else ~/.cache/xreal-bench/weights
+
+
+@dataclass
+class BenchConfig:
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    conditioning: ConditioningConfig = field(default_factory=ConditioningConfig)
+    generators: dict[str, GeneratorConfig] = field(default_factory=dict)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+    study: StudyConfig = field(default_factory=StudyConfig)
+    weights: WeightsConfig = field(default_factory=WeightsConfig)
+    source: str = "<defaults>"
+
+    @property
+    def out(self) -> Path:
+        return Path(self.run.out)
+
+    def enabled_generators(self) -> dict[str, GeneratorConfig]:
+        return {name: g for name, g in self.generators.items() if g.enabled}
+
+    def to_dict(self) -> dict[str, Any]:
+        data = to_dict(self)
+        data.pop("source")
+        data["generators"] = {
+            name: {"type": g.type, "enabled": g.enabled, "batch_size": g.batch_size, **to_dict(g.options)}
+            for name, g in self.generators.items()
+        }
+        return data
+
+    def hash(self) -> str:
+        """sha256 of everything that can change results (output folder and device excluded)."""
+        data = self.to_dict()
+        data["run"] = {k: v for k, v in data["run"].items() if k not in ("out", "device")}
+        data.pop("report")
+        data.pop("study")
+        blob = json.dumps(data, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+
+SECTION_KEYS = ("dataset", "conditioning", "generators", "metrics", "run", "report", "study", "weights")
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> BenchConfig:
+    """Load and validate ``path`` (defaults alone if None), then apply ``key=value`` overrides."""
+    raw: dict[str, Any] = {}
+    source = "<defaults>"
+    if path is not None:
+        source = str(path)
+        try:
+            with open(path, "rb") as f:
+                raw = tomllib.load(f)
+        except FileNotFoundError:
+            raise ConfigError(source, "", "config file not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(source, "", f"not valid TOML ({exc})") from None
+    overridden = [apply_override(raw, item) for item in overrides or []]
+    try:
+        return config_from_dict(raw, source)
+    except ConfigError as exc:
+        for key in overridden:
+            if exc.key == key or exc.key.startswith((f"{key}.", f"{key}[")):
+                raise ConfigError(f"--set {key}", exc.key, exc.detail) from None
+        raise
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> BenchConfig:
+    for key in raw:
+        if key not in SECTION_KEYS:
+            raise ConfigError(source, key, f"unknown section (known sections: {', '.join(SECTION_KEYS)})")
+    sections = {k: v for k, v in raw.items() if k != "generators"}
+    cfg = build(BenchConfig, sections, source)
+    cfg.source = source
+    generators = raw.get("generators", {})
+    if not isinstance(generators, dict):
+        raise ConfigError(source, "generators", "expected a table of [generators.<name>] tables")
+    cfg.generators = {name: build_generator_config(name, table, source) for name, table in generators.items()}
+    return cfg
+
+
+def build_generator_config(name: str, table: Any, source: str) -> GeneratorConfig:
+    """Validate one generator table: common keys here, options against the generator's class."""
+    from generators.registry import generator_class  # late import: plugins load on demand
+
+    path = f"generators.{name}"
+    if not isinstance(table, dict):
+        raise ConfigError(source, path, "expected a table")
+    table = dict(table)
+    common = {k: table.pop(k) for k in ("type", "enabled", "batch_size") if k in table}
+    type_name = common.setdefault("type", name)
+    if not isinstance(type_name, str):
+        raise ConfigError(source, f"{path}.type", f"expected a generator type name, got {type_name!r}")
+    try:
+        cls = generator_class(type_name)
+    except KeyError as exc:
+        raise ConfigError(source, f"{path}.type" if "type" in table else path, str(exc.args[0])) from None
+    cfg = build(GeneratorConfig, {**common, "options": {}}, source, path)
+    if cfg.batch_size < 0:
+        raise ConfigError(source, f"{path}.batch_size", f"expected >= 0 (0 = run.batch_size), got {cfg.batch_size}")
+    cfg.options = build(cls.Options, table, source, path)
+    return cfg
+
+
+def apply_override(raw: dict[str, Any], item: str) -> str:
+    """Apply ``a.b.c=value`` (value parsed as TOML, else taken as a string) to ``raw``; return the key."""
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError("--set", item, "expected KEY.PATH=VALUE, e.g. run.batch_size=8")
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text
+    node = raw
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError("--set", key, f"{part!r} is not a table")
+        node = child
+    node[parts[-1]] = value
+    return key

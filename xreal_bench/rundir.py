@@ -1,0 +1,133 @@
+"""The run directory contract.
+
+::
+
+    <out>/<generator>/images/<case_id>_<sample_index>.png   8-bit (or 16-bit) grayscale PNG
+    <out>/<generator>/manifest.jsonl                         one JSON line per finished sample
+    <out>/<generator>/manifest.rank<k>.jsonl                 per-rank parts while a torchrun job runs
+    <out>/<generator>/generate.log                           the harness log
+
+A manifest line (:class:`ManifestEntry`) records ``generator, case_id, sample_index, seed,
+status`` ("ok" or "failed"), ``file`` (relative to the generator folder), ``error``,
+``seconds`` (generation time per image), ``rank``, ``time`` (UTC, ISO 8601) and ``condition``
+(labels' positives, prompt, report excerpt, boxes, mask source, view). Readers take the last
+line per ``(case_id, sample_index)``; a torn last line (killed writer) is ignored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+
+def seed_for(run_seed: int, generator: str, case_id: str, sample_index: int) -> int:
+    """Per-image seed: a pure function of the run seed and the image identity (63-bit)."""
+    key = f"{run_seed}|{generator}|{case_id}|{sample_index}".encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:8], "little") & ((1 << 63) - 1)
+
+
+def image_name(case_id: str, sample_index: int) -> str:
+    return f"{case_id}_{sample_index}.png"
+
+
+@dataclass
+class ManifestEntry:
+    generator: str
+    case_id: str
+    sample_index: int
+    seed: int
+    status: str  # "ok" | "failed"
+    file: str | None = None
+    error: str | None = None
+    seconds: float = 0.0
+    rank: int = 0
+    time: str = ""
+    condition: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.case_id, self.sample_index)
+
+
+class GeneratorDir:
+    """One generator's folder inside a run directory."""
+
+    def __init__(self, out: str | Path, generator: str):
+        self.generator = generator
+        self.root = Path(out) / generator
+        self.images = self.root / "images"
+        self.manifest = self.root / "manifest.jsonl"
+        self.log = self.root / "generate.log"
+
+    def image_path(self, case_id: str, sample_index: int) -> Path:
+        return self.images / image_name(case_id, sample_index)
+
+    def manifest_files(self) -> list[Path]:
+        parts = sorted(self.root.glob("manifest.rank*.jsonl"))
+        return ([self.manifest] if self.manifest.exists() else []) + parts
+
+    def entries(self) -> dict[tuple[str, int], ManifestEntry]:
+        """The latest manifest entry per (case_id, sample_index), over the manifest and rank parts."""
+        latest: dict[tuple[str, int], ManifestEntry] = {}
+        for path in self.manifest_files():
+            for entry in read_manifest(path):
+                latest[entry.key] = entry
+        return latest
+
+    def ok_entries(self) -> list[ManifestEntry]:
+        """Finished images, sorted by (case_id, sample_index)."""
+        return sorted((e for e in self.entries().values() if e.status == "ok"), key=lambda e: e.key)
+
+    def consolidate(self) -> int:
+        """Merge rank parts into ``manifest.jsonl`` (deduplicated, sorted) atomically; return lines."""
+        entries = sorted(self.entries().values(), key=lambda e: e.key)
+        tmp = self.manifest.with_name(f".manifest.{os.getpid()}.tmp")
+        with open(tmp, "w") as f:
+            for entry in entries:
+                f.write(json.dumps(asdict(entry), sort_keys=True) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.manifest)
+        for part in self.root.glob("manifest.rank*.jsonl"):
+            part.unlink(missing_ok=True)
+        return len(entries)
+
+
+def read_manifest(path: Path) -> Iterator[ManifestEntry]:
+    """Parse a manifest file, skipping a torn (incomplete) line left by a killed writer."""
+    with open(path) as f:
+        for line in f:
+            if not line.endswith("\n"):
+                break
+            try:
+                yield ManifestEntry(**json.loads(line))
+            except (ValueError, TypeError):
+                continue
+
+
+def append_line(path: Path, entry: ManifestEntry) -> None:
+    """Append one manifest line with a single ``write`` on an O_APPEND descriptor, then fsync."""
+    data = (json.dumps(asdict(entry), sort_keys=True) + "\n").encode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def generator_dirs(out: str | Path) -> list[GeneratorDir]:
+    """Every generator folder in a run directory (those with a manifest), sorted by name."""
+    out = Path(out)
+    if not out.is_dir():
+        return []
+    return [
+        GeneratorDir(out, p.name)
+        for p in sorted(out.iterdir())
+        if p.is_dir() and (any(p.glob("manifest*.jsonl")))
+    ]

@@ -1,0 +1,88 @@
+"""Typed records passed between stages: ``Case`` (a real test image) and ``Condition``
+(what a generator receives for one sample). See ARCHITECTURE.md for the contracts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from xreal_bench.labels import positive_names
+
+#: Label value meaning "not known; leave out of label-based metrics" (label policy ``ignore``).
+IGNORE = -1
+
+
+@dataclass(frozen=True)
+class Case:
+    """One real image of the evaluation split.
+
+    ``labels`` holds one value per :data:`CHEXPERT_LABELS` entry after the label policy:
+    1 positive, 0 negative, -1 (:data:`IGNORE`) excluded from label metrics.
+    """
+
+    case_id: str
+    image_path: Path
+    subject_id: str
+    study_id: str
+    view: str
+    labels: tuple[int, ...]
+    findings: str = ""
+    impression: str = ""
+    split: str = "test"
+
+    @property
+    def positives(self) -> tuple[str, ...]:
+        """Positive pathology names in CheXpert order (``No Finding``/``Support Devices`` left out)."""
+        return positive_names(self.labels)
+
+
+@dataclass(frozen=True)
+class Box:
+    """An axis-aligned box in fractions of the square working image (0..1, x right, y down)."""
+
+    label: str
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+
+    def clipped(self) -> "Box":
+        c = lambda v: min(max(float(v), 0.0), 1.0)  # noqa: E731
+        return Box(self.label, c(self.x0), c(self.y0), c(self.x1), c(self.y1))
+
+    def pixels(self, size: int) -> tuple[int, int, int, int]:
+        """Integer pixel bounds ``(x0, y0, x1, y1)`` (x1/y1 exclusive) at ``size``; never empty."""
+        x0, y0 = int(np.floor(self.x0 * size)), int(np.floor(self.y0 * size))
+        x1, y1 = int(np.ceil(self.x1 * size)), int(np.ceil(self.y1 * size))
+        x0, y0 = min(max(x0, 0), size - 1), min(max(y0, 0), size - 1)
+        return x0, y0, max(min(x1, size), x0 + 1), max(min(y1, size), y0 + 1)
+
+
+@dataclass(frozen=True, eq=False)
+class Condition:
+    """Everything a generator may read for one sample. Generators read only what they declare.
+
+    ``anatomy`` is a uint8 label map (0 background, 1 left lung, 2 right lung, 3 heart,
+    4 aorta; patient's sides) and ``pathology_mask`` a bool map, both square at the
+    conditioning resolution. ``seed`` is the generation seed of this exact image.
+    """
+
+    case_id: str
+    sample_index: int
+    seed: int
+    labels: tuple[int, ...]
+    prompt: str
+    report: str
+    image_path: Path
+    view: str = ""
+    anatomy: np.ndarray | None = None
+    pathology_mask: np.ndarray | None = None
+    boxes: tuple[Box, ...] = field(default=())
+    mask_source: str = "none"
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def positives(self) -> tuple[str, ...]:
+        return positive_names(self.labels)
