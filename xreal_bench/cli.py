@@ -31,7 +31,12 @@ typical use:
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Shows defaults and keeps the epilog's line breaks."""
+    """Shows meaningful defaults (not None/empty/False) and keeps the epilog's line breaks."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, [], False, "", argparse.SUPPRESS) or "default" in (action.help or ""):
+            return action.help or ""
+        return super()._get_help_string(action)
 
 
 def add_config_args(parser: argparse.ArgumentParser) -> None:

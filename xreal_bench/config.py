@@ -96,24 +96,33 @@ class MetricsConfig:
             "fid", "fid_xrv", "kid", "ms_ssim", "ms_ssim_diversity", "dice", "f1_macro", "auc_macro"
         ]
     ] = field(default_factory=lambda: ["fid", "fid_xrv", "ms_ssim", "ms_ssim_diversity", "dice", "f1_macro", "auc_macro"])
-    evaluators: Literal["standard", "demo"] = "standard"
-    classifier: str = "xrv-densenet-mimic_ch"
+    evaluators: Literal["standard", "demo"] = "standard"  # the suite: real evaluators, or the demo's own
+    features: str = ""  # FID feature extractor; "" = the suite's (standard: inception)
+    domain_features: str = ""  # fid_xrv feature extractor; "" = the suite's (standard: xrv-densenet-features)
+    segmenter: str = ""  # "" = the suite's (standard: xrv-pspnet)
+    classifier: str = ""  # "" = the suite's (standard: xrv-densenet-mimic_ch)
     label_set: list[str] = field(default_factory=lambda: ["classifier"])  # or ["xreal"] or label names
     thresholds: Literal["calibrated", "youden", "f1", "fixed"] = "calibrated"
     threshold_split: Literal["train", "validate"] = "validate"
     fixed_threshold: float = 0.5
     f1_zero_division: Literal[0, 1] = 0
     dice_reference: Literal["real", "input"] = "real"
-    bootstrap: int = 1000
-    fid_bootstrap: bool = False
+    bootstrap: int = 1000  # resamples for every CI except FID's
+    fid_bootstrap: int = 0  # resamples for FID / FID-XRV CIs (costly at d=2048; 0 = no FID CI)
+    kid_subsets: int = 100
+    kid_subset_size: int = 1000
     confidence: float = 0.95
     subsets: bool = True
     min_subset_n: int = 10
     batch_size: int = 32
     num_workers: int = 2
+    cache_dir: str = ""  # real-side evaluator outputs; "" -> <run.out>/.cache
 
     def validate(self) -> None:
         require(self.bootstrap >= 0, "bootstrap", f"expected >= 0 resamples, got {self.bootstrap}")
+        require(self.fid_bootstrap >= 0, "fid_bootstrap", f"expected >= 0 resamples, got {self.fid_bootstrap}")
+        require(self.kid_subsets >= 1, "kid_subsets", f"expected >= 1, got {self.kid_subsets}")
+        require(self.kid_subset_size >= 2, "kid_subset_size", f"expected >= 2, got {self.kid_subset_size}")
         require(0.5 < self.confidence < 1.0, "confidence", f"expected a level in (0.5, 1), got {self.confidence}")
         require(0.0 < self.fixed_threshold < 1.0, "fixed_threshold", f"expected (0, 1), got {self.fixed_threshold}")
         require(self.batch_size >= 1, "batch_size", f"expected a positive integer, got {self.batch_size}")
@@ -165,23 +174,52 @@ class ReportConfig:
 
 @dataclass
 class StudyConfig:
+    """A blinded reader study built from run directories (``xreal-bench study create``)."""
+
+    title: str = "Chest X-ray reader study"
     n_cases: int = 12
     generators: list[str] = field(default_factory=list)  # [] = every generator in the run
     readers: list[str] = field(default_factory=lambda: ["reader1", "reader2"])
     criteria: list[str] = field(default_factory=lambda: ["anatomy_realism", "pathology_realism", "image_quality"])
+    # Question and the five anchors (scores 1..5) of a criterion; built-in for the three defaults.
+    criterion_questions: dict[str, str] = field(default_factory=dict)
+    criterion_anchors: dict[str, list[str]] = field(default_factory=dict)
     calibration_items: int = 0
     duplicate_fraction: float = 0.1
     turing_test: bool = True
     allow_back: bool = False
     show_box: bool = False
     image_size: int = 512
+    match_resolution: bool = True  # bring every image through the smallest native size first
+    bootstrap: int = 2000  # resamples for the two-way (readers x cases) bootstrap in `study analyze`
     seed: int = 0
 
     def validate(self) -> None:
+        import re
+
+        require(bool(self.title.strip()), "title", "expected a non-empty title")
         require(self.n_cases >= 1, "n_cases", f"expected >= 1, got {self.n_cases}")
+        require(self.calibration_items >= 0, "calibration_items", f"expected >= 0, got {self.calibration_items}")
         require(0.0 <= self.duplicate_fraction <= 0.5, "duplicate_fraction", f"expected 0..0.5, got {self.duplicate_fraction}")
         require(bool(self.readers), "readers", "expected at least one reader name")
+        for i, name in enumerate(self.readers):
+            require(bool(name.strip()), f"readers[{i}]", "expected a non-empty reader name")
+        require(len(set(self.readers)) == len(self.readers), "readers", f"reader names must be unique, got {self.readers}")
         require(bool(self.criteria), "criteria", "expected at least one criterion")
+        require(len(set(self.criteria)) == len(self.criteria), "criteria", f"criteria must be unique, got {self.criteria}")
+        for i, name in enumerate(self.criteria):
+            require(
+                re.fullmatch(r"[a-z][a-z0-9_]*", name) is not None and not name.startswith("turing_"),
+                f"criteria[{i}]",
+                f"expected a lower-case identifier like 'anatomy_realism' (not starting with 'turing_'), got {name!r}",
+            )
+        for table in ("criterion_questions", "criterion_anchors"):
+            for key in getattr(self, table):
+                require(key in self.criteria, f"{table}.{key}", f"not one of the study's criteria ({', '.join(self.criteria)})")
+        for key, anchors in self.criterion_anchors.items():
+            require(len(anchors) == 5, f"criterion_anchors.{key}", f"expected 5 anchors (scores 1..5), got {len(anchors)}")
+        require(64 <= self.image_size <= 4096, "image_size", f"expected 64..4096, got {self.image_size}")
+        require(self.bootstrap >= 0, "bootstrap", f"expected >= 0 resamples (0 = no study CIs), got {self.bootstrap}")
 
 
 @dataclass

@@ -131,3 +131,21 @@ def generator_dirs(out: str | Path) -> list[GeneratorDir]:
         for p in sorted(out.iterdir())
         if p.is_dir() and (any(p.glob("manifest*.jsonl")))
     ]
+
+
+def condition_summary(condition) -> dict[str, Any]:
+    """The JSON summary of a :class:`~xreal_bench.types.Condition` stored in manifest lines.
+
+    Keys: ``positives`` (list of pathology names), ``prompt``, ``report`` (first 300
+    characters), ``boxes`` (list of ``{label, x0, y0, x1, y1}`` in image fractions),
+    ``mask_source``, ``view``, ``notes``.
+    """
+    return {
+        "positives": list(condition.positives),
+        "prompt": condition.prompt,
+        "report": condition.report[:300],
+        "boxes": [asdict(b) for b in condition.boxes],
+        "mask_source": condition.mask_source,
+        "view": condition.view,
+        "notes": list(condition.notes),
+    }

@@ -9,6 +9,7 @@ it; nothing ever falls back to random weights. The weights folder is, in order:
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import json
 import os
 import shutil
@@ -43,6 +44,7 @@ class Artifact:
     url: str | None = None  # direct download for `weights fetch`
     hub_id: str | None = None  # Hugging Face repo id for `weights fetch`
     used_by: tuple[str, ...] = field(default=())
+    package: str | None = None  # set for files shipped inside a Python package: ``path`` is relative to it
 
 
 def xrv_densenet(tag: str, file: str) -> Artifact:
@@ -88,7 +90,7 @@ ARTIFACTS: dict[str, Artifact] = {
             name="rad-dino",
             path="rad-dino",
             kind="dir",
-            files=("config.json", "model.safetensors"),
+            files=("config.json", "model.safetensors", "preprocessor_config.json"),
             source="https://huggingface.co/microsoft/rad-dino",
             hub_id="microsoft/rad-dino",
             license="MSRLA (research use)",
@@ -229,7 +231,10 @@ class WeightsManager:
 
     def path(self, name: str) -> Path:
         """Where the artifact is expected (whether or not it exists)."""
-        return self.root / self.artifact(name).path
+        art = self.artifact(name)
+        if art.package:
+            return Path(importlib.resources.files(art.package)) / art.path  # type: ignore[arg-type]
+        return self.root / art.path
 
     def missing_files(self, name: str) -> list[Path]:
         art, path = self.artifact(name), self.path(name)

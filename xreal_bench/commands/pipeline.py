@@ -1,5 +1,195 @@
-"""Placeholder; filled in below."""
+"""``xreal-bench demo | run | generate | evaluate | report | import``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+DEMO_OUT = "runs/demo"
+
+
+def demo_tables(out: str) -> dict:
+    """The demo's configuration (the shipped ``bench.toml`` holds the same values, commented)."""
+    data = f"{out}/data"
+    return {
+        "dataset": {"kind": "synthetic", "root": data, "views": ["AP", "PA"]},
+        "conditioning": {
+            "anatomy": "folder",
+            "anatomy_dir": f"{data}/anatomy",
+            "boxes_csv": f"{data}/ms-cxr-boxes.csv",
+            "boxes_format": "ms-cxr",
+            "box_fallback": "anatomy",
+        },
+        "generators": {"real": {}, "phantom": {}, "shuffled": {}, "noise": {}},
+        "metrics": {
+            "evaluators": "demo",
+            "enabled": ["fid", "fid_xrv", "kid", "ms_ssim", "ms_ssim_diversity", "dice", "f1_macro", "auc_macro"],
+            "thresholds": "youden",
+            "threshold_split": "validate",
+            "bootstrap": 200,
+            "fid_bootstrap": 50,
+            "min_subset_n": 8,
+            "kid_subset_size": 50,
+            "num_workers": 0,
+        },
+        "run": {"out": out, "samples_per_condition": 2, "batch_size": 16},
+    }
 
 
 def register(sub) -> None:
-    pass
+    from xreal_bench.cli import add_config_args, subparser
+
+    demo = subparser(
+        sub,
+        "demo",
+        "run the offline demo end to end (synthetic data, reference generators, every metric)",
+        "Writes a synthetic chest X-ray data set in the MIMIC-CXR-JPG layout, runs the reference generators "
+        "(real, phantom, shuffled, noise), evaluates every metric with the demo's own evaluators, writes results, "
+        "leaderboard, tables and figures, and builds a small reader study. Needs no weights and no network.",
+    )
+    demo.add_argument("--out", default=DEMO_OUT, help="output folder")
+    demo.add_argument("--no-study", action="store_true", help="skip building the demo reader study")
+    demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    demo.set_defaults(handler=run_demo)
+
+    for name, help_text, handler in (
+        ("run", "generate, evaluate and report for a config (torchrun-aware)", run_all),
+        ("generate", "generate (or resume) every enabled generator's images", run_generate),
+        ("evaluate", "evaluate the run directory's images; write results.csv/json and the leaderboard", run_evaluate),
+    ):
+        p = subparser(sub, name, help_text)
+        add_config_args(p)
+        p.add_argument("--out", default=None, help="run directory (overrides run.out)")
+        p.add_argument("--generators", nargs="+", default=None, metavar="NAME", help="only these generators (default: all enabled)")
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+        if name in ("run", "generate"):
+            p.add_argument("--overwrite", action="store_true", help="delete the generators' existing images first")
+        p.set_defaults(handler=handler)
+
+    report = subparser(sub, "report", "rebuild leaderboard, tables and figures from RUN_DIR/results.csv")
+    report.add_argument("run_dir", help="run directory holding results.csv")
+    report.add_argument("--formats", nargs="+", default=["md", "csv", "tex"], choices=["md", "csv", "tex"], help="table formats")
+    report.add_argument("--no-figures", action="store_true", help="skip the figures")
+    report.add_argument("--decimals", type=int, default=3, help="decimals in tables")
+    report.set_defaults(handler=run_report)
+
+    imp = subparser(
+        sub,
+        "import",
+        "adopt images generated elsewhere as a generator of the run",
+        "Copies images named <case_id>.png (sample 0) or <case_id>_<k>.png into RUN/<name>/images through the "
+        "same normalisation as generated images, with manifest lines, so `evaluate` can score them.",
+    )
+    add_config_args(imp)
+    imp.add_argument("--generator", required=True, metavar="NAME", help="name for the imported images (a new generator folder)")
+    imp.add_argument("--from", dest="source", required=True, metavar="DIR", help="folder with the images (searched recursively)")
+    imp.add_argument("--out", default=None, help="run directory (overrides run.out)")
+    imp.set_defaults(handler=run_import)
+
+
+def load(args: argparse.Namespace):
+    from xreal_bench.cli import config_from_args
+
+    extra = [f"run.out={quote(args.out)}"] if getattr(args, "out", None) else []
+    return config_from_args(args, extra)
+
+
+def quote(text: str) -> str:
+    return '"' + str(text).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    from xreal_bench.pipeline import generate, open_session
+
+    session = open_session(load(args), progress=not args.quiet)
+    summaries = generate(session, args.generators, overwrite=args.overwrite, progress=not args.quiet)
+    return 0 if all(s.generated + s.skipped > 0 for s in summaries) else 1
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from xreal_bench.evaluation import evaluate
+    from xreal_bench.pipeline import open_session
+
+    cfg = load(args)
+    session = open_session(cfg, progress=not args.quiet)
+    evaluate(session, args.generators, progress=not args.quiet)
+    if session.info.is_main:
+        report_and_print(cfg)
+    return 0
+
+
+def run_all(args: argparse.Namespace) -> int:
+    from xreal_bench.evaluation import evaluate
+    from xreal_bench.pipeline import generate, open_session
+
+    cfg = load(args)
+    session = open_session(cfg, progress=not args.quiet)
+    generate(session, args.generators, overwrite=args.overwrite, progress=not args.quiet)
+    evaluate(session, args.generators, progress=not args.quiet)
+    if session.info.is_main:
+        report_and_print(cfg)
+    return 0
+
+
+def report_and_print(cfg) -> None:
+    from reports import write_reports
+
+    out = Path(cfg.run.out)
+    write_reports(out, cfg.report.formats, cfg.report.figures, cfg.report.decimals)
+    print((out / "leaderboard.md").read_text())
+    print(f"results: {out / 'results.csv'} (+ results.json provenance), leaderboard: {out / 'leaderboard.md'}, tables: {out / 'tables'}")
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from reports import write_reports
+
+    written = write_reports(Path(args.run_dir), args.formats, not args.no_figures, args.decimals)
+    for path in written:
+        print(path)
+    return 0
+
+
+def run_import(args: argparse.Namespace) -> int:
+    from xreal_bench.data.dataset import load_dataset
+    from xreal_bench.errors import UserFacingError
+    from xreal_bench.importer import import_folder
+
+    cfg = load(args)
+    scan = load_dataset(cfg)
+    try:
+        report = import_folder(
+            Path(args.source),
+            Path(cfg.run.out),
+            args.generator,
+            scan.cases,
+            resolution=cfg.run.resolution,
+            bits=cfg.run.bit_depth,
+            square=cfg.dataset.square,
+        )
+    except FileNotFoundError as exc:
+        raise UserFacingError(str(exc)) from None
+    print(report.describe(args.generator))
+    return 0 if report.imported else 1
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from xreal_bench.config import config_from_dict
+    from xreal_bench.evaluation import evaluate
+    from xreal_bench.pipeline import generate, open_session
+
+    started = time.perf_counter()
+    progress = not args.quiet
+    cfg = config_from_dict(demo_tables(args.out), source="xreal-bench demo")
+    session = open_session(cfg, progress=progress)
+    print(f"demo data: {len(session.scan.cases)} frontal test images in {cfg.dataset.root}")
+    generate(session, progress=progress)
+    evaluate(session, progress=progress)
+    report_and_print(cfg)
+    if not args.no_study:
+        from reader_study.demo import build_demo_study
+
+        build_demo_study(Path(cfg.run.out), cfg.study)
+    print(f"demo finished in {time.perf_counter() - started:.0f}s", file=sys.stderr)
+    return 0

@@ -1,0 +1,36 @@
+"""What every diffusion adapter does the same way: logger, weights, device, outputs."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from generators.base import GeneratorContext
+from generators.diffusion.images import to_gray
+from generators.diffusion.precision import denoiser_dtype
+from xreal_bench.weights import WeightsManager
+
+
+def adapter_logger(context: GeneratorContext, name: str) -> logging.Logger:
+    """The run's logger, or a named one when the adapter runs outside the harness."""
+    return context.log if context.log is not None else logging.getLogger(f"xreal_bench.generators.{name}")
+
+
+def require_weights(context: GeneratorContext, names: Sequence[str]) -> dict[str, Path]:
+    """Every artifact's path, checked before anything is loaded (the manager's message if one is missing)."""
+    manager = context.weights if context.weights is not None else WeightsManager()
+    return {name: manager.require(name) for name in names}
+
+
+def device_and_dtype(context: GeneratorContext, log: logging.Logger) -> tuple[torch.device, torch.dtype]:
+    device = context.torch_device()
+    return device, denoiser_dtype(context.precision, device, log)
+
+
+def to_outputs(images: torch.Tensor) -> list[torch.Tensor]:
+    """``(B, C, H, W)`` images in [0, 1] -> one ``1 x H x W`` grayscale CPU tensor per sample."""
+    gray = to_gray(images.float()).clamp(0.0, 1.0).cpu()
+    return list(gray.unbind(0))

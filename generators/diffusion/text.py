@@ -1,0 +1,85 @@
+"""Offline text handling: the LDM BERT tokeniser and text encoder, and truncation accounting.
+
+XReal and Cheff tokenise with the ``bert-base-uncased`` vocabulary (loaded from the local
+``bert-tokenizer`` artifact, ``vocab.txt``) exactly as their ``BERTTokenizer``:
+``truncation=True, max_length=150, padding="max_length"`` — so a longer prompt keeps its
+first 148 word pieces between [CLS] and [SEP] — and feed the ids to the encoder without an
+attention mask (padding positions are attended to, as in the original). Every truncated
+prompt is counted and logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from xreal_bench.errors import UserFacingError
+
+
+class TruncationCounter:
+    """Counts prompts longer than a tokeniser's limit and logs each batch that had some."""
+
+    def __init__(self, tokenizer, max_length: int, log: logging.Logger, model: str):
+        self.tokenizer, self.max_length, self.log, self.model = tokenizer, max_length, log, model
+        self.prompts = 0
+        self.truncated = 0
+
+    def count(self, prompts: Sequence[str]) -> int:
+        """Record a batch; returns how many of its prompts will be truncated."""
+        lengths = [len(ids) for ids in self.tokenizer(list(prompts), truncation=False)["input_ids"]]
+        over = [n for n in lengths if n > self.max_length]
+        self.prompts += len(prompts)
+        self.truncated += len(over)
+        if over:
+            self.log.warning(
+                "%s: %d of %d prompt(s) exceed %d tokens (longest %d) and are truncated as the original does "
+                "(%d truncated so far)", self.model, len(over), len(prompts), self.max_length, max(over), self.truncated,
+            )
+        return len(over)
+
+
+def load_bert_tokenizer(folder: Path):
+    """``BertTokenizerFast`` from a local folder holding ``vocab.txt`` (lower-casing as bert-base-uncased)."""
+    from transformers import BertTokenizerFast
+
+    try:
+        return BertTokenizerFast.from_pretrained(str(folder), local_files_only=True, do_lower_case=True)
+    except (OSError, ValueError) as exc:
+        raise UserFacingError(f"cannot load the BERT tokenizer from {folder}: {exc}") from None
+
+
+class BertPromptEncoder:
+    """Prompts -> ``(B, max_length, width)`` float32 contexts through the LDM BERT encoder.
+
+    Contexts of recently seen prompts are kept (label prompts and the empty unconditional
+    prompt repeat across a run), so the 32-layer encoder runs once per distinct prompt.
+    """
+
+    def __init__(self, tokenizer, encoder, max_length: int, device: torch.device, log: logging.Logger, model: str, cache_size: int = 512):
+        positions = encoder.config.max_position_embeddings
+        if max_length > positions:
+            raise UserFacingError(f"{model}: max_tokens={max_length} exceeds the text encoder's {positions} positions")
+        self.tokenizer, self.encoder, self.max_length, self.device = tokenizer, encoder, max_length, device
+        self.truncation = TruncationCounter(tokenizer, max_length, log, model)
+        self.cache: dict[str, torch.Tensor] = {}
+        self.cache_size = cache_size
+
+    def tokenize(self, prompts: Sequence[str]) -> torch.Tensor:
+        return self.tokenizer(
+            list(prompts), truncation=True, max_length=self.max_length, padding="max_length", return_tensors="pt"
+        )["input_ids"]
+
+    @torch.no_grad()
+    def __call__(self, prompts: Sequence[str]) -> torch.Tensor:
+        self.truncation.count(prompts)
+        new = sorted({p for p in prompts if p not in self.cache})
+        if new:
+            ids = self.tokenize(new).to(self.device)
+            contexts = self.encoder(input_ids=ids)[0].float()
+            if len(self.cache) + len(new) > self.cache_size:
+                self.cache.clear()
+            self.cache.update(zip(new, contexts))
+        return torch.stack([self.cache[p] for p in prompts])

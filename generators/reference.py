@@ -1,0 +1,96 @@
+"""Reference generators that need no weights: sanity rows with known expected rankings.
+
+- ``real``: the case's own image — the upper bound (the paper's "Real Images" row).
+- ``noise``: smooth random structure around the dataset's mean intensity — the lower bound.
+- ``shuffled``: the real image of a *different* case chosen by seed — perfectly realistic but
+  unconditioned: FID close to ``real``, Dice / F1 at chance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from generators.base import Generator, GeneratorContext
+from xreal_bench.errors import UserFacingError
+from xreal_bench.imaging import load_grayscale, to_square
+from xreal_bench.types import Condition
+from xreal_bench.validation import require
+
+
+class RealGenerator(Generator):
+    type_name = "real"
+    description = "the case's own real image (upper bound, the 'Real Images' row)"
+    inputs = frozenset({"image"})
+
+    def generate(self, conditions: Sequence[Condition]) -> list[np.ndarray]:
+        size, mode = self.context.resolution, self.context.square
+        return [to_square(load_grayscale(c.image_path), size, mode) for c in conditions]
+
+
+@dataclass
+class NoiseOptions:
+    #: Standard deviation of the smooth structure around the mean intensity.
+    contrast: float = 0.15
+    #: Side of the coarse noise grid that is upsampled into smooth blobs.
+    grid: int = 8
+    #: Images sampled (first N cases by id) to estimate the dataset's mean intensity.
+    mean_from_cases: int = 32
+
+    def validate(self) -> None:
+        require(0.0 <= self.contrast <= 0.5, "contrast", f"expected 0..0.5, got {self.contrast}")
+        require(2 <= self.grid <= 64, "grid", f"expected 2..64, got {self.grid}")
+        require(self.mean_from_cases >= 1, "mean_from_cases", f"expected >= 1, got {self.mean_from_cases}")
+
+
+class NoiseGenerator(Generator):
+    type_name = "noise"
+    description = "smooth noise with the dataset's mean intensity (lower bound)"
+    inputs = frozenset()
+    Options = NoiseOptions
+
+    def __init__(self, name: str, options: NoiseOptions, context: GeneratorContext):
+        super().__init__(name, options, context)
+        sample = sorted(context.cases, key=lambda c: c.case_id)[: options.mean_from_cases]
+        if not sample:
+            raise UserFacingError("the noise generator needs at least one case to estimate the mean intensity")
+        self.mean = float(np.mean([to_square(load_grayscale(c.image_path), 64, context.square).mean() for c in sample]))
+
+    def generate(self, conditions: Sequence[Condition]) -> list[np.ndarray]:
+        size, grid = self.context.resolution, self.options.grid
+        images = []
+        for c in conditions:
+            gen = torch.Generator().manual_seed(c.seed)
+            coarse = torch.randn(1, 1, grid, grid, generator=gen)
+            smooth = F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False)[0, 0]
+            fine = torch.randn(size, size, generator=gen) * 0.25
+            image = self.mean + self.options.contrast * (smooth + fine)
+            images.append(image.clamp(0.0, 1.0).numpy())
+        return images
+
+
+class ShuffledGenerator(Generator):
+    type_name = "shuffled"
+    description = "the real image of a different case chosen by seed (realistic but unconditioned)"
+    inputs = frozenset({"image"})
+
+    def __init__(self, name: str, options, context: GeneratorContext):
+        super().__init__(name, options, context)
+        self.pool = sorted(context.cases, key=lambda c: c.case_id)
+        self.position = {c.case_id: i for i, c in enumerate(self.pool)}
+        if len(self.pool) < 2:
+            raise UserFacingError("the shuffled generator needs at least two cases")
+
+    def donor(self, condition: Condition):
+        """The case whose image stands in for ``condition``: uniform over the other cases."""
+        k = int(np.random.default_rng(condition.seed).integers(len(self.pool) - 1))
+        own = self.position.get(condition.case_id, len(self.pool))
+        return self.pool[k + 1 if k >= own else k]
+
+    def generate(self, conditions: Sequence[Condition]) -> list[np.ndarray]:
+        size, mode = self.context.resolution, self.context.square
+        return [to_square(load_grayscale(self.donor(c).image_path), size, mode) for c in conditions]

@@ -1,0 +1,188 @@
+"""Label fidelity of generated images: per-class AUC and F1 of a pathology classifier.
+
+Inputs are classifier scores ``[N, C]`` (probabilities in the representation the thresholds
+use, see below) and labels ``[N, C]`` with 1 positive, 0 negative, and -1 or NaN = ignore
+(masked per class, never passed to scikit-learn).
+
+- AUC per class (``sklearn.metrics.roc_auc_score``) on the class's valid entries. A class with
+  fewer than 2 valid entries or a single label value is **skipped** and reported with the
+  reason; ``auc_macro`` averages the evaluated classes only.
+- F1 per class (``sklearn.metrics.f1_score``, ``zero_division=0.0`` by default: a class
+  predicted nowhere scores 0) with the prediction ``score >= threshold``. Classes without
+  positive labels or without a threshold are skipped and reported; ``f1_macro`` averages the
+  evaluated classes.
+- Thresholds (:func:`fit_thresholds`) come from a named policy, recorded with the results:
+  ``"calibrated"`` the classifier's own operating points (torchxrayvision ``op_threshs``,
+  Youden-J on their validation data); ``"youden"`` / ``"f1"`` fitted per class on **real**
+  images of another split (never on generated images, never on the evaluated test images);
+  ``"fixed"`` one value for all classes.
+
+Score representation: raw sigmoid probabilities, with the calibrated thresholds in the same
+space (torchxrayvision's ``op_norm`` maps exactly these thresholds to 0.5, so
+``p >= op_thresh`` is the same decision as ``op_norm(p) >= 0.5``; AUC is unaffected).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from sklearn.metrics import f1_score, precision_recall_curve, roc_auc_score, roc_curve
+
+THRESHOLD_POLICIES: tuple[str, ...] = ("calibrated", "youden", "f1", "fixed")
+IGNORE_LABEL = -1
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Per-class decision thresholds (predict positive when ``score >= value``) and their origin."""
+
+    values: dict[str, float]
+    policy: str
+    source: str
+    unfitted: dict[str, str] = field(default_factory=dict)  # label -> why it has no threshold
+
+
+@dataclass(frozen=True)
+class ClassificationResult:
+    """Per-class AUC/F1 on the evaluated classes, skipped classes with reasons, macro means."""
+
+    auc: dict[str, float]
+    f1: dict[str, float]
+    n_positive: dict[str, int]
+    n_valid: dict[str, int]
+    skipped_auc: dict[str, str]
+    skipped_f1: dict[str, str]
+    auc_macro: float
+    f1_macro: float
+    thresholds: Thresholds
+    zero_division: float
+
+
+def check_inputs(scores, labels, label_names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Validate shapes and values; labels come back as float with NaN for 'ignore'."""
+    scores = np.asarray(scores.detach().cpu() if hasattr(scores, "detach") else scores, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.float64)
+    if scores.ndim != 2 or labels.shape != scores.shape or scores.shape[1] != len(label_names):
+        raise ValueError(
+            f"scores {scores.shape} and labels {labels.shape} must both be [N, C] with C = {len(label_names)} label names"
+        )
+    if len(set(label_names)) != len(label_names):
+        raise ValueError(f"duplicate label names: {list(label_names)}")
+    labels = np.where(labels == IGNORE_LABEL, np.nan, labels)
+    bad = ~np.isnan(labels) & (labels != 0) & (labels != 1)
+    if bad.any():
+        raise ValueError(f"labels must be 1, 0, -1 (ignore) or NaN; found {sorted(set(labels[bad].tolist()))[:5]}")
+    if not np.isfinite(scores[~np.isnan(labels)]).all():
+        raise ValueError("scores contain NaN or infinite values at labelled entries")
+    return scores, labels
+
+
+def valid_entries(scores: np.ndarray, labels: np.ndarray, c: int) -> tuple[np.ndarray, np.ndarray]:
+    keep = ~np.isnan(labels[:, c])
+    return labels[keep, c].astype(int), scores[keep, c]
+
+
+def youden_threshold(y_true: np.ndarray, scores: np.ndarray) -> float:
+    """Threshold maximising TPR - FPR (ties: the highest threshold)."""
+    fpr, tpr, thresholds = roc_curve(y_true, scores, drop_intermediate=False)
+    j = (tpr - fpr)[1:]  # the first point is "predict nothing" at threshold +inf
+    return float(thresholds[1:][int(np.argmax(j))])
+
+
+def f1_threshold(y_true: np.ndarray, scores: np.ndarray) -> float:
+    """Threshold maximising F1 of ``score >= t`` over the observed scores (ties: the highest)."""
+    precision, recall, thresholds = precision_recall_curve(y_true, scores, drop_intermediate=False)
+    precision, recall = precision[:-1], recall[:-1]  # the last point has no threshold
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    best = np.flatnonzero(f1 == f1.max())
+    return float(thresholds[best].max())
+
+
+def fit_thresholds(
+    scores,
+    labels,
+    label_names: Sequence[str],
+    policy: str,
+    *,
+    calibrated: Mapping[str, float] | None = None,
+    fixed: float = 0.5,
+    source: str = "",
+) -> Thresholds:
+    """Thresholds for ``label_names`` under ``policy`` (see module docstring).
+
+    ``scores``/``labels`` are REAL images of a split other than the evaluated one (used by
+    ``"youden"`` and ``"f1"`` only; pass ``None`` otherwise). ``calibrated`` is the
+    classifier's ``calibrated_thresholds``. ``source`` describes where the data came from
+    (e.g. ``"real images, validate split, n=1234"``) and is recorded with the results.
+    """
+    names = list(label_names)
+    if policy == "fixed":
+        if not 0.0 <= fixed <= 1.0:
+            raise ValueError(f"fixed threshold must be in [0, 1], got {fixed}")
+        return Thresholds({n: float(fixed) for n in names}, policy, source or f"fixed threshold {fixed}")
+    if policy == "calibrated":
+        if calibrated is None:
+            raise ValueError("threshold policy 'calibrated' needs the classifier's calibrated_thresholds; this classifier has none")
+        values = {n: float(calibrated[n]) for n in names if n in calibrated}
+        unfitted = {n: "the classifier has no calibrated threshold for it" for n in names if n not in calibrated}
+        return Thresholds(values, policy, source or "classifier's calibrated operating points", unfitted)
+    if policy not in ("youden", "f1"):
+        raise ValueError(f"unknown threshold policy {policy!r}; choose one of {', '.join(THRESHOLD_POLICIES)}")
+    if scores is None or labels is None:
+        raise ValueError(f"threshold policy {policy!r} needs scores and labels of real images from another split")
+    if not source:
+        raise ValueError(f"threshold policy {policy!r}: say which real images the thresholds are fitted on (source=...)")
+    scores, labels = check_inputs(scores, labels, names)
+    fit = youden_threshold if policy == "youden" else f1_threshold
+    values, unfitted = {}, {}
+    for c, name in enumerate(names):
+        y, s = valid_entries(scores, labels, c)
+        if y.size < 2 or np.unique(y).size < 2:
+            unfitted[name] = f"needs both positive and negative real labels to fit (has {int(y.sum())} positive of {y.size})"
+            continue
+        values[name] = fit(y, s)
+    return Thresholds(values, policy, source, unfitted)
+
+
+def evaluate_classification(
+    scores,
+    labels,
+    label_names: Sequence[str],
+    thresholds: Thresholds,
+    zero_division: float = 0.0,
+) -> ClassificationResult:
+    """Per-class AUC and F1 of ``scores`` against ``labels`` and their macro averages."""
+    names = list(label_names)
+    scores, labels = check_inputs(scores, labels, names)
+    auc, f1, n_pos, n_valid, skipped_auc, skipped_f1 = {}, {}, {}, {}, {}, {}
+    for c, name in enumerate(names):
+        y, s = valid_entries(scores, labels, c)
+        n_valid[name], n_pos[name] = int(y.size), int(y.sum())
+        if y.size < 2:
+            skipped_auc[name] = f"fewer than 2 labelled images ({y.size})"
+        elif np.unique(y).size < 2:
+            skipped_auc[name] = f"only {'positive' if y[0] == 1 else 'negative'} labels ({y.size})"
+        else:
+            auc[name] = float(roc_auc_score(y, s))
+        if name not in thresholds.values:
+            skipped_f1[name] = f"no threshold ({thresholds.unfitted.get(name, 'not in the thresholds')})"
+        elif n_pos[name] == 0:
+            skipped_f1[name] = f"no positive labels ({y.size} labelled)"
+        else:
+            pred = (s >= thresholds.values[name]).astype(int)
+            f1[name] = float(f1_score(y, pred, zero_division=zero_division))
+    return ClassificationResult(
+        auc=auc,
+        f1=f1,
+        n_positive=n_pos,
+        n_valid=n_valid,
+        skipped_auc=skipped_auc,
+        skipped_f1=skipped_f1,
+        auc_macro=float(np.mean(list(auc.values()))) if auc else float("nan"),
+        f1_macro=float(np.mean(list(f1.values()))) if f1 else float("nan"),
+        thresholds=thresholds,
+        zero_division=zero_division,
+    )

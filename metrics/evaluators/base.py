@@ -1,0 +1,106 @@
+"""The three evaluator protocols: feature extractor, segmenter, classifier.
+
+Every evaluator takes the SAME input — the run's standardised images as a float tensor
+``[B, 1, H, W]`` in [0, 1] on any device — and applies its own documented preprocessing
+(``preprocessing``), so the evaluation engine never preprocesses per evaluator. Outputs come
+back on the CPU. ``weights_hash`` (sha256 of the weights file) goes into the results'
+provenance. Subclasses implement :meth:`forward`; ``__call__`` validates input and output and
+runs under ``torch.no_grad``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import torch
+
+from metrics.dice import MASK_CHANNELS
+from xreal_bench.errors import UserFacingError
+
+
+class WeightsLoadError(UserFacingError):
+    """A weights file exists but is not the model the loader expects."""
+
+
+def check_images(images: torch.Tensor, evaluator: str) -> None:
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 1:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"{evaluator}: images must be a [B, 1, H, W] tensor, got {shape}")
+    if not images.is_floating_point():
+        raise TypeError(f"{evaluator}: images must be float in [0, 1], got {images.dtype}")
+    if not bool(torch.isfinite(images).all()):
+        raise ValueError(f"{evaluator}: images contain NaN or infinite values")
+    if images.numel() and (float(images.min()) < 0.0 or float(images.max()) > 1.0):
+        raise ValueError(f"{evaluator}: images must lie in [0, 1], got [{float(images.min()):.4g}, {float(images.max()):.4g}]")
+
+
+class Evaluator(ABC):
+    """Shared behaviour: validated ``__call__`` on ``[B, 1, H, W]`` [0, 1] images."""
+
+    kind: ClassVar[str]
+    name: str
+    weights_hash: str
+    #: One line describing the preprocessing applied to the [0, 1] input (recorded in provenance).
+    preprocessing: str
+    device: torch.device
+
+    @abstractmethod
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Images already validated and on ``self.device``; return the raw output."""
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        check_images(images, self.name)
+        with torch.no_grad():
+            out = self.forward(images.to(self.device, torch.float32))
+        out = out.cpu()
+        self.check_output(images, out)
+        return out
+
+    @abstractmethod
+    def check_output(self, images: torch.Tensor, out: torch.Tensor) -> None:
+        """Raise if ``out`` breaks the protocol (shape, dtype)."""
+
+    def describe(self) -> dict[str, str]:
+        """Provenance record: kind, name, weights hash, preprocessing."""
+        return {"kind": self.kind, "name": self.name, "weights_sha256": self.weights_hash, "preprocessing": self.preprocessing}
+
+
+class FeatureExtractor(Evaluator):
+    """``images -> float32 [B, dim]`` feature vectors (for FID / KID)."""
+
+    kind = "feature"
+    dim: int
+
+    def check_output(self, images: torch.Tensor, out: torch.Tensor) -> None:
+        if out.shape != (images.shape[0], self.dim) or out.dtype != torch.float32:
+            raise RuntimeError(f"{self.name} returned {out.dtype} {tuple(out.shape)}, expected float32 [{images.shape[0]}, {self.dim}]")
+
+
+class Segmenter(Evaluator):
+    """``images -> bool [B, 4, H, W]`` masks at the input size, channels
+    :data:`~metrics.dice.MASK_CHANNELS` (patient's sides: the left lung is on the image's right)."""
+
+    kind = "segmenter"
+    channels: tuple[str, ...] = MASK_CHANNELS
+
+    def check_output(self, images: torch.Tensor, out: torch.Tensor) -> None:
+        b, _, h, w = images.shape
+        if out.shape != (b, len(self.channels), h, w) or out.dtype != torch.bool:
+            raise RuntimeError(f"{self.name} returned {out.dtype} {tuple(out.shape)}, expected bool [{b}, {len(self.channels)}, {h}, {w}]")
+
+
+class Classifier(Evaluator):
+    """``images -> float32 [B, len(labels)]`` probabilities for CheXpert label names ``labels``.
+
+    ``calibrated_thresholds`` maps labels to operating points in the same probability space
+    (predict positive when ``p >= threshold``), or is ``None`` when the model has none.
+    """
+
+    kind = "classifier"
+    labels: tuple[str, ...]
+    calibrated_thresholds: dict[str, float] | None
+
+    def check_output(self, images: torch.Tensor, out: torch.Tensor) -> None:
+        if out.shape != (images.shape[0], len(self.labels)) or out.dtype != torch.float32:
+            raise RuntimeError(f"{self.name} returned {out.dtype} {tuple(out.shape)}, expected float32 [{images.shape[0]}, {len(self.labels)}]")

@@ -1,0 +1,193 @@
+"""torchxrayvision evaluators: DenseNet-121 classifier and features, PSPNet anatomy segmenter.
+
+Weights come from the weights manager (``xrv-densenet-<tag>``, ``xrv-pspnet``); the folder
+holding the file is passed to torchxrayvision as ``cache_dir``, where an existing file is
+used as is (no network). Both loaders load state dicts strictly, so a file of the wrong
+model fails loudly (:class:`WeightsLoadError`) instead of leaving layers random.
+
+Preprocessing (applied here; the engine passes [0, 1] images):
+``x -> (2x - 1) * 1024`` (= ``xrv.datasets.normalize(x * 255, 255)``), centre crop to a square
+(``XRayCenterCrop`` offsets), bilinear antialiased resize to the model's resolution
+(224 for DenseNet, 512 for PSPNet — the resize torchxrayvision itself applies), 1 channel.
+
+Lung sides (UNCERTAIN, see :class:`XRVPSPNet`): ChestX-Det's "Left Lung" is taken to be the
+patient's left lung (radiological naming, on the image's right on a frontal view). Neither
+torchxrayvision's code nor the ChestX-Det release states it; ``pspnet_left_lung`` switches
+the mapping, and :func:`metrics.dice.left_lung_on_image_right` checks it on real images.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from metrics.evaluators.base import (
+    Classifier,
+    FeatureExtractor,
+    Segmenter,
+    WeightsLoadError,
+)
+from xreal_bench.labels import CHEXPERT_LABELS
+from xreal_bench.weights import WeightsManager
+
+#: torchxrayvision output names that differ from the CheXpert names.
+XRV_TO_CHEXPERT: dict[str, str] = {"Effusion": "Pleural Effusion"}
+DENSENET_RESOLUTION = 224
+PSPNET_RESOLUTION = 512
+XRV_PREPROCESSING = "[0,1] -> (2x-1)*1024, centre crop to square, bilinear antialiased resize to {size}, 1 channel"
+
+
+def import_xrv():
+    """Import torchxrayvision without keeping its process-wide ``warnings.filterwarnings("ignore")``."""
+    with warnings.catch_warnings():
+        import torchxrayvision
+
+    return torchxrayvision
+
+
+def centre_crop_box(h: int, w: int) -> tuple[int, int, int]:
+    """``(top, left, side)`` of the centred square crop, with ``XRayCenterCrop``'s offsets."""
+    side = min(h, w)
+    return h // 2 - side // 2, w // 2 - side // 2, side
+
+
+def xrv_input(images: torch.Tensor, size: int) -> torch.Tensor:
+    """[0, 1] ``[B, 1, H, W]`` -> ``[B, 1, size, size]`` in [-1024, 1024] (see module docstring)."""
+    top, left, side = centre_crop_box(*images.shape[-2:])
+    x = (images[..., top : top + side, left : left + side] * 2.0 - 1.0) * 1024.0
+    if side != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return x
+
+
+def load_densenet(tag: str, weights: WeightsManager):
+    """A torchxrayvision DenseNet with the ``xrv-densenet-<tag>`` weights (eval mode, CPU)."""
+    xrv = import_xrv()
+    artifact = f"xrv-densenet-{tag}"
+    path = weights.require(artifact)
+    key = f"densenet121-res224-{tag}"
+    expected = os.path.basename(xrv.models.model_urls[key]["weights_url"])
+    if path.name != expected:
+        raise RuntimeError(f"weights manifest names {path.name} for {artifact}, torchxrayvision expects {expected}")
+    try:
+        model = xrv.models.DenseNet(weights=key, cache_dir=str(path.parent))
+    except Exception as exc:
+        raise WeightsLoadError(
+            f"{path} is not a torchxrayvision {key} model ({type(exc).__name__}: {exc}); "
+            f"replace it (xreal-bench weights fetch {artifact})"
+        ) from exc
+    return model.eval(), weights.file_hash(artifact)
+
+
+class XRVDenseNetClassifier(Classifier):
+    """CheXpert-label probabilities (raw sigmoid) of a torchxrayvision DenseNet-121.
+
+    Outputs are mapped to CheXpert names (``Effusion`` -> ``Pleural Effusion``), empty slots
+    and non-CheXpert outputs dropped, columns in CheXpert order. ``calibrated_thresholds`` are
+    the model's ``op_threshs`` in the same raw-probability space.
+    """
+
+    preprocessing = XRV_PREPROCESSING.format(size=DENSENET_RESOLUTION) + "; sigmoid outputs, op_norm off"
+
+    def __init__(self, *, weights: WeightsManager, device: torch.device, tag: str = "mimic_ch"):
+        model, self.weights_hash = load_densenet(tag, weights)
+        mapped = {XRV_TO_CHEXPERT.get(t, t): i for i, t in enumerate(model.targets) if t}
+        self.labels = tuple(name for name in CHEXPERT_LABELS if name in mapped)
+        self.columns = [mapped[name] for name in self.labels]
+        op = model.op_threshs
+        self.calibrated_thresholds = (
+            {name: float(op[i]) for name, i in zip(self.labels, self.columns) if not torch.isnan(op[i])} if op is not None else None
+        )
+        model.op_threshs = None  # raw probabilities; the thresholds above live in the same space
+        model.apply_sigmoid = True
+        self.name = f"xrv-densenet-{tag}"
+        self.device = device
+        self.model = model.to(device)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(xrv_input(images, DENSENET_RESOLUTION))[:, self.columns].float()
+
+
+class XRVDenseNetFeatures(FeatureExtractor):
+    """1024-d pooled DenseNet-121 features (``features2``) for the X-ray FID ``fid_xrv``."""
+
+    preprocessing = XRV_PREPROCESSING.format(size=DENSENET_RESOLUTION) + "; features2 (ReLU + global average pool)"
+
+    def __init__(self, *, weights: WeightsManager, device: torch.device, tag: str = "mimic_ch"):
+        model, self.weights_hash = load_densenet(tag, weights)
+        self.name = f"xrv-densenet-features-{tag}"
+        self.dim = 1024
+        self.device = device
+        self.model = model.to(device)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model.features2(xrv_input(images, DENSENET_RESOLUTION)).float()
+
+
+def pspnet_outputs(pspnet_left_lung: str) -> tuple[str, str, str, str]:
+    """PSPNet target names feeding our channels (left lung, right lung, heart, aorta)."""
+    if pspnet_left_lung == "patient-left":
+        return ("Left Lung", "Right Lung", "Heart", "Aorta")
+    if pspnet_left_lung == "image-left":
+        return ("Right Lung", "Left Lung", "Heart", "Aorta")
+    raise ValueError(f"pspnet_left_lung must be 'patient-left' or 'image-left', got {pspnet_left_lung!r}")
+
+
+class XRVPSPNet(Segmenter):
+    """ChestX-Det PSPNet (torchxrayvision) -> lungs / heart / aorta masks at the input size.
+
+    Masks are ``sigmoid(logit) > 0.5`` per class (multi-label, not argmax), computed at 512 px
+    on the centred square crop, resized back by nearest neighbour (pixel centres, like
+    :func:`xreal_bench.imaging.resize_label_map`); outside the crop of a non-square input the
+    masks are False.
+
+    ``pspnet_left_lung`` says which lung PSPNet's "Left Lung" output is: ``"patient-left"``
+    (default: the radiological convention, the lung on the image's right of a frontal view)
+    or ``"image-left"`` (the lung on the image's left, i.e. the patient's right). This was not
+    verifiable from the released code; check it on real images with
+    :func:`metrics.dice.left_lung_on_image_right`.
+    """
+
+    preprocessing = XRV_PREPROCESSING.format(size=PSPNET_RESOLUTION) + "; sigmoid > 0.5; nearest resize back"
+
+    def __init__(
+        self,
+        *,
+        weights: WeightsManager,
+        device: torch.device,
+        pspnet_left_lung: Literal["patient-left", "image-left"] = "patient-left",
+    ):
+        outputs = pspnet_outputs(pspnet_left_lung)
+        xrv = import_xrv()
+        path = weights.require("xrv-pspnet")
+        try:
+            model = xrv.baseline_models.chestx_det.PSPNet(cache_dir=str(path.parent))
+        except Exception as exc:
+            raise WeightsLoadError(
+                f"{path} is not the ChestX-Det PSPNet state dict ({type(exc).__name__}: {exc}); "
+                "replace it (xreal-bench weights fetch xrv-pspnet)"
+            ) from exc
+        self.output_indices = [model.targets.index(target) for target in outputs]
+        self.pspnet_left_lung = pspnet_left_lung
+        self.preprocessing = f"{type(self).preprocessing}; PSPNet 'Left Lung' taken as {pspnet_left_lung}"
+        self.name = "xrv-pspnet"
+        self.device = device
+        self.model = model.eval().to(device)
+        self.weights_hash = weights.file_hash("xrv-pspnet")
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = images.shape
+        top, left, side = centre_crop_box(h, w)
+        with warnings.catch_warnings():  # ptsemseg calls the deprecated F.upsample on every forward
+            warnings.filterwarnings("ignore", message=".*nn.functional.upsample.* is deprecated")
+            logits = self.model(xrv_input(images, PSPNET_RESOLUTION))[:, self.output_indices]
+        masks = (torch.sigmoid(logits) > 0.5).float()
+        if side != PSPNET_RESOLUTION:
+            masks = F.interpolate(masks, size=(side, side), mode="nearest-exact")
+        out = torch.zeros((b, len(self.channels), h, w), dtype=torch.bool, device=images.device)
+        out[..., top : top + side, left : left + side] = masks > 0.5
+        return out

@@ -1,0 +1,198 @@
+"""Metrics from per-image evaluator outputs: one :class:`ResultRow` per (generator, metric, subset).
+
+Point estimates and seeded bootstrap CIs over cases (a case's samples resampled together).
+FID uses the exactly merged streaming statistics for the headline value; per-pathology
+subsets and FID bootstrap use per-image features. Classification thresholds come from
+:func:`metrics.classification.fit_thresholds` on real images only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from metrics.bootstrap import bootstrap_ci, bootstrap_statistic
+from metrics.classification import Thresholds, evaluate_classification
+from metrics.dice import STRUCTURES
+from metrics.engine import SourceOutputs
+from metrics.fid import fid_from_stats, frechet_distance, kid
+from metrics.stats import FeatureStats
+from metrics.suite import Suite
+from xreal_bench.labels import CHEXPERT_LABELS, NON_PATHOLOGY_LABELS, XREAL_LABELS, label_index
+from xreal_bench.types import Case
+
+FEATURE_METRICS = {"fid": "features", "kid": "features", "fid_xrv": "domain_features"}
+PATHOLOGIES = tuple(n for n in CHEXPERT_LABELS if n not in NON_PATHOLOGY_LABELS)
+
+
+@dataclass
+class ResultRow:
+    generator: str
+    metric: str
+    value: float
+    ci_low: float = float("nan")
+    ci_high: float = float("nan")
+    n: int = 0
+    subset: str = "all"
+    evaluator: str = ""
+    note: str = ""
+
+
+@dataclass
+class ScoringSettings:
+    enabled: Sequence[str]
+    bootstrap: int
+    fid_bootstrap: int
+    confidence: float
+    seed: int
+    subsets: bool
+    min_subset_n: int
+    kid_subsets: int
+    kid_subset_size: int
+    label_set: Sequence[str]
+    f1_zero_division: float
+
+
+def evaluated_labels(label_set: Sequence[str], classifier_labels: Sequence[str]) -> list[str]:
+    """The labels F1/AUC average over: ``classifier`` (all it outputs), ``xreal`` (the paper's seven), or names."""
+    wanted: list[str] = []
+    for item in label_set:
+        names = classifier_labels if item == "classifier" else XREAL_LABELS if item == "xreal" else [item]
+        wanted += [n for n in names if n not in wanted]
+    return [n for n in wanted if n in classifier_labels]
+
+
+def ci_row(generator: str, metric: str, ci, n: int, evaluator: str, subset: str = "all", note: str = "") -> ResultRow:
+    return ResultRow(generator, metric, ci.estimate, ci.low, ci.high, n, subset, evaluator, note)
+
+
+def mean_row(generator, metric, values, groups, s: ScoringSettings, evaluator, subset="all", note="") -> ResultRow | None:
+    """Mean of per-image values (NaN excluded and counted) with a grouped bootstrap CI."""
+    values = np.asarray(values, dtype=np.float64)
+    keep = ~np.isnan(values)
+    if not keep.any():
+        return None
+    excluded = int((~keep).sum())
+    if excluded:
+        note = "; ".join(filter(None, [note, f"{excluded} undefined (both masks empty) excluded"]))
+    v, g = values[keep], np.asarray(groups)[keep]
+    if s.bootstrap:
+        ci = bootstrap_ci(v, s.bootstrap, s.confidence, s.seed, groups=g)
+        return ci_row(generator, metric, ci, len(set(g)), evaluator, subset, note)
+    return ResultRow(generator, metric, float(v.mean()), n=len(set(g)), subset=subset, evaluator=evaluator, note=note)
+
+
+def score(
+    generator: str,
+    gen: SourceOutputs,
+    real: SourceOutputs,
+    cases: dict[str, Case],
+    suite: Suite,
+    s: ScoringSettings,
+    thresholds: Thresholds | None,
+) -> list[ResultRow]:
+    """Every enabled metric (and its per-pathology subsets) for one generator's outputs."""
+    rows: list[ResultRow] = []
+    if not gen.keys:
+        return rows
+    groups = np.asarray(gen.case_ids)
+    subsets = [("all", np.arange(len(gen.keys)))]
+    if s.subsets:
+        positives = np.array([[cases[c].labels[label_index(p)] == 1 for p in PATHOLOGIES] for c in gen.case_ids])
+        for j, p in enumerate(PATHOLOGIES):
+            idx = np.flatnonzero(positives[:, j])
+            if len(set(groups[idx])) >= s.min_subset_n:
+                subsets.append((p, idx))
+    real_index = {k[0]: i for i, k in enumerate(real.keys)}
+    for subset, idx in subsets:
+        for metric, role in FEATURE_METRICS.items():
+            if metric in s.enabled and role in gen.features:
+                rows += feature_rows(generator, metric, gen, real, real_index, idx, subset, suite, s)
+        if "ms_ssim" in s.enabled and gen.ms_ssim is not None:
+            row = mean_row(generator, "ms_ssim", gen.ms_ssim[idx], groups[idx], s, suite.label("ms_ssim"), subset)
+            rows += [row] if row else []
+        if "dice" in s.enabled and gen.dice:
+            for structure in (*STRUCTURES, "dice"):
+                metric = "dice" if structure == "dice" else f"dice_{structure}"
+                row = mean_row(generator, metric, gen.dice[structure][idx], groups[idx], s, suite.label(metric), subset)
+                rows += [row] if row else []
+    if "ms_ssim_diversity" in s.enabled and gen.diversity:
+        values = np.array(list(gen.diversity.values()))
+        row = mean_row(generator, "ms_ssim_diversity", values, list(gen.diversity), s, "pixels", note="lower = more diverse")
+        rows += [row] if row else []
+    if {"f1_macro", "auc_macro"} & set(s.enabled) and gen.scores is not None and suite.classifier is not None:
+        rows += classification_rows(generator, gen, cases, suite, s, thresholds)
+    return rows
+
+
+def feature_rows(generator, metric, gen, real, real_index, idx, subset, suite, s: ScoringSettings) -> list[ResultRow]:
+    role = FEATURE_METRICS[metric]
+    evaluator = suite.label(metric)
+    g_feat = gen.features[role][idx]
+    r_idx = np.array(sorted({real_index[gen.keys[i][0]] for i in idx if gen.keys[i][0] in real_index}))
+    n = len(idx)
+    if n < 2 or len(r_idx) < 2:
+        return []
+    r_feat = real.features[role][r_idx]
+    if metric == "kid":
+        result = kid(r_feat, g_feat, s.kid_subsets, s.kid_subset_size, seed=s.seed)
+        return [ResultRow(generator, "kid", result.mean, n=n, subset=subset, evaluator=evaluator, note=f"std over subsets {result.std:.3g}")]
+    if subset == "all":
+        value = fid_from_stats(real.stats[role], gen.stats[role])  # exactly merged streaming statistics
+    else:
+        value = fid_from_stats(FeatureStats.from_features(r_feat), FeatureStats.from_features(g_feat))
+    note = f"n < feature dim {g_feat.shape[1]}: covariance singular, FID biased" if n <= g_feat.shape[1] else ""
+    if not s.fid_bootstrap:
+        return [ResultRow(generator, metric, value, n=n, subset=subset, evaluator=evaluator, note="; ".join(filter(None, [note, "CI off (metrics.fid_bootstrap = 0)"])))]
+    case_of = np.asarray([gen.keys[i][0] for i in idx])
+    real_rows = {c: real_index[c] for c in set(case_of) if c in real_index}
+
+    def statistic(sel: np.ndarray) -> float:
+        chosen = case_of[sel]
+        r = real.features[role][[real_rows[c] for c in chosen if c in real_rows]]
+        return frechet_distance(*moments(r), *moments(g_feat[sel]))
+
+    ci = bootstrap_statistic(n, statistic, s.fid_bootstrap, s.confidence, s.seed, groups=case_of)
+    return [ResultRow(generator, metric, value, ci.low, ci.high, n, subset, evaluator, note)]
+
+
+def moments(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    stats = FeatureStats.from_features(features)
+    return stats.mean(), stats.cov()
+
+
+def classification_rows(generator, gen: SourceOutputs, cases, suite: Suite, s: ScoringSettings, thresholds) -> list[ResultRow]:
+    names = evaluated_labels(s.label_set, suite.classifier.labels)
+    columns = [suite.classifier.labels.index(n) for n in names]
+    scores = gen.scores[:, columns]
+    labels = np.array([[cases[c].labels[label_index(n)] for n in names] for c in gen.case_ids], dtype=np.float64)
+    groups = np.asarray(gen.case_ids)
+    result = evaluate_classification(scores, labels, names, thresholds, s.f1_zero_division)
+    evaluator = suite.label("f1_macro")
+    rows: list[ResultRow] = []
+    source = f"thresholds: {thresholds.policy} ({thresholds.source})"
+
+    def macro(kind: str) -> Callable[[np.ndarray], float]:
+        def statistic(sel: np.ndarray) -> float:
+            r = evaluate_classification(scores[sel], labels[sel], names, thresholds, s.f1_zero_division)
+            return r.auc_macro if kind == "auc" else r.f1_macro
+
+        return statistic
+
+    for kind in ("auc", "f1"):
+        if f"{kind}_macro" not in s.enabled:
+            continue
+        per_class = result.auc if kind == "auc" else result.f1
+        skipped = result.skipped_auc if kind == "auc" else result.skipped_f1
+        note = "; ".join(filter(None, [source if kind == "f1" else "", f"skipped: {', '.join(f'{k} ({v})' for k, v in skipped.items())}" if skipped else ""]))
+        if per_class:
+            if s.bootstrap:
+                ci = bootstrap_statistic(len(groups), macro(kind), s.bootstrap, s.confidence, s.seed, groups=groups)
+                rows.append(ResultRow(generator, f"{kind}_macro", ci.estimate, ci.low, ci.high, len(set(groups)), "all", evaluator, note))
+            else:
+                rows.append(ResultRow(generator, f"{kind}_macro", per_class and float(np.mean(list(per_class.values()))), n=len(set(groups)), evaluator=evaluator, note=note))
+        for name, value in per_class.items():
+            rows.append(ResultRow(generator, f"{kind}/{name}", value, n=result.n_valid[name], evaluator=evaluator, note=f"{result.n_positive[name]} positive"))
+    return rows

@@ -1,0 +1,117 @@
+"""Which evaluator serves which metric: the evaluator suite of a run.
+
+Two suites: ``standard`` (the real evaluators: Inception for ``fid``, torchxrayvision
+DenseNet features for ``fid_xrv``, PSPNet for Dice, DenseNet classifier for F1/AUC) and
+``demo`` (small networks trained by the project on the synthetic phantoms; their numbers are
+labelled as demo numbers everywhere). Any role can be overridden by name in ``[metrics]``.
+Only the evaluators that enabled metrics need are built, so missing weights fail early and
+only for what is used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from metrics.evaluators.base import Classifier, FeatureExtractor, Segmenter
+from metrics.evaluators.registry import build_evaluator
+
+if TYPE_CHECKING:
+    from xreal_bench.config import MetricsConfig
+    from xreal_bench.weights import WeightsManager
+
+#: Evaluator role each metric needs (``None``: pixels only).
+METRIC_ROLES: dict[str, str | None] = {
+    "fid": "features",
+    "kid": "features",
+    "fid_xrv": "domain_features",
+    "ms_ssim": None,
+    "ms_ssim_diversity": None,
+    "dice": "segmenter",
+    "f1_macro": "classifier",
+    "auc_macro": "classifier",
+}
+
+def metric_role(metric: str) -> str | None:
+    """Role behind a result row's metric name (``dice_heart`` -> segmenter, ``auc/Edema`` -> classifier)."""
+    base = metric.split("/")[0]
+    if base.startswith("dice"):
+        return "segmenter"
+    if base in ("f1", "auc"):
+        return "classifier"
+    return METRIC_ROLES[base]
+
+
+ROLE_KINDS = {"features": "feature", "domain_features": "feature", "segmenter": "segmenter", "classifier": "classifier"}
+
+SUITES: dict[str, dict[str, str]] = {
+    "standard": {
+        "features": "inception",
+        "domain_features": "xrv-densenet-features",
+        "segmenter": "xrv-pspnet",
+        "classifier": "xrv-densenet-mimic_ch",
+    },
+    "demo": {
+        "features": "demo-classifier-features",
+        "domain_features": "demo-segmenter-features",
+        "segmenter": "demo-segmenter",
+        "classifier": "demo-classifier",
+    },
+}
+
+
+@dataclass
+class Suite:
+    """The built evaluators of a run, by role."""
+
+    name: str
+    features: dict[str, FeatureExtractor] = field(default_factory=dict)  # role -> extractor
+    segmenter: Segmenter | None = None
+    classifier: Classifier | None = None
+
+    def evaluator_name(self, role: str) -> str:
+        if role in self.features:
+            return self.features[role].name
+        ev = {"segmenter": self.segmenter, "classifier": self.classifier}.get(role)
+        return ev.name if ev is not None else ""
+
+    def label(self, metric: str) -> str:
+        """The ``evaluator`` column for a metric: evaluator name, prefixed ``demo:`` in the demo suite."""
+        role = metric_role(metric)
+        if role is None:
+            return "pixels"
+        name = self.evaluator_name(role)
+        return f"demo:{name}" if self.name == "demo" else name
+
+    def describe(self) -> dict[str, dict[str, str]]:
+        """Provenance: each role's evaluator name, weights hash and preprocessing."""
+        out = {role: ex.describe() for role, ex in self.features.items()}
+        if self.segmenter is not None:
+            out["segmenter"] = self.segmenter.describe()
+        if self.classifier is not None:
+            out["classifier"] = self.classifier.describe()
+        return out
+
+
+def build_suite(cfg: "MetricsConfig", weights: "WeightsManager", device) -> Suite:
+    """Build the evaluators needed by ``cfg.enabled`` (missing weights raise here, before any pass)."""
+    defaults = SUITES[cfg.evaluators]
+    chosen = {
+        "features": cfg.features or defaults["features"],
+        "domain_features": cfg.domain_features or defaults["domain_features"],
+        "segmenter": cfg.segmenter or defaults["segmenter"],
+        "classifier": cfg.classifier or defaults["classifier"],
+    }
+    roles = {METRIC_ROLES[m] for m in cfg.enabled} - {None}
+    suite = Suite(cfg.evaluators)
+    built: dict[tuple[str, str], object] = {}
+    for role in sorted(roles):
+        key = (ROLE_KINDS[role], chosen[role])
+        if key not in built:
+            built[key] = build_evaluator(*key, weights=weights, device=device)
+        evaluator = built[key]
+        if role in ("features", "domain_features"):
+            suite.features[role] = evaluator
+        else:
+            setattr(suite, role, evaluator)
+    return suite

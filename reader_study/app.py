@@ -1,0 +1,237 @@
+"""The reader-study web app (Streamlit). Start it with ``xreal-bench study serve STUDY_DIR``.
+
+The study folder comes from the environment variable :data:`STUDY_DIR_ENV`. Readers sign in
+with the token from their link (``?token=...``) or a form. The database is the source of
+truth: every run of this script asks it where the reader is, so a reload, a second tab or
+another device resumes at the first unanswered item. Nothing that identifies an image's
+source or case ever reaches the browser: the page gets the re-encoded image, the pathology
+label, the criteria and the progress.
+
+Keyboard: digits score the highlighted criterion (the first one not yet rated), Backspace
+clears the last score, Enter submits once every criterion is rated.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from reader_study.layout import STUDY_DB, STUDY_DIR_ENV, STUDY_JSON
+from reader_study.storage import Account, ItemView, Storage, StorageError
+from reader_study.viewer import viewer_html
+VIEWER_HEIGHT = 700
+
+
+def main() -> None:
+    st.set_page_config(page_title="Reader study", layout="wide")
+    study_dir = Path(os.environ.get(STUDY_DIR_ENV, ""))
+    if not os.environ.get(STUDY_DIR_ENV) or not (study_dir / STUDY_DB).is_file():
+        st.error("This server has no study to show. Start it with `xreal-bench study serve STUDY_DIR`.")
+        st.stop()
+    if "storage" not in st.session_state:  # one connection per browser session
+        st.session_state.storage = Storage(study_dir / STUDY_DB)
+        st.session_state.session_id = uuid.uuid4().hex
+    storage: Storage = st.session_state.storage
+    account = sign_in(storage)
+    if account is None:
+        return
+    settings = json.loads((study_dir / STUDY_JSON).read_text())
+    if account.role == "admin":
+        admin_page(storage, settings)
+    else:
+        reader_page(storage, account, settings)
+
+
+def sign_in(storage: Storage) -> Account | None:
+    """The signed-in account, or the sign-in form (and nothing of the study) when there is none."""
+    token = st.query_params.get("token")
+    account = storage.authenticate(token) if token else None
+    if account is not None:
+        return account
+    st.title("Sign in")
+    if token:
+        st.error("The token in this link is not valid. Check the link, or ask the study organiser for a new one.")
+    with st.form("sign_in"):
+        entered = st.text_input("Access token", type="password")
+        if st.form_submit_button("Sign in"):
+            if storage.authenticate(entered) is not None:
+                st.query_params["token"] = entered.strip()
+                st.rerun()
+            st.error("That token is not valid.")
+    return None
+
+
+# -- reader ------------------------------------------------------------------------------------
+def reader_page(storage: Storage, account: Account, settings: dict) -> None:
+    reader = account.reader_id
+    total = storage.total(reader)
+    frontier = storage.next_position(reader) or total + 1
+    back = st.session_state.get("back", 0) if settings["allow_back"] else 0
+    position = frontier - back
+    st.title(settings["title"])
+    st.caption(f"Signed in as {account.name}")
+    if position > total:
+        st.progress(1.0, text=f"{total} / {total}")
+        st.success(f"All {total} items are done. Thank you!")
+        if settings["allow_back"] and total:
+            st.button("◀ Previous", key="previous", on_click=step_back)
+        return
+    view = storage.item_view(reader, position)
+    if st.session_state.get("shown") != (view.item_id, position):
+        storage.record_view(reader, view.item_id, st.session_state.session_id)
+        st.session_state.shown = (view.item_id, position)
+    st.progress((view.position - 1) / view.total, text=f"{view.position} / {view.total}")
+    image_col, rating_col = st.columns([3, 2], gap="large")
+    with image_col:
+        boxes = view.boxes if settings["show_box"] else ()
+        st.iframe(viewer_html(view.image_path.read_bytes(), boxes, forward_keys(view)), height=VIEWER_HEIGHT)
+    with rating_col:
+        rating_form(storage, account, view, settings)
+
+
+def widget_key(view: ItemView, criterion: str) -> str:
+    return f"p{view.position}_{criterion}"
+
+
+def forward_keys(view: ItemView) -> dict[str, str]:
+    """Keyboard keys the viewer frame forwards to this page's buttons (by widget key)."""
+    keys = {d: f"digit_{d}" for d in digits(view)}
+    return {**keys, "Enter": "submit", "Backspace": "clear"}
+
+
+def digits(view: ItemView) -> list[str]:
+    return sorted({o.key for c in view.criteria for o in c.options})
+
+
+def current_scores(view: ItemView) -> dict[str, int | None]:
+    return {c.name: st.session_state.get(widget_key(view, c.name)) for c in view.criteria}
+
+
+def rating_form(storage: Storage, account: Account, view: ItemView, settings: dict) -> None:
+    if view.block == "calibration":
+        st.info("Calibration item: rate it as usual; it is not part of the analysis.")
+    if view.block == "turing":
+        st.subheader("Real or generated?")
+    st.markdown(f"**Pathology:** {view.pathology}")
+    revisiting = bool(view.recorded)
+    for c in view.criteria:  # pre-fill a revisited item with what was recorded
+        st.session_state.setdefault(widget_key(view, c.name), view.recorded.get(c.name))
+    if revisiting:
+        st.session_state.setdefault(widget_key(view, "comment"), view.comment)
+    scores = current_scores(view)
+    active = next((name for name, value in scores.items() if value is None), None)
+    for c in view.criteria:
+        marker = "▶ " if c.name == active else ""
+        value = scores[c.name]
+        st.segmented_control(
+            f"{marker}{c.question}",
+            options=list(c.values),
+            format_func=lambda v, c=c: next(o.key for o in c.options if o.value == v),
+            key=widget_key(view, c.name),
+            width="stretch",
+        )
+        chosen = f" → **{c.label(value)}**" if value is not None else ""
+        st.caption(" · ".join(f"{o.key} {o.label}" for o in c.options) + chosen)
+    st.caption("Keys: digits rate the ▶ question · Backspace clears the last rating · Enter submits")
+    for col, d in zip(st.columns(len(digits(view))), digits(view)):
+        col.button(d, key=f"digit_{d}", shortcut=d, on_click=press_digit, args=(view, d), width="stretch")
+    st.text_input("Comment (optional)", key=widget_key(view, "comment"))
+    complete = all(v is not None for v in scores.values())
+    nav = st.columns(3)
+    if settings["allow_back"] and view.position > 1:
+        nav[0].button("◀ Previous", key="previous", on_click=step_back, width="stretch")
+    nav[1].button("Clear last", key="clear", shortcut="Backspace", on_click=clear_last, args=(view,), width="stretch")
+    nav[2].button(
+        "Save changes" if revisiting else "Submit",
+        key="submit",
+        type="primary",
+        shortcut="Enter",
+        disabled=not complete,
+        on_click=submit,
+        args=(storage, account, view, revisiting),
+        width="stretch",
+    )
+
+
+def press_digit(view: ItemView, digit: str) -> None:
+    """Score the first unrated criterion with the option bound to ``digit``."""
+    scores = current_scores(view)
+    active = next((c for c in view.criteria if scores[c.name] is None), None)
+    if active is None:
+        st.toast("Every criterion is rated: Enter submits, Backspace clears the last rating.")
+        return
+    option = active.option_for_key(digit)
+    if option is None:
+        st.toast(f"{digit} is not an option for this question.")
+        return
+    st.session_state[widget_key(view, active.name)] = option.value
+
+
+def clear_last(view: ItemView) -> None:
+    rated = [c for c in view.criteria if st.session_state.get(widget_key(view, c.name)) is not None]
+    if rated:
+        st.session_state[widget_key(view, rated[-1].name)] = None
+
+
+def step_back() -> None:
+    st.session_state.back = st.session_state.get("back", 0) + 1
+
+
+def submit(storage: Storage, account: Account, view: ItemView, revisiting: bool) -> None:
+    scores = current_scores(view)
+    if any(v is None for v in scores.values()):
+        st.toast("Rate every criterion before submitting.")
+        return
+    comment = st.session_state.get(widget_key(view, "comment")) or ""
+    try:
+        result = storage.submit(
+            account.reader_id, view.item_id, scores, comment, st.session_state.session_id, revise=revisiting
+        )
+    except StorageError as exc:
+        st.toast(f"Not saved: {exc}")
+        return
+    if result.status == "duplicate":
+        st.toast("This item was already submitted (another tab?); moving on.")
+    if st.session_state.get("back", 0) > 0:
+        st.session_state.back -= 1
+
+
+# -- admin -------------------------------------------------------------------------------------
+def admin_page(storage: Storage, settings: dict) -> None:
+    st.title(f"{settings['title']} · admin")
+    rows = []
+    for p in storage.progress():
+        if p.role != "reader":
+            continue
+        last = dt.datetime.fromtimestamp(p.last_activity, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if p.last_activity else ""
+        rows.append(
+            {
+                "reader": p.name,
+                "done": p.done,
+                "assigned": p.total,
+                "progress": f"{100 * p.done / p.total:.0f}%" if p.total else "",
+                "last submit": last,
+                "median s/item": None if p.median_seconds is None else round(p.median_seconds, 1),
+            }
+        )
+    st.subheader("Progress per reader")
+    st.dataframe(pd.DataFrame(rows), hide_index=True)
+    responses = pd.DataFrame(storage.blinded_rows())
+    st.subheader(f"Responses ({len(responses)} rows)")
+    st.caption("Blinded export: item ids only. `xreal-bench study analyze` joins the key on the server.")
+    st.download_button(
+        "Download responses (CSV)",
+        data=responses.to_csv(index=False).encode(),
+        file_name="responses_blinded.csv",
+        mime="text/csv",
+        on_click="ignore",
+    )
+
+
+main()

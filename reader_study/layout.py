@@ -1,0 +1,9 @@
+"""Names inside a study folder, and how the app finds it."""
+
+from pathlib import Path
+
+STUDY_JSON = "study.json"  # non-secret settings
+STUDY_DB = "study.sqlite"  # key, accounts, assignments, responses, audit
+IMAGES = "images"  # images/<opaque id>.png
+STUDY_DIR_ENV = "XREAL_BENCH_STUDY_DIR"  # the served study folder, set by `study serve`
+APP_SCRIPT = Path(__file__).with_name("app.py")

@@ -1,0 +1,71 @@
+"""A small synthetic run directory in the run-dir contract (``write_sample_run``) and a study
+built from it (``sample_study``), for tests, benchmarks and trying the reader study without
+generating images first."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from xreal_bench.imaging import quantize, save_png
+from xreal_bench.rundir import GeneratorDir, ManifestEntry, append_line, image_name, seed_for
+
+PATHOLOGIES = ("Cardiomegaly", "Edema", "Pleural Effusion", "Pneumothorax")
+
+
+def sample_image(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A smooth grayscale blob image in [0, 1] (two dark 'lungs' in a bright 'thorax')."""
+    y, x = np.mgrid[0:size, 0:size] / size
+    img = 0.7 - 0.4 * (np.exp(-((x - 0.32) ** 2 + (y - 0.5) ** 2) / 0.03) + np.exp(-((x - 0.68) ** 2 + (y - 0.5) ** 2) / 0.03))
+    return np.clip(img + rng.normal(0, 0.03, img.shape), 0, 1)
+
+
+def write_sample_run(
+    out: str | Path,
+    generators: tuple[str, ...] = ("xreal", "cheff"),
+    n_cases: int = 12,
+    real_size: int = 128,
+    generated_size: int = 64,
+    seed: int = 0,
+) -> Path:
+    """Write ``real`` plus ``generators`` folders with one image per case; return ``out``."""
+    out = Path(out)
+    rng = np.random.default_rng(seed)
+    for source in ("real", *generators):
+        gdir = GeneratorDir(out, source)
+        size = real_size if source == "real" else generated_size
+        for k in range(n_cases):
+            case_id = f"case{k:04d}"
+            positives = [] if k % 5 == 4 else [PATHOLOGIES[k % len(PATHOLOGIES)]]
+            save_png(gdir.image_path(case_id, 0), quantize(sample_image(rng, size)))
+            condition = {
+                "positives": positives,
+                "prompt": ", ".join(positives),
+                "report": "",
+                "boxes": [{"label": p, "x0": 0.2, "y0": 0.3, "x1": 0.5, "y1": 0.6} for p in positives],
+                "mask_source": "box" if positives else "none",
+                "view": "PA",
+                "notes": [],
+            }
+            entry = ManifestEntry(
+                source, case_id, 0, seed_for(seed, source, case_id, 0), "ok",
+                file=f"images/{image_name(case_id, 0)}", condition=condition,
+            )  # fmt: skip
+            append_line(gdir.manifest, entry)
+    return out
+
+
+def sample_study(root: str | Path, n_run_cases: int = 12, **settings):
+    """A sample run under ``root/run`` and a study built from it at ``root/study``.
+
+    ``settings`` are :class:`~xreal_bench.config.StudyConfig` fields (small images by default).
+    """
+    from reader_study.builder import create_study
+    from xreal_bench.config import StudyConfig
+
+    root = Path(root)
+    run = write_sample_run(root / "run", n_cases=n_run_cases)
+    config = StudyConfig(**{"image_size": 96, "n_cases": 6, **settings})
+    config.validate()
+    return create_study([run], root / "study", config)

@@ -1,0 +1,495 @@
+"""SQLite storage of a reader study: the key, the assignments, the responses, the audit trail.
+
+The database is the single source of truth (Streamlit's session state is per tab and lost on a
+reload). Durability and concurrency rules:
+
+- WAL journal with ``synchronous=FULL``: a submit that returned is on disk, so killing the
+  server (or the machine) loses nothing that was acknowledged;
+- one connection per :class:`Storage` object; the app keeps one per browser session (a
+  session's script runs are serial), never shares one between sessions;
+- every write is one ``BEGIN IMMEDIATE`` transaction (the write lock is taken up front, so two
+  writers never deadlock on a lock upgrade) with a ``busy_timeout`` to wait for the lock;
+- ``UNIQUE(reader_id, item_id, criterion)`` on responses and the submissions primary key make a
+  double click or two tabs idempotent: the second submit of an item is reported as a duplicate
+  and writes nothing;
+- the ``audit`` table is append-only (triggers refuse UPDATE and DELETE);
+- all timestamps are the server's clock (Unix seconds).
+
+The key (item -> image -> source, case) lives here only. :meth:`Storage.item_view` returns
+what a reader may see; no method used by the reader-facing app returns a source or a case id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import sqlite3
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Literal, Sequence
+
+from reader_study.criteria import Criterion
+from reader_study.layout import IMAGES
+
+SCHEMA_VERSION = 1
+Role = Literal["reader", "admin"]
+Block = Literal["calibration", "rating", "turing"]
+
+SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE cases (
+    case_id TEXT PRIMARY KEY,
+    role TEXT NOT NULL CHECK (role IN ('study', 'calibration')),
+    stratum TEXT NOT NULL,
+    positives TEXT NOT NULL,          -- JSON list of pathology names
+    boxes TEXT NOT NULL,              -- JSON list of {label, x0, y0, x1, y1} (image fractions)
+    view TEXT NOT NULL
+);
+CREATE TABLE images (
+    image_id TEXT PRIMARY KEY,        -- opaque random id; the file is images/<image_id>.png
+    source TEXT NOT NULL,             -- 'real' or a generator name
+    case_id TEXT NOT NULL REFERENCES cases (case_id),
+    sample_index INTEGER NOT NULL,
+    origin TEXT NOT NULL,             -- path of the run image it was re-encoded from
+    sha256 TEXT NOT NULL,             -- of the study file
+    UNIQUE (source, case_id, sample_index)
+);
+CREATE TABLE criteria (
+    block TEXT NOT NULL CHECK (block IN ('rating', 'turing')),
+    position INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    definition TEXT NOT NULL,         -- JSON of reader_study.criteria.Criterion
+    PRIMARY KEY (block, name)
+);
+CREATE TABLE items (
+    item_id TEXT PRIMARY KEY,         -- opaque random id
+    image_id TEXT NOT NULL REFERENCES images (image_id),
+    block TEXT NOT NULL CHECK (block IN ('calibration', 'rating', 'turing')),
+    duplicate_of TEXT REFERENCES items (item_id)
+);
+CREATE TABLE readers (
+    reader_id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    role TEXT NOT NULL CHECK (role IN ('reader', 'admin')),
+    token_sha256 TEXT NOT NULL UNIQUE,
+    created_at REAL NOT NULL
+);
+CREATE TABLE assignments (
+    reader_id INTEGER NOT NULL REFERENCES readers (reader_id),
+    position INTEGER NOT NULL,        -- 1-based order in which the reader sees the items
+    item_id TEXT NOT NULL REFERENCES items (item_id),
+    PRIMARY KEY (reader_id, position),
+    UNIQUE (reader_id, item_id)
+);
+CREATE TABLE views (
+    view_id INTEGER PRIMARY KEY,
+    reader_id INTEGER NOT NULL,
+    item_id TEXT NOT NULL,
+    session TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE INDEX views_reader_item ON views (reader_id, item_id);
+CREATE TABLE submissions (
+    reader_id INTEGER NOT NULL,
+    item_id TEXT NOT NULL,
+    submitted_at REAL NOT NULL,
+    first_shown_at REAL,
+    last_shown_at REAL,
+    seconds REAL,                     -- submitted_at - last_shown_at (time on the item this visit)
+    n_views INTEGER NOT NULL,
+    session TEXT NOT NULL,
+    revisions INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (reader_id, item_id),
+    FOREIGN KEY (reader_id, item_id) REFERENCES assignments (reader_id, item_id)
+);
+CREATE TABLE responses (
+    reader_id INTEGER NOT NULL,
+    item_id TEXT NOT NULL,
+    criterion TEXT NOT NULL,
+    score INTEGER NOT NULL,
+    recorded_at REAL NOT NULL,
+    UNIQUE (reader_id, item_id, criterion),
+    FOREIGN KEY (reader_id, item_id) REFERENCES submissions (reader_id, item_id)
+);
+CREATE TABLE comments (
+    reader_id INTEGER NOT NULL,
+    item_id TEXT NOT NULL,
+    text TEXT NOT NULL,
+    PRIMARY KEY (reader_id, item_id)
+);
+CREATE TABLE audit (
+    audit_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    reader_id INTEGER,
+    action TEXT NOT NULL,
+    item_id TEXT,
+    session TEXT,
+    detail TEXT NOT NULL              -- JSON
+);
+CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
+CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
+"""
+
+
+class StorageError(RuntimeError):
+    """A request the study cannot accept (unknown item, incomplete scores, ...)."""
+
+
+@dataclass(frozen=True)
+class Account:
+    reader_id: int
+    name: str
+    role: Role
+
+
+@dataclass(frozen=True)
+class ItemView:
+    """Everything the app may show about one item: no source, no case id, no origin path."""
+
+    item_id: str
+    position: int  # 1-based
+    total: int
+    block: Block
+    image_path: Path
+    pathology: str
+    boxes: tuple[dict, ...]
+    criteria: tuple[Criterion, ...]
+    recorded: dict[str, int] = field(default_factory=dict)  # scores already submitted (revisits)
+    comment: str = ""
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    status: Literal["recorded", "duplicate", "revised"]
+    seconds: float | None
+
+
+@dataclass(frozen=True)
+class ReaderProgress:
+    name: str
+    role: Role
+    done: int
+    total: int
+    last_activity: float | None
+    median_seconds: float | None
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.strip().encode()).hexdigest()
+
+
+def new_token() -> str:
+    """A random URL-safe token (144 bits)."""
+    return secrets.token_urlsafe(18)
+
+
+class Storage:
+    """One connection to a study database (see the module docstring for the rules)."""
+
+    def __init__(self, path: str | Path, busy_timeout_s: float = 30.0):
+        self.path = Path(path)
+        self.busy_timeout_s = busy_timeout_s
+        self._conn: sqlite3.Connection | None = None
+        self._criteria: dict[str, tuple[Criterion, ...]] | None = None
+
+    # -- connection -------------------------------------------------------------------------
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            if not self.path.is_file():
+                raise StorageError(f"study database not found: {self.path} (create a study with `xreal-bench study create`)")
+            self._conn = self._connect()
+        return self._conn
+
+    def _connect(self) -> sqlite3.Connection:
+        # isolation_level=None: no implicit transactions; every write opens BEGIN IMMEDIATE itself.
+        # check_same_thread=False: Streamlit runs one session's reruns serially but on new threads.
+        conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode.lower() != "wal":
+            raise StorageError(f"{self.path}: cannot enable WAL journal (got {mode!r}); is the folder on a network filesystem?")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        return conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> "Storage":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` transaction: committed on success, rolled back on error."""
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    @classmethod
+    def create(cls, path: str | Path) -> "Storage":
+        """Create a new, empty study database at ``path`` (which must not exist)."""
+        path = Path(path)
+        if path.exists():
+            raise StorageError(f"{path} already exists; refusing to overwrite a study database")
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.executescript(SCHEMA)
+        conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        conn.close()
+        return cls(path)
+
+    # -- building (used by the builder) -----------------------------------------------------
+    def add_account(self, conn: sqlite3.Connection, name: str, role: Role = "reader") -> tuple[int, str]:
+        """Insert a reader (inside the caller's transaction); return its id and one-time token."""
+        if conn.execute("SELECT 1 FROM readers WHERE name = ?", (name,)).fetchone():
+            raise StorageError(f"a reader named {name!r} already exists in this study")
+        token = new_token()
+        cur = conn.execute(
+            "INSERT INTO readers (name, role, token_sha256, created_at) VALUES (?, ?, ?, ?)",
+            (name, role, hash_token(token), time.time()),
+        )
+        audit(conn, cur.lastrowid, "add_reader", None, None, {"name": name, "role": role})
+        return int(cur.lastrowid), token
+
+    # -- reading ----------------------------------------------------------------------------
+    def meta(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row["value"]
+
+    def criteria(self, block: Block) -> tuple[Criterion, ...]:
+        """The criteria asked for items of ``block`` (calibration items use the rating criteria)."""
+        if self._criteria is None:
+            loaded: dict[str, list[Criterion]] = {"rating": [], "turing": []}
+            for row in self.conn.execute("SELECT block, definition FROM criteria ORDER BY block, position"):
+                loaded[row["block"]].append(Criterion.from_dict(json.loads(row["definition"])))
+            self._criteria = {k: tuple(v) for k, v in loaded.items()}
+        return self._criteria["turing" if block == "turing" else "rating"]
+
+    def authenticate(self, token: str | None) -> Account | None:
+        """The account whose token hashes to the stored hash, compared in constant time."""
+        if not token or not token.strip():
+            return None
+        digest = hash_token(token)
+        found = None
+        for row in self.conn.execute("SELECT reader_id, name, role, token_sha256 FROM readers"):
+            if hmac.compare_digest(digest, row["token_sha256"]):  # no early exit: every row compared
+                found = Account(int(row["reader_id"]), row["name"], row["role"])
+        return found
+
+    def total(self, reader_id: int) -> int:
+        return self.conn.execute("SELECT COUNT(*) FROM assignments WHERE reader_id = ?", (reader_id,)).fetchone()[0]
+
+    def done(self, reader_id: int) -> int:
+        return self.conn.execute("SELECT COUNT(*) FROM submissions WHERE reader_id = ?", (reader_id,)).fetchone()[0]
+
+    def next_position(self, reader_id: int) -> int | None:
+        """The first assigned position without a submission (resume point); None when finished."""
+        row = self.conn.execute(
+            """SELECT MIN(a.position) FROM assignments a
+               LEFT JOIN submissions s ON s.reader_id = a.reader_id AND s.item_id = a.item_id
+               WHERE a.reader_id = ? AND s.item_id IS NULL""",
+            (reader_id,),
+        ).fetchone()
+        return None if row[0] is None else int(row[0])
+
+    def item_view(self, reader_id: int, position: int) -> ItemView:
+        """What the reader sees at ``position``: image file, pathology label, criteria."""
+        row = self.conn.execute(
+            """SELECT a.item_id, i.block, i.image_id, c.positives, c.boxes
+               FROM assignments a JOIN items i ON i.item_id = a.item_id
+               JOIN images m ON m.image_id = i.image_id JOIN cases c ON c.case_id = m.case_id
+               WHERE a.reader_id = ? AND a.position = ?""",
+            (reader_id, position),
+        ).fetchone()
+        if row is None:
+            raise StorageError(f"reader {reader_id} has no item at position {position}")
+        item_id = row["item_id"]
+        recorded = {
+            r["criterion"]: int(r["score"])
+            for r in self.conn.execute(
+                "SELECT criterion, score FROM responses WHERE reader_id = ? AND item_id = ?", (reader_id, item_id)
+            )
+        }
+        comment = self.conn.execute(
+            "SELECT text FROM comments WHERE reader_id = ? AND item_id = ?", (reader_id, item_id)
+        ).fetchone()
+        positives = json.loads(row["positives"])
+        return ItemView(
+            item_id=item_id,
+            position=position,
+            total=self.total(reader_id),
+            block=row["block"],
+            image_path=self.path.parent / IMAGES / f"{row['image_id']}.png",
+            pathology=", ".join(positives) if positives else "No Finding",
+            boxes=tuple(json.loads(row["boxes"])),
+            criteria=self.criteria(row["block"]),
+            recorded=recorded,
+            comment="" if comment is None else comment["text"],
+        )
+
+    # -- writing ----------------------------------------------------------------------------
+    def record_view(self, reader_id: int, item_id: str, session: str) -> None:
+        """Log that the server showed ``item_id`` to the reader (server time)."""
+        with self.write() as conn:
+            conn.execute(
+                "INSERT INTO views (reader_id, item_id, session, at) VALUES (?, ?, ?, ?)",
+                (reader_id, item_id, session, time.time()),
+            )
+
+    def submit(
+        self,
+        reader_id: int,
+        item_id: str,
+        scores: dict[str, int],
+        comment: str = "",
+        session: str = "",
+        revise: bool = False,
+    ) -> SubmitResult:
+        """Record all scores of one item atomically.
+
+        A second submit of the same item is a no-op reported as ``"duplicate"`` unless
+        ``revise`` (back-navigation allowed), which replaces the scores and logs the old ones.
+        """
+        with self.write() as conn:
+            row = conn.execute(
+                """SELECT i.block FROM assignments a JOIN items i ON i.item_id = a.item_id
+                   WHERE a.reader_id = ? AND a.item_id = ?""",
+                (reader_id, item_id),
+            ).fetchone()
+            if row is None:
+                raise StorageError(f"item {item_id} is not assigned to reader {reader_id}")
+            check_scores(self.criteria(row["block"]), scores)
+            now = time.time()
+            previous = conn.execute(
+                "SELECT revisions FROM submissions WHERE reader_id = ? AND item_id = ?", (reader_id, item_id)
+            ).fetchone()
+            if previous is not None and not revise:
+                return SubmitResult("duplicate", None)
+            first, last, n_views = conn.execute(
+                "SELECT MIN(at), MAX(at), COUNT(*) FROM views WHERE reader_id = ? AND item_id = ?", (reader_id, item_id)
+            ).fetchone()
+            seconds = None if last is None else max(0.0, now - last)
+            comment = comment.strip()
+            if previous is None:
+                conn.execute(
+                    """INSERT INTO submissions (reader_id, item_id, submitted_at, first_shown_at, last_shown_at,
+                       seconds, n_views, session) VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+                    (reader_id, item_id, now, first, last, seconds, n_views, session),
+                )
+                conn.executemany(
+                    "INSERT INTO responses (reader_id, item_id, criterion, score, recorded_at) VALUES (?, ?, ?, ?, ?)",
+                    [(reader_id, item_id, name, int(score), now) for name, score in scores.items()],
+                )
+                if comment:
+                    conn.execute("INSERT INTO comments VALUES (?, ?, ?)", (reader_id, item_id, comment))
+                audit(conn, reader_id, "submit", item_id, session, {"scores": scores, "comment": comment, "seconds": seconds})
+                return SubmitResult("recorded", seconds)
+            old = {
+                r["criterion"]: r["score"]
+                for r in conn.execute(
+                    "SELECT criterion, score FROM responses WHERE reader_id = ? AND item_id = ?", (reader_id, item_id)
+                )
+            }
+            conn.executemany(
+                "UPDATE responses SET score = ?, recorded_at = ? WHERE reader_id = ? AND item_id = ? AND criterion = ?",
+                [(int(score), now, reader_id, item_id, name) for name, score in scores.items()],
+            )
+            conn.execute(
+                "UPDATE submissions SET revisions = revisions + 1 WHERE reader_id = ? AND item_id = ?", (reader_id, item_id)
+            )
+            conn.execute(
+                "INSERT INTO comments VALUES (?, ?, ?) ON CONFLICT (reader_id, item_id) DO UPDATE SET text = excluded.text",
+                (reader_id, item_id, comment),
+            )
+            audit(conn, reader_id, "revise", item_id, session, {"old": old, "new": scores, "comment": comment})
+            return SubmitResult("revised", None)
+
+    # -- monitoring and export --------------------------------------------------------------
+    def progress(self) -> list[ReaderProgress]:
+        """Per account: items done / assigned, last submit time, median seconds per item."""
+        result = []
+        for r in self.conn.execute("SELECT reader_id, name, role FROM readers ORDER BY reader_id"):
+            secs = sorted(
+                s[0]
+                for s in self.conn.execute(
+                    "SELECT seconds FROM submissions WHERE reader_id = ? AND seconds IS NOT NULL", (r["reader_id"],)
+                )
+            )
+            last = self.conn.execute(
+                "SELECT MAX(submitted_at) FROM submissions WHERE reader_id = ?", (r["reader_id"],)
+            ).fetchone()[0]
+            median = None
+            if secs:
+                mid = len(secs) // 2
+                median = secs[mid] if len(secs) % 2 else (secs[mid - 1] + secs[mid]) / 2
+            result.append(
+                ReaderProgress(r["name"], r["role"], self.done(r["reader_id"]), self.total(r["reader_id"]), last, median)
+            )
+        return result
+
+    def blinded_rows(self) -> list[dict]:
+        """Responses without the key (for the admin page's download): no source, no case."""
+        query = """
+            SELECT r.name AS reader, a.position, s.item_id AS item, i.block, p.criterion, p.score,
+                   s.submitted_at, s.seconds, s.revisions, COALESCE(c.text, '') AS comment
+            FROM submissions s
+            JOIN readers r ON r.reader_id = s.reader_id
+            JOIN assignments a ON a.reader_id = s.reader_id AND a.item_id = s.item_id
+            JOIN items i ON i.item_id = s.item_id
+            JOIN responses p ON p.reader_id = s.reader_id AND p.item_id = s.item_id
+            LEFT JOIN comments c ON c.reader_id = s.reader_id AND c.item_id = s.item_id
+            ORDER BY r.reader_id, a.position, p.criterion"""
+        return [dict(row) for row in self.conn.execute(query)]
+
+    def unblinded_rows(self) -> list[dict]:
+        """Every response joined with the key (for analysis only; never for the browser)."""
+        query = """
+            SELECT r.name AS reader, s.item_id AS item, m.case_id AS "case", m.source, k.stratum,
+                   k.positives, p.criterion, p.score, a.position AS order_index, i.block,
+                   i.duplicate_of, s.first_shown_at, s.last_shown_at, s.submitted_at, s.seconds,
+                   s.n_views, s.revisions, COALESCE(c.text, '') AS comment
+            FROM submissions s
+            JOIN readers r ON r.reader_id = s.reader_id
+            JOIN assignments a ON a.reader_id = s.reader_id AND a.item_id = s.item_id
+            JOIN items i ON i.item_id = s.item_id
+            JOIN images m ON m.image_id = i.image_id
+            JOIN cases k ON k.case_id = m.case_id
+            JOIN responses p ON p.reader_id = s.reader_id AND p.item_id = s.item_id
+            LEFT JOIN comments c ON c.reader_id = s.reader_id AND c.item_id = s.item_id
+            ORDER BY r.reader_id, a.position, p.criterion"""
+        return [dict(row) for row in self.conn.execute(query)]
+
+
+def check_scores(criteria: Sequence[Criterion], scores: dict[str, int]) -> None:
+    """Every criterion rated exactly once with an allowed value, nothing else."""
+    names = [c.name for c in criteria]
+    missing = [n for n in names if n not in scores]
+    unknown = [n for n in scores if n not in names]
+    if missing or unknown:
+        raise StorageError(f"scores must rate exactly {names}; missing {missing}, unknown {unknown}")
+    for c in criteria:
+        value = scores[c.name]
+        if isinstance(value, bool) or not isinstance(value, int) or value not in c.values:
+            raise StorageError(f"{c.name}: score {value!r} not allowed (expected one of {list(c.values)})")
+
+
+def audit(conn: sqlite3.Connection, reader_id, action: str, item_id, session, detail: dict) -> None:
+    conn.execute(
+        "INSERT INTO audit (at, reader_id, action, item_id, session, detail) VALUES (?, ?, ?, ?, ?, ?)",
+        (time.time(), reader_id, action, item_id, session, json.dumps(detail, sort_keys=True)),
+    )

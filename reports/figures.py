@@ -1,0 +1,75 @@
+"""Figures from ``results.csv`` (matplotlib, Agg backend): headline metrics with CIs, and a
+per-pathology heatmap per metric."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from reports.leaderboard import HEADLINE, generator_order  # noqa: E402
+from reports.tables import PER_PATHOLOGY_METRICS, per_pathology  # noqa: E402
+
+
+def headline_figure(frame: pd.DataFrame, path: Path) -> Path | None:
+    """One panel per headline metric: a bar per generator with its bootstrap CI."""
+    overall = frame[frame.subset == "all"]
+    metrics = [m for m in HEADLINE if m in set(overall.metric)]
+    if not metrics:
+        return None
+    order = generator_order(overall)
+    cols = min(4, len(metrics))
+    rows = math.ceil(len(metrics) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.8 * rows), squeeze=False)
+    colors = plt.get_cmap("tab10")(np.arange(len(order)) % 10)
+    for ax, metric in zip(axes.flat, metrics):
+        data = overall[overall.metric == metric].set_index("generator").reindex(order)
+        values = data["value"].to_numpy(dtype=float)
+        low = np.nan_to_num(values - data["ci_low"].to_numpy(dtype=float), nan=0.0)
+        high = np.nan_to_num(data["ci_high"].to_numpy(dtype=float) - values, nan=0.0)
+        ax.bar(range(len(order)), values, color=colors, yerr=[low, high], capsize=3)
+        ax.set_xticks(range(len(order)), order, rotation=45, ha="right", fontsize=8)
+        evaluator = ", ".join(sorted(set(data["evaluator"].dropna())))
+        ax.set_title(f"{metric} {HEADLINE[metric]}", fontsize=10)
+        ax.set_xlabel(evaluator, fontsize=7)
+    for ax in axes.flat[len(metrics) :]:
+        ax.axis("off")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return path
+
+
+def pathology_heatmap(frame: pd.DataFrame, metric: str, path: Path) -> Path | None:
+    table = per_pathology(frame, metric)
+    if table.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(1.0 + 0.9 * table.shape[1], 0.8 + 0.45 * table.shape[0]))
+    cmap = "viridis_r" if HEADLINE.get(metric) == "↓" else "viridis"
+    image = ax.imshow(table.to_numpy(dtype=float), cmap=cmap, aspect="auto")
+    ax.set_xticks(range(table.shape[1]), table.columns, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(table.shape[0]), table.index, fontsize=8)
+    for (i, j), v in np.ndenumerate(table.to_numpy(dtype=float)):
+        if not math.isnan(v):
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="white")
+    fig.colorbar(image, ax=ax, label=f"{metric} {HEADLINE.get(metric, '')}")
+    ax.set_title(f"{metric} per pathology", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return path
+
+
+def write_figures(out: Path, frame: pd.DataFrame) -> list[Path]:
+    folder = out / "figures"
+    written = [headline_figure(frame, folder / "headline.png")]
+    written += [pathology_heatmap(frame, m, folder / f"per_pathology_{m}.png") for m in PER_PATHOLOGY_METRICS]
+    return [p for p in written if p is not None]

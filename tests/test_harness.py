@@ -1,0 +1,204 @@
+"""The generation harness: seeds, batching, resume, failures and output normalisation."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from generators.base import Generator
+from generators.registry import register_generator
+from xreal_bench.config import config_from_dict
+from xreal_bench.errors import UserFacingError
+from xreal_bench.harness import OutputError, plan_items, run_generator, to_run_image
+from xreal_bench.imaging import quantize, save_png, standardize
+from xreal_bench.rundir import GeneratorDir, seed_for
+from xreal_bench.types import Case, Condition
+
+LABELS = (0,) * 14
+
+
+class FakeBuilder:
+    """Stands in for ConditionBuilder: image inputs only, one condition per (case, sample)."""
+
+    weights = None
+
+    def __init__(self, inputs=("image", "labels")):
+        self.inputs = set(inputs)
+        self.prepared = []
+
+    def available_inputs(self):
+        return self.inputs
+
+    def prepare(self, needs, cases=None):
+        self.prepared.append(set(needs))
+
+    def build(self, case: Case, sample_index: int, seed: int) -> Condition:
+        if case.case_id == "bad-condition":
+            raise ValueError("cannot build this condition")
+        return Condition(case.case_id, sample_index, seed, case.labels, "", "", case.image_path, case.view)
+
+
+@register_generator
+class SeededNoise(Generator):
+    """Per-sample torch generator: output depends only on the condition's seed."""
+
+    type_name = "test-seeded-noise"
+    inputs = frozenset()
+
+    def generate(self, conditions):
+        out = []
+        for c in conditions:
+            g = torch.Generator().manual_seed(c.seed)
+            out.append(torch.rand(1, 64, 48, generator=g))  # non-square: the harness squares it
+        return out
+
+
+@register_generator
+class Faulty(Generator):
+    """Raises for one case, returns NaN for another, a wrong shape for a third."""
+
+    type_name = "test-faulty"
+    inputs = frozenset()
+
+    def generate(self, conditions):
+        out = []
+        for c in conditions:
+            if c.case_id == "case-raise":
+                raise RuntimeError("boom on case-raise")
+            if c.case_id == "case-nan":
+                out.append(np.full((32, 32), np.nan, dtype=np.float32))
+            elif c.case_id == "case-shape":
+                out.append(np.zeros((3, 32, 32), dtype=np.float32))
+            elif c.case_id == "case-range":
+                out.append(np.full((32, 32), 2.0, dtype=np.float32))
+            else:
+                out.append(np.full((32, 32), 0.5, dtype=np.float32))
+        return out
+
+
+@register_generator
+class NeedsAnatomy(Generator):
+    type_name = "test-needs-anatomy"
+    inputs = frozenset({"anatomy"})
+
+    def generate(self, conditions):  # pragma: no cover - must never be called
+        raise AssertionError("generation started although inputs were missing")
+
+
+def make_cases(root: Path, ids) -> list[Case]:
+    cases = []
+    for i, case_id in enumerate(ids):
+        path = root / f"{case_id}.png"
+        rng = np.random.default_rng(i)
+        save_png(path, quantize(rng.random((80, 70)).astype(np.float32)))
+        cases.append(Case(case_id, path, "10000000", f"5000000{i}", "PA", LABELS))
+    return cases
+
+
+def make_cfg(out: Path, gen_type: str, **run):
+    return config_from_dict(
+        {
+            "run": {"out": str(out), "resolution": 192, "seed": 7, **run},
+            "generators": {"g": {"type": gen_type}},
+        }
+    )
+
+
+def tree_hashes(out: Path, name: str = "g") -> dict[str, str]:
+    images = GeneratorDir(out, name).images
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(images.glob("*.png"))}
+
+
+def test_seed_is_pure_function_of_identity():
+    a = seed_for(0, "xreal", "abc", 1)
+    assert a == seed_for(0, "xreal", "abc", 1)
+    assert len({a, seed_for(1, "xreal", "abc", 1), seed_for(0, "cheff", "abc", 1), seed_for(0, "xreal", "abd", 1), seed_for(0, "xreal", "abc", 2)}) == 5
+    assert 0 <= a < 2**63
+
+
+def test_same_images_whatever_batch_size_and_order(tmp_path):
+    cases = make_cases(tmp_path / "data", [f"c{i}" for i in range(7)])
+    results = []
+    for bs, order in [(1, cases), (3, cases[::-1]), (16, cases[2:] + cases[:2])]:
+        out = tmp_path / f"run-bs{bs}"
+        cfg = make_cfg(out, "test-seeded-noise", batch_size=bs, samples_per_condition=2)
+        summary = run_generator(cfg, "g", cfg.generators["g"], order, FakeBuilder(), progress=False)
+        assert (summary.generated, summary.failed) == (14, 0)
+        results.append(tree_hashes(out))
+    assert len(results[0]) == 14
+    assert results[0] == results[1] == results[2]
+
+
+def test_resume_skips_done_and_regenerates_damaged(tmp_path):
+    cases = make_cases(tmp_path / "data", [f"c{i}" for i in range(5)])
+    out = tmp_path / "run"
+    cfg = make_cfg(out, "test-seeded-noise", batch_size=2)
+    run_generator(cfg, "g", cfg.generators["g"], cases, FakeBuilder(), progress=False)
+    reference = tree_hashes(out)
+    gdir = GeneratorDir(out, "g")
+    gdir.image_path("c1", 0).write_bytes(gdir.image_path("c1", 0).read_bytes()[:40])  # truncated
+    gdir.image_path("c3", 0).unlink()  # missing
+    (gdir.images / ".c4_0.png.abc.tmp").write_bytes(b"partial")  # left by a killed writer
+    summary = run_generator(cfg, "g", cfg.generators["g"], cases, FakeBuilder(), progress=False)
+    assert (summary.skipped, summary.generated) == (3, 2)
+    assert tree_hashes(out) == reference
+    assert not list(gdir.images.glob(".*.tmp"))
+    lines = gdir.manifest.read_text().splitlines()
+    assert len(lines) == 5  # consolidated: one line per image, no duplicates
+    overwrite = run_generator(cfg, "g", cfg.generators["g"], cases, FakeBuilder(), overwrite=True, progress=False)
+    assert (overwrite.skipped, overwrite.generated) == (0, 5)
+
+
+def test_failures_are_recorded_and_never_written(tmp_path):
+    ids = ["case-ok", "case-raise", "case-nan", "case-shape", "case-range", "bad-condition", "case-ok2"]
+    cases = make_cases(tmp_path / "data", ids)
+    out = tmp_path / "run"
+    cfg = make_cfg(out, "test-faulty", batch_size=4)
+    summary = run_generator(cfg, "g", cfg.generators["g"], cases, FakeBuilder(), progress=False)
+    assert (summary.generated, summary.failed) == (2, 5)
+    entries = GeneratorDir(out, "g").entries()
+    errors = {case: e.error for (case, _), e in entries.items() if e.status == "failed"}
+    assert errors["case-raise"] == "RuntimeError: boom on case-raise"
+    assert "NaN" in errors["case-nan"]
+    assert "wrong output shape" in errors["case-shape"]
+    assert "outside [0, 1]" in errors["case-range"]
+    assert errors["bad-condition"] == "ValueError: cannot build this condition"
+    assert sorted(p.name for p in GeneratorDir(out, "g").images.glob("*.png")) == ["case-ok2_0.png", "case-ok_0.png"]
+    assert "5 failed" in summary.describe() and "boom on case-raise" in summary.describe()
+    assert "case-raise sample 0 failed" in GeneratorDir(out, "g").log.read_text()
+
+
+def test_missing_inputs_refused_before_generation(tmp_path):
+    cases = make_cases(tmp_path / "data", ["a", "b"])
+    cfg = make_cfg(tmp_path / "run", "test-needs-anatomy")
+    builder = FakeBuilder()
+    with pytest.raises(UserFacingError, match="needs inputs this run cannot supply: anatomy"):
+        run_generator(cfg, "g", cfg.generators["g"], cases, builder, progress=False)
+    assert builder.prepared == []
+
+
+def test_output_normalisation_matches_real_image_path():
+    rng = np.random.default_rng(0)
+    img = rng.random((100, 80)).astype(np.float32)
+    np.testing.assert_array_equal(to_run_image(torch.from_numpy(img)[None], 64), standardize(img, 64))
+    assert to_run_image(img, 64, bits=16).dtype == np.uint16
+    slightly_over = img.copy()
+    slightly_over[0, 0] = 1.0005
+    assert to_run_image(slightly_over, 64).max() <= 255
+    for bad, message in [
+        (np.zeros((2, 8, 8)), "wrong output shape"),
+        (np.full((8, 8), np.inf), "NaN/inf"),
+        (img * 2 - 1, "outside"),
+    ]:
+        with pytest.raises(OutputError, match=message):
+            to_run_image(bad, 64)
+
+
+def test_plan_is_ordered_by_case_then_sample(tmp_path):
+    cases = make_cases(tmp_path, ["b", "a"])
+    assert [(c.case_id, k) for c, k in plan_items(cases, 2)] == [("a", 0), ("a", 1), ("b", 0), ("b", 1)]

@@ -1,0 +1,260 @@
+"""Analysis statistics against independent references (scipy, scikit-learn, krippendorff,
+statsmodels, closed-form formulas) on hand-made ratings submitted through the storage layer."""
+
+import itertools
+import json
+import sqlite3
+
+import krippendorff
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+from sklearn.metrics import cohen_kappa_score
+from statsmodels.stats.multitest import multipletests
+
+from reader_study import analysis
+from reader_study.analysis import analyze_study, holm, two_way_bootstrap_means
+from reader_study.sample import sample_study
+from reader_study.storage import Storage
+from xreal_bench.cli import main
+from xreal_bench.errors import UserFacingError
+
+CRITERIA = ["anatomy_realism", "pathology_realism", "image_quality"]
+READERS = ["ann", "bob", "cat"]
+SOURCES = ["real", "cheff", "xreal"]  # real first, then generators by name
+
+
+def icc_a1_ak(y: np.ndarray) -> tuple[float, float]:
+    """McGraw & Wong ICC(A,1) and ICC(A,k) from two-way ANOVA mean squares (targets x raters)."""
+    n, k = y.shape
+    gm = y.mean()
+    ssr = k * ((y.mean(axis=1) - gm) ** 2).sum()
+    ssc = n * ((y.mean(axis=0) - gm) ** 2).sum()
+    sse = ((y - gm) ** 2).sum() - ssr - ssc
+    msr, msc, mse = ssr / (n - 1), ssc / (k - 1), sse / ((n - 1) * (k - 1))
+    return (msr - mse) / (msr + (k - 1) * mse + k * (msc - mse) / n), (msr - mse) / (msr + (msc - mse) / n)
+
+
+def wilson_closed_form(k: int, n: int, z: float = stats.norm.ppf(0.975)) -> tuple[float, float]:
+    p = k / n
+    centre = (p + z**2 / (2 * n)) / (1 + z**2 / n)
+    half = z / (1 + z**2 / n) * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2))
+    return centre - half, centre + half
+
+
+@pytest.fixture(scope="module")
+def rated(tmp_path_factory):
+    """A study with 3 readers, 8 cases, 2 generators, duplicates, calibration and Turing block,
+    every item answered with hand-made scores that are remembered for the reference computations."""
+    root = tmp_path_factory.mktemp("analysis")
+    created = sample_study(root, n_run_cases=12, n_cases=8, readers=READERS, duplicate_fraction=0.1, calibration_items=1)
+    rng = np.random.default_rng(7)
+    base = {"real": 4.2, "xreal": 3.6, "cheff": 2.4}
+    case_effect = {f"case{k:04d}": rng.normal(0, 0.6) for k in range(12)}
+    bias = {"ann": 0.3, "bob": 0.0, "cat": -0.4}
+    con = sqlite3.connect(created.study_dir / "study.sqlite")
+    key = {
+        item: (block, source, case, dup)
+        for item, block, source, case, dup in con.execute(
+            "SELECT i.item_id, i.block, m.source, m.case_id, i.duplicate_of FROM items i JOIN images m USING (image_id)"
+        )
+    }
+    con.close()
+    scores, repeats, calls = {}, {}, []
+    for reader in READERS:  # first ratings of every (reader, source, case); repeats are derived from them
+        for block, source, case, dup in sorted(key.values(), key=str):
+            if block == "rating" and dup is None:
+                for c in CRITERIA:
+                    mu = base[source] + case_effect[case] + bias[reader] + rng.normal(0, 0.7)
+                    scores[(reader, source, case, c)] = int(np.clip(np.rint(mu), 1, 5))
+    with Storage(created.study_dir / "study.sqlite") as s:
+        for reader in created.readers:
+            account = s.authenticate(reader.token)
+            order = [r[0] for r in s.conn.execute("SELECT item_id FROM assignments WHERE reader_id = ? ORDER BY position", (account.reader_id,))]
+            for item in order:
+                block, source, case, dup = key[item]
+                if block == "turing":
+                    truth = source != "real"
+                    said = truth if rng.random() < 0.7 else not truth
+                    answer = {"turing_call": int(said), "turing_confidence": int(rng.integers(1, 6))}
+                    calls.append((reader.name, source, int(said), answer["turing_confidence"]))
+                elif block == "calibration":
+                    answer = dict.fromkeys(CRITERIA, 1)  # would drag every mean down if it were counted
+                elif dup is not None:
+                    first = {c: scores[(reader.name, key[dup][1], key[dup][2], c)] for c in CRITERIA}
+                    answer = {c: int(np.clip(v + rng.choice([-1, 0, 0, 1]), 1, 5)) for c, v in first.items()}
+                    for c in CRITERIA:
+                        repeats.setdefault((reader.name, c), []).append((first[c], answer[c]))
+                else:
+                    answer = {c: scores[(reader.name, source, case, c)] for c in CRITERIA}
+                s.record_view(account.reader_id, item, "test")
+                assert s.submit(account.reader_id, item, answer, session="test").status == "recorded"
+    result = analyze_study(created.study_dir, bootstrap=400, seed=3)
+    return created, result, scores, repeats, calls
+
+
+def test_summary_matches_numpy(rated):
+    _, result, scores, _, _ = rated
+    summary = result.tables["summary"]
+    assert list(summary["source"][:3]) == SOURCES
+    for row in summary.itertuples():
+        values = np.array([v for (r, s, c, crit), v in scores.items() if s == row.source and crit == row.criterion], float)
+        assert row.n == len(values) == 24 and row.n_readers == 3 and row.n_cases == 8
+        assert row.mean == pytest.approx(values.mean())
+        assert row.sd == pytest.approx(values.std(ddof=1))
+        assert row.median == np.median(values)
+        assert 1 <= row.ci_low < row.mean < row.ci_high <= 5
+    real = summary[summary["source"] == "real"]["mean"].mean()
+    cheff = summary[summary["source"] == "cheff"]["mean"].mean()
+    assert real > cheff + 1  # the hand-made effect is visible
+
+
+def test_paired_wilcoxon_on_case_means_with_holm(rated):
+    _, result, scores, _, _ = rated
+    comp = result.tables["comparisons"]
+    assert list(zip(comp["a"], comp["b"]))[:3] == [("cheff", "real"), ("xreal", "real"), ("cheff", "xreal")]
+    for criterion in CRITERIA:
+        rows = comp[comp["criterion"] == criterion]
+        ps = []
+        for row in rows.itertuples():
+            cases = sorted({c for (_, s, c, crit) in scores if crit == criterion})
+            mean = lambda src, case: np.mean([scores[(r, src, case, criterion)] for r in READERS])  # noqa: E731
+            diff = np.array([mean(row.a, c) - mean(row.b, c) for c in cases])
+            ref = stats.wilcoxon(diff)
+            assert row.n_cases == 8 and row.mean_diff == pytest.approx(diff.mean())
+            assert row.wilcoxon_W == pytest.approx(ref.statistic) and row.p == pytest.approx(ref.pvalue)
+            ps.append(ref.pvalue)
+        np.testing.assert_allclose(rows["p_holm"], multipletests(ps, method="holm")[1])
+
+
+def test_pairwise_weighted_kappa_matches_sklearn(rated):
+    _, result, scores, _, _ = rated
+    kappa = result.tables["inter_reader"]
+    assert len(kappa) == 3 * len(CRITERIA)
+    for row in kappa.itertuples():
+        units = sorted({(s, c) for (r, s, c, crit) in scores if crit == row.criterion})
+        a = [scores[(row.reader_a, s, c, row.criterion)] for s, c in units]
+        b = [scores[(row.reader_b, s, c, row.criterion)] for s, c in units]
+        assert row.n_items == 24
+        assert row.kappa_quadratic == pytest.approx(cohen_kappa_score(a, b, weights="quadratic", labels=[1, 2, 3, 4, 5]))
+        assert row.exact_agreement == pytest.approx(np.mean(np.array(a) == np.array(b)))
+
+
+def test_krippendorff_alpha_and_icc_match_references(rated):
+    _, result, scores, _, _ = rated
+    rel = result.tables["reliability"].set_index("criterion")
+    for criterion in CRITERIA:
+        units = sorted({(s, c) for (r, s, c, crit) in scores if crit == criterion})
+        matrix = np.array([[scores[(r, s, c, criterion)] for s, c in units] for r in READERS], float)
+        ref = krippendorff.alpha(reliability_data=matrix, level_of_measurement="ordinal", value_domain=[1, 2, 3, 4, 5])
+        assert rel.loc[criterion, "alpha_ordinal"] == pytest.approx(ref)
+        a1, ak = icc_a1_ak(matrix.T)
+        assert rel.loc[criterion, "icc_items"] == 24
+        assert rel.loc[criterion, "icc_a1"] == pytest.approx(a1)
+        assert rel.loc[criterion, "icc_ak"] == pytest.approx(ak)
+
+
+def test_intra_reader_agreement_on_planted_duplicates(rated):
+    _, result, _, repeats, _ = rated
+    intra = result.tables["intra_reader"]
+    assert len(intra) == 3 * len(CRITERIA)
+    for row in intra.itertuples():
+        pairs = np.array(repeats[(row.reader, row.criterion)])
+        assert row.n_pairs == len(pairs) == 2  # round(0.1 * 24) planted duplicates
+        assert row.exact_agreement == pytest.approx(np.mean(pairs[:, 0] == pairs[:, 1]))
+        assert row.mean_abs_diff == pytest.approx(np.mean(np.abs(pairs[:, 0] - pairs[:, 1])))
+        ref = cohen_kappa_score(pairs[:, 0], pairs[:, 1], weights="quadratic", labels=[1, 2, 3, 4, 5]) if len(set(pairs.ravel())) > 1 else np.nan
+        assert row.kappa_quadratic == pytest.approx(ref, nan_ok=True)
+
+
+def test_turing_test_statistics(rated):
+    _, result, _, _, calls = rated
+    table = result.tables["turing"].set_index("reader")
+    assert list(table.index) == [*READERS, "all readers"]
+    for reader in [*READERS, "all readers"]:
+        mine = [c for c in calls if reader == "all readers" or c[0] == reader]
+        gen = [said for _, s, said, _ in mine if s != "real"]
+        real = [said for _, s, said, _ in mine if s == "real"]
+        correct = sum(gen) + sum(1 - x for x in real)
+        row = table.loc[reader]
+        assert row["n"] == len(mine) and row["n_generated"] == len(gen) == len(real)  # balanced by design
+        assert row["accuracy"] == pytest.approx(correct / len(mine))
+        assert row["sensitivity"] == pytest.approx(np.mean(gen)) and row["specificity"] == pytest.approx(1 - np.mean(real))
+        low, high = wilson_closed_form(correct, len(mine))
+        assert (row["accuracy_ci_low"], row["accuracy_ci_high"]) == (pytest.approx(low), pytest.approx(high))
+        assert row["p_binom_vs_0.5"] == pytest.approx(stats.binomtest(correct, len(mine), 0.5).pvalue)
+        assert row["mean_confidence"] == pytest.approx(np.mean([c for *_, c in mine]))
+    by_source = result.tables["turing_by_source"].set_index("source")
+    for source in SOURCES:
+        said = [x for _, s, x, _ in calls if s == source]
+        assert by_source.loc[source, "n"] == len(said)
+        assert by_source.loc[source, "called_generated"] == pytest.approx(np.mean(said))
+
+
+def test_outputs_tidy_csv_tables_and_figures(rated):
+    created, result, scores, repeats, calls = rated
+    out = created.study_dir / "analysis"
+    assert result.out == out
+    tidy = pd.read_csv(out / "responses.csv")
+    assert list(tidy.columns) == analysis.TIDY_COLUMNS
+    n_dup = sum(len(v) for v in repeats.values())
+    assert len(tidy) == len(scores) + n_dup + 3 * 1 * 3 + 2 * len(calls)  # ratings, repeats, calibration, Turing
+    assert set(tidy["block"]) == {"calibration", "rating", "turing"}
+    assert tidy["calibration"].sum() == 9 and tidy["duplicate"].sum() == n_dup
+    assert tidy.groupby(["reader", "item", "criterion"]).size().max() == 1
+    assert (tidy["seconds"] >= 0).all() and tidy["submitted_at"].str.endswith("+00:00").all()
+    for name in analysis.TABLE_TITLES:
+        assert (out / f"{name}.csv").is_file() and (out / f"{name}.md").read_text().startswith("|")
+        assert "\\begin{tabular}" in (out / f"{name}.tex").read_text()
+    for fig in ("likert.png", "readers.png"):
+        assert (out / fig).read_bytes()[:4] == b"\x89PNG"
+    report = (out / "report.md").read_text()
+    assert "## Visual Turing test" in report and "![likert](likert.png)" in report
+    timing = result.tables["timing"]
+    assert set(timing["block"]) == {"calibration", "rating", "turing"}
+    assert timing[timing["block"] == "rating"]["n_items"].tolist() == [26, 26, 26]
+
+
+def test_two_way_bootstrap_equals_explicit_resampling():
+    rng = np.random.default_rng(0)
+    m = rng.integers(1, 6, (4, 9)).astype(float)
+    m[1, 3] = np.nan
+    r_idx, c_idx = analysis.bootstrap_indices(4, 9, 50, np.random.default_rng(1))
+    fast = two_way_bootstrap_means(m, r_idx, c_idx)
+    slow = [np.nanmean(m[np.ix_(r, c)]) for r, c in zip(r_idx, c_idx)]
+    np.testing.assert_allclose(fast, slow)
+    constant = np.full((3, 5), 4.0)
+    assert set(two_way_bootstrap_means(constant, *analysis.bootstrap_indices(3, 5, 20, rng))) == {4.0}
+
+
+def test_holm_matches_statsmodels_and_skips_nan():
+    p = np.array([0.01, 0.04, np.nan, 0.03, 0.20])
+    ours = holm(p)
+    ref = multipletests(p[~np.isnan(p)], method="holm")[1]
+    np.testing.assert_allclose(ours[~np.isnan(p)], ref)
+    assert np.isnan(ours[2])
+
+
+def test_no_variation_gives_nan_kappa_and_wilcoxon_note():
+    assert np.isnan(analysis.weighted_kappa([3, 3, 3], [3, 3, 3]))
+    ratings = pd.DataFrame(
+        [{"reader": "a", "case": c, "source": s, "criterion": "q", "score": 3} for c in "xyz" for s in ("real", "g")]
+    )
+    comp = analysis.paired_comparisons(ratings, ["real", "g"], ["q"])
+    assert comp.loc[0, "note"] == "no non-zero differences" and np.isnan(comp.loc[0, "p"])
+
+
+def test_analyze_without_responses_says_so(tmp_path):
+    created = sample_study(tmp_path, n_cases=2, readers=["r1"])
+    with pytest.raises(UserFacingError, match="no responses yet"):
+        analyze_study(created.study_dir)
+
+
+def test_cli_analyze_writes_to_out(rated, tmp_path, capsys):
+    created = rated[0]
+    assert main(["study", "analyze", str(created.study_dir), "--out", str(tmp_path / "a"), "--bootstrap", "50"]) == 0
+    out = capsys.readouterr().out
+    assert "ratings from 3 readers" in out and str(tmp_path / "a" / "summary.csv") in out
+    assert main(["study", "analyze", str(created.study_dir), "--confidence", "1.5"]) == 2
+    assert "--confidence must be in (0.5, 1)" in capsys.readouterr().err

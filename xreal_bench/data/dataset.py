@@ -1,0 +1,33 @@
+"""The configured evaluation set: real MIMIC-CXR-JPG or the synthetic demo, scanned the same way."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from xreal_bench.config import BenchConfig
+from xreal_bench.data.mimic import DatasetScan, scan_mimic
+
+
+def load_dataset(cfg: BenchConfig, split: str | None = None, progress: bool = True) -> DatasetScan:
+    """Scan ``cfg.dataset`` (``split`` overrides ``[dataset].split``).
+
+    For ``kind = "synthetic"`` the demo tree is written first if absent or outdated; it has
+    the MIMIC-CXR-JPG layout, so both kinds go through :func:`scan_mimic`.
+    """
+    ds = cfg.dataset
+    root = Path(ds.root)
+    if ds.kind == "synthetic":
+        from xreal_bench.data.synthetic import ensure_dataset
+
+        root = ensure_dataset(root, ds.synthetic)
+    return scan_mimic(
+        root,
+        split=split or ds.split,
+        views=tuple(ds.views),
+        labeler=ds.labeler,
+        policy=ds.label_policy,
+        reports_root=ds.reports_root or None,
+        num_cases=cfg.run.num_cases,
+        seed=cfg.run.seed,
+        progress=progress,
+    )

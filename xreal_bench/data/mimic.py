@@ -1,0 +1,352 @@
+"""MIMIC-CXR-JPG loader: CSVs + image tree -> :class:`DatasetScan` of :class:`~xreal_bench.types.Case`.
+
+Inputs under ``root`` (each CSV may be ``.csv`` or ``.csv.gz``):
+
+- ``mimic-cxr-2.0.0-split.csv`` (dicom_id, study_id, subject_id, split),
+- ``mimic-cxr-2.0.0-chexpert.csv`` or ``-negbio.csv`` (subject_id, study_id, 14 labels),
+- ``mimic-cxr-2.0.0-metadata.csv`` (dicom_id, ViewPosition, Rows, Columns, ...),
+- ``files/p<first two digits>/p<subject_id>/s<study_id>/<dicom_id>.jpg``,
+- optionally reports ``files/p../p<subject_id>/s<study_id>.txt`` under ``reports_root``
+  (or under ``root`` when ``reports_root`` is empty).
+
+Rules, in order:
+
+1. **split**: rows of the split CSV with ``split == split``.
+2. **views**: ``ViewPosition`` compared case-insensitively with ``views``; a blank (or a
+   dicom_id absent from the metadata CSV) counts as ``"UNKNOWN"`` and is kept only when
+   ``views`` contains ``"UNKNOWN"``.
+3. **labels** (per study, shared by its images) through the :class:`LabelPolicy`: 1.0 -> 1,
+   0.0 -> 0, -1.0 -> ``policy.uncertain``, blank -> ``policy.blank``, study absent from the
+   label CSV -> ``policy.missing_study``; ``"ignore"`` becomes :data:`IGNORE` (-1).
+4. **file check** of every image left: *missing* (no file) or *corrupt* (0 bytes, or PIL
+   cannot open the header and decode the whole JPEG stream at 1/8 scale via ``draft`` —
+   this reads every entropy-coded byte, so truncated files fail). Both are recorded and
+   excluded; the scan never raises for a bad image. The check runs in a thread pool (PIL
+   releases the GIL while decoding); it is a validity check, images used later are decoded
+   by :mod:`xreal_bench.imaging`.
+5. **subsample** (``num_cases > 0``) of the images that passed the file check: seeded and
+   stratified by pathology — the stratum of an image is its first positive pathology in
+   CheXpert order (``No Finding`` and ``Support Devices`` are not pathologies), else
+   ``"No Finding"``; quotas are proportional to stratum size (largest remainder, ties in
+   CheXpert order), drawn with ``numpy.random.default_rng(seed)`` in CheXpert order.
+
+The scan's ``fingerprint`` (the key of every cache of real-image results) is a sha256 over
+split, views, labeler and label policy plus, per kept image, its dicom_id, relative path,
+size, mtime_ns and labels: editing, touching, adding or relabelling an image changes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import Counter
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from tqdm.auto import tqdm
+
+from xreal_bench.config import LabelPolicy
+from xreal_bench.data.reports import ReportSections, read_report, report_path
+from xreal_bench.errors import UserFacingError
+from xreal_bench.labels import CHEXPERT_LABELS, NON_PATHOLOGY_LABELS
+from xreal_bench.types import IGNORE, Case
+
+SPLIT_CSV = "mimic-cxr-2.0.0-split.csv"
+METADATA_CSV = "mimic-cxr-2.0.0-metadata.csv"
+LABEL_CSVS = {"chexpert": "mimic-cxr-2.0.0-chexpert.csv", "negbio": "mimic-cxr-2.0.0-negbio.csv"}
+UNKNOWN_VIEW = "UNKNOWN"
+NO_FINDING = "No Finding"
+
+SPLIT_COLUMNS = ("dicom_id", "study_id", "subject_id", "split")
+METADATA_COLUMNS = ("dicom_id", "ViewPosition", "Rows", "Columns")
+LABEL_KEY_COLUMNS = ("subject_id", "study_id")
+
+
+class DatasetError(UserFacingError):
+    """The dataset folder or one of its CSVs is missing or malformed."""
+
+
+@dataclass
+class DatasetScan:
+    """The kept images of one split plus what was excluded and why."""
+
+    root: Path
+    cases: list[Case]  # kept images, sorted by case_id (= dicom_id)
+    missing: list[str]  # dicom_ids whose file is absent
+    corrupt: list[str]  # dicom_ids whose file is empty / undecodable / truncated
+    by_view: dict[str, int]  # kept images per ViewPosition
+    positives: dict[str, int]  # per CheXpert label, positives among kept images after the policy
+    label_policy: dict  # LabelPolicy.describe()
+    fingerprint: str  # see scan_fingerprint
+    reasons: dict[str, str] = field(default_factory=dict)  # dicom_id -> why it was excluded
+    image_sizes: dict[str, tuple[int, int]] = field(default_factory=dict)  # case_id -> (Rows, Columns)
+    available: int = 0  # good images before subsampling
+    with_report: int = 0  # kept images whose report file was found
+    split: str = "test"
+
+
+def find_csv(root: Path, name: str) -> Path | None:
+    """``root/name`` or ``root/name.gz``, whichever exists (plain first)."""
+    for candidate in (root / name, root / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def locate_csvs(root: Path, labeler: str) -> dict[str, Path]:
+    """Paths of the split, label and metadata CSVs, or one error naming all that are missing."""
+    if labeler not in LABEL_CSVS:
+        raise DatasetError(f"unknown labeler {labeler!r}; expected one of {', '.join(LABEL_CSVS)}")
+    if not root.is_dir():
+        raise DatasetError(
+            f"MIMIC-CXR-JPG root not found: {root}\n"
+            "  expected the folder holding mimic-cxr-2.0.0-*.csv(.gz) and files/ "
+            "(set [dataset].root or pass --root)"
+        )
+    wanted = {"split": SPLIT_CSV, "labels": LABEL_CSVS[labeler], "metadata": METADATA_CSV}
+    found = {key: find_csv(root, name) for key, name in wanted.items()}
+    absent = [name for key, name in wanted.items() if found[key] is None]
+    if absent:
+        raise DatasetError(
+            f"not a MIMIC-CXR-JPG root: {root}\n"
+            + "".join(f"  missing {name} (or {name}.gz)\n" for name in absent)
+            + "  download them from PhysioNet (mimic-cxr-jpg/2.0.0) into that folder, or point "
+            "[dataset].root / --root at the folder that holds them"
+        )
+    return found  # type: ignore[return-value]
+
+
+def read_csv(path: Path, required: Iterable[str], text: Iterable[str]) -> pd.DataFrame:
+    """Read a CSV (gzip inferred from the name); ``text`` columns stay strings (blank = NaN),
+    and required ones are stripped."""
+    required = tuple(required)
+    try:
+        frame = pd.read_csv(path, dtype={c: str for c in text})
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise DatasetError(f"cannot read {path}: {exc}") from None
+    lacking = [c for c in required if c not in frame.columns]
+    if lacking:
+        raise DatasetError(
+            f"{path}: missing column(s) {', '.join(lacking)} (found: {', '.join(map(str, frame.columns))})"
+        )
+    for col in required:
+        if col in text:
+            frame[col] = frame[col].astype(str).str.strip()
+    return frame
+
+
+def policy_value(value) -> int:
+    return IGNORE if value == "ignore" else int(value)
+
+
+def apply_label_policy(values: np.ndarray, absent: np.ndarray, policy: LabelPolicy) -> np.ndarray:
+    """Map raw CheXpert values (float, NaN = blank) of shape [N, 14] to int8 labels."""
+    out = np.full(values.shape, policy_value(policy.blank), dtype=np.int8)
+    out[values == 1.0] = 1
+    out[values == 0.0] = 0
+    out[values == -1.0] = policy_value(policy.uncertain)
+    out[absent] = policy_value(policy.missing_study)
+    return out
+
+
+def label_matrix(frame: pd.DataFrame, path: Path) -> np.ndarray:
+    """The 14 label columns as floats (NaN = blank), refusing values other than 1, 0, -1."""
+    lacking = [c for c in CHEXPERT_LABELS if c not in frame.columns]
+    if lacking:
+        raise DatasetError(f"{path}: missing label column(s) {', '.join(lacking)}")
+    raw = frame[list(CHEXPERT_LABELS)].apply(lambda col: col.str.strip())
+    values = raw.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
+    raw_blank = (raw.isna() | (raw == "")).to_numpy()
+    bad = (~raw_blank & np.isnan(values)) | (~np.isnan(values) & ~np.isin(values, (1.0, 0.0, -1.0)))
+    if bad.any():
+        row, col = map(int, np.argwhere(bad)[0])
+        raise DatasetError(
+            f"{path}: {int(bad.sum())} label value(s) are not 1.0, 0.0, -1.0 or blank; first: "
+            f"column {CHEXPERT_LABELS[col]!r}, study {frame['study_id'].iloc[row]}, "
+            f"value {raw[CHEXPERT_LABELS[col]].iloc[row]!r}"
+        )
+    return values
+
+
+def check_image(path: Path) -> tuple[str, int, int, str]:
+    """``(status, size, mtime_ns, reason)`` with status ``ok``, ``missing`` or ``corrupt``."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return "missing", 0, 0, "file not found"
+    if st.st_size == 0:
+        return "corrupt", 0, st.st_mtime_ns, "file is empty (0 bytes)"
+    try:
+        with Image.open(path) as img:
+            img.draft("L", (max(1, img.width // 8), max(1, img.height // 8)))
+            img.load()
+    except Exception as exc:  # noqa: BLE001 - any decoder failure marks the file corrupt
+        return "corrupt", st.st_size, st.st_mtime_ns, f"cannot decode ({type(exc).__name__}: {exc})"
+    return "ok", st.st_size, st.st_mtime_ns, ""
+
+
+def check_images(paths: list[Path], progress: bool) -> list[tuple[str, int, int, str]]:
+    workers = min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = pool.map(check_image, paths)
+        return list(tqdm(results, total=len(paths), disable=not progress, desc="checking images", unit="img"))
+
+
+def strata(labels: np.ndarray) -> list[str]:
+    """First positive pathology per row in CheXpert order, else ``"No Finding"``."""
+    pathology = np.array([name not in NON_PATHOLOGY_LABELS for name in CHEXPERT_LABELS])
+    positive = (labels == 1) & pathology[None, :]
+    first = positive.argmax(axis=1)
+    return [CHEXPERT_LABELS[j] if positive[i, j] else NO_FINDING for i, j in enumerate(first)]
+
+
+def stratified_subsample(groups: list[str], n: int, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded, proportionally stratified subsample of size ``min(n, len)``."""
+    total = len(groups)
+    if n >= total:
+        return np.arange(total)
+    order = [s for s in CHEXPERT_LABELS if s in set(groups)]  # "No Finding" has its CheXpert slot
+    members = {s: np.array([i for i, g in enumerate(groups) if g == s]) for s in order}
+    exact = {s: n * len(members[s]) / total for s in order}
+    quota = {s: int(np.floor(exact[s])) for s in order}
+    by_remainder = sorted(order, key=lambda s: (-(exact[s] - quota[s]), order.index(s)))
+    for s in by_remainder[: n - sum(quota.values())]:
+        quota[s] += 1
+    rng = np.random.default_rng(seed)
+    chosen = [rng.choice(members[s], size=quota[s], replace=False) for s in order]
+    return np.sort(np.concatenate(chosen))
+
+
+def scan_fingerprint(rows: Iterable[tuple], settings: dict) -> str:
+    """sha256 over ``settings`` and the sorted ``(case_id, relative path, size, mtime_ns, labels)``."""
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    for row in sorted(rows):
+        digest.update(json.dumps(row).encode())
+    return digest.hexdigest()
+
+
+def image_relpaths(frame: pd.DataFrame) -> pd.Series:
+    subject = frame["subject_id"]
+    return "files/p" + subject.str[:2] + "/p" + subject + "/s" + frame["study_id"] + "/" + frame["dicom_id"] + ".jpg"
+
+
+def select_images(paths: dict[str, Path], split: str, wanted_views: set[str]) -> pd.DataFrame:
+    """Rows of ``split`` whose view is wanted: dicom_id, study_id, subject_id, view, Rows, Columns."""
+    split_df = read_csv(paths["split"], SPLIT_COLUMNS, SPLIT_COLUMNS)
+    known_splits = sorted(split_df["split"].unique())
+    if split not in known_splits:
+        raise DatasetError(f"{paths['split']}: no image has split {split!r} (values present: {', '.join(known_splits)})")
+    frame = split_df.loc[split_df["split"] == split, ["dicom_id", "study_id", "subject_id"]]
+    meta = read_csv(paths["metadata"], METADATA_COLUMNS, ("dicom_id", "ViewPosition"))
+    meta = meta.drop_duplicates("dicom_id")[list(METADATA_COLUMNS)]
+    frame = frame.merge(meta, on="dicom_id", how="left")
+    view = frame["ViewPosition"].fillna("").astype(str).str.strip().str.upper()
+    frame["view"] = view.where(view != "", UNKNOWN_VIEW)
+    return frame[frame["view"].isin(wanted_views)].drop(columns="ViewPosition")
+
+
+def attach_labels(frame: pd.DataFrame, path: Path, policy: LabelPolicy) -> tuple[pd.DataFrame, np.ndarray]:
+    """Join the per-study label CSV; return the frame sorted by dicom_id and its [N, 14] labels."""
+    labels_df = read_csv(path, LABEL_KEY_COLUMNS, (*LABEL_KEY_COLUMNS, *CHEXPERT_LABELS))
+    duplicated = labels_df.duplicated(list(LABEL_KEY_COLUMNS))
+    if duplicated.any():
+        first = labels_df.loc[duplicated, "study_id"].iloc[0]
+        raise DatasetError(f"{path}: study {first} appears more than once ({int(duplicated.sum())} duplicates)")
+    numeric = pd.DataFrame(label_matrix(labels_df, path), columns=list(CHEXPERT_LABELS))
+    numeric[list(LABEL_KEY_COLUMNS)] = labels_df[list(LABEL_KEY_COLUMNS)].to_numpy()
+    frame = frame.merge(numeric, on=list(LABEL_KEY_COLUMNS), how="left", indicator=True)
+    frame = frame.sort_values("dicom_id", kind="stable").reset_index(drop=True)
+    absent = (frame["_merge"] == "left_only").to_numpy()
+    labels = apply_label_policy(frame[list(CHEXPERT_LABELS)].to_numpy(dtype=float), absent, policy)
+    return frame.drop(columns=[*CHEXPERT_LABELS, "_merge"]), labels
+
+
+def reports_base(root: Path, reports_root) -> Path:
+    if not reports_root:
+        return root
+    base = Path(reports_root)
+    if not (base / "files").is_dir():
+        raise DatasetError(
+            f"reports tree not found: {base / 'files'}\n"
+            "  [dataset].reports_root must be the folder holding MIMIC-CXR's files/p../p<subject>/s<study>.txt"
+        )
+    return base
+
+
+def scan_mimic(
+    root,
+    *,
+    split: str = "test",
+    views=("AP", "PA"),
+    labeler: str = "chexpert",
+    policy: LabelPolicy | None = None,
+    reports_root=None,
+    num_cases: int = 0,
+    seed: int = 0,
+    progress: bool = True,
+) -> DatasetScan:
+    """Scan a MIMIC-CXR-JPG root; see the module docstring for every rule applied."""
+    root = Path(root)
+    policy = policy or LabelPolicy()
+    wanted_views = {v.strip().upper() for v in ([views] if isinstance(views, str) else views)}
+    paths = locate_csvs(root, labeler)
+    report_root = reports_base(root, reports_root)
+    frame, labels = attach_labels(select_images(paths, split, wanted_views), paths["labels"], policy)
+
+    relpaths = image_relpaths(frame).tolist()
+    checks = check_images([root / rel for rel in relpaths], progress)
+    status = np.array([c[0] for c in checks])
+    ids = frame["dicom_id"].tolist()
+    good = np.flatnonzero(status == "ok")
+    keep = good[stratified_subsample(strata(labels[good]), num_cases, seed)] if num_cases > 0 else good
+
+    cases, rows, sizes, with_report = [], [], {}, 0
+    reports: dict[str, ReportSections | None] = {}
+    records = frame.to_dict("records")
+    for i in keep:
+        rec = records[i]
+        subject, study = rec["subject_id"], rec["study_id"]
+        if study not in reports:
+            reports[study] = read_report(report_path(report_root, subject, study))
+        report = reports[study] or ReportSections()
+        with_report += reports[study] is not None
+        case_labels = tuple(int(v) for v in labels[i])
+        cases.append(
+            Case(
+                case_id=rec["dicom_id"],
+                image_path=root / relpaths[i],
+                subject_id=subject,
+                study_id=study,
+                view=rec["view"],
+                labels=case_labels,
+                findings=report.findings,
+                impression=report.impression,
+                split=split,
+            )
+        )
+        rows.append((rec["dicom_id"], relpaths[i], checks[i][1], checks[i][2], case_labels))
+        if pd.notna(rec["Rows"]) and pd.notna(rec["Columns"]):
+            sizes[rec["dicom_id"]] = (int(rec["Rows"]), int(rec["Columns"]))
+
+    settings = {"split": split, "views": sorted(wanted_views), "labeler": labeler, "policy": policy.describe()}
+    return DatasetScan(
+        root=root,
+        cases=cases,
+        missing=[ids[i] for i in np.flatnonzero(status == "missing")],
+        corrupt=[ids[i] for i in np.flatnonzero(status == "corrupt")],
+        by_view=dict(sorted(Counter(c.view for c in cases).items())),
+        positives={name: int((labels[keep, j] == 1).sum()) for j, name in enumerate(CHEXPERT_LABELS)},
+        label_policy=policy.describe(),
+        fingerprint=scan_fingerprint(rows, settings),
+        reasons={ids[i]: checks[i][3] for i in np.flatnonzero(status != "ok")},
+        image_sizes=sizes,
+        available=len(good),
+        with_report=with_report,
+        split=split,
+    )

@@ -1,0 +1,50 @@
+"""What a dataset scan kept and excluded: a JSON-ready dict and a readable table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from xreal_bench.data.mimic import DatasetScan
+
+SUMMARY_KEYS = ("cases", "by_view", "positives", "missing", "corrupt", "label_policy")
+
+
+def summarize(scan: DatasetScan) -> dict[str, Any]:
+    """``cases, by_view, positives, missing, corrupt, label_policy`` (missing/corrupt are counts)."""
+    return {
+        "cases": len(scan.cases),
+        "by_view": dict(scan.by_view),
+        "positives": dict(scan.positives),
+        "missing": len(scan.missing),
+        "corrupt": len(scan.corrupt),
+        "label_policy": dict(scan.label_policy),
+    }
+
+
+def format_summary(scan: DatasetScan, examples: int = 5) -> str:
+    """A plain-text table of :func:`summarize` plus where the data came from."""
+    s = summarize(scan)
+    n = s["cases"]
+    lines = [
+        f"dataset root:  {scan.root}",
+        f"split:         {scan.split}",
+        f"kept images:   {n}" + (f" (stratified subsample of {scan.available} usable)" if n < scan.available else ""),
+        f"with report:   {scan.with_report}",
+        f"missing files: {s['missing']}",
+        f"corrupt files: {s['corrupt']}",
+        f"fingerprint:   {scan.fingerprint[:16]}",
+        "label policy:  " + ", ".join(f"{k} -> {v}" for k, v in s["label_policy"].items()),
+        "",
+        "view        images",
+        *(f"{view:<10}  {count:>6}" for view, count in s["by_view"].items()),
+        "",
+        "label                         positives       %",
+    ]
+    for name, count in s["positives"].items():
+        share = 100.0 * count / n if n else 0.0
+        lines.append(f"{name:<28}  {count:>9}  {share:6.1f}")
+    bad = [*scan.missing, *scan.corrupt]
+    if bad:
+        lines += ["", f"excluded images (first {min(examples, len(bad))} of {len(bad)}):"]
+        lines += [f"  {dicom_id}: {scan.reasons.get(dicom_id, '')}" for dicom_id in bad[:examples]]
+    return "\n".join(lines)

@@ -1,0 +1,650 @@
+"""The synthetic demo set, written in exactly the MIMIC-CXR-JPG layout so that the same loader
+(:func:`xreal_bench.data.mimic.scan_mimic`) reads it and real data alike.
+
+Under ``root``:
+
+- ``files/p1X/p1XXXXXXX/sXXXXXXXX/<dicom_id>.jpg`` — 8-bit grayscale JPEG (quality 95),
+  ``image_size`` square; frontal views are phantoms from :mod:`xreal_bench.data.phantoms`,
+  LATERAL views a lateral-looking rendering;
+- ``files/p1X/p1XXXXXXX/sXXXXXXXX.txt`` — MIMIC-CXR-style report with ``FINDINGS:`` and
+  ``IMPRESSION:`` naming every drawn finding and its side (about 6 % lack FINDINGS and 4 %
+  IMPRESSION; the remaining section still names everything);
+- ``mimic-cxr-2.0.0-{split,chexpert,negbio,metadata}.csv.gz`` with the real columns;
+- ``anatomy/<dicom_id>.png`` — ground-truth label maps (0 background, 1 patient's left lung,
+  2 right lung, 3 heart, 4 aortic knob) of every frontal image;
+- ``ms-cxr-boxes.csv`` — MS-CXR-style boxes (pixels of the written image) of every drawn
+  finding on every frontal image;
+- ``xreal-bench-synthetic.json`` — the stamp (parameters, generator version, lung shapes),
+  written last.
+
+Content rules:
+
+- Splits are by subject: 25 % test, 15 % validate, the rest train (each at least one).
+  Subjects have 1–3 studies; each study has one AP or PA image, sometimes a LATERAL, a
+  second frontal (AP) or a frontal with a blank ViewPosition (filtered out by default).
+- Findings are assigned per split with fixed quotas, so every split (test included) has
+  positives and negatives of each of the eight drawn findings; about a fifth of studies are
+  normal (``No Finding`` = 1.0). Labels are per study; every frontal image of a study shows
+  the study's findings on the same side. LATERAL images draw no findings.
+- Label values: a drawn finding is 1.0 in both label CSVs. 0.0 marks a finding the report
+  explicitly negates ("No pneumothorax."), blank one it does not mention. -1.0 (uncertain)
+  appears only for findings that are NOT drawn (about 12 % of abnormal studies, with a
+  hedge such as "Pneumonia cannot be excluded."), so the default label policy
+  (uncertain -> 0, as XReal) yields labels that match the pixels exactly, and a policy
+  mapping uncertain -> 1 visibly adds label noise. The negbio file differs only in how
+  undrawn findings are marked (some 0.0 become blank and some -1.0 become 0.0).
+- Deterministic: the same parameters give byte-identical files (gzip headers carry no time
+  or name); another seed gives other data.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import json
+import os
+import shutil
+import textwrap
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from xreal_bench.config import SyntheticConfig
+from xreal_bench.data import phantoms
+from xreal_bench.data.phantoms import (
+    DRAWN_FINDINGS,
+    ONE_SIDED,
+    Geometry,
+    box_pixels,
+    sample_patient,
+)
+from xreal_bench.errors import UserFacingError
+from xreal_bench.imaging import quantize
+from xreal_bench.labels import CHEXPERT_LABELS
+
+#: Bump whenever rendering or layout changes: ensure_dataset then rewrites old trees.
+GENERATOR_VERSION = "1"
+STAMP_NAME = "xreal-bench-synthetic.json"
+JPEG_QUALITY = 95
+SPLIT_CSV = "mimic-cxr-2.0.0-split.csv.gz"
+CHEXPERT_CSV = "mimic-cxr-2.0.0-chexpert.csv.gz"
+NEGBIO_CSV = "mimic-cxr-2.0.0-negbio.csv.gz"
+METADATA_CSV = "mimic-cxr-2.0.0-metadata.csv.gz"
+BOXES_CSV = "ms-cxr-boxes.csv"
+ANATOMY_DIR = "anatomy"
+
+SPLIT_HEADER = ("dicom_id", "study_id", "subject_id", "split")
+LABEL_HEADER = ("subject_id", "study_id", *CHEXPERT_LABELS)
+METADATA_HEADER = (
+    "dicom_id",
+    "subject_id",
+    "study_id",
+    "PerformedProcedureStepDescription",
+    "ViewPosition",
+    "Rows",
+    "Columns",
+    "StudyDate",
+    "StudyTime",
+    "ProcedureCodeSequence_CodeMeaning",
+    "ViewCodeSequence_CodeMeaning",
+    "PatientOrientationCodeSequence_CodeMeaning",
+)
+BOXES_HEADER = ("dicom_id", "category_name", "label_text", "x", "y", "w", "h", "image_width", "image_height")
+
+SPLIT_FRACTIONS = (("test", 0.25), ("validate", 0.15))  # the rest is train
+NORMAL_FRACTION = 0.22  # studies with nothing drawn
+FINDING_RATE = 0.2  # per drawn finding, among abnormal studies
+FRONTAL_VIEWS = ("AP", "PA", "")
+VIEW_MEANING = {"AP": "antero-posterior", "PA": "postero-anterior", "LATERAL": "lateral", "": ""}
+#: Findings whose box lies inside the lung parenchyma: spread over both sides when several.
+PARENCHYMAL = ("Consolidation", "Lung Opacity", "Pneumonia", "Atelectasis")
+
+
+@dataclass(frozen=True)
+class SyntheticInfo:
+    """What :func:`write_dataset` wrote."""
+
+    root: Path
+    seed: int
+    image_size: int
+    n_subjects: int
+    n_studies: int
+    n_images: int
+    images: dict[str, int]  # per split, every view
+    frontal: dict[str, int]  # per split, AP/PA images (kept by the default view filter)
+    positives: dict[str, dict[str, int]]  # split -> drawn finding -> positive AP/PA images
+    seconds: float
+
+
+# --------------------------------------------------------------------------- plan
+
+
+@dataclass(frozen=True)
+class ImagePlan:
+    dicom_id: str
+    view: str  # "AP", "PA", "LATERAL" or "" (blank ViewPosition, rendered frontal)
+    seed: int
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    subject_id: str
+    study_id: str
+    split: str
+    date: str
+    time: str
+    images: tuple[ImagePlan, ...]
+    findings: tuple[str, ...] = ()
+    sides: dict[str, str] = field(default_factory=dict)
+    report_seed: int = 0
+
+    @property
+    def procedure(self) -> str:
+        views = {im.view for im in self.images}
+        if "LATERAL" in views:
+            return "CHEST (PA AND LAT)"
+        return "CHEST (PORTABLE AP)" if self.images[0].view == "AP" else "CHEST (PA)"
+
+
+@dataclass(frozen=True)
+class SubjectPlan:
+    subject_id: str
+    split: str
+    patient_seed: int
+    studies: tuple[StudyPlan, ...]
+
+
+def dicom_id(rng: np.random.Generator) -> str:
+    """A MIMIC-style dicom_id: five dash-separated groups of 8 hex digits."""
+    digits = rng.integers(0, 16, size=40)
+    text = "".join("0123456789abcdef"[d] for d in digits)
+    return "-".join(text[i : i + 8] for i in range(0, 40, 8))
+
+
+def unique_ids(rng: np.random.Generator, n: int, low: int, high: int) -> list[int]:
+    return sorted(int(v) for v in rng.choice(high - low, size=n, replace=False) + low)
+
+
+def plan_dataset(n_subjects: int, seed: int) -> list[SubjectPlan]:
+    """Subjects, splits, studies, images and findings: everything but the pixels."""
+    if n_subjects < 4:
+        raise ValueError(f"n_subjects must be at least 4 (one subject per split and two for train), got {n_subjects}")
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5EED]))
+    subject_ids = unique_ids(rng, n_subjects, 10_000_000, 20_000_000)
+    order = rng.permutation(n_subjects)
+    counts = {name: max(1, int(round(frac * n_subjects))) for name, frac in SPLIT_FRACTIONS}
+    split_of: dict[int, str] = {}
+    start = 0
+    for name, k in counts.items():
+        for i in order[start : start + k]:
+            split_of[int(i)] = name
+        start += k
+    for i in order[start:]:
+        split_of[int(i)] = "train"
+
+    n_studies = rng.choice([1, 2, 3], size=n_subjects, p=[0.4, 0.35, 0.25])
+    study_ids = iter(unique_ids(rng, int(n_studies.sum()), 50_000_000, 60_000_000))
+    subjects = []
+    for i, sid in enumerate(subject_ids):
+        day = int(rng.integers(0, 25_000))
+        studies = []
+        for _ in range(int(n_studies[i])):
+            day += int(rng.integers(1, 400))
+            studies.append(
+                StudyPlan(
+                    subject_id=str(sid),
+                    study_id=str(next(study_ids)),
+                    split=split_of[i],
+                    date=study_date(day),
+                    time=f"{int(rng.integers(0, 24)):02d}{int(rng.integers(0, 60)):02d}{int(rng.integers(0, 60)):02d}.{int(rng.integers(0, 1000)):03d}",
+                    images=plan_images(rng),
+                    report_seed=int(rng.integers(2**63)),
+                )
+            )
+        subjects.append(SubjectPlan(str(sid), split_of[i], int(rng.integers(2**63)), tuple(studies)))
+    return assign_findings(subjects, rng)
+
+
+def study_date(day: int) -> str:
+    """MIMIC-style shifted date (years 2110-2190) as YYYYMMDD."""
+    base = np.datetime64("2110-01-01") + np.timedelta64(day, "D")
+    return str(base).replace("-", "")
+
+
+def plan_images(rng: np.random.Generator) -> tuple[ImagePlan, ...]:
+    primary = "AP" if rng.random() < 0.5 else "PA"
+    views = [primary]
+    extra = rng.random()
+    if extra < 0.35:
+        views.append("LATERAL")
+    elif extra < 0.5:
+        views.append("AP")
+    elif extra < 0.54:
+        views.append("")
+    return tuple(ImagePlan(dicom_id(rng), v, int(rng.integers(2**63))) for v in views)
+
+
+def assign_findings(subjects: list[SubjectPlan], rng: np.random.Generator) -> list[SubjectPlan]:
+    """Per split: a fixed share of normal studies, fixed positive counts per finding."""
+    chosen: dict[str, list[str]] = {}
+    for split in ("train", "validate", "test"):
+        ids = [st.study_id for s in subjects if s.split == split for st in s.studies]
+        n = len(ids)
+        n_normal = max(1, int(round(NORMAL_FRACTION * n))) if n >= 2 else 0
+        abnormal = [ids[i] for i in sorted(rng.permutation(n)[n_normal:])]
+        found: dict[str, list[str]] = {sid: [] for sid in ids}
+        for name in DRAWN_FINDINGS:
+            k = min(len(abnormal), max(1, int(round(FINDING_RATE * len(abnormal)))))
+            for idx in rng.choice(len(abnormal), size=k, replace=False):
+                found[abnormal[int(idx)]].append(name)
+        for sid in abnormal:
+            if not found[sid]:
+                found[sid].append(DRAWN_FINDINGS[int(rng.integers(len(DRAWN_FINDINGS)))])
+        chosen.update(found)
+    out = []
+    for s in subjects:
+        studies = []
+        for st in s.studies:
+            names = tuple(f for f in DRAWN_FINDINGS if f in chosen[st.study_id])
+            studies.append(replace(st, findings=names, sides=choose_sides(names, rng)))
+        out.append(SubjectPlan(s.subject_id, s.split, s.patient_seed, tuple(studies)))
+    return out
+
+
+def choose_sides(findings: tuple[str, ...], rng: np.random.Generator) -> dict[str, str]:
+    """Patient's side per finding; parenchymal findings alternate sides to limit overlap."""
+    sides: dict[str, str] = {}
+    flip = rng.random() < 0.5
+    for name in findings:
+        if name in PARENCHYMAL:
+            sides[name] = "left" if flip else "right"
+            flip = not flip
+        elif name in ONE_SIDED:
+            sides[name] = "left" if rng.random() < 0.5 else "right"
+        elif name == "Edema":
+            sides[name] = "bilateral"
+        else:
+            sides[name] = ""
+    return sides
+
+
+# --------------------------------------------------------------------------- labels & reports
+
+NEGATIONS = {
+    "Atelectasis": "No atelectasis.",
+    "Cardiomegaly": "Heart size is normal.",
+    "Consolidation": "No focal consolidation.",
+    "Edema": "No pulmonary edema.",
+    "Enlarged Cardiomediastinum": "The mediastinal contours are normal.",
+    "Fracture": "No displaced rib fracture.",
+    "Lung Opacity": "No new opacity.",
+    "Pleural Effusion": "No pleural effusion.",
+    "Pneumonia": "No evidence of pneumonia.",
+    "Pneumothorax": "No pneumothorax.",
+}
+HEDGES = {
+    "Pneumonia": "Early pneumonia cannot be excluded.",
+    "Atelectasis": "Possible minimal bibasilar atelectasis.",
+    "Edema": "Possible mild vascular congestion.",
+    "Consolidation": "An early consolidation is not excluded.",
+}
+
+
+def zone(g: Geometry, finding_boxes: list, side: str) -> str:
+    """upper / mid / lower third of the lung holding the box centre."""
+    if not finding_boxes or side not in ("left", "right"):
+        return "lower"
+    _, y0, _, y1 = g.lung_box(side)
+    px = box_pixels(finding_boxes[0], g.size)
+    rel = ((px[1] + px[3]) / 2 - y0) / max(y1 - y0, 1)
+    return "upper" if rel < 1 / 3 else "mid" if rel < 2 / 3 else "lower"
+
+
+def finding_phrase(name: str, side: str, where: str, rng: np.random.Generator) -> tuple[str, str]:
+    """(FINDINGS sentence, IMPRESSION / MS-CXR phrase) for a drawn finding."""
+    size = ("Small", "Moderate")[int(rng.integers(2))]
+    if name == "Cardiomegaly":
+        return "The heart is enlarged, with a cardiothoracic ratio above one half.", "Cardiomegaly"
+    if name == "Edema":
+        return (
+            "Bilateral perihilar haziness with Kerley B lines at the lung bases, consistent with pulmonary edema.",
+            "Mild pulmonary edema",
+        )
+    if name == "Pleural Effusion":
+        return (
+            f"{size} {side} pleural effusion with a meniscus and blunting of the {side} costophrenic angle.",
+            f"{size} {side} pleural effusion",
+        )
+    if name == "Pneumothorax":
+        return (
+            f"{size} {side} apical pneumothorax; a visceral pleural line is seen with no lung markings beyond it.",
+            f"{size} {side} apical pneumothorax",
+        )
+    if name == "Consolidation":
+        return (
+            f"Dense consolidation in the {side} {where} lung with air bronchograms.",
+            f"Consolidation in the {side} {where} lung",
+        )
+    if name == "Lung Opacity":
+        return (
+            f"Hazy ill-defined opacity in the {side} {where} lung.",
+            f"Opacity in the {side} {where} lung",
+        )
+    if name == "Pneumonia":
+        return (
+            f"Patchy nodular airspace opacities in the {side} {where} lung, concerning for pneumonia.",
+            f"{side.capitalize()} {where} lung pneumonia",
+        )
+    if name == "Atelectasis":
+        return (
+            f"Plate-like atelectasis in the {side} {where} lung with mild volume loss and elevation of the {side} hemidiaphragm.",
+            f"Plate-like atelectasis in the {side} {where} lung",
+        )
+    raise ValueError(f"no phrase for {name!r}")
+
+
+@dataclass(frozen=True)
+class StudyText:
+    report: str
+    phrases: dict[str, str]  # finding -> MS-CXR label_text
+    chexpert: dict[str, str]  # label -> CSV cell
+    negbio: dict[str, str]
+
+
+def describe_study(study: StudyPlan, anatomy: np.ndarray | None, boxes: tuple) -> StudyText:
+    """Report text and label cells of a study (zones read from its first frontal image)."""
+    rng = np.random.default_rng(study.report_seed)
+    g = Geometry.of(anatomy) if anatomy is not None else None
+    sentences, impressions, phrases = [], [], {}
+    for name in study.findings:
+        side = study.sides.get(name, "")
+        where = zone(g, [b for b in boxes if b.label == name], side) if g is not None else "lower"
+        sentence, phrase = finding_phrase(name, side, where, rng)
+        sentences.append(sentence)
+        impressions.append(phrase)
+        phrases[name] = phrase
+
+    cells = {label: "" for label in CHEXPERT_LABELS}
+    for name in study.findings:
+        cells[name] = "1.0"
+    undrawn = [n for n in NEGATIONS if cells[n] == ""]
+    negated = [undrawn[i] for i in sorted(rng.choice(len(undrawn), size=int(rng.integers(1, 4)), replace=False))]
+    hedged = ""
+    if study.findings and rng.random() < 0.12:
+        options = [n for n in HEDGES if cells[n] == "" and n not in negated]
+        if options:
+            hedged = options[int(rng.integers(len(options)))]
+    for name in negated:
+        cells[name] = "0.0"
+        sentences.append(NEGATIONS[name])
+    if hedged:
+        cells[hedged] = "-1.0"
+        sentences.append(HEDGES[hedged])
+    if not study.findings:
+        cells["No Finding"] = "1.0"
+        sentences.insert(0, "The lungs are clear.")
+        impressions = ["No acute cardiopulmonary process"]
+
+    negbio = dict(cells)
+    for name in negated:
+        if rng.random() < 0.3:
+            negbio[name] = ""
+    if hedged and rng.random() < 0.3:
+        negbio[hedged] = "0.0"
+
+    findings_text = " ".join(sentences)
+    impression_text = " ".join(f"{i + 1}. {p}." for i, p in enumerate(impressions)) if len(impressions) > 1 else f"{impressions[0]}."
+    if hedged:
+        impression_text += " " + HEDGES[hedged]
+    missing = rng.random()
+    sections = [("FINDINGS", findings_text), ("IMPRESSION", impression_text)]
+    if missing < 0.06:
+        sections = sections[1:]
+    elif missing < 0.10:
+        sections = sections[:1]
+    return StudyText(report_text(study, sections, rng), phrases, cells, negbio)
+
+
+def report_text(study: StudyPlan, sections: list[tuple[str, str]], rng: np.random.Generator) -> str:
+    """A MIMIC-CXR-style report: title, header sections, wrapped FINDINGS / IMPRESSION."""
+    indications = ("cough and fever", "shortness of breath", "chest pain", "hypoxia", "evaluate for pneumonia")
+    who = ("man", "woman")[int(rng.integers(2))]
+    views = ", ".join(sorted({VIEW_MEANING[im.view] or "frontal" for im in study.images}))
+    lines = [
+        "                                 FINAL REPORT",
+        f" EXAMINATION:  {study.procedure}",
+        "",
+        f" INDICATION:  ___-year-old {who} with {indications[int(rng.integers(len(indications)))]}.",
+        "",
+        f" TECHNIQUE:  Chest radiographs ({views}).",
+        "",
+        " COMPARISON:  " + ("None." if rng.random() < 0.5 else "Chest radiograph from ___."),
+        "",
+    ]
+    for header, body in sections:
+        lines += [f" {header}:", ""]
+        lines += [" " + line for line in textwrap.wrap(body, 76)]
+        lines.append("")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def study_dir(root: Path, subject_id: str, study_id: str) -> Path:
+    """``files/p<first two digits>/p<subject>/s<study>`` (the MIMIC-CXR-JPG layout)."""
+    return root / "files" / f"p{subject_id[:2]}" / f"p{subject_id}" / f"s{study_id}"
+
+
+def jpeg_bytes(image: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(quantize(image, 8)).save(buf, format="JPEG", quality=JPEG_QUALITY)
+    return buf.getvalue()
+
+
+def png_bytes(label_map: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(label_map.astype(np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def csv_bytes(header: tuple[str, ...], rows: list[tuple]) -> bytes:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buf.getvalue().encode("utf-8")
+
+
+def write_gzip(path: Path, data: bytes) -> None:
+    """gzip with no name and mtime 0 in its header, so equal content gives equal bytes."""
+    path.write_bytes(gzip.compress(data, compresslevel=6, mtime=0))
+
+
+def stamp(n_subjects: int, seed: int, image_size: int) -> dict:
+    """What the tree's content depends on; a different stamp means rewrite."""
+    lungs = hashlib.sha256(phantoms.lung_archive_digest().encode()).hexdigest()
+    return {
+        "kind": "xreal-bench synthetic MIMIC-CXR-JPG demo",
+        "generator_version": GENERATOR_VERSION,
+        "n_subjects": int(n_subjects),
+        "seed": int(seed),
+        "image_size": int(image_size),
+        "lung_masks_sha256": lungs,
+    }
+
+
+def read_stamp(root: Path) -> dict | None:
+    try:
+        return json.loads((root / STAMP_NAME).read_text())
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+        return None
+
+
+def write_tree(tmp: Path, n_subjects: int, seed: int, image_size: int) -> dict:
+    """Render and write the whole tree into ``tmp`` (stamp last); return counts."""
+    subjects = plan_dataset(n_subjects, seed)
+    split_rows, meta_rows, chexpert_rows, negbio_rows, box_rows = [], [], [], [], []
+    images = {s: 0 for s in ("train", "validate", "test")}
+    frontal = dict(images)
+    positives = {s: {f: 0 for f in DRAWN_FINDINGS} for s in images}
+    total = sum(len(st.images) for s in subjects for st in s.studies)
+    (tmp / ANATOMY_DIR).mkdir(parents=True)
+    bar = tqdm(total=total, desc="writing synthetic demo", unit="img", leave=False)
+    for subject in subjects:
+        patient = sample_patient(np.random.default_rng(subject.patient_seed))
+        for study in subject.studies:
+            folder = study_dir(tmp, study.subject_id, study.study_id)
+            folder.mkdir(parents=True)
+            first: tuple | None = None
+            rendered = []
+            for im in study.images:
+                rng = np.random.default_rng(im.seed)
+                if im.view == "LATERAL":
+                    rendered.append((im, phantoms.render_lateral(rng, image_size, patient), None))
+                    continue
+                ph = phantoms.render_phantom(rng, image_size, study.findings, patient, sides=study.sides)
+                rendered.append((im, ph.image, ph))
+                first = first or (ph.anatomy, ph.boxes)
+            text = describe_study(study, *(first or (None, ())))
+            (folder.parent / f"s{study.study_id}.txt").write_text(text.report, encoding="utf-8")
+            for im, image, ph in rendered:
+                (folder / f"{im.dicom_id}.jpg").write_bytes(jpeg_bytes(image))
+                split_rows.append((im.dicom_id, study.study_id, study.subject_id, study.split))
+                meta_rows.append(metadata_row(study, im, image_size))
+                images[study.split] += 1
+                if ph is not None:
+                    (tmp / ANATOMY_DIR / f"{im.dicom_id}.png").write_bytes(png_bytes(ph.anatomy))
+                    for box in ph.boxes:
+                        x0, y0, x1, y1 = box_pixels(box, image_size)
+                        box_rows.append(
+                            (im.dicom_id, box.label, text.phrases[box.label], x0, y0, x1 - x0, y1 - y0, image_size, image_size)
+                        )
+                if im.view in ("AP", "PA"):
+                    frontal[study.split] += 1
+                    for name in study.findings:
+                        positives[study.split][name] += 1
+                bar.update(1)
+            chexpert_rows.append((study.subject_id, study.study_id, *(text.chexpert[c] for c in CHEXPERT_LABELS)))
+            negbio_rows.append((study.subject_id, study.study_id, *(text.negbio[c] for c in CHEXPERT_LABELS)))
+    bar.close()
+
+    write_gzip(tmp / SPLIT_CSV, csv_bytes(SPLIT_HEADER, sorted(split_rows, key=lambda r: (r[2], r[1], r[0]))))
+    write_gzip(tmp / METADATA_CSV, csv_bytes(METADATA_HEADER, sorted(meta_rows, key=lambda r: (r[1], r[2], r[0]))))
+    write_gzip(tmp / CHEXPERT_CSV, csv_bytes(LABEL_HEADER, sorted(chexpert_rows)))
+    write_gzip(tmp / NEGBIO_CSV, csv_bytes(LABEL_HEADER, sorted(negbio_rows)))
+    (tmp / BOXES_CSV).write_bytes(csv_bytes(BOXES_HEADER, sorted(box_rows, key=lambda r: (r[0], r[1], r[3], r[4]))))
+    (tmp / STAMP_NAME).write_text(json.dumps(stamp(n_subjects, seed, image_size), indent=2, sort_keys=True) + "\n")
+    return {
+        "n_studies": len(chexpert_rows),
+        "n_images": total,
+        "images": images,
+        "frontal": frontal,
+        "positives": positives,
+    }
+
+
+def metadata_row(study: StudyPlan, im: ImagePlan, size: int) -> tuple:
+    procedure = study.procedure
+    orientation = "" if im.view == "" else ("Recumbent" if im.view == "AP" and "PORTABLE" in procedure else "Erect")
+    return (
+        im.dicom_id,
+        study.subject_id,
+        study.study_id,
+        procedure,
+        im.view,
+        size,
+        size,
+        study.date,
+        study.time,
+        procedure,
+        VIEW_MEANING[im.view],
+        orientation,
+    )
+
+
+def write_dataset(root: Path, n_subjects: int = 120, seed: int = 0, image_size: int = 256) -> SyntheticInfo:
+    """Write the synthetic demo tree at ``root`` (replacing an older synthetic tree there).
+
+    The tree is written to a temporary sibling folder and renamed into place, the stamp
+    being its last file, so an interrupted write never leaves a tree that
+    :func:`ensure_dataset` accepts. A non-empty ``root`` that is not a synthetic tree (no
+    stamp) is never touched: that raises :class:`UserFacingError`.
+    """
+    SyntheticConfig(n_subjects=n_subjects, seed=seed, image_size=image_size).validate()
+    root = Path(root)
+    refuse_foreign(root)
+    started = time.perf_counter()
+    root.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale(root)
+    tmp = root.parent / f".{root.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        counts = write_tree(tmp, n_subjects, seed, image_size)
+        install(tmp, root)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return SyntheticInfo(
+        root=root,
+        seed=seed,
+        image_size=image_size,
+        n_subjects=n_subjects,
+        seconds=time.perf_counter() - started,
+        **counts,
+    )
+
+
+def refuse_foreign(root: Path) -> None:
+    if root.exists() and (not root.is_dir() or (any(root.iterdir()) and read_stamp(root) is None)):
+        raise UserFacingError(
+            f"{root} exists and is not a synthetic demo tree (no {STAMP_NAME} in it); refusing to "
+            "overwrite it. Point [dataset].root at an empty or new folder for the synthetic demo, "
+            "or set [dataset].kind = \"mimic\" to use the data that is there."
+        )
+
+
+def install(tmp: Path, root: Path) -> None:
+    """Swap the finished ``tmp`` tree into ``root`` with renames."""
+    old = root.parent / f".{root.name}.old-{os.getpid()}"
+    if root.exists():
+        if read_stamp(root) == read_stamp(tmp):  # another process wrote the same tree meanwhile
+            return
+        refuse_foreign(root)
+        root.rename(old)
+    try:
+        tmp.rename(root)
+    except OSError:
+        if read_stamp(root) != read_stamp(tmp):  # not a concurrent identical write: a real error
+            raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def clean_stale(root: Path) -> None:
+    """Remove leftovers of interrupted writes (``.<name>.partial-<pid>`` / ``.old-<pid>`` of dead pids)."""
+    for path in root.parent.glob(f".{root.name}.*-*"):
+        kind, _, pid = path.name[len(root.name) + 2 :].rpartition("-")
+        if kind not in ("partial", "old") or not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            alive = True
+        except ProcessLookupError:
+            alive = False
+        except PermissionError:
+            alive = True
+        if not alive:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def ensure_dataset(root: Path, cfg: SyntheticConfig) -> Path:
+    """Write the demo tree at ``root`` unless one with the same stamp is already there."""
+    root = Path(root)
+    if read_stamp(root) != stamp(cfg.n_subjects, cfg.seed, cfg.image_size):
+        write_dataset(root, cfg.n_subjects, cfg.seed, cfg.image_size)
+    return root

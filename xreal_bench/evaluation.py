@@ -1,0 +1,205 @@
+"""``xreal-bench evaluate``: the real side once (cached), each generator's images once, metrics,
+results files with provenance. The real test images are always the ``real`` reference row."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from metrics.classification import Thresholds, fit_thresholds
+from metrics.dice import label_map_to_masks
+from metrics.engine import ImageItem, Preprocessing, SourceOutputs, evaluate_generated, evaluate_real, real_fingerprint
+from metrics.scoring import ResultRow, ScoringSettings, evaluated_labels, score
+from metrics.suite import Suite, build_suite
+from xreal_bench.errors import UserFacingError
+from xreal_bench.imaging import resize_label_map
+from xreal_bench.labels import label_index
+from xreal_bench.results import environment, write_results
+from xreal_bench.rundir import GeneratorDir, generator_dirs
+
+if TYPE_CHECKING:
+    from xreal_bench.pipeline import Session
+
+REFERENCE = "real"
+
+
+def cache_root(session: "Session") -> Path:
+    return Path(session.cfg.metrics.cache_dir or Path(session.cfg.run.out) / ".cache")
+
+
+def settings(session: "Session") -> ScoringSettings:
+    m = session.cfg.metrics
+    return ScoringSettings(
+        enabled=m.enabled,
+        bootstrap=m.bootstrap,
+        fid_bootstrap=m.fid_bootstrap,
+        confidence=m.confidence,
+        seed=session.cfg.run.seed,
+        subsets=m.subsets,
+        min_subset_n=m.min_subset_n,
+        kid_subsets=m.kid_subsets,
+        kid_subset_size=m.kid_subset_size,
+        label_set=m.label_set,
+        f1_zero_division=float(m.f1_zero_division),
+    )
+
+
+def real_items(cases) -> list[ImageItem]:
+    return [ImageItem(c.case_id, 0, c.image_path) for c in cases]
+
+
+def pass_real(session: "Session", suite: Suite, scan, progress: bool) -> SourceOutputs:
+    m = session.cfg.metrics
+    prep = preprocessing(session)
+    fingerprint = real_fingerprint(scan.fingerprint, prep, suite)
+    return evaluate_real(
+        real_items(scan.cases),
+        suite,
+        prep,
+        cache_root(session) / "real" / fingerprint[:16],
+        session.info,
+        batch_size=m.batch_size,
+        workers=m.num_workers,
+        progress=progress,
+    )
+
+
+def preprocessing(session: "Session") -> Preprocessing:
+    cfg = session.cfg
+    return Preprocessing(cfg.run.resolution, cfg.run.bit_depth, cfg.dataset.square)
+
+
+def real_cache_dir(session: "Session", suite: Suite) -> Path:
+    return cache_root(session) / "real" / real_fingerprint(session.scan.fingerprint, preprocessing(session), suite)[:16]
+
+
+def thresholds_for(session: "Session", suite: Suite, progress: bool) -> tuple[Thresholds | None, dict]:
+    """Decision thresholds under ``metrics.thresholds``; fitted only on real images of another split."""
+    m = session.cfg.metrics
+    if suite.classifier is None or not ({"f1_macro"} & set(m.enabled)):
+        return None, {}
+    names = evaluated_labels(m.label_set, suite.classifier.labels)
+    if m.thresholds in ("calibrated", "fixed"):
+        t = fit_thresholds(None, None, names, m.thresholds, calibrated=suite.classifier.calibrated_thresholds, fixed=m.fixed_threshold)
+        return t, {"policy": t.policy, "source": t.source, "values": t.values, "unfitted": t.unfitted}
+    if m.threshold_split == session.cfg.dataset.split:
+        raise UserFacingError(
+            f"metrics.threshold_split = {m.threshold_split!r} is the evaluated split: thresholds must be fitted on another split"
+        )
+    from xreal_bench.data.dataset import load_dataset
+
+    scan = load_dataset(session.cfg, split=m.threshold_split, progress=progress and session.info.is_main)
+    if not scan.cases:
+        raise UserFacingError(f"no real images in split {m.threshold_split!r} to fit {m.thresholds} thresholds on")
+    only_classifier = Suite(suite.name, classifier=suite.classifier)
+    real = pass_real(session, only_classifier, scan, progress)
+    cases = {c.case_id: c for c in scan.cases}
+    columns = [suite.classifier.labels.index(n) for n in names]
+    labels = np.array([[cases[k[0]].labels[label_index(n)] for n in names] for k in real.keys], dtype=np.float64)
+    source = f"real images, {m.threshold_split} split, n={len(real.keys)}"
+    t = fit_thresholds(real.scores[:, columns], labels, names, m.thresholds, source=source)
+    return t, {"policy": t.policy, "source": t.source, "values": t.values, "unfitted": t.unfitted}
+
+
+def input_masks(session: "Session"):
+    """Reference masks from the conditioning's anatomy maps (``metrics.dice_reference = 'input'``)."""
+    builder, size = session.builder, session.cfg.run.resolution
+    builder.prepare({"anatomy"})
+
+    def masks(case_id: str) -> np.ndarray:
+        label_map = resize_label_map(builder.anatomy.load(case_id), size)
+        return label_map_to_masks(label_map)[0]
+
+    return masks
+
+
+def evaluate(session: "Session", names: Sequence[str] | None = None, progress: bool = True) -> list[ResultRow]:
+    """Evaluate the real side and every (or the named) generator folder of the run; write results."""
+    cfg, info = session.cfg, session.info
+    out = Path(cfg.run.out)
+    started = time.perf_counter()
+    suite = build_suite(cfg.metrics, session.weights, session.device)
+    dirs = [d for d in generator_dirs(out) if d.generator != REFERENCE]
+    if names:
+        known = {d.generator for d in generator_dirs(out)}
+        missing = [n for n in names if n not in known and n != REFERENCE]
+        if missing:
+            raise UserFacingError(f"no generated images for {', '.join(missing)} in {out}; generated: {', '.join(sorted(known)) or 'none'}")
+        dirs = [d for d in dirs if d.generator in names]
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    real = pass_real(session, suite, session.scan, progress)
+    timings["real"] = time.perf_counter() - t0
+    thresholds, threshold_info = thresholds_for(session, suite, progress)
+    cases = {c.case_id: c for c in session.scan.cases}
+    s = settings(session)
+    rows = score(REFERENCE, real, real, cases, suite, s, thresholds)
+    reference_masks = input_masks(session) if cfg.metrics.dice_reference == "input" and suite.segmenter else None
+    failures: dict[str, list[str]] = {"real": real.failed}
+    counts: dict[str, dict[str, int]] = {}
+    for gdir in dirs:
+        t0 = time.perf_counter()
+        entries = gdir.ok_entries()
+        items = [ImageItem(e.case_id, e.sample_index, gdir.root / e.file) for e in entries if e.case_id in cases]
+        gen = evaluate_generated(
+            items,
+            suite,
+            preprocessing(session),
+            real_cache_dir(session, suite),
+            info,
+            name=gdir.generator,
+            batch_size=cfg.metrics.batch_size,
+            workers=cfg.metrics.num_workers,
+            ms_ssim="ms_ssim" in cfg.metrics.enabled,
+            diversity="ms_ssim_diversity" in cfg.metrics.enabled,
+            reference_masks=reference_masks,
+            progress=progress,
+        )
+        rows += score(gdir.generator, gen, real, cases, suite, s, thresholds)
+        timings[gdir.generator] = time.perf_counter() - t0
+        failures[gdir.generator] = gen.failed
+        counts[gdir.generator] = manifest_counts(gdir, len(entries), len(items), len(gen.keys))
+        if gen.failed and info.is_main:
+            print(f"{gdir.generator}: {len(gen.failed)} image(s) could not be decoded and were left out", file=sys.stderr)
+    if info.is_main:
+        provenance = {
+            "command": sys.argv,
+            "config_source": cfg.source,
+            "config_hash": cfg.hash(),
+            "config": cfg.to_dict(),
+            "dataset": {
+                "kind": cfg.dataset.kind,
+                "root": str(session.scan.root),
+                "split": cfg.dataset.split,
+                "fingerprint": session.scan.fingerprint,
+                "cases": len(session.scan.cases),
+                "missing": len(session.scan.missing),
+                "corrupt": len(session.scan.corrupt),
+            },
+            "evaluators": {"suite": suite.name, **suite.describe()},
+            "demo_evaluators": suite.name == "demo",
+            "thresholds": threshold_info,
+            "seeds": {"run": cfg.run.seed, "bootstrap": cfg.run.seed},
+            "bootstrap": {"resamples": cfg.metrics.bootstrap, "fid_resamples": cfg.metrics.fid_bootstrap, "confidence": cfg.metrics.confidence},
+            "environment": environment(session.device, info.world),
+            "images": counts,
+            "undecodable": {k: v for k, v in failures.items() if v},
+            "timings_s": {**{k: round(v, 3) for k, v in timings.items()}, "total": round(time.perf_counter() - started, 3)},
+        }
+        write_results(out, rows, provenance)
+    return rows
+
+
+def manifest_counts(gdir: GeneratorDir, ok: int, matched: int, evaluated: int) -> dict[str, int]:
+    entries = gdir.entries().values()
+    return {
+        "manifest_ok": ok,
+        "manifest_failed": sum(e.status == "failed" for e in entries),
+        "in_dataset": matched,
+        "evaluated": evaluated,
+    }
+

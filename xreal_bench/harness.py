@@ -1,0 +1,291 @@
+"""The generation harness: batched, resumable, sharded runs of one generator.
+
+For each ``(case, sample_index)`` the harness builds a :class:`Condition` whose seed is
+:func:`xreal_bench.rundir.seed_for` (run seed, generator, case, sample), calls the generator
+on batches, normalises each output through :func:`to_run_image`, writes the PNG atomically
+and appends one manifest line. Images are therefore identical whatever the batch size,
+ordering, resume point or number of ranks.
+
+Resume rule: an item is done when its latest manifest line says ``ok`` and its PNG decodes;
+everything else (no line, failed, missing or corrupt file) is generated again.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Iterator, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from generators.base import INPUT_KINDS, Generator, GeneratorContext
+from generators.registry import generator_class
+from xreal_bench import distributed
+from xreal_bench.distributed import DistInfo
+from xreal_bench.errors import UserFacingError
+from xreal_bench.imaging import ImageDecodeError, load_grayscale, save_png, standardize
+from xreal_bench.rundir import GeneratorDir, ManifestEntry, append_line, condition_summary, seed_for
+from xreal_bench.types import Case
+
+if TYPE_CHECKING:
+    from xreal_bench.config import BenchConfig, GeneratorConfig
+    from xreal_bench.conditioning import ConditionBuilder
+
+#: Tolerance on the [0, 1] output range before an output counts as out of range.
+RANGE_TOLERANCE = 1e-3
+
+
+class OutputError(ValueError):
+    """A generator output that must not be written (NaN, wrong shape, wrong range)."""
+
+
+def to_run_image(output, resolution: int, bits: int = 8, square: str = "crop") -> np.ndarray:
+    """The one output normalisation: any generator output → the run's integer image.
+
+    Accepts numpy or torch, ``H x W`` or ``1 x H x W``, floats in [0, 1]. Rejects NaN/inf,
+    other shapes and values outside [0, 1] (beyond a 1e-3 tolerance, which is clipped);
+    then squares, resizes (antialiased bicubic) and rounds exactly like real images
+    (:func:`xreal_bench.imaging.standardize`).
+    """
+    if hasattr(output, "detach"):
+        output = output.detach().float().cpu().numpy()
+    arr = np.asarray(output, dtype=np.float32)
+    if arr.ndim == 3 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim != 2 or min(arr.shape) < 8:
+        raise OutputError(f"wrong output shape {tuple(np.shape(output))}; expected H x W or 1 x H x W")
+    if not np.isfinite(arr).all():
+        raise OutputError(f"output contains {int((~np.isfinite(arr)).sum())} NaN/inf values")
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo < -RANGE_TOLERANCE or hi > 1 + RANGE_TOLERANCE:
+        raise OutputError(f"output values outside [0, 1] (min {lo:.4g}, max {hi:.4g})")
+    return standardize(arr, resolution, bits, square)
+
+
+def image_is_valid(path) -> bool:
+    try:
+        load_grayscale(path)
+        return True
+    except ImageDecodeError:
+        return False
+
+
+def plan_items(cases: Sequence[Case], samples_per_condition: int) -> list[tuple[Case, int]]:
+    """Every ``(case, sample_index)`` in a fixed order (case_id, then sample index)."""
+    return [(c, k) for c in sorted(cases, key=lambda c: c.case_id) for k in range(samples_per_condition)]
+
+
+@dataclass
+class GenerationSummary:
+    generator: str
+    planned: int = 0
+    skipped: int = 0
+    generated: int = 0
+    failed: int = 0
+    errors: Counter = field(default_factory=Counter)
+    seconds: float = 0.0
+
+    def merge(self, other: "GenerationSummary") -> "GenerationSummary":
+        return GenerationSummary(
+            self.generator,
+            self.planned + other.planned,
+            self.skipped + other.skipped,
+            self.generated + other.generated,
+            self.failed + other.failed,
+            self.errors + other.errors,
+            max(self.seconds, other.seconds),
+        )
+
+    def describe(self) -> str:
+        text = (
+            f"{self.generator}: {self.generated} generated, {self.skipped} already done, "
+            f"{self.failed} failed of {self.planned} in {self.seconds:.1f}s"
+        )
+        for message, count in self.errors.most_common(5):
+            text += f"\n    {count} x {message}"
+        return text
+
+
+def make_logger(gdir: GeneratorDir, info: DistInfo) -> logging.Logger:
+    logger = logging.getLogger(f"xreal_bench.generate.{gdir.generator}.{info.rank}")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    gdir.root.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(gdir.log)
+    handler.setFormatter(logging.Formatter(f"%(asctime)s rank{info.rank} %(levelname)s %(message)s"))
+    logger.addHandler(handler)
+    return logger
+
+
+def check_inputs(name: str, cls: type[Generator], available: set[str]) -> None:
+    """Refuse a generator whose declared inputs this dataset/config cannot supply."""
+    missing = sorted(set(cls.inputs) - available)
+    if missing:
+        what = "; ".join(f"{m} ({INPUT_KINDS.get(m, m)})" for m in missing)
+        hint = ""
+        if "anatomy" in missing:
+            hint = (
+                " Set conditioning.anatomy = 'pspnet' (needs weights xrv-pspnet) or 'folder' with "
+                "conditioning.anatomy_dir pointing at precomputed label maps."
+            )
+        raise UserFacingError(f"generator {name!r} ({cls.type_name}) needs inputs this run cannot supply: {what}.{hint}")
+
+
+def batched(items: Sequence, size: int) -> Iterator[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def run_generator(
+    cfg: "BenchConfig",
+    name: str,
+    gcfg: "GeneratorConfig",
+    cases: Sequence[Case],
+    builder: "ConditionBuilder",
+    info: DistInfo = DistInfo(),
+    *,
+    device: str = "cpu",
+    overwrite: bool = False,
+    progress: bool = True,
+) -> GenerationSummary:
+    """Generate (or resume) every image of generator ``name``; returns this run's summary."""
+    cls = generator_class(gcfg.type)
+    check_inputs(name, cls, builder.available_inputs())
+    gdir = GeneratorDir(cfg.run.out, name)
+    if info.is_main:
+        if overwrite and gdir.root.exists():
+            shutil.rmtree(gdir.root)
+        gdir.images.mkdir(parents=True, exist_ok=True)
+        for stale in gdir.images.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
+        if any(gdir.root.glob("manifest.rank*.jsonl")):
+            gdir.consolidate()
+    distributed.barrier()
+
+    log = make_logger(gdir, info)
+    items = distributed.shard(plan_items(cases, cfg.run.samples_per_condition), info)
+    builder.prepare(set(cls.inputs), cases=sorted({case.case_id: case for case, _ in items}.values(), key=lambda c: c.case_id))
+    existing = gdir.entries()
+    todo = [
+        (case, k)
+        for case, k in items
+        if not (
+            (entry := existing.get((case.case_id, k))) is not None
+            and entry.status == "ok"
+            and image_is_valid(gdir.image_path(case.case_id, k))
+        )
+    ]
+    summary = GenerationSummary(name, planned=len(items), skipped=len(items) - len(todo))
+    log.info("start: %d planned on this rank, %d already done, %d to generate", len(items), summary.skipped, len(todo))
+    manifest = gdir.manifest if info.world == 1 else gdir.root / f"manifest.rank{info.rank}.jsonl"
+    started = time.perf_counter()
+    if todo:
+        context = GeneratorContext(
+            cases=cases,
+            dataset_kind=cfg.dataset.kind,
+            resolution=cfg.run.resolution,
+            square=cfg.dataset.square,
+            device=device,
+            precision=cfg.run.precision,
+            weights=builder.weights,
+            log=log,
+        )
+        generator = cls(name, gcfg.options, context)
+        batch_size = gcfg.batch_size or cfg.run.batch_size
+        bar = tqdm(total=len(todo), desc=name, unit="img", disable=not (progress and info.is_main), dynamic_ncols=True)
+        try:
+            for batch in batched(todo, batch_size):
+                for entry in generate_batch(cfg, generator, builder, batch, info, gdir):
+                    append_line(manifest, entry)
+                    if entry.status == "ok":
+                        summary.generated += 1
+                    else:
+                        summary.failed += 1
+                        summary.errors[entry.error] += 1
+                        log.error("%s sample %d failed: %s", entry.case_id, entry.sample_index, entry.error)
+                bar.update(len(batch))
+        finally:
+            bar.close()
+    summary.seconds = time.perf_counter() - started
+    log.info("done: %s", summary.describe().replace("\n", " |"))
+    distributed.barrier()
+    if info.is_main:
+        gdir.consolidate()
+    return summary
+
+
+def generate_batch(cfg, generator: Generator, builder, batch, info: DistInfo, gdir: GeneratorDir) -> list[ManifestEntry]:
+    """Build the batch's conditions and generate them; returns one manifest entry per item."""
+    conditions, entries = [], []
+    for case, k in batch:
+        seed = seed_for(cfg.run.seed, generator.name, case.case_id, k)
+        try:
+            conditions.append(builder.build(case, k, seed))
+        except Exception as exc:  # noqa: BLE001 - a bad case must not stop the run
+            entries.append(failure(generator.name, case.case_id, k, seed, info, exc))
+    return entries + (run_conditions(cfg, generator, conditions, info, gdir) if conditions else [])
+
+
+def run_conditions(cfg, generator: Generator, conditions, info: DistInfo, gdir: GeneratorDir) -> list[ManifestEntry]:
+    """Call the generator; if the batch raises, retry sample by sample to isolate the failures."""
+    started = time.perf_counter()
+    try:
+        outputs = list(generator.generate(conditions))
+        if len(outputs) != len(conditions):
+            raise OutputError(f"generator returned {len(outputs)} images for {len(conditions)} conditions")
+    except Exception as exc:  # noqa: BLE001 - recorded in the manifest, the run goes on
+        if len(conditions) > 1:
+            return [e for c in conditions for e in run_conditions(cfg, generator, [c], info, gdir)]
+        c = conditions[0]
+        return [failure(generator.name, c.case_id, c.sample_index, c.seed, info, exc, c)]
+    per_image = (time.perf_counter() - started) / len(conditions)
+    return [write_output(cfg, generator.name, c, out, per_image, info, gdir) for c, out in zip(conditions, outputs)]
+
+
+def write_output(cfg, name: str, condition, output, seconds: float, info: DistInfo, gdir: GeneratorDir) -> ManifestEntry:
+    """Normalise and write one output atomically; an invalid output becomes a failed entry."""
+    try:
+        pixels = to_run_image(output, cfg.run.resolution, cfg.run.bit_depth, cfg.dataset.square)
+    except OutputError as exc:
+        return failure(name, condition.case_id, condition.sample_index, condition.seed, info, exc, condition)
+    path = gdir.image_path(condition.case_id, condition.sample_index)
+    save_png(path, pixels)
+    return ManifestEntry(
+        generator=name,
+        case_id=condition.case_id,
+        sample_index=condition.sample_index,
+        seed=condition.seed,
+        status="ok",
+        file=str(path.relative_to(gdir.root)),
+        seconds=round(seconds, 6),
+        rank=info.rank,
+        time=now(),
+        condition=condition_summary(condition),
+    )
+
+
+def failure(name, case_id, sample_index, seed, info: DistInfo, exc: BaseException, condition=None) -> ManifestEntry:
+    message = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:300]
+    return ManifestEntry(
+        generator=name,
+        case_id=case_id,
+        sample_index=sample_index,
+        seed=seed,
+        status="failed",
+        error=message,
+        rank=info.rank,
+        time=now(),
+        condition=condition_summary(condition) if condition is not None else {},
+    )
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,97 @@
+"""The results store: ``results.csv`` (long format) and ``results.json`` (provenance).
+
+``results.csv`` has one row per (generator, metric, subset) with the columns
+:data:`COLUMNS`; ``subset`` is ``all`` or a pathology name; ``evaluator`` names the network
+behind the number (``demo:`` prefix for the demo's own evaluators, ``pixels`` for MS-SSIM).
+``results.json`` records what is needed to trace every number: command line, config (and its
+hash), dataset fingerprint, evaluators with weight hashes and preprocessing, thresholds,
+package versions, device, world size, seeds, timings and failures.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import socket
+import sys
+from dataclasses import asdict
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+
+from xreal_bench.imaging import write_atomic
+
+COLUMNS = ["generator", "metric", "subset", "value", "ci_low", "ci_high", "n", "evaluator", "note"]
+PACKAGES = (
+    "xreal-bench",
+    "torch",
+    "torchvision",
+    "torchxrayvision",
+    "torch-fidelity",
+    "pytorch-msssim",
+    "scikit-learn",
+    "scipy",
+    "numpy",
+    "pandas",
+    "pillow",
+    "diffusers",
+    "transformers",
+)
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def environment(device: str, world: int) -> dict[str, Any]:
+    import torch
+
+    return {
+        "device": device,
+        "device_name": torch.cuda.get_device_name(0) if device.startswith("cuda") and torch.cuda.is_available() else platform.processor() or platform.machine(),
+        "world_size": world,
+        "host": socket.gethostname(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "packages": package_versions(),
+    }
+
+
+def rows_frame(rows: Sequence) -> pd.DataFrame:
+    frame = pd.DataFrame([asdict(r) for r in rows], columns=COLUMNS)
+    return frame.sort_values(["generator", "subset", "metric"], key=lambda col: col.map(sort_key) if col.name == "subset" else col, kind="stable").reset_index(drop=True)
+
+
+def sort_key(subset: str) -> str:
+    return "" if subset == "all" else subset
+
+
+def write_results(out: Path, rows: Sequence, provenance: dict[str, Any]) -> tuple[Path, Path]:
+    """Write ``results.csv`` and ``results.json`` atomically; returns both paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    frame = rows_frame(rows)
+    csv_path, json_path = out / "results.csv", out / "results.json"
+    write_atomic(csv_path, lambda f: f.write(frame.to_csv(index=False).encode()))
+    provenance = {"written": datetime.now(timezone.utc).isoformat(timespec="seconds"), **provenance}
+    write_atomic(json_path, lambda f: f.write(json.dumps(provenance, indent=2, sort_keys=False, default=str).encode()))
+    return csv_path, json_path
+
+
+def read_results(out: Path) -> pd.DataFrame:
+    path = Path(out) / "results.csv"
+    if not path.is_file():
+        from xreal_bench.errors import UserFacingError
+
+        raise UserFacingError(f"no results at {path}; run `xreal-bench evaluate` (or `run`) first")
+    frame = pd.read_csv(path)
+    frame[["evaluator", "note"]] = frame[["evaluator", "note"]].fillna("")
+    return frame
