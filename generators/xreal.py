@@ -34,19 +34,33 @@ import torch
 
 from generators.base import Generator, GeneratorContext
 from generators.diffusion import original_config as oc
-from generators.diffusion.conditions import Notes, anatomy_batch, pathology_region, real_image_batch
+from generators.diffusion.conditions import (
+    Notes,
+    anatomy_batch,
+    pathology_region,
+    real_image_batch,
+)
 from generators.diffusion.denoisers import LatentDenoiser
 from generators.diffusion.images import cv2_cubic_resize
-from generators.diffusion.latent_models import Source, load_autoencoder, load_latent_diffusion
 from generators.diffusion.noise import SampleNoise
-from generators.diffusion.options import validate_sampling
-from generators.diffusion.runtime import adapter_logger, device_and_dtype, require_weights, to_outputs
+from generators.diffusion.options import check_step_count, validate_sampling
+from generators.diffusion.runtime import (
+    adapter_logger,
+    device_and_dtype,
+    require_weights,
+    to_outputs,
+)
 from generators.diffusion.sampler import Blend, ddim_sample
-from generators.diffusion.schedules import check_step_count
-from generators.diffusion.text import BertPromptEncoder, load_bert_tokenizer
 from xreal_bench.errors import UserFacingError
 from xreal_bench.types import Condition
 from xreal_bench.validation import require
+
+
+def anatomy_latent_mask(anatomy: torch.Tensor, size: int, soft: float) -> torch.Tensor:
+    """The anatomy pass's latent mask ``(B, 1, size, size)``: the map / 4 resized with OpenCV's bicubic
+    (as released), then 1 where > 0 and ``soft`` elsewhere."""
+    small = cv2_cubic_resize(anatomy / 4.0, size)
+    return torch.where(small > 0, 1.0, soft)
 
 
 @dataclass
@@ -76,7 +90,8 @@ class XRealOptions:
 
     def validate(self) -> None:
         validate_sampling(self.steps, self.eta, self.guidance, self.max_tokens)
-        require(0 <= self.anatomy_blend_steps <= self.steps, "anatomy_blend_steps", f"expected 0..steps ({self.steps}), got {self.anatomy_blend_steps}")
+        blend = self.anatomy_blend_steps
+        require(0 <= blend <= self.steps, "anatomy_blend_steps", f"expected 0..steps ({self.steps}), got {blend}")
         require(0.0 <= self.soft_mask <= 1.0, "soft_mask", f"expected 0..1, got {self.soft_mask}")
 
 
@@ -88,6 +103,13 @@ class XRealGenerator(Generator):
     Options = XRealOptions
 
     def __init__(self, name: str, options: XRealOptions, context: GeneratorContext):
+        from generators.diffusion.latent_models import (
+            Source,
+            load_autoencoder,
+            load_latent_diffusion,
+        )
+        from generators.diffusion.text import BertPromptEncoder, load_bert_tokenizer
+
         super().__init__(name, options, context)
         self.log = adapter_logger(context, name)
         needed = [w for w in self.weights if not (w == "xreal-anatomy-controller" and options.mode == "edit")]
@@ -136,18 +158,14 @@ class XRealGenerator(Generator):
         self.last_notes = notes.as_tuples()
         return to_outputs(images)
 
-    def latent_soft_mask(self, anatomy: torch.Tensor) -> torch.Tensor:
-        """``(B, 1, h, w)``: 1 where the bicubically downsized map is > 0, ``soft_mask`` elsewhere."""
-        small = cv2_cubic_resize(anatomy / 4.0, self.model.latent_shape[-1])
-        return torch.where(small > 0, 1.0, self.options.soft_mask)
-
     def anatomy_pass(self, anatomy: torch.Tensor, noise: SampleNoise) -> torch.Tensor:
         """Label maps ``(B, 1, S, S)`` -> anatomy-pass images ``(B, 3, S, S)`` in [0, 1]."""
         controller_input = (anatomy / 4.0).expand(-1, 3, -1, -1)
         x_hat = self.anatomy_controller.decode(self.anatomy_controller.encode(controller_input)).clamp(0.0, 1.0)
         target = self.model.encode(x_hat, noise)
         context = self.prompts([self.options.anatomy_prompt] * len(anatomy))
-        blend = Blend(target, self.latent_soft_mask(anatomy), steps=self.options.anatomy_blend_steps)
+        mask = anatomy_latent_mask(anatomy, self.model.latent_shape[-1], self.options.soft_mask)
+        blend = Blend(target, mask, steps=self.options.anatomy_blend_steps)
         z = ddim_sample(LatentDenoiser(self.model.unet, context), self.scheduler, noise, self.model.latent_shape,
                         self.options.steps, self.options.eta, blend)
         return self.model.decode(z).clamp(0.0, 1.0)

@@ -234,8 +234,12 @@ def self_dice(present: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def run_evaluators(suite: Suite, images: torch.Tensor) -> dict:
-    """Every evaluator of the suite once on a batch; numpy outputs."""
-    out: dict = {"features": {role: ex(images).numpy() for role, ex in suite.features.items()}}
+    """Every evaluator of the suite once on a batch (an extractor serving two roles runs once)."""
+    by_evaluator: dict[int, np.ndarray] = {}
+    for ex in suite.features.values():
+        if id(ex) not in by_evaluator:
+            by_evaluator[id(ex)] = ex(images).numpy()
+    out: dict = {"features": {role: by_evaluator[id(ex)] for role, ex in suite.features.items()}}
     if suite.classifier is not None:
         out["scores"] = suite.classifier(images).numpy()
     if suite.segmenter is not None:

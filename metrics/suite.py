@@ -108,7 +108,8 @@ def build_suite(cfg: "MetricsConfig", weights: "WeightsManager", device) -> Suit
     for role in sorted(roles):
         key = (ROLE_KINDS[role], chosen[role])
         if key not in built:
-            built[key] = build_evaluator(*key, weights=weights, device=device)
+            options = {"pspnet_left_lung": cfg.pspnet_left_lung} if key == ("segmenter", "xrv-pspnet") else {}
+            built[key] = build_evaluator(*key, weights=weights, device=device, **options)
         evaluator = built[key]
         if role in ("features", "domain_features"):
             suite.features[role] = evaluator

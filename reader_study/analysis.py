@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from scipy import stats
+from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import cohen_kappa_score
 
 from reader_study.criteria import CALL_GENERATED, TURING_CALL, TURING_CONFIDENCE
@@ -228,9 +229,9 @@ def weighted_kappa(a, b) -> float:
     """Quadratic-weighted Cohen's kappa on scores 1..5 (NaN when undefined, e.g. no variation)."""
     if len(a) == 0:
         return np.nan
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return float(cohen_kappa_score(a, b, weights="quadratic", labels=SCORES))
+    with warnings.catch_warnings():  # the undefined case is reported as NaN, no warning needed
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        return float(cohen_kappa_score(a, b, weights="quadratic", labels=SCORES, replace_undefined_by=np.nan))
 
 
 def pairwise_kappa(ratings: pd.DataFrame, criteria: list[str]) -> pd.DataFrame:

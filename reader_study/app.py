@@ -25,6 +25,7 @@ import streamlit as st
 from reader_study.layout import STUDY_DB, STUDY_DIR_ENV, STUDY_JSON
 from reader_study.storage import Account, ItemView, Storage, StorageError
 from reader_study.viewer import viewer_html
+
 VIEWER_HEIGHT = 700
 
 
@@ -146,7 +147,7 @@ def rating_form(storage: Storage, account: Account, view: ItemView, settings: di
     nav = st.columns(3)
     if settings["allow_back"] and view.position > 1:
         nav[0].button("◀ Previous", key="previous", on_click=step_back, width="stretch")
-    nav[1].button("Clear last", key="clear", shortcut="Backspace", on_click=clear_last, args=(view,), width="stretch")
+    nav[1].button("Clear", key="clear", shortcut="Backspace", on_click=clear_last, args=(view,), width="stretch")
     nav[2].button(
         "Save changes" if revisiting else "Submit",
         key="submit",

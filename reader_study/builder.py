@@ -21,8 +21,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import secrets
+import shutil
 import sqlite3
 import tempfile
 import time
@@ -39,7 +39,13 @@ from reader_study.layout import IMAGES, STUDY_DB, STUDY_JSON
 from reader_study.storage import Storage, StorageError
 from xreal_bench.config import StudyConfig
 from xreal_bench.errors import UserFacingError
-from xreal_bench.imaging import ImageDecodeError, load_grayscale, quantize, save_png, to_square
+from xreal_bench.imaging import (
+    ImageDecodeError,
+    load_grayscale,
+    quantize,
+    save_png,
+    to_square,
+)
 from xreal_bench.rundir import generator_dirs
 
 REAL = "real"
@@ -93,7 +99,7 @@ class Design:
         return json.dumps(asdict(self))
 
     @staticmethod
-    def from_json(text: str) -> "Design":
+    def from_json(text: str) -> Design:
         data = json.loads(text)
         data["duplicates"] = [tuple(p) for p in data["duplicates"]]
         data["turing"] = [tuple(p) for p in data["turing"]]
@@ -200,116 +206,149 @@ def new_id(taken: set[str]) -> str:
     return value
 
 
-def create_study(
-    run_dirs: list[Path], out: Path, settings: StudyConfig, base_url: str = "http://localhost:8501"
-) -> StudyCreated:
-    """Build a study folder at ``out`` from ``run_dirs`` (see the module docstring)."""
-    out = Path(out)
-    run_dirs = [Path(r) for r in run_dirs]
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserFacingError(f"{out} already exists and is not empty; choose another --out or remove it")
-    images = collect_sources(run_dirs, settings.generators)
+@dataclass(frozen=True)
+class Selection:
+    """What goes into a study: sources (real first), study cases, calibration (source, case) pairs."""
+
+    sources: list[str]
+    cases: list[str]
+    calibration: list[tuple[str, str]]
+    strata: dict[str, str]
+
+    def images(self) -> list[tuple[str, str]]:
+        return [(s, c) for c in self.cases for s in self.sources] + self.calibration
+
+
+def select(images: dict[str, dict[str, SourceImage]], settings: StudyConfig, rng: np.random.Generator) -> Selection:
+    """Seeded, pathology-stratified study cases, then calibration cases from the rest."""
     sources = list(images)  # real first, then generators in the given order
     eligible = eligible_cases(images)
-    needed = settings.n_cases + settings.calibration_items
-    if len(eligible) < needed:
+    if len(eligible) < settings.n_cases + settings.calibration_items:
         counts = ", ".join(f"{s}: {len(images[s])}" for s in sources)
         raise UserFacingError(
             f"only {len(eligible)} cases have an image from every source ({counts}); the study needs "
             f"{settings.n_cases} cases + {settings.calibration_items} calibration cases. Lower --n-cases/--calibration "
             "or choose fewer generators"
         )
-    rng = np.random.default_rng([settings.seed, 0])
     strata = {c: design.primary_pathology(images[REAL][c].condition.get("positives", [])) for c in eligible}
     cases = design.select_cases(strata, settings.n_cases, rng)
     rest = {c: s for c, s in strata.items() if c not in set(cases)}
-    calibration_cases = design.select_cases(rest, settings.calibration_items, rng) if settings.calibration_items else []
+    calibration_cases = design.select_cases(rest, settings.calibration_items, rng)
+    calibration = [(sources[i % len(sources)], c) for i, c in zip(rng.permutation(len(calibration_cases)), calibration_cases)]
+    return Selection(sources, cases, calibration, {c: strata[c] for c in [*cases, *calibration_cases]})
 
+
+def create_study(
+    run_dirs: list[Path], out: Path, settings: StudyConfig, base_url: str = "http://localhost:8501"
+) -> StudyCreated:
+    """Build a study folder at ``out`` from ``run_dirs`` (see the module docstring)."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserFacingError(f"{out} already exists and is not empty; choose another --out or remove it")
+    if ADMIN in settings.readers:
+        raise UserFacingError(f"{ADMIN!r} is the study organiser's account; choose another reader name")
+    images = collect_sources([Path(r) for r in run_dirs], settings.generators)
+    rng = np.random.default_rng([settings.seed, 0])
+    chosen = select(images, settings, rng)
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.creating-", dir=out.parent))
     try:
-        created = build(work, images, sources, cases, calibration_cases, strata, settings, rng, base_url, out)
+        storage = Storage.create(work / STUDY_DB)
+        with storage.write() as conn:
+            write_cases(conn, images, chosen)
+            native = write_images(conn, work, images, chosen, settings)
+            write_criteria(conn, settings)
+            plan = write_items(conn, chosen, settings, rng)
+            readers = [add_reader_in(conn, storage, plan, name, base_url) for name in settings.readers]
+            _, admin_token = storage.add_account(conn, ADMIN, "admin")
+        storage.close()
+        items_per_reader = len(plan.sequence(0))
+        write_study_json(work, settings, plan, items_per_reader, native)
         if out.exists():
             out.rmdir()  # empty (checked above)
         os.replace(work, out)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-    return created
+    admin = ReaderLink(ADMIN, admin_token, link_for(base_url, admin_token))
+    return StudyCreated(out, readers, admin, items_per_reader, len(chosen.cases), len(chosen.sources))
 
 
-def build(work, images, sources, cases, calibration_cases, strata, settings: StudyConfig, rng, base_url, out) -> StudyCreated:
-    """Write images, database and study.json into ``work`` (renamed to ``out`` by the caller)."""
-    S = len(sources)
-    calib_sources = [sources[i % S] for i in rng.permutation(len(calibration_cases))] if calibration_cases else []
-    needed = [(s, c) for c in cases for s in sources] + list(zip(calib_sources, calibration_cases))
+def write_images(conn: sqlite3.Connection, work: Path, images, chosen: Selection, settings: StudyConfig) -> int:
+    """Re-encode every study image under a random id; return the intermediate size used."""
+    needed = chosen.images()
     native = standard_size([images[s][c].path for s, c in needed], settings.image_size, settings.match_resolution)
-    image_ids: set[str] = set()
-    image_of: dict[tuple[str, str], str] = {}
-    storage = Storage.create(work / STUDY_DB)
     (work / IMAGES).mkdir()
-    with storage.write() as conn:
-        for role, group in (("study", cases), ("calibration", calibration_cases)):
-            for c in group:
-                cond = images[REAL][c].condition
-                conn.execute(
-                    "INSERT INTO cases VALUES (?, ?, ?, ?, ?, ?)",
-                    (c, role, strata[c], json.dumps(list(cond.get("positives", []))), json.dumps(cond.get("boxes", [])), cond.get("view", "")),
-                )
-        for s, c in tqdm(needed, desc="study images", unit="img"):
-            src = images[s][c]
-            image_id = new_id(image_ids)
-            digest = encode(src.path, native, settings.image_size, work / IMAGES / f"{image_id}.png")
-            conn.execute(
-                "INSERT INTO images VALUES (?, ?, ?, ?, ?, ?)",
-                (image_id, s, c, src.sample_index, str(src.path.resolve()), digest),
-            )
-            image_of[(s, c)] = image_id
-        for block, criteria in (
-            ("rating", rating_criteria(settings.criteria, settings.criterion_questions, settings.criterion_anchors)),
-            ("turing", turing_criteria() if settings.turing_test else []),
-        ):
-            for position, criterion in enumerate(criteria):
-                conn.execute(
-                    "INSERT INTO criteria VALUES (?, ?, ?, ?)", (block, position, criterion.name, json.dumps(criterion.to_dict()))
-                )
-        item_ids: set[str] = set()
+    taken: set[str] = set()
+    for s, c in tqdm(needed, desc="study images", unit="img"):
+        src = images[s][c]
+        image_id = new_id(taken)
+        digest = encode(src.path, native, settings.image_size, work / IMAGES / f"{image_id}.png")
+        conn.execute(
+            "INSERT INTO images VALUES (?, ?, ?, ?, ?, ?)", (image_id, s, c, src.sample_index, str(src.path.resolve()), digest)
+        )
+    return native
 
-        def add_item(image_id: str, block: str, duplicate_of: str | None = None) -> str:
-            item = new_id(item_ids)
-            conn.execute("INSERT INTO items VALUES (?, ?, ?, ?)", (item, image_id, block, duplicate_of))
-            return item
 
-        rating = [[add_item(image_of[(s, c)], "rating") for s in sources] for c in cases]
-        flat = [(k, j) for k in range(len(cases)) for j in range(S)]
-        n_dup = design.duplicate_count(len(flat), settings.duplicate_fraction)
-        chosen = design.choose_duplicates([j for _, j in flat], n_dup, rng)
-        duplicates = []
-        for index in chosen:
-            k, j = flat[index]
-            original = rating[k][j]
-            duplicates.append((original, add_item(image_of[(sources[j], cases[k])], "rating", original)))
-        calibration = [add_item(image_of[(s, c)], "calibration") for s, c in zip(calib_sources, calibration_cases)]
-        turing = []
-        if settings.turing_test:
-            for k, j in design.turing_pairs(len(cases), S - 1, rng):
-                turing.append((add_item(image_of[(sources[j], cases[k])], "turing"), k))
-        plan = Design(settings.seed, S, rating, duplicates, calibration, turing)
-        conn.execute("INSERT INTO meta VALUES ('design', ?)", (plan.to_json(),))
-        conn.execute("INSERT INTO meta VALUES ('sources', ?)", (json.dumps(sources),))
-        conn.execute("INSERT INTO meta VALUES ('created_at', ?)", (str(time.time()),))
-        readers = [add_reader_in(conn, storage, plan, name, base_url) for name in settings.readers]
-        _, admin_token = storage.add_account(conn, ADMIN, "admin")
-    storage.close()
-    items_per_reader = len(plan.sequence(0))
+def write_cases(conn: sqlite3.Connection, images, chosen: Selection) -> None:
+    """Each case's label, boxes and view, from the real image's condition (shared by all sources)."""
+    calibration = {c for _, c in chosen.calibration}
+    for c, stratum in chosen.strata.items():
+        cond = images[REAL][c].condition
+        conn.execute(
+            "INSERT INTO cases VALUES (?, ?, ?, ?, ?, ?)",
+            (c, "calibration" if c in calibration else "study", stratum, json.dumps(list(cond.get("positives", []))),
+             json.dumps(cond.get("boxes", [])), cond.get("view", "")),
+        )  # fmt: skip
+
+
+def write_criteria(conn: sqlite3.Connection, settings: StudyConfig) -> None:
+    blocks = {
+        "rating": rating_criteria(settings.criteria, settings.criterion_questions, settings.criterion_anchors),
+        "turing": turing_criteria() if settings.turing_test else [],
+    }
+    for block, criteria in blocks.items():
+        for position, criterion in enumerate(criteria):
+            conn.execute("INSERT INTO criteria VALUES (?, ?, ?, ?)", (block, position, criterion.name, json.dumps(criterion.to_dict())))
+
+
+def write_items(conn: sqlite3.Connection, chosen: Selection, settings: StudyConfig, rng: np.random.Generator) -> Design:
+    """Rating items (one per case x source), planted duplicates, calibration and Turing items."""
+    image_of = {(s, c): i for i, s, c in conn.execute("SELECT image_id, source, case_id FROM images")}
+    taken: set[str] = set()
+
+    def add(source: str, case: str, block: str, duplicate_of: str | None = None) -> str:
+        item = new_id(taken)
+        conn.execute("INSERT INTO items VALUES (?, ?, ?, ?)", (item, image_of[(source, case)], block, duplicate_of))
+        return item
+
+    sources, cases = chosen.sources, chosen.cases
+    rating = [[add(s, c, "rating") for s in sources] for c in cases]
+    flat = [(k, j) for k in range(len(cases)) for j in range(len(sources))]
+    chosen_dups = design.choose_duplicates([j for _, j in flat], design.duplicate_count(len(flat), settings.duplicate_fraction), rng)
+    duplicates = [(rating[k][j], add(sources[j], cases[k], "rating", rating[k][j])) for k, j in (flat[i] for i in chosen_dups)]
+    calibration = [add(s, c, "calibration") for s, c in chosen.calibration]
+    turing = []
+    if settings.turing_test:
+        turing = [(add(sources[j], cases[k], "turing"), k) for k, j in design.turing_pairs(len(cases), len(sources) - 1, rng)]
+    plan = Design(settings.seed, len(sources), rating, duplicates, calibration, turing)
+    conn.executemany(
+        "INSERT INTO meta VALUES (?, ?)",
+        [("design", plan.to_json()), ("sources", json.dumps(sources)), ("created_at", str(time.time()))],
+    )
+    return plan
+
+
+def write_study_json(work: Path, settings: StudyConfig, plan: Design, items_per_reader: int, native: int) -> None:
+    """Non-secret settings the app and the analysis read (no source names, no case ids)."""
     info = {
         "format": 1,
         "title": settings.title,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "n_cases": len(cases),
-        "n_sources": S,
-        "calibration_items": len(calibration),
-        "duplicates": len(duplicates),
+        "n_cases": len(plan.rating),
+        "n_sources": plan.n_sources,
+        "calibration_items": len(plan.calibration),
+        "duplicates": len(plan.duplicates),
         "turing_test": settings.turing_test,
         "items_per_reader": items_per_reader,
         "criteria": list(settings.criteria),
@@ -321,7 +360,6 @@ def build(work, images, sources, cases, calibration_cases, strata, settings: Stu
         "seed": settings.seed,
     }
     (work / STUDY_JSON).write_text(json.dumps(info, indent=2) + "\n")
-    return StudyCreated(out, readers, ReaderLink(ADMIN, admin_token, link_for(base_url, admin_token)), items_per_reader, len(cases), S)
 
 
 def add_reader_in(conn: sqlite3.Connection, storage: Storage, plan: Design, name: str, base_url: str) -> ReaderLink:
@@ -345,7 +383,6 @@ def add_reader(study_dir: Path, name: str, base_url: str = "http://localhost:850
     db = Path(study_dir) / STUDY_DB
     if not db.is_file():
         raise UserFacingError(f"{db} not found; is {study_dir} a study folder made by `xreal-bench study create`?")
-    with Storage(db) as storage:
-        with storage.write() as conn:
-            plan = Design.from_json(storage.meta("design"))
-            return add_reader_in(conn, storage, plan, name, base_url)
+    with Storage(db) as storage, storage.write() as conn:
+        plan = Design.from_json(storage.meta("design"))
+        return add_reader_in(conn, storage, plan, name, base_url)

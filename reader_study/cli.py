@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 DEFAULT_URL = "http://localhost:8501"
 
@@ -168,12 +168,12 @@ def check_study_dir(study_dir: Path) -> None:
             raise UserFacingError(f"{study_dir / name} not found; create a study with `xreal-bench study create`")
 
 
-def run_serve(args: argparse.Namespace) -> int:
+def run_serve(args: argparse.Namespace) -> NoReturn:
     check_study_dir(args.study_dir)
     command, env = serve_command(args.study_dir, args.port, args.host)
     shown = "localhost" if args.host in ("0.0.0.0", "::") else args.host
-    print(f"serving {args.study_dir} at http://{shown}:{args.port} (Ctrl+C stops; answers are saved as they are submitted)")
-    return subprocess.call(command, env=env)
+    print(f"serving {args.study_dir} at http://{shown}:{args.port} (Ctrl+C stops; answers are saved as they are submitted)", flush=True)
+    os.execve(command[0], command, env)  # Streamlit replaces this process: signals reach it directly
 
 
 def run_status(args: argparse.Namespace) -> int:

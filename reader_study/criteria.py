@@ -80,7 +80,7 @@ class Criterion:
         return asdict(self)
 
     @staticmethod
-    def from_dict(data: dict[str, Any]) -> "Criterion":
+    def from_dict(data: dict[str, Any]) -> Criterion:
         return Criterion(data["name"], data["question"], tuple(Option(**o) for o in data["options"]))
 
 

@@ -15,8 +15,10 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
-from typing import Hashable, Sequence, TypeVar
+from collections.abc import Hashable, Sequence
+from typing import TypeVar
 
 import numpy as np
 
@@ -97,7 +99,7 @@ def duplicate_count(n_items: int, fraction: float) -> int:
     """How many planted duplicates: ``round(fraction * n)``, at least one when fraction > 0 and n >= 2."""
     if fraction <= 0 or n_items < 2:
         return 0
-    return max(1, int(round(fraction * n_items)))
+    return max(1, round(fraction * n_items))
 
 
 def choose_duplicates(sources: Sequence[int], count: int, rng: np.random.Generator) -> list[int]:
@@ -157,4 +159,4 @@ def shuffle_apart(items: list[T], key, rng: np.random.Generator, attempts: int =
 
 def adjacent_clashes(order: Sequence[T], key) -> int:
     keys: list[Hashable] = [key(x) for x in order]
-    return sum(a == b for a, b in zip(keys, keys[1:]))
+    return sum(a == b for a, b in itertools.pairwise(keys))

@@ -9,7 +9,13 @@ from pathlib import Path
 import numpy as np
 
 from xreal_bench.imaging import quantize, save_png
-from xreal_bench.rundir import GeneratorDir, ManifestEntry, append_line, image_name, seed_for
+from xreal_bench.rundir import (
+    GeneratorDir,
+    ManifestEntry,
+    append_line,
+    image_name,
+    seed_for,
+)
 
 PATHOLOGIES = ("Cardiomegaly", "Edema", "Pleural Effusion", "Pneumothorax")
 

@@ -26,11 +26,13 @@ import hmac
 import json
 import secrets
 import sqlite3
+import statistics
 import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Literal, Sequence
+from typing import Literal
 
 from reader_study.criteria import Criterion
 from reader_study.layout import IMAGES
@@ -223,7 +225,7 @@ class Storage:
             self._conn.close()
             self._conn = None
 
-    def __enter__(self) -> "Storage":
+    def __enter__(self) -> Storage:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -242,7 +244,7 @@ class Storage:
         conn.execute("COMMIT")
 
     @classmethod
-    def create(cls, path: str | Path) -> "Storage":
+    def create(cls, path: str | Path) -> Storage:
         """Create a new, empty study database at ``path`` (which must not exist)."""
         path = Path(path)
         if path.exists():
@@ -424,19 +426,16 @@ class Storage:
         """Per account: items done / assigned, last submit time, median seconds per item."""
         result = []
         for r in self.conn.execute("SELECT reader_id, name, role FROM readers ORDER BY reader_id"):
-            secs = sorted(
-                s[0]
-                for s in self.conn.execute(
+            secs = [
+                row[0]
+                for row in self.conn.execute(
                     "SELECT seconds FROM submissions WHERE reader_id = ? AND seconds IS NOT NULL", (r["reader_id"],)
                 )
-            )
+            ]
             last = self.conn.execute(
                 "SELECT MAX(submitted_at) FROM submissions WHERE reader_id = ?", (r["reader_id"],)
             ).fetchone()[0]
-            median = None
-            if secs:
-                mid = len(secs) // 2
-                median = secs[mid] if len(secs) % 2 else (secs[mid - 1] + secs[mid]) / 2
+            median = statistics.median(secs) if secs else None
             result.append(
                 ReaderProgress(r["name"], r["role"], self.done(r["reader_id"]), self.total(r["reader_id"]), last, median)
             )

@@ -15,4 +15,8 @@ def isolated_weights(tmp_path_factory, monkeypatch):
 
 
 def pytest_configure(config):
-    os.environ.setdefault("OMP_NUM_THREADS", "2")
+    """One intra-op thread: tiny test convolutions are far slower with thread contention."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)

@@ -1,8 +1,6 @@
 """Analysis statistics against independent references (scipy, scikit-learn, krippendorff,
 statsmodels, closed-form formulas) on hand-made ratings submitted through the storage layer."""
 
-import itertools
-import json
 import sqlite3
 
 import krippendorff
@@ -119,8 +117,10 @@ def test_paired_wilcoxon_on_case_means_with_holm(rated):
         ps = []
         for row in rows.itertuples():
             cases = sorted({c for (_, s, c, crit) in scores if crit == criterion})
-            mean = lambda src, case: np.mean([scores[(r, src, case, criterion)] for r in READERS])  # noqa: E731
-            diff = np.array([mean(row.a, c) - mean(row.b, c) for c in cases])
+            means = {
+                (src, case): np.mean([scores[(r, src, case, criterion)] for r in READERS]) for src in (row.a, row.b) for case in cases
+            }
+            diff = np.array([means[(row.a, c)] - means[(row.b, c)] for c in cases])
             ref = stats.wilcoxon(diff)
             assert row.n_cases == 8 and row.mean_diff == pytest.approx(diff.mean())
             assert row.wilcoxon_W == pytest.approx(ref.statistic) and row.p == pytest.approx(ref.pvalue)

@@ -236,3 +236,19 @@ def test_server_without_a_study_says_how_to_start(monkeypatch, tmp_path):
     monkeypatch.setenv(STUDY_DIR_ENV, str(tmp_path))
     at = AppTest.from_file(str(APP_SCRIPT), default_timeout=30).run()
     assert "xreal-bench study serve STUDY_DIR" in at.error[0].value
+
+
+@pytest.mark.parametrize("show_box", [False, True])
+def test_box_region_only_when_configured(tmp_path, monkeypatch, show_box):
+    created = sample_study(tmp_path, n_cases=2, readers=["r1"], duplicate_fraction=0.0, show_box=show_box)
+    monkeypatch.setenv(STUDY_DIR_ENV, str(created.study_dir))
+    at = AppTest.from_file(str(APP_SCRIPT), default_timeout=30)
+    at.query_params["token"] = created.readers[0].token
+    at.run()
+    page = rendered(at)
+    with Storage(created.study_dir / "study.sqlite") as s:
+        boxes = s.item_view(1, 1).boxes
+    assert boxes  # the sample's first study case has a pathology box
+    expected = 'const BOXES = [{\\"x0\\": 0.2, \\"y0\\": 0.3, \\"x1\\": 0.5, \\"y1\\": 0.6}]' if show_box else "const BOXES = [];"
+    assert expected in page
+    assert '\\"label\\"' not in page  # the viewer gets coordinates only

@@ -83,7 +83,7 @@ def test_images_are_uniform_and_carry_nothing_of_their_source(built):
 
 def test_real_and_generated_pass_through_the_same_resolution(built):
     """Real images are 128 px, generated 64 px: both are brought to 64 px before 96 px."""
-    root, created = built
+    _, created = built
     info = json.loads((created.study_dir / "study.json").read_text())
     assert info["intermediate_size"] == 64
     image_id, origin = key_rows(created.study_dir, "SELECT image_id, origin FROM images WHERE source = 'real' LIMIT 1")[0]
@@ -193,6 +193,8 @@ def test_errors_name_the_problem(tmp_path):
         create_study([run], tmp_path / "s1", StudyConfig(n_cases=3, generators=["dalle"]))
     with pytest.raises(UserFacingError, match="only 4 cases have an image from every source"):
         create_study([run], tmp_path / "s2", StudyConfig(n_cases=3, calibration_items=2))
+    with pytest.raises(UserFacingError, match="'admin' is the study organiser's account"):
+        create_study([run], tmp_path / "s0", StudyConfig(n_cases=3, readers=["ann", "admin"]))
     with pytest.raises(UserFacingError, match="run directory .*missing not found"):
         create_study([tmp_path / "missing"], tmp_path / "s3", settings)
     (tmp_path / "empty").mkdir()
@@ -252,3 +254,18 @@ def test_cli_rejects_bad_flags_with_config_errors(tmp_path, capsys, monkeypatch)
     assert "expected a lower-case identifier" in capsys.readouterr().err
     assert main(["study", "serve", str(tmp_path / "nothing")]) == 2
     assert "study.sqlite not found" in capsys.readouterr().err
+
+
+def test_custom_criteria_with_configured_questions_and_anchors(tmp_path):
+    anchors = ["blurred", "soft", "fair", "crisp", "razor sharp"]
+    created = sample_study(
+        tmp_path, n_cases=2, criteria=["sharpness", "contrast"], turing_test=False,
+        criterion_questions={"sharpness": "How sharp are the edges?"}, criterion_anchors={"sharpness": anchors},
+    )  # fmt: skip
+    with Storage(created.study_dir / "study.sqlite") as s:
+        sharp, contrast = s.item_view(1, 1).criteria
+    assert sharp.name == "sharpness" and sharp.question == "How sharp are the edges?"
+    assert [o.label for o in sharp.options] == anchors and sharp.values == (1, 2, 3, 4, 5)
+    assert [o.key for o in sharp.options] == ["1", "2", "3", "4", "5"]
+    assert contrast.question == "Rate the contrast." and contrast.options[0].label == "Very poor"
+    assert created.items_per_reader == 2 * 3 + 1  # no Turing block; one planted duplicate

@@ -1,5 +1,6 @@
 """The study design functions: stratified selection, Latin squares, orders, duplicates, Turing block."""
 
+import itertools
 from collections import Counter
 
 import numpy as np
@@ -55,7 +56,7 @@ def test_rating_order_balance(n_sources, n_cases):
             if n_cases % rows == 0:
                 assert set(Counter(s for _, s in block).values()) == {n_cases // n_sources}
         # no case twice in a row, so the same case's images are never neighbours
-        assert all(a[0] != b[0] for a, b in zip(order, order[1:]))
+        assert all(a[0] != b[0] for a, b in itertools.pairwise(order))
     # which source a case shows first rotates between readers
     first = [
         {k: s for k, s in design.rating_order(n_cases, n_sources, r, np.random.default_rng(9))[:n_cases]}

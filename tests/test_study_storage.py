@@ -9,7 +9,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -71,6 +70,9 @@ def test_submit_is_atomic_idempotent_and_timed(fresh):
         assert sub["n_views"] == 1 and sub["seconds"] == pytest.approx(sub["submitted_at"] - sub["last_shown_at"])
         assert s.next_position(1) == 2
         assert s.done(1) == 1 and s.done(2) == 0
+        progress = {p.name: p for p in s.progress()}
+        assert (progress["r1"].done, progress["r1"].total) == (1, s.total(1))
+        assert progress["r1"].median_seconds == pytest.approx(first.seconds) and progress["r2"].median_seconds is None
         actions = [r[0] for r in s.conn.execute("SELECT action FROM audit ORDER BY audit_id")]
         assert actions.count("submit") == 1 and actions.count("add_reader") == 3  # r1, r2, admin
 

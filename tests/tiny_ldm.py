@@ -9,18 +9,25 @@ adapters load them exactly as they would load the real files.
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
 import torch
 from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
-from diffusers.pipelines.latent_diffusion.pipeline_latent_diffusion import LDMBertConfig, LDMBertModel
+from diffusers.pipelines.latent_diffusion.pipeline_latent_diffusion import (
+    LDMBertConfig,
+    LDMBertModel,
+)
 
 from generators.diffusion import original_config as oc
-from generators.diffusion.conversion import controlnet_config, text_encoder_config, unet_config, vae_config
+from generators.diffusion.conversion import (
+    controlnet_config,
+    text_encoder_config,
+    unet_config,
+    vae_config,
+)
 from generators.diffusion.schedules import ldm_linear_alphas_cumprod
-from xreal_bench.weights import ARTIFACTS, WeightsManager
+from xreal_bench.weights import WeightsManager
 
 #: Words the tiny BERT vocabulary knows (everything else becomes [UNK]).
 VOCAB_WORDS = [
@@ -32,25 +39,7 @@ VOCAB_WORDS = [
 def tiny_original_config(control: bool = False, image_size: int = 64) -> dict[str, Any]:
     """The released architecture's structure (4 UNet levels, attention at rates 8/4/2, 2 res blocks,
     3-level autoencoder, BERT encoder) at tiny widths: 64 px images, 16 x 16 latents."""
-    unet = {
-        **oc.UNET_PARAMS,
-        "image_size": image_size // 4,
-        "model_channels": 32,
-        "channel_mult": [1, 2, 2, 2],
-        "context_dim": 32,
-    }
-    ae = copy.deepcopy(oc.AUTOENCODER_PARAMS)
-    ae["ddconfig"].update({"resolution": image_size, "ch": 32, "ch_mult": [1, 2, 2]})
-    params = {
-        **copy.deepcopy(oc.XREAL["model"]["params"]),
-        "image_size": image_size // 4,
-        "unet_config": {"params": unet},
-        "first_stage_config": {"params": ae},
-        "cond_stage_config": {"target": "BERTEmbedder", "params": {"n_embed": 32, "n_layer": 2, "vocab_size": 5 + len(VOCAB_WORDS), "max_seq_len": 150}},
-    }
-    if control:
-        params["control_stage_config"] = {"params": {**unet, "hint_channels": 3}}
-    return {"model": {"params": params}}
+    return oc.scaled_down(oc.CONTROLNET if control else oc.XREAL, image_size=image_size, vocab_size=5 + len(VOCAB_WORDS))
 
 
 def randomize(module: torch.nn.Module, seed: int, scale: float = 0.05) -> torch.nn.Module:
@@ -203,6 +192,7 @@ class TinyLDM:
         self.controlnet = None
         if "control_stage_config" in original["model"]["params"]:
             self.controlnet = randomize(ControlNetModel(**controlnet_config(original)), seed + 3)
+            randomize(self.controlnet.controlnet_cond_embedding, seed + 4, scale=0.3)  # a hint strong enough to see
         self.layers = unet_config(original)["layers_per_block"]
         self.levels = len(vae_config(original)["block_out_channels"])
 
@@ -268,4 +258,4 @@ def write_yaml(path: Path, original: dict[str, Any]) -> Path:
     return path
 
 
-__all__ = ["ARTIFACTS", "TinyLDM", "place", "randomize", "tiny_original_config", "write_bert_vocab", "write_yaml"]
+__all__ = ["TinyLDM", "place", "randomize", "tiny_original_config", "write_bert_vocab", "write_yaml"]

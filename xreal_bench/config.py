@@ -101,6 +101,9 @@ class MetricsConfig:
     domain_features: str = ""  # fid_xrv feature extractor; "" = the suite's (standard: xrv-densenet-features)
     segmenter: str = ""  # "" = the suite's (standard: xrv-pspnet)
     classifier: str = ""  # "" = the suite's (standard: xrv-densenet-mimic_ch)
+    # Which lung torchxrayvision PSPNet's "Left Lung" output covers (UNCERTAIN upstream): the
+    # patient's left (radiological convention, default) or the image's left. Dice is unaffected.
+    pspnet_left_lung: Literal["patient-left", "image-left"] = "patient-left"
     label_set: list[str] = field(default_factory=lambda: ["classifier"])  # or ["xreal"] or label names
     thresholds: Literal["calibrated", "youden", "f1", "fixed"] = "calibrated"
     threshold_split: Literal["train", "validate"] = "validate"

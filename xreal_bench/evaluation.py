@@ -122,7 +122,6 @@ def evaluate(session: "Session", names: Sequence[str] | None = None, progress: b
     cfg, info = session.cfg, session.info
     out = Path(cfg.run.out)
     started = time.perf_counter()
-    suite = build_suite(cfg.metrics, session.weights, session.device)
     dirs = [d for d in generator_dirs(out) if d.generator != REFERENCE]
     if names:
         known = {d.generator for d in generator_dirs(out)}
@@ -130,6 +129,7 @@ def evaluate(session: "Session", names: Sequence[str] | None = None, progress: b
         if missing:
             raise UserFacingError(f"no generated images for {', '.join(missing)} in {out}; generated: {', '.join(sorted(known)) or 'none'}")
         dirs = [d for d in dirs if d.generator in names]
+    suite = build_suite(cfg.metrics, session.weights, session.device)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     real = pass_real(session, suite, session.scan, progress)

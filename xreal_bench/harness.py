@@ -247,17 +247,29 @@ def run_conditions(cfg, generator: Generator, conditions, info: DistInfo, gdir: 
         c = conditions[0]
         return [failure(generator.name, c.case_id, c.sample_index, c.seed, info, exc, c)]
     per_image = (time.perf_counter() - started) / len(conditions)
-    return [write_output(cfg, generator.name, c, out, per_image, info, gdir) for c, out in zip(conditions, outputs)]
+    notes = getattr(generator, "last_notes", None) or [()] * len(conditions)
+    return [
+        write_output(cfg, generator.name, c, out, per_image, info, gdir, tuple(n))
+        for c, out, n in zip(conditions, outputs, notes)
+    ]
 
 
-def write_output(cfg, name: str, condition, output, seconds: float, info: DistInfo, gdir: GeneratorDir) -> ManifestEntry:
-    """Normalise and write one output atomically; an invalid output becomes a failed entry."""
+def write_output(
+    cfg, name: str, condition, output, seconds: float, info: DistInfo, gdir: GeneratorDir, notes: tuple[str, ...] = ()
+) -> ManifestEntry:
+    """Normalise and write one output atomically; an invalid output becomes a failed entry.
+
+    ``notes`` are the generator's own remarks on this sample (e.g. a clipped box, a prompt
+    truncated, no pathology to draw); they are stored with the condition summary.
+    """
     try:
         pixels = to_run_image(output, cfg.run.resolution, cfg.run.bit_depth, cfg.dataset.square)
     except OutputError as exc:
         return failure(name, condition.case_id, condition.sample_index, condition.seed, info, exc, condition)
     path = gdir.image_path(condition.case_id, condition.sample_index)
     save_png(path, pixels)
+    summary = condition_summary(condition)
+    summary["notes"] += list(notes)
     return ManifestEntry(
         generator=name,
         case_id=condition.case_id,
@@ -268,7 +280,7 @@ def write_output(cfg, name: str, condition, output, seconds: float, info: DistIn
         seconds=round(seconds, 6),
         rank=info.rank,
         time=now(),
-        condition=condition_summary(condition),
+        condition=summary,
     )
 
 

@@ -1,8 +1,11 @@
 """Shared machinery of the diffusion adapters (XReal, ControlNet, Cheff, RoentGen).
 
+- :mod:`~generators.diffusion.options` — option checks shared by the adapters (step counts, ...).
+- :mod:`~generators.diffusion.runtime` — logger, weights lookup, device/precision, output format.
 - :mod:`~generators.diffusion.precision` — run precision (fp32 / fp16 / bf16) per device.
+- :mod:`~generators.diffusion.conditions` — Conditions -> model inputs (anatomy, regions, prompts), with notes.
 - :mod:`~generators.diffusion.noise` — per-sample random streams (results independent of batching).
-- :mod:`~generators.diffusion.schedules` — the LDM noise schedules as diffusers schedulers.
+- :mod:`~generators.diffusion.schedules` — the released noise schedules as diffusers schedulers.
 - :mod:`~generators.diffusion.sampler` — the DDIM loop with masked blending (XReal's control).
 - :mod:`~generators.diffusion.denoisers` — UNet (+ ControlNet) calls with classifier-free guidance.
 - :mod:`~generators.diffusion.images` — value ranges, grayscale, the original's bicubic resize.

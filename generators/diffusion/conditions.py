@@ -19,9 +19,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from xreal_bench.errors import UserFacingError
 from xreal_bench.imaging import load_grayscale, resize_label_map, to_square
 from xreal_bench.types import Condition
-from xreal_bench.errors import UserFacingError
 
 ANATOMY_MAX_LABEL = 4
 
@@ -80,15 +80,12 @@ def pathology_region(condition: Condition, index: int, size: int, notes: Notes) 
         mask = torch.zeros(size, size)
         for box in condition.boxes:
             clipped = box.clipped()
+            where = f"box {box.label!r} ({box.x0:.3f}, {box.y0:.3f}, {box.x1:.3f}, {box.y1:.3f})"
             if clipped.x1 <= clipped.x0 or clipped.y1 <= clipped.y0:
-                notes.add(index, f"box {box.label!r} ({box.x0:.3f}, {box.y0:.3f}, {box.x1:.3f}, {box.y1:.3f}) lies outside the image: ignored")
+                notes.add(index, f"{where} lies outside the image: ignored")
                 continue
             if clipped != box:
-                notes.add(
-                    index,
-                    f"box {box.label!r} ({box.x0:.3f}, {box.y0:.3f}, {box.x1:.3f}, {box.y1:.3f}) clipped to the image "
-                    f"({clipped.x0:.3f}, {clipped.y0:.3f}, {clipped.x1:.3f}, {clipped.y1:.3f})",
-                )
+                notes.add(index, f"{where} clipped to the image ({clipped.x0:.3f}, {clipped.y0:.3f}, {clipped.x1:.3f}, {clipped.y1:.3f})")
             x0, y0, x1, y1 = clipped.pixels(size)
             mask[y0:y1, x0:x1] = 1.0
         return mask if mask.any() else None

@@ -39,8 +39,13 @@ from diffusers.loaders.single_file_utils import (
     create_unet_diffusers_config_from_ldm,
     create_vae_diffusers_config_from_ldm,
 )
-from diffusers.pipelines.latent_diffusion.pipeline_latent_diffusion import LDMBertConfig, LDMBertModel
-from diffusers.pipelines.stable_diffusion.convert_from_ckpt import convert_ldm_bert_checkpoint
+from diffusers.pipelines.latent_diffusion.pipeline_latent_diffusion import (
+    LDMBertConfig,
+    LDMBertModel,
+)
+from diffusers.pipelines.stable_diffusion.convert_from_ckpt import (
+    convert_ldm_bert_checkpoint,
+)
 from torch import nn
 
 from generators.diffusion import original_config as oc
@@ -101,7 +106,9 @@ def vae_config(original: dict[str, Any]) -> dict[str, Any]:
     """diffusers ``AutoencoderKL`` kwargs for the first-stage autoencoder (``create_vae_diffusers_config_from_ldm``)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return create_vae_diffusers_config_from_ldm(original, {}, image_size=oc.image_size(original), scaling_factor=oc.scale_factor(original))
+        return create_vae_diffusers_config_from_ldm(
+            original, {}, image_size=oc.image_size(original), scaling_factor=oc.scale_factor(original)
+        )
 
 
 def controlnet_config(original: dict[str, Any]) -> dict[str, Any]:
@@ -212,7 +219,10 @@ def check_schedule(part: Partition, original: dict[str, Any], source: str) -> No
 # ----------------------------------------------------------------------------- conversion
 
 
-def traced(convert: Callable[[dict[str, torch.Tensor]], dict[str, Any]], source: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], set[str]]:
+StateDict = dict[str, torch.Tensor]
+
+
+def traced(convert: Callable[[StateDict], dict[str, Any]], source: StateDict) -> tuple[StateDict, set[str]]:
     """Run a key-mapping converter; return its output and the source keys whose tensors it used."""
     source = {k: t if t._base is None else t.clone() for k, t in source.items()}  # views would hide their origin
     by_id = {id(t): k for k, t in source.items()}
@@ -326,7 +336,11 @@ def build_module(name: str, config: dict[str, Any], state: dict[str, torch.Tenso
     with torch.device("meta"):
         module = LDMBertModel(LDMBertConfig(**kwargs)) if name == "text_encoder" else MODULE_CLASSES[name](**kwargs)
     expected = module.state_dict()
-    wrong = [f"{k} {tuple(v.shape)} (model expects {tuple(expected[k].shape)})" for k, v in state.items() if k in expected and v.shape != expected[k].shape]
+    wrong = [
+        f"{k} {tuple(v.shape)} (model expects {tuple(expected[k].shape)})"
+        for k, v in state.items()
+        if k in expected and v.shape != expected[k].shape
+    ]
     if wrong:
         raise ConversionError(f"{source}: {name}: tensor shapes do not match the configured architecture: {_key_list(wrong, 6)}")
     result = module.load_state_dict(state, strict=False, assign=True)

@@ -9,10 +9,14 @@ The ControlNet, as in ControlNet's ``ControlLDM.apply_model``, sees the hint for
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
-from diffusers import ControlNetModel, UNet2DConditionModel
 
 from generators.diffusion.sampler import classifier_free_guidance
+
+if TYPE_CHECKING:
+    from diffusers import ControlNetModel, UNet2DConditionModel
 
 
 class LatentDenoiser:

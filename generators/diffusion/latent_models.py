@@ -16,7 +16,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, UNet2DConditionModel
+from diffusers import (
+    AutoencoderKL,
+    ControlNetModel,
+    DDIMScheduler,
+    UNet2DConditionModel,
+)
 from torch import nn
 
 from generators.diffusion import original_config as oc
@@ -34,6 +39,11 @@ COMPONENT_KEYS = {
 }
 
 
+def place(module: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Module:
+    """Move a module (plain ``nn.Module.to``: diffusers' override only adds a warning for fp32-kept modules, of which these have none)."""
+    return nn.Module.to(module, device=device, dtype=dtype)
+
+
 @dataclass(frozen=True)
 class Source:
     """An original checkpoint file and what kind of file it is (``ldm``, ``autoencoder``, ``controlnet``)."""
@@ -46,7 +56,7 @@ class Autoencoder:
     """A KL autoencoder in fp32 with the LDM's encode/decode conventions."""
 
     def __init__(self, vae: AutoencoderKL, device: torch.device):
-        self.vae = vae.to(device=device, dtype=torch.float32)
+        self.vae = place(vae, device, torch.float32)
         self.device = device
 
     @torch.no_grad()
@@ -77,10 +87,10 @@ class LatentDiffusionModel:
         dtype: torch.dtype,
     ):
         self.original = original
-        self.unet = unet.to(device=device, dtype=dtype)
-        self.controlnet = None if controlnet is None else controlnet.to(device=device, dtype=dtype)
+        self.unet = place(unet, device, dtype)
+        self.controlnet = None if controlnet is None else place(controlnet, device, dtype)
         self.autoencoder = Autoencoder(vae, device)
-        self.text_encoder = text_encoder.to(device=device, dtype=torch.float32)
+        self.text_encoder = place(text_encoder, device, torch.float32)
         self.scale_factor = scale_factor
         self.device, self.dtype = device, dtype
         self.latent_shape = (oc.latent_channels(original), oc.latent_size(original), oc.latent_size(original))
@@ -98,7 +108,9 @@ class LatentDiffusionModel:
         return self.autoencoder.decode(latents / self.scale_factor)
 
 
-def pick_sources(sources: Sequence[Source], wanted: Sequence[str], original: dict[str, Any], log: logging.Logger) -> dict[str, ConvertedCheckpoint]:
+def pick_sources(
+    sources: Sequence[Source], wanted: Sequence[str], original: dict[str, Any], log: logging.Logger
+) -> dict[str, ConvertedCheckpoint]:
     """For each wanted component, the last source file that holds it (the original load order)."""
     files = [ConvertedCheckpoint(s.path, s.kind, original, log) for s in sources]
     chosen: dict[str, ConvertedCheckpoint] = {}

@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
-from generators.diffusion.schedules import check_step_count
 from xreal_bench.validation import require
+
+
+def check_step_count(steps: int, timesteps: int, what: str = "steps") -> None:
+    """The LDM/Cheff DDIM samplers take every ``timesteps // steps``-th step; other counts change the step count."""
+    if steps < 1 or timesteps % steps:
+        divisors = [d for d in range(1, timesteps + 1) if timesteps % d == 0]
+        near = sorted(divisors, key=lambda d: abs(d - steps))[:4]
+        raise ValueError(
+            f"{what}={steps}: the original DDIM sampler needs a divisor of the {timesteps} training steps "
+            f"(e.g. {', '.join(map(str, sorted(near)))})"
+        )
 
 
 def validate_sampling(steps: int, eta: float, guidance: float, max_tokens: int, timesteps: int = 1000) -> None:

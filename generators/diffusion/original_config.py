@@ -197,3 +197,22 @@ def bert_params(config: dict[str, Any]) -> dict[str, Any]:
     """BERTEmbedder parameters with the original defaults filled in."""
     params = config["model"]["params"]["cond_stage_config"]["params"]
     return {"vocab_size": 30522, "max_seq_len": 150, **params}
+
+
+def scaled_down(config: dict[str, Any], image_size: int = 64, width: int = 32, vocab_size: int = 30522) -> dict[str, Any]:
+    """The same architecture family at tiny widths (tests and CPU benchmarks): every structural
+    choice kept (levels, attention rates, res blocks, heads, depths), channels ``width`` (x2 from
+    the second level), ``image_size`` px images, a 2-layer ``width``-wide text encoder."""
+    small = copy.deepcopy(config)
+    params = small["model"]["params"]
+    latent = image_size // 4
+    params["image_size"] = latent
+    for key in ("unet_config", "control_stage_config"):
+        if key in params:
+            unet = params[key]["params"]
+            levels = len(unet["channel_mult"])
+            unet.update(image_size=latent, model_channels=width, channel_mult=[1] + [2] * (levels - 1), context_dim=width)
+    dd = params["first_stage_config"]["params"]["ddconfig"]
+    dd.update(resolution=image_size, ch=width, ch_mult=[1] + [2] * (len(dd["ch_mult"]) - 1))
+    params["cond_stage_config"]["params"].update(n_embed=width, n_layer=2, vocab_size=vocab_size)
+    return small

@@ -16,12 +16,14 @@ The latent is kept in float32 whatever the networks' precision.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
-from diffusers import DDIMScheduler
 
 from generators.diffusion.noise import SampleNoise
+
+if TYPE_CHECKING:
+    from diffusers import DDIMScheduler
 
 #: ``denoise(z, t) -> eps``: the (guided) noise prediction for latents ``z`` at timestep ``t``.
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

@@ -31,17 +31,6 @@ def ldm_linear_alphas_cumprod(linear_start: float, linear_end: float, timesteps:
     return torch.tensor(np.cumprod(1.0 - betas), dtype=torch.float32)
 
 
-def check_step_count(steps: int, timesteps: int, what: str = "steps") -> None:
-    """The LDM/Cheff DDIM samplers take every ``timesteps // steps``-th step; other counts change the step count."""
-    if steps < 1 or timesteps % steps:
-        divisors = [d for d in range(1, timesteps + 1) if timesteps % d == 0]
-        near = sorted(divisors, key=lambda d: abs(d - steps))[:4]
-        raise ValueError(
-            f"{what}={steps}: the original DDIM sampler needs a divisor of the {timesteps} training steps "
-            f"(e.g. {', '.join(map(str, sorted(near)))})"
-        )
-
-
 def ldm_ddim_scheduler(linear_start: float = 0.0015, linear_end: float = 0.0295, timesteps: int = 1000) -> DDIMScheduler:
     """A ``DDIMScheduler`` reproducing the LDM DDIM sampler on the LDM linear schedule."""
     scheduler = DDIMScheduler(

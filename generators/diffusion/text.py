@@ -55,7 +55,8 @@ class BertPromptEncoder:
     """Prompts -> ``(B, max_length, width)`` float32 contexts through the LDM BERT encoder.
 
     Contexts of recently seen prompts are kept (label prompts and the empty unconditional
-    prompt repeat across a run), so the 32-layer encoder runs once per distinct prompt.
+    prompt repeat across a run), so the 32-layer encoder runs once per distinct prompt; each
+    prompt is encoded on its own, so its context is bit-identical whatever else is in the batch.
     """
 
     def __init__(self, tokenizer, encoder, max_length: int, device: torch.device, log: logging.Logger, model: str, cache_size: int = 512):
@@ -76,10 +77,9 @@ class BertPromptEncoder:
     def __call__(self, prompts: Sequence[str]) -> torch.Tensor:
         self.truncation.count(prompts)
         new = sorted({p for p in prompts if p not in self.cache})
-        if new:
-            ids = self.tokenize(new).to(self.device)
-            contexts = self.encoder(input_ids=ids)[0].float()
-            if len(self.cache) + len(new) > self.cache_size:
-                self.cache.clear()
-            self.cache.update(zip(new, contexts))
+        if len(self.cache) + len(new) > self.cache_size:
+            self.cache.clear()
+        for prompt in new:  # one at a time: a context never depends on which prompts it was batched with
+            ids = self.tokenize([prompt]).to(self.device)
+            self.cache[prompt] = self.encoder(input_ids=ids, return_dict=False)[0][0].float()
         return torch.stack([self.cache[p] for p in prompts])

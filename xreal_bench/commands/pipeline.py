@@ -188,8 +188,24 @@ def run_demo(args: argparse.Namespace) -> int:
     evaluate(session, progress=progress)
     report_and_print(cfg)
     if not args.no_study:
-        from reader_study.demo import build_demo_study
-
-        build_demo_study(Path(cfg.run.out), cfg.study)
+        demo_study(Path(cfg.run.out), cfg.study)
     print(f"demo finished in {time.perf_counter() - started:.0f}s", file=sys.stderr)
     return 0
+
+
+def demo_study(out: Path, settings) -> None:
+    """Rebuild the demo's reader study (fresh tokens) and print how to open it."""
+    import dataclasses
+    import shutil
+
+    from reader_study import create_study
+
+    folder = out / "study"
+    if folder.exists():
+        shutil.rmtree(folder)
+    created = create_study([out], folder, dataclasses.replace(settings, n_cases=6, generators=["phantom", "shuffled", "noise"]))
+    print(f"\nreader study: {created.n_cases} cases x {created.n_sources} sources, {created.items_per_reader} items per reader")
+    print(f"  serve it:  {created.serve_command}")
+    for reader in created.readers[:2]:
+        print(f"  {reader.name}: {reader.link}")
+    print(f"  admin:     {created.admin.link}")

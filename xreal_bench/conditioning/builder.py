@@ -66,17 +66,13 @@ def input_paths(cfg: BenchConfig) -> tuple[str, str]:
     return cc.anatomy_dir or str(root / ANATOMY_DIR), cc.boxes_csv or str(root / BOXES_CSV)
 
 
-def default_segmenter_factory(weights: WeightsManager, device: str) -> Callable[[], Segmenter]:
-    """Factory for torchxrayvision's PSPNet via ``metrics.evaluators.build_segmenter``."""
+def default_segmenter_factory(weights: WeightsManager, device: str, left_lung: str = "patient-left") -> Callable[[], Segmenter]:
+    """Factory for torchxrayvision's PSPNet (``metrics.evaluators``), built only when maps are missing."""
 
     def factory() -> Segmenter:
-        try:
-            from metrics.evaluators import build_segmenter
-        except ImportError as exc:
-            raise ConditioningError(
-                f"[conditioning].anatomy = 'pspnet' needs metrics.evaluators.build_segmenter, which cannot be imported ({exc})"
-            ) from None
-        return build_segmenter("xrv-pspnet", weights=weights, device=device)
+        from metrics.evaluators import build_segmenter
+
+        return build_segmenter("xrv-pspnet", weights=weights, device=device, pspnet_left_lung=left_lung)
 
     return factory
 
@@ -105,7 +101,7 @@ class ConditionBuilder:
         if cc.anatomy == "folder" and self.anatomy_dir:
             self.anatomy = FolderAnatomy(Path(self.anatomy_dir), self.resolution, self.square)
         elif cc.anatomy == "pspnet":
-            factory = segmenter_factory or default_segmenter_factory(self.weights, device)
+            factory = segmenter_factory or default_segmenter_factory(self.weights, device, cfg.metrics.pspnet_left_lung)
             cache = Path(cc.cache_dir) if cc.cache_dir else cfg.out / ".cache"
             self.anatomy = SegmenterAnatomy(factory, cache, self.resolution, self.square, cfg.metrics.batch_size)
         self.needs: set[str] | None = None

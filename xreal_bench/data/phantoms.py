@@ -108,7 +108,6 @@ class Phantom:
     image: np.ndarray  # float32 H x W in [0, 1]
     anatomy: np.ndarray  # uint8 H x W label map (0..4)
     boxes: tuple[Box, ...]  # one or more per drawn finding, fractions of the image
-    sides: dict[str, str]  # finding -> patient's side: "left", "right", "bilateral" or ""
 
 
 # --------------------------------------------------------------------------- lung shapes
@@ -456,20 +455,6 @@ def box_pixels(box: Box, size: int) -> tuple[int, int, int, int]:
     return x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)
 
 
-def box_side(anatomy: np.ndarray, boxes: Sequence[Box]) -> str:
-    """Patient's side of a finding from its boxes: "left", "right", "bilateral" or ""."""
-    g = Geometry.of(anatomy)
-    sides = set()
-    for box in boxes:
-        px = box_pixels(box, g.size)
-        overlap = {s: int(g.lung(s)[px[1] : px[3], px[0] : px[2]].sum()) for s in ("left", "right")}
-        total = sum(overlap.values())
-        if total == 0:
-            continue
-        sides.update(s for s, v in overlap.items() if v >= 0.25 * total)
-    return "bilateral" if len(sides) == 2 else (sides.pop() if sides else "")
-
-
 # --------------------------------------------------------------------------- boxes
 
 
@@ -512,7 +497,7 @@ def finding_boxes(name: str, g: Geometry, side: Side, rng: np.random.Generator) 
     bx0, by0, bx1, by1 = g.lung_box(side)
     lw, lh = bx1 - bx0, by1 - by0
     if name == "Pleural Effusion":
-        return [band_box(g, side, by1 - int(rng.uniform(0.24, 0.36) * lh), by1)]
+        return [band_box(g, side, by1 - int(rng.uniform(0.28, 0.4) * lh), by1)]
     if name == "Pneumothorax":
         return [band_box(g, side, by0, by0 + int(rng.uniform(0.38, 0.5) * lh))]
     shape = {  # (width range, height range, centre-height range), fractions of the lung
@@ -565,7 +550,9 @@ def strokes(size: int, lines: Sequence[tuple[Sequence[tuple[float, float]], floa
     draw = ImageDraw.Draw(img)
     for points, width, value in lines:
         joint = "curve" if len(points) > 2 else None
-        draw.line([(float(x), float(y)) for x, y in points], fill=int(value), width=max(1, int(round(width))), joint=joint)
+        draw.line(
+            [(float(x), float(y)) for x, y in points], fill=int(value), width=max(1, int(round(width))), joint=joint
+        )
     return np.asarray(img, dtype=np.float32) / 255.0
 
 
@@ -587,7 +574,9 @@ def oval_window(size: int, px: tuple[int, int, int, int]) -> np.ndarray:
     """1 at the centre of the pixel box falling to 0 on the ellipse inscribed in it."""
     x0, y0, x1, y1 = px
     yy, xx = grid(size)
-    r2 = ((xx + 0.5 - (x0 + x1) / 2) / max((x1 - x0) / 2, 1)) ** 2 + ((yy + 0.5 - (y0 + y1) / 2) / max((y1 - y0) / 2, 1)) ** 2
+    r2 = ((xx + 0.5 - (x0 + x1) / 2) / max((x1 - x0) / 2, 1)) ** 2 + (
+        (yy + 0.5 - (y0 + y1) / 2) / max((y1 - y0) / 2, 1)
+    ) ** 2
     return np.sqrt(np.clip(1.0 - r2, 0.0, 1.0))
 
 
@@ -600,8 +589,10 @@ def paint(
 ) -> np.ndarray:
     """Render a frontal radiograph for ``anatomy`` with each box's finding drawn inside it.
 
-    ``noise`` multiplies the style's film grain. Returns float32 in [0, 1].
+    ``noise`` multiplies the style's film grain. Returns float32 in [0, 1]. Findings draw
+    from their own random stream, so adding one changes the image only around its box.
     """
+    rng, finding_rng = (np.random.default_rng(int(s)) for s in rng.integers(2**63, size=2))
     g = Geometry.of(anatomy)
     size, u = g.size, g.unit
     yy, xx = grid(size)
@@ -624,7 +615,7 @@ def paint(
         extra=np.zeros((size, size), np.float32),
     )
     for box in boxes:
-        draw_finding(box.label, box_pixels(box, size), g, rng, layers)
+        draw_finding(box.label, box_pixels(box, size), g, finding_rng, layers)
 
     # lungs: air darkens, less so towards the bases (soft tissue of the breasts and diaphragm)
     depth = np.clip((yy - g.y0) / max(h, 1), 0.0, 1.0)
@@ -709,19 +700,19 @@ def skeleton(g: Geometry, rng: np.random.Generator, style: TextureStyle) -> tupl
             t = np.linspace(0.0, 1.0, 12)
             px = start + (lateral - start) * t
             py = ys + h * (-0.05 * t + 0.26 * t**2.6)
-            pts = list(zip(px, py))
+            pts = list(zip(px, py, strict=True))
             band.append((pts, thick, 150))
             # anterior rib: from the lateral end downwards-medially, thinner
             t2 = np.linspace(0.0, 1.0, 8)
             ax = lateral + (start - lateral) * 0.6 * t2
             ay = py[-1] + h * (0.12 * t2 + 0.06 * t2**1.5)
-            cortex.append((list(zip(ax, ay)), 0.7 * thick, 90))
+            cortex.append((list(zip(ax, ay, strict=True)), 0.7 * thick, 90))
     for side in ("right", "left"):  # clavicles, denser than ribs
         sign = g.lateral_sign(side)
         t = np.linspace(0.0, 1.0, 10)
         cx = mid + sign * (0.06 * w + 0.55 * w * t)
         cy = g.y0 + h * (0.04 - 0.12 * t + 0.05 * np.sin(np.pi * t))
-        cortex.append((list(zip(cx, cy)), 0.045 * h, 255))
+        cortex.append((list(zip(cx, cy, strict=True)), 0.045 * h, 255))
     bones = strokes(size, band + cortex)
     gain = style.rib_strength / (150 / 255)  # posterior ribs get exactly rib_strength
     if style.rib_mode == "cortex":  # hollow the posterior ribs: only their outlines remain
@@ -744,7 +735,9 @@ def stomach_bubble(g: Geometry, rng: np.random.Generator) -> np.ndarray:
 # --------------------------------------------------------------------------- findings
 
 
-def draw_finding(name: str, px: tuple[int, int, int, int], g: Geometry, rng: np.random.Generator, layers: Layers) -> None:
+def draw_finding(
+    name: str, px: tuple[int, int, int, int], g: Geometry, rng: np.random.Generator, layers: Layers
+) -> None:
     """Draw one finding inside pixel box ``px`` (the heart itself is Cardiomegaly's drawing)."""
     if name == "Cardiomegaly":
         return
@@ -761,13 +754,13 @@ def draw_effusion(px, g: Geometry, rng, layers: Layers) -> None:
     yy, xx = grid(g.size)
     lateral = (xx - x0) / max(x1 - x0, 1) if side == "left" else (x1 - xx) / max(x1 - x0, 1)
     lateral = np.clip(lateral, 0.0, 1.0)
-    meniscus = y1 - (y1 - y0) * (0.15 + 0.85 * lateral**2.2)  # concave up: climbs the lateral wall
+    meniscus = y1 - (y1 - y0) * (0.4 + 0.6 * lateral**1.3)  # concave up: climbs the lateral wall
     region = (yy >= meniscus) & (xx >= x0) & (xx < x1) & (yy < y1 + 0.03 * g.height)
     region &= ndimage.binary_dilation(g.lung(side), iterations=max(1, int(2 * g.unit)))
     fluid = blur(region.astype(np.float32), 1.5 * g.unit)
     layers.air *= 1.0 - 0.95 * fluid
     layers.markings *= 1.0 - fluid
-    layers.extra += 0.05 * fluid
+    layers.extra += 0.08 * fluid
 
 
 def draw_pneumothorax(px, g: Geometry, rng, layers: Layers) -> None:
@@ -824,7 +817,9 @@ def draw_consolidation(px, g: Geometry, rng, layers: Layers) -> None:
             lines.append(([(x, y), (nx, ny)], width, 255))
             if rng.random() < 0.5:
                 a2 = angle + rng.choice([-1, 1]) * 0.6
-                lines.append(([(nx, ny), (nx + sign * np.cos(a2) * seg * 0.7, ny + np.sin(a2) * seg * 0.7)], width * 0.8, 255))
+                lines.append(
+                    ([(nx, ny), (nx + sign * np.cos(a2) * seg * 0.7, ny + np.sin(a2) * seg * 0.7)], width * 0.8, 255)
+                )
             x, y, width = nx, ny, max(1.0, width * 0.85)
     bronchi = blur(strokes(g.size, lines), 0.6 * g.unit) * region
     layers.air *= 1.0 - 0.88 * region
@@ -835,7 +830,9 @@ def draw_consolidation(px, g: Geometry, rng, layers: Layers) -> None:
 def draw_lung_opacity(px, g: Geometry, rng, layers: Layers) -> None:
     """Faint, ill-defined, mottled haze; vessels remain visible through it."""
     x0, y0, x1, y1 = px
-    window = box_window(g.size, (x0 + 2, y0 + 2, max(x1 - 2, x0 + 3), max(y1 - 2, y0 + 3)), 0.15 * min(x1 - x0, y1 - y0))
+    window = box_window(
+        g.size, (x0 + 2, y0 + 2, max(x1 - 2, x0 + 3), max(y1 - 2, y0 + 3)), 0.15 * min(x1 - x0, y1 - y0)
+    )
     mottle = 0.75 + 0.25 * np.clip(smooth_noise(rng, g.size, 24), -1.5, 1.5)
     haze = window * mottle * layers.air
     layers.air *= 1.0 - 0.7 * np.clip(haze, 0.0, 1.0)
@@ -936,13 +933,7 @@ def render_phantom(
         volume_loss=sides.get("Atelectasis"),
     )
     boxes = place_boxes(anatomy, findings, rng, sides)
-    image = paint(anatomy, boxes, rng, style)
-    by_finding = {f: side_label(f, anatomy, boxes) for f in findings}
-    return Phantom(image, anatomy, boxes, by_finding)
-
-
-def side_label(finding: str, anatomy: np.ndarray, boxes: Sequence[Box]) -> str:
-    return "" if finding == "Cardiomegaly" else box_side(anatomy, [b for b in boxes if b.label == finding])
+    return Phantom(paint(anatomy, boxes, rng, style), anatomy, boxes)
 
 
 def render_from_anatomy(
@@ -965,7 +956,8 @@ def render_from_anatomy(
     anatomy = np.asarray(anatomy, dtype=np.uint8)
     given = [b for b in boxes if b.label in findings]
     missing = [f for f in findings if not any(b.label == f for b in given)]
-    placed = place_boxes(anatomy, missing, rng) if missing else ()
+    placement_rng = np.random.default_rng(int(rng.integers(2**63)))  # drawn even when unused
+    placed = place_boxes(anatomy, missing, placement_rng)
     return paint(anatomy, (*given, *placed), rng, style, noise)
 
 
@@ -979,7 +971,14 @@ def render_lateral(rng: np.random.Generator, size: int, patient: Patient) -> np.
     body = ((xx - cx) / (0.36 * size)) ** 2 + ((yy - cy) / (0.75 * size)) ** 2 <= 1.0
     density = 0.05 + blur(body.astype(np.float32), 2 * u) * 0.62
     lung_w = 0.5 * size
-    lung = place_mask(np.maximum(tpl.image_left, tpl.image_left[:, ::-1]), size, cx - lung_w / 2, patient.top * size, lung_w, 0.62 * size)
+    lung = place_mask(
+        np.maximum(tpl.image_left, tpl.image_left[:, ::-1]),
+        size,
+        cx - lung_w / 2,
+        patient.top * size,
+        lung_w,
+        0.62 * size,
+    )
     density -= blur(lung.astype(np.float32), 1.5 * u) * 0.3
     heart = ellipse_mask(size, cx - 0.12 * size, patient.top * size + 0.45 * size, 0.15 * size, 0.12 * size, -0.5)
     density += blur(heart.astype(np.float32), 2 * u) * 0.16

@@ -61,6 +61,8 @@ from xreal_bench.data.phantoms import (
     DRAWN_FINDINGS,
     ONE_SIDED,
     Geometry,
+    Patient,
+    Phantom,
     box_pixels,
     sample_patient,
 )
@@ -98,9 +100,10 @@ METADATA_HEADER = (
 BOXES_HEADER = ("dicom_id", "category_name", "label_text", "x", "y", "w", "h", "image_width", "image_height")
 
 SPLIT_FRACTIONS = (("test", 0.25), ("validate", 0.15))  # the rest is train
+STUDIES_PER_SUBJECT = (0.4, 0.35, 0.25)  # shares of subjects with 1, 2, 3 studies
+EXTRA_IMAGE = {"none": 0.48, "LATERAL": 0.32, "AP": 0.16, "": 0.04}  # a study's second image
 NORMAL_FRACTION = 0.22  # studies with nothing drawn
 FINDING_RATE = 0.2  # per drawn finding, among abnormal studies
-FRONTAL_VIEWS = ("AP", "PA", "")
 VIEW_MEANING = {"AP": "antero-posterior", "PA": "postero-anterior", "LATERAL": "lateral", "": ""}
 #: Findings whose box lies inside the lung parenchyma: spread over both sides when several.
 PARENCHYMAL = ("Consolidation", "Lung Opacity", "Pneumonia", "Atelectasis")
@@ -171,44 +174,63 @@ def unique_ids(rng: np.random.Generator, n: int, low: int, high: int) -> list[in
     return sorted(int(v) for v in rng.choice(high - low, size=n, replace=False) + low)
 
 
+def quotas(rng: np.random.Generator, n: int, shares: tuple[float, ...]) -> np.ndarray:
+    """``n`` category indices in exactly proportional counts (largest remainder), shuffled."""
+    exact = np.asarray(shares, dtype=float) / sum(shares) * n
+    counts = np.floor(exact).astype(int)
+    counts[np.argsort(-(exact - counts), kind="stable")[: n - counts.sum()]] += 1
+    return rng.permutation(np.repeat(np.arange(len(shares)), counts))
+
+
 def plan_dataset(n_subjects: int, seed: int) -> list[SubjectPlan]:
-    """Subjects, splits, studies, images and findings: everything but the pixels."""
+    """Subjects, splits, studies, images and findings: everything but the pixels.
+
+    Within each split the numbers of studies per subject, extra images per study, normal
+    studies and positives per finding are fixed quotas (shuffled), so counts do not swing
+    with the seed: 120 subjects give 338 images, 64 of them AP/PA in the test split.
+    """
     if n_subjects < 4:
         raise ValueError(f"n_subjects must be at least 4 (one subject per split and two for train), got {n_subjects}")
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5EED]))
-    subject_ids = unique_ids(rng, n_subjects, 10_000_000, 20_000_000)
+    subject_ids = [str(i) for i in unique_ids(rng, n_subjects, 10_000_000, 20_000_000)]
     order = rng.permutation(n_subjects)
-    counts = {name: max(1, int(round(frac * n_subjects))) for name, frac in SPLIT_FRACTIONS}
-    split_of: dict[int, str] = {}
+    members: dict[str, list[int]] = {}
     start = 0
-    for name, k in counts.items():
-        for i in order[start : start + k]:
-            split_of[int(i)] = name
+    for name, frac in SPLIT_FRACTIONS:
+        k = max(1, int(round(frac * n_subjects)))
+        members[name] = sorted(int(i) for i in order[start : start + k])
         start += k
-    for i in order[start:]:
-        split_of[int(i)] = "train"
+    members["train"] = sorted(int(i) for i in order[start:])
 
-    n_studies = rng.choice([1, 2, 3], size=n_subjects, p=[0.4, 0.35, 0.25])
-    study_ids = iter(unique_ids(rng, int(n_studies.sum()), 50_000_000, 60_000_000))
-    subjects = []
-    for i, sid in enumerate(subject_ids):
-        day = int(rng.integers(0, 25_000))
-        studies = []
-        for _ in range(int(n_studies[i])):
-            day += int(rng.integers(1, 400))
-            studies.append(
-                StudyPlan(
-                    subject_id=str(sid),
-                    study_id=str(next(study_ids)),
-                    split=split_of[i],
-                    date=study_date(day),
-                    time=f"{int(rng.integers(0, 24)):02d}{int(rng.integers(0, 60)):02d}{int(rng.integers(0, 60)):02d}.{int(rng.integers(0, 1000)):03d}",
-                    images=plan_images(rng),
-                    report_seed=int(rng.integers(2**63)),
+    subjects: list[SubjectPlan] = []
+    for split in ("train", "validate", "test"):
+        n_studies = 1 + quotas(rng, len(members[split]), STUDIES_PER_SUBJECT)
+        extras = iter(quotas(rng, int(n_studies.sum()), tuple(EXTRA_IMAGE.values())))
+        plans = [[] for _ in members[split]]
+        for k, i in enumerate(members[split]):
+            day = int(rng.integers(0, 25_000))
+            for _ in range(int(n_studies[k])):
+                day += int(rng.integers(1, 400))
+                clock = f"{int(rng.integers(0, 24)):02d}{int(rng.integers(0, 60)):02d}{int(rng.integers(0, 60)):02d}"
+                plans[k].append(
+                    StudyPlan(
+                        subject_id=subject_ids[i],
+                        study_id="",
+                        split=split,
+                        date=study_date(day),
+                        time=f"{clock}.{int(rng.integers(0, 1000)):03d}",
+                        images=plan_images(rng, list(EXTRA_IMAGE)[int(next(extras))]),
+                        report_seed=int(rng.integers(2**63)),
+                    )
                 )
-            )
-        subjects.append(SubjectPlan(str(sid), split_of[i], int(rng.integers(2**63)), tuple(studies)))
-    return assign_findings(subjects, rng)
+        plans = assign_findings(plans, rng)
+        subjects += [
+            SubjectPlan(subject_ids[i], split, int(rng.integers(2**63)), tuple(studies))
+            for i, studies in zip(members[split], plans, strict=True)
+        ]
+    subjects.sort(key=lambda s: s.subject_id)
+    study_ids = iter(unique_ids(rng, sum(len(s.studies) for s in subjects), 50_000_000, 60_000_000))
+    return [replace(s, studies=tuple(replace(st, study_id=str(next(study_ids))) for st in s.studies)) for s in subjects]
 
 
 def study_date(day: int) -> str:
@@ -217,43 +239,40 @@ def study_date(day: int) -> str:
     return str(base).replace("-", "")
 
 
-def plan_images(rng: np.random.Generator) -> tuple[ImagePlan, ...]:
-    primary = "AP" if rng.random() < 0.5 else "PA"
-    views = [primary]
-    extra = rng.random()
-    if extra < 0.35:
-        views.append("LATERAL")
-    elif extra < 0.5:
-        views.append("AP")
-    elif extra < 0.54:
-        views.append("")
+def plan_images(rng: np.random.Generator, extra: str) -> tuple[ImagePlan, ...]:
+    """One AP or PA image, plus the ``extra`` view ("none", "LATERAL", "AP" or "" = blank)."""
+    views = ["AP" if rng.random() < 0.5 else "PA"]
+    if extra != "none":
+        views.append(extra)
     return tuple(ImagePlan(dicom_id(rng), v, int(rng.integers(2**63))) for v in views)
 
 
-def assign_findings(subjects: list[SubjectPlan], rng: np.random.Generator) -> list[SubjectPlan]:
-    """Per split: a fixed share of normal studies, fixed positive counts per finding."""
-    chosen: dict[str, list[str]] = {}
-    for split in ("train", "validate", "test"):
-        ids = [st.study_id for s in subjects if s.split == split for st in s.studies]
-        n = len(ids)
-        n_normal = max(1, int(round(NORMAL_FRACTION * n))) if n >= 2 else 0
-        abnormal = [ids[i] for i in sorted(rng.permutation(n)[n_normal:])]
-        found: dict[str, list[str]] = {sid: [] for sid in ids}
-        for name in DRAWN_FINDINGS:
-            k = min(len(abnormal), max(1, int(round(FINDING_RATE * len(abnormal)))))
-            for idx in rng.choice(len(abnormal), size=k, replace=False):
-                found[abnormal[int(idx)]].append(name)
-        for sid in abnormal:
-            if not found[sid]:
-                found[sid].append(DRAWN_FINDINGS[int(rng.integers(len(DRAWN_FINDINGS)))])
-        chosen.update(found)
-    out = []
-    for s in subjects:
-        studies = []
-        for st in s.studies:
-            names = tuple(f for f in DRAWN_FINDINGS if f in chosen[st.study_id])
-            studies.append(replace(st, findings=names, sides=choose_sides(names, rng)))
-        out.append(SubjectPlan(s.subject_id, s.split, s.patient_seed, tuple(studies)))
+def assign_findings(plans: list[list[StudyPlan]], rng: np.random.Generator) -> list[list[StudyPlan]]:
+    """One split: a fixed share of normal studies, then fixed positive counts per finding
+    among the others (each abnormal study gets at least one). With two or more studies the
+    split has negatives of every finding; with five or more abnormal ones, positives too."""
+    flat = [st for studies in plans for st in studies]
+    n = len(flat)
+    n_normal = max(1, int(round(NORMAL_FRACTION * n))) if n >= 2 else 0
+    abnormal = sorted(int(i) for i in rng.permutation(n)[n_normal:])
+    found: dict[int, set[str]] = {i: set() for i in range(n)}
+    for name in DRAWN_FINDINGS:
+        k = int(round(FINDING_RATE * len(abnormal)))
+        if len(abnormal) >= 5:  # room for every finding: at least one positive each
+            k = max(1, k)
+        for j in rng.choice(len(abnormal), size=k, replace=False):
+            found[abnormal[int(j)]].add(name)
+    for i in abnormal:
+        if not found[i]:
+            found[i].add(DRAWN_FINDINGS[int(rng.integers(len(DRAWN_FINDINGS)))])
+    out, pos = [], 0
+    for studies in plans:
+        row = []
+        for st in studies:
+            names = tuple(f for f in DRAWN_FINDINGS if f in found[pos])
+            row.append(replace(st, findings=names, sides=choose_sides(names, rng)))
+            pos += 1
+        out.append(row)
     return out
 
 
@@ -288,6 +307,12 @@ NEGATIONS = {
     "Pneumonia": "No evidence of pneumonia.",
     "Pneumothorax": "No pneumothorax.",
 }
+#: A negation is not written when one of these is drawn (it would contradict the image).
+CONTRADICTS = {
+    "Lung Opacity": {"Atelectasis", "Consolidation", "Edema", "Pneumonia"},
+    "Enlarged Cardiomediastinum": {"Cardiomegaly"},
+    "Pneumonia": {"Consolidation"},
+}
 HEDGES = {
     "Pneumonia": "Early pneumonia cannot be excluded.",
     "Atelectasis": "Possible minimal bibasilar atelectasis.",
@@ -310,11 +335,11 @@ def finding_phrase(name: str, side: str, where: str, rng: np.random.Generator) -
     """(FINDINGS sentence, IMPRESSION / MS-CXR phrase) for a drawn finding."""
     size = ("Small", "Moderate")[int(rng.integers(2))]
     if name == "Cardiomegaly":
-        return "The heart is enlarged, with a cardiothoracic ratio above one half.", "Cardiomegaly"
+        return "The heart is enlarged (cardiomegaly), with a cardiothoracic ratio above one half.", "Cardiomegaly"
     if name == "Edema":
         return (
             "Bilateral perihilar haziness with Kerley B lines at the lung bases, consistent with pulmonary edema.",
-            "Mild pulmonary edema",
+            "Pulmonary edema",
         )
     if name == "Pleural Effusion":
         return (
@@ -338,12 +363,13 @@ def finding_phrase(name: str, side: str, where: str, rng: np.random.Generator) -
         )
     if name == "Pneumonia":
         return (
-            f"Patchy nodular airspace opacities in the {side} {where} lung, concerning for pneumonia.",
-            f"{side.capitalize()} {where} lung pneumonia",
+            f"Patchy nodular airspace opacities, concerning for pneumonia in the {side} {where} lung.",
+            f"Pneumonia in the {side} {where} lung",
         )
     if name == "Atelectasis":
         return (
-            f"Plate-like atelectasis in the {side} {where} lung with mild volume loss and elevation of the {side} hemidiaphragm.",
+            f"Plate-like atelectasis in the {side} {where} lung with mild volume loss"
+            f" and elevation of the {side} hemidiaphragm.",
             f"Plate-like atelectasis in the {side} {where} lung",
         )
     raise ValueError(f"no phrase for {name!r}")
@@ -373,7 +399,7 @@ def describe_study(study: StudyPlan, anatomy: np.ndarray | None, boxes: tuple) -
     cells = {label: "" for label in CHEXPERT_LABELS}
     for name in study.findings:
         cells[name] = "1.0"
-    undrawn = [n for n in NEGATIONS if cells[n] == ""]
+    undrawn = [n for n in NEGATIONS if cells[n] == "" and not CONTRADICTS.get(n, set()) & set(study.findings)]
     negated = [undrawn[i] for i in sorted(rng.choice(len(undrawn), size=int(rng.integers(1, 4)), replace=False))]
     hedged = ""
     if study.findings and rng.random() < 0.12:
@@ -399,13 +425,15 @@ def describe_study(study: StudyPlan, anatomy: np.ndarray | None, boxes: tuple) -
         negbio[hedged] = "0.0"
 
     findings_text = " ".join(sentences)
-    impression_text = " ".join(f"{i + 1}. {p}." for i, p in enumerate(impressions)) if len(impressions) > 1 else f"{impressions[0]}."
+    impression_text = (
+        " ".join(f"{i + 1}. {p}." for i, p in enumerate(impressions)) if len(impressions) > 1 else f"{impressions[0]}."
+    )
     if hedged:
         impression_text += " " + HEDGES[hedged]
     missing = rng.random()
     sections = [("FINDINGS", findings_text), ("IMPRESSION", impression_text)]
-    if missing < 0.06:
-        sections = sections[1:]
+    if missing < 0.06:  # no FINDINGS: the impression carries the negations instead
+        sections = [("IMPRESSION", " ".join([impression_text, *(NEGATIONS[n] for n in negated)]))]
     elif missing < 0.10:
         sections = sections[:1]
     return StudyText(report_text(study, sections, rng), phrases, cells, negbio)
@@ -429,7 +457,7 @@ def report_text(study: StudyPlan, sections: list[tuple[str, str]], rng: np.rando
     ]
     for header, body in sections:
         lines += [f" {header}:", ""]
-        lines += [" " + line for line in textwrap.wrap(body, 76)]
+        lines += [" " + line for line in textwrap.wrap(body, 76, break_on_hyphens=False)]
         lines.append("")
     return "\n".join(lines)
 
@@ -487,67 +515,86 @@ def read_stamp(root: Path) -> dict | None:
         return None
 
 
+@dataclass
+class Tables:
+    """CSV rows and counts gathered while the images are written."""
+
+    split: list[tuple] = field(default_factory=list)
+    metadata: list[tuple] = field(default_factory=list)
+    chexpert: list[tuple] = field(default_factory=list)
+    negbio: list[tuple] = field(default_factory=list)
+    boxes: list[tuple] = field(default_factory=list)
+    images: dict[str, int] = field(default_factory=lambda: {s: 0 for s in ("train", "validate", "test")})
+    frontal: dict[str, int] = field(default_factory=lambda: {s: 0 for s in ("train", "validate", "test")})
+    positives: dict[str, dict[str, int]] = field(
+        default_factory=lambda: {s: dict.fromkeys(DRAWN_FINDINGS, 0) for s in ("train", "validate", "test")}
+    )
+
+
 def write_tree(tmp: Path, n_subjects: int, seed: int, image_size: int) -> dict:
     """Render and write the whole tree into ``tmp`` (stamp last); return counts."""
     subjects = plan_dataset(n_subjects, seed)
-    split_rows, meta_rows, chexpert_rows, negbio_rows, box_rows = [], [], [], [], []
-    images = {s: 0 for s in ("train", "validate", "test")}
-    frontal = dict(images)
-    positives = {s: {f: 0 for f in DRAWN_FINDINGS} for s in images}
-    total = sum(len(st.images) for s in subjects for st in s.studies)
+    tables = Tables()
     (tmp / ANATOMY_DIR).mkdir(parents=True)
-    bar = tqdm(total=total, desc="writing synthetic demo", unit="img", leave=False)
-    for subject in subjects:
-        patient = sample_patient(np.random.default_rng(subject.patient_seed))
-        for study in subject.studies:
-            folder = study_dir(tmp, study.subject_id, study.study_id)
-            folder.mkdir(parents=True)
-            first: tuple | None = None
-            rendered = []
-            for im in study.images:
-                rng = np.random.default_rng(im.seed)
-                if im.view == "LATERAL":
-                    rendered.append((im, phantoms.render_lateral(rng, image_size, patient), None))
-                    continue
-                ph = phantoms.render_phantom(rng, image_size, study.findings, patient, sides=study.sides)
-                rendered.append((im, ph.image, ph))
-                first = first or (ph.anatomy, ph.boxes)
-            text = describe_study(study, *(first or (None, ())))
-            (folder.parent / f"s{study.study_id}.txt").write_text(text.report, encoding="utf-8")
-            for im, image, ph in rendered:
-                (folder / f"{im.dicom_id}.jpg").write_bytes(jpeg_bytes(image))
-                split_rows.append((im.dicom_id, study.study_id, study.subject_id, study.split))
-                meta_rows.append(metadata_row(study, im, image_size))
-                images[study.split] += 1
-                if ph is not None:
-                    (tmp / ANATOMY_DIR / f"{im.dicom_id}.png").write_bytes(png_bytes(ph.anatomy))
-                    for box in ph.boxes:
-                        x0, y0, x1, y1 = box_pixels(box, image_size)
-                        box_rows.append(
-                            (im.dicom_id, box.label, text.phrases[box.label], x0, y0, x1 - x0, y1 - y0, image_size, image_size)
-                        )
-                if im.view in ("AP", "PA"):
-                    frontal[study.split] += 1
-                    for name in study.findings:
-                        positives[study.split][name] += 1
-                bar.update(1)
-            chexpert_rows.append((study.subject_id, study.study_id, *(text.chexpert[c] for c in CHEXPERT_LABELS)))
-            negbio_rows.append((study.subject_id, study.study_id, *(text.negbio[c] for c in CHEXPERT_LABELS)))
-    bar.close()
+    total = sum(len(st.images) for s in subjects for st in s.studies)
+    with tqdm(total=total, desc="writing synthetic demo", unit="img", leave=False, disable=None) as bar:
+        for subject in subjects:
+            patient = sample_patient(np.random.default_rng(subject.patient_seed))
+            for study in subject.studies:
+                write_study(tmp, study, patient, image_size, tables)
+                bar.update(len(study.images))
 
-    write_gzip(tmp / SPLIT_CSV, csv_bytes(SPLIT_HEADER, sorted(split_rows, key=lambda r: (r[2], r[1], r[0]))))
-    write_gzip(tmp / METADATA_CSV, csv_bytes(METADATA_HEADER, sorted(meta_rows, key=lambda r: (r[1], r[2], r[0]))))
-    write_gzip(tmp / CHEXPERT_CSV, csv_bytes(LABEL_HEADER, sorted(chexpert_rows)))
-    write_gzip(tmp / NEGBIO_CSV, csv_bytes(LABEL_HEADER, sorted(negbio_rows)))
-    (tmp / BOXES_CSV).write_bytes(csv_bytes(BOXES_HEADER, sorted(box_rows, key=lambda r: (r[0], r[1], r[3], r[4]))))
+    write_gzip(tmp / SPLIT_CSV, csv_bytes(SPLIT_HEADER, sorted(tables.split, key=lambda r: (r[2], r[1], r[0]))))
+    write_gzip(
+        tmp / METADATA_CSV, csv_bytes(METADATA_HEADER, sorted(tables.metadata, key=lambda r: (r[1], r[2], r[0])))
+    )
+    write_gzip(tmp / CHEXPERT_CSV, csv_bytes(LABEL_HEADER, sorted(tables.chexpert)))
+    write_gzip(tmp / NEGBIO_CSV, csv_bytes(LABEL_HEADER, sorted(tables.negbio)))
+    (tmp / BOXES_CSV).write_bytes(csv_bytes(BOXES_HEADER, sorted(tables.boxes, key=lambda r: (r[0], r[1], r[3], r[4]))))
     (tmp / STAMP_NAME).write_text(json.dumps(stamp(n_subjects, seed, image_size), indent=2, sort_keys=True) + "\n")
     return {
-        "n_studies": len(chexpert_rows),
+        "n_studies": len(tables.chexpert),
         "n_images": total,
-        "images": images,
-        "frontal": frontal,
-        "positives": positives,
+        "images": tables.images,
+        "frontal": tables.frontal,
+        "positives": tables.positives,
     }
+
+
+def write_study(tmp: Path, study: StudyPlan, patient: Patient, size: int, tables: Tables) -> None:
+    """Render a study's images; write them, their anatomy maps and the report; add CSV rows."""
+    folder = study_dir(tmp, study.subject_id, study.study_id)
+    folder.mkdir(parents=True)
+    rendered: list[tuple[ImagePlan, np.ndarray, Phantom | None]] = []
+    for im in study.images:
+        rng = np.random.default_rng(im.seed)
+        if im.view == "LATERAL":
+            rendered.append((im, phantoms.render_lateral(rng, size, patient), None))
+        else:
+            ph = phantoms.render_phantom(rng, size, study.findings, patient, sides=study.sides)
+            rendered.append((im, ph.image, ph))
+    first = next((ph for _, _, ph in rendered if ph is not None), None)
+    text = describe_study(study, first.anatomy if first else None, first.boxes if first else ())
+    (folder.parent / f"s{study.study_id}.txt").write_text(text.report, encoding="utf-8")
+    tables.chexpert.append((study.subject_id, study.study_id, *(text.chexpert[c] for c in CHEXPERT_LABELS)))
+    tables.negbio.append((study.subject_id, study.study_id, *(text.negbio[c] for c in CHEXPERT_LABELS)))
+
+    for im, image, ph in rendered:
+        (folder / f"{im.dicom_id}.jpg").write_bytes(jpeg_bytes(image))
+        tables.split.append((im.dicom_id, study.study_id, study.subject_id, study.split))
+        tables.metadata.append(metadata_row(study, im, size))
+        tables.images[study.split] += 1
+        if ph is not None:
+            (tmp / ANATOMY_DIR / f"{im.dicom_id}.png").write_bytes(png_bytes(ph.anatomy))
+            for box in ph.boxes:
+                x0, y0, x1, y1 = box_pixels(box, size)
+                tables.boxes.append(
+                    (im.dicom_id, box.label, text.phrases[box.label], x0, y0, x1 - x0, y1 - y0, size, size)
+                )
+        if im.view in ("AP", "PA"):
+            tables.frontal[study.split] += 1
+            for name in study.findings:
+                tables.positives[study.split][name] += 1
 
 
 def metadata_row(study: StudyPlan, im: ImagePlan, size: int) -> tuple:
@@ -605,7 +652,7 @@ def refuse_foreign(root: Path) -> None:
         raise UserFacingError(
             f"{root} exists and is not a synthetic demo tree (no {STAMP_NAME} in it); refusing to "
             "overwrite it. Point [dataset].root at an empty or new folder for the synthetic demo, "
-            "or set [dataset].kind = \"mimic\" to use the data that is there."
+            'or set [dataset].kind = "mimic" to use the data that is there.'
         )
 
 

@@ -1,0 +1,109 @@
+"""XReal's ControlNet baseline end to end on tiny checkpoints in the lllyasviel/CompVis layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from tiny_ldm import TinyLDM, place, tiny_original_config, write_bert_vocab, write_yaml
+
+from generators.base import GeneratorContext
+from generators.controlnet import ControlNetGenerator, ControlNetOptions
+from generators.diffusion.denoisers import LatentDenoiser
+from generators.diffusion.noise import SampleNoise
+from generators.diffusion.sampler import ddim_sample
+from generators.registry import generator_class
+from xreal_bench.types import Condition
+from xreal_bench.weights import MissingWeightsError, WeightsManager
+
+STEPS = 10
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("weights")
+    original = tiny_original_config(control=True)
+    tiny = TinyLDM(original, seed=0)
+    manager = WeightsManager(root)
+    place(manager, "xreal-backbone", tiny.backbone_checkpoint())
+    place(manager, "xreal-ldm-ae", tiny.autoencoder_checkpoint())
+    place(manager, "xreal-controlnet", tiny.controlnet_checkpoint())
+    write_bert_vocab(manager.path("bert-tokenizer"))
+    config = str(write_yaml(root / "tiny-cnet.yaml", original))
+    yield manager, config, tiny, make(manager, config)
+    torch.set_num_threads(threads)
+
+
+def make(manager, config, **options):
+    options = ControlNetOptions(original_config=config, steps=STEPS, **options)
+    return ControlNetGenerator("controlnet", options, GeneratorContext(weights=manager))
+
+
+def condition(seed: int, prompt: str = "Edema", heart: int = 24) -> Condition:
+    anatomy = np.zeros((64, 64), np.uint8)
+    anatomy[10:52, 36:56], anatomy[10:52, 8:28], anatomy[30:46, heart : heart + 16] = 1, 2, 3
+    return Condition(case_id=f"c{seed}", sample_index=0, seed=seed, labels=(0,) * 14, prompt=prompt, report="",
+                     image_path=Path("unused.png"), anatomy=anatomy)
+
+
+def test_declarations():
+    cls = generator_class("controlnet")
+    assert cls.inputs == {"labels", "anatomy"} and "xreal-controlnet" in cls.weights
+    defaults = ControlNetOptions()
+    assert (defaults.steps, defaults.eta, defaults.guidance, defaults.control_scale) == (100, 1.0, 1.0, 1.0)
+
+
+def test_batch_generation_and_seed_independence(setup):
+    _, _, _, generator = setup
+    images = generator.generate([condition(1), condition(2, prompt=""), condition(3)])
+    assert [tuple(i.shape) for i in images] == [(1, 64, 64)] * 3 and generator.resolution == 64
+    assert all(0 <= float(i.min()) and float(i.max()) <= 1 for i in images)
+    assert generator.last_notes[1] == ("prompt from fallback_prompt (label names empty): 'No Finding'",)
+    alone = generator.generate([condition(3)])
+    torch.testing.assert_close(alone[0], images[2], rtol=0, atol=1e-4)
+
+
+def test_the_anatomy_hint_steers_the_image(setup):
+    _, _, _, generator = setup
+    a, b = generator.generate([condition(4, heart=20), condition(4, heart=30)])
+    assert (a - b).abs().mean() > 1e-3  # same seed, different heart position
+
+
+def test_control_scale_zero_is_the_plain_backbone(setup):
+    manager, config, _, _ = setup
+    generator = make(manager, config, control_scale=0.0)
+    image = generator.generate([condition(5)])[0]
+    model = generator.model
+    noise = SampleNoise.from_seeds([5])
+    z = ddim_sample(LatentDenoiser(model.unet, generator.prompts(["Edema"])), model.scheduler(), noise, model.latent_shape, STEPS, 1.0)
+    backbone_only = model.decode(z).clamp(0, 1)
+    expected = (backbone_only * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1)
+    torch.testing.assert_close(image, expected, rtol=0, atol=1e-5)
+
+
+def test_controlnet_saved_without_prefix_loads(setup, tmp_path):
+    manager, config, tiny, generator = setup
+    other = WeightsManager(tmp_path)
+    for name in ("xreal-backbone", "xreal-ldm-ae"):
+        other.path(name).parent.mkdir(parents=True, exist_ok=True)
+        other.path(name).write_bytes(manager.path(name).read_bytes())
+    place(other, "xreal-controlnet", tiny.control_keys(prefix=""))  # a bare state dict, no 'state_dict' key
+    write_bert_vocab(other.path("bert-tokenizer"))
+    bare = ControlNetGenerator("controlnet", generator.options, GeneratorContext(weights=other))
+    torch.testing.assert_close(bare.generate([condition(6)])[0], generator.generate([condition(6)])[0], rtol=0, atol=1e-5)
+
+
+def test_missing_controlnet_checkpoint_fails_first(setup, tmp_path):
+    manager, _, _, _ = setup
+    other = WeightsManager(tmp_path)
+    for name in ("xreal-backbone", "xreal-ldm-ae"):
+        other.path(name).parent.mkdir(parents=True, exist_ok=True)
+        other.path(name).write_bytes(manager.path(name).read_bytes())
+    write_bert_vocab(other.path("bert-tokenizer"))
+    with pytest.raises(MissingWeightsError, match=r"missing weights 'xreal-controlnet'.*\n.*controlnet.ckpt"):
+        ControlNetGenerator("controlnet", ControlNetOptions(), GeneratorContext(weights=other))
+    assert not list(tmp_path.rglob("*.converted"))

@@ -1,0 +1,237 @@
+"""The evaluation engine end to end with toy evaluators whose outputs can be recomputed by hand:
+numbers vs independent computations, one evaluator call per image, the cached real side."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.linalg
+import torch
+import torch.nn.functional as F
+from pytorch_msssim import ms_ssim
+
+from metrics.evaluators.base import Classifier, FeatureExtractor, Segmenter
+from metrics.evaluators.registry import register_evaluator
+from mimic_tree import write_mimic_tree
+from xreal_bench.cli import main
+from xreal_bench.config import config_from_dict
+from xreal_bench.evaluation import evaluate
+from xreal_bench.imaging import dequantize, load_grayscale, load_standard
+from xreal_bench.pipeline import generate, open_session
+from xreal_bench.results import COLUMNS
+from xreal_bench.rundir import GeneratorDir
+
+CALLS: Counter = Counter()  # evaluator name -> images seen
+
+
+def toy_features(images: torch.Tensor) -> torch.Tensor:
+    pooled = F.adaptive_avg_pool2d(images, 4).flatten(1)  # 16 dims
+    return torch.cat([pooled, pooled**2], dim=1).float()  # 32 dims
+
+
+class ToyFeatures(FeatureExtractor):
+    name, dim, weights_hash, preprocessing = "toy-features", 32, "toy", "4x4 average pool and its square"
+    device = torch.device("cpu")
+
+    def forward(self, images):
+        CALLS[self.name] += images.shape[0]
+        return toy_features(images)
+
+
+def toy_masks(images: torch.Tensor) -> torch.Tensor:
+    x = images[:, 0]
+    w = x.shape[-1]
+    dark, bright = x < 0.4, x > 0.6
+    left_half = torch.zeros_like(dark)
+    left_half[..., : w // 2] = True
+    return torch.stack([dark & ~left_half, dark & left_half, bright & ~left_half, x > 0.9], dim=1)
+
+
+class ToySegmenter(Segmenter):
+    name, weights_hash, preprocessing = "toy-segmenter", "toy", "intensity thresholds"
+    device = torch.device("cpu")
+
+    def forward(self, images):
+        CALLS[self.name] += images.shape[0]
+        return toy_masks(images)
+
+
+class ToyClassifier(Classifier):
+    name, weights_hash, preprocessing = "toy-classifier", "toy", "mean and std of the image"
+    labels = ("Cardiomegaly", "Edema", "Pneumonia")
+    calibrated_thresholds = {"Cardiomegaly": 0.5, "Edema": 0.5, "Pneumonia": 0.5}
+    device = torch.device("cpu")
+
+    def forward(self, images):
+        CALLS[self.name] += images.shape[0]
+        m, s = images.mean(dim=(1, 2, 3)), images.std(dim=(1, 2, 3))
+        return torch.stack([torch.sigmoid(10 * (m - 0.5)), torch.sigmoid(10 * (s - 0.2)), torch.sigmoid(5 * (m - s))], 1).float()
+
+
+for kind, cls in (("feature", ToyFeatures), ("segmenter", ToySegmenter), ("classifier", ToyClassifier)):
+    register_evaluator(kind, cls.name, lambda *, weights, device, cls=cls: cls(), replace=True)
+
+
+def make_config(data: Path, out: Path, **metrics):
+    return config_from_dict(
+        {
+            "dataset": {"kind": "mimic", "root": str(data), "views": ["AP", "PA", "UNKNOWN"]},
+            "conditioning": {"anatomy": "none"},
+            "generators": {"real": {}, "shuffled": {}, "noise": {}},
+            "metrics": {
+                "features": "toy-features",
+                "domain_features": "toy-features",
+                "segmenter": "toy-segmenter",
+                "classifier": "toy-classifier",
+                "thresholds": "calibrated",
+                "enabled": ["fid", "fid_xrv", "kid", "ms_ssim", "ms_ssim_diversity", "dice", "f1_macro", "auc_macro"],
+                "bootstrap": 50,
+                "min_subset_n": 3,
+                "kid_subset_size": 8,
+                "num_workers": 0,
+                **metrics,
+            },
+            "run": {"out": str(out), "samples_per_condition": 2, "batch_size": 4, "resolution": 192},
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("mimic_eval")
+    write_mimic_tree(root, n_random=14, seed=5)
+    return root
+
+
+@pytest.fixture(scope="module")
+def run(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    cfg = make_config(data, out)
+    session = open_session(cfg, progress=False)
+    generate(session, progress=False)
+    CALLS.clear()
+    rows = evaluate(session, progress=False)
+    return cfg, session, rows, Counter(CALLS)
+
+
+def frame(out: Path) -> pd.DataFrame:
+    return pd.read_csv(out / "results.csv").fillna({"note": "", "evaluator": ""})
+
+
+def value(df: pd.DataFrame, generator: str, metric: str, subset: str = "all") -> pd.Series:
+    rows = df[(df.generator == generator) & (df.metric == metric) & (df.subset == subset)]
+    assert len(rows) == 1, f"{generator}/{metric}/{subset}: {len(rows)} rows"
+    return rows.iloc[0]
+
+
+def real_pixels(session, case_id: str) -> np.ndarray:
+    case = next(c for c in session.scan.cases if c.case_id == case_id)
+    return dequantize(load_standard(case.image_path, 192))
+
+
+def test_each_image_goes_through_each_evaluator_once(run):
+    cfg, session, _, calls = run
+    n_real = len(session.scan.cases)
+    n_generated = sum(len(GeneratorDir(cfg.run.out, g).ok_entries()) for g in ("shuffled", "noise"))
+    assert calls["toy-features"] == n_real + n_generated  # one extractor serves fid, kid and fid_xrv
+    assert calls["toy-segmenter"] == calls["toy-classifier"] == n_real + n_generated
+
+
+def test_results_files_and_provenance(run):
+    cfg, session, _, _ = run
+    out = Path(cfg.run.out)
+    df = frame(out)
+    assert list(df.columns) == COLUMNS
+    assert set(df.generator) == {"real", "shuffled", "noise"}
+    prov = json.loads((out / "results.json").read_text())
+    assert prov["config_hash"] == cfg.hash()
+    assert prov["dataset"]["fingerprint"] == session.scan.fingerprint
+    assert prov["evaluators"]["features"]["weights_sha256"] == "toy"
+    assert prov["thresholds"]["policy"] == "calibrated"
+    assert prov["environment"]["packages"]["torch"] == torch.__version__.split("+")[0] or prov["environment"]["packages"]["torch"]
+    assert prov["images"]["noise"]["evaluated"] == 2 * len(session.scan.cases)
+
+
+def test_fid_matches_an_independent_computation(run):
+    cfg, session, _, _ = run
+    df = frame(Path(cfg.run.out))
+    real = np.stack([toy_features(torch.from_numpy(real_pixels(session, c.case_id))[None, None]).numpy()[0] for c in session.scan.cases])
+    gdir = GeneratorDir(cfg.run.out, "shuffled")
+    gen = np.stack([toy_features(torch.from_numpy(load_grayscale(gdir.root / e.file))[None, None]).numpy()[0] for e in gdir.ok_entries()])
+    mu1, mu2 = real.astype(np.float64).mean(0), gen.astype(np.float64).mean(0)
+    s1, s2 = np.cov(real.astype(np.float64), rowvar=False), np.cov(gen.astype(np.float64), rowvar=False)
+    expected = float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * scipy.linalg.sqrtm(s1 @ s2).real))
+    row = value(df, "shuffled", "fid")
+    assert row["value"] == pytest.approx(expected, rel=1e-6)
+    assert row["n"] == len(gen) and row["evaluator"] == "toy-features"
+    assert value(df, "real", "fid")["value"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_paired_ms_ssim_and_dice_match_direct_computation(run):
+    cfg, session, _, _ = run
+    df = frame(Path(cfg.run.out))
+    gdir = GeneratorDir(cfg.run.out, "noise")
+    values, dice_heart = [], []
+    for e in gdir.ok_entries():
+        gen = torch.from_numpy(load_grayscale(gdir.root / e.file))[None, None].double()
+        real = torch.from_numpy(real_pixels(session, e.case_id))[None, None].double()
+        values.append(float(ms_ssim(real, gen, data_range=1.0)))
+        p, r = toy_masks(gen.float())[0, 2].numpy(), toy_masks(real.float())[0, 2].numpy()
+        if p.sum() + r.sum():
+            dice_heart.append(2 * (p & r).sum() / (p.sum() + r.sum()))
+    assert value(df, "noise", "ms_ssim")["value"] == pytest.approx(np.mean(values), rel=1e-6)
+    assert value(df, "noise", "dice_heart")["value"] == pytest.approx(np.mean(dice_heart), rel=1e-9)
+    row = value(df, "noise", "ms_ssim")
+    assert row["ci_low"] <= row["value"] <= row["ci_high"]
+    assert value(df, "real", "ms_ssim")["value"] == 1.0 and value(df, "real", "dice_lungs")["value"] == 1.0
+
+
+def test_classification_rows_and_thresholds(run):
+    cfg, _, _, _ = run
+    df = frame(Path(cfg.run.out))
+    auc = df[(df.generator == "real") & df.metric.str.startswith("auc/")]
+    assert set(auc.metric) <= {"auc/Cardiomegaly", "auc/Edema", "auc/Pneumonia"}
+    assert value(df, "real", "auc_macro")["value"] == pytest.approx(auc["value"].mean())
+    assert "thresholds: calibrated" in value(df, "noise", "f1_macro")["note"]
+
+
+def test_diversity_only_with_several_samples_and_subsets_have_n(run):
+    cfg, _, _, _ = run
+    df = frame(Path(cfg.run.out))
+    div = value(df, "noise", "ms_ssim_diversity")
+    assert div["note"] == "lower = more diverse" and 0 < div["value"] < 1
+    subsets = df[(df.generator == "noise") & (df.subset != "all")]
+    assert len(subsets) and (subsets["n"] >= 3).all()
+
+
+def test_real_side_is_cached_and_invalidated(run, data):
+    cfg, session, rows, _ = run
+    CALLS.clear()
+    evaluate(session, ["noise"], progress=False)
+    n_noise = len(GeneratorDir(cfg.run.out, "noise").ok_entries())
+    assert CALLS["toy-features"] == n_noise  # real side read from the cache
+    # A changed real image changes the fingerprint: the real side is computed again.
+    changed = make_config(data, Path(cfg.run.out), bootstrap=20)
+    changed_session = open_session(changed, progress=False)
+    changed_session.scan.fingerprint = "something else"
+    CALLS.clear()
+    evaluate(changed_session, ["noise"], progress=False)
+    assert CALLS["toy-features"] == n_noise + len(session.scan.cases)
+
+
+def test_evaluate_cli_bad_generator_and_missing_weights(run, capsys):
+    cfg, _, _, _ = run
+    config = Path(cfg.run.out) / "cfg.toml"
+    config.write_text(f'[dataset]\nkind = "mimic"\nroot = "{cfg.dataset.root}"\n[conditioning]\nanatomy = "none"\n[run]\nout = "{cfg.run.out}"\nresolution = 192\n')
+    assert main(["evaluate", "--config", str(config), "--generators", "dalle"]) == 2
+    assert "no generated images for dalle" in capsys.readouterr().err
+    # The standard evaluators' weights are absent: one clear message, before any work.
+    assert main(["evaluate", "--config", str(config), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "missing weights 'xrv-densenet-mimic_ch'" in err and "xreal-bench weights fetch xrv-densenet-mimic_ch" in err
+    assert "Traceback" not in err

@@ -1,0 +1,139 @@
+"""End to end in a real browser: `study serve` on localhost, Debian's chromium driven by Playwright.
+
+Skipped (with the reason) when /usr/bin/chromium is absent; install it with
+``apt-get install -y chromium``.
+"""
+
+import re
+import socket
+import sqlite3
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from reader_study.cli import serve_command
+from reader_study.sample import sample_study
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+QUESTIONS = [
+    "How realistic is the anatomy",
+    "How realistic is the stated pathology",
+    "Overall diagnostic image quality?",
+]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (apt-get install -y chromium)"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"streamlit exited with {proc.returncode}:\n{log.read_text()}")
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=1).read() == b"ok":
+                return
+        except OSError:
+            time.sleep(0.2)
+    pytest.fail(f"no health answer from {url} in {timeout} s:\n{log.read_text()}")
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    root = tmp_path_factory.mktemp("browser")
+    created = sample_study(root, n_cases=3, readers=["r1"], image_size=256)
+    port = free_port()
+    command, env = serve_command(created.study_dir, port, "127.0.0.1")
+    log = root / "streamlit.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, proc, log)
+        yield created, url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def page_sources(page) -> str:
+    """The page's HTML and every frame's (the viewer), image data left out."""
+    html = "\n".join(frame.content() for frame in page.frames)
+    return re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "<image>", html)
+
+
+def test_sign_in_rate_three_items_with_the_keyboard_and_resume_after_reload(served):
+    from playwright.sync_api import expect, sync_playwright
+
+    created, url = served
+    total = created.items_per_reader
+    keys = ["3", "4", "5"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(30_000)
+            errors = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(url)
+            page.get_by_label("Access token").fill(created.readers[0].token)
+            page.get_by_role("button", name="Sign in").click()
+            submit = page.locator(".st-key-submit button")
+            idle = page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]')
+            for position in (1, 2, 3):
+                page.get_by_text(f"{position} / {total}", exact=True).wait_for()
+                idle.wait_for()  # the whole page (viewer included) shows this item
+                expect(submit).to_be_disabled()
+                if position == 2:  # zoom, pan and window/level in the viewer move the focus into its frame
+                    canvas = page.frame_locator("iframe").locator("canvas#view")
+                    canvas.hover()
+                    page.mouse.wheel(0, -300)
+                    canvas.drag_to(canvas, source_position={"x": 200, "y": 200}, target_position={"x": 260, "y": 240})
+                    canvas.click(modifiers=["Shift"])
+                for i, key in enumerate(keys):
+                    page.keyboard.press(key)
+                    if i + 1 < len(keys):  # the ▶ marker moves on once the score is stored
+                        page.get_by_text(f"▶ {QUESTIONS[i + 1]}").wait_for()
+                expect(submit).to_be_enabled()
+                page.keyboard.press("Enter")
+            page.get_by_text(f"4 / {total}", exact=True).wait_for()
+            assert "token=" in page.url  # the form put the token in the link, so a reload keeps the sign-in
+            page.reload()
+            page.get_by_text(f"4 / {total}", exact=True).wait_for()
+            idle.wait_for()
+            page.frame_locator("iframe").locator("canvas#view").wait_for()
+            source = page_sources(page)
+            assert not errors, errors
+        finally:
+            browser.close()
+    con = sqlite3.connect(created.study_dir / "study.sqlite")
+    rows = con.execute(
+        """SELECT a.position, p.criterion, p.score FROM responses p
+           JOIN assignments a ON a.reader_id = p.reader_id AND a.item_id = p.item_id ORDER BY 1, 2"""
+    ).fetchall()
+    cases = {r[0] for r in con.execute("SELECT case_id FROM images")}
+    con.close()
+    expected = {"anatomy_realism": 3, "pathology_realism": 4, "image_quality": 5}
+    assert rows == [(pos, c, expected[c]) for pos in (1, 2, 3) for c in sorted(expected)]
+    assert "Pathology" in source and "4 / " in source  # the page really was captured
+    leaks = [s for s in ("xreal", "cheff", *cases, str(created.study_dir)) if s in source]
+    assert not leaks
