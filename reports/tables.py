@@ -73,7 +73,8 @@ def latex_escape(text: str) -> str:
 def to_latex(table: pd.DataFrame, decimals: int, caption: str, label: str) -> str:
     metrics = list(table["value"].columns)
     best = best_per_column(table["value"])
-    head = " & ".join(f"{LATEX_NAMES.get(m, latex_escape(m))} {'$\\downarrow$' if HEADLINE.get(m) == '↓' else '$\\uparrow$'}" for m in metrics)
+    arrows = {m: "$\\downarrow$" if HEADLINE.get(m) == "↓" else "$\\uparrow$" for m in metrics}
+    head = " & ".join(f"{LATEX_NAMES.get(m, latex_escape(m))} {arrows[m]}" for m in metrics)
     lines = [
         "\\begin{table}[t]",
         "\\centering",

@@ -13,12 +13,14 @@ everything else (no line, failed, missing or corrupt file) is generated again.
 from __future__ import annotations
 
 import logging
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -201,18 +203,23 @@ def run_generator(
         generator = cls(name, gcfg.options, context)
         batch_size = gcfg.batch_size or cfg.run.batch_size
         bar = tqdm(total=len(todo), desc=name, unit="img", disable=not (progress and info.is_main), dynamic_ncols=True)
+
+        def record(entry: ManifestEntry) -> None:
+            append_line(manifest, entry)
+            bar.update(1)
+            if entry.status == "ok":
+                summary.generated += 1
+            else:
+                summary.failed += 1
+                summary.errors[entry.error] += 1
+                log.error("%s sample %d failed: %s", entry.case_id, entry.sample_index, entry.error)
+
+        writer = Writer(record, max_pending=4 * batch_size)
         try:
             for batch in batched(todo, batch_size):
-                for entry in generate_batch(cfg, generator, builder, batch, info, gdir):
-                    append_line(manifest, entry)
-                    if entry.status == "ok":
-                        summary.generated += 1
-                    else:
-                        summary.failed += 1
-                        summary.errors[entry.error] += 1
-                        log.error("%s sample %d failed: %s", entry.case_id, entry.sample_index, entry.error)
-                bar.update(len(batch))
+                generate_batch(cfg, generator, builder, batch, info, gdir, writer)
         finally:
+            writer.close()
             bar.close()
     summary.seconds = time.perf_counter() - started
     log.info("done: %s", summary.describe().replace("\n", " |"))
@@ -222,19 +229,50 @@ def run_generator(
     return summary
 
 
-def generate_batch(cfg, generator: Generator, builder, batch, info: DistInfo, gdir: GeneratorDir) -> list[ManifestEntry]:
-    """Build the batch's conditions and generate them; returns one manifest entry per item."""
-    conditions, entries = [], []
+class Writer:
+    """Encodes and writes images on background threads while the generator computes the next
+    batch. Manifest lines are appended by the calling thread (``record``), each only after its
+    image is on disk; ``close`` waits for every pending write, also on Ctrl-C."""
+
+    def __init__(self, record: Callable[[ManifestEntry], None], threads: int = 2, max_pending: int = 64):
+        self.record, self.max_pending = record, max_pending
+        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="xreal-bench-writer")
+        self.pending: deque[Future] = deque()
+
+    def add(self, entry: ManifestEntry) -> None:
+        self.record(entry)
+
+    def submit(self, fn: Callable[..., ManifestEntry], *args) -> None:
+        self.pending.append(self.pool.submit(fn, *args))
+        self.drain(block=len(self.pending) > self.max_pending)
+
+    def drain(self, block: bool = False) -> None:
+        while self.pending and (block or self.pending[0].done()):
+            self.record(self.pending.popleft().result())
+            block = block and len(self.pending) > self.max_pending
+
+    def close(self) -> None:
+        try:
+            while self.pending:
+                self.record(self.pending.popleft().result())
+        finally:
+            self.pool.shutdown(wait=True)
+
+
+def generate_batch(cfg, generator: Generator, builder, batch, info: DistInfo, gdir: GeneratorDir, writer: Writer) -> None:
+    """Build the batch's conditions, generate them and hand every result to ``writer``."""
+    conditions = []
     for case, k in batch:
         seed = seed_for(cfg.run.seed, generator.name, case.case_id, k)
         try:
             conditions.append(builder.build(case, k, seed))
         except Exception as exc:  # noqa: BLE001 - a bad case must not stop the run
-            entries.append(failure(generator.name, case.case_id, k, seed, info, exc))
-    return entries + (run_conditions(cfg, generator, conditions, info, gdir) if conditions else [])
+            writer.add(failure(generator.name, case.case_id, k, seed, info, exc))
+    if conditions:
+        run_conditions(cfg, generator, conditions, info, gdir, writer)
 
 
-def run_conditions(cfg, generator: Generator, conditions, info: DistInfo, gdir: GeneratorDir) -> list[ManifestEntry]:
+def run_conditions(cfg, generator: Generator, conditions, info: DistInfo, gdir: GeneratorDir, writer: Writer) -> None:
     """Call the generator; if the batch raises, retry sample by sample to isolate the failures."""
     started = time.perf_counter()
     try:
@@ -243,15 +281,16 @@ def run_conditions(cfg, generator: Generator, conditions, info: DistInfo, gdir: 
             raise OutputError(f"generator returned {len(outputs)} images for {len(conditions)} conditions")
     except Exception as exc:  # noqa: BLE001 - recorded in the manifest, the run goes on
         if len(conditions) > 1:
-            return [e for c in conditions for e in run_conditions(cfg, generator, [c], info, gdir)]
+            for c in conditions:
+                run_conditions(cfg, generator, [c], info, gdir, writer)
+            return
         c = conditions[0]
-        return [failure(generator.name, c.case_id, c.sample_index, c.seed, info, exc, c)]
+        writer.add(failure(generator.name, c.case_id, c.sample_index, c.seed, info, exc, c))
+        return
     per_image = (time.perf_counter() - started) / len(conditions)
     notes = getattr(generator, "last_notes", None) or [()] * len(conditions)
-    return [
-        write_output(cfg, generator.name, c, out, per_image, info, gdir, tuple(n))
-        for c, out, n in zip(conditions, outputs, notes)
-    ]
+    for c, out, n in zip(conditions, outputs, notes):
+        writer.submit(write_output, cfg, generator.name, c, out, per_image, info, gdir, tuple(n))
 
 
 def write_output(

@@ -92,6 +92,5 @@ def read_results(out: Path) -> pd.DataFrame:
         from xreal_bench.errors import UserFacingError
 
         raise UserFacingError(f"no results at {path}; run `xreal-bench evaluate` (or `run`) first")
-    frame = pd.read_csv(path)
-    frame[["evaluator", "note"]] = frame[["evaluator", "note"]].fillna("")
-    return frame
+    text = {c: str for c in ("generator", "metric", "subset", "evaluator", "note")}
+    return pd.read_csv(path, dtype=text).fillna({"evaluator": "", "note": ""})

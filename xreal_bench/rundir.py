@@ -110,13 +110,16 @@ def read_manifest(path: Path) -> Iterator[ManifestEntry]:
 
 
 def append_line(path: Path, entry: ManifestEntry) -> None:
-    """Append one manifest line with a single ``write`` on an O_APPEND descriptor, then fsync."""
+    """Append one manifest line with a single ``write`` on an O_APPEND descriptor.
+
+    No fsync: a line lost in a power failure only means its image is generated again (resume
+    trusts a line only together with a decodable image, which was fsynced before its rename).
+    """
     data = (json.dumps(asdict(entry), sort_keys=True) + "\n").encode()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, data)
-        os.fsync(fd)
     finally:
         os.close(fd)
 

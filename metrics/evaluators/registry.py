@@ -51,9 +51,17 @@ REGISTRY: dict[str, dict[str, Factory]] = {
         "xrv-densenet-features": lazy("metrics.evaluators.xrv:XRVDenseNetFeatures", tag="mimic_ch"),
         **{f"xrv-densenet-features-{t}": lazy("metrics.evaluators.xrv:XRVDenseNetFeatures", tag=t) for t in XRV_TAGS},
         "rad-dino": lazy("metrics.evaluators.raddino:RadDinoFeatures"),
+        "demo-classifier-features": lazy("metrics.evaluators.demo:DemoClassifierFeatures"),
+        "demo-segmenter-features": lazy("metrics.evaluators.demo:DemoSegmenterFeatures"),
     },
-    "segmenter": {"xrv-pspnet": lazy("metrics.evaluators.xrv:XRVPSPNet")},
-    "classifier": {f"xrv-densenet-{t}": lazy("metrics.evaluators.xrv:XRVDenseNetClassifier", tag=t) for t in XRV_TAGS},
+    "segmenter": {
+        "xrv-pspnet": lazy("metrics.evaluators.xrv:XRVPSPNet"),
+        "demo-segmenter": lazy("metrics.evaluators.demo:DemoSegmenter"),
+    },
+    "classifier": {
+        **{f"xrv-densenet-{t}": lazy("metrics.evaluators.xrv:XRVDenseNetClassifier", tag=t) for t in XRV_TAGS},
+        "demo-classifier": lazy("metrics.evaluators.demo:DemoClassifier"),
+    },
 }
 
 

@@ -1,0 +1,322 @@
+"""Train the demo evaluators on freshly rendered phantoms and write their weight files.
+
+    python -m metrics.evaluators.train_demo --out metrics/evaluators/demo_weights
+
+Data: phantoms rendered directly with :mod:`xreal_bench.data.phantoms` at 256 px, each one in
+two versions that share anatomy and findings: the demo dataset's texture (stored as JPEG
+q95, exactly like the demo's real images) and the ``phantom`` generator's alternate texture
+(stored as 8-bit PNG, like generated images). Findings: a fifth of the phantoms are normal,
+the others draw each of the eight findings with probability 0.25 (at least one). Seeds are
+``SeedSequence([SEED, split, index])`` with split 1 train, 2 validation, 3 held-out test
+(``tests/test_demo_evaluators.py`` uses 4): disjoint from each other and from the demo
+dataset (``SeedSequence([seed, 0x5EED])``-derived).
+
+- The segmenter learns both textures (the demo's ``phantom`` images must segment like real
+  ones), with soft one-hot targets: the 256 px label maps area-averaged to its 64 px output.
+- The classifier learns the dataset texture only. Its penultimate layer is the demo's FID
+  feature space, which must tell the ``phantom`` generator's other texture from the real
+  images' (as Inception features would tell a generator's artefacts apart); trained on both
+  textures it becomes texture-blind and ``phantom`` would score an FID next to ``real``.
+- Thresholds: Youden-J per class on the validation phantoms (dataset texture), stored in the
+  classifier file's metadata (``thresholds``) with the label names (``labels``).
+- Held-out test: both files are loaded back through the evaluator classes (the shipped
+  loading path) and scored: Dice per structure and per texture, AUC per class.
+
+Deterministic for a given machine and thread count (seeded rendering, data order and
+initialisation). Time on 2 CPU cores: about 4 min rendering, 6 min segmenter, 5 min
+classifier (see the printed timings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from tqdm.auto import tqdm
+
+from metrics.classification import evaluate_classification, fit_thresholds
+from metrics.dice import dice_per_structure, label_map_to_masks
+from metrics.evaluators.demo import (
+    CLASSIFIER_ARTIFACT,
+    SEGMENTER_ARTIFACT,
+    SEGMENTER_CLASSES,
+    DemoClassifier,
+    DemoClassifierNet,
+    DemoSegmenter,
+    DemoUNet,
+    demo_input,
+)
+from xreal_bench.data.phantoms import ALTERNATE_STYLE, DRAWN_FINDINGS, render_from_anatomy, render_phantom
+from xreal_bench.data.synthetic import jpeg_bytes
+from xreal_bench.imaging import dequantize, pil_to_gray, quantize
+from xreal_bench.weights import Artifact, WeightsManager
+
+SEED = 20_240_917
+SPLITS = {"train": 1, "validate": 2, "test": 3}
+RENDER_SIZE = 256
+NORMAL_SHARE = 0.2
+FINDING_RATE = 0.25
+STYLES = ("dataset", "alternate")
+
+
+@dataclass
+class PhantomSet:
+    """Rendered phantoms: 8-bit images per texture, label maps, finding labels (DRAWN_FINDINGS order)."""
+
+    images: dict[str, np.ndarray]  # style -> uint8 [N, 256, 256]
+    anatomy: np.ndarray  # uint8 [N, 256, 256]
+    labels: np.ndarray  # float32 [N, len(DRAWN_FINDINGS)]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def floats(self, style: str, idx: np.ndarray | slice = slice(None)) -> torch.Tensor:
+        """Images ``[n, 1, 256, 256]`` in [0, 1], as the evaluation engine passes them."""
+        return torch.from_numpy(dequantize(self.images[style][idx]))[:, None]
+
+
+def sample_findings(rng: np.random.Generator) -> tuple[str, ...]:
+    if rng.random() < NORMAL_SHARE:
+        return ()
+    chosen = tuple(f for f in DRAWN_FINDINGS if rng.random() < FINDING_RATE)
+    return chosen or (DRAWN_FINDINGS[int(rng.integers(len(DRAWN_FINDINGS)))],)
+
+
+def as_stored_jpeg(image: np.ndarray) -> np.ndarray:
+    """The pixels the demo's real images have after their JPEG round trip (uint8)."""
+    with Image.open(io.BytesIO(jpeg_bytes(image))) as img:
+        return quantize(pil_to_gray(img))
+
+
+def render_sample(split: int, index: int, seed: int = SEED) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One phantom in both textures: (dataset uint8, alternate uint8, label map, labels)."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, split, index]))
+    findings = sample_findings(rng)
+    phantom = render_phantom(rng, RENDER_SIZE, findings)
+    alternate = render_from_anatomy(phantom.anatomy, findings, phantom.boxes, rng, ALTERNATE_STYLE)
+    labels = np.array([f in findings for f in DRAWN_FINDINGS], dtype=np.float32)
+    return as_stored_jpeg(phantom.image), quantize(alternate), phantom.anatomy, labels
+
+
+def render_one(args: tuple[int, int, int]):
+    torch.set_num_threads(1)
+    return render_sample(*args)
+
+
+def render_set(split: int, n: int, workers: int, seed: int = SEED, desc: str = "") -> PhantomSet:
+    """``n`` phantoms of ``split`` (index 0..n-1), rendered in ``workers`` processes."""
+    jobs = [(split, i, seed) for i in range(n)]
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            samples = list(tqdm(pool.map(render_one, jobs, chunksize=16), total=n, desc=desc or f"render split {split}", unit="img"))
+    else:
+        samples = [render_sample(*j) for j in tqdm(jobs, desc=desc or f"render split {split}", unit="img")]
+    dataset, alternate, anatomy, labels = (np.stack(a) for a in zip(*samples))
+    return PhantomSet({"dataset": dataset, "alternate": alternate}, anatomy, labels)
+
+
+def cached_set(cache: Path | None, name: str, n: int, workers: int, seed: int) -> PhantomSet:
+    """:func:`render_set`, kept as ``<cache>/<name>-<seed>-<n>.npz`` when ``cache`` is given."""
+    path = cache / f"{name}-{seed}-{n}.npz" if cache else None
+    if path is not None and path.is_file():
+        with np.load(path) as z:
+            return PhantomSet({s: z[s] for s in STYLES}, z["anatomy"], z["labels"])
+    data = render_set(SPLITS[name], n, workers, seed, desc=f"render {name}")
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, anatomy=data.anatomy, labels=data.labels, **data.images)
+    return data
+
+
+# --------------------------------------------------------------------------- training
+
+
+def network_inputs(data: PhantomSet, style: str, batch: int = 256) -> torch.Tensor:
+    """The networks' 128 px inputs of every image (computed once; float32)."""
+    return torch.cat([demo_input(data.floats(style, slice(i, i + batch))) for i in range(0, len(data), batch)])
+
+
+def soft_targets(anatomy: np.ndarray, batch: int = 256) -> torch.Tensor:
+    """Class fractions of each 4x4 block of the 256 px label maps: ``[N, 5, 64, 64]`` float16."""
+    out = []
+    for i in range(0, len(anatomy), batch):
+        one_hot = F.one_hot(torch.from_numpy(anatomy[i : i + batch]).long(), SEGMENTER_CLASSES).permute(0, 3, 1, 2).float()
+        out.append(F.avg_pool2d(one_hot, RENDER_SIZE // 64).half())
+    return torch.cat(out)
+
+
+def fit(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor, loss_fn, *, epochs: int, batch: int, lr: float, seed: int, desc: str) -> None:
+    """AdamW with a one-cycle schedule over shuffled mini-batches (seeded order)."""
+    torch.manual_seed(seed)
+    order_rng = torch.Generator().manual_seed(seed)
+    steps = epochs * (len(inputs) // batch)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
+    model.train()
+    bar = tqdm(total=steps, desc=desc, unit="step")
+    for _ in range(epochs):
+        order = torch.randperm(len(inputs), generator=order_rng)
+        for k in range(len(inputs) // batch):
+            idx = order[k * batch : (k + 1) * batch]
+            loss = loss_fn(model(inputs[idx]), targets[idx].float())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            bar.update()
+            bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+    bar.close()
+    model.eval()
+
+
+def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return -(targets * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+
+
+def predict(model: torch.nn.Module, inputs: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat([model(inputs[i : i + batch]) for i in range(0, len(inputs), batch)])
+
+
+# --------------------------------------------------------------------------- files
+
+
+def save(model: torch.nn.Module, path: Path, metadata: dict[str, str]) -> None:
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(path), metadata={"architecture": model.architecture, **metadata})
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def manager_for(out: Path) -> WeightsManager:
+    """A weights manager that finds the two files in ``out`` (the shipped loading path)."""
+    artifacts = {
+        name: Artifact(name=name, path=f"{name}.safetensors", source="train_demo", license="MIT (xreal-bench)", description=name)
+        for name in (SEGMENTER_ARTIFACT, CLASSIFIER_ARTIFACT)
+    }
+    return WeightsManager(out, artifacts)
+
+
+# --------------------------------------------------------------------------- held-out scores
+
+
+def heldout_dice(segmenter: DemoSegmenter, data: PhantomSet, style: str, batch: int = 64) -> dict[str, float]:
+    """Mean Dice per structure of the segmenter's masks vs the label maps (256 px)."""
+    scores: dict[str, list[np.ndarray]] = {}
+    for i in range(0, len(data), batch):
+        masks = segmenter(data.floats(style, slice(i, i + batch))).numpy()
+        for k, v in dice_per_structure(masks, label_map_to_masks(data.anatomy[i : i + batch])).items():
+            scores.setdefault(k, []).append(v)
+    return {k: float(np.nanmean(np.concatenate(v))) for k, v in scores.items()}
+
+
+def heldout_auc(classifier: DemoClassifier, data: PhantomSet, style: str, batch: int = 64) -> dict[str, float]:
+    """Per-class and macro AUC of the classifier on ``data`` (sklearn via evaluate_classification)."""
+    probs = torch.cat([classifier(data.floats(style, slice(i, i + batch))) for i in range(0, len(data), batch)]).numpy()
+    columns = [classifier.labels.index(n) for n in DRAWN_FINDINGS]
+    thresholds = fit_thresholds(None, None, DRAWN_FINDINGS, "calibrated", calibrated=classifier.calibrated_thresholds)
+    result = evaluate_classification(probs[:, columns], data.labels, DRAWN_FINDINGS, thresholds)
+    return {**result.auc, "macro": result.auc_macro, "f1_macro": result.f1_macro}
+
+
+def fmt(scores: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.3f}" for k, v in scores.items())
+
+
+# --------------------------------------------------------------------------- main
+
+
+def default_threads() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m metrics.evaluators.train_demo",
+        description="Render phantoms, train the demo segmenter and classifier, fit the classifier's Youden-J "
+        "thresholds on validation phantoms, write both .safetensors files and print held-out Dice / AUC.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--out", type=Path, required=True, help="folder for demo-segmenter.safetensors and demo-classifier.safetensors")
+    p.add_argument("--n-train", type=int, default=6000, help="training phantoms (each in both textures)")
+    p.add_argument("--n-val", type=int, default=800, help="validation phantoms (threshold fitting)")
+    p.add_argument("--n-test", type=int, default=400, help="held-out test phantoms (scores printed and stored)")
+    p.add_argument("--seg-epochs", type=int, default=3, help="segmenter epochs (one epoch = both textures of every phantom)")
+    p.add_argument("--cls-epochs", type=int, default=12, help="classifier epochs")
+    p.add_argument("--batch", type=int, default=32, help="mini-batch size")
+    p.add_argument("--seed", type=int, default=SEED, help="seed of the phantoms and of the training")
+    p.add_argument("--threads", type=int, default=default_threads(), help="torch threads and rendering processes")
+    p.add_argument("--cache", type=Path, default=None, help="keep rendered phantoms here as .npz (reused on the next run)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)  # tiny activations otherwise slow CPU convolutions down several-fold
+    args.out.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    train = cached_set(args.cache, "train", args.n_train, args.threads, args.seed)
+    val = cached_set(args.cache, "validate", args.n_val, args.threads, args.seed)
+    test = cached_set(args.cache, "test", args.n_test, args.threads, args.seed)
+    timings["render"] = time.perf_counter() - t0
+    provenance = {
+        "trained_by": "python -m metrics.evaluators.train_demo " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("out", "cache", "threads")),
+        "torch": torch.__version__,
+    }
+
+    t0 = time.perf_counter()
+    segmenter = DemoUNet()
+    seg_inputs = torch.cat([network_inputs(train, s) for s in STYLES])
+    seg_targets = soft_targets(train.anatomy).repeat(len(STYLES), 1, 1, 1)
+    fit(segmenter, seg_inputs, seg_targets, soft_cross_entropy, epochs=args.seg_epochs, batch=args.batch, lr=3e-3, seed=args.seed, desc="segmenter")
+    del seg_inputs, seg_targets
+    save(segmenter, args.out / f"{SEGMENTER_ARTIFACT}.safetensors", {**provenance, "classes": "background,left_lung,right_lung,heart,aorta"})
+    timings["segmenter"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    classifier = DemoClassifierNet(len(DRAWN_FINDINGS))
+    cls_inputs = network_inputs(train, "dataset")
+    fit(classifier, cls_inputs, torch.from_numpy(train.labels), F.binary_cross_entropy_with_logits, epochs=args.cls_epochs, batch=args.batch, lr=3e-3, seed=args.seed + 1, desc="classifier")
+    del cls_inputs
+    val_probs = torch.sigmoid(predict(classifier, network_inputs(val, "dataset"))).numpy()
+    youden = fit_thresholds(val_probs, val.labels, DRAWN_FINDINGS, "youden", source=f"validation phantoms, n={len(val)}")
+    if youden.unfitted:
+        raise RuntimeError(f"could not fit thresholds: {youden.unfitted}; render more validation phantoms (--n-val)")
+    classifier_meta = {**provenance, "labels": json.dumps(list(DRAWN_FINDINGS)), "thresholds": json.dumps(youden.values), "thresholds_source": f"Youden-J, {youden.source}"}
+    save(classifier, args.out / f"{CLASSIFIER_ARTIFACT}.safetensors", classifier_meta)
+    timings["classifier"] = time.perf_counter() - t0
+
+    weights, device = manager_for(args.out), torch.device("cpu")
+    seg, cls = DemoSegmenter(weights=weights, device=device), DemoClassifier(weights=weights, device=device)
+    print(f"held-out test phantoms (n={len(test)}, seeds SeedSequence([{args.seed}, {SPLITS['test']}, i])):")
+    for style in STYLES:
+        print(f"  Dice ({style} texture): {fmt(heldout_dice(seg, test, style))}")
+    for style in STYLES:
+        print(f"  AUC ({style} texture): {fmt(heldout_auc(cls, test, style))}")
+    print("timings: " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()))
+    for name in (SEGMENTER_ARTIFACT, CLASSIFIER_ARTIFACT):
+        path = args.out / f"{name}.safetensors"
+        print(f"{path}: {path.stat().st_size} bytes, sha256 {sha256(path)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

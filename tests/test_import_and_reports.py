@@ -1,0 +1,103 @@
+"""Folder import (images made elsewhere) and the reports built from results.csv."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from reports import write_reports
+from reports.leaderboard import leaderboard, markdown
+from reports.tables import main_table, to_latex
+from xreal_bench.cli import main
+from xreal_bench.harness import to_run_image
+from xreal_bench.imaging import load_grayscale, quantize, save_png
+from xreal_bench.importer import import_folder, match_case
+from xreal_bench.results import COLUMNS
+from xreal_bench.rundir import GeneratorDir
+from xreal_bench.types import Case
+
+
+def test_match_case_rules():
+    known = {"abc-1", "abc-2"}
+    assert match_case("abc-1", known) == ("abc-1", 0)
+    assert match_case("abc-2_3", known) == ("abc-2", 3)
+    assert match_case("abc-3_0", known) is None and match_case("abc", known) is None
+
+
+def test_import_folder(tmp_path):
+    cases = [Case(f"c{i}", tmp_path / f"c{i}.jpg", "10000000", "50000000", "PA", (0,) * 14) for i in range(3)]
+    src = tmp_path / "mine"
+    rng = np.random.default_rng(0)
+    save_png(src / "c0.png", quantize(rng.random((300, 280)).astype(np.float32)))
+    save_png(src / "sub" / "c1_2.png", quantize(rng.random((256, 256)).astype(np.float32), 16))  # 16-bit, nested
+    Image.fromarray(quantize(rng.random((64, 64)).astype(np.float32))).save(src / "c2.jpg")
+    save_png(src / "unknown_case.png", quantize(rng.random((64, 64)).astype(np.float32)))
+    (src / "c2_1.png").write_bytes(b"not a png")
+    report = import_folder(src, tmp_path / "run", "mine", cases, resolution=192, bits=8, square="crop", progress=False)
+    assert report.imported == 3
+    assert report.unmatched == ["unknown_case.png"] and len(report.unreadable) == 1
+    gdir = GeneratorDir(tmp_path / "run", "mine")
+    assert sorted(gdir.entries()) == [("c0", 0), ("c1", 2), ("c2", 0)]
+    np.testing.assert_array_equal(
+        np.asarray(Image.open(gdir.image_path("c1", 2))), to_run_image(load_grayscale(src / "sub" / "c1_2.png"), 192)
+    )
+
+
+def test_import_cli_bad_folder(tmp_path, capsys):
+    config = tmp_path / "bench.toml"
+    config.write_text(f'[dataset]\nkind = "synthetic"\nroot = "{tmp_path}/data"\n[dataset.synthetic]\nn_subjects = 8\n')
+    assert main(["import", "--config", str(config), "--generator", "x", "--from", str(tmp_path / "nope"), "--out", str(tmp_path / "run")]) == 2
+    assert "import folder not found" in capsys.readouterr().err
+
+
+def results_frame(demo: bool = False) -> pd.DataFrame:
+    ev = "demo:net" if demo else "inception"
+    rows = [
+        ("real", "fid", "all", 0.0, np.nan, np.nan, 50, ev, ""),
+        ("good", "fid", "all", 10.0, 8.0, 12.0, 50, ev, ""),
+        ("bad", "fid", "all", 90.0, 80.0, 99.0, 50, ev, ""),
+        ("real", "ms_ssim", "all", 1.0, 1.0, 1.0, 50, "pixels", ""),
+        ("good", "ms_ssim", "all", 0.7, 0.65, 0.75, 50, "pixels", ""),
+        ("bad", "ms_ssim", "all", 0.2, 0.1, 0.3, 50, "pixels", ""),
+        ("good", "ms_ssim", "Edema", 0.6, 0.5, 0.7, 12, "pixels", ""),
+        ("bad", "ms_ssim", "Edema", 0.1, 0.0, 0.2, 12, "pixels", ""),
+    ]
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def test_leaderboard_order_arrows_and_ci():
+    df = results_frame()
+    board = leaderboard(df)
+    assert list(board.generator) == ["real", "good", "bad"]
+    assert board.loc[1, "fid_ci_low"] == 8.0
+    md = markdown(df)
+    assert "| generator | n | fid ↓ | ms_ssim ↑ |" in md
+    assert "| good | 50 | 10.000 [8.000, 12.000] | 0.700 [0.650, 0.750] |" in md
+    assert "Demo evaluators" not in md
+    assert "Demo evaluators" in markdown(results_frame(demo=True))
+
+
+def test_latex_marks_best_generator_not_the_reference():
+    tex = to_latex(main_table(results_frame()), 2, "caption", "tab:x")
+    assert "Real images & 0.00 & 1.00 \\\\" in tex
+    assert "good & \\textbf{10.00} & \\textbf{0.70} \\\\" in tex
+    assert "FID $\\downarrow$" in tex and "\\toprule" in tex
+
+
+def test_write_reports_and_cli(tmp_path, capsys):
+    results_frame().to_csv(tmp_path / "results.csv", index=False)
+    written = {p.relative_to(tmp_path).as_posix() for p in write_reports(tmp_path)}
+    assert {"leaderboard.md", "leaderboard.csv", "tables/main.tex", "tables/main.md", "tables/main.csv", "figures/headline.png"} <= written
+    assert "tables/per_pathology_ms_ssim.md" in written and "figures/per_pathology_ms_ssim.png" in written
+    assert main(["report", str(tmp_path), "--no-figures", "--formats", "md"]) == 0
+    assert main(["report", str(tmp_path / "empty")]) == 2
+    assert "no results at" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("decimals", [1, 4])
+def test_decimals(decimals):
+    assert f"{10.0:.{decimals}f} [" in markdown(results_frame(), decimals)
