@@ -38,7 +38,7 @@ from metrics.stats import FeatureStats, all_reduce
 from metrics.suite import Suite
 from xreal_bench import distributed
 from xreal_bench.distributed import DistInfo
-from xreal_bench.imaging import ImageDecodeError, dequantize, load_standard
+from xreal_bench.imaging import ImageDecodeError, load_standard
 
 #: Bump when anything that changes cached evaluator outputs changes in this module.
 CODE_VERSION = "1"

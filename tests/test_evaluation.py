@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from pytorch_msssim import ms_ssim
 
 from metrics.evaluators.base import Classifier, FeatureExtractor, Segmenter
-from metrics.evaluators.registry import register_evaluator
+from metrics.evaluators.registry import REGISTRY, register_evaluator
 from mimic_tree import write_mimic_tree
 from xreal_bench.cli import main
 from xreal_bench.config import config_from_dict
@@ -73,8 +73,17 @@ class ToyClassifier(Classifier):
         return torch.stack([torch.sigmoid(10 * (m - 0.5)), torch.sigmoid(10 * (s - 0.2)), torch.sigmoid(5 * (m - s))], 1).float()
 
 
-for kind, cls in (("feature", ToyFeatures), ("segmenter", ToySegmenter), ("classifier", ToyClassifier)):
-    register_evaluator(kind, cls.name, lambda *, weights, device, cls=cls: cls(), replace=True)
+TOYS = (("feature", ToyFeatures), ("segmenter", ToySegmenter), ("classifier", ToyClassifier))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def toy_evaluators():
+    """Register the toy evaluators for this module only."""
+    for kind, cls in TOYS:
+        register_evaluator(kind, cls.name, lambda *, weights, device, cls=cls: cls(), replace=True)
+    yield
+    for kind, cls in TOYS:
+        REGISTRY[kind].pop(cls.name)
 
 
 def make_config(data: Path, out: Path, **metrics):

@@ -1,0 +1,143 @@
+"""Evaluation throughput on the synthetic demo data.
+
+Prints, for N generated images:
+  (a) the raw evaluator forward passes alone (images already decoded in memory),
+  (b) the full evaluation of the same images (decode, DataLoader, cached real pixels/masks,
+      MS-SSIM, Dice, statistics) and the ratio (b)/(a) — target <= 1.15;
+  (c) evaluating 4 generators with the cached real side vs recomputing the real side for each
+      generator — target >= 1.6x;
+and the peak memory (RSS) of the full evaluation for two N (it must not grow with N beyond the
+per-image outputs).
+
+``--suite demo`` (default) uses the demo's small networks; ``--suite standard`` uses the real
+evaluators (Inception, torchxrayvision DenseNet and PSPNet) with RANDOM weights written to a
+temporary weights folder — valid for timing only, never for numbers.
+
+    python benchmarks/eval_throughput.py [--suite demo|standard] [--samples 2 4] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from metrics.engine import (
+    ImageItem,
+    Preprocessing,
+    evaluate_generated,
+    evaluate_real,
+    real_fingerprint,
+    run_evaluators,
+    to_float,
+)
+from metrics.evaluators.testing import write_random_release_files
+from metrics.suite import build_suite
+from xreal_bench.commands.pipeline import demo_tables
+from xreal_bench.config import config_from_dict
+from xreal_bench.evaluation import real_items
+from xreal_bench.imaging import load_standard
+from xreal_bench.pipeline import generate, open_session
+from xreal_bench.rundir import GeneratorDir
+from xreal_bench.weights import WeightsManager
+
+
+def prepare(tmp: Path, suite: str, samples: int, device: str):
+    tables = demo_tables(str(tmp / "run"))
+    tables["generators"] = {"g1": {"type": "noise"}, "g2": {"type": "shuffled"}, "g3": {"type": "phantom"}, "g4": {"type": "real"}}
+    tables["run"]["samples_per_condition"] = samples
+    tables["run"]["device"] = device
+    tables["metrics"]["evaluators"] = suite
+    tables["metrics"]["num_workers"] = 2
+    if suite == "standard":
+        tables["weights"] = {"dir": str(tmp / "weights")}
+        if not (tmp / "weights").exists():
+            write_random_release_files(WeightsManager(tmp / "weights"))
+    cfg = config_from_dict(tables)
+    session = open_session(cfg, progress=False)
+    generate(session, progress=False)
+    return cfg, session
+
+
+def items_of(cfg, name: str) -> list[ImageItem]:
+    gdir = GeneratorDir(cfg.run.out, name)
+    return [ImageItem(e.case_id, e.sample_index, gdir.root / e.file) for e in gdir.ok_entries()]
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def measure(tmp: Path, suite_name: str, samples: int, device: str) -> dict:
+    cfg, session = prepare(tmp, suite_name, samples, device)
+    suite = build_suite(cfg.metrics, session.weights, session.device)
+    prep = Preprocessing(cfg.run.resolution, cfg.run.bit_depth, cfg.dataset.square)
+    m = cfg.metrics
+    real_dir = tmp / "cache" / real_fingerprint(session.scan.fingerprint, prep, suite)[:16]
+    evaluate_real(real_items(session.scan.cases), suite, prep, real_dir, session.info, batch_size=m.batch_size, workers=m.num_workers, progress=False)
+    items = items_of(cfg, "g1")
+    decoded = torch.stack([to_float(torch.from_numpy(load_standard(i.path, 256).astype("int32"))[None], 8)[0] for i in items])
+
+    def forward_only():
+        for start in range(0, len(decoded), m.batch_size):
+            run_evaluators(suite, decoded[start : start + m.batch_size])
+
+    def full():
+        evaluate_generated(items, suite, prep, real_dir, session.info, name="g1", batch_size=m.batch_size, workers=m.num_workers, progress=False)
+
+    forward_only()  # warm-up (allocators, lazy init)
+    t_forward, t_full = min(timed(forward_only) for _ in range(2)), min(timed(full) for _ in range(2))
+
+    def all_generators(cached: bool):
+        for k, name in enumerate(("g1", "g2", "g3", "g4")):
+            folder = real_dir if cached else tmp / f"nocache-{samples}-{k}"
+            if not cached or not folder.exists():
+                evaluate_real(real_items(session.scan.cases), suite, prep, folder, session.info, batch_size=m.batch_size, workers=m.num_workers, progress=False)
+            evaluate_generated(items_of(cfg, name), suite, prep, folder, session.info, name=name, batch_size=m.batch_size, workers=m.num_workers, progress=False)
+
+    t_cached, t_uncached = timed(lambda: all_generators(True)), timed(lambda: all_generators(False))
+    return {"n": len(items), "forward": t_forward, "full": t_full, "cached": t_cached, "uncached": t_uncached}
+
+
+def peak_rss(suite: str, samples: int, device: str) -> tuple[int, float]:
+    """Run one full evaluation in a fresh process; returns (N, peak RSS in MB)."""
+    code = (
+        "import json, resource, sys, tempfile; from pathlib import Path; sys.path.insert(0, 'benchmarks');"
+        "import eval_throughput as e; tmp = Path(tempfile.mkdtemp());"
+        f"cfg, s = e.prepare(tmp, {suite!r}, {samples}, {device!r});"
+        "from xreal_bench.evaluation import evaluate; evaluate(s, ['g1'], progress=False);"
+        "print(json.dumps([len(e.items_of(cfg, 'g1')), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    n, mb = json.loads(out.strip().splitlines()[-1])
+    return n, mb
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--suite", choices=["demo", "standard"], default="demo")
+    parser.add_argument("--samples", type=int, nargs=2, default=[2, 4], help="samples per case for the two N")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        r = measure(Path(tmp), args.suite, args.samples[0], args.device)
+    print(f"suite {args.suite!r} on {args.device}, N = {r['n']} generated images")
+    print(f"(a) evaluator forward passes alone: {r['forward']:.2f}s")
+    print(f"(b) full evaluation:                {r['full']:.2f}s   ratio (b)/(a) = {r['full'] / r['forward']:.3f} (target <= 1.15)")
+    print(f"(c) 4 generators, cached real side: {r['cached']:.2f}s vs recomputed per generator {r['uncached']:.2f}s"
+          f"   speed-up {r['uncached'] / r['cached']:.2f}x (target >= 1.6)")  # fmt: skip
+    for samples in args.samples:
+        n, mb = peak_rss(args.suite, samples, args.device)
+        print(f"peak RSS of a full evaluation with N = {n:5d}: {mb:8.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
