@@ -287,7 +287,7 @@ def evaluate_generated(
                 for k, v in dice_per_structure(out["masks"], batch["ref_masks"][ok].numpy()).items():
                     dice.setdefault(k, []).append(v)
             if ms_ssim:
-                msssim.append(paired_ms_ssim(to_float(batch["ref_pixels"][ok], prep.bits), images).double().numpy())
+                msssim.append(paired_ms_ssim(to_float(batch["ref_pixels"][ok], prep.bits).double(), images.double()).numpy())
             if diversity:
                 for key, image in zip(outputs.keys[-len(ok) :], images):
                     if key[0] != pending[0]:
@@ -327,7 +327,7 @@ def finish(local: SourceOutputs, suite: Suite, info: DistInfo, streamed: bool = 
         if local.ms_ssim is not None:
             merged.ms_ssim = np.concatenate([p.ms_ssim for p in parts])
         merged.dice = {k: np.concatenate([p.dice[k] for p in parts]) for k in local.dice}
-        merged.diversity = {k: v for p in parts for k, v in p.diversity.items()}
+        merged.diversity = dict(sorted((k, v) for p in parts for k, v in p.diversity.items()))
         merged.failed = [f for p in parts for f in p.failed]
         order = sorted(range(len(merged.keys)), key=merged.keys.__getitem__)
         merged = reorder(merged, np.asarray(order, dtype=np.int64))

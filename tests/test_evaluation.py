@@ -4,6 +4,11 @@ numbers vs independent computations, one evaluator call per image, the cached re
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
 from collections import Counter
 from pathlib import Path
 
@@ -12,12 +17,10 @@ import pandas as pd
 import pytest
 import scipy.linalg
 import torch
-import torch.nn.functional as F
-from pytorch_msssim import ms_ssim
-
-from metrics.evaluators.base import Classifier, FeatureExtractor, Segmenter
-from metrics.evaluators.registry import REGISTRY, register_evaluator
 from mimic_tree import write_mimic_tree
+from pytorch_msssim import ms_ssim
+from toy_evaluators import CALLS, register, toy_features, toy_masks, unregister
+
 from xreal_bench.cli import main
 from xreal_bench.config import config_from_dict
 from xreal_bench.evaluation import evaluate
@@ -26,64 +29,13 @@ from xreal_bench.pipeline import generate, open_session
 from xreal_bench.results import COLUMNS
 from xreal_bench.rundir import GeneratorDir
 
-CALLS: Counter = Counter()  # evaluator name -> images seen
-
-
-def toy_features(images: torch.Tensor) -> torch.Tensor:
-    pooled = F.adaptive_avg_pool2d(images, 4).flatten(1)  # 16 dims
-    return torch.cat([pooled, pooled**2], dim=1).float()  # 32 dims
-
-
-class ToyFeatures(FeatureExtractor):
-    name, dim, weights_hash, preprocessing = "toy-features", 32, "toy", "4x4 average pool and its square"
-    device = torch.device("cpu")
-
-    def forward(self, images):
-        CALLS[self.name] += images.shape[0]
-        return toy_features(images)
-
-
-def toy_masks(images: torch.Tensor) -> torch.Tensor:
-    x = images[:, 0]
-    w = x.shape[-1]
-    dark, bright = x < 0.4, x > 0.6
-    left_half = torch.zeros_like(dark)
-    left_half[..., : w // 2] = True
-    return torch.stack([dark & ~left_half, dark & left_half, bright & ~left_half, x > 0.9], dim=1)
-
-
-class ToySegmenter(Segmenter):
-    name, weights_hash, preprocessing = "toy-segmenter", "toy", "intensity thresholds"
-    device = torch.device("cpu")
-
-    def forward(self, images):
-        CALLS[self.name] += images.shape[0]
-        return toy_masks(images)
-
-
-class ToyClassifier(Classifier):
-    name, weights_hash, preprocessing = "toy-classifier", "toy", "mean and std of the image"
-    labels = ("Cardiomegaly", "Edema", "Pneumonia")
-    calibrated_thresholds = {"Cardiomegaly": 0.5, "Edema": 0.5, "Pneumonia": 0.5}
-    device = torch.device("cpu")
-
-    def forward(self, images):
-        CALLS[self.name] += images.shape[0]
-        m, s = images.mean(dim=(1, 2, 3)), images.std(dim=(1, 2, 3))
-        return torch.stack([torch.sigmoid(10 * (m - 0.5)), torch.sigmoid(10 * (s - 0.2)), torch.sigmoid(5 * (m - s))], 1).float()
-
-
-TOYS = (("feature", ToyFeatures), ("segmenter", ToySegmenter), ("classifier", ToyClassifier))
-
 
 @pytest.fixture(scope="module", autouse=True)
 def toy_evaluators():
     """Register the toy evaluators for this module only."""
-    for kind, cls in TOYS:
-        register_evaluator(kind, cls.name, lambda *, weights, device, cls=cls: cls(), replace=True)
+    register()
     yield
-    for kind, cls in TOYS:
-        REGISTRY[kind].pop(cls.name)
+    unregister()
 
 
 def make_config(data: Path, out: Path, **metrics):
@@ -224,6 +176,7 @@ def test_real_side_is_cached_and_invalidated(run, data):
     evaluate(session, ["noise"], progress=False)
     n_noise = len(GeneratorDir(cfg.run.out, "noise").ok_entries())
     assert CALLS["toy-features"] == n_noise  # real side read from the cache
+    assert set(frame(Path(cfg.run.out)).generator) == {"real", "shuffled", "noise"}  # other rows kept
     # A changed real image changes the fingerprint: the real side is computed again.
     changed = make_config(data, Path(cfg.run.out), bootstrap=20)
     changed_session = open_session(changed, progress=False)
@@ -244,3 +197,68 @@ def test_evaluate_cli_bad_generator_and_missing_weights(run, capsys):
     err = capsys.readouterr().err
     assert "missing weights 'xrv-densenet-mimic_ch'" in err and "xreal-bench weights fetch xrv-densenet-mimic_ch" in err
     assert "Traceback" not in err
+
+
+TORCHRUN_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, {tests!r})
+    import toy_evaluators
+    toy_evaluators.register()
+    from xreal_bench.cli import main
+    sys.exit(main(["evaluate", "--config", {config!r}, "--quiet"]))
+    """
+)
+
+
+def test_two_gloo_ranks_give_the_single_process_results(run, tmp_path):
+    """Shards by case, all-reduced float64 statistics, gathered per-image outputs: same numbers."""
+    cfg, _, _, _ = run
+    config = tmp_path / "bench.toml"
+    config.write_text(
+        textwrap.dedent(
+            f"""
+            [dataset]
+            kind = "mimic"
+            root = "{cfg.dataset.root}"
+            views = ["AP", "PA", "UNKNOWN"]
+            [conditioning]
+            anatomy = "none"
+            [metrics]
+            features = "toy-features"
+            domain_features = "toy-features"
+            segmenter = "toy-segmenter"
+            classifier = "toy-classifier"
+            thresholds = "calibrated"
+            enabled = {json.dumps(list(cfg.metrics.enabled))}
+            bootstrap = 50
+            min_subset_n = 3
+            kid_subset_size = 8
+            num_workers = 0
+            cache_dir = "{tmp_path / 'cache'}"
+            [run]
+            out = "{cfg.run.out}"
+            samples_per_condition = 2
+            resolution = 192
+            """
+        )
+    )
+    script = tmp_path / "evaluate.py"
+    script.write_text(TORCHRUN_SCRIPT.format(tests=str(Path(__file__).parent), config=str(config)))
+    session = open_session(make_config(Path(cfg.dataset.root), Path(cfg.run.out), cache_dir=str(tmp_path / "single-cache")), progress=False)
+    evaluate(session, progress=False)
+    single = frame(Path(cfg.run.out))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--master-addr=127.0.0.1", f"--master-port={port}", str(script)]
+    result = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    sharded = frame(Path(cfg.run.out))
+    key = ["generator", "metric", "subset"]
+    merged = single.merge(sharded, on=key, suffixes=("_1", "_2"))
+    assert len(merged) == len(single) == len(sharded)
+    np.testing.assert_allclose(merged["value_1"], merged["value_2"], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(merged["ci_low_1"], merged["ci_low_2"], rtol=1e-9, atol=1e-12)
+    assert (merged["n_1"] == merged["n_2"]).all()
+    assert json.loads((Path(cfg.run.out) / "results.json").read_text())["environment"]["world_size"] == 2

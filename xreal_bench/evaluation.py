@@ -3,6 +3,7 @@ results files with provenance. The real test images are always the ``real`` refe
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -18,7 +19,7 @@ from metrics.suite import Suite, build_suite
 from xreal_bench.errors import UserFacingError
 from xreal_bench.imaging import resize_label_map
 from xreal_bench.labels import label_index
-from xreal_bench.results import environment, write_results
+from xreal_bench.results import environment, read_results, write_results
 from xreal_bench.rundir import GeneratorDir, generator_dirs
 
 if TYPE_CHECKING:
@@ -190,8 +191,29 @@ def evaluate(session: "Session", names: Sequence[str] | None = None, progress: b
             "undecodable": {k: v for k, v in failures.items() if v},
             "timings_s": {**{k: round(v, 3) for k, v in timings.items()}, "total": round(time.perf_counter() - started, 3)},
         }
+        if names:
+            rows, provenance = keep_other_generators(out, rows, provenance, {d.generator for d in dirs})
         write_results(out, rows, provenance)
     return rows
+
+
+def keep_other_generators(out: Path, rows: list[ResultRow], provenance: dict, evaluated: set[str]):
+    """With ``--generators``, keep earlier rows of the other generators when they came from the
+    same config and data (same config hash and dataset fingerprint); otherwise drop them."""
+    try:
+        previous = json.loads((out / "results.json").read_text())
+        frame = read_results(out)
+    except (OSError, ValueError, UserFacingError):
+        return rows, provenance
+    same = previous.get("config_hash") == provenance["config_hash"] and previous.get("dataset", {}).get("fingerprint") == provenance["dataset"]["fingerprint"]
+    if not same:
+        print("earlier results come from another config or data set: they are replaced, not merged", file=sys.stderr)
+        return rows, provenance
+    kept = frame[~frame.generator.isin(evaluated | {REFERENCE})]
+    rows = rows + [ResultRow(**record) for record in kept.to_dict("records")]
+    for key in ("images", "timings_s", "undecodable"):
+        provenance[key] = {**{k: v for k, v in previous.get(key, {}).items() if k in set(kept.generator)}, **provenance[key]}
+    return rows, provenance
 
 
 def manifest_counts(gdir: GeneratorDir, ok: int, matched: int, evaluated: int) -> dict[str, int]:
