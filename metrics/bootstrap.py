@@ -103,11 +103,17 @@ def bootstrap_statistic(
     seed: int = 0,
     groups=None,
     progress: bool = False,
+    bias_corrected: bool = False,
 ) -> BootstrapCI:
     """Interval for ``statistic(indices)`` where ``indices`` selects samples ``0..n-1``.
 
     The estimate is ``statistic(arange(n))``. A resample whose statistic is NaN (e.g. every
     class skipped) is counted in ``n_failed`` and left out of the percentiles.
+
+    ``bias_corrected`` shifts the resampled statistics by their bias (their mean minus the
+    estimate) before taking percentiles. Use it for statistics that resampling with replacement
+    biases, such as FID: duplicated samples shrink the effective sample size, and FID grows as
+    the sample shrinks, so the plain percentile interval can lie entirely above the estimate.
     """
     check_args(n, n_resamples, confidence)
     estimate = float(statistic(np.arange(n)))
@@ -117,5 +123,7 @@ def bootstrap_statistic(
 
         draws = tqdm(draws, total=n_resamples, desc="bootstrap", unit="resample")
     stats = np.array([float(statistic(idx)) for idx in draws])
+    if bias_corrected and not np.isnan(stats).all():
+        stats = stats - (np.nanmean(stats) - estimate)
     low, high, failed = percentile_interval(stats, confidence)
     return BootstrapCI(estimate, low, high, confidence, n_resamples, failed)

@@ -108,7 +108,8 @@ def score(
     real_index = {k[0]: i for i, k in enumerate(real.keys)}
     for subset, idx in subsets:
         for metric, role in FEATURE_METRICS.items():
-            if metric in s.enabled and role in gen.features:
+            # The reference row has no distance to itself: FID/KID of real vs real is left out.
+            if metric in s.enabled and role in gen.features and gen is not real:
                 rows += feature_rows(generator, metric, gen, real, real_index, idx, subset, suite, s)
         if "ms_ssim" in s.enabled and gen.ms_ssim is not None:
             row = mean_row(generator, "ms_ssim", gen.ms_ssim[idx], groups[idx], s, suite.label("ms_ssim"), subset)
@@ -154,8 +155,9 @@ def feature_rows(generator, metric, gen, real, real_index, idx, subset, suite, s
         r = real.features[role][[real_rows[c] for c in chosen if c in real_rows]]
         return frechet_distance(*moments(r), *moments(g_feat[sel]))
 
-    ci = bootstrap_statistic(n, statistic, s.fid_bootstrap, s.confidence, s.seed, groups=case_of)
-    return [ResultRow(generator, metric, value, ci.low, ci.high, n, subset, evaluator, note)]
+    ci = bootstrap_statistic(n, statistic, s.fid_bootstrap, s.confidence, s.seed, groups=case_of, bias_corrected=True)
+    note = "; ".join(filter(None, [note, "bias-corrected bootstrap CI"]))
+    return [ResultRow(generator, metric, value, max(ci.low, 0.0), ci.high, n, subset, evaluator, note)]
 
 
 def moments(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -448,3 +448,21 @@ def test_bootstrap_statistic_counts_failed_resamples():
     ci = bootstrap_statistic(6, auc, n_resamples=200, seed=0)
     assert ci.estimate == 1.0 and 0 < ci.n_failed < 200
     assert ci.low == ci.high == 1.0
+
+
+def test_bias_corrected_bootstrap_covers_a_resampling_biased_statistic():
+    """FID grows when resampling duplicates samples; the shifted interval still covers the estimate."""
+    from metrics.bootstrap import bootstrap_statistic
+    from metrics.fid import frechet_distance
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(60, 8)), rng.normal(size=(60, 8)) + 0.05
+
+    def fid(idx):
+        return frechet_distance(a[idx].mean(0), np.cov(a[idx], rowvar=False), b[idx].mean(0), np.cov(b[idx], rowvar=False))
+
+    plain = bootstrap_statistic(60, fid, 200, seed=1)
+    corrected = bootstrap_statistic(60, fid, 200, seed=1, bias_corrected=True)
+    assert plain.low > plain.estimate  # the plain percentile interval misses the estimate entirely
+    assert corrected.low <= corrected.estimate <= corrected.high
+    assert corrected.high - corrected.low == pytest.approx(plain.high - plain.low)
