@@ -24,6 +24,8 @@ space (torchxrayvision's ``op_norm`` maps exactly these thresholds to 0.5, so
 
 from __future__ import annotations
 
+import warnings
+
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -185,4 +187,93 @@ def evaluate_classification(
         f1_macro=float(np.mean(list(f1.values()))) if f1 else float("nan"),
         thresholds=thresholds,
         zero_division=zero_division,
+    )
+
+
+@dataclass(frozen=True)
+class ClassificationCI:
+    """Percentile bootstrap intervals ``(low, high)`` per class and for the macro averages."""
+
+    auc: dict[str, tuple[float, float]]
+    f1: dict[str, tuple[float, float]]
+    auc_macro: tuple[float, float]
+    f1_macro: tuple[float, float]
+
+
+def weighted_auc(y: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """AUC of one class under each row of sample ``weights`` ``[B, m]`` (bootstrap multiplicities).
+
+    The Mann-Whitney form (ties count 1/2), which equals ``roc_auc_score`` for unit weights; NaN
+    for a row without both classes.
+    """
+    pos, neg = y == 1, y == 0
+    sp, sn = scores[pos], scores[neg]
+    wins = (sp[:, None] > sn[None, :]) + 0.5 * (sp[:, None] == sn[None, :])
+    wp, wn = weights[:, pos], weights[:, neg]
+    den = wp.sum(axis=1) * wn.sum(axis=1)
+    num = np.einsum("bp,pn,bn->b", wp, wins, wn, optimize=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / den, np.nan)
+
+
+def weighted_f1(y: np.ndarray, predicted: np.ndarray, weights: np.ndarray, zero_division: float) -> np.ndarray:
+    """F1 of one class under each row of ``weights``; NaN for a row without positive labels."""
+    tp = weights @ (predicted & (y == 1))
+    fp = weights @ (predicted & (y == 0))
+    fn = weights @ (~predicted & (y == 1))
+    den = 2 * tp + fp + fn
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = np.where(den > 0, 2 * tp / den, zero_division)
+    return np.where(tp + fn > 0, f1, np.nan)
+
+
+def bootstrap_classification(
+    scores,
+    labels,
+    label_names: Sequence[str],
+    thresholds: Thresholds,
+    n_resamples: int,
+    confidence: float = 0.95,
+    seed: int = 0,
+    groups=None,
+    zero_division: float = 0.0,
+) -> ClassificationCI:
+    """Bootstrap CIs of per-class AUC/F1 and their macro means, all from one set of resamples.
+
+    Vectorised over resamples (each resample is a row of sample multiplicities), with the same
+    skipping rules as :func:`evaluate_classification` applied per resample: a class without both
+    labels has no AUC, a class without positives or without a threshold no F1; a macro mean
+    averages the classes defined in that resample.
+    """
+    from metrics.bootstrap import percentile_interval, resample_indices
+
+    names = list(label_names)
+    scores, labels = check_inputs(scores, labels, names)
+    n = scores.shape[0]
+    weights = np.stack([np.bincount(idx, minlength=n) for idx in resample_indices(n, n_resamples, seed, groups)]).astype(np.float64)
+    auc_draws, f1_draws = {}, {}
+    for c, name in enumerate(names):
+        keep = ~np.isnan(labels[:, c])
+        y, s, w = labels[keep, c].astype(int), scores[keep, c], weights[:, keep]
+        auc_draws[name] = weighted_auc(y, s, w)
+        if name in thresholds.values:
+            f1_draws[name] = weighted_f1(y, s >= thresholds.values[name], w, zero_division)
+
+    def interval(draws: np.ndarray) -> tuple[float, float]:
+        low, high, _ = percentile_interval(draws, confidence)
+        return low, high
+
+    def macro(draws: dict[str, np.ndarray]) -> tuple[float, float]:
+        if not draws:
+            return float("nan"), float("nan")
+        stacked = np.stack(list(draws.values()))
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # resamples where every class is undefined
+            return interval(np.nanmean(stacked, axis=0))
+
+    return ClassificationCI(
+        auc={k: interval(v) for k, v in auc_draws.items()},
+        f1={k: interval(v) for k, v in f1_draws.items()},
+        auc_macro=macro(auc_draws),
+        f1_macro=macro(f1_draws),
     )

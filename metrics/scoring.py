@@ -9,12 +9,12 @@ subsets and FID bootstrap use per-image features. Classification thresholds come
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from metrics.bootstrap import bootstrap_ci, bootstrap_statistic
-from metrics.classification import Thresholds, evaluate_classification
+from metrics.classification import Thresholds, bootstrap_classification, evaluate_classification
 from metrics.dice import STRUCTURES
 from metrics.engine import SourceOutputs
 from metrics.fid import fid_from_stats, frechet_distance, kid
@@ -139,7 +139,7 @@ def feature_rows(generator, metric, gen, real, real_index, idx, subset, suite, s
     r_feat = real.features[role][r_idx]
     if metric == "kid":
         result = kid(r_feat, g_feat, s.kid_subsets, s.kid_subset_size, seed=s.seed)
-        return [ResultRow(generator, "kid", result.mean, n=n, subset=subset, evaluator=evaluator, note=f"std over subsets {result.std:.3g}")]
+        return [ResultRow(generator, "kid", result.mean, n=n, subset=subset, evaluator=evaluator, note=f"unbiased MMD² (<= 0: indistinguishable); std over subsets {result.std:.3g}")]
     if subset == "all":
         value = fid_from_stats(real.stats[role], gen.stats[role])  # exactly merged streaming statistics
     else:
@@ -166,35 +166,31 @@ def moments(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def classification_rows(generator, gen: SourceOutputs, cases, suite: Suite, s: ScoringSettings, thresholds) -> list[ResultRow]:
+    """Macro and per-class AUC/F1 (scikit-learn) with bootstrap CIs from one vectorised set of resamples."""
     names = evaluated_labels(s.label_set, suite.classifier.labels)
     columns = [suite.classifier.labels.index(n) for n in names]
     scores = gen.scores[:, columns]
     labels = np.array([[cases[c].labels[label_index(n)] for n in names] for c in gen.case_ids], dtype=np.float64)
     groups = np.asarray(gen.case_ids)
     result = evaluate_classification(scores, labels, names, thresholds, s.f1_zero_division)
+    nan2 = (float("nan"), float("nan"))
+    ci = bootstrap_classification(scores, labels, names, thresholds, s.bootstrap, s.confidence, s.seed, groups, s.f1_zero_division) if s.bootstrap else None
     evaluator = suite.label("f1_macro")
-    rows: list[ResultRow] = []
     source = f"thresholds: {thresholds.policy} ({thresholds.source})"
-
-    def macro(kind: str) -> Callable[[np.ndarray], float]:
-        def statistic(sel: np.ndarray) -> float:
-            r = evaluate_classification(scores[sel], labels[sel], names, thresholds, s.f1_zero_division)
-            return r.auc_macro if kind == "auc" else r.f1_macro
-
-        return statistic
-
+    rows: list[ResultRow] = []
     for kind in ("auc", "f1"):
         if f"{kind}_macro" not in s.enabled:
             continue
         per_class = result.auc if kind == "auc" else result.f1
         skipped = result.skipped_auc if kind == "auc" else result.skipped_f1
-        note = "; ".join(filter(None, [source if kind == "f1" else "", f"skipped: {', '.join(f'{k} ({v})' for k, v in skipped.items())}" if skipped else ""]))
+        class_ci = (ci.auc if kind == "auc" else ci.f1) if ci else {}
+        skipped_note = f"skipped: {', '.join(f'{k} ({v})' for k, v in skipped.items())}" if skipped else ""
+        note = "; ".join(filter(None, [source if kind == "f1" else "", skipped_note]))
         if per_class:
-            if s.bootstrap:
-                ci = bootstrap_statistic(len(groups), macro(kind), s.bootstrap, s.confidence, s.seed, groups=groups)
-                rows.append(ResultRow(generator, f"{kind}_macro", ci.estimate, ci.low, ci.high, len(set(groups)), "all", evaluator, note))
-            else:
-                rows.append(ResultRow(generator, f"{kind}_macro", per_class and float(np.mean(list(per_class.values()))), n=len(set(groups)), evaluator=evaluator, note=note))
+            macro = result.auc_macro if kind == "auc" else result.f1_macro
+            low, high = (ci.auc_macro if kind == "auc" else ci.f1_macro) if ci else nan2
+            rows.append(ResultRow(generator, f"{kind}_macro", macro, low, high, len(set(groups)), "all", evaluator, note))
         for name, value in per_class.items():
-            rows.append(ResultRow(generator, f"{kind}/{name}", value, n=result.n_valid[name], evaluator=evaluator, note=f"{result.n_positive[name]} positive"))
+            low, high = class_ci.get(name, nan2)
+            rows.append(ResultRow(generator, f"{kind}/{name}", value, low, high, result.n_valid[name], "all", evaluator, f"{result.n_positive[name]} positive"))
     return rows

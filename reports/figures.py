@@ -31,8 +31,9 @@ def headline_figure(frame: pd.DataFrame, path: Path) -> Path | None:
     for ax, metric in zip(axes.flat, metrics):
         data = overall[overall.metric == metric].set_index("generator").reindex(order)
         values = data["value"].to_numpy(dtype=float)
-        low = np.nan_to_num(values - data["ci_low"].to_numpy(dtype=float), nan=0.0)
-        high = np.nan_to_num(data["ci_high"].to_numpy(dtype=float) - values, nan=0.0)
+        # clipped at 0: a bootstrap interval need not contain the point estimate (FID's is biased upwards)
+        low = np.clip(np.nan_to_num(values - data["ci_low"].to_numpy(dtype=float), nan=0.0), 0.0, None)
+        high = np.clip(np.nan_to_num(data["ci_high"].to_numpy(dtype=float) - values, nan=0.0), 0.0, None)
         ax.bar(range(len(order)), values, color=colors, yerr=[low, high], capsize=3)
         ax.set_xticks(range(len(order)), order, rotation=45, ha="right", fontsize=8)
         evaluator = ", ".join(sorted(set(data["evaluator"].dropna())))

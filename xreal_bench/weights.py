@@ -98,6 +98,28 @@ ARTIFACTS: dict[str, Artifact] = {
             used_by=("metrics",),
         ),
         Artifact(
+            name="demo-segmenter",
+            path="demo_weights/demo-segmenter.safetensors",
+            package="metrics.evaluators",
+            source="shipped with xreal-bench; rebuild: python -m metrics.evaluators.train_demo --out metrics/evaluators/demo_weights",
+            license="MIT (xreal-bench)",
+            description="demo U-Net trained on the synthetic phantoms (demo Dice, demo fid_xrv features)",
+            sha256="3f789f057a18147c547ccf49484736426076515459d433ece687db88833a990d",
+            size=930012,
+            used_by=("metrics",),
+        ),
+        Artifact(
+            name="demo-classifier",
+            path="demo_weights/demo-classifier.safetensors",
+            package="metrics.evaluators",
+            source="shipped with xreal-bench; rebuild: python -m metrics.evaluators.train_demo --out metrics/evaluators/demo_weights",
+            license="MIT (xreal-bench)",
+            description="demo finding classifier trained on the synthetic phantoms (demo F1/AUC, demo fid/kid features)",
+            sha256="3f960d457ded55edf9e282e54a152da262069a868356c50367a15754f23fc348",
+            size=603680,
+            used_by=("metrics",),
+        ),
+        Artifact(
             name="xreal-backbone",
             path="xreal/saved_models/backbone.pth",
             source=XREAL_SOURCE,
@@ -273,6 +295,8 @@ class WeightsManager:
         """sha256 of a present file artifact (cached next to it by size and mtime); for folders,
         a hash over the required files' hashes."""
         path, art = self.require(name), self.artifact(name)
+        if art.package:
+            return sha256_file(path)  # shipped files are small; never write sidecars into the package
         if art.kind == "file":
             return cached_sha256(path)
         joined = "".join(cached_sha256(path / f) for f in art.files)
@@ -288,7 +312,7 @@ class WeightsManager:
             path = self.path(name)
             if art.size is not None and path.stat().st_size != art.size:
                 return ArtifactStatus(name, path, False, f"size {path.stat().st_size} != expected {art.size}")
-            digest = cached_sha256(path)
+            digest = sha256_file(path) if art.package else cached_sha256(path)
             if art.sha256 is not None and digest != art.sha256:
                 return ArtifactStatus(name, path, False, f"sha256 {digest} != expected {art.sha256}")
             known = "matches manifest" if art.sha256 else "no reference hash in the manifest"
