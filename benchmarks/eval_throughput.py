@@ -13,7 +13,10 @@ per-image outputs).
 evaluators (Inception, torchxrayvision DenseNet and PSPNet) with RANDOM weights written to a
 temporary weights folder — valid for timing only, never for numbers.
 
-    python benchmarks/eval_throughput.py [--suite demo|standard] [--samples 2 4] [--device cpu]
+    python benchmarks/eval_throughput.py [--suite demo|standard] [--samples 2 4] [--device cpu] [--cases N] [--eval-batch B]
+
+The real side of (c) costs as much per image as the generated side, so with S samples per case
+and G generators the best possible speed-up is G(1+S)/(1+GS): 1.6x for S=1, G=4 (1.33x for S=2).
 """
 
 from __future__ import annotations
@@ -48,13 +51,15 @@ from xreal_bench.rundir import GeneratorDir
 from xreal_bench.weights import WeightsManager
 
 
-def prepare(tmp: Path, suite: str, samples: int, device: str):
+def prepare(tmp: Path, suite: str, samples: int, device: str, cases: int = 0, eval_batch: int = 32):
     tables = demo_tables(str(tmp / "run"))
     tables["generators"] = {"g1": {"type": "noise"}, "g2": {"type": "shuffled"}, "g3": {"type": "phantom"}, "g4": {"type": "real"}}
     tables["run"]["samples_per_condition"] = samples
+    tables["run"]["num_cases"] = cases
     tables["run"]["device"] = device
     tables["metrics"]["evaluators"] = suite
     tables["metrics"]["num_workers"] = 2
+    tables["metrics"]["batch_size"] = eval_batch
     if suite == "standard":
         tables["weights"] = {"dir": str(tmp / "weights")}
         if not (tmp / "weights").exists():
@@ -76,8 +81,8 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def measure(tmp: Path, suite_name: str, samples: int, device: str) -> dict:
-    cfg, session = prepare(tmp, suite_name, samples, device)
+def measure(tmp: Path, suite_name: str, samples: int, device: str, cases: int, eval_batch: int) -> dict:
+    cfg, session = prepare(tmp, suite_name, samples, device, cases, eval_batch)
     suite = build_suite(cfg.metrics, session.weights, session.device)
     prep = Preprocessing(cfg.run.resolution, cfg.run.bit_depth, cfg.dataset.square)
     m = cfg.metrics
@@ -107,12 +112,12 @@ def measure(tmp: Path, suite_name: str, samples: int, device: str) -> dict:
     return {"n": len(items), "forward": t_forward, "full": t_full, "cached": t_cached, "uncached": t_uncached}
 
 
-def peak_rss(suite: str, samples: int, device: str) -> tuple[int, float]:
+def peak_rss(suite: str, samples: int, device: str, cases: int, eval_batch: int) -> tuple[int, float]:
     """Run one full evaluation in a fresh process; returns (N, peak RSS in MB)."""
     code = (
         "import json, resource, sys, tempfile; from pathlib import Path; sys.path.insert(0, 'benchmarks');"
         "import eval_throughput as e; tmp = Path(tempfile.mkdtemp());"
-        f"cfg, s = e.prepare(tmp, {suite!r}, {samples}, {device!r});"
+        f"cfg, s = e.prepare(tmp, {suite!r}, {samples}, {device!r}, {cases}, {eval_batch});"
         "from xreal_bench.evaluation import evaluate; evaluate(s, ['g1'], progress=False);"
         "print(json.dumps([len(e.items_of(cfg, 'g1')), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024]))"
     )
@@ -126,17 +131,19 @@ def main() -> None:
     parser.add_argument("--suite", choices=["demo", "standard"], default="demo")
     parser.add_argument("--samples", type=int, nargs=2, default=[2, 4], help="samples per case for the two N")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--cases", type=int, default=0, help="test cases to use (0 = all 64; the standard suite on CPU wants ~8)")
+    parser.add_argument("--eval-batch", type=int, default=32, help="evaluation batch size; keep N >= 2x this so peak memory compares N, not the batch")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        r = measure(Path(tmp), args.suite, args.samples[0], args.device)
+        r = measure(Path(tmp), args.suite, args.samples[0], args.device, args.cases, args.eval_batch)
     print(f"suite {args.suite!r} on {args.device}, N = {r['n']} generated images")
     print(f"(a) evaluator forward passes alone: {r['forward']:.2f}s")
     print(f"(b) full evaluation:                {r['full']:.2f}s   ratio (b)/(a) = {r['full'] / r['forward']:.3f} (target <= 1.15)")
     print(f"(c) 4 generators, cached real side: {r['cached']:.2f}s vs recomputed per generator {r['uncached']:.2f}s"
           f"   speed-up {r['uncached'] / r['cached']:.2f}x (target >= 1.6)")  # fmt: skip
     for samples in args.samples:
-        n, mb = peak_rss(args.suite, samples, args.device)
-        print(f"peak RSS of a full evaluation with N = {n:5d}: {mb:8.0f} MB")
+        n, mb = peak_rss(args.suite, samples, args.device, args.cases, args.eval_batch)
+        print(f"peak RSS of a full evaluation with N = {n:5d} (batch {args.eval_batch}): {mb:8.0f} MB")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@
 
 Both call ``pytorch_msssim.ms_ssim`` with ``data_range=1.0`` explicitly: its default of 255
 silently returns ~1.0 for [0, 1] images. Five scales with the 11-px Gaussian window need
-``min(H, W) > 160``.
+``min(H, W) > 160``. Pairs go through one at a time: the value of a pair then never depends on
+which other images shared its batch, and on CPU pytorch-msssim's grouped convolutions are
+4-5x faster per image at batch 1 than at batch 32 (``benchmarks/eval_throughput.py``).
 """
 
 from __future__ import annotations
@@ -44,21 +46,14 @@ def paired_ms_ssim(real: torch.Tensor, generated: torch.Tensor) -> torch.Tensor:
     if real.shape != generated.shape:
         raise ValueError(f"real {tuple(real.shape)} and generated {tuple(generated.shape)} must have the same shape")
     generated = generated.to(device=real.device, dtype=real.dtype)
-    return ms_ssim(real, generated, data_range=1.0, size_average=False).reshape(-1)
+    return torch.cat([ms_ssim(r[None], g[None], data_range=1.0, size_average=False) for r, g in zip(real, generated)])
 
 
-def diversity_ms_ssim(samples: torch.Tensor, batch_size: int = 64) -> float:
-    """Mean MS-SSIM over all ``N(N-1)/2`` pairs of ``N >= 2`` samples of one condition.
-
-    Lower means more diverse. ``batch_size`` bounds how many pairs go through at once.
-    """
+def diversity_ms_ssim(samples: torch.Tensor) -> float:
+    """Mean MS-SSIM over all ``N(N-1)/2`` pairs of ``N >= 2`` samples of one condition (lower = more diverse)."""
     samples = check_images(samples, "samples")
     n = samples.shape[0]
     if n < 2:
         raise ValueError(f"diversity MS-SSIM needs at least 2 samples of the condition, got {n}")
     first, second = torch.triu_indices(n, n, offset=1, device=samples.device)
-    total = torch.zeros((), dtype=torch.float64)
-    for start in range(0, first.numel(), batch_size):
-        i, j = first[start : start + batch_size], second[start : start + batch_size]
-        total += ms_ssim(samples[i], samples[j], data_range=1.0, size_average=False).double().sum().cpu()
-    return float(total / first.numel())
+    return float(paired_ms_ssim(samples[first], samples[second]).double().mean())

@@ -231,7 +231,7 @@ def test_diversity_ms_ssim_is_mean_over_pairs():
     samples = smooth_images(3, 3)
     pairs = [(0, 1), (0, 2), (1, 2)]
     direct = np.mean([float(ms_ssim(samples[[i]], samples[[j]], data_range=1.0)) for i, j in pairs])
-    assert diversity_ms_ssim(samples, batch_size=2) == pytest.approx(direct, abs=1e-6)
+    assert diversity_ms_ssim(samples) == pytest.approx(direct, abs=1e-6)
     near_copies = (samples[:1] + 0.01 * torch.randn(3, 1, 176, 176, generator=torch.Generator().manual_seed(4))).clamp(0, 1)
     assert diversity_ms_ssim(near_copies) > diversity_ms_ssim(samples)  # lower = more diverse
     with pytest.raises(ValueError, match="at least 2 samples"):

@@ -65,7 +65,7 @@ def served(tmp_path_factory):
     url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(url, proc, log)
-        yield created, url
+        yield created, url, log
     finally:
         proc.terminate()
         try:
@@ -84,11 +84,12 @@ def page_sources(page) -> str:
 def test_sign_in_rate_three_items_with_the_keyboard_and_resume_after_reload(served):
     from playwright.sync_api import expect, sync_playwright
 
-    created, url = served
+    created, url, log = served
     total = created.items_per_reader
     keys = ["3", "4", "5"]
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = None
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.set_default_timeout(30_000)
@@ -123,6 +124,8 @@ def test_sign_in_rate_three_items_with_the_keyboard_and_resume_after_reload(serv
             page.frame_locator("iframe").locator("canvas#view").wait_for()
             source = page_sources(page)
             assert not errors, errors
+        except Exception as exc:  # keep what the server said: a browser timeout alone explains nothing
+            raise AssertionError(f"{exc}\n--- page text ---\n{page.inner_text('body', timeout=5000)[:2000] if page else ''}\n--- streamlit log ---\n{log.read_text()[-4000:]}") from exc
         finally:
             browser.close()
     con = sqlite3.connect(created.study_dir / "study.sqlite")
