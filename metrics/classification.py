@@ -25,12 +25,13 @@ space (torchxrayvision's ``op_norm`` maps exactly these thresholds to 0.5, so
 from __future__ import annotations
 
 import warnings
-
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 from sklearn.metrics import f1_score, precision_recall_curve, roc_auc_score, roc_curve
+
+from metrics.bootstrap import percentile_interval, resample_indices
 
 THRESHOLD_POLICIES: tuple[str, ...] = ("calibrated", "youden", "f1", "fixed")
 IGNORE_LABEL = -1
@@ -245,8 +246,6 @@ def bootstrap_classification(
     labels has no AUC, a class without positives or without a threshold no F1; a macro mean
     averages the classes defined in that resample.
     """
-    from metrics.bootstrap import percentile_interval, resample_indices
-
     names = list(label_names)
     scores, labels = check_inputs(scores, labels, names)
     n = scores.shape[0]

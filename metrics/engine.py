@@ -119,14 +119,16 @@ class GeneratedImages(RealImages):
         super().__init__(items, prep)
         self.real_dir, self.reference_masks, self.ms_ssim = real_dir, reference_masks, ms_ssim
 
+    def paired_ms_ssim(self, real: torch.Tensor, generated: torch.Tensor) -> float:
+        return float(paired_ms_ssim(*(to_float(p[None], self.prep.bits).double() for p in (real, generated)))[0])
+
     def __getitem__(self, i: int) -> dict:
         sample = super().__getitem__(i)
         case_id = self.items[i].case_id
         with np.load(self.real_dir / f"{case_id}.npz") as cached:
             ref_pixels = torch.from_numpy(cached["pixels"].astype(np.int32))
             if self.ms_ssim:
-                pair = [to_float(p[None], self.prep.bits).double() for p in (ref_pixels, sample["pixels"])]
-                sample["ms_ssim"] = float("nan") if sample["error"] else float(paired_ms_ssim(*pair)[0])
+                sample["ms_ssim"] = float("nan") if sample["error"] else self.paired_ms_ssim(ref_pixels, sample["pixels"])
             if self.reference_masks is not None:
                 sample["ref_masks"] = torch.from_numpy(self.reference_masks(case_id))
             elif "masks" in cached.files:

@@ -312,7 +312,7 @@ class WeightsManager:
             path = self.path(name)
             if art.size is not None and path.stat().st_size != art.size:
                 return ArtifactStatus(name, path, False, f"size {path.stat().st_size} != expected {art.size}")
-            digest = sha256_file(path) if art.package else cached_sha256(path)
+            digest = self.file_hash(name)
             if art.sha256 is not None and digest != art.sha256:
                 return ArtifactStatus(name, path, False, f"sha256 {digest} != expected {art.sha256}")
             known = "matches manifest" if art.sha256 else "no reference hash in the manifest"
