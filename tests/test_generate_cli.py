@@ -150,6 +150,20 @@ def test_torchrun_two_ranks_equals_single_process_and_resumes_across_world_sizes
     assert hashes(tmp_path / "two", "noise") == hashes(tmp_path / "single", "noise")
 
 
+def test_cli_leaves_the_process_group_even_when_the_command_fails(tmp_path, data):
+    """An undestroyed gloo group aborted rank 0 at interpreter exit in CI; main() must destroy it."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        config = write_config(tmp_path / "bad.toml", data, tmp_path / "bad", "[generators.dalle]\n")
+        assert main(["generate", "--config", str(config), "--quiet"]) == 2
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
 def test_unknown_generator_lists_available(tmp_path, data, capsys):
     config = write_config(tmp_path / "bad.toml", data, tmp_path / "bad", "[generators.dalle]\n")
     assert main(["generate", "--config", str(config)]) == 2

@@ -107,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; finished images and manifest lines are kept (re-run to resume)", file=sys.stderr)
         return 130
+    finally:
+        if "xreal_bench.distributed" in sys.modules:  # only commands that used torch.distributed
+            sys.modules["xreal_bench.distributed"].shutdown()
 
 
 if __name__ == "__main__":
