@@ -8,7 +8,9 @@ source or case ever reaches the browser: the page gets the re-encoded image, the
 label, the criteria and the progress.
 
 Keyboard: digits score the highlighted criterion (the first one not yet rated), Backspace
-clears the last score, Enter submits once every criterion is rated.
+clears the last score, Enter submits once every criterion is rated. Keys typed faster than
+the page reruns are queued in the browser and applied in order (``viewer.html``,
+:mod:`reader_study.form`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from reader_study.form import ItemForm, Navigation
 from reader_study.layout import STUDY_DB, STUDY_DIR_ENV, STUDY_JSON
 from reader_study.storage import Account, ItemView, Storage, StorageError
 from reader_study.viewer import viewer_html
@@ -73,15 +76,15 @@ def reader_page(storage: Storage, account: Account, settings: dict) -> None:
     reader = account.reader_id
     total = storage.total(reader)
     frontier = storage.next_position(reader) or total + 1
-    back = st.session_state.get("back", 0) if settings["allow_back"] else 0
-    position = frontier - back
+    nav: Navigation = st.session_state.setdefault("navigation", Navigation())
+    position = frontier - (nav.back if settings["allow_back"] else 0)
     st.title(settings["title"])
     st.caption(f"Signed in as {account.name}")
     if position > total:
         st.progress(1.0, text=f"{total} / {total}")
         st.success(f"All {total} items are done. Thank you!")
         if settings["allow_back"] and total:
-            st.button("◀ Previous", key="previous", on_click=step_back)
+            st.button("◀ Previous", key="previous", on_click=step_back, args=(nav,))
         return
     view = storage.item_view(reader, position)
     if st.session_state.get("shown") != (view.item_id, position):
@@ -93,15 +96,15 @@ def reader_page(storage: Storage, account: Account, settings: dict) -> None:
         boxes = view.boxes if settings["show_box"] else ()
         st.iframe(viewer_html(view.image_path.read_bytes(), boxes, forward_keys(view)), height=VIEWER_HEIGHT)
     with rating_col:
-        rating_form(storage, account, view, settings)
+        rating_form(storage, account, view, nav, settings)
 
 
-def widget_key(view: ItemView, criterion: str) -> str:
-    return f"p{view.position}_{criterion}"
+def widget_key(view: ItemView, name: str) -> str:
+    return f"p{view.position}_{name}"
 
 
 def forward_keys(view: ItemView) -> dict[str, str]:
-    """Keyboard keys the viewer frame forwards to this page's buttons (by widget key)."""
+    """Rating keys → the widget keys of the buttons the page's key queue clicks for them."""
     keys = {d: f"digit_{d}" for d in digits(view)}
     return {**keys, "Enter": "submit", "Backspace": "clear"}
 
@@ -110,97 +113,80 @@ def digits(view: ItemView) -> list[str]:
     return sorted({o.key for c in view.criteria for o in c.options})
 
 
-def current_scores(view: ItemView) -> dict[str, int | None]:
-    return {c.name: st.session_state.get(widget_key(view, c.name)) for c in view.criteria}
+def item_form(view: ItemView) -> ItemForm:
+    forms = st.session_state.setdefault("forms", {})
+    return forms.setdefault((view.position, view.item_id), ItemForm.start(view))
 
 
-def rating_form(storage: Storage, account: Account, view: ItemView, settings: dict) -> None:
+def rating_form(storage: Storage, account: Account, view: ItemView, nav: Navigation, settings: dict) -> None:
     if view.block == "calibration":
         st.info("Calibration item: rate it as usual; it is not part of the analysis.")
     if view.block == "turing":
         st.subheader("Real or generated?")
     st.markdown(f"**Pathology:** {view.pathology}")
     revisiting = bool(view.recorded)
-    for c in view.criteria:  # pre-fill a revisited item with what was recorded
-        st.session_state.setdefault(widget_key(view, c.name), view.recorded.get(c.name))
     if revisiting:
         st.session_state.setdefault(widget_key(view, "comment"), view.comment)
-    scores = current_scores(view)
-    active = next((name for name, value in scores.items() if value is None), None)
+    form = item_form(view)
+    form.take_control_values(st.session_state)
+    active = form.active()
     for c in view.criteria:
-        marker = "▶ " if c.name == active else ""
-        value = scores[c.name]
+        marker = "▶ " if c is active else ""
+        value = form.scores[c.name]
         st.segmented_control(
             f"{marker}{c.question}",
             options=list(c.values),
             format_func=lambda v, c=c: next(o.key for o in c.options if o.value == v),
-            key=widget_key(view, c.name),
+            default=value,
+            key=form.control_key(c.name),
             width="stretch",
         )
         chosen = f" → **{c.label(value)}**" if value is not None else ""
         st.caption(" · ".join(f"{o.key} {o.label}" for o in c.options) + chosen)
     st.caption("Keys: digits rate the ▶ question · Backspace clears the last rating · Enter submits")
     for col, d in zip(st.columns(len(digits(view))), digits(view)):
-        col.button(d, key=f"digit_{d}", shortcut=d, on_click=press_digit, args=(view, d), width="stretch")
+        col.button(d, key=f"digit_{d}", on_click=press_digit, args=(form, d), width="stretch")
     st.text_input("Comment (optional)", key=widget_key(view, "comment"))
-    complete = all(v is not None for v in scores.values())
-    nav = st.columns(3)
+    buttons = st.columns(3)
     if settings["allow_back"] and view.position > 1:
-        nav[0].button("◀ Previous", key="previous", on_click=step_back, width="stretch")
-    nav[1].button("Clear", key="clear", shortcut="Backspace", on_click=clear_last, args=(view,), width="stretch")
-    nav[2].button(
+        buttons[0].button("◀ Previous", key="previous", on_click=step_back, args=(nav,), width="stretch")
+    buttons[1].button("Clear", key="clear", on_click=form.clear_last, width="stretch")
+    buttons[2].button(  # never disabled: an Enter pressed before the last score's rerun ends must count
         "Save changes" if revisiting else "Submit",
         key="submit",
-        type="primary",
-        shortcut="Enter",
-        disabled=not complete,
+        type="primary" if form.complete else "secondary",
         on_click=submit,
-        args=(storage, account, view, revisiting),
+        args=(storage, account, form, nav, revisiting),
         width="stretch",
     )
 
 
-def press_digit(view: ItemView, digit: str) -> None:
-    """Score the first unrated criterion with the option bound to ``digit``."""
-    scores = current_scores(view)
-    active = next((c for c in view.criteria if scores[c.name] is None), None)
-    if active is None:
-        st.toast("Every criterion is rated: Enter submits, Backspace clears the last rating.")
-        return
-    option = active.option_for_key(digit)
-    if option is None:
-        st.toast(f"{digit} is not an option for this question.")
-        return
-    st.session_state[widget_key(view, active.name)] = option.value
+def press_digit(form: ItemForm, digit: str) -> None:
+    message = form.press(digit)  # the press is applied before any Streamlit call (see form.py)
+    if message:
+        st.toast(message)
 
 
-def clear_last(view: ItemView) -> None:
-    rated = [c for c in view.criteria if st.session_state.get(widget_key(view, c.name)) is not None]
-    if rated:
-        st.session_state[widget_key(view, rated[-1].name)] = None
+def step_back(nav: Navigation) -> None:
+    nav.back += 1
 
 
-def step_back() -> None:
-    st.session_state.back = st.session_state.get("back", 0) + 1
-
-
-def submit(storage: Storage, account: Account, view: ItemView, revisiting: bool) -> None:
-    scores = current_scores(view)
+def submit(storage: Storage, account: Account, form: ItemForm, nav: Navigation, revisiting: bool) -> None:
+    form.take_control_values(st.session_state)  # a click in a control may not have been rendered yet
+    comment = st.session_state.get(widget_key(form.view, "comment")) or ""
+    session_id = st.session_state.session_id
+    scores = dict(form.scores)  # from here on no Streamlit call until the answer is stored
     if any(v is None for v in scores.values()):
         st.toast("Rate every criterion before submitting.")
         return
-    comment = st.session_state.get(widget_key(view, "comment")) or ""
     try:
-        result = storage.submit(
-            account.reader_id, view.item_id, scores, comment, st.session_state.session_id, revise=revisiting
-        )
+        result = storage.submit(account.reader_id, form.view.item_id, scores, comment, session_id, revise=revisiting)
     except StorageError as exc:
         st.toast(f"Not saved: {exc}")
         return
+    nav.back = max(nav.back - 1, 0)
     if result.status == "duplicate":
         st.toast("This item was already submitted (another tab?); moving on.")
-    if st.session_state.get("back", 0) > 0:
-        st.session_state.back -= 1
 
 
 # -- admin -------------------------------------------------------------------------------------

@@ -1,6 +1,11 @@
 """The image viewer shown in the app: a self-contained HTML page (no network assets) with
 zoom (wheel, buttons), pan (drag), window/level (shift- or right-drag, sliders), invert,
-reset (double-click) and optional box outlines. The image is inlined as a data URI."""
+reset (double-click) and optional box outlines. The image is inlined as a data URI.
+
+It also gives the Streamlit page its rating-key queue: a press clicks its button only once
+the rerun of the press before it has finished (Streamlit drops presses that reach it mid-rerun).
+The queue watches the ``data-test-script-state`` attribute Streamlit sets on its app element;
+without it, presses are sent at once."""
 
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ def template() -> str:
 
 
 def viewer_html(image_png: bytes, boxes: list[dict] | tuple[dict, ...] = (), forward: dict[str, str] | None = None) -> str:
-    """The viewer page for one PNG; ``forward`` maps keys to Streamlit widget keys to click.
+    """The viewer page for one PNG; ``forward`` maps rating keys to the widget keys of their buttons.
 
     Only box coordinates are embedded (no labels); the JSON is escaped so no value can close
     the script element.

@@ -104,17 +104,20 @@ def test_rate_with_digits_clear_and_submit_then_resume_elsewhere(app, study):
     reader = add_reader(study.study_dir, "keyboard")
     at = app(reader.token)
     assert "Calibration item" in at.info[0].value  # calibration comes first
-    assert at.button(key="submit").disabled
+    assert at.button(key="submit").proto.type == "secondary"  # primary once every criterion is rated
     assert at.button_group[0].label.startswith("▶ ")  # the first criterion is active
     at.button(key="digit_4").click().run()
     at.button(key="digit_2").click().run()
     assert [g.value for g in at.button_group] == [4, 2, None]
-    assert at.button_group[2].label.startswith("▶ ") and at.button(key="submit").disabled
+    assert at.button_group[2].label.startswith("▶ ")
+    at.button(key="submit").click().run()  # never disabled (an early Enter must count), but refuses
+    assert "Rate every criterion" in at.toast[0].value and submitted(study, "keyboard") == []
+    assert progress(at) == f"1 / {study.items_per_reader}"
     at.button(key="clear").click().run()  # Backspace clears the last rating
     assert [g.value for g in at.button_group] == [4, None, None]
     for d in ("3", "5"):
         at.button(key=f"digit_{d}").click().run()
-    assert not at.button(key="submit").disabled
+    assert at.button(key="submit").proto.type == "primary"
     at.text_input(key="p1_comment").input("calibration ok")
     at.button(key="submit").click().run()
     assert progress(at) == f"2 / {study.items_per_reader}"
