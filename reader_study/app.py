@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from reader_study.form import ItemForm, Navigation
+from reader_study.form import ItemForm, Navigation, widget_key
 from reader_study.layout import STUDY_DB, STUDY_DIR_ENV, STUDY_JSON
 from reader_study.storage import Account, ItemView, Storage, StorageError
 from reader_study.viewer import viewer_html
@@ -97,10 +97,6 @@ def reader_page(storage: Storage, account: Account, settings: dict) -> None:
         st.iframe(viewer_html(view.image_path.read_bytes(), boxes, forward_keys(view)), height=VIEWER_HEIGHT)
     with rating_col:
         rating_form(storage, account, view, nav, settings)
-
-
-def widget_key(view: ItemView, name: str) -> str:
-    return f"p{view.position}_{name}"
 
 
 def forward_keys(view: ItemView) -> dict[str, str]:

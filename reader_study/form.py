@@ -18,6 +18,11 @@ from reader_study.criteria import Criterion
 from reader_study.storage import ItemView
 
 
+def widget_key(view: ItemView, name: str) -> str:
+    """The session-state key of one of this item's widgets (criteria, comment)."""
+    return f"p{view.position}_{name}"
+
+
 @dataclass
 class Navigation:
     back: int = 0  # how many items before the first unanswered one the reader is looking at
@@ -35,7 +40,7 @@ class ItemForm:
         return cls(view, {c.name: view.recorded.get(c.name) for c in view.criteria})
 
     def control_key(self, criterion: str) -> str:
-        return f"p{self.view.position}_{criterion}_v{self.version}"
+        return f"{widget_key(self.view, criterion)}_v{self.version}"
 
     def take_control_values(self, widget_state: Mapping) -> None:
         """Adopt what the reader clicked in this version's controls (those that exist yet)."""

@@ -23,6 +23,7 @@ from xreal_bench.errors import UserFacingError
 ENV_VAR = "XREAL_BENCH_WEIGHTS"
 DEFAULT_DIR = Path("~/.cache/xreal-bench/weights")
 
+DEMO_SOURCE = "shipped with xreal-bench; rebuild: python -m metrics.evaluators.train_demo --out metrics/evaluators/demo_weights"
 XREAL_SOURCE = "https://github.com/BioMedIA-MBZUAI/XReal (README: 'saved_models' archive)"
 CHEFF_SOURCE = "https://github.com/saiboxx/chexray-diffusion (README download links; reported dead in 2026)"
 XRV_RELEASE = "https://github.com/mlmed/torchxrayvision/releases/download/v1/"
@@ -101,7 +102,7 @@ ARTIFACTS: dict[str, Artifact] = {
             name="demo-segmenter",
             path="demo_weights/demo-segmenter.safetensors",
             package="metrics.evaluators",
-            source="shipped with xreal-bench; rebuild: python -m metrics.evaluators.train_demo --out metrics/evaluators/demo_weights",
+            source=DEMO_SOURCE,
             license="MIT (xreal-bench)",
             description="demo U-Net trained on the synthetic phantoms (demo Dice, demo fid_xrv features)",
             sha256="3f789f057a18147c547ccf49484736426076515459d433ece687db88833a990d",
@@ -112,7 +113,7 @@ ARTIFACTS: dict[str, Artifact] = {
             name="demo-classifier",
             path="demo_weights/demo-classifier.safetensors",
             package="metrics.evaluators",
-            source="shipped with xreal-bench; rebuild: python -m metrics.evaluators.train_demo --out metrics/evaluators/demo_weights",
+            source=DEMO_SOURCE,
             license="MIT (xreal-bench)",
             description="demo finding classifier trained on the synthetic phantoms (demo F1/AUC, demo fid/kid features)",
             sha256="3f960d457ded55edf9e282e54a152da262069a868356c50367a15754f23fc348",
