@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from metrics.engine import (
+from xreal_bench.metrics.engine import (
     ImageItem,
     Preprocessing,
     evaluate_generated,
@@ -40,9 +40,9 @@ from metrics.engine import (
     run_evaluators,
     to_float,
 )
-from metrics.evaluators.testing import write_random_release_files
-from metrics.suite import build_suite
-from xreal_bench.commands.pipeline import demo_tables
+from xreal_bench.metrics.evaluators.testing import write_random_release_files
+from xreal_bench.metrics.suite import build_suite
+from xreal_bench.demo.command import demo_tables
 from xreal_bench.config import config_from_dict
 from xreal_bench.evaluation import real_items
 from xreal_bench.imaging import load_standard

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from generators import Generator, register_generator
-from xreal_bench.commands.pipeline import demo_tables
+from xreal_bench.generators import Generator, register_generator
+from xreal_bench.demo.command import demo_tables
 from xreal_bench.config import config_from_dict
 from xreal_bench.harness import run_generator
 from xreal_bench.pipeline import open_session

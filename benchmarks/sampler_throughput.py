@@ -2,7 +2,7 @@
 
 Prints, per adapter, images/s with batch 1 and batch 8 and the batching speed-up; and, per
 sampler configuration, the time per denoising step of the adapters' DDIM loop
-(:func:`generators.diffusion.sampler.ddim_sample` with :class:`LatentDenoiser`: blending,
+(:func:`xreal_bench.generators.diffusion.sampler.ddim_sample` with :class:`LatentDenoiser`: blending,
 guidance, per-sample noise, the diffusers scheduler step) against a bare loop of the same UNet
 calls, as a ratio (target: overhead <= 5 %).
 
@@ -29,9 +29,9 @@ from unittest import mock
 import numpy as np
 import torch
 
-from generators.base import GeneratorContext
-from generators.diffusion import original_config as oc
-from generators.diffusion.precision import DTYPES
+from xreal_bench.generators.base import GeneratorContext
+from xreal_bench.generators.diffusion import original_config as oc
+from xreal_bench.generators.diffusion.precision import DTYPES
 from xreal_bench.types import Box, Condition
 
 WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "cardiomegaly", "edema", "pleural", "effusion", "large", "right", "."]
@@ -48,8 +48,8 @@ def random_ldm(original: dict[str, Any], device: torch.device, dtype: torch.dtyp
         LDMBertModel,
     )
 
-    from generators.diffusion import conversion
-    from generators.diffusion.latent_models import LatentDiffusionModel
+    from xreal_bench.generators.diffusion import conversion
+    from xreal_bench.generators.diffusion.latent_models import LatentDiffusionModel
 
     with torch.device(device):
         unet = UNet2DConditionModel(**conversion.unet_config(original)).eval()
@@ -109,7 +109,7 @@ def random_sd_pipeline(size: int, full: bool, device: torch.device, dtype: torch
 @contextlib.contextmanager
 def random_weights(full: bool, device: torch.device, dtype: torch.dtype, folder: Path, sd_size: int):
     """Replace the weights loaders so the real adapter code runs on random networks."""
-    from generators.diffusion import latent_models
+    from xreal_bench.generators.diffusion import latent_models
 
     vocab_dir = folder / "bert"
     vocab_dir.mkdir(exist_ok=True)
@@ -126,7 +126,7 @@ def random_weights(full: bool, device: torch.device, dtype: torch.dtype, folder:
     def fake_autoencoder(path, original, device, log):
         from diffusers import AutoencoderKL
 
-        from generators.diffusion import conversion
+        from xreal_bench.generators.diffusion import conversion
 
         with torch.device(device):
             return latent_models.Autoencoder(AutoencoderKL(**conversion.vae_config(original)).eval(), device)
@@ -158,10 +158,10 @@ def conditions(n: int, size: int) -> list[Condition]:
 
 
 def build_adapters(args, folder: Path) -> dict[str, Any]:
-    from generators.cheff import CheffGenerator, CheffOptions
-    from generators.controlnet import ControlNetGenerator, ControlNetOptions
-    from generators.roentgen import RoentGenGenerator, RoentGenOptions
-    from generators.xreal import XRealGenerator, XRealOptions
+    from xreal_bench.generators.cheff import CheffGenerator, CheffOptions
+    from xreal_bench.generators.controlnet import ControlNetGenerator, ControlNetOptions
+    from xreal_bench.generators.roentgen import RoentGenGenerator, RoentGenOptions
+    from xreal_bench.generators.xreal import XRealGenerator, XRealOptions
 
     config = ""
     if not args.full_size:
@@ -215,9 +215,9 @@ def sampler_overhead(adapter, args) -> None:
     ``direct`` compares the two wall times (noisy on a shared machine); ``isolated`` times the
     loop with a free denoiser (everything but the UNet: guidance arithmetic, blending, per-sample
     noise, scheduler steps) and divides by the bare UNet time."""
-    from generators.diffusion.denoisers import LatentDenoiser
-    from generators.diffusion.noise import SampleNoise
-    from generators.diffusion.sampler import Blend, ddim_sample
+    from xreal_bench.generators.diffusion.denoisers import LatentDenoiser
+    from xreal_bench.generators.diffusion.noise import SampleNoise
+    from xreal_bench.generators.diffusion.sampler import Blend, ddim_sample
 
     model, device = adapter.model, torch.device(args.device)
     print(f"\nsampler overhead per step vs bare UNet calls ({args.steps} steps; target <= 5 %):")
@@ -268,7 +268,7 @@ class FreeDenoiser:
         eps = x.float()
         if not guided:
             return eps
-        from generators.diffusion.sampler import classifier_free_guidance
+        from xreal_bench.generators.diffusion.sampler import classifier_free_guidance
 
         return classifier_free_guidance(*eps.chunk(2), self.denoise.guidance)
 

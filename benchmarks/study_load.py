@@ -31,7 +31,7 @@ import numpy as np
 
 
 def reader_process(db: str, name: str, seed: int, double_every: int, start: float, queue) -> None:
-    from reader_study.storage import Storage
+    from xreal_bench.reader_study.storage import Storage
 
     rng = np.random.default_rng(seed)
     latencies, acked, statuses = [], [], []
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", type=Path, default=None, help="work folder (default: a temporary one)")
     args = parser.parse_args(argv)
 
-    from reader_study.sample import sample_study
+    from xreal_bench.demo.study import sample_study
 
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         readers = [f"reader{k + 1:02d}" for k in range(args.readers)]

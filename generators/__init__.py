@@ -1,7 +1,7 @@
 """Generators: one ``Generator`` protocol, a registry, reference generators and model adapters."""
 
-from generators.base import INPUT_KINDS, Generator, GeneratorContext, NoOptions
-from generators.registry import available_generators, generator_class, register_generator
+from xreal_bench.generators.base import INPUT_KINDS, Generator, GeneratorContext, NoOptions
+from xreal_bench.generators.registry import available_generators, generator_class, register_generator
 
 __all__ = [
     "INPUT_KINDS",

@@ -8,7 +8,7 @@ the positive label names, else ``fallback_prompt`` (each fallback noted). DDIM 1
 no guidance; the decoded image lives in [-1, 1] and is mapped to [0, 1].
 
 ``super_resolution = true`` adds Cheff's SR stage (``cheff_sr_fine.pt``): the 256 px result,
-in grayscale, upsampled to 1024 px by the SR3 model (:mod:`generators.diffusion.sr3`);
+in grayscale, upsampled to 1024 px by the SR3 model (:mod:`xreal_bench.generators.diffusion.sr3`);
 the harness then resizes it like any output.
 """
 
@@ -19,20 +19,20 @@ from typing import Literal, Sequence
 
 import torch
 
-from generators.base import Generator, GeneratorContext
-from generators.diffusion import original_config as oc
-from generators.diffusion.conditions import Notes, choose_prompt
-from generators.diffusion.denoisers import LatentDenoiser
-from generators.diffusion.images import signed_to_unit, to_gray
-from generators.diffusion.noise import SampleNoise
-from generators.diffusion.options import check_step_count, validate_sampling
-from generators.diffusion.runtime import (
+from xreal_bench.generators.base import Generator, GeneratorContext
+from xreal_bench.generators.diffusion import original_config as oc
+from xreal_bench.generators.diffusion.conditions import Notes, choose_prompt
+from xreal_bench.generators.diffusion.denoisers import LatentDenoiser
+from xreal_bench.generators.diffusion.images import signed_to_unit, to_gray
+from xreal_bench.generators.diffusion.noise import SampleNoise
+from xreal_bench.generators.diffusion.options import check_step_count, validate_sampling
+from xreal_bench.generators.diffusion.runtime import (
     adapter_logger,
     device_and_dtype,
     require_weights,
     to_outputs,
 )
-from generators.diffusion.sampler import ddim_sample
+from xreal_bench.generators.diffusion.sampler import ddim_sample
 from xreal_bench.errors import UserFacingError
 from xreal_bench.types import Condition
 from xreal_bench.validation import require
@@ -90,8 +90,8 @@ class CheffGenerator(Generator):
     Options = CheffOptions
 
     def __init__(self, name: str, options: CheffOptions, context: GeneratorContext):
-        from generators.diffusion.latent_models import Source, load_latent_diffusion
-        from generators.diffusion.text import BertPromptEncoder, load_bert_tokenizer
+        from xreal_bench.generators.diffusion.latent_models import Source, load_latent_diffusion
+        from xreal_bench.generators.diffusion.text import BertPromptEncoder, load_bert_tokenizer
 
         super().__init__(name, options, context)
         self.log = adapter_logger(context, name)
@@ -123,7 +123,7 @@ class CheffGenerator(Generator):
 
     @torch.no_grad()
     def generate(self, conditions: Sequence[Condition]) -> list[torch.Tensor]:
-        from generators.diffusion.sr3 import super_resolve
+        from xreal_bench.generators.diffusion.sr3 import super_resolve
 
         notes = Notes(conditions, self.log, self.name)
         prompts = [self.prompt_for(i, c, notes) for i, c in enumerate(conditions)]
@@ -143,10 +143,10 @@ def load_super_resolution(path, config_path: str, device: torch.device, dtype: t
     """Cheff's SR UNet from ``cheff_sr_fine.pt`` (``['model']``, loaded strictly) and its DDIM scheduler."""
     import yaml
 
-    from generators.diffusion.checkpoint_io import read_checkpoint, state_dict_of
-    from generators.diffusion.latent_models import place
-    from generators.diffusion.schedules import sr3_ddim_scheduler
-    from generators.diffusion.sr3 import SR3Config, SR3UNet
+    from xreal_bench.generators.diffusion.checkpoint_io import read_checkpoint, state_dict_of
+    from xreal_bench.generators.diffusion.latent_models import place
+    from xreal_bench.generators.diffusion.schedules import sr3_ddim_scheduler
+    from xreal_bench.generators.diffusion.sr3 import SR3Config, SR3UNet
 
     try:
         config = SR3Config.from_dict(yaml.safe_load(open(config_path)) or {}) if config_path else SR3Config()

@@ -22,19 +22,19 @@ from typing import Sequence
 
 import torch
 
-from generators.base import Generator, GeneratorContext
-from generators.diffusion import original_config as oc
-from generators.diffusion.conditions import Notes, anatomy_batch, choose_prompt
-from generators.diffusion.denoisers import LatentDenoiser
-from generators.diffusion.noise import SampleNoise
-from generators.diffusion.options import check_step_count, validate_sampling
-from generators.diffusion.runtime import (
+from xreal_bench.generators.base import Generator, GeneratorContext
+from xreal_bench.generators.diffusion import original_config as oc
+from xreal_bench.generators.diffusion.conditions import Notes, anatomy_batch, choose_prompt
+from xreal_bench.generators.diffusion.denoisers import LatentDenoiser
+from xreal_bench.generators.diffusion.noise import SampleNoise
+from xreal_bench.generators.diffusion.options import check_step_count, validate_sampling
+from xreal_bench.generators.diffusion.runtime import (
     adapter_logger,
     device_and_dtype,
     require_weights,
     to_outputs,
 )
-from generators.diffusion.sampler import ddim_sample
+from xreal_bench.generators.diffusion.sampler import ddim_sample
 from xreal_bench.errors import UserFacingError
 from xreal_bench.types import Condition
 from xreal_bench.validation import require
@@ -74,8 +74,8 @@ class ControlNetGenerator(Generator):
     Options = ControlNetOptions
 
     def __init__(self, name: str, options: ControlNetOptions, context: GeneratorContext):
-        from generators.diffusion.latent_models import Source, load_latent_diffusion
-        from generators.diffusion.text import BertPromptEncoder, load_bert_tokenizer
+        from xreal_bench.generators.diffusion.latent_models import Source, load_latent_diffusion
+        from xreal_bench.generators.diffusion.text import BertPromptEncoder, load_bert_tokenizer
 
         super().__init__(name, options, context)
         self.log = adapter_logger(context, name)

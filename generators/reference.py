@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from generators.base import Generator, GeneratorContext
+from xreal_bench.generators.base import Generator, GeneratorContext
 from xreal_bench.errors import UserFacingError
 from xreal_bench.imaging import load_grayscale, to_square
 from xreal_bench.types import Condition

@@ -6,18 +6,18 @@ from __future__ import annotations
 import importlib
 from importlib.metadata import entry_points
 
-from generators.base import Generator
+from xreal_bench.generators.base import Generator
 
 #: Built-in generator types, imported on first use so that heavy dependencies load lazily.
 BUILTINS: dict[str, str] = {
-    "real": "generators.reference:RealGenerator",
-    "noise": "generators.reference:NoiseGenerator",
-    "shuffled": "generators.reference:ShuffledGenerator",
-    "phantom": "generators.phantom:PhantomGenerator",
-    "xreal": "generators.xreal:XRealGenerator",
-    "controlnet": "generators.controlnet:ControlNetGenerator",
-    "cheff": "generators.cheff:CheffGenerator",
-    "roentgen": "generators.roentgen:RoentGenGenerator",
+    "real": "xreal_bench.generators.reference:RealGenerator",
+    "noise": "xreal_bench.generators.reference:NoiseGenerator",
+    "shuffled": "xreal_bench.generators.reference:ShuffledGenerator",
+    "phantom": "xreal_bench.demo.generator:PhantomGenerator",
+    "xreal": "xreal_bench.generators.xreal:XRealGenerator",
+    "controlnet": "xreal_bench.generators.controlnet:ControlNetGenerator",
+    "cheff": "xreal_bench.generators.cheff:CheffGenerator",
+    "roentgen": "xreal_bench.generators.roentgen:RoentGenGenerator",
 }
 
 REGISTERED: dict[str, type[Generator]] = {}

@@ -24,9 +24,9 @@ from typing import Literal, Sequence
 
 import torch
 
-from generators.base import Generator, GeneratorContext
-from generators.diffusion.conditions import Notes, choose_prompt
-from generators.diffusion.runtime import (
+from xreal_bench.generators.base import Generator, GeneratorContext
+from xreal_bench.generators.diffusion.conditions import Notes, choose_prompt
+from xreal_bench.generators.diffusion.runtime import (
     adapter_logger,
     device_and_dtype,
     require_weights,
@@ -103,7 +103,7 @@ class RoentGenGenerator(Generator):
     def __init__(self, name: str, options: RoentGenOptions, context: GeneratorContext):
         from diffusers import DDIMScheduler, PNDMScheduler, StableDiffusionPipeline
 
-        from generators.diffusion.text import TruncationCounter
+        from xreal_bench.generators.diffusion.text import TruncationCounter
 
         super().__init__(name, options, context)
         self.log = adapter_logger(context, name)

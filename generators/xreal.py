@@ -32,25 +32,25 @@ from typing import Literal, Sequence
 
 import torch
 
-from generators.base import Generator, GeneratorContext
-from generators.diffusion import original_config as oc
-from generators.diffusion.conditions import (
+from xreal_bench.generators.base import Generator, GeneratorContext
+from xreal_bench.generators.diffusion import original_config as oc
+from xreal_bench.generators.diffusion.conditions import (
     Notes,
     anatomy_batch,
     pathology_region,
     real_image_batch,
 )
-from generators.diffusion.denoisers import LatentDenoiser
-from generators.diffusion.images import cv2_cubic_resize
-from generators.diffusion.noise import SampleNoise
-from generators.diffusion.options import check_step_count, validate_sampling
-from generators.diffusion.runtime import (
+from xreal_bench.generators.diffusion.denoisers import LatentDenoiser
+from xreal_bench.generators.diffusion.images import cv2_cubic_resize
+from xreal_bench.generators.diffusion.noise import SampleNoise
+from xreal_bench.generators.diffusion.options import check_step_count, validate_sampling
+from xreal_bench.generators.diffusion.runtime import (
     adapter_logger,
     device_and_dtype,
     require_weights,
     to_outputs,
 )
-from generators.diffusion.sampler import Blend, ddim_sample
+from xreal_bench.generators.diffusion.sampler import Blend, ddim_sample
 from xreal_bench.errors import UserFacingError
 from xreal_bench.types import Condition
 from xreal_bench.validation import require
@@ -103,12 +103,12 @@ class XRealGenerator(Generator):
     Options = XRealOptions
 
     def __init__(self, name: str, options: XRealOptions, context: GeneratorContext):
-        from generators.diffusion.latent_models import (
+        from xreal_bench.generators.diffusion.latent_models import (
             Source,
             load_autoencoder,
             load_latent_diffusion,
         )
-        from generators.diffusion.text import BertPromptEncoder, load_bert_tokenizer
+        from xreal_bench.generators.diffusion.text import BertPromptEncoder, load_bert_tokenizer
 
         super().__init__(name, options, context)
         self.log = adapter_logger(context, name)

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from sklearn.metrics import f1_score, precision_recall_curve, roc_auc_score, roc_curve
 
-from metrics.bootstrap import percentile_interval, resample_indices
+from xreal_bench.metrics.bootstrap import percentile_interval, resample_indices
 
 THRESHOLD_POLICIES: tuple[str, ...] = ("calibrated", "youden", "f1", "fixed")
 IGNORE_LABEL = -1

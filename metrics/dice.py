@@ -2,7 +2,7 @@
 
 Masks are boolean ``[B, 4, H, W]`` arrays/tensors with the channels of
 :data:`MASK_CHANNELS` (patient's sides: the left lung lies on the image's right on a frontal
-view), as every :class:`~metrics.evaluators.base.Segmenter` returns them.
+view), as every :class:`~xreal_bench.metrics.evaluators.base.Segmenter` returns them.
 
 Conventions (explicit, because peers differ):
 

@@ -32,10 +32,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from metrics.dice import dice_per_structure
-from metrics.msssim import diversity_ms_ssim, paired_ms_ssim
-from metrics.stats import FeatureStats, all_reduce
-from metrics.suite import Suite
+from xreal_bench.metrics.dice import dice_per_structure
+from xreal_bench.metrics.msssim import diversity_ms_ssim, paired_ms_ssim
+from xreal_bench.metrics.stats import FeatureStats, all_reduce
+from xreal_bench.metrics.suite import Suite
 from xreal_bench import distributed
 from xreal_bench.distributed import DistInfo
 from xreal_bench.imaging import ImageDecodeError, load_standard

@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from metrics.stats import FeatureStats, as_float64_matrix
+from xreal_bench.metrics.stats import FeatureStats, as_float64_matrix
 
 
 def psd_sqrt(matrix: np.ndarray) -> np.ndarray:

@@ -3,7 +3,7 @@
 Point estimates and seeded bootstrap CIs over cases (a case's samples resampled together).
 FID uses the exactly merged streaming statistics for the headline value; per-pathology
 subsets and FID bootstrap use per-image features. Classification thresholds come from
-:func:`metrics.classification.fit_thresholds` on real images only.
+:func:`xreal_bench.metrics.classification.fit_thresholds` on real images only.
 """
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ from typing import Sequence
 
 import numpy as np
 
-from metrics.bootstrap import bootstrap_ci, bootstrap_statistic
-from metrics.classification import Thresholds, bootstrap_classification, evaluate_classification
-from metrics.dice import STRUCTURES
-from metrics.engine import SourceOutputs
-from metrics.fid import fid_from_stats, frechet_distance, kid
-from metrics.stats import FeatureStats
-from metrics.suite import Suite
+from xreal_bench.metrics.bootstrap import bootstrap_ci, bootstrap_statistic
+from xreal_bench.metrics.classification import Thresholds, bootstrap_classification, evaluate_classification
+from xreal_bench.metrics.dice import STRUCTURES
+from xreal_bench.metrics.engine import SourceOutputs
+from xreal_bench.metrics.fid import fid_from_stats, frechet_distance, kid
+from xreal_bench.metrics.stats import FeatureStats
+from xreal_bench.metrics.suite import Suite
 from xreal_bench.labels import CHEXPERT_LABELS, NON_PATHOLOGY_LABELS, XREAL_LABELS, label_index
 from xreal_bench.types import Case
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from metrics.evaluators.base import Classifier, FeatureExtractor, Segmenter
-from metrics.evaluators.registry import build_evaluator
+from xreal_bench.metrics.evaluators.base import Classifier, FeatureExtractor, Segmenter
+from xreal_bench.metrics.evaluators.registry import build_evaluator
 
 if TYPE_CHECKING:
     from xreal_bench.config import MetricsConfig

@@ -1,6 +1,6 @@
-"""Blinded radiologist reader studies: build (:mod:`reader_study.builder`), store
-(:mod:`reader_study.storage`), serve (:mod:`reader_study.app`) and analyse
-(:mod:`reader_study.analysis`).
+"""Blinded radiologist reader studies: build (:mod:`xreal_bench.reader_study.builder`), store
+(:mod:`xreal_bench.reader_study.storage`), serve (:mod:`xreal_bench.reader_study.app`) and analyse
+(:mod:`xreal_bench.reader_study.analysis`).
 
 The demo and scripts call :func:`create_study` and :func:`add_reader` (imported lazily so the
 CLI's ``--help`` stays fast)."""
@@ -10,7 +10,7 @@ __all__ = ["ReaderLink", "StudyCreated", "add_reader", "create_study"]
 
 def __getattr__(name: str):
     if name in __all__:
-        from reader_study import builder
+        from xreal_bench.reader_study import builder
 
         return getattr(builder, name)
     raise AttributeError(f"module 'reader_study' has no attribute {name!r}")

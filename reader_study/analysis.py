@@ -32,9 +32,9 @@ from scipy import stats
 from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import cohen_kappa_score
 
-from reader_study.criteria import CALL_GENERATED, TURING_CALL, TURING_CONFIDENCE
-from reader_study.layout import STUDY_DB, STUDY_JSON
-from reader_study.storage import Storage
+from xreal_bench.reader_study.criteria import CALL_GENERATED, TURING_CALL, TURING_CONFIDENCE
+from xreal_bench.reader_study.layout import STUDY_DB, STUDY_JSON
+from xreal_bench.reader_study.storage import Storage
 from xreal_bench.errors import UserFacingError
 
 REAL = "real"
@@ -409,7 +409,7 @@ def markdown(df: pd.DataFrame) -> str:
 
 def analyze_study(study_dir: Path, out: Path | None = None, bootstrap: int | None = None, confidence: float = 0.95, seed: int = 0) -> AnalysisResult:
     """Run every analysis on ``study_dir`` and write tables, figures and the tidy CSV to ``out``."""
-    from reader_study.figures import likert_figure, reader_figure
+    from xreal_bench.reader_study.figures import likert_figure, reader_figure
 
     study_dir = Path(study_dir)
     if not 0.5 < confidence < 1:

@@ -10,7 +10,7 @@ label, the criteria and the progress.
 Keyboard: digits score the highlighted criterion (the first one not yet rated), Backspace
 clears the last score, Enter submits once every criterion is rated. Keys typed faster than
 the page reruns are queued in the browser and applied in order (``viewer.html``,
-:mod:`reader_study.form`).
+:mod:`xreal_bench.reader_study.form`).
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from reader_study.form import ItemForm, Navigation, widget_key
-from reader_study.layout import STUDY_DB, STUDY_DIR_ENV, STUDY_JSON
-from reader_study.storage import Account, ItemView, Storage, StorageError
-from reader_study.viewer import viewer_html
+from xreal_bench.reader_study.form import ItemForm, Navigation, widget_key
+from xreal_bench.reader_study.layout import STUDY_DB, STUDY_DIR_ENV, STUDY_JSON
+from xreal_bench.reader_study.storage import Account, ItemView, Storage, StorageError
+from xreal_bench.reader_study.viewer import viewer_html
 
 VIEWER_HEIGHT = 700
 

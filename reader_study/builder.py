@@ -33,10 +33,10 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from reader_study import design
-from reader_study.criteria import rating_criteria, turing_criteria
-from reader_study.layout import IMAGES, STUDY_DB, STUDY_JSON
-from reader_study.storage import Storage, StorageError
+from xreal_bench.reader_study import design
+from xreal_bench.reader_study.criteria import rating_criteria, turing_criteria
+from xreal_bench.reader_study.layout import IMAGES, STUDY_DB, STUDY_JSON
+from xreal_bench.reader_study.storage import Storage, StorageError
 from xreal_bench.config import StudyConfig
 from xreal_bench.errors import UserFacingError
 from xreal_bench.imaging import (

@@ -117,7 +117,7 @@ def toml_value(value) -> str:
 
 
 def run_create(args: argparse.Namespace) -> int:
-    from reader_study.builder import create_study
+    from xreal_bench.reader_study.builder import create_study
 
     created = create_study(args.runs, args.out, study_settings(args), args.base_url)
     print(
@@ -133,7 +133,7 @@ def run_create(args: argparse.Namespace) -> int:
 
 
 def run_add_reader(args: argparse.Namespace) -> int:
-    from reader_study.builder import add_reader
+    from xreal_bench.reader_study.builder import add_reader
 
     reader = add_reader(args.study_dir, args.name, args.base_url)
     print(f"{reader.name}: {reader.link}")
@@ -143,7 +143,7 @@ def run_add_reader(args: argparse.Namespace) -> int:
 
 def serve_command(study_dir: Path, port: int, host: str) -> tuple[list[str], dict[str, str]]:
     """The ``streamlit run`` command line and environment that serve ``study_dir``."""
-    from reader_study.layout import APP_SCRIPT, STUDY_DIR_ENV
+    from xreal_bench.reader_study.layout import APP_SCRIPT, STUDY_DIR_ENV
 
     command = [
         sys.executable, "-m", "streamlit", "run", str(APP_SCRIPT),
@@ -160,7 +160,7 @@ def serve_command(study_dir: Path, port: int, host: str) -> tuple[list[str], dic
 
 
 def check_study_dir(study_dir: Path) -> None:
-    from reader_study.layout import STUDY_DB, STUDY_JSON
+    from xreal_bench.reader_study.layout import STUDY_DB, STUDY_JSON
     from xreal_bench.errors import UserFacingError
 
     for name in (STUDY_DB, STUDY_JSON):
@@ -177,8 +177,8 @@ def run_serve(args: argparse.Namespace) -> NoReturn:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    from reader_study.layout import STUDY_DB
-    from reader_study.storage import Storage
+    from xreal_bench.reader_study.layout import STUDY_DB
+    from xreal_bench.reader_study.storage import Storage
 
     check_study_dir(args.study_dir)
     with Storage(args.study_dir / STUDY_DB) as storage:
@@ -190,7 +190,7 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def run_analyze(args: argparse.Namespace) -> int:
-    from reader_study.analysis import analyze_study
+    from xreal_bench.reader_study.analysis import analyze_study
 
     check_study_dir(args.study_dir)
     result = analyze_study(args.study_dir, args.out, bootstrap=args.bootstrap, confidence=args.confidence, seed=args.seed)

@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping
 
-from reader_study.criteria import Criterion
-from reader_study.storage import ItemView
+from xreal_bench.reader_study.criteria import Criterion
+from xreal_bench.reader_study.storage import ItemView
 
 
 def widget_key(view: ItemView, name: str) -> str:

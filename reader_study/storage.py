@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from reader_study.criteria import Criterion
-from reader_study.layout import IMAGES
+from xreal_bench.reader_study.criteria import Criterion
+from xreal_bench.reader_study.layout import IMAGES
 
 SCHEMA_VERSION = 1
 Role = Literal["reader", "admin"]

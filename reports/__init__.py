@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from reports.figures import write_figures
-from reports.leaderboard import write_leaderboard
-from reports.tables import write_tables
+from xreal_bench.reports.figures import write_figures
+from xreal_bench.reports.leaderboard import write_leaderboard
+from xreal_bench.reports.tables import write_tables
 
 
 def write_reports(out: Path, formats=("md", "csv", "tex"), figures: bool = True, decimals: int = 3) -> list[Path]:

@@ -13,8 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from reports.leaderboard import HEADLINE, generator_order  # noqa: E402
-from reports.tables import PER_PATHOLOGY_METRICS, per_pathology  # noqa: E402
+from xreal_bench.reports.leaderboard import HEADLINE, generator_order  # noqa: E402
+from xreal_bench.reports.tables import PER_PATHOLOGY_METRICS, per_pathology  # noqa: E402
 
 
 def headline_figure(frame: pd.DataFrame, path: Path) -> Path | None:

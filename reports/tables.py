@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from reports.leaderboard import HEADLINE, REFERENCE, fmt, generator_order
+from xreal_bench.reports.leaderboard import HEADLINE, REFERENCE, fmt, generator_order
 from xreal_bench.imaging import write_atomic
 
 MAIN_COLUMNS = ("fid", "fid_xrv", "ms_ssim", "dice", "f1_macro", "auc_macro")

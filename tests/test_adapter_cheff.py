@@ -16,10 +16,10 @@ from tiny_ldm import (
     write_yaml,
 )
 
-from generators.base import GeneratorContext
-from generators.cheff import CheffGenerator, CheffOptions
-from generators.diffusion.sr3 import SR3Config, SR3UNet
-from generators.registry import generator_class
+from xreal_bench.generators.base import GeneratorContext
+from xreal_bench.generators.cheff import CheffGenerator, CheffOptions
+from xreal_bench.generators.diffusion.sr3 import SR3Config, SR3UNet
+from xreal_bench.generators.registry import generator_class
 from xreal_bench.errors import UserFacingError
 from xreal_bench.types import Condition
 from xreal_bench.validation import ConfigError, build

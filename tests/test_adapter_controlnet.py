@@ -9,12 +9,12 @@ import pytest
 import torch
 from tiny_ldm import TinyLDM, place, tiny_original_config, write_bert_vocab, write_yaml
 
-from generators.base import GeneratorContext
-from generators.controlnet import ControlNetGenerator, ControlNetOptions
-from generators.diffusion.denoisers import LatentDenoiser
-from generators.diffusion.noise import SampleNoise
-from generators.diffusion.sampler import ddim_sample
-from generators.registry import generator_class
+from xreal_bench.generators.base import GeneratorContext
+from xreal_bench.generators.controlnet import ControlNetGenerator, ControlNetOptions
+from xreal_bench.generators.diffusion.denoisers import LatentDenoiser
+from xreal_bench.generators.diffusion.noise import SampleNoise
+from xreal_bench.generators.diffusion.sampler import ddim_sample
+from xreal_bench.generators.registry import generator_class
 from xreal_bench.types import Condition
 from xreal_bench.weights import MissingWeightsError, WeightsManager
 

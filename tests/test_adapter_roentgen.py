@@ -18,9 +18,9 @@ from diffusers import (
 from tiny_ldm import randomize
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from generators.base import GeneratorContext
-from generators.registry import generator_class
-from generators.roentgen import RoentGenGenerator, RoentGenOptions
+from xreal_bench.generators.base import GeneratorContext
+from xreal_bench.generators.registry import generator_class
+from xreal_bench.generators.roentgen import RoentGenGenerator, RoentGenOptions
 from xreal_bench.types import Condition
 from xreal_bench.validation import ConfigError, build
 from xreal_bench.weights import MissingWeightsError, WeightsManager
@@ -117,7 +117,7 @@ def test_v2_prompt_format_scheduler_and_guidance(setup, tmp_path):
     other.path("roentgen-v2").parent.mkdir(parents=True)
     other.path("roentgen-v2").symlink_to(manager.path("roentgen-v1"), target_is_directory=True)
     generator = make(other, version="v2", age=71, sex="male")
-    from generators.diffusion.conditions import Notes
+    from xreal_bench.generators.diffusion.conditions import Notes
 
     notes = Notes([condition(1)], logging.getLogger("t"), "roentgen")
     assert generator.prompt_for(0, condition(1), notes) == "71 year old white male. small left pleural effusion."

@@ -12,9 +12,9 @@ import torch
 from PIL import Image
 from tiny_ldm import TinyLDM, place, tiny_original_config, write_bert_vocab, write_yaml
 
-from generators.base import GeneratorContext
-from generators.registry import generator_class
-from generators.xreal import XRealGenerator, XRealOptions
+from xreal_bench.generators.base import GeneratorContext
+from xreal_bench.generators.registry import generator_class
+from xreal_bench.generators.xreal import XRealGenerator, XRealOptions
 from xreal_bench.errors import UserFacingError
 from xreal_bench.imaging import load_grayscale, resize_label_map, to_square
 from xreal_bench.types import Box, Condition
@@ -153,9 +153,9 @@ def test_long_prompts_are_truncated_and_counted(setup, caplog):
 
 def test_options_are_validated():
     with pytest.raises(ConfigError, match="steps=30: the original DDIM sampler needs a divisor"):
-        build(XRealOptions, {"steps": 30}, "bench.toml", "generators.xreal")
+        build(XRealOptions, {"steps": 30}, "bench.toml", "xreal_bench.generators.xreal")
     with pytest.raises(ConfigError, match="anatomy_blend_steps: expected 0..steps"):
-        build(XRealOptions, {"steps": 20, "anatomy_blend_steps": 50}, "bench.toml", "generators.xreal")
+        build(XRealOptions, {"steps": 20, "anatomy_blend_steps": 50}, "bench.toml", "xreal_bench.generators.xreal")
     assert build(XRealOptions, {}, "bench.toml") == XRealOptions()
     defaults = XRealOptions()
     assert (defaults.steps, defaults.eta, defaults.anatomy_blend_steps, defaults.soft_mask, defaults.guidance, defaults.max_tokens) == (

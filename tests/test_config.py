@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from xreal_bench.cli import main
-from xreal_bench.commands.pipeline import demo_tables
+from xreal_bench.demo.command import demo_tables
 from xreal_bench.config import config_from_dict, load_config
 from xreal_bench.validation import ConfigError
 

@@ -14,19 +14,19 @@ import torch
 from safetensors.torch import load_file, save_file
 from sklearn.metrics import roc_auc_score
 
-from metrics.dice import (
+from xreal_bench.metrics.dice import (
     dice_scores,
     label_map_to_masks,
     left_lung_on_image_right,
     structure_masks,
 )
-from metrics.evaluators import (
+from xreal_bench.metrics.evaluators import (
     WeightsLoadError,
     build_classifier,
     build_feature_extractor,
     build_segmenter,
 )
-from metrics.evaluators.demo import (
+from xreal_bench.demo.evaluators import (
     CLASSIFIER_ARTIFACT,
     SEGMENTER_ARTIFACT,
     DemoClassifier,
@@ -34,11 +34,11 @@ from metrics.evaluators.demo import (
     DemoSegmenter,
     DemoSegmenterFeatures,
 )
-from metrics.evaluators.train_demo import SPLITS, render_sample
-from metrics.fid import kid
-from metrics.suite import SUITES, build_suite
+from xreal_bench.demo.train_evaluators import SPLITS, render_sample
+from xreal_bench.metrics.fid import kid
+from xreal_bench.metrics.suite import SUITES, build_suite
 from xreal_bench.config import config_from_dict
-from xreal_bench.data.phantoms import DRAWN_FINDINGS
+from xreal_bench.demo.phantoms import DRAWN_FINDINGS
 from xreal_bench.imaging import dequantize
 from xreal_bench.weights import ARTIFACTS, Artifact, MissingWeightsError, WeightsManager
 
@@ -156,7 +156,7 @@ def test_weights_hash_is_the_shipped_files_sha256(shipped, segmenter, classifier
     total = 0
     for name, evaluator in ((SEGMENTER_ARTIFACT, segmenter), (CLASSIFIER_ARTIFACT, classifier)):
         art, path = ARTIFACTS[name], shipped.path(name)
-        assert art.package == "metrics.evaluators" and path.name == f"{name}.safetensors"
+        assert art.package == "xreal_bench.demo" and path.name == f"{name}.safetensors"
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         assert evaluator.weights_hash == digest == art.sha256
         assert path.stat().st_size == art.size
@@ -220,7 +220,7 @@ def test_state_dict_loading_is_strict(tmp_path, shipped):
 def test_garbage_file_is_refused(tmp_path):
     (tmp_path / "cls.safetensors").write_bytes(b"not a safetensors file at all" * 10)
     manager = local_manager(tmp_path, {CLASSIFIER_ARTIFACT: "cls.safetensors"})
-    with pytest.raises(WeightsLoadError, match="not a readable safetensors file.*train_demo"):
+    with pytest.raises(WeightsLoadError, match="not a readable safetensors file.*train_evaluators"):
         DemoClassifier(weights=manager, device=CPU)
 
 

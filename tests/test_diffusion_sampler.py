@@ -10,21 +10,21 @@ import pytest
 import torch
 from PIL import Image
 
-from generators.diffusion.denoisers import LatentDenoiser
-from generators.diffusion.images import (
+from xreal_bench.generators.diffusion.denoisers import LatentDenoiser
+from xreal_bench.generators.diffusion.images import (
     cv2_cubic_resize,
     signed_to_unit,
     to_gray,
     unit_to_signed,
 )
-from generators.diffusion.noise import SampleNoise
-from generators.diffusion.sampler import Blend, classifier_free_guidance, ddim_sample
-from generators.diffusion.schedules import (
+from xreal_bench.generators.diffusion.noise import SampleNoise
+from xreal_bench.generators.diffusion.sampler import Blend, classifier_free_guidance, ddim_sample
+from xreal_bench.generators.diffusion.schedules import (
     cosine_betas,
     ldm_ddim_scheduler,
     sr3_ddim_scheduler,
 )
-from generators.xreal import anatomy_latent_mask
+from xreal_bench.generators.xreal import anatomy_latent_mask
 
 SHAPE = (3, 4, 4)
 

@@ -6,7 +6,7 @@ import numpy as np
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from metrics.stats import FeatureStats, all_reduce
+from xreal_bench.metrics.stats import FeatureStats, all_reduce
 
 WORLD = 2
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from metrics.evaluators import (
+from xreal_bench.metrics.evaluators import (
     FeatureExtractor,
     Segmenter,
     UnknownEvaluatorError,
@@ -20,9 +20,9 @@ from metrics.evaluators import (
     build_segmenter,
     register_evaluator,
 )
-from metrics.evaluators.registry import REGISTRY
-from metrics.evaluators.testing import write_random_release_files
-from metrics.evaluators.xrv import import_xrv, pspnet_outputs
+from xreal_bench.metrics.evaluators.registry import REGISTRY
+from xreal_bench.metrics.evaluators.testing import write_random_release_files
+from xreal_bench.metrics.evaluators.xrv import import_xrv, pspnet_outputs
 from xreal_bench.labels import CHEXPERT_LABELS
 from xreal_bench.weights import MissingWeightsError, WeightsManager
 
@@ -110,7 +110,7 @@ def test_importing_torchxrayvision_keeps_warning_filters():
     # A bare `import torchxrayvision` adds ("ignore", Warning) to the process-wide filters.
     code = (
         "import warnings\n"
-        "from metrics.evaluators.xrv import import_xrv, pspnet_outputs\n"
+        "from xreal_bench.metrics.evaluators.xrv import import_xrv, pspnet_outputs\n"
         "before = list(warnings.filters)\n"
         "xrv = import_xrv()\n"
         "assert warnings.filters == before, [f for f in warnings.filters if f not in before]\n"

@@ -25,7 +25,7 @@ SLOW_PLUGIN = textwrap.dedent(
 
     import torch
 
-    from generators import Generator, register_generator
+    from xreal_bench.generators import Generator, register_generator
 
 
     @register_generator

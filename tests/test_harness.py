@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from generators.base import Generator
-from generators.registry import register_generator
+from xreal_bench.generators.base import Generator
+from xreal_bench.generators.registry import register_generator
 from xreal_bench.config import config_from_dict
 from xreal_bench.errors import UserFacingError
 from xreal_bench.harness import OutputError, plan_items, run_generator, to_run_image

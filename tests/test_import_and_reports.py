@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from reports import write_reports
-from reports.leaderboard import leaderboard, markdown
-from reports.tables import main_table, to_latex
+from xreal_bench.reports import write_reports
+from xreal_bench.reports.leaderboard import leaderboard, markdown
+from xreal_bench.reports.tables import main_table, to_latex
 from xreal_bench.cli import main
 from xreal_bench.harness import to_run_image
 from xreal_bench.imaging import load_grayscale, quantize, save_png

@@ -11,9 +11,9 @@ import pytest
 import torch
 from tiny_ldm import TinyLDM, tiny_original_config, write_yaml
 
-from generators.diffusion import original_config as oc
-from generators.diffusion.checkpoint_io import read_checkpoint, state_dict_of
-from generators.diffusion.conversion import (
+from xreal_bench.generators.diffusion import original_config as oc
+from xreal_bench.generators.diffusion.checkpoint_io import read_checkpoint, state_dict_of
+from xreal_bench.generators.diffusion.conversion import (
     ConversionError,
     build_module,
     component_config,
@@ -24,7 +24,7 @@ from generators.diffusion.conversion import (
     unet_config,
     vae_config,
 )
-from generators.diffusion.converted_cache import ConvertedCheckpoint
+from xreal_bench.generators.diffusion.converted_cache import ConvertedCheckpoint
 from xreal_bench.errors import UserFacingError
 
 LOG = logging.getLogger("test")
@@ -121,7 +121,7 @@ def test_conversion_is_cached_and_invalidated_when_the_original_changes(tiny, tm
     first = ConvertedCheckpoint(path, "ldm", tiny.original, LOG).load("unet")
     assert (tmp_path / "backbone.pth.converted" / "unet.safetensors").is_file()
 
-    import generators.diffusion.converted_cache as cache
+    import xreal_bench.generators.diffusion.converted_cache as cache
 
     def no_reading(*args, **kwargs):
         raise AssertionError("the original was read although a valid cache exists")

@@ -10,23 +10,23 @@ from sklearn.metrics import f1_score, roc_auc_score
 from torch_fidelity.metric_fid import fid_statistics_to_metric
 from torch_fidelity.metric_kid import kid_features_to_metric
 
-from metrics.bootstrap import bootstrap_ci, bootstrap_statistic, resample_indices
-from metrics.classification import (
+from xreal_bench.metrics.bootstrap import bootstrap_ci, bootstrap_statistic, resample_indices
+from xreal_bench.metrics.classification import (
     Thresholds,
     evaluate_classification,
     f1_threshold,
     fit_thresholds,
     youden_threshold,
 )
-from metrics.dice import (
+from xreal_bench.metrics.dice import (
     dice_per_structure,
     label_map_to_masks,
     left_lung_on_image_right,
     summarize_dice,
 )
-from metrics.fid import fid_from_stats, frechet_distance, kid
-from metrics.msssim import diversity_ms_ssim, paired_ms_ssim
-from metrics.stats import FeatureStats
+from xreal_bench.metrics.fid import fid_from_stats, frechet_distance, kid
+from xreal_bench.metrics.msssim import diversity_ms_ssim, paired_ms_ssim
+from xreal_bench.metrics.stats import FeatureStats
 
 
 def gaussian_features(rng, n, d, shift=0.0, mix_seed=None):
@@ -452,8 +452,8 @@ def test_bootstrap_statistic_counts_failed_resamples():
 
 def test_bias_corrected_bootstrap_covers_a_resampling_biased_statistic():
     """FID grows when resampling duplicates samples; the shifted interval still covers the estimate."""
-    from metrics.bootstrap import bootstrap_statistic
-    from metrics.fid import frechet_distance
+    from xreal_bench.metrics.bootstrap import bootstrap_statistic
+    from xreal_bench.metrics.fid import frechet_distance
 
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=(60, 8)), rng.normal(size=(60, 8)) + 0.05
@@ -470,8 +470,8 @@ def test_bias_corrected_bootstrap_covers_a_resampling_biased_statistic():
 
 def test_vectorised_classification_bootstrap_matches_sklearn_per_resample():
     """Each resample's AUC/F1 from multiplicity weights equals scikit-learn on the resampled rows."""
-    from metrics.bootstrap import percentile_interval, resample_indices
-    from metrics.classification import (
+    from xreal_bench.metrics.bootstrap import percentile_interval, resample_indices
+    from xreal_bench.metrics.classification import (
         bootstrap_classification,
         evaluate_classification,
         fit_thresholds,

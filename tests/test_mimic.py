@@ -293,7 +293,7 @@ def test_load_dataset_synthetic_writes_then_scans_the_same_way(tmp_path, monkeyp
         write_mimic_tree(root)
         return root
 
-    monkeypatch.setitem(sys.modules, "xreal_bench.data.synthetic", types.SimpleNamespace(ensure_dataset=ensure_dataset))
+    monkeypatch.setitem(sys.modules, "xreal_bench.demo.synthetic", types.SimpleNamespace(ensure_dataset=ensure_dataset))
     cfg = config_from_dict({"dataset": {"kind": "synthetic", "root": str(tmp_path / "demo")}, "run": {"num_cases": 3}})
     s = load_dataset(cfg, progress=False)
     assert calls == [(Path(tmp_path / "demo"), cfg.dataset.synthetic)]

@@ -11,10 +11,10 @@ from scipy import stats
 from sklearn.metrics import cohen_kappa_score
 from statsmodels.stats.multitest import multipletests
 
-from reader_study import analysis
-from reader_study.analysis import analyze_study, holm, two_way_bootstrap_means
-from reader_study.sample import sample_study
-from reader_study.storage import Storage
+from xreal_bench.reader_study import analysis
+from xreal_bench.reader_study.analysis import analyze_study, holm, two_way_bootstrap_means
+from xreal_bench.demo.study import sample_study
+from xreal_bench.reader_study.storage import Storage
 from xreal_bench.cli import main
 from xreal_bench.errors import UserFacingError
 

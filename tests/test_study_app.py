@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from reader_study import add_reader
-from reader_study.layout import APP_SCRIPT, STUDY_DIR_ENV
-from reader_study.sample import sample_study
-from reader_study.storage import Storage
+from xreal_bench.reader_study import add_reader
+from xreal_bench.reader_study.layout import APP_SCRIPT, STUDY_DIR_ENV
+from xreal_bench.demo.study import sample_study
+from xreal_bench.reader_study.storage import Storage
 
 GENERATORS = ("xreal", "cheff")
 CRITERIA = ("anatomy_realism", "pathology_realism", "image_quality")

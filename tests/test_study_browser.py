@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from reader_study.cli import serve_command
-from reader_study.sample import sample_study
+from xreal_bench.reader_study.cli import serve_command
+from xreal_bench.demo.study import sample_study
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from reader_study import add_reader, create_study
-from reader_study.builder import Design
-from reader_study.sample import sample_study, write_sample_run
-from reader_study.storage import Storage, hash_token
+from xreal_bench.reader_study import add_reader, create_study
+from xreal_bench.reader_study.builder import Design
+from xreal_bench.demo.study import sample_study, write_sample_run
+from xreal_bench.reader_study.storage import Storage, hash_token
 from xreal_bench.cli import main
 from xreal_bench.config import StudyConfig
 from xreal_bench.errors import UserFacingError

@@ -6,7 +6,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from reader_study import design
+from xreal_bench.reader_study import design
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 6])

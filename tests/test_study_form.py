@@ -2,9 +2,9 @@
 
 from pathlib import Path
 
-from reader_study.criteria import CALL_GENERATED, likert, turing_criteria
-from reader_study.form import ItemForm
-from reader_study.storage import ItemView
+from xreal_bench.reader_study.criteria import CALL_GENERATED, likert, turing_criteria
+from xreal_bench.reader_study.form import ItemForm
+from xreal_bench.reader_study.storage import ItemView
 
 ANCHORS = ("a", "b", "c", "d", "e")
 

@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from reader_study.sample import sample_study
-from reader_study.storage import Storage, StorageError
+from xreal_bench.demo.study import sample_study
+from xreal_bench.reader_study.storage import Storage, StorageError
 
 RATING = {"anatomy_realism": 4, "pathology_realism": 3, "image_quality": 5}
 
@@ -183,7 +183,7 @@ def test_concurrent_processes_write_exactly_one_row_per_reader_item_criterion(st
 
 KILL_SCRIPT = """
 import sys
-from reader_study.storage import Storage
+from xreal_bench.reader_study.storage import Storage
 s = Storage(sys.argv[1])
 items = sys.argv[2:]
 scores = {"anatomy_realism": 2, "pathology_realism": 2, "image_quality": 2}

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from xreal_bench.config import SyntheticConfig
-from xreal_bench.data import phantoms, synthetic
+from xreal_bench.demo import phantoms, synthetic
 from xreal_bench.data.mimic import scan_mimic
 from xreal_bench.data.reports import parse_report
 from xreal_bench.errors import UserFacingError

@@ -19,14 +19,14 @@ from diffusers.pipelines.latent_diffusion.pipeline_latent_diffusion import (
     LDMBertModel,
 )
 
-from generators.diffusion import original_config as oc
-from generators.diffusion.conversion import (
+from xreal_bench.generators.diffusion import original_config as oc
+from xreal_bench.generators.diffusion.conversion import (
     controlnet_config,
     text_encoder_config,
     unet_config,
     vae_config,
 )
-from generators.diffusion.schedules import ldm_linear_alphas_cumprod
+from xreal_bench.generators.diffusion.schedules import ldm_linear_alphas_cumprod
 from xreal_bench.weights import WeightsManager
 
 #: Words the tiny BERT vocabulary knows (everything else becomes [UNK]).

@@ -7,8 +7,8 @@ from collections import Counter
 import torch
 import torch.nn.functional as F
 
-from metrics.evaluators.base import Classifier, FeatureExtractor, Segmenter
-from metrics.evaluators.registry import REGISTRY, register_evaluator
+from xreal_bench.metrics.evaluators.base import Classifier, FeatureExtractor, Segmenter
+from xreal_bench.metrics.evaluators.registry import REGISTRY, register_evaluator
 
 CALLS: Counter = Counter()  # evaluator name -> images seen
 

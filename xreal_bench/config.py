@@ -310,7 +310,7 @@ def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> BenchConfig
 
 def build_generator_config(name: str, table: Any, source: str) -> GeneratorConfig:
     """Validate one generator table: common keys here, options against the generator's class."""
-    from generators.registry import generator_class  # late import: plugins load on demand
+    from xreal_bench.generators.registry import generator_class  # late import: plugins load on demand
 
     path = f"generators.{name}"
     if not isinstance(table, dict):

@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from metrics.classification import Thresholds, fit_thresholds
-from metrics.dice import label_map_to_masks
-from metrics.engine import ImageItem, Preprocessing, SourceOutputs, evaluate_generated, evaluate_real, real_fingerprint
-from metrics.scoring import ResultRow, ScoringSettings, evaluated_labels, score
-from metrics.suite import Suite, build_suite
+from xreal_bench.metrics.classification import Thresholds, fit_thresholds
+from xreal_bench.metrics.dice import label_map_to_masks
+from xreal_bench.metrics.engine import ImageItem, Preprocessing, SourceOutputs, evaluate_generated, evaluate_real, real_fingerprint
+from xreal_bench.metrics.scoring import ResultRow, ScoringSettings, evaluated_labels, score
+from xreal_bench.metrics.suite import Suite, build_suite
 from xreal_bench.errors import UserFacingError
 from xreal_bench.imaging import resize_label_map
 from xreal_bench.labels import label_index

@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from generators.base import INPUT_KINDS, Generator, GeneratorContext
-from generators.registry import generator_class
+from xreal_bench.generators.base import INPUT_KINDS, Generator, GeneratorContext
+from xreal_bench.generators.registry import generator_class
 from xreal_bench import distributed
 from xreal_bench.distributed import DistInfo
 from xreal_bench.errors import UserFacingError

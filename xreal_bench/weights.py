@@ -23,7 +23,7 @@ from xreal_bench.errors import UserFacingError
 ENV_VAR = "XREAL_BENCH_WEIGHTS"
 DEFAULT_DIR = Path("~/.cache/xreal-bench/weights")
 
-DEMO_SOURCE = "shipped with xreal-bench; rebuild: python -m metrics.evaluators.train_demo --out metrics/evaluators/demo_weights"
+DEMO_SOURCE = "shipped with xreal-bench; rebuild: python -m xreal_bench.demo.train_evaluators --out xreal_bench/demo/weights"
 XREAL_SOURCE = "https://github.com/BioMedIA-MBZUAI/XReal (README: 'saved_models' archive)"
 CHEFF_SOURCE = "https://github.com/saiboxx/chexray-diffusion (README download links; reported dead in 2026)"
 XRV_RELEASE = "https://github.com/mlmed/torchxrayvision/releases/download/v1/"
@@ -100,8 +100,8 @@ ARTIFACTS: dict[str, Artifact] = {
         ),
         Artifact(
             name="demo-segmenter",
-            path="demo_weights/demo-segmenter.safetensors",
-            package="metrics.evaluators",
+            path="weights/demo-segmenter.safetensors",
+            package="xreal_bench.demo",
             source=DEMO_SOURCE,
             license="MIT (xreal-bench)",
             description="demo U-Net trained on the synthetic phantoms (demo Dice, demo fid_xrv features)",
@@ -111,8 +111,8 @@ ARTIFACTS: dict[str, Artifact] = {
         ),
         Artifact(
             name="demo-classifier",
-            path="demo_weights/demo-classifier.safetensors",
-            package="metrics.evaluators",
+            path="weights/demo-classifier.safetensors",
+            package="xreal_bench.demo",
             source=DEMO_SOURCE,
             license="MIT (xreal-bench)",
             description="demo finding classifier trained on the synthetic phantoms (demo F1/AUC, demo fid/kid features)",

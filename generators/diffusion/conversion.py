@@ -3,7 +3,7 @@
 The key mapping is diffusers' own (``diffusers.loaders.single_file_utils``:
 ``convert_ldm_unet_checkpoint``, ``convert_ldm_vae_checkpoint``, ``convert_controlnet_checkpoint``;
 ``convert_from_ckpt.convert_ldm_bert_checkpoint`` for the BERT-style text encoder), fed with the
-architecture from :mod:`~generators.diffusion.original_config`. What they do not cover is
+architecture from :mod:`~xreal_bench.generators.diffusion.original_config`. What they do not cover is
 written here once:
 
 - the ControlNet config: diffusers' ``create_controlnet_diffusers_config_from_ldm`` is not usable
@@ -48,8 +48,8 @@ from diffusers.pipelines.stable_diffusion.convert_from_ckpt import (
 )
 from torch import nn
 
-from generators.diffusion import original_config as oc
-from generators.diffusion.schedules import ldm_linear_alphas_cumprod
+from xreal_bench.generators.diffusion import original_config as oc
+from xreal_bench.generators.diffusion.schedules import ldm_linear_alphas_cumprod
 from xreal_bench.errors import UserFacingError
 
 #: Bumped whenever the conversion output changes (invalidates cached conversions).

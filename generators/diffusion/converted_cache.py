@@ -25,8 +25,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save
 from torch import nn
 
-from generators.diffusion.checkpoint_io import read_checkpoint, state_dict_of
-from generators.diffusion.conversion import (
+from xreal_bench.generators.diffusion.checkpoint_io import read_checkpoint, state_dict_of
+from xreal_bench.generators.diffusion.conversion import (
     CONVERTER_VERSION,
     LDM_PREFIXES,
     Partition,

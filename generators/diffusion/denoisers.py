@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from generators.diffusion.sampler import classifier_free_guidance
+from xreal_bench.generators.diffusion.sampler import classifier_free_guidance
 
 if TYPE_CHECKING:
     from diffusers import ControlNetModel, UNet2DConditionModel

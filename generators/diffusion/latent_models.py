@@ -24,10 +24,10 @@ from diffusers import (
 )
 from torch import nn
 
-from generators.diffusion import original_config as oc
-from generators.diffusion.converted_cache import ConvertedCheckpoint
-from generators.diffusion.noise import SampleNoise
-from generators.diffusion.schedules import ldm_ddim_scheduler
+from xreal_bench.generators.diffusion import original_config as oc
+from xreal_bench.generators.diffusion.converted_cache import ConvertedCheckpoint
+from xreal_bench.generators.diffusion.noise import SampleNoise
+from xreal_bench.generators.diffusion.schedules import ldm_ddim_scheduler
 from xreal_bench.errors import UserFacingError
 
 COMPONENT_KEYS = {

@@ -8,9 +8,9 @@ from typing import Sequence
 
 import torch
 
-from generators.base import GeneratorContext
-from generators.diffusion.images import to_gray
-from generators.diffusion.precision import denoiser_dtype
+from xreal_bench.generators.base import GeneratorContext
+from xreal_bench.generators.diffusion.images import to_gray
+from xreal_bench.generators.diffusion.precision import denoiser_dtype
 from xreal_bench.weights import WeightsManager
 
 

@@ -8,7 +8,7 @@ optionally blend a known latent in::
 
 (XReal's anatomy pass blends for the first ``steps`` loop indices, its pathology pass at every
 step); then ``eps = denoise(z, t)`` and one DDIM step with per-sample variance noise. All random
-numbers come from :class:`~generators.diffusion.noise.SampleNoise`, in the order: initial latent,
+numbers come from :class:`~xreal_bench.generators.diffusion.noise.SampleNoise`, in the order: initial latent,
 then per step the blend noise (when blending) and the variance noise (when ``eta > 0``).
 The latent is kept in float32 whatever the networks' precision.
 """
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 
-from generators.diffusion.noise import SampleNoise
+from xreal_bench.generators.diffusion.noise import SampleNoise
 
 if TYPE_CHECKING:
     from diffusers import DDIMScheduler

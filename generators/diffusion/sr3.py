@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from generators.diffusion.images import signed_to_unit, unit_to_signed
-from generators.diffusion.noise import SampleNoise
+from xreal_bench.generators.diffusion.images import signed_to_unit, unit_to_signed
+from xreal_bench.generators.diffusion.noise import SampleNoise
 
 if TYPE_CHECKING:
     from diffusers import DDIMScheduler

@@ -1,18 +1,18 @@
 """Evaluator networks behind three small protocols, built by name from the registry.
 
->>> from metrics.evaluators import build_segmenter
+>>> from xreal_bench.metrics.evaluators import build_segmenter
 >>> seg = build_segmenter("xrv-pspnet", weights=WeightsManager(), device="cuda")  # doctest: +SKIP
 >>> masks = seg(images)  # images: float [B, 1, H, W] in [0, 1] -> bool [B, 4, H, W]  # doctest: +SKIP
 """
 
-from metrics.evaluators.base import (
+from xreal_bench.metrics.evaluators.base import (
     Classifier,
     Evaluator,
     FeatureExtractor,
     Segmenter,
     WeightsLoadError,
 )
-from metrics.evaluators.registry import (
+from xreal_bench.metrics.evaluators.registry import (
     UnknownEvaluatorError,
     available_evaluators,
     build_classifier,

@@ -15,7 +15,7 @@ from typing import ClassVar
 
 import torch
 
-from metrics.dice import MASK_CHANNELS
+from xreal_bench.metrics.dice import MASK_CHANNELS
 from xreal_bench.errors import UserFacingError
 
 
@@ -79,7 +79,7 @@ class FeatureExtractor(Evaluator):
 
 class Segmenter(Evaluator):
     """``images -> bool [B, 4, H, W]`` masks at the input size, channels
-    :data:`~metrics.dice.MASK_CHANNELS` (patient's sides: the left lung is on the image's right)."""
+    :data:`~xreal_bench.metrics.dice.MASK_CHANNELS` (patient's sides: the left lung is on the image's right)."""
 
     kind = "segmenter"
     channels: tuple[str, ...] = MASK_CHANNELS

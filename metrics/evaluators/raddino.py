@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from metrics.evaluators.base import FeatureExtractor, WeightsLoadError
+from xreal_bench.metrics.evaluators.base import FeatureExtractor, WeightsLoadError
 from xreal_bench.weights import MissingWeightsError, WeightsManager
 
 ARTIFACT = "rad-dino"

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
-from metrics.evaluators.base import Classifier, Evaluator, FeatureExtractor, Segmenter
+from xreal_bench.metrics.evaluators.base import Classifier, Evaluator, FeatureExtractor, Segmenter
 from xreal_bench.errors import UserFacingError
 
 if TYPE_CHECKING:
@@ -47,20 +47,20 @@ def lazy(target: str, **options) -> Factory:
 
 REGISTRY: dict[str, dict[str, Factory]] = {
     "feature": {
-        "inception": lazy("metrics.evaluators.inception:InceptionFeatures"),
-        "xrv-densenet-features": lazy("metrics.evaluators.xrv:XRVDenseNetFeatures", tag="mimic_ch"),
-        **{f"xrv-densenet-features-{t}": lazy("metrics.evaluators.xrv:XRVDenseNetFeatures", tag=t) for t in XRV_TAGS},
-        "rad-dino": lazy("metrics.evaluators.raddino:RadDinoFeatures"),
-        "demo-classifier-features": lazy("metrics.evaluators.demo:DemoClassifierFeatures"),
-        "demo-segmenter-features": lazy("metrics.evaluators.demo:DemoSegmenterFeatures"),
+        "inception": lazy("xreal_bench.metrics.evaluators.inception:InceptionFeatures"),
+        "xrv-densenet-features": lazy("xreal_bench.metrics.evaluators.xrv:XRVDenseNetFeatures", tag="mimic_ch"),
+        **{f"xrv-densenet-features-{t}": lazy("xreal_bench.metrics.evaluators.xrv:XRVDenseNetFeatures", tag=t) for t in XRV_TAGS},
+        "rad-dino": lazy("xreal_bench.metrics.evaluators.raddino:RadDinoFeatures"),
+        "demo-classifier-features": lazy("xreal_bench.demo.evaluators:DemoClassifierFeatures"),
+        "demo-segmenter-features": lazy("xreal_bench.demo.evaluators:DemoSegmenterFeatures"),
     },
     "segmenter": {
-        "xrv-pspnet": lazy("metrics.evaluators.xrv:XRVPSPNet"),
-        "demo-segmenter": lazy("metrics.evaluators.demo:DemoSegmenter"),
+        "xrv-pspnet": lazy("xreal_bench.metrics.evaluators.xrv:XRVPSPNet"),
+        "demo-segmenter": lazy("xreal_bench.demo.evaluators:DemoSegmenter"),
     },
     "classifier": {
-        **{f"xrv-densenet-{t}": lazy("metrics.evaluators.xrv:XRVDenseNetClassifier", tag=t) for t in XRV_TAGS},
-        "demo-classifier": lazy("metrics.evaluators.demo:DemoClassifier"),
+        **{f"xrv-densenet-{t}": lazy("xreal_bench.metrics.evaluators.xrv:XRVDenseNetClassifier", tag=t) for t in XRV_TAGS},
+        "demo-classifier": lazy("xreal_bench.demo.evaluators:DemoClassifier"),
     },
 }
 

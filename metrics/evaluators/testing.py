@@ -18,7 +18,7 @@ def write_random_release_files(manager: WeightsManager, seed: int = 0) -> None:
     """Write torchxrayvision DenseNet (mimic_ch), PSPNet and torch-fidelity Inception files."""
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
-    from metrics.evaluators.xrv import import_xrv
+    from xreal_bench.metrics.evaluators.xrv import import_xrv
 
     xrv = import_xrv()
     torch.manual_seed(seed)

@@ -13,7 +13,7 @@ Preprocessing (applied here; the engine passes [0, 1] images):
 Lung sides (UNCERTAIN, see :class:`XRVPSPNet`): ChestX-Det's "Left Lung" is taken to be the
 patient's left lung (radiological naming, on the image's right on a frontal view). Neither
 torchxrayvision's code nor the ChestX-Det release states it; ``pspnet_left_lung`` switches
-the mapping, and :func:`metrics.dice.left_lung_on_image_right` checks it on real images.
+the mapping, and :func:`xreal_bench.metrics.dice.left_lung_on_image_right` checks it on real images.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from metrics.evaluators.base import (
+from xreal_bench.metrics.evaluators.base import (
     Classifier,
     FeatureExtractor,
     Segmenter,
@@ -149,7 +149,7 @@ class XRVPSPNet(Segmenter):
     (default: the radiological convention, the lung on the image's right of a frontal view)
     or ``"image-left"`` (the lung on the image's left, i.e. the patient's right). This was not
     verifiable from the released code; check it on real images with
-    :func:`metrics.dice.left_lung_on_image_right`.
+    :func:`xreal_bench.metrics.dice.left_lung_on_image_right`.
     """
 
     preprocessing = XRV_PREPROCESSING.format(size=PSPNET_RESOLUTION) + "; sigmoid > 0.5; nearest resize back"

@@ -90,7 +90,7 @@ def run_summary(args: argparse.Namespace) -> int:
 
 
 def run_synth(args: argparse.Namespace) -> int:
-    from xreal_bench.data.synthetic import write_dataset
+    from xreal_bench.demo.synthetic import write_dataset
 
     info = write_dataset(Path(args.root), n_subjects=args.n_subjects, seed=args.seed, image_size=args.image_size)
     frontal = ", ".join(f"{split} {n}" for split, n in info.frontal.items())

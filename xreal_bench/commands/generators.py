@@ -21,7 +21,7 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from generators.registry import available_generators, generator_class
+    from xreal_bench.generators.registry import available_generators, generator_class
     from xreal_bench.weights import WeightsManager
 
     manager = WeightsManager(args.weights_dir or None)

@@ -1,58 +1,12 @@
-"""``xreal-bench demo | run | generate | evaluate | report | import``."""
+"""``xreal-bench run | generate | evaluate | report | import``."""
 
 from __future__ import annotations
 
 import argparse
-import sys
-import time
 from pathlib import Path
-
-DEMO_OUT = "runs/demo"
-
-
-def demo_tables(out: str) -> dict:
-    """The demo's configuration (the shipped ``bench.toml`` holds the same values, commented)."""
-    data = f"{out}/data"
-    return {
-        "dataset": {"kind": "synthetic", "root": data, "views": ["AP", "PA"]},
-        "conditioning": {
-            "anatomy": "folder",
-            "anatomy_dir": f"{data}/anatomy",
-            "boxes_csv": f"{data}/ms-cxr-boxes.csv",
-            "boxes_format": "ms-cxr",
-            "box_fallback": "anatomy",
-        },
-        "generators": {"real": {}, "phantom": {}, "shuffled": {}, "noise": {}},
-        "metrics": {
-            "evaluators": "demo",
-            "enabled": ["fid", "fid_xrv", "kid", "ms_ssim", "ms_ssim_diversity", "dice", "f1_macro", "auc_macro"],
-            "thresholds": "youden",
-            "threshold_split": "validate",
-            "bootstrap": 200,
-            "fid_bootstrap": 50,
-            "min_subset_n": 8,
-            "kid_subset_size": 50,
-            "num_workers": 0,
-        },
-        "run": {"out": out, "samples_per_condition": 2, "batch_size": 16},
-    }
-
 
 def register(sub) -> None:
     from xreal_bench.cli import add_config_args, subparser
-
-    demo = subparser(
-        sub,
-        "demo",
-        "run the offline demo end to end (synthetic data, reference generators, every metric)",
-        "Writes a synthetic chest X-ray data set in the MIMIC-CXR-JPG layout, runs the reference generators "
-        "(real, phantom, shuffled, noise), evaluates every metric with the demo's own evaluators, writes results, "
-        "leaderboard, tables and figures, and builds a small reader study. Needs no weights and no network.",
-    )
-    demo.add_argument("--out", default=DEMO_OUT, help="output folder")
-    demo.add_argument("--no-study", action="store_true", help="skip building the demo reader study")
-    demo.add_argument("--quiet", action="store_true", help="no progress bars")
-    demo.set_defaults(handler=run_demo)
 
     for name, help_text, handler in (
         ("run", "generate, evaluate and report for a config (torchrun-aware)", run_all),
@@ -134,7 +88,7 @@ def run_all(args: argparse.Namespace) -> int:
 
 
 def report_and_print(cfg) -> None:
-    from reports import write_reports
+    from xreal_bench.reports import write_reports
 
     out = Path(cfg.run.out)
     write_reports(out, cfg.report.formats, cfg.report.figures, cfg.report.decimals)
@@ -143,7 +97,7 @@ def report_and_print(cfg) -> None:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from reports import write_reports
+    from xreal_bench.reports import write_reports
 
     written = write_reports(Path(args.run_dir), args.formats, not args.no_figures, args.decimals)
     for path in written:
@@ -172,40 +126,3 @@ def run_import(args: argparse.Namespace) -> int:
         raise UserFacingError(str(exc)) from None
     print(report.describe(args.generator))
     return 0 if report.imported else 1
-
-
-def run_demo(args: argparse.Namespace) -> int:
-    from xreal_bench.config import config_from_dict
-    from xreal_bench.evaluation import evaluate
-    from xreal_bench.pipeline import generate, open_session
-
-    started = time.perf_counter()
-    progress = not args.quiet
-    cfg = config_from_dict(demo_tables(args.out), source="xreal-bench demo")
-    session = open_session(cfg, progress=progress)
-    print(f"demo data: {len(session.scan.cases)} frontal test images in {cfg.dataset.root}")
-    generate(session, progress=progress)
-    evaluate(session, progress=progress)
-    report_and_print(cfg)
-    if not args.no_study:
-        demo_study(Path(cfg.run.out), cfg.study)
-    print(f"demo finished in {time.perf_counter() - started:.0f}s", file=sys.stderr)
-    return 0
-
-
-def demo_study(out: Path, settings) -> None:
-    """Rebuild the demo's reader study (fresh tokens) and print how to open it."""
-    import dataclasses
-    import shutil
-
-    from reader_study import create_study
-
-    folder = out / "study"
-    if folder.exists():
-        shutil.rmtree(folder)
-    created = create_study([out], folder, dataclasses.replace(settings, n_cases=6, generators=["phantom", "shuffled", "noise"]))
-    print(f"\nreader study: {created.n_cases} cases x {created.n_sources} sources, {created.items_per_reader} items per reader")
-    print(f"  serve it:  {created.serve_command}")
-    for reader in created.readers[:2]:
-        print(f"  {reader.name}: {reader.link}")
-    print(f"  admin:     {created.admin.link}")

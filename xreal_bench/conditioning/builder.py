@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from generators.base import INPUT_KINDS
+from xreal_bench.generators.base import INPUT_KINDS
 from xreal_bench.conditioning.anatomy import AnatomySource, FolderAnatomy, Segmenter, SegmenterAnatomy
 from xreal_bench.conditioning.boxes import (
     BoxTable,
@@ -60,17 +60,17 @@ def input_paths(cfg: BenchConfig) -> tuple[str, str]:
     cc = cfg.conditioning
     if cfg.dataset.kind != "synthetic":
         return cc.anatomy_dir, cc.boxes_csv
-    from xreal_bench.data.synthetic import ANATOMY_DIR, BOXES_CSV
+    from xreal_bench.demo.synthetic import ANATOMY_DIR, BOXES_CSV
 
     root = Path(cfg.dataset.root)
     return cc.anatomy_dir or str(root / ANATOMY_DIR), cc.boxes_csv or str(root / BOXES_CSV)
 
 
 def default_segmenter_factory(weights: WeightsManager, device: str, left_lung: str = "patient-left") -> Callable[[], Segmenter]:
-    """Factory for torchxrayvision's PSPNet (``metrics.evaluators``), built only when maps are missing."""
+    """Factory for torchxrayvision's PSPNet (``xreal_bench.metrics.evaluators``), built only when maps are missing."""
 
     def factory() -> Segmenter:
-        from metrics.evaluators import build_segmenter
+        from xreal_bench.metrics.evaluators import build_segmenter
 
         return build_segmenter("xrv-pspnet", weights=weights, device=device, pspnet_left_lung=left_lung)
 
@@ -133,7 +133,7 @@ class ConditionBuilder:
         return why
 
     def available_inputs(self) -> set[str]:
-        """The input kinds (of ``generators.base.INPUT_KINDS``) this dataset + config can supply."""
+        """The input kinds (of ``xreal_bench.generators.base.INPUT_KINDS``) this dataset + config can supply."""
         return set(INPUT_KINDS) - set(self.unavailable())
 
     # ------------------------------------------------------------ before generation

@@ -17,7 +17,7 @@ def load_dataset(cfg: BenchConfig, split: str | None = None, progress: bool = Tr
     ds = cfg.dataset
     root = Path(ds.root)
     if ds.kind == "synthetic":
-        from xreal_bench.data.synthetic import ensure_dataset
+        from xreal_bench.demo.synthetic import ensure_dataset
 
         root = ensure_dataset(root, ds.synthetic)
     return scan_mimic(

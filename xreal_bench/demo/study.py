@@ -67,7 +67,7 @@ def sample_study(root: str | Path, n_run_cases: int = 12, **settings):
 
     ``settings`` are :class:`~xreal_bench.config.StudyConfig` fields (small images by default).
     """
-    from reader_study.builder import create_study
+    from xreal_bench.reader_study.builder import create_study
     from xreal_bench.config import StudyConfig
 
     root = Path(root)

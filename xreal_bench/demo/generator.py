@@ -22,8 +22,8 @@ from typing import Literal
 
 import numpy as np
 
-from generators.base import Generator, GeneratorContext
-from xreal_bench.data.phantoms import DRAWN_FINDINGS, STYLES, render_from_anatomy
+from xreal_bench.generators.base import Generator, GeneratorContext
+from xreal_bench.demo.phantoms import DRAWN_FINDINGS, STYLES, render_from_anatomy
 from xreal_bench.errors import UserFacingError
 from xreal_bench.types import Condition
 from xreal_bench.validation import require

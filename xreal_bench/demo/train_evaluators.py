@@ -1,8 +1,8 @@
 """Train the demo evaluators on freshly rendered phantoms and write their weight files.
 
-    python -m metrics.evaluators.train_demo --out metrics/evaluators/demo_weights
+    python -m xreal_bench.demo.train_evaluators --out xreal_bench/demo/weights
 
-Data: phantoms rendered directly with :mod:`xreal_bench.data.phantoms` at 256 px, each one in
+Data: phantoms rendered directly with :mod:`xreal_bench.demo.phantoms` at 256 px, each one in
 two versions that share anatomy and findings: the demo dataset's texture (stored as JPEG
 q95, exactly like the demo's real images) and the ``phantom`` generator's alternate texture
 (stored as 8-bit PNG, like generated images). Findings: a fifth of the phantoms are normal,
@@ -59,9 +59,9 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from metrics.classification import Thresholds, evaluate_classification, fit_thresholds
-from metrics.dice import dice_per_structure, label_map_to_masks
-from metrics.evaluators.demo import (
+from xreal_bench.metrics.classification import Thresholds, evaluate_classification, fit_thresholds
+from xreal_bench.metrics.dice import dice_per_structure, label_map_to_masks
+from xreal_bench.demo.evaluators import (
     CLASSIFIER_ARTIFACT,
     SEGMENTER_ARTIFACT,
     SEGMENTER_CLASSES,
@@ -71,14 +71,14 @@ from metrics.evaluators.demo import (
     DemoUNet,
     demo_input,
 )
-from xreal_bench.data.phantoms import (
+from xreal_bench.demo.phantoms import (
     ALTERNATE_STYLE,
     DATASET_STYLE,
     DRAWN_FINDINGS,
     render_from_anatomy,
     render_phantom,
 )
-from xreal_bench.data.synthetic import jpeg_bytes
+from xreal_bench.demo.synthetic import jpeg_bytes
 from xreal_bench.imaging import dequantize, pil_to_gray, quantize
 from xreal_bench.weights import Artifact, WeightsManager
 
@@ -319,7 +319,7 @@ def sha256(path: Path) -> str:
 def manager_for(out: Path) -> WeightsManager:
     """A weights manager that finds the two files in ``out`` (the shipped loading path)."""
     artifacts = {
-        name: Artifact(name=name, path=f"{name}.safetensors", source="train_demo", license="MIT (xreal-bench)", description=name)
+        name: Artifact(name=name, path=f"{name}.safetensors", source="xreal_bench.demo.train_evaluators", license="MIT (xreal-bench)", description=name)
         for name in (SEGMENTER_ARTIFACT, CLASSIFIER_ARTIFACT)
     }
     return WeightsManager(out, artifacts)
@@ -360,7 +360,7 @@ def default_threads() -> int:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m metrics.evaluators.train_demo",
+        prog="python -m xreal_bench.demo.train_evaluators",
         description="Render phantoms, train the demo segmenter and classifier, fit the classifier's Youden-J "
         "thresholds on validation phantoms, write both .safetensors files and print held-out Dice / AUC.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -391,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     test = cached_set(args.cache, "test", args.n_test, args.threads, args.seed)
     timings["render"] = time.perf_counter() - t0
     provenance = {
-        "trained_by": "python -m metrics.evaluators.train_demo " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("out", "cache", "threads")),
+        "trained_by": "python -m xreal_bench.demo.train_evaluators " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("out", "cache", "threads")),
         "torch": torch.__version__,
         "threads": str(args.threads),
     }

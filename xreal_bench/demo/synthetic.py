@@ -4,7 +4,7 @@
 Under ``root``:
 
 - ``files/p1X/p1XXXXXXX/sXXXXXXXX/<dicom_id>.jpg`` — 8-bit grayscale JPEG (quality 95),
-  ``image_size`` square; frontal views are phantoms from :mod:`xreal_bench.data.phantoms`,
+  ``image_size`` square; frontal views are phantoms from :mod:`xreal_bench.demo.phantoms`,
   LATERAL views a lateral-looking rendering;
 - ``files/p1X/p1XXXXXXX/sXXXXXXXX.txt`` — MIMIC-CXR-style report with ``FINDINGS:`` and
   ``IMPRESSION:`` naming every drawn finding and its side (about 6 % lack FINDINGS and 4 %
@@ -56,8 +56,8 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from xreal_bench.config import SyntheticConfig
-from xreal_bench.data import phantoms
-from xreal_bench.data.phantoms import (
+from xreal_bench.demo import phantoms
+from xreal_bench.demo.phantoms import (
     DRAWN_FINDINGS,
     ONE_SIDED,
     Geometry,

@@ -1,8 +1,8 @@
 """Demo evaluators: small networks the project trained on its own synthetic phantoms.
 
 The real evaluators (Inception, torchxrayvision) need weights that an offline machine cannot
-download, so the demo ships its own (``metrics/evaluators/demo_weights/*.safetensors``, made
-by ``python -m metrics.evaluators.train_demo``, which prints their held-out Dice and AUC):
+download, so the demo ships its own (``xreal_bench/demo/weights/*.safetensors``, made
+by ``python -m xreal_bench.demo.train_evaluators``, which prints their held-out Dice and AUC):
 
 - ``demo-segmenter``: a small U-Net -> lungs (patient's left = image right), heart, aorta.
 - ``demo-segmenter-features``: the U-Net's globally pooled bottleneck (64-d; metric ``fid_xrv``
@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metrics.evaluators.base import (
+from xreal_bench.metrics.evaluators.base import (
     Classifier,
     FeatureExtractor,
     Segmenter,
@@ -42,7 +42,7 @@ CLASSIFIER_ARTIFACT = "demo-classifier"
 SEGMENTER_CLASSES = 5
 SEGMENTER_WIDTHS = (16, 32, 48, 64)
 CLASSIFIER_WIDTHS = (16, 32, 64, 64)
-REBUILD = "python -m metrics.evaluators.train_demo --out metrics/evaluators/demo_weights"
+REBUILD = "python -m xreal_bench.demo.train_evaluators --out xreal_bench/demo/weights"
 PREPROCESSING = f"[0,1] -> bilinear antialiased resize to {INPUT_SIZE}x{INPUT_SIZE} (whole image, no crop), 2x-1, 1 channel"
 
 
