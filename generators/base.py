@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 import numpy as np
 
 from xreal_bench.types import Case, Condition
+from xreal_bench.weights import Artifact
 
 if TYPE_CHECKING:
     import torch
@@ -66,8 +67,8 @@ class Generator(ABC):
     description: ClassVar[str] = ""
     #: Subset of :data:`INPUT_KINDS` this generator reads.
     inputs: ClassVar[frozenset[str]] = frozenset()
-    #: Names of weights-manager artifacts this generator needs.
-    weights: ClassVar[tuple[str, ...]] = ()
+    #: The weight files this generator loads (``xreal-bench weights list`` shows them).
+    artifacts: ClassVar[tuple[Artifact, ...]] = ()
     #: Dataclass of the generator's own options (validated from its config table).
     Options: ClassVar[type] = NoOptions
 

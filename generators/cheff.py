@@ -19,6 +19,7 @@ from typing import Literal, Sequence
 
 import torch
 
+from xreal_bench.generators.artifacts import BERT_TOKENIZER, CHEFF_AUTOENCODER, CHEFF_SR, CHEFF_T2I
 from xreal_bench.generators.base import Generator, GeneratorContext
 from xreal_bench.generators.diffusion import original_config as oc
 from xreal_bench.generators.diffusion.conditions import Notes, choose_prompt
@@ -37,7 +38,6 @@ from xreal_bench.errors import UserFacingError
 from xreal_bench.types import Condition
 from xreal_bench.validation import require
 
-SR_WEIGHTS = "cheff-sr-fine"
 
 
 @dataclass
@@ -84,9 +84,9 @@ class CheffOptions:
 
 class CheffGenerator(Generator):
     type_name = "cheff"
-    description = f"Cheff: report-to-image latent diffusion (MIT); super_resolution = true also needs {SR_WEIGHTS}"
+    description = f"Cheff: report-to-image latent diffusion (MIT); super_resolution = true also needs {CHEFF_SR.name}"
     inputs = frozenset({"text", "labels"})
-    weights = ("cheff-autoencoder", "cheff-diff-t2i", "bert-tokenizer")
+    artifacts = (CHEFF_AUTOENCODER, CHEFF_T2I, BERT_TOKENIZER, CHEFF_SR)
     Options = CheffOptions
 
     def __init__(self, name: str, options: CheffOptions, context: GeneratorContext):
@@ -95,7 +95,7 @@ class CheffGenerator(Generator):
 
         super().__init__(name, options, context)
         self.log = adapter_logger(context, name)
-        paths = require_weights(context, [*self.weights, *([SR_WEIGHTS] if options.super_resolution else [])])
+        paths = require_weights(context, [a for a in self.artifacts if a != CHEFF_SR or options.super_resolution])
         self.original = oc.load_original_config(options.original_config, oc.CHEFF)
         try:
             check_step_count(options.steps, oc.schedule(self.original)[2])
@@ -109,7 +109,7 @@ class CheffGenerator(Generator):
         self.scheduler = self.model.scheduler()
         self.sr = self.sr_scheduler = None
         if options.super_resolution:
-            self.sr, self.sr_scheduler = load_super_resolution(paths[SR_WEIGHTS], options.sr_config, self.device, dtype, self.log)
+            self.sr, self.sr_scheduler = load_super_resolution(paths[CHEFF_SR.name], options.sr_config, self.device, dtype, self.log)
         self.last_notes: list[tuple[str, ...]] = []
 
     @property

@@ -22,6 +22,7 @@ from typing import Sequence
 
 import torch
 
+from xreal_bench.generators.artifacts import BERT_TOKENIZER, XREAL_BACKBONE, XREAL_CONTROLNET, XREAL_LDM_AE
 from xreal_bench.generators.base import Generator, GeneratorContext
 from xreal_bench.generators.diffusion import original_config as oc
 from xreal_bench.generators.diffusion.conditions import Notes, anatomy_batch, choose_prompt
@@ -70,7 +71,7 @@ class ControlNetGenerator(Generator):
     type_name = "controlnet"
     description = "ControlNet on XReal's backbone, anatomy-map hint (XReal's baseline; bring your own ControlNet checkpoint)"
     inputs = frozenset({"labels", "anatomy"})
-    weights = ("xreal-backbone", "xreal-ldm-ae", "xreal-controlnet", "bert-tokenizer")
+    artifacts = (XREAL_BACKBONE, XREAL_LDM_AE, XREAL_CONTROLNET, BERT_TOKENIZER)
     Options = ControlNetOptions
 
     def __init__(self, name: str, options: ControlNetOptions, context: GeneratorContext):
@@ -79,7 +80,7 @@ class ControlNetGenerator(Generator):
 
         super().__init__(name, options, context)
         self.log = adapter_logger(context, name)
-        paths = require_weights(context, self.weights)
+        paths = require_weights(context, self.artifacts)
         self.original = oc.load_original_config(options.original_config, oc.CONTROLNET)
         try:
             check_step_count(options.steps, oc.schedule(self.original)[2])

@@ -24,6 +24,7 @@ from typing import Literal, Sequence
 
 import torch
 
+from xreal_bench.generators.artifacts import ROENTGEN
 from xreal_bench.generators.base import Generator, GeneratorContext
 from xreal_bench.generators.diffusion.conditions import Notes, choose_prompt
 from xreal_bench.generators.diffusion.runtime import (
@@ -38,8 +39,8 @@ from xreal_bench.validation import require
 
 #: Per-version defaults: artifact, prompt format, scheduler.
 VERSIONS = {
-    "v1": {"artifact": "roentgen-v1", "prompt_format": "{impression}", "scheduler": "snapshot"},
-    "v2": {"artifact": "roentgen-v2", "prompt_format": "{age} year old {race} {sex}. {impression}", "scheduler": "pndm"},
+    "v1": {"prompt_format": "{impression}", "scheduler": "snapshot"},
+    "v2": {"prompt_format": "{age} year old {race} {sex}. {impression}", "scheduler": "pndm"},
 }
 PROMPT_FIELDS = ("age", "race", "sex", "impression", "labels")
 
@@ -97,7 +98,7 @@ class RoentGenGenerator(Generator):
     type_name = "roentgen"
     description = "RoentGen v1/v2: Stable Diffusion fine-tuned on MIMIC-CXR (gated; needs the snapshot of the chosen version only)"
     inputs = frozenset({"text", "labels"})
-    weights = ("roentgen-v1", "roentgen-v2")
+    artifacts = tuple(ROENTGEN.values())
     Options = RoentGenOptions
 
     def __init__(self, name: str, options: RoentGenOptions, context: GeneratorContext):
@@ -107,8 +108,8 @@ class RoentGenGenerator(Generator):
 
         super().__init__(name, options, context)
         self.log = adapter_logger(context, name)
-        artifact = VERSIONS[options.version]["artifact"]
-        folder = require_weights(context, [artifact])[artifact]
+        artifact = ROENTGEN[options.version]
+        folder = require_weights(context, [artifact])[artifact.name]
         self.device, dtype = device_and_dtype(context, self.log)
         try:
             with warnings.catch_warnings():

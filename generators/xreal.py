@@ -32,6 +32,7 @@ from typing import Literal, Sequence
 
 import torch
 
+from xreal_bench.generators.artifacts import BERT_TOKENIZER, XREAL_ANATOMY_CONTROLLER, XREAL_BACKBONE, XREAL_LDM_AE
 from xreal_bench.generators.base import Generator, GeneratorContext
 from xreal_bench.generators.diffusion import original_config as oc
 from xreal_bench.generators.diffusion.conditions import (
@@ -99,7 +100,7 @@ class XRealGenerator(Generator):
     type_name = "xreal"
     description = "XReal: anatomy + pathology controlled latent diffusion (released weights, CC BY-NC 4.0)"
     inputs = frozenset({"labels", "anatomy", "pathology", "image"})
-    weights = ("xreal-backbone", "xreal-ldm-ae", "xreal-anatomy-controller", "bert-tokenizer")
+    artifacts = (XREAL_BACKBONE, XREAL_LDM_AE, XREAL_ANATOMY_CONTROLLER, BERT_TOKENIZER)
     Options = XRealOptions
 
     def __init__(self, name: str, options: XRealOptions, context: GeneratorContext):
@@ -112,7 +113,7 @@ class XRealGenerator(Generator):
 
         super().__init__(name, options, context)
         self.log = adapter_logger(context, name)
-        needed = [w for w in self.weights if not (w == "xreal-anatomy-controller" and options.mode == "edit")]
+        needed = [a for a in self.artifacts if not (a == XREAL_ANATOMY_CONTROLLER and options.mode == "edit")]
         paths = require_weights(context, needed)
         self.original = oc.load_original_config(options.original_config, oc.XREAL)
         try:

@@ -21,7 +21,7 @@ workflow:
 
 
 def register(sub) -> None:
-    from xreal_bench.cli import HelpFormatter, add_config_args, subparser
+    from xreal_bench.commands.args import HelpFormatter, add_config_args, subparser
     from xreal_bench.config import StudyConfig
 
     study = subparser(
@@ -92,7 +92,7 @@ def register(sub) -> None:
 
 def study_settings(args: argparse.Namespace):
     """``[study]`` from the config with the command-line flags applied (validated together)."""
-    from xreal_bench.cli import config_from_args
+    from xreal_bench.commands.args import config_from_args
 
     flags = {
         "n_cases": "n_cases",

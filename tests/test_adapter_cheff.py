@@ -54,7 +54,7 @@ def condition(seed: int, report: str = "Large right pleural effusion.", prompt: 
 
 def test_declarations_and_defaults():
     cls = generator_class("cheff")
-    assert cls.inputs == {"text", "labels"} and cls.weights == ("cheff-autoencoder", "cheff-diff-t2i", "bert-tokenizer")
+    assert cls.inputs == {"text", "labels"} and tuple(a.name for a in cls.artifacts) == ("cheff-autoencoder", "cheff-diff-t2i", "bert-tokenizer", "cheff-sr-fine")
     d = CheffOptions()
     assert (d.steps, d.eta, d.guidance, d.prompt_source, d.super_resolution, d.sr_size, d.sr_steps, d.sr_eta) == (
         100, 1.0, 1.0, "report", False, 1024, 100, 0.0)

@@ -52,7 +52,7 @@ def condition(seed: int, prompt: str = "Edema", heart: int = 24) -> Condition:
 
 def test_declarations():
     cls = generator_class("controlnet")
-    assert cls.inputs == {"labels", "anatomy"} and "xreal-controlnet" in cls.weights
+    assert cls.inputs == {"labels", "anatomy"} and "xreal-controlnet" in {a.name for a in cls.artifacts}
     defaults = ControlNetOptions()
     assert (defaults.steps, defaults.eta, defaults.guidance, defaults.control_scale) == (100, 1.0, 1.0, 1.0)
 

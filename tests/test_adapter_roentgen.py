@@ -85,7 +85,7 @@ def condition(seed: int, report: str = "small left pleural effusion.", prompt: s
 
 def test_declarations_and_defaults():
     cls = generator_class("roentgen")
-    assert cls.inputs == {"text", "labels"} and set(cls.weights) == {"roentgen-v1", "roentgen-v2"}
+    assert cls.inputs == {"text", "labels"} and {a.name for a in cls.artifacts} == {"roentgen-v1", "roentgen-v2"}
     v1, v2 = RoentGenOptions(), RoentGenOptions(version="v2")
     assert (v1.steps, v1.effective_guidance, v1.effective_scheduler, v1.resolution) == (75, 4.0, "snapshot", 512)
     v2_format = "{age} year old {race} {sex}. {impression}"

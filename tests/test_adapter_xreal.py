@@ -72,7 +72,7 @@ def test_registry_and_declarations():
     cls = generator_class("xreal")
     assert cls is XRealGenerator
     assert cls.inputs == {"labels", "anatomy", "pathology", "image"}
-    assert cls.weights == ("xreal-backbone", "xreal-ldm-ae", "xreal-anatomy-controller", "bert-tokenizer")
+    assert tuple(a.name for a in cls.artifacts) == ("xreal-backbone", "xreal-ldm-ae", "xreal-anatomy-controller", "bert-tokenizer")
 
 
 def test_batch_generation_shapes_range_and_notes(setup):

@@ -37,7 +37,7 @@ def error_for(tmp_path: Path, text: str, overrides=()) -> str:
         ("[metrics]\nlabel_set = ['Cardiomegally']\n", "metrics.label_set[0]: expected 'classifier', 'xreal' or a CheXpert label"),
         ("[metrics]\nconfidence = 1.5\n", "metrics.confidence: expected a level in (0.5, 1), got 1.5"),
         ("[reports]\nformats = ['md']\n", "reports: unknown section (known sections:"),
-        ("[generators.dalle]\n", "generators.dalle: unknown generator 'dalle'; available generators:"),
+        ("[generators.dalle]\n", "generators.dalle: unknown generator 'dalle'; available:"),
         ("[generators.g]\ntype = 'noise'\ncontrast = 2.0\n", "generators.g.contrast: expected 0..0.5, got 2.0"),
         ("[generators.g]\ntype = 'noise'\ncontrats = 0.1\n", "generators.g.contrats: unknown key"),
         ("[generators.real]\nbatch_size = -1\n", "generators.real.batch_size: expected >= 0"),

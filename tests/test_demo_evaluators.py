@@ -40,7 +40,7 @@ from xreal_bench.metrics.suite import SUITES, build_suite
 from xreal_bench.config import config_from_dict
 from xreal_bench.demo.phantoms import DRAWN_FINDINGS
 from xreal_bench.imaging import dequantize
-from xreal_bench.weights import ARTIFACTS, Artifact, MissingWeightsError, WeightsManager
+from xreal_bench.weights import Artifact, MissingWeightsError, WeightsManager
 
 #: Held-out split code: not used by the training script (train 1, validate 2, test 3).
 HELDOUT = 4
@@ -155,7 +155,7 @@ def test_outputs_at_the_input_resolution_and_deterministic(heldout, segmenter, c
 def test_weights_hash_is_the_shipped_files_sha256(shipped, segmenter, classifier):
     total = 0
     for name, evaluator in ((SEGMENTER_ARTIFACT, segmenter), (CLASSIFIER_ARTIFACT, classifier)):
-        art, path = ARTIFACTS[name], shipped.path(name)
+        art, path = shipped.artifact(name), shipped.path(name)
         assert art.package == "xreal_bench.demo" and path.name == f"{name}.safetensors"
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         assert evaluator.weights_hash == digest == art.sha256

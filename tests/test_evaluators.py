@@ -11,7 +11,6 @@ import torch
 from xreal_bench.metrics.evaluators import (
     FeatureExtractor,
     Segmenter,
-    UnknownEvaluatorError,
     WeightsLoadError,
     available_evaluators,
     build_classifier,
@@ -20,7 +19,7 @@ from xreal_bench.metrics.evaluators import (
     build_segmenter,
     register_evaluator,
 )
-from xreal_bench.metrics.evaluators.registry import REGISTRY
+from xreal_bench.registry import EVALUATORS, RegistryError
 from xreal_bench.metrics.evaluators.testing import write_random_release_files
 from xreal_bench.metrics.evaluators.xrv import import_xrv, pspnet_outputs
 from xreal_bench.labels import CHEXPERT_LABELS
@@ -70,7 +69,7 @@ def test_missing_weights_name_the_path_and_the_fetch_command(tmp_path, kind, nam
 
 
 def test_unknown_names_and_custom_registration(tmp_path):
-    with pytest.raises(UnknownEvaluatorError, match="unknown segmenter evaluator 'nope'; available: .*xrv-pspnet"):
+    with pytest.raises(RegistryError, match="unknown segmenter evaluator 'nope'; available: .*xrv-pspnet"):
         build_segmenter("nope", weights=WeightsManager(tmp_path))
     with pytest.raises(ValueError, match="unknown evaluator kind"):
         build_evaluator("detector", "x", weights=WeightsManager(tmp_path))
@@ -86,7 +85,7 @@ def test_unknown_names_and_custom_registration(tmp_path):
 
     try:
         register_evaluator("feature", "mean", Mean)
-        with pytest.raises(ValueError, match="already registered"):
+        with pytest.raises(RegistryError, match="already defined"):
             register_evaluator("feature", "mean", Mean)
         assert "mean" in available_evaluators("feature")
         extractor = build_feature_extractor("mean", weights=WeightsManager(tmp_path))
@@ -102,8 +101,8 @@ def test_unknown_names_and_custom_registration(tmp_path):
         with pytest.raises(TypeError, match="not a Segmenter"):
             build_segmenter("wrong-kind", weights=WeightsManager(tmp_path))
     finally:
-        REGISTRY["feature"].pop("mean", None)
-        REGISTRY["segmenter"].pop("wrong-kind", None)
+        EVALUATORS["feature"].unregister("mean")
+        EVALUATORS["segmenter"].unregister("wrong-kind")
 
 
 def test_importing_torchxrayvision_keeps_warning_filters():

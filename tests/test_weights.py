@@ -7,7 +7,7 @@ import hashlib
 import pytest
 
 from xreal_bench.cli import main
-from xreal_bench.weights import ARTIFACTS, Artifact, MissingWeightsError, WeightsManager, weights_dir
+from xreal_bench.weights import Artifact, collect_artifacts, MissingWeightsError, WeightsManager, weights_dir
 
 
 def test_folder_resolution_order(tmp_path, monkeypatch):
@@ -67,9 +67,14 @@ def test_fetch_fails_offline_with_advice(tmp_path, monkeypatch):
     assert not list(tmp_path.rglob("*.part"))
 
 
-def test_every_artifact_has_source_licence_and_location():
-    for name, art in ARTIFACTS.items():
+def test_every_artifact_has_source_licence_location_and_a_user():
+    catalog = collect_artifacts()
+    assert not catalog.problems
+    assert {"xrv-pspnet", "inception-fid", "xreal-backbone", "bert-tokenizer", "demo-classifier", "roentgen-v2"} <= set(catalog.artifacts)
+    for name, art in catalog.artifacts.items():
         assert art.name == name and art.source and art.license and art.path and art.description
+    assert catalog.users["xreal-backbone"] == ["generator controlnet", "generator xreal"]
+    assert catalog.users["xrv-pspnet"] == ["segmenter evaluator xrv-pspnet"]
 
 
 def test_cli_list_path_verify(tmp_path, capsys):

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from xreal_bench.metrics.evaluators.base import Classifier, FeatureExtractor, Segmenter
-from xreal_bench.metrics.evaluators.registry import REGISTRY, register_evaluator
+from xreal_bench.metrics.evaluators.registry import register_evaluator
+from xreal_bench.registry import EVALUATORS
 
 CALLS: Counter = Counter()  # evaluator name -> images seen
 
@@ -67,4 +68,4 @@ def register() -> None:
 
 def unregister() -> None:
     for kind, cls in TOYS:
-        REGISTRY[kind].pop(cls.name, None)
+        EVALUATORS[kind].unregister(cls.name)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from xreal_bench.labels import CHEXPERT_LABELS
+from xreal_bench.registry import GENERATORS, RegistryError, declared
 from xreal_bench.validation import ConfigError, build, require, to_dict
 
 LabelValue = Literal[0, 1, "ignore"]
@@ -310,8 +311,6 @@ def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> BenchConfig
 
 def build_generator_config(name: str, table: Any, source: str) -> GeneratorConfig:
     """Validate one generator table: common keys here, options against the generator's class."""
-    from xreal_bench.generators.registry import generator_class  # late import: plugins load on demand
-
     path = f"generators.{name}"
     if not isinstance(table, dict):
         raise ConfigError(source, path, "expected a table")
@@ -321,13 +320,13 @@ def build_generator_config(name: str, table: Any, source: str) -> GeneratorConfi
     if not isinstance(type_name, str):
         raise ConfigError(source, f"{path}.type", f"expected a generator type name, got {type_name!r}")
     try:
-        cls = generator_class(type_name)
-    except KeyError as exc:
-        raise ConfigError(source, f"{path}.type" if "type" in table else path, str(exc.args[0])) from None
+        options_type = declared(GENERATORS.get(type_name), "Options")
+    except RegistryError as exc:
+        raise ConfigError(source, f"{path}.type" if "type" in table else path, str(exc)) from None
     cfg = build(GeneratorConfig, {**common, "options": {}}, source, path)
     if cfg.batch_size < 0:
         raise ConfigError(source, f"{path}.batch_size", f"expected >= 0 (0 = run.batch_size), got {cfg.batch_size}")
-    cfg.options = build(cls.Options, table, source, path)
+    cfg.options = build(options_type, table, source, path)
     return cfg
 
 

@@ -1,6 +1,9 @@
-"""Weights manager: one manifest of every external artifact the suite can load.
+"""Weights manager: every external artifact the suite can load, as its users declare them.
 
-Every loader asks :meth:`WeightsManager.require` for its file. A missing file raises one
+Generators and evaluators, built-in or plugin, declare the files they load as :class:`Artifact`
+records (a generator's ``artifacts`` class attribute; an evaluator's ``artifacts`` attribute);
+:func:`collect_artifacts` gathers them through the registries, so a plugin's files are listed
+like the built-ins'. Every loader asks :meth:`WeightsManager.require` for its file. A missing file raises one
 :class:`MissingWeightsError` naming the artifact, the exact path looked at, and how to obtain
 it; nothing ever falls back to random weights. The weights folder is, in order:
 ``[weights].dir`` in the config, ``$XREAL_BENCH_WEIGHTS``, ``~/.cache/xreal-bench/weights``.
@@ -15,6 +18,7 @@ import os
 import shutil
 import tempfile
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,15 +27,14 @@ from xreal_bench.errors import UserFacingError
 ENV_VAR = "XREAL_BENCH_WEIGHTS"
 DEFAULT_DIR = Path("~/.cache/xreal-bench/weights")
 
-DEMO_SOURCE = "shipped with xreal-bench; rebuild: python -m xreal_bench.demo.train_evaluators --out xreal_bench/demo/weights"
-XREAL_SOURCE = "https://github.com/BioMedIA-MBZUAI/XReal (README: 'saved_models' archive)"
-CHEFF_SOURCE = "https://github.com/saiboxx/chexray-diffusion (README download links; reported dead in 2026)"
-XRV_RELEASE = "https://github.com/mlmed/torchxrayvision/releases/download/v1/"
-
 
 @dataclass(frozen=True)
 class Artifact:
-    """One external file or folder. ``path`` is relative to the weights folder."""
+    """One external file or folder, declared by the generator or evaluator that loads it.
+
+    ``path`` is relative to the weights folder (or to ``package`` for files shipped inside a
+    Python package). ``sha256``/``size`` are set where the published bytes are known.
+    """
 
     name: str
     path: str
@@ -44,173 +47,44 @@ class Artifact:
     size: int | None = None
     url: str | None = None  # direct download for `weights fetch`
     hub_id: str | None = None  # Hugging Face repo id for `weights fetch`
-    used_by: tuple[str, ...] = field(default=())
-    package: str | None = None  # set for files shipped inside a Python package: ``path`` is relative to it
+    package: str | None = None
 
 
-def xrv_densenet(tag: str, file: str) -> Artifact:
-    return Artifact(
-        name=f"xrv-densenet-{tag}",
-        path=f"torchxrayvision/{file}",
-        source=XRV_RELEASE + file,
-        url=XRV_RELEASE + file,
-        license="Apache-2.0 (torchxrayvision)",
-        description=f"torchxrayvision DenseNet-121 densenet121-res224-{tag} (classifier, fid_xrv features)",
-        used_by=("metrics",),
-    )
+@dataclass
+class ArtifactCatalog:
+    """Every declared artifact with who declares it, and the registry entries that could not be read."""
+
+    artifacts: dict[str, Artifact] = field(default_factory=dict)
+    users: dict[str, list[str]] = field(default_factory=dict)  # artifact name -> "generator xreal", ...
+    problems: list[str] = field(default_factory=list)
 
 
-ARTIFACTS: dict[str, Artifact] = {
-    a.name: a
-    for a in [
-        Artifact(
-            name="xrv-pspnet",
-            path="torchxrayvision/pspnet_chestxray_best_model_4.pth",
-            source=XRV_RELEASE + "pspnet_chestxray_best_model_4.pth",
-            url=XRV_RELEASE + "pspnet_chestxray_best_model_4.pth",
-            license="Apache-2.0 (torchxrayvision)",
-            description="torchxrayvision PSPNet chest anatomy segmenter (anatomy maps, Dice)",
-            used_by=("conditioning", "metrics"),
-        ),
-        xrv_densenet("mimic_ch", "mimic_ch-densenet121-d121-tw-lr001-rot45-tr15-sc15-seed0-best.pt"),
-        xrv_densenet("mimic_nb", "mimic_nb-densenet121-d121-tw-lr001-rot45-tr15-sc15-seed0-best.pt"),
-        xrv_densenet("chex", "chex-densenet121-d121-tw-lr001-rot45-tr15-sc15-seed0-best.pt"),
-        xrv_densenet(
-            "all", "nih-pc-chex-mimic_ch-google-openi-kaggle-densenet121-d121-tw-lr001-rot45-tr15-sc15-seed0-best.pt"
-        ),
-        Artifact(
-            name="inception-fid",
-            path="inception/weights-inception-2015-12-05-6726825d.pth",
-            source="https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth",
-            url="https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth",
-            license="Apache-2.0 (torch-fidelity port of the TF Inception graph)",
-            description="Inception-v3 FID feature extractor, torch-fidelity weights (metric `fid`)",
-            used_by=("metrics",),
-        ),
-        Artifact(
-            name="rad-dino",
-            path="rad-dino",
-            kind="dir",
-            files=("config.json", "model.safetensors", "preprocessor_config.json"),
-            source="https://huggingface.co/microsoft/rad-dino",
-            hub_id="microsoft/rad-dino",
-            license="MSRLA (research use)",
-            description="RAD-DINO ViT-B/14 chest X-ray encoder (optional FID feature space)",
-            used_by=("metrics",),
-        ),
-        Artifact(
-            name="demo-segmenter",
-            path="weights/demo-segmenter.safetensors",
-            package="xreal_bench.demo",
-            source=DEMO_SOURCE,
-            license="MIT (xreal-bench)",
-            description="demo U-Net trained on the synthetic phantoms (demo Dice, demo fid_xrv features)",
-            sha256="3f789f057a18147c547ccf49484736426076515459d433ece687db88833a990d",
-            size=930012,
-            used_by=("metrics",),
-        ),
-        Artifact(
-            name="demo-classifier",
-            path="weights/demo-classifier.safetensors",
-            package="xreal_bench.demo",
-            source=DEMO_SOURCE,
-            license="MIT (xreal-bench)",
-            description="demo finding classifier trained on the synthetic phantoms (demo F1/AUC, demo fid/kid features)",
-            sha256="3f960d457ded55edf9e282e54a152da262069a868356c50367a15754f23fc348",
-            size=603680,
-            used_by=("metrics",),
-        ),
-        Artifact(
-            name="xreal-backbone",
-            path="xreal/saved_models/backbone.pth",
-            source=XREAL_SOURCE,
-            license="CC BY-NC 4.0 (non-commercial)",
-            description="XReal latent diffusion backbone (UNet + BERT-style text encoder)",
-            used_by=("xreal", "controlnet"),
-        ),
-        Artifact(
-            name="xreal-ldm-ae",
-            path="xreal/saved_models/ldm_ae.pth",
-            source=XREAL_SOURCE,
-            license="CC BY-NC 4.0 (non-commercial)",
-            description="XReal latent autoencoder (KL-f4, 3 latent channels)",
-            used_by=("xreal", "controlnet"),
-        ),
-        Artifact(
-            name="xreal-anatomy-controller",
-            path="xreal/saved_models/anatomy_controller.pth",
-            source=XREAL_SOURCE,
-            license="CC BY-NC 4.0 (non-commercial)",
-            description="XReal anatomy controller (autoencoder: label map -> anatomy image)",
-            used_by=("xreal",),
-        ),
-        Artifact(
-            name="xreal-controlnet",
-            path="xreal/controlnet.ckpt",
-            source="not public: train with the XReal/ControlNet code, then place the checkpoint here",
-            license="depends on your checkpoint",
-            description="ControlNet on XReal's backbone (lllyasviel/CompVis key layout)",
-            used_by=("controlnet",),
-        ),
-        Artifact(
-            name="cheff-autoencoder",
-            path="cheff/cheff_autoencoder.pt",
-            source=CHEFF_SOURCE,
-            license="MIT (chexray-diffusion)",
-            description="Cheff latent autoencoder",
-            used_by=("cheff",),
-        ),
-        Artifact(
-            name="cheff-diff-t2i",
-            path="cheff/cheff_diff_t2i.pt",
-            source=CHEFF_SOURCE,
-            license="MIT (chexray-diffusion)",
-            description="Cheff text-to-image latent diffusion model",
-            used_by=("cheff",),
-        ),
-        Artifact(
-            name="cheff-sr-fine",
-            path="cheff/cheff_sr_fine.pt",
-            source=CHEFF_SOURCE,
-            license="MIT (chexray-diffusion)",
-            description="Cheff super-resolution model 256 -> 1024 (optional)",
-            used_by=("cheff",),
-        ),
-        Artifact(
-            name="roentgen-v1",
-            path="roentgen/roent-gen-v1-0",
-            kind="dir",
-            files=("model_index.json",),
-            source="https://huggingface.co/StanfordAIMI/roent-gen-v1-0 (gated: PhysioNet credentialing)",
-            hub_id="StanfordAIMI/roent-gen-v1-0",
-            license="gated; MIMIC-CXR data use agreement",
-            description="RoentGen v1 Stable Diffusion pipeline snapshot (diffusers layout)",
-            used_by=("roentgen",),
-        ),
-        Artifact(
-            name="roentgen-v2",
-            path="roentgen/RoentGen-v2",
-            kind="dir",
-            files=("model_index.json",),
-            source="https://huggingface.co/stanfordmimi/RoentGen-v2 (gated)",
-            hub_id="stanfordmimi/RoentGen-v2",
-            license="gated; MIMIC-CXR data use agreement",
-            description="RoentGen v2 Stable Diffusion pipeline snapshot (diffusers layout)",
-            used_by=("roentgen",),
-        ),
-        Artifact(
-            name="bert-tokenizer",
-            path="tokenizers/bert-base-uncased",
-            kind="dir",
-            files=("vocab.txt",),
-            source="https://huggingface.co/google-bert/bert-base-uncased (vocab.txt, tokenizer_config.json)",
-            hub_id="google-bert/bert-base-uncased",
-            license="Apache-2.0",
-            description="BERT tokenizer vocabulary used by XReal/Cheff's text encoder",
-            used_by=("xreal", "controlnet", "cheff"),
-        ),
-    ]
-}
+def collect_artifacts() -> ArtifactCatalog:
+    """Gather the ``artifacts`` declared by every registered generator and evaluator (plugins included).
+
+    Two different declarations under one name are an error naming both declarers; an entry
+    that cannot be imported is reported in ``problems`` and does not hide the others.
+    """
+    from xreal_bench.registry import EVALUATORS, GENERATORS, declared
+
+    catalog = ArtifactCatalog()
+    for registry in (GENERATORS, *EVALUATORS.values()):
+        for name in registry.names():
+            who = f"{registry.kind} {name}"
+            try:
+                artifacts = tuple(declared(registry.get(name), "artifacts"))
+            except Exception as exc:  # noqa: BLE001 - a broken plugin must not hide the others
+                catalog.problems.append(f"{who}: cannot load ({type(exc).__name__}: {exc})")
+                continue
+            for art in artifacts:
+                known = catalog.artifacts.setdefault(art.name, art)
+                if known != art:
+                    first = catalog.users[art.name][0]
+                    raise UserFacingError(f"artifact {art.name!r} is declared differently by {first} and by {who}")
+                users = catalog.users.setdefault(art.name, [])
+                if who not in users:
+                    users.append(who)
+    return catalog
 
 
 class MissingWeightsError(UserFacingError):
@@ -239,42 +113,66 @@ class ArtifactStatus:
     detail: str
 
 
+#: An artifact, or its name (looked up among the declared artifacts).
+ArtifactRef = Artifact | str
+
+
 class WeightsManager:
-    """Locates, checks and (with internet) fetches the artifacts in :data:`ARTIFACTS`."""
+    """Locates, checks and (with internet) fetches declared artifacts.
 
-    def __init__(self, root: str | Path | None = None, artifacts: dict[str, Artifact] | None = None):
+    ``artifacts`` (tests, custom layouts) replaces declared artifacts of the same name; every
+    other name is looked up among the declarations (:func:`collect_artifacts`) on first use.
+    """
+
+    def __init__(self, root: str | Path | None = None, artifacts: Mapping[str, Artifact] | None = None):
         self.root = Path(root).expanduser() if root else weights_dir()
-        self.artifacts = artifacts if artifacts is not None else ARTIFACTS
+        self.overrides = dict(artifacts or {})
+        self.catalog: ArtifactCatalog | None = None
 
-    def artifact(self, name: str) -> Artifact:
+    @property
+    def artifacts(self) -> dict[str, Artifact]:
+        """Every known artifact by name: the declared ones, with this manager's overrides."""
+        if self.catalog is None:
+            self.catalog = collect_artifacts()
+        return {**self.catalog.artifacts, **self.overrides}
+
+    def artifact(self, ref: ArtifactRef) -> Artifact:
+        name = ref if isinstance(ref, str) else ref.name
+        if name in self.overrides:
+            return self.overrides[name]
+        if isinstance(ref, Artifact):
+            return ref
         try:
             return self.artifacts[name]
         except KeyError:
             raise KeyError(f"unknown artifact {name!r}; known: {', '.join(sorted(self.artifacts))}") from None
 
-    def path(self, name: str) -> Path:
+    def path(self, ref: ArtifactRef) -> Path:
         """Where the artifact is expected (whether or not it exists)."""
-        art = self.artifact(name)
+        art = self.artifact(ref)
         if art.package:
-            return Path(importlib.resources.files(art.package)) / art.path  # type: ignore[arg-type]
+            return Path(str(importlib.resources.files(art.package))) / art.path
         return self.root / art.path
 
-    def missing_files(self, name: str) -> list[Path]:
-        art, path = self.artifact(name), self.path(name)
+    def missing_files(self, ref: ArtifactRef) -> list[Path]:
+        art = self.artifact(ref)
+        path = self.path(art)
         if art.kind == "dir":
             return [path / f for f in art.files if not (path / f).is_file()] if path.is_dir() else [path]
         return [] if path.is_file() and path.stat().st_size > 0 else [path]
 
-    def require(self, name: str) -> Path:
+    def require(self, ref: ArtifactRef) -> Path:
         """The artifact's path, or :class:`MissingWeightsError` saying where and how to get it."""
-        missing = self.missing_files(name)
+        art = self.artifact(ref)
+        missing = self.missing_files(art)
         if missing:
-            raise MissingWeightsError(self.missing_message(name, missing))
-        return self.path(name)
+            raise MissingWeightsError(self.missing_message(art, missing))
+        return self.path(art)
 
-    def missing_message(self, name: str, missing: list[Path]) -> str:
-        art = self.artifact(name)
-        what = "folder" if art.kind == "dir" and missing == [self.path(name)] else "file"
+    def missing_message(self, ref: ArtifactRef, missing: list[Path]) -> str:
+        art = self.artifact(ref)
+        name = art.name
+        what = "folder" if art.kind == "dir" and missing == [self.path(art)] else "file"
         lines = [
             f"missing weights {name!r} ({art.description}):",
             *(f"  {what} not found: {p}" for p in missing),
@@ -284,18 +182,20 @@ class WeightsManager:
         ]
         if art.url or art.hub_id:
             lines.append(f"  get it: xreal-bench weights fetch {name}   (on a machine with internet access)")
-        lines.append(f"  or place it by hand at: {self.path(name)}   (xreal-bench weights path {name})")
+        lines.append(f"  or place it by hand at: {self.path(art)}   (xreal-bench weights path {name})")
         return "\n".join(lines)
 
-    def status(self, name: str) -> ArtifactStatus:
-        missing = self.missing_files(name)
+    def status(self, ref: ArtifactRef) -> ArtifactStatus:
+        art = self.artifact(ref)
+        missing = self.missing_files(art)
         detail = "present" if not missing else f"missing ({len(missing)} file(s))"
-        return ArtifactStatus(name, self.path(name), not missing, detail)
+        return ArtifactStatus(art.name, self.path(art), not missing, detail)
 
-    def file_hash(self, name: str) -> str:
+    def file_hash(self, ref: ArtifactRef) -> str:
         """sha256 of a present file artifact (cached next to it by size and mtime); for folders,
         a hash over the required files' hashes."""
-        path, art = self.require(name), self.artifact(name)
+        art = self.artifact(ref)
+        path = self.require(art)
         if art.package:
             return sha256_file(path)  # shipped files are small; never write sidecars into the package
         if art.kind == "file":
@@ -303,27 +203,29 @@ class WeightsManager:
         joined = "".join(cached_sha256(path / f) for f in art.files)
         return hashlib.sha256(joined.encode()).hexdigest()
 
-    def verify(self, name: str) -> ArtifactStatus:
-        """Check presence, size and sha256 offline against the manifest (where known)."""
-        art = self.artifact(name)
-        status = self.status(name)
+    def verify(self, ref: ArtifactRef) -> ArtifactStatus:
+        """Check presence, size and sha256 offline against the declared values (where known)."""
+        art = self.artifact(ref)
+        name = art.name
+        status = self.status(art)
         if not status.present:
             return status
         if art.kind == "file":
-            path = self.path(name)
+            path = self.path(art)
             if art.size is not None and path.stat().st_size != art.size:
                 return ArtifactStatus(name, path, False, f"size {path.stat().st_size} != expected {art.size}")
-            digest = self.file_hash(name)
+            digest = self.file_hash(art)
             if art.sha256 is not None and digest != art.sha256:
                 return ArtifactStatus(name, path, False, f"sha256 {digest} != expected {art.sha256}")
             known = "matches manifest" if art.sha256 else "no reference hash in the manifest"
             return ArtifactStatus(name, path, True, f"sha256 {digest} ({known})")
         return ArtifactStatus(name, status.path, True, f"all {len(art.files)} required file(s) present")
 
-    def fetch(self, name: str) -> Path:
+    def fetch(self, ref: ArtifactRef) -> Path:
         """Download the artifact into place (needs internet; atomic)."""
-        art = self.artifact(name)
-        target = self.path(name)
+        art = self.artifact(ref)
+        name = art.name
+        target = self.path(art)
         if art.url:
             target.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".part")

@@ -11,7 +11,7 @@ import torch
 from xreal_bench.generators.base import GeneratorContext
 from xreal_bench.generators.diffusion.images import to_gray
 from xreal_bench.generators.diffusion.precision import denoiser_dtype
-from xreal_bench.weights import WeightsManager
+from xreal_bench.weights import Artifact, WeightsManager
 
 
 def adapter_logger(context: GeneratorContext, name: str) -> logging.Logger:
@@ -19,10 +19,10 @@ def adapter_logger(context: GeneratorContext, name: str) -> logging.Logger:
     return context.log if context.log is not None else logging.getLogger(f"xreal_bench.generators.{name}")
 
 
-def require_weights(context: GeneratorContext, names: Sequence[str]) -> dict[str, Path]:
-    """Every artifact's path, checked before anything is loaded (the manager's message if one is missing)."""
+def require_weights(context: GeneratorContext, artifacts: Sequence[Artifact]) -> dict[str, Path]:
+    """Each artifact's path by name, checked before anything is loaded (the manager's message if one is missing)."""
     manager = context.weights if context.weights is not None else WeightsManager()
-    return {name: manager.require(name) for name in names}
+    return {artifact.name: manager.require(artifact) for artifact in artifacts}
 
 
 def device_and_dtype(context: GeneratorContext, log: logging.Logger) -> tuple[torch.device, torch.dtype]:

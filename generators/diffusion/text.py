@@ -17,6 +17,18 @@ from typing import Sequence
 import torch
 
 from xreal_bench.errors import UserFacingError
+from xreal_bench.weights import Artifact
+
+BERT_TOKENIZER = Artifact(
+    name="bert-tokenizer",
+    path="tokenizers/bert-base-uncased",
+    kind="dir",
+    files=("vocab.txt",),
+    source="https://huggingface.co/google-bert/bert-base-uncased (vocab.txt, tokenizer_config.json)",
+    hub_id="google-bert/bert-base-uncased",
+    license="Apache-2.0",
+    description="BERT tokenizer vocabulary used by XReal/Cheff's text encoder",
+)
 
 
 class TruncationCounter:

@@ -13,7 +13,6 @@ from xreal_bench.metrics.evaluators.base import (
     WeightsLoadError,
 )
 from xreal_bench.metrics.evaluators.registry import (
-    UnknownEvaluatorError,
     available_evaluators,
     build_classifier,
     build_evaluator,
@@ -27,7 +26,6 @@ __all__ = [
     "Evaluator",
     "FeatureExtractor",
     "Segmenter",
-    "UnknownEvaluatorError",
     "WeightsLoadError",
     "available_evaluators",
     "build_classifier",

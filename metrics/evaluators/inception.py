@@ -11,13 +11,22 @@ from __future__ import annotations
 import torch
 
 from xreal_bench.metrics.evaluators.base import FeatureExtractor, WeightsLoadError
-from xreal_bench.weights import WeightsManager
+from xreal_bench.weights import Artifact, WeightsManager
 
-ARTIFACT = "inception-fid"
+RELEASE = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
+ARTIFACT = Artifact(
+    name="inception-fid",
+    path="inception/weights-inception-2015-12-05-6726825d.pth",
+    source=RELEASE,
+    url=RELEASE,
+    license="Apache-2.0 (torch-fidelity port of the TF Inception graph)",
+    description="Inception-v3 FID feature extractor, torch-fidelity weights (metric `fid`)",
+)
 FEATURE = "2048"
 
 
 class InceptionFeatures(FeatureExtractor):
+    artifacts = (ARTIFACT,)
     preprocessing = (
         "[0,1] gray -> uint8 by rounding (x*255) -> 3 identical channels -> torch-fidelity "
         "TF1-compatible bilinear resize to 299 -> (x-128)/128 -> Inception-v3 pool3 (2048-d)"
@@ -34,7 +43,7 @@ class InceptionFeatures(FeatureExtractor):
         except Exception as exc:
             raise WeightsLoadError(
                 f"{path} is not torch-fidelity's Inception-v3 state dict ({type(exc).__name__}: {exc}); "
-                f"replace it (xreal-bench weights fetch {ARTIFACT})"
+                f"replace it (xreal-bench weights fetch {ARTIFACT.name})"
             ) from exc
         self.name = name
         self.dim = 2048

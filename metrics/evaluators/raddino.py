@@ -11,13 +11,23 @@ from __future__ import annotations
 import torch
 
 from xreal_bench.metrics.evaluators.base import FeatureExtractor, WeightsLoadError
-from xreal_bench.weights import MissingWeightsError, WeightsManager
+from xreal_bench.weights import Artifact, MissingWeightsError, WeightsManager
 
-ARTIFACT = "rad-dino"
+ARTIFACT = Artifact(
+    name="rad-dino",
+    path="rad-dino",
+    kind="dir",
+    files=("config.json", "model.safetensors", "preprocessor_config.json"),
+    source="https://huggingface.co/microsoft/rad-dino",
+    hub_id="microsoft/rad-dino",
+    license="MSRLA (research use)",
+    description="RAD-DINO ViT-B/14 chest X-ray encoder (optional FID feature space)",
+)
 PROCESSOR_FILE = "preprocessor_config.json"
 
 
 class RadDinoFeatures(FeatureExtractor):
+    artifacts = (ARTIFACT,)
     preprocessing = "[0,1] gray -> uint8 by rounding -> 3 channels -> the snapshot's AutoImageProcessor; pooler_output (CLS)"
 
     def __init__(self, *, weights: WeightsManager, device: torch.device, name: str = "rad-dino"):

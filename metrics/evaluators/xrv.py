@@ -32,12 +32,41 @@ from xreal_bench.metrics.evaluators.base import (
     WeightsLoadError,
 )
 from xreal_bench.labels import CHEXPERT_LABELS
-from xreal_bench.weights import WeightsManager
+from xreal_bench.registry import XRV_TAGS
+from xreal_bench.weights import Artifact, WeightsManager
 
 #: torchxrayvision output names that differ from the CheXpert names.
 XRV_TO_CHEXPERT: dict[str, str] = {"Effusion": "Pleural Effusion"}
 DENSENET_RESOLUTION = 224
 PSPNET_RESOLUTION = 512
+RELEASE = "https://github.com/mlmed/torchxrayvision/releases/download/v1/"
+LICENSE = "Apache-2.0 (torchxrayvision)"
+#: The release file of each DenseNet weight set (torchxrayvision's ``model_urls``).
+DENSENET_FILES = {
+    "mimic_ch": "mimic_ch-densenet121-d121-tw-lr001-rot45-tr15-sc15-seed0-best.pt",
+    "mimic_nb": "mimic_nb-densenet121-d121-tw-lr001-rot45-tr15-sc15-seed0-best.pt",
+    "chex": "chex-densenet121-d121-tw-lr001-rot45-tr15-sc15-seed0-best.pt",
+    "all": "nih-pc-chex-mimic_ch-google-openi-kaggle-densenet121-d121-tw-lr001-rot45-tr15-sc15-seed0-best.pt",
+}
+DENSENETS = {
+    tag: Artifact(
+        name=f"xrv-densenet-{tag}",
+        path=f"torchxrayvision/{DENSENET_FILES[tag]}",
+        source=RELEASE + DENSENET_FILES[tag],
+        url=RELEASE + DENSENET_FILES[tag],
+        license=LICENSE,
+        description=f"torchxrayvision DenseNet-121 densenet121-res224-{tag} (classifier, fid_xrv features)",
+    )
+    for tag in XRV_TAGS
+}
+PSPNET = Artifact(
+    name="xrv-pspnet",
+    path="torchxrayvision/pspnet_chestxray_best_model_4.pth",
+    source=RELEASE + "pspnet_chestxray_best_model_4.pth",
+    url=RELEASE + "pspnet_chestxray_best_model_4.pth",
+    license=LICENSE,
+    description="torchxrayvision PSPNet chest anatomy segmenter (anatomy maps, Dice)",
+)
 XRV_PREPROCESSING = "[0,1] -> (2x-1)*1024, centre crop to square, bilinear antialiased resize to {size}, 1 channel"
 
 
@@ -67,18 +96,18 @@ def xrv_input(images: torch.Tensor, size: int) -> torch.Tensor:
 def load_densenet(tag: str, weights: WeightsManager):
     """A torchxrayvision DenseNet with the ``xrv-densenet-<tag>`` weights (eval mode, CPU)."""
     xrv = import_xrv()
-    artifact = f"xrv-densenet-{tag}"
+    artifact = DENSENETS[tag]
     path = weights.require(artifact)
     key = f"densenet121-res224-{tag}"
     expected = os.path.basename(xrv.models.model_urls[key]["weights_url"])
     if path.name != expected:
-        raise RuntimeError(f"weights manifest names {path.name} for {artifact}, torchxrayvision expects {expected}")
+        raise RuntimeError(f"artifact {artifact.name} names {path.name}, torchxrayvision expects {expected}")
     try:
         model = xrv.models.DenseNet(weights=key, cache_dir=str(path.parent))
     except Exception as exc:
         raise WeightsLoadError(
             f"{path} is not a torchxrayvision {key} model ({type(exc).__name__}: {exc}); "
-            f"replace it (xreal-bench weights fetch {artifact})"
+            f"replace it (xreal-bench weights fetch {artifact.name})"
         ) from exc
     return model.eval(), weights.file_hash(artifact)
 
@@ -90,6 +119,7 @@ class XRVDenseNetClassifier(Classifier):
     and non-CheXpert outputs dropped, columns in CheXpert order. ``calibrated_thresholds`` are
     the model's ``op_threshs`` in the same raw-probability space.
     """
+    artifacts = tuple(DENSENETS.values())
 
     preprocessing = XRV_PREPROCESSING.format(size=DENSENET_RESOLUTION) + "; sigmoid outputs, op_norm off"
 
@@ -114,6 +144,7 @@ class XRVDenseNetClassifier(Classifier):
 
 class XRVDenseNetFeatures(FeatureExtractor):
     """1024-d pooled DenseNet-121 features (``features2``) for the X-ray FID ``fid_xrv``."""
+    artifacts = tuple(DENSENETS.values())
 
     preprocessing = XRV_PREPROCESSING.format(size=DENSENET_RESOLUTION) + "; features2 (ReLU + global average pool)"
 
@@ -151,6 +182,7 @@ class XRVPSPNet(Segmenter):
     verifiable from the released code; check it on real images with
     :func:`xreal_bench.metrics.dice.left_lung_on_image_right`.
     """
+    artifacts = (PSPNET,)
 
     preprocessing = XRV_PREPROCESSING.format(size=PSPNET_RESOLUTION) + "; sigmoid > 0.5; nearest resize back"
 
@@ -163,7 +195,7 @@ class XRVPSPNet(Segmenter):
     ):
         outputs = pspnet_outputs(pspnet_left_lung)
         xrv = import_xrv()
-        path = weights.require("xrv-pspnet")
+        path = weights.require(PSPNET)
         try:
             model = xrv.baseline_models.chestx_det.PSPNet(cache_dir=str(path.parent))
         except Exception as exc:
@@ -177,7 +209,7 @@ class XRVPSPNet(Segmenter):
         self.name = "xrv-pspnet"
         self.device = device
         self.model = model.eval().to(device)
-        self.weights_hash = weights.file_hash("xrv-pspnet")
+        self.weights_hash = weights.file_hash(PSPNET)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         b, _, h, w = images.shape

@@ -11,7 +11,7 @@ from xreal_bench.config import SyntheticConfig
 
 
 def register(sub) -> None:
-    from xreal_bench.cli import add_config_args, subparser
+    from xreal_bench.commands.args import add_config_args, subparser
 
     data = subparser(
         sub,
@@ -71,7 +71,7 @@ def register(sub) -> None:
 
 
 def run_summary(args: argparse.Namespace) -> int:
-    from xreal_bench.cli import config_from_args
+    from xreal_bench.commands.args import config_from_args
     from xreal_bench.data.dataset import load_dataset
     from xreal_bench.data.summary import format_summary, summarize
 

@@ -6,7 +6,7 @@ import argparse
 
 
 def register(sub) -> None:
-    from xreal_bench.cli import HelpFormatter, subparser
+    from xreal_bench.commands.args import HelpFormatter, subparser
 
     gens = subparser(
         sub,
@@ -15,7 +15,7 @@ def register(sub) -> None:
         "Generator types: built-ins and plugins registered under the `xreal_bench.generators` entry point.",
     )
     actions = gens.add_subparsers(dest="action", metavar="ACTION", required=True)
-    lst = actions.add_parser("list", help="show each type's declared inputs and required weights", formatter_class=HelpFormatter)
+    lst = actions.add_parser("list", help="show each type's declared inputs and weight files", formatter_class=HelpFormatter)
     lst.add_argument("--weights-dir", default="", help="weights folder used to report present/missing files")
     gens.set_defaults(handler=run)
 
@@ -34,9 +34,6 @@ def run(args: argparse.Namespace) -> int:
         inputs = ", ".join(sorted(cls.inputs)) or "none"
         print(f"{name}: {cls.description}")
         print(f"    inputs:  {inputs}")
-        if cls.weights:
-            state = [f"{w} ({'present' if manager.status(w).present else 'missing'})" for w in cls.weights]
-            print(f"    weights: {', '.join(state)}")
-        else:
-            print("    weights: none")
+        state = [f"{a.name} ({'present' if manager.status(a).present else 'missing'})" for a in cls.artifacts]
+        print(f"    weights: {', '.join(state) or 'none'}")
     return 0

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 def register(sub) -> None:
-    from xreal_bench.cli import add_config_args, subparser
+    from xreal_bench.commands.args import add_config_args, subparser
 
     for name, help_text, handler in (
         ("run", "generate, evaluate and report for a config (torchrun-aware)", run_all),
@@ -44,7 +44,7 @@ def register(sub) -> None:
 
 
 def load(args: argparse.Namespace):
-    from xreal_bench.cli import config_from_args
+    from xreal_bench.commands.args import config_from_args
 
     extra = [f"run.out={quote(args.out)}"] if getattr(args, "out", None) else []
     return config_from_args(args, extra)

@@ -6,7 +6,7 @@ import argparse
 
 
 def register(sub) -> None:
-    from xreal_bench.cli import HelpFormatter, subparser
+    from xreal_bench.commands.args import HelpFormatter, subparser
 
     weights = subparser(
         sub,
@@ -29,17 +29,22 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from xreal_bench.errors import UserFacingError
-    from xreal_bench.weights import WeightsManager
+    from xreal_bench.weights import WeightsManager, collect_artifacts
 
     manager = WeightsManager(args.dir or None)
     try:
         if args.action == "list":
+            catalog = collect_artifacts()
+            manager.catalog = catalog
             print(f"weights folder: {manager.root}")
-            width = max(len(n) for n in manager.artifacts)
-            for name, art in manager.artifacts.items():
-                st = manager.status(name)
+            width = max(len(n) for n in catalog.artifacts)
+            for name, art in sorted(catalog.artifacts.items()):
+                st = manager.status(art)
                 print(f"  {'ok     ' if st.present else 'missing'}  {name:<{width}}  {st.path}")
                 print(f"  {'':7}  {'':<{width}}  {art.description}; licence: {art.license}")
+                print(f"  {'':7}  {'':<{width}}  used by: {', '.join(catalog.users[name])}")
+            for problem in catalog.problems:
+                print(f"  cannot list the weights of {problem}")
             return 0
         if args.action == "verify":
             names = args.names or [n for n in manager.artifacts if manager.status(n).present]

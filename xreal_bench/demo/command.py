@@ -40,7 +40,7 @@ def demo_tables(out: str) -> dict:
 
 
 def register(sub) -> None:
-    from xreal_bench.cli import subparser
+    from xreal_bench.commands.args import subparser
 
     demo = subparser(
         sub,

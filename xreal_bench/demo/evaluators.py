@@ -33,7 +33,7 @@ from xreal_bench.metrics.evaluators.base import (
     WeightsLoadError,
 )
 from xreal_bench.labels import ANATOMY_CLASSES, CHEXPERT_LABELS
-from xreal_bench.weights import WeightsManager
+from xreal_bench.weights import Artifact, WeightsManager
 
 INPUT_SIZE = 128
 SEGMENTER_ARTIFACT = "demo-segmenter"
@@ -43,6 +43,27 @@ SEGMENTER_CLASSES = 5
 SEGMENTER_WIDTHS = (16, 32, 48, 64)
 CLASSIFIER_WIDTHS = (16, 32, 64, 64)
 REBUILD = "python -m xreal_bench.demo.train_evaluators --out xreal_bench/demo/weights"
+SOURCE = f"shipped with xreal-bench; rebuild: {REBUILD}"
+SEGMENTER = Artifact(
+    name=SEGMENTER_ARTIFACT,
+    path="weights/demo-segmenter.safetensors",
+    package="xreal_bench.demo",
+    source=SOURCE,
+    license="MIT (xreal-bench)",
+    description="demo U-Net trained on the synthetic phantoms (demo Dice, demo fid_xrv features)",
+    sha256="3f789f057a18147c547ccf49484736426076515459d433ece687db88833a990d",
+    size=930012,
+)
+CLASSIFIER = Artifact(
+    name=CLASSIFIER_ARTIFACT,
+    path="weights/demo-classifier.safetensors",
+    package="xreal_bench.demo",
+    source=SOURCE,
+    license="MIT (xreal-bench)",
+    description="demo finding classifier trained on the synthetic phantoms (demo F1/AUC, demo fid/kid features)",
+    sha256="3f960d457ded55edf9e282e54a152da262069a868356c50367a15754f23fc348",
+    size=603680,
+)
 PREPROCESSING = f"[0,1] -> bilinear antialiased resize to {INPUT_SIZE}x{INPUT_SIZE} (whole image, no crop), 2x-1, 1 channel"
 
 
@@ -121,7 +142,7 @@ class DemoClassifierNet(nn.Module):
         return self.head(self.features(x))
 
 
-def read_safetensors(weights: WeightsManager, artifact: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def read_safetensors(weights: WeightsManager, artifact: Artifact) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Tensors and metadata of the artifact's file (missing -> ``MissingWeightsError``)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file, safe_open
@@ -132,7 +153,7 @@ def read_safetensors(weights: WeightsManager, artifact: str) -> tuple[dict[str, 
             meta = dict(f.metadata() or {})
         return load_file(str(path)), meta
     except (SafetensorError, OSError, ValueError) as exc:
-        raise WeightsLoadError(f"{path} is not a readable safetensors file ({exc}); {restore_hint(artifact)}") from None
+        raise WeightsLoadError(f"{path} is not a readable safetensors file ({exc}); {restore_hint(artifact.name)}") from None
 
 
 def restore_hint(artifact: str) -> str:
@@ -152,14 +173,14 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], meta: dict[str,
 
 
 def load_segmenter_net(weights: WeightsManager, device: torch.device) -> DemoUNet:
-    state, meta = read_safetensors(weights, SEGMENTER_ARTIFACT)
-    return load_state(DemoUNet(), state, meta, weights.path(SEGMENTER_ARTIFACT), SEGMENTER_ARTIFACT, device)
+    state, meta = read_safetensors(weights, SEGMENTER)
+    return load_state(DemoUNet(), state, meta, weights.path(SEGMENTER), SEGMENTER_ARTIFACT, device)
 
 
 def load_classifier_net(weights: WeightsManager, device: torch.device) -> tuple[DemoClassifierNet, tuple[str, ...], dict[str, float]]:
     """The classifier network, its label names and its calibrated (Youden-J) thresholds."""
-    state, meta = read_safetensors(weights, CLASSIFIER_ARTIFACT)
-    path = weights.path(CLASSIFIER_ARTIFACT)
+    state, meta = read_safetensors(weights, CLASSIFIER)
+    path = weights.path(CLASSIFIER)
     try:
         labels = tuple(json.loads(meta["labels"]))
         thresholds = {str(k): float(v) for k, v in json.loads(meta["thresholds"]).items()}
@@ -174,12 +195,13 @@ def load_classifier_net(weights: WeightsManager, device: torch.device) -> tuple[
 
 class DemoSegmenter(Segmenter):
     """Lungs / heart / aorta masks from the demo U-Net (one class per pixel: the label maps' classes)."""
+    artifacts = (SEGMENTER,)
 
     preprocessing = f"{PREPROCESSING}; logits at 64 px bilinearly upsampled to the input size; argmax over background, lungs, heart, aorta"
 
     def __init__(self, *, weights: WeightsManager, device: torch.device):
         self.model = load_segmenter_net(weights, device)
-        self.weights_hash = weights.file_hash(SEGMENTER_ARTIFACT)
+        self.weights_hash = weights.file_hash(SEGMENTER)
         self.name = "demo-segmenter"
         self.device = device
         self.values = [ANATOMY_CLASSES[c] for c in self.channels]
@@ -192,12 +214,13 @@ class DemoSegmenter(Segmenter):
 
 class DemoSegmenterFeatures(FeatureExtractor):
     """64-d globally pooled bottleneck of the demo U-Net (the demo's ``fid_xrv`` space)."""
+    artifacts = (SEGMENTER,)
 
     preprocessing = f"{PREPROCESSING}; U-Net bottleneck (8 px, ReLU) averaged over space"
 
     def __init__(self, *, weights: WeightsManager, device: torch.device):
         self.model = load_segmenter_net(weights, device)
-        self.weights_hash = weights.file_hash(SEGMENTER_ARTIFACT)
+        self.weights_hash = weights.file_hash(SEGMENTER)
         self.name = "demo-segmenter-features"
         self.dim = self.model.feature_dim
         self.device = device
@@ -209,12 +232,13 @@ class DemoSegmenterFeatures(FeatureExtractor):
 class DemoClassifier(Classifier):
     """Sigmoid probabilities of the drawn findings (CheXpert names, ``labels``);
     ``calibrated_thresholds``: Youden-J per class on the training script's validation phantoms."""
+    artifacts = (CLASSIFIER,)
 
     preprocessing = f"{PREPROCESSING}; sigmoid of the logits"
 
     def __init__(self, *, weights: WeightsManager, device: torch.device):
         self.model, self.labels, self.calibrated_thresholds = load_classifier_net(weights, device)
-        self.weights_hash = weights.file_hash(CLASSIFIER_ARTIFACT)
+        self.weights_hash = weights.file_hash(CLASSIFIER)
         self.name = "demo-classifier"
         self.device = device
 
@@ -224,12 +248,13 @@ class DemoClassifier(Classifier):
 
 class DemoClassifierFeatures(FeatureExtractor):
     """64-d penultimate layer (pooled, ReLU) of the demo classifier (the demo's ``fid``/``kid`` space)."""
+    artifacts = (CLASSIFIER,)
 
     preprocessing = f"{PREPROCESSING}; classifier features before the last linear layer (ReLU, global average pool)"
 
     def __init__(self, *, weights: WeightsManager, device: torch.device):
         self.model = load_classifier_net(weights, device)[0]
-        self.weights_hash = weights.file_hash(CLASSIFIER_ARTIFACT)
+        self.weights_hash = weights.file_hash(CLASSIFIER)
         self.name = "demo-classifier-features"
         self.dim = self.model.feature_dim
         self.device = device

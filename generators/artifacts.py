@@ -1,0 +1,98 @@
+"""The weight files of the built-in model adapters, as :class:`~xreal_bench.weights.Artifact`
+records. Each adapter declares the ones it loads in its ``artifacts`` class attribute; the
+weights manager lists and checks them from there (``xreal-bench weights list``)."""
+
+from __future__ import annotations
+
+from xreal_bench.generators.diffusion.text import BERT_TOKENIZER
+from xreal_bench.weights import Artifact
+
+XREAL_SOURCE = "https://github.com/BioMedIA-MBZUAI/XReal (README: 'saved_models' archive)"
+XREAL_LICENSE = "CC BY-NC 4.0 (non-commercial)"
+CHEFF_SOURCE = "https://github.com/saiboxx/chexray-diffusion (README download links; reported dead in 2026)"
+CHEFF_LICENSE = "MIT (chexray-diffusion)"
+ROENTGEN_LICENSE = "gated; MIMIC-CXR data use agreement"
+
+XREAL_BACKBONE = Artifact(
+    name="xreal-backbone",
+    path="xreal/saved_models/backbone.pth",
+    source=XREAL_SOURCE,
+    license=XREAL_LICENSE,
+    description="XReal latent diffusion backbone (UNet + BERT-style text encoder)",
+)
+XREAL_LDM_AE = Artifact(
+    name="xreal-ldm-ae",
+    path="xreal/saved_models/ldm_ae.pth",
+    source=XREAL_SOURCE,
+    license=XREAL_LICENSE,
+    description="XReal latent autoencoder (KL-f4, 3 latent channels)",
+)
+XREAL_ANATOMY_CONTROLLER = Artifact(
+    name="xreal-anatomy-controller",
+    path="xreal/saved_models/anatomy_controller.pth",
+    source=XREAL_SOURCE,
+    license=XREAL_LICENSE,
+    description="XReal anatomy controller (autoencoder: label map -> anatomy image)",
+)
+XREAL_CONTROLNET = Artifact(
+    name="xreal-controlnet",
+    path="xreal/controlnet.ckpt",
+    source="not public: train with the XReal/ControlNet code, then place the checkpoint here",
+    license="depends on your checkpoint",
+    description="ControlNet on XReal's backbone (lllyasviel/CompVis key layout)",
+)
+CHEFF_AUTOENCODER = Artifact(
+    name="cheff-autoencoder",
+    path="cheff/cheff_autoencoder.pt",
+    source=CHEFF_SOURCE,
+    license=CHEFF_LICENSE,
+    description="Cheff latent autoencoder",
+)
+CHEFF_T2I = Artifact(
+    name="cheff-diff-t2i",
+    path="cheff/cheff_diff_t2i.pt",
+    source=CHEFF_SOURCE,
+    license=CHEFF_LICENSE,
+    description="Cheff text-to-image latent diffusion model",
+)
+CHEFF_SR = Artifact(
+    name="cheff-sr-fine",
+    path="cheff/cheff_sr_fine.pt",
+    source=CHEFF_SOURCE,
+    license=CHEFF_LICENSE,
+    description="Cheff super-resolution model 256 -> 1024 (optional)",
+)
+ROENTGEN = {
+    "v1": Artifact(
+        name="roentgen-v1",
+        path="roentgen/roent-gen-v1-0",
+        kind="dir",
+        files=("model_index.json",),
+        source="https://huggingface.co/StanfordAIMI/roent-gen-v1-0 (gated: PhysioNet credentialing)",
+        hub_id="StanfordAIMI/roent-gen-v1-0",
+        license=ROENTGEN_LICENSE,
+        description="RoentGen v1 Stable Diffusion pipeline snapshot (diffusers layout)",
+    ),
+    "v2": Artifact(
+        name="roentgen-v2",
+        path="roentgen/RoentGen-v2",
+        kind="dir",
+        files=("model_index.json",),
+        source="https://huggingface.co/stanfordmimi/RoentGen-v2 (gated)",
+        hub_id="stanfordmimi/RoentGen-v2",
+        license=ROENTGEN_LICENSE,
+        description="RoentGen v2 Stable Diffusion pipeline snapshot (diffusers layout)",
+    ),
+}
+
+__all__ = [
+    "BERT_TOKENIZER",
+    "CHEFF_AUTOENCODER",
+    "CHEFF_SR",
+    "CHEFF_T2I",
+    "ROENTGEN",
+    "XREAL_ANATOMY_CONTROLLER",
+    "XREAL_BACKBONE",
+    "XREAL_CONTROLNET",
+    "XREAL_LDM_AE",
+]

@@ -1,0 +1,48 @@
+"""What every subcommand shares: the help formatter, ``--config``/``--set``, loading the config."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Shows meaningful defaults (not None/empty/False) and keeps the epilog's line breaks."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, [], False, "", argparse.SUPPRESS) or "default" in (action.help or ""):
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
+def add_config_args(parser: argparse.ArgumentParser) -> None:
+    """``--config`` and ``--set`` shared by every command that reads ``bench.toml``."""
+    parser.add_argument(
+        "--config",
+        default=None,
+        metavar="PATH",
+        help="bench.toml to read (default: ./bench.toml if it exists, else built-in defaults)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config key, value in TOML syntax (repeatable), e.g. --set run.batch_size=8",
+    )
+
+
+def config_from_args(args: argparse.Namespace, extra: list[str] | None = None):
+    """Load the config named by ``--config`` (or ./bench.toml) with ``--set`` overrides applied."""
+    from xreal_bench.config import load_config
+
+    path = args.config
+    if path is None and Path("bench.toml").is_file():
+        path = "bench.toml"
+    return load_config(path, [*(extra or []), *args.overrides])
+
+
+def subparser(sub, name: str, help: str, description: str | None = None) -> argparse.ArgumentParser:
+    """A subcommand parser with the shared formatter."""
+    return sub.add_parser(name, help=help, description=description or help, formatter_class=HelpFormatter)
