@@ -22,7 +22,7 @@ import numpy as np
 from xreal_bench.labels import ANATOMY_CLASSES, DICE_STRUCTURES
 
 #: Channel order of segmenter masks: the anatomy label-map classes, value = channel index + 1.
-MASK_CHANNELS: tuple[str, ...] = tuple(sorted((k for k in ANATOMY_CLASSES if ANATOMY_CLASSES[k]), key=ANATOMY_CLASSES.get))
+MASK_CHANNELS: tuple[str, ...] = tuple(sorted((k for k in ANATOMY_CLASSES if ANATOMY_CLASSES[k]), key=lambda k: ANATOMY_CLASSES[k]))
 #: Structures scored, in report order; ``dice`` is their mean.
 STRUCTURES: tuple[str, ...] = tuple(DICE_STRUCTURES)
 
@@ -48,7 +48,7 @@ def label_map_to_masks(label_map) -> np.ndarray:
 
 def structure_masks(masks: np.ndarray) -> dict[str, np.ndarray]:
     """``{structure: bool [B, H, W]}`` from ``[B, 4, H, W]`` masks (lungs = left | right)."""
-    return {name: masks[:, [v - 1 for v in values]].any(axis=1) for name, values in DICE_STRUCTURES.items()}
+    return {name: np.asarray(masks[:, [v - 1 for v in values]].any(axis=1)) for name, values in DICE_STRUCTURES.items()}
 
 
 def dice_scores(pred: np.ndarray, ref: np.ndarray) -> np.ndarray:

@@ -67,7 +67,7 @@ def load_responses(study_dir: Path) -> tuple[pd.DataFrame, list[str], list[str]]
     """The tidy long table (one row per reader x item x criterion), the sources and criteria."""
     with Storage(Path(study_dir) / STUDY_DB) as storage:
         rows = storage.unblinded_rows()
-        sources = json.loads(storage.meta("sources"))
+        sources = json.loads(storage.required_meta("sources"))
         criteria = [c.name for c in storage.criteria("rating")]
     df = pd.DataFrame(rows, columns=[
         "reader", "item", "case", "source", "stratum", "positives", "criterion", "score", "order_index", "block",
@@ -136,7 +136,7 @@ def summarize(ratings: pd.DataFrame, sources: list[str], criteria: list[str], n_
             rows = ratings[(ratings["criterion"] == criterion) & (ratings["source"] == source)]
             scores = rows["score"].to_numpy(dtype=float)
             low = high = np.nan
-            if n_boot and len(scores):
+            if r_idx is not None and c_idx is not None and len(scores):
                 means = two_way_bootstrap_means(score_matrix(rows, readers, cases), r_idx, c_idx)
                 low, high = np.nanpercentile(means, [tail, 100 - tail])
             out.append(

@@ -171,8 +171,8 @@ def submit(storage: Storage, account: Account, form: ItemForm, nav: Navigation, 
     form.take_control_values(st.session_state)  # a click in a control may not have been rendered yet
     comment = st.session_state.get(widget_key(form.view, "comment")) or ""
     session_id = st.session_state.session_id
-    scores = dict(form.scores)  # from here on no Streamlit call until the answer is stored
-    if any(v is None for v in scores.values()):
+    scores = {k: v for k, v in form.scores.items() if v is not None}  # no Streamlit call from here until stored
+    if len(scores) < len(form.scores):
         st.toast("Rate every criterion before submitting.")
         return
     try:

@@ -265,13 +265,23 @@ class Storage:
             "INSERT INTO readers (name, role, token_sha256, created_at) VALUES (?, ?, ?, ?)",
             (name, role, hash_token(token), time.time()),
         )
-        audit(conn, cur.lastrowid, "add_reader", None, None, {"name": name, "role": role})
-        return int(cur.lastrowid), token
+        reader_id = cur.lastrowid
+        if reader_id is None:
+            raise StorageError(f"could not add reader {name!r}")
+        audit(conn, reader_id, "add_reader", None, None, {"name": name, "role": role})
+        return reader_id, token
 
     # -- reading ----------------------------------------------------------------------------
     def meta(self, key: str) -> str | None:
         row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else row["value"]
+
+    def required_meta(self, key: str) -> str:
+        """A study setting every built study has; a :class:`StorageError` names a damaged database."""
+        value = self.meta(key)
+        if value is None:
+            raise StorageError(f"the study database has no {key!r} setting: it is damaged or not built by `study create`")
+        return value
 
     def criteria(self, block: Block) -> tuple[Criterion, ...]:
         """The criteria asked for items of ``block`` (calibration items use the rating criteria)."""

@@ -58,7 +58,7 @@ def check(tp: Any, value: Any, source: str, path: str) -> Any:
     origin = get_origin(tp)
     if tp is Any:
         return value
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return build(tp, value, source, path)
     if origin is Literal:
         allowed = get_args(tp)

@@ -40,7 +40,7 @@ class LatentDenoiser:
         self.unet, self.controlnet = unet, controlnet
         self.dtype = unet.dtype
         self.guidance, self.control_scale = guidance, control_scale
-        if guidance != 1.0:
+        if uncond_context is not None and guidance != 1.0:
             context = torch.cat([uncond_context.expand_as(context), context])
             hint = None if hint is None else torch.cat([hint, hint])
         self.context = context.to(self.dtype)

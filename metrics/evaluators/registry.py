@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from xreal_bench.weights import WeightsManager
 
 Factory = Callable[..., Evaluator]
-KINDS: dict[str, type[Evaluator]] = {"feature": FeatureExtractor, "segmenter": Segmenter, "classifier": Classifier}
+KINDS: dict[str, type] = {"feature": FeatureExtractor, "segmenter": Segmenter, "classifier": Classifier}
 
 
 def registry(kind: str) -> Registry:
@@ -57,7 +57,7 @@ def build_evaluator(
 
     factory = registry(kind).get(name)
     evaluator = factory(weights=weights, device=torch.device(device), **options)
-    if not isinstance(evaluator, KINDS[kind]):
+    if not (isinstance(evaluator, Evaluator) and isinstance(evaluator, KINDS[kind])):
         raise TypeError(f"{kind} evaluator {name!r} built {type(evaluator).__name__}, which is not a {KINDS[kind].__name__}")
     return evaluator
 

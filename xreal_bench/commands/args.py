@@ -12,7 +12,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
     def _get_help_string(self, action: argparse.Action) -> str:
         if action.default in (None, [], False, "", argparse.SUPPRESS) or "default" in (action.help or ""):
             return action.help or ""
-        return super()._get_help_string(action)
+        return super()._get_help_string(action) or ""
 
 
 def add_config_args(parser: argparse.ArgumentParser) -> None:

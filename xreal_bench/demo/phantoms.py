@@ -34,7 +34,7 @@ from __future__ import annotations
 import importlib.util
 import io
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from pathlib import Path
@@ -74,6 +74,15 @@ LUNG_ZIP = "semantic_masks_v7labs_lungs.zip"
 TEMPLATE_SIDE = 128  # lung templates are stored at this size inside their joint bounding box
 
 Side = Literal["left", "right"]
+
+
+def as_side(value: str | None) -> Side | None:
+    """``value`` if it names one side of the patient, else None (e.g. "bilateral", "")."""
+    if value == "left":
+        return "left"
+    if value == "right":
+        return "right"
+    return None
 
 
 # --------------------------------------------------------------------------- styles
@@ -462,7 +471,7 @@ def place_boxes(
     anatomy: np.ndarray,
     findings: Sequence[str],
     rng: np.random.Generator,
-    sides: dict[str, Side] | None = None,
+    sides: Mapping[str, str] | None = None,
 ) -> tuple[Box, ...]:
     """Boxes where each finding belongs on ``anatomy`` (one per finding; two for Edema).
 
@@ -474,7 +483,7 @@ def place_boxes(
     for name in findings:
         if name not in DRAWN_FINDINGS:
             raise ValueError(f"cannot draw {name!r}; drawable findings: {', '.join(DRAWN_FINDINGS)}")
-        side: Side = sides.get(name) or ("left" if rng.random() < 0.5 else "right")
+        side = as_side(sides.get(name)) or ("left" if rng.random() < 0.5 else "right")
         for px in finding_boxes(name, g, side, rng):
             boxes.append(to_box(name, px, g.size))
     return tuple(boxes)
@@ -506,14 +515,14 @@ def finding_boxes(name: str, g: Geometry, side: Side, rng: np.random.Generator) 
         "Pneumonia": ((0.4, 0.52), (0.2, 0.28), (0.55, 0.78)),
         "Atelectasis": ((0.5, 0.66), (0.1, 0.14), (0.6, 0.78)),
     }[name]
-    w = rng.uniform(*shape[0]) * lw
-    h = rng.uniform(*shape[1]) * lh
+    width = rng.uniform(*shape[0]) * lw
+    height = rng.uniform(*shape[1]) * lh
     cy = by0 + rng.uniform(*shape[2]) * lh
     row = np.flatnonzero(g.lung(side)[int(cy)])
     cols = row if row.size else np.arange(bx0, bx1)
     cx = (cols[0] + cols[-1]) / 2 + rng.uniform(-0.1, 0.1) * (cols[-1] - cols[0])
-    x0, x1 = int(round(cx - w / 2)), int(round(cx + w / 2))
-    y0, y1 = int(round(cy - h / 2)), int(round(cy + h / 2))
+    x0, x1 = int(round(cx - width / 2)), int(round(cx + width / 2))
+    y0, y1 = int(round(cy - height / 2)), int(round(cy + height / 2))
     x0, x1 = max(x0, bx0), min(x1, bx1)
     return [(x0, max(y0, 0), max(x1, x0 + 2), min(max(y1, y0 + 2), g.size))]
 
@@ -707,7 +716,8 @@ def skeleton(g: Geometry, rng: np.random.Generator, style: TextureStyle) -> tupl
             ax = lateral + (start - lateral) * 0.6 * t2
             ay = py[-1] + h * (0.12 * t2 + 0.06 * t2**1.5)
             cortex.append((list(zip(ax, ay, strict=True)), 0.7 * thick, 90))
-    for side in ("right", "left"):  # clavicles, denser than ribs
+    sides: tuple[Side, Side] = ("right", "left")
+    for side in sides:  # clavicles, denser than ribs
         sign = g.lateral_sign(side)
         t = np.linspace(0.0, 1.0, 10)
         cx = mid + sign * (0.06 * w + 0.55 * w * t)
@@ -913,7 +923,7 @@ def render_phantom(
     findings: Sequence[str] = (),
     patient: Patient | None = None,
     style: TextureStyle = DATASET_STYLE,
-    sides: dict[str, Side] | None = None,
+    sides: Mapping[str, str] | None = None,
 ) -> Phantom:
     """A frontal phantom with ``findings`` drawn (dataset style by default).
 
@@ -924,15 +934,15 @@ def render_phantom(
         raise ValueError(f"cannot draw {', '.join(unknown)}; drawable findings: {', '.join(DRAWN_FINDINGS)}")
     patient = patient or sample_patient(rng)
     given = dict(sides or {})
-    sides = {f: given.get(f) or ("left" if rng.random() < 0.5 else "right") for f in findings if f in ONE_SIDED}
+    chosen: dict[str, Side] = {f: as_side(given.get(f)) or ("left" if rng.random() < 0.5 else "right") for f in findings if f in ONE_SIDED}
     anatomy = sample_anatomy(
         rng,
         size,
         patient,
         ctr=float(rng.uniform(*ENLARGED_CTR)) if "Cardiomegaly" in findings else None,
-        volume_loss=sides.get("Atelectasis"),
+        volume_loss=chosen.get("Atelectasis"),
     )
-    boxes = place_boxes(anatomy, findings, rng, sides)
+    boxes = place_boxes(anatomy, findings, rng, chosen)
     return Phantom(paint(anatomy, boxes, rng, style), anatomy, boxes)
 
 

@@ -206,7 +206,7 @@ def plan_dataset(n_subjects: int, seed: int) -> list[SubjectPlan]:
     for split in ("train", "validate", "test"):
         n_studies = 1 + quotas(rng, len(members[split]), STUDIES_PER_SUBJECT)
         extras = iter(quotas(rng, int(n_studies.sum()), tuple(EXTRA_IMAGE.values())))
-        plans = [[] for _ in members[split]]
+        plans: list[list[StudyPlan]] = [[] for _ in members[split]]
         for k, i in enumerate(members[split]):
             day = int(rng.integers(0, 25_000))
             for _ in range(int(n_studies[k])):
@@ -323,9 +323,10 @@ HEDGES = {
 
 def zone(g: Geometry, finding_boxes: list, side: str) -> str:
     """upper / mid / lower third of the lung holding the box centre."""
-    if not finding_boxes or side not in ("left", "right"):
+    one_side = phantoms.as_side(side)
+    if not finding_boxes or one_side is None:
         return "lower"
-    _, y0, _, y1 = g.lung_box(side)
+    _, y0, _, y1 = g.lung_box(one_side)
     px = box_pixels(finding_boxes[0], g.size)
     rel = ((px[1] + px[3]) / 2 - y0) / max(y1 - y0, 1)
     return "upper" if rel < 1 / 3 else "mid" if rel < 2 / 3 else "lower"
@@ -571,8 +572,8 @@ def write_study(tmp: Path, study: StudyPlan, patient: Patient, size: int, tables
         if im.view == "LATERAL":
             rendered.append((im, phantoms.render_lateral(rng, size, patient), None))
         else:
-            ph = phantoms.render_phantom(rng, size, study.findings, patient, sides=study.sides)
-            rendered.append((im, ph.image, ph))
+            drawn = phantoms.render_phantom(rng, size, study.findings, patient, sides=study.sides)
+            rendered.append((im, drawn.image, drawn))
     first = next((ph for _, _, ph in rendered if ph is not None), None)
     text = describe_study(study, first.anatomy if first else None, first.boxes if first else ())
     (folder.parent / f"s{study.study_id}.txt").write_text(text.report, encoding="utf-8")

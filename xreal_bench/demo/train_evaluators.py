@@ -52,6 +52,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -158,7 +159,8 @@ def cached_set(cache: Path | None, name: str, n: int, workers: int, seed: int) -
     data = render_set(SPLITS[name], n, workers, seed, desc=f"render {name}")
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, anatomy=data.anatomy, labels=data.labels, **data.images)
+        arrays: dict[str, Any] = {"anatomy": data.anatomy, "labels": data.labels, **data.images}
+        np.savez(path, **arrays)
     return data
 
 
