@@ -14,6 +14,8 @@ evaluators (Inception, torchxrayvision DenseNet and PSPNet) with RANDOM weights 
 temporary weights folder — valid for timing only, never for numbers.
 
     python benchmarks/eval_throughput.py [--suite demo|standard] [--samples 2 4] [--device cpu] [--cases N] [--eval-batch B]
+                                         [--subjects 120]
+    python benchmarks/eval_throughput.py --smoke     # tiny sizes: checks that it runs, the numbers mean nothing
 
 The real side of (c) costs as much per image as the generated side, so with S samples per case
 and G generators the best possible speed-up is G(1+S)/(1+GS): 1.6x for S=1, G=4 (1.33x for S=2).
@@ -51,8 +53,9 @@ from xreal_bench.rundir import GeneratorDir
 from xreal_bench.weights import WeightsManager
 
 
-def prepare(tmp: Path, suite: str, samples: int, device: str, cases: int = 0, eval_batch: int = 32):
+def prepare(tmp: Path, suite: str, samples: int, device: str, cases: int = 0, eval_batch: int = 32, subjects: int = 120):
     tables = demo_tables(str(tmp / "run"))
+    tables["dataset"]["synthetic"] = {"n_subjects": subjects}
     tables["generators"] = {"g1": {"type": "noise"}, "g2": {"type": "shuffled"}, "g3": {"type": "phantom"}, "g4": {"type": "real"}}
     tables["run"]["samples_per_condition"] = samples
     tables["run"]["num_cases"] = cases
@@ -81,8 +84,8 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def measure(tmp: Path, suite_name: str, samples: int, device: str, cases: int, eval_batch: int) -> dict:
-    cfg, session = prepare(tmp, suite_name, samples, device, cases, eval_batch)
+def measure(tmp: Path, suite_name: str, samples: int, device: str, cases: int, eval_batch: int, subjects: int) -> dict:
+    cfg, session = prepare(tmp, suite_name, samples, device, cases, eval_batch, subjects)
     suite = build_suite(cfg.metrics, session.weights, session.device)
     prep = Preprocessing(cfg.run.resolution, cfg.run.bit_depth, cfg.dataset.square)
     m = cfg.metrics
@@ -112,12 +115,12 @@ def measure(tmp: Path, suite_name: str, samples: int, device: str, cases: int, e
     return {"n": len(items), "forward": t_forward, "full": t_full, "cached": t_cached, "uncached": t_uncached}
 
 
-def peak_rss(suite: str, samples: int, device: str, cases: int, eval_batch: int) -> tuple[int, float]:
-    """Run one full evaluation in a fresh process; returns (N, peak RSS in MB)."""
+def peak_rss(tmp: Path, suite: str, samples: int, device: str, cases: int, eval_batch: int, subjects: int) -> tuple[int, float]:
+    """Run one full evaluation in a fresh process working in ``tmp``; returns (N, peak RSS in MB)."""
     code = (
-        "import json, resource, sys, tempfile; from pathlib import Path; sys.path.insert(0, 'benchmarks');"
-        "import eval_throughput as e; tmp = Path(tempfile.mkdtemp());"
-        f"cfg, s = e.prepare(tmp, {suite!r}, {samples}, {device!r}, {cases}, {eval_batch});"
+        f"import json, resource, sys; from pathlib import Path; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r});"
+        f"import eval_throughput as e; tmp = Path({str(tmp)!r});"
+        f"cfg, s = e.prepare(tmp, {suite!r}, {samples}, {device!r}, {cases}, {eval_batch}, {subjects});"
         "from xreal_bench.evaluation import evaluate; evaluate(s, ['g1'], progress=False);"
         "print(json.dumps([len(e.items_of(cfg, 'g1')), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024]))"
     )
@@ -133,16 +136,21 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--cases", type=int, default=0, help="test cases to use (0 = all 64; the standard suite on CPU wants ~8)")
     parser.add_argument("--eval-batch", type=int, default=32, help="evaluation batch size; keep N >= 2x this so peak memory compares N, not the batch")
+    parser.add_argument("--subjects", type=int, default=120, help="synthetic subjects (120 give 64 test images)")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes (10 subjects, samples 1 2, batch 4): does it run?")
     args = parser.parse_args()
+    if args.smoke:
+        args.subjects, args.samples, args.eval_batch = 10, [1, 2], 4
     with tempfile.TemporaryDirectory() as tmp:
-        r = measure(Path(tmp), args.suite, args.samples[0], args.device, args.cases, args.eval_batch)
+        r = measure(Path(tmp), args.suite, args.samples[0], args.device, args.cases, args.eval_batch, args.subjects)
     print(f"suite {args.suite!r} on {args.device}, N = {r['n']} generated images")
     print(f"(a) evaluator forward passes alone: {r['forward']:.2f}s")
     print(f"(b) full evaluation:                {r['full']:.2f}s   ratio (b)/(a) = {r['full'] / r['forward']:.3f} (target <= 1.15)")
     print(f"(c) 4 generators, cached real side: {r['cached']:.2f}s vs recomputed per generator {r['uncached']:.2f}s"
           f"   speed-up {r['uncached'] / r['cached']:.2f}x (target >= 1.6)")  # fmt: skip
     for samples in args.samples:
-        n, mb = peak_rss(args.suite, samples, args.device, args.cases, args.eval_batch)
+        with tempfile.TemporaryDirectory() as tmp:
+            n, mb = peak_rss(Path(tmp), args.suite, samples, args.device, args.cases, args.eval_batch, args.subjects)
         print(f"peak RSS of a full evaluation with N = {n:5d} (batch {args.eval_batch}): {mb:8.0f} MB")
 
 

@@ -7,6 +7,7 @@ Runs on the synthetic demo data through the real data loader and condition build
 Target: overhead <= 5 % at batch >= 4.
 
     python benchmarks/harness_overhead.py [--cost 0.05] [--subjects 120]
+    python benchmarks/harness_overhead.py --smoke    # tiny sizes: checks that it runs, the numbers mean nothing
 """
 
 from __future__ import annotations
@@ -42,7 +43,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cost", type=float, default=0.05, help="seconds of generation per image")
     parser.add_argument("--subjects", type=int, default=120, help="synthetic subjects (120 give 64 test images)")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes (10 subjects, 2 ms per image): does it run?")
     args = parser.parse_args()
+    if args.smoke:
+        args.cost, args.subjects = 0.002, 10
     FixedCost.cost = args.cost
     with tempfile.TemporaryDirectory() as tmp:
         tables = demo_tables(str(Path(tmp) / "run"))

@@ -1,6 +1,6 @@
 """Throughput of the four diffusion adapters and the overhead of their sampler.
 
-Prints, per adapter, images/s with batch 1 and batch 8 and the batching speed-up; and, per
+Prints, per adapter, images/s with batch 1 and batch 8 (``--batch``) and the batching speed-up; and, per
 sampler configuration, the time per denoising step of the adapters' DDIM loop
 (:func:`xreal_bench.generators.diffusion.sampler.ddim_sample` with :class:`LatentDenoiser`: blending,
 guidance, per-sample noise, the diffusers scheduler step) against a bare loop of the same UNet
@@ -13,6 +13,7 @@ the real weights. Default: the released architectures at tiny widths on the CPU.
 
     python benchmarks/sampler_throughput.py                       # tiny, CPU, 1 thread
     python benchmarks/sampler_throughput.py --device cuda --full-size --steps 20
+    python benchmarks/sampler_throughput.py --smoke               # 2 steps, batches 1 and 2: checks that it runs
 """
 
 from __future__ import annotations
@@ -58,8 +59,8 @@ def random_ldm(original: dict[str, Any], device: torch.device, dtype: torch.dtyp
         control = None
         if controlnet:
             config = conversion.component_config("controlnet", original)
-            control = ControlNetModel(**{k: v for k, v in config.items() if not k.startswith("_")}).eval()
-            conversion._set_hint_downsample(control, config["_hint_downsample"])
+            fresh = ControlNetModel(**{k: v for k, v in config.items() if not k.startswith("_")})
+            control = conversion.build_module("controlnet", config, fresh.state_dict(), "random")  # applies the hint downsampling
     return LatentDiffusionModel(original, unet, vae, text, control, oc.scale_factor(original), device, dtype)
 
 
@@ -134,7 +135,8 @@ def random_weights(full: bool, device: torch.device, dtype: torch.dtype, folder:
     def fake_pipeline(*args, **kwargs):
         return random_sd_pipeline(sd_size, full, device, dtype, sd_dir)
 
-    patches = [mock.patch(f"generators.{m}.require_weights", fake_require) for m in ("xreal", "controlnet", "cheff", "roentgen")]
+    adapters = ("xreal", "controlnet", "cheff", "roentgen")
+    patches = [mock.patch(f"xreal_bench.generators.{m}.require_weights", fake_require) for m in adapters]
     patches += [
         mock.patch.object(latent_models, "load_latent_diffusion", fake_ldm),
         mock.patch.object(latent_models, "load_autoencoder", fake_autoencoder),
@@ -199,14 +201,15 @@ def timed(fn: Callable[[], Any], device: torch.device, repeats: int) -> float:
 
 
 def throughput(adapters: dict[str, Any], args) -> None:
+    big = args.batch
     print(f"\nimages/s per adapter ({args.steps} steps; XReal = 2 passes):")
-    print(f"  {'adapter':<11} {'batch 1':>9} {'batch 8':>9} {'speed-up':>9}")
+    print(f"  {'adapter':<11} {'batch 1':>9} {f'batch {big}':>9} {'speed-up':>9}")
     for name, adapter in adapters.items():
         size = adapter.model.image_size if hasattr(adapter, "model") else 64
-        batch8 = conditions(8, size)
-        t1 = timed(lambda: adapter.generate(batch8[:1]), torch.device(args.device), args.repeats)
-        t8 = timed(lambda: adapter.generate(batch8), torch.device(args.device), args.repeats)
-        print(f"  {name:<11} {1 / t1:9.2f} {8 / t8:9.2f} {t1 * 8 / t8:8.2f}x")
+        batch = conditions(big, size)
+        t1 = timed(lambda: adapter.generate(batch[:1]), torch.device(args.device), args.repeats)
+        tb = timed(lambda: adapter.generate(batch), torch.device(args.device), args.repeats)
+        print(f"  {name:<11} {1 / t1:9.2f} {big / tb:9.2f} {t1 * big / tb:8.2f}x")
 
 
 def sampler_overhead(adapter, args) -> None:
@@ -223,7 +226,7 @@ def sampler_overhead(adapter, args) -> None:
     print(f"\nsampler overhead per step vs bare UNet calls ({args.steps} steps; target <= 5 %):")
     print(f"  {'configuration':<42} {'batch':>5} {'UNet ms/step':>13} {'sampler ms/step':>16} {'direct':>8} {'isolated':>9}")
     scheduler = model.scheduler()
-    for batch in (1, 8):
+    for batch in (1, args.batch):
         context = adapter.prompts(["Cardiomegaly"] * batch)
         uncond = adapter.prompts([""])
         target = torch.randn(batch, *model.latent_shape, device=device)
@@ -281,7 +284,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=20, help="DDIM steps per pass, a divisor of 1000 (default: 20)")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats after a warm-up; the best is kept (default: 3)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch (default: 1)")
+    parser.add_argument("--batch", type=int, default=8, help="the batch size compared with batch 1 (default: 8)")
+    parser.add_argument("--smoke", action="store_true", help="2 steps, 1 repeat, batch 2: checks that the script runs")
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.steps, args.repeats, args.batch = 2, 1, 2
     args.precision = args.precision or ("fp16" if args.device.startswith("cuda") and args.full_size else "fp32")
     torch.set_num_threads(args.threads)
     from diffusers.utils import logging as diffusers_logging

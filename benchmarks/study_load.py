@@ -15,6 +15,7 @@ The app itself is not driven here: Streamlit speaks a protobuf-over-websocket pr
 needs a browser per reader; tests/test_study_browser.py covers that path end to end.
 
     python benchmarks/study_load.py --readers 10 --cases 20
+    python benchmarks/study_load.py --smoke    # 2 readers, 3 cases: checks that it runs
 """
 
 from __future__ import annotations
@@ -77,7 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--double-every", type=int, default=10, help="submit every k-th item twice (0 = never)")
     parser.add_argument("--target-p95-ms", type=float, default=50.0, help="p95 submit latency target")
     parser.add_argument("--dir", type=Path, default=None, help="work folder (default: a temporary one)")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes (2 readers, 3 cases) to check that the script runs")
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.readers, args.cases = 2, 3
 
     from xreal_bench.demo.study import sample_study
 
