@@ -13,4 +13,4 @@ def __getattr__(name: str):
         from xreal_bench.reader_study import builder
 
         return getattr(builder, name)
-    raise AttributeError(f"module 'reader_study' has no attribute {name!r}")
+    raise AttributeError(f"module 'xreal_bench.reader_study' has no attribute {name!r}")
