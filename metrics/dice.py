@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from xreal_bench.labels import ANATOMY_CLASSES, DICE_STRUCTURES
+from xreal_bench.metrics.table import DICE
 
 #: Channel order of segmenter masks: the anatomy label-map classes, value = channel index + 1.
 MASK_CHANNELS: tuple[str, ...] = tuple(sorted((k for k in ANATOMY_CLASSES if ANATOMY_CLASSES[k]), key=lambda k: ANATOMY_CLASSES[k]))
@@ -69,7 +70,7 @@ def dice_per_structure(pred, ref) -> dict[str, np.ndarray]:
     stacked = np.stack([scores[name] for name in STRUCTURES])
     defined = ~np.isnan(stacked)
     with np.errstate(invalid="ignore"):
-        scores["dice"] = np.where(defined.any(axis=0), np.nansum(stacked, axis=0) / defined.sum(axis=0), np.nan)
+        scores[DICE.name] = np.where(defined.any(axis=0), np.nansum(stacked, axis=0) / defined.sum(axis=0), np.nan)
     return scores
 
 

@@ -36,6 +36,7 @@ from xreal_bench.metrics.dice import dice_per_structure
 from xreal_bench.metrics.msssim import diversity_ms_ssim, paired_ms_ssim
 from xreal_bench.metrics.stats import FeatureStats, all_reduce
 from xreal_bench.metrics.suite import Suite
+from xreal_bench.metrics.table import DICE
 from xreal_bench import distributed
 from xreal_bench.distributed import DistInfo
 from xreal_bench.imaging import ImageDecodeError, load_standard
@@ -128,7 +129,7 @@ class GeneratedImages(RealImages):
         with np.load(self.real_dir / f"{case_id}.npz") as cached:
             ref_pixels = torch.from_numpy(cached["pixels"].astype(np.int32))
             if self.ms_ssim:
-                sample["ms_ssim"] = float("nan") if sample["error"] else self.paired_ms_ssim(ref_pixels, sample["pixels"])
+                sample["paired"] = float("nan") if sample["error"] else self.paired_ms_ssim(ref_pixels, sample["pixels"])
             if self.reference_masks is not None:
                 sample["ref_masks"] = torch.from_numpy(self.reference_masks(case_id))
             elif "masks" in cached.files:
@@ -238,7 +239,7 @@ def self_dice(present: np.ndarray) -> dict[str, np.ndarray]:
     out = {k: np.where(v, 1.0, np.nan) for k, v in structures.items()}
     stacked = np.stack(list(out.values())) if len(present) else np.zeros((3, 0))
     with np.errstate(invalid="ignore"):
-        out["dice"] = np.where(np.isnan(stacked).all(axis=0), np.nan, 1.0)
+        out[DICE.name] = np.where(np.isnan(stacked).all(axis=0), np.nan, 1.0)
     return out
 
 
@@ -296,7 +297,7 @@ def evaluate_generated(
                 for k, v in dice_per_structure(out["masks"], batch["ref_masks"][ok].numpy()).items():
                     dice.setdefault(k, []).append(v)
             if ms_ssim:
-                msssim.append(batch["ms_ssim"][ok].numpy())
+                msssim.append(batch["paired"][ok].numpy())
             if diversity:
                 for key, image in zip(outputs.keys[-len(ok) :], images):
                     if key[0] != pending[0]:

@@ -13,34 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from xreal_bench.metrics import table
 from xreal_bench.metrics.evaluators.base import Classifier, FeatureExtractor, Segmenter
 from xreal_bench.metrics.evaluators.registry import build_evaluator
 
 if TYPE_CHECKING:
     from xreal_bench.config import MetricsConfig
     from xreal_bench.weights import WeightsManager
-
-#: Evaluator role each metric needs (``None``: pixels only).
-METRIC_ROLES: dict[str, str | None] = {
-    "fid": "features",
-    "kid": "features",
-    "fid_xrv": "domain_features",
-    "ms_ssim": None,
-    "ms_ssim_diversity": None,
-    "dice": "segmenter",
-    "f1_macro": "classifier",
-    "auc_macro": "classifier",
-}
-
-def metric_role(metric: str) -> str | None:
-    """Role behind a result row's metric name (``dice_heart`` -> segmenter, ``auc/Edema`` -> classifier)."""
-    base = metric.split("/")[0]
-    if base.startswith("dice"):
-        return "segmenter"
-    if base in ("f1", "auc"):
-        return "classifier"
-    return METRIC_ROLES[base]
-
 
 ROLE_KINDS = {"features": "feature", "domain_features": "feature", "segmenter": "segmenter", "classifier": "classifier"}
 
@@ -77,7 +56,7 @@ class Suite:
 
     def label(self, metric: str) -> str:
         """The ``evaluator`` column for a metric: evaluator name, prefixed ``demo:`` in the demo suite."""
-        role = metric_role(metric)
+        role = table.row_metric(metric).role
         if role is None:
             return "pixels"
         name = self.evaluator_name(role)
@@ -102,7 +81,7 @@ def build_suite(cfg: "MetricsConfig", weights: "WeightsManager", device) -> Suit
         "segmenter": cfg.segmenter or defaults["segmenter"],
         "classifier": cfg.classifier or defaults["classifier"],
     }
-    roles = {METRIC_ROLES[m] for m in cfg.enabled} - {None}
+    roles = table.roles(cfg.enabled)
     suite = Suite(cfg.evaluators)
     built: dict[tuple[str, str], object] = {}
     for role in sorted(roles):

@@ -13,14 +13,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from xreal_bench.reports.leaderboard import HEADLINE, generator_order  # noqa: E402
-from xreal_bench.reports.tables import PER_PATHOLOGY_METRICS, per_pathology  # noqa: E402
+from xreal_bench.metrics import table as metric_table  # noqa: E402
+from xreal_bench.reports.leaderboard import generator_order  # noqa: E402
+from xreal_bench.reports.tables import per_pathology  # noqa: E402
 
 
 def headline_figure(frame: pd.DataFrame, path: Path) -> Path | None:
     """One panel per headline metric: a bar per generator with its bootstrap CI."""
     overall = frame[frame.subset == "all"]
-    metrics = [m for m in HEADLINE if m in set(overall.metric)]
+    metrics = [m for m in metric_table.headline() if m.name in set(overall.metric)]
     if not metrics:
         return None
     order = generator_order(overall)
@@ -29,7 +30,7 @@ def headline_figure(frame: pd.DataFrame, path: Path) -> Path | None:
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.8 * rows), squeeze=False)
     colors = plt.get_cmap("tab10")(np.arange(len(order)) % 10)
     for ax, metric in zip(axes.flat, metrics):
-        data = overall[overall.metric == metric].set_index("generator").reindex(order)
+        data = overall[overall.metric == metric.name].set_index("generator").reindex(order)
         values = data["value"].to_numpy(dtype=float)
         # clipped at 0: a bootstrap interval need not contain the point estimate (FID's is biased upwards)
         low = np.clip(np.nan_to_num(values - data["ci_low"].to_numpy(dtype=float), nan=0.0), 0.0, None)
@@ -37,7 +38,7 @@ def headline_figure(frame: pd.DataFrame, path: Path) -> Path | None:
         ax.bar(range(len(order)), values, color=colors, yerr=[low, high], capsize=3)
         ax.set_xticks(range(len(order)), order, rotation=45, ha="right", fontsize=8)
         evaluator = ", ".join(sorted(set(data["evaluator"].dropna())))
-        ax.set_title(f"{metric} {HEADLINE[metric]}", fontsize=10)
+        ax.set_title(f"{metric.display} {metric.arrow}", fontsize=10)
         ax.set_xlabel(evaluator, fontsize=7)
     for ax in axes.flat[len(metrics) :]:
         ax.axis("off")
@@ -48,20 +49,20 @@ def headline_figure(frame: pd.DataFrame, path: Path) -> Path | None:
     return path
 
 
-def pathology_heatmap(frame: pd.DataFrame, metric: str, path: Path) -> Path | None:
-    table = per_pathology(frame, metric)
+def pathology_heatmap(frame: pd.DataFrame, metric: metric_table.Metric, path: Path) -> Path | None:
+    table = per_pathology(frame, metric.name)
     if table.empty:
         return None
     fig, ax = plt.subplots(figsize=(1.0 + 0.9 * table.shape[1], 0.8 + 0.45 * table.shape[0]))
-    cmap = "viridis_r" if HEADLINE.get(metric) == "↓" else "viridis"
+    cmap = "viridis_r" if metric.lower_is_better else "viridis"
     image = ax.imshow(table.to_numpy(dtype=float), cmap=cmap, aspect="auto")
     ax.set_xticks(range(table.shape[1]), table.columns, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(table.shape[0]), table.index, fontsize=8)
     for (i, j), v in np.ndenumerate(table.to_numpy(dtype=float)):
         if not math.isnan(v):
             ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="white")
-    fig.colorbar(image, ax=ax, label=f"{metric} {HEADLINE.get(metric, '')}")
-    ax.set_title(f"{metric} per pathology", fontsize=10)
+    fig.colorbar(image, ax=ax, label=f"{metric.display} {metric.arrow}")
+    ax.set_title(f"{metric.display} per pathology", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=150)
@@ -72,5 +73,5 @@ def pathology_heatmap(frame: pd.DataFrame, metric: str, path: Path) -> Path | No
 def write_figures(out: Path, frame: pd.DataFrame) -> list[Path]:
     folder = out / "figures"
     written = [headline_figure(frame, folder / "headline.png")]
-    written += [pathology_heatmap(frame, m, folder / f"per_pathology_{m}.png") for m in PER_PATHOLOGY_METRICS]
+    written += [pathology_heatmap(frame, m, folder / f"per_pathology_{m.name}.png") for m in metric_table.pathology_tables()]
     return [p for p in written if p is not None]

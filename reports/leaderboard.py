@@ -13,21 +13,8 @@ from pathlib import Path
 import pandas as pd
 
 from xreal_bench.imaging import write_atomic
+from xreal_bench.metrics import table as metric_table
 
-#: Headline metrics in column order, with the direction in which they improve.
-HEADLINE: dict[str, str] = {
-    "fid": "↓",
-    "fid_xrv": "↓",
-    "kid": "↓",
-    "ms_ssim": "↑",
-    "ms_ssim_diversity": "↓",
-    "dice_lungs": "↑",
-    "dice_heart": "↑",
-    "dice_aorta": "↑",
-    "dice": "↑",
-    "f1_macro": "↑",
-    "auc_macro": "↑",
-}
 REFERENCE = "real"
 
 
@@ -45,17 +32,19 @@ def cell(row: pd.Series | None, decimals: int) -> str:
 
 
 def generator_order(frame: pd.DataFrame) -> list[str]:
-    """The reference row first, then generators by FID (if present), else by name."""
+    """The reference row first, then generators best first by the ranking metric (FID) if present, else by name."""
     names = sorted(set(frame["generator"]) - {REFERENCE})
-    fid = frame[(frame.metric == "fid") & (frame.subset == "all")].set_index("generator")["value"]
-    names.sort(key=lambda g: (fid.get(g, math.inf), g))
+    ranking = metric_table.ranking()
+    values = frame[(frame.metric == ranking.name) & (frame.subset == "all")].set_index("generator")["value"]
+    sign = 1 if ranking.lower_is_better else -1
+    names.sort(key=lambda g: (sign * values.get(g, sign * math.inf), g))
     return ([REFERENCE] if REFERENCE in set(frame["generator"]) else []) + names
 
 
 def leaderboard(frame: pd.DataFrame) -> pd.DataFrame:
     """Wide table: generator, n, then each present headline metric with its CI columns."""
     overall = frame[frame.subset == "all"]
-    metrics = [m for m in HEADLINE if m in set(overall.metric)]
+    metrics = [m.name for m in metric_table.headline() if m.name in set(overall.metric)]
     records = []
     for g in generator_order(overall):
         rows = overall[overall.generator == g].set_index("metric")
@@ -72,22 +61,23 @@ def leaderboard(frame: pd.DataFrame) -> pd.DataFrame:
 def evaluator_notes(frame: pd.DataFrame) -> list[str]:
     overall = frame[frame.subset == "all"]
     notes = []
-    for m in HEADLINE:
-        evaluators = sorted(set(overall[overall.metric == m]["evaluator"]))
+    for m in metric_table.headline():
+        evaluators = sorted(set(overall[overall.metric == m.name]["evaluator"]))
         if evaluators:
-            notes.append(f"`{m}`: {', '.join(evaluators)}")
+            notes.append(f"`{m.name}`: {', '.join(evaluators)}")
     return notes
 
 
 def markdown(frame: pd.DataFrame, decimals: int = 3) -> str:
     board = leaderboard(frame)
     overall = frame[frame.subset == "all"]
-    metrics = [m for m in HEADLINE if m in board.columns]
-    header = ["generator", "n", *(f"{m} {HEADLINE[m]}" for m in metrics)]
+    metrics = [m for m in metric_table.headline() if m.name in board.columns]
+    header = ["generator", "n", *(f"{m.name} {m.arrow}" for m in metrics)]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * len(metrics)) + "|"]
     for _, rec in board.iterrows():
         rows = overall[overall.generator == rec["generator"]].set_index("metric")
-        cells = [str(rec["generator"]), str(rec["n"])] + [cell(rows.loc[m] if m in rows.index else None, decimals) for m in metrics]
+        cells = [str(rec["generator"]), str(rec["n"])]
+        cells += [cell(rows.loc[m.name] if m.name in rows.index else None, decimals) for m in metrics]
         lines.append("| " + " | ".join(cells) + " |")
     demo = overall["evaluator"].str.startswith("demo:").any()
     lines += ["", "Values: point estimate [95 % bootstrap CI over cases]; `real` is the real test images (reference row).", "Evaluators: " + "; ".join(evaluator_notes(frame)) + "."]

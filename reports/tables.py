@@ -9,30 +9,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from xreal_bench.reports.leaderboard import HEADLINE, REFERENCE, fmt, generator_order
 from xreal_bench.imaging import write_atomic
+from xreal_bench.metrics import table as metric_table
+from xreal_bench.reports.leaderboard import REFERENCE, fmt, generator_order
 
-MAIN_COLUMNS = ("fid", "fid_xrv", "ms_ssim", "dice", "f1_macro", "auc_macro")
-PER_PATHOLOGY_METRICS = ("ms_ssim", "dice", "fid")
-LATEX_NAMES = {
-    "fid": "FID",
-    "fid_xrv": "FID\\textsubscript{XRV}",
-    "kid": "KID",
-    "ms_ssim": "MS-SSIM",
-    "ms_ssim_diversity": "MS-SSIM\\textsubscript{div}",
-    "dice": "Dice",
-    "dice_lungs": "Dice\\textsubscript{lungs}",
-    "dice_heart": "Dice\\textsubscript{heart}",
-    "dice_aorta": "Dice\\textsubscript{aorta}",
-    "f1_macro": "F1",
-    "auc_macro": "AUC",
-}
+LATEX_ARROWS = {"lower": "$\\downarrow$", "higher": "$\\uparrow$"}
 
 
 def main_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Generators × main metrics (values, with CI columns), reference row first."""
     overall = frame[frame.subset == "all"]
-    metrics = [m for m in MAIN_COLUMNS if m in set(overall.metric)]
+    metrics = [m.name for m in metric_table.main_table() if m.name in set(overall.metric)]
     table = overall[overall.metric.isin(metrics)].pivot(index="generator", columns="metric", values=["value", "ci_low", "ci_high"])
     table = table.reindex(generator_order(overall))
     return table.reindex(columns=metrics, level="metric")
@@ -44,7 +31,7 @@ def best_per_column(values: pd.DataFrame) -> dict[str, str]:
     for m in values.columns:
         col = values[m].drop(REFERENCE, errors="ignore").dropna()
         if len(col):
-            best[m] = col.idxmin() if HEADLINE.get(m) == "↓" else col.idxmax()
+            best[m] = col.idxmin() if metric_table.row_metric(m).lower_is_better else col.idxmax()
     return best
 
 
@@ -59,7 +46,8 @@ def with_ci(table: pd.DataFrame, g: str, m: str, decimals: int, sep: str = "–"
 def to_markdown(table: pd.DataFrame, decimals: int) -> str:
     metrics = list(table["value"].columns)
     best = best_per_column(table["value"])
-    lines = ["| generator | " + " | ".join(f"{m} {HEADLINE.get(m, '')}" for m in metrics) + " |", "|---|" + "---:|" * len(metrics)]
+    arrows = [metric_table.row_metric(m).arrow for m in metrics]
+    lines = ["| generator | " + " | ".join(f"{m} {a}" for m, a in zip(metrics, arrows)) + " |", "|---|" + "---:|" * len(metrics)]
     for g in table.index:
         cells = [f"**{with_ci(table, g, m, decimals)}**" if best.get(m) == g else with_ci(table, g, m, decimals) for m in metrics]
         lines.append(f"| {g} | " + " | ".join(cells) + " |")
@@ -73,8 +61,8 @@ def latex_escape(text: str) -> str:
 def to_latex(table: pd.DataFrame, decimals: int, caption: str, label: str) -> str:
     metrics = list(table["value"].columns)
     best = best_per_column(table["value"])
-    arrows = {m: "$\\downarrow$" if HEADLINE.get(m) == "↓" else "$\\uparrow$" for m in metrics}
-    head = " & ".join(f"{LATEX_NAMES.get(m, latex_escape(m))} {arrows[m]}" for m in metrics)
+    entries = [metric_table.row_metric(m) for m in metrics]
+    head = " & ".join(f"{m.latex} {LATEX_ARROWS[m.direction]}" for m in entries)
     lines = [
         "\\begin{table}[t]",
         "\\centering",
@@ -125,7 +113,7 @@ def write_tables(out: Path, frame: pd.DataFrame, formats, decimals: int, demo: b
         text = outputs[ext]()
         write_atomic(path, lambda f, t=text: f.write(t.encode()))
         written.append(path)
-    for metric in PER_PATHOLOGY_METRICS:
+    for metric in [m.name for m in metric_table.pathology_tables()]:
         pt = per_pathology(frame, metric)
         if pt.empty:
             continue

@@ -161,6 +161,22 @@ def test_classification_rows_and_thresholds(run):
     assert "thresholds: calibrated" in value(df, "noise", "f1_macro")["note"]
 
 
+def test_auc_alone_needs_no_thresholds(run, data, tmp_path):
+    """AUC without F1: no thresholds (not even a 'youden' fit on another split), the same AUC rows."""
+    _, _, full_rows, _ = run
+    cfg = make_config(data, tmp_path, enabled=["auc_macro"], thresholds="youden")
+    session = open_session(cfg, progress=False)
+    generate(session, progress=False)
+    rows = evaluate(session, progress=False)
+    assert {r.metric.partition("/")[0] for r in rows} == {"auc_macro", "auc"}
+    assert json.loads((tmp_path / "results.json").read_text())["thresholds"] == {}
+
+    def by_key(rows):
+        return {(r.generator, r.metric): (r.value, r.ci_low, r.ci_high, r.n, r.note) for r in rows if r.metric.startswith("auc")}
+
+    assert by_key(rows) == by_key(full_rows) and len(by_key(rows)) > 3
+
+
 def test_diversity_only_with_several_samples_and_subsets_have_n(run):
     cfg, _, _, _ = run
     df = frame(Path(cfg.run.out))

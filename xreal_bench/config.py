@@ -90,13 +90,15 @@ class GeneratorConfig:
     options: dict[str, Any] = field(default_factory=dict)
 
 
+def default_metrics() -> list[str]:
+    from xreal_bench.metrics.table import default_enabled  # the metrics package loads on first use, not with the config
+
+    return default_enabled()
+
+
 @dataclass
 class MetricsConfig:
-    enabled: list[
-        Literal[
-            "fid", "fid_xrv", "kid", "ms_ssim", "ms_ssim_diversity", "dice", "f1_macro", "auc_macro"
-        ]
-    ] = field(default_factory=lambda: ["fid", "fid_xrv", "ms_ssim", "ms_ssim_diversity", "dice", "f1_macro", "auc_macro"])
+    enabled: list[str] = field(default_factory=default_metrics)  # names of the metric table's selectable metrics
     evaluators: Literal["standard", "demo"] = "standard"  # the suite: real evaluators, or the demo's own
     features: str = ""  # FID feature extractor; "" = the suite's (standard: inception)
     domain_features: str = ""  # fid_xrv feature extractor; "" = the suite's (standard: xrv-densenet-features)
@@ -123,6 +125,11 @@ class MetricsConfig:
     cache_dir: str = ""  # real-side evaluator outputs; "" -> <run.out>/.cache
 
     def validate(self) -> None:
+        from xreal_bench.metrics.table import selectable_names  # the metrics package loads on first use, not with the config
+
+        names = selectable_names()
+        for i, name in enumerate(self.enabled):
+            require(name in names, f"enabled[{i}]", f"expected one of {', '.join(map(repr, names))}, got {name!r}")
         require(self.bootstrap >= 0, "bootstrap", f"expected >= 0 resamples, got {self.bootstrap}")
         require(self.fid_bootstrap >= 0, "fid_bootstrap", f"expected >= 0 resamples, got {self.fid_bootstrap}")
         require(self.kid_subsets >= 1, "kid_subsets", f"expected >= 1, got {self.kid_subsets}")

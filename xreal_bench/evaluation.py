@@ -6,15 +6,18 @@ from __future__ import annotations
 import json
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from xreal_bench.metrics import table
 from xreal_bench.metrics.classification import Thresholds, fit_thresholds
+from xreal_bench.metrics.context import ResultRow, ScoringSettings, evaluated_labels
 from xreal_bench.metrics.dice import label_map_to_masks
 from xreal_bench.metrics.engine import ImageItem, Preprocessing, SourceOutputs, evaluate_generated, evaluate_real, real_fingerprint
-from xreal_bench.metrics.scoring import ResultRow, ScoringSettings, evaluated_labels, score
+from xreal_bench.metrics.scoring import score
 from xreal_bench.metrics.suite import Suite, build_suite
 from xreal_bench.errors import UserFacingError
 from xreal_bench.imaging import resize_label_map
@@ -81,7 +84,7 @@ def real_cache_dir(session: "Session", suite: Suite) -> Path:
 def thresholds_for(session: "Session", suite: Suite, progress: bool) -> tuple[Thresholds | None, dict]:
     """Decision thresholds under ``metrics.thresholds``; fitted only on real images of another split."""
     m = session.cfg.metrics
-    if suite.classifier is None or not ({"f1_macro"} & set(m.enabled)):
+    if suite.classifier is None or not table.needs_thresholds(m.enabled):
         return None, {}
     names = evaluated_labels(m.label_set, suite.classifier.labels)
     if m.thresholds in ("calibrated", "fixed"):
@@ -137,8 +140,9 @@ def evaluate(session: "Session", names: Sequence[str] | None = None, progress: b
     timings["real"] = time.perf_counter() - t0
     thresholds, threshold_info = thresholds_for(session, suite, progress)
     cases = {c.case_id: c for c in session.scan.cases}
-    s = settings(session)
-    rows = score(REFERENCE, real, real, cases, suite, s, thresholds)
+    score_source = partial(score, real=real, cases=cases, suite=suite, settings=settings(session), thresholds=thresholds)
+    rows = score_source(REFERENCE, real)
+    passes = table.pixel_passes(cfg.metrics.enabled)
     reference_masks = input_masks(session) if cfg.metrics.dice_reference == "input" and suite.segmenter else None
     failures: dict[str, list[str]] = {"real": real.failed}
     counts: dict[str, dict[str, int]] = {}
@@ -155,12 +159,12 @@ def evaluate(session: "Session", names: Sequence[str] | None = None, progress: b
             name=gdir.generator,
             batch_size=cfg.metrics.batch_size,
             workers=cfg.metrics.num_workers,
-            ms_ssim="ms_ssim" in cfg.metrics.enabled,
-            diversity="ms_ssim_diversity" in cfg.metrics.enabled,
+            ms_ssim="paired" in passes,
+            diversity="diversity" in passes,
             reference_masks=reference_masks,
             progress=progress,
         )
-        rows += score(gdir.generator, gen, real, cases, suite, s, thresholds)
+        rows += score_source(gdir.generator, gen)
         timings[gdir.generator] = time.perf_counter() - t0
         failures[gdir.generator] = gen.failed
         counts[gdir.generator] = manifest_counts(gdir, len(entries), len(items), len(gen.keys))

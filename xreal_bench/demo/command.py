@@ -13,6 +13,8 @@ DEMO_OUT = "runs/demo"
 
 def demo_tables(out: str) -> dict:
     """The demo's configuration (the shipped ``bench.toml`` holds the same values, commented)."""
+    from xreal_bench.metrics.table import selectable_names
+
     data = f"{out}/data"
     return {
         "dataset": {"kind": "synthetic", "root": data, "views": ["AP", "PA"]},
@@ -26,7 +28,7 @@ def demo_tables(out: str) -> dict:
         "generators": {"real": {}, "phantom": {}, "shuffled": {}, "noise": {}},
         "metrics": {
             "evaluators": "demo",
-            "enabled": ["fid", "fid_xrv", "kid", "ms_ssim", "ms_ssim_diversity", "dice", "f1_macro", "auc_macro"],
+            "enabled": list(selectable_names()),  # every metric
             "thresholds": "youden",
             "threshold_split": "validate",
             "bootstrap": 200,

@@ -346,7 +346,7 @@ def heldout_auc(classifier: DemoClassifier, data: PhantomSet, style: str, batch:
     columns = [classifier.labels.index(n) for n in DRAWN_FINDINGS]
     thresholds = fit_thresholds(None, None, DRAWN_FINDINGS, "calibrated", calibrated=classifier.calibrated_thresholds)
     result = evaluate_classification(probs[:, columns], data.labels, DRAWN_FINDINGS, thresholds)
-    return {**result.auc, "macro": result.auc_macro, "f1_macro": result.f1_macro}
+    return {**result.auc, "macro": result.auc_macro, "macro F1": result.f1_macro}
 
 
 def fmt(scores: dict[str, float]) -> str:

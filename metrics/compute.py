@@ -1,0 +1,155 @@
+"""Compute functions of the metric table: ``compute(ctx, metric, subset) -> rows``.
+
+Each reads the evaluator outputs its metric needs from the :class:`ScoringContext` and returns
+its rows for one subset (none when those outputs are missing). Names, evaluators, resamples and
+``n`` come from the metric's table entry, never from a name written here.
+
+FID uses the exactly merged streaming statistics for the headline value; per-pathology subsets
+and the FID bootstrap use per-image features. Classification thresholds come from
+:func:`xreal_bench.metrics.classification.fit_thresholds` on real images only.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from xreal_bench.metrics.bootstrap import bootstrap_statistic
+from xreal_bench.metrics.context import NO_CI, ResultRow, ScoringContext, Subset, count
+from xreal_bench.metrics.fid import fid_from_stats, frechet_distance, kid
+from xreal_bench.metrics.stats import FeatureStats
+
+if TYPE_CHECKING:
+    from xreal_bench.metrics.table import Metric
+
+
+def feature_pair(ctx: ScoringContext, metric: Metric, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Generated features of ``idx`` and real features of their cases (None: fewer than 2 of either).
+
+    The reference row has no distance to itself: distributions of real vs real are left out.
+    """
+    if ctx.is_reference or metric.role not in ctx.gen.features:
+        return None
+    r_idx = np.array(sorted({ctx.real_index[c] for c in ctx.groups[idx] if c in ctx.real_index}))
+    if len(idx) < 2 or len(r_idx) < 2:
+        return None
+    return ctx.gen.features[metric.role][idx], ctx.real.features[metric.role][r_idx]
+
+
+def moments(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    stats = FeatureStats.from_features(features)
+    return stats.mean(), stats.cov()
+
+
+def frechet_rows(ctx: ScoringContext, metric: Metric, subset: Subset) -> list[ResultRow]:
+    """Fréchet distance of generated vs real features, with a bias-corrected bootstrap CI over cases."""
+    name, idx = subset
+    pair = feature_pair(ctx, metric, idx)
+    if pair is None:
+        return []
+    g_feat, r_feat = pair
+    role, n = metric.role, count(metric.n_unit, ctx.groups[idx])
+    if name == "all":
+        value = fid_from_stats(ctx.real.stats[role], ctx.gen.stats[role])  # exactly merged streaming statistics
+    else:
+        value = fid_from_stats(FeatureStats.from_features(r_feat), FeatureStats.from_features(g_feat))
+    note = f"n < feature dim {g_feat.shape[1]}: covariance singular, FID biased" if len(idx) <= g_feat.shape[1] else ""
+    resamples = ctx.resamples(metric)
+    if not resamples:
+        note = "; ".join(filter(None, [note, f"CI off (metrics.{metric.ci} = 0)"]))
+        return [ctx.row(metric, value, subset=name, n=n, note=note)]
+    case_of = ctx.groups[idx]
+    real_rows = {c: ctx.real_index[c] for c in set(case_of) if c in ctx.real_index}
+
+    def statistic(sel: np.ndarray) -> float:
+        r = ctx.real.features[role][[real_rows[c] for c in case_of[sel] if c in real_rows]]
+        return frechet_distance(*moments(r), *moments(g_feat[sel]))
+
+    s = ctx.settings
+    ci = bootstrap_statistic(len(idx), statistic, resamples, s.confidence, s.seed, groups=case_of, bias_corrected=True)
+    note = "; ".join(filter(None, [note, "bias-corrected bootstrap CI"]))
+    return [ctx.row(metric, value, subset=name, n=n, note=note, ci=(max(ci.low, 0.0), ci.high))]
+
+
+def kid_rows(ctx: ScoringContext, metric: Metric, subset: Subset) -> list[ResultRow]:
+    """Kernel inception distance (unbiased MMD², polynomial kernel) over random subsets."""
+    name, idx = subset
+    pair = feature_pair(ctx, metric, idx)
+    if pair is None:
+        return []
+    g_feat, r_feat = pair
+    s = ctx.settings
+    result = kid(r_feat, g_feat, s.kid_subsets, s.kid_subset_size, seed=s.seed)
+    note = f"unbiased MMD² (<= 0: indistinguishable); std over subsets {result.std:.3g}"
+    return [ctx.row(metric, result.mean, subset=name, n=count(metric.n_unit, ctx.groups[idx]), note=note)]
+
+
+def paired_ms_ssim_rows(ctx: ScoringContext, metric: Metric, subset: Subset) -> list[ResultRow]:
+    """Mean MS-SSIM of each generated image with the real image of its case."""
+    name, idx = subset
+    if ctx.gen.ms_ssim is None:
+        return []
+    row = ctx.mean_row(metric, ctx.gen.ms_ssim[idx], ctx.groups[idx], subset=name)
+    return [row] if row else []
+
+
+def diversity_rows(ctx: ScoringContext, metric: Metric, subset: Subset) -> list[ResultRow]:
+    """Mean over cases of the pairwise MS-SSIM among a case's samples (lower: more diverse)."""
+    if not ctx.gen.diversity:
+        return []
+    values = np.array(list(ctx.gen.diversity.values()))
+    row = ctx.mean_row(metric, values, list(ctx.gen.diversity), subset=subset[0], note="lower = more diverse")
+    return [row] if row else []
+
+
+def dice_rows(ctx: ScoringContext, metric: Metric, subset: Subset) -> list[ResultRow]:
+    """Mean Dice of each structure (the metric's parts) and of their per-image mean."""
+    name, idx = subset
+    if not ctx.gen.dice:
+        return []
+    rows = [ctx.mean_row(row, ctx.gen.dice[row.key][idx], ctx.groups[idx], subset=name) for row in (*metric.parts, metric)]
+    return [row for row in rows if row]
+
+
+def class_rows(
+    ctx: ScoringContext,
+    metric: Metric,
+    per_class: dict[str, float],
+    skipped: dict[str, str],
+    macro: float,
+    macro_ci: tuple[float, float] | None,
+    class_ci: dict[str, tuple[float, float]] | None,
+    note: str,
+) -> list[ResultRow]:
+    """The macro row (when a class was evaluated) and one ``<prefix>/<label>`` row per evaluated class."""
+    skipped_note = f"skipped: {', '.join(f'{k} ({v})' for k, v in skipped.items())}" if skipped else ""
+    note = "; ".join(filter(None, [note, skipped_note]))
+    rows = [ctx.row(metric, macro, n=ctx.classification.n_cases, note=note, ci=macro_ci or NO_CI)] if per_class else []
+    n_valid, n_positive = ctx.classification.result.n_valid, ctx.classification.result.n_positive
+    evaluator = ctx.suite.label(metric.name)
+    for label, value in per_class.items():
+        low, high = (class_ci or {}).get(label, NO_CI)
+        row_name = f"{metric.per_class}/{label}"
+        note = f"{n_positive[label]} positive"
+        rows.append(ResultRow(ctx.generator, row_name, value, low, high, n_valid[label], "all", evaluator, note))
+    return rows
+
+
+def f1_rows(ctx: ScoringContext, metric: Metric, subset: Subset) -> list[ResultRow]:
+    """Macro and per-class F1 of ``score >= threshold``; the note names the threshold policy."""
+    c = ctx.classification
+    if c is None:
+        return []
+    r, ci = c.result, c.ci
+    note = f"thresholds: {r.thresholds.policy} ({r.thresholds.source})"
+    return class_rows(ctx, metric, r.f1, r.skipped_f1, r.f1_macro, ci and ci.f1_macro, ci and ci.f1, note)
+
+
+def auc_rows(ctx: ScoringContext, metric: Metric, subset: Subset) -> list[ResultRow]:
+    """Macro and per-class ROC AUC (no thresholds needed)."""
+    c = ctx.classification
+    if c is None:
+        return []
+    r, ci = c.result, c.ci
+    return class_rows(ctx, metric, r.auc, r.skipped_auc, r.auc_macro, ci and ci.auc_macro, ci and ci.auc, "")

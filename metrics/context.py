@@ -1,0 +1,173 @@
+"""What a metric's compute function works with: one generator's :class:`ScoringContext`, and the
+:class:`ResultRow` values it returns (one per generator, metric and subset).
+
+Work shared by several metrics of a generator (the pathology subsets, the one vectorised
+classification bootstrap behind F1 and AUC) is computed once per context, on first use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from xreal_bench.labels import CHEXPERT_LABELS, NON_PATHOLOGY_LABELS, XREAL_LABELS, label_index
+from xreal_bench.metrics.bootstrap import bootstrap_ci
+from xreal_bench.metrics.classification import (
+    ClassificationCI,
+    ClassificationResult,
+    Thresholds,
+    bootstrap_classification,
+    evaluate_classification,
+)
+
+if TYPE_CHECKING:
+    from xreal_bench.metrics.engine import SourceOutputs
+    from xreal_bench.metrics.suite import Suite
+    from xreal_bench.metrics.table import Metric
+    from xreal_bench.types import Case
+
+PATHOLOGIES = tuple(n for n in CHEXPERT_LABELS if n not in NON_PATHOLOGY_LABELS)
+#: Stand-in when no metric needs thresholds (AUC alone): every class's F1 is skipped, AUC is unaffected.
+NO_THRESHOLDS = Thresholds({}, "none", "no enabled metric needs thresholds")
+
+NO_CI = (float("nan"), float("nan"))
+Subset = tuple[str, np.ndarray]  # (``all`` or a pathology, indices into the generator's images)
+
+
+@dataclass
+class ResultRow:
+    generator: str
+    metric: str
+    value: float
+    ci_low: float = float("nan")
+    ci_high: float = float("nan")
+    n: int = 0
+    subset: str = "all"
+    evaluator: str = ""
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class ScoringSettings:
+    enabled: Sequence[str]
+    bootstrap: int
+    fid_bootstrap: int
+    confidence: float
+    seed: int
+    subsets: bool
+    min_subset_n: int
+    kid_subsets: int
+    kid_subset_size: int
+    label_set: Sequence[str]
+    f1_zero_division: float
+
+
+@dataclass(frozen=True)
+class Classification:
+    """Per-class and macro F1/AUC of one generator, with CIs from one set of resamples (None: CIs off)."""
+
+    result: ClassificationResult
+    ci: ClassificationCI | None
+    n_cases: int
+
+
+def evaluated_labels(label_set: Sequence[str], classifier_labels: Sequence[str]) -> list[str]:
+    """The labels F1/AUC average over: ``classifier`` (all it outputs), ``xreal`` (the paper's seven), or names."""
+    wanted: list[str] = []
+    for item in label_set:
+        names = classifier_labels if item == "classifier" else XREAL_LABELS if item == "xreal" else [item]
+        wanted += [n for n in names if n not in wanted]
+    return [n for n in wanted if n in classifier_labels]
+
+
+def count(unit: str, groups: np.ndarray) -> int:
+    """``n`` of a row: its images, or its distinct cases."""
+    return len(groups) if unit == "images" else len(set(groups))
+
+
+@dataclass(frozen=True)
+class ScoringContext:
+    """One generator's evaluator outputs and what they are scored against."""
+
+    generator: str
+    gen: SourceOutputs
+    real: SourceOutputs
+    cases: dict[str, Case]
+    suite: Suite
+    settings: ScoringSettings
+    thresholds: Thresholds | None
+
+    @property
+    def is_reference(self) -> bool:
+        """Scoring the real images themselves (no distance to themselves)."""
+        return self.gen is self.real
+
+    @cached_property
+    def groups(self) -> np.ndarray:
+        """The case id of each generated image."""
+        return np.asarray(self.gen.case_ids)
+
+    @cached_property
+    def real_index(self) -> dict[str, int]:
+        """Row of each case in the real outputs."""
+        return {k[0]: i for i, k in enumerate(self.real.keys)}
+
+    @cached_property
+    def subsets(self) -> tuple[Subset, ...]:
+        """``all``, then each pathology with at least ``min_subset_n`` positive cases (if subsets are on)."""
+        out: list[Subset] = [("all", np.arange(len(self.gen.keys)))]
+        if self.settings.subsets:
+            labels = [self.cases[c].labels for c in self.gen.case_ids]
+            positives = np.array([[case[label_index(p)] == 1 for p in PATHOLOGIES] for case in labels])
+            for j, p in enumerate(PATHOLOGIES):
+                idx = np.flatnonzero(positives[:, j])
+                if len(set(self.groups[idx])) >= self.settings.min_subset_n:
+                    out.append((p, idx))
+        return tuple(out)
+
+    def resamples(self, metric: Metric) -> int:
+        """Bootstrap resamples of the metric's CI (0: no CI)."""
+        return getattr(self.settings, metric.ci) if metric.ci else 0
+
+    def row(
+        self, metric: Metric, value: float, *, n: int, subset: str = "all", note: str = "", ci: tuple[float, float] = NO_CI
+    ) -> ResultRow:
+        """A row of ``metric`` for this generator, labelled with the evaluator behind it."""
+        return ResultRow(self.generator, metric.name, value, *ci, n, subset, self.suite.label(metric.name), note)
+
+    def mean_row(self, metric: Metric, values, groups, *, subset: str = "all", note: str = "") -> ResultRow | None:
+        """Mean of per-image (or per-case) values, NaN excluded and counted, with a grouped bootstrap CI."""
+        values = np.asarray(values, dtype=np.float64)
+        keep = ~np.isnan(values)
+        if not keep.any():
+            return None
+        excluded = int((~keep).sum())
+        if excluded:
+            note = "; ".join(filter(None, [note, f"{excluded} undefined (both masks empty) excluded"]))
+        v, g = values[keep], np.asarray(groups)[keep]
+        n, resamples = count(metric.n_unit, g), self.resamples(metric)
+        if not resamples:
+            return self.row(metric, float(v.mean()), subset=subset, n=n, note=note)
+        ci = bootstrap_ci(v, resamples, self.settings.confidence, self.settings.seed, groups=g)
+        return self.row(metric, ci.estimate, subset=subset, n=n, note=note, ci=(ci.low, ci.high))
+
+    @cached_property
+    def classification(self) -> Classification | None:
+        """F1 and AUC of the classifier on the evaluated labels (None without a classifier or scores)."""
+        classifier, s = self.suite.classifier, self.settings
+        if classifier is None or self.gen.scores is None:
+            return None
+        names = evaluated_labels(s.label_set, classifier.labels)
+        scores = self.gen.scores[:, [classifier.labels.index(n) for n in names]]
+        labels = np.array([[self.cases[c].labels[label_index(n)] for n in names] for c in self.gen.case_ids], dtype=np.float64)
+        thresholds = self.thresholds or NO_THRESHOLDS
+        result = evaluate_classification(scores, labels, names, thresholds, s.f1_zero_division)
+        ci = None
+        if s.bootstrap:
+            ci = bootstrap_classification(
+                scores, labels, names, thresholds, s.bootstrap, s.confidence, s.seed, self.groups, s.f1_zero_division
+            )
+        return Classification(result, ci, len(set(self.groups)))

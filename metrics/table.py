@@ -1,0 +1,289 @@
+"""The metric table: one declaration per metric, in column order.
+
+Everything else derives from it: which names ``metrics.enabled`` accepts and its default, the
+evaluators a run builds, what the evaluation pass computes (paired MS-SSIM, per-case
+diversity, thresholds), scoring (each enabled entry's compute function), and the leaderboard,
+paper tables, LaTeX names and figures. Adding a metric is one entry here plus its compute
+function in :mod:`xreal_bench.metrics.compute`; no other module names a metric
+(``tests/test_metric_table.py`` checks it).
+
+Result rows are named after entries, including the component rows of a metric (its ``parts``,
+e.g. Dice per structure) and per-class rows ``<per_class>/<label>`` (e.g. ``auc/Edema``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from xreal_bench.metrics.compute import auc_rows, dice_rows, diversity_rows, f1_rows, frechet_rows, kid_rows, paired_ms_ssim_rows
+
+if TYPE_CHECKING:
+    from xreal_bench.metrics.context import ResultRow, ScoringContext, Subset
+
+Direction = Literal["lower", "higher"]
+Family = Literal["distribution", "fidelity", "anatomy", "pathology", "diversity"]
+Role = Literal["features", "domain_features", "segmenter", "classifier"]
+PixelPass = Literal["paired", "diversity"]
+Unit = Literal["images", "cases"]
+Resamples = Literal["bootstrap", "fid_bootstrap"]
+Compute = Callable[["ScoringContext", "Metric", "Subset"], "list[ResultRow]"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Metric:
+    """One metric (or a component row of one) and everything the suite needs to know about it."""
+
+    name: str
+    direction: Direction
+    family: Family
+    display: str  # for figures
+    latex: str  # for LaTeX tables
+    n_unit: Unit  # what ``n`` of its overall row counts
+    role: Role | None = None  # evaluator it needs; None: pixels only
+    pixels: PixelPass | None = None  # pixel metrics: what the evaluation pass computes
+    ci: Resamples | None = "bootstrap"  # the [metrics] setting holding its CI's resamples; None: no CI
+    per_subset: bool = False  # rows per pathology subset as well as ``all``
+    pathology_table: bool = False  # a per-pathology table and heatmap in the reports
+    headline: bool = False  # a leaderboard column
+    main_table: bool = False  # a column of the paper's main table (Table I)
+    default: bool = False  # in the default ``metrics.enabled``
+    thresholds: bool = False  # needs classification decision thresholds
+    ranks: bool = False  # the leaderboard orders generators by it
+    per_class: str = ""  # prefix of its per-class rows (``f1`` -> ``f1/<label>``)
+    output_key: str = ""  # a part: the key of its metric's per-image output it reports ("" = name)
+    parts: tuple[Metric, ...] = ()  # component rows its compute function also returns (not selectable)
+    compute: Compute | None = None  # None for parts
+
+    @property
+    def arrow(self) -> str:
+        return "↓" if self.direction == "lower" else "↑"
+
+    @property
+    def lower_is_better(self) -> bool:
+        return self.direction == "lower"
+
+    @property
+    def key(self) -> str:
+        """Key of its per-image values in the evaluation pass's output."""
+        return self.output_key or self.name
+
+
+#: Named because the Dice code keys the per-image mean over structures by its name.
+DICE = Metric(
+    name="dice",
+    direction="higher",
+    family="anatomy",
+    display="Dice",
+    latex="Dice",
+    n_unit="cases",
+    role="segmenter",
+    per_subset=True,
+    pathology_table=True,
+    headline=True,
+    main_table=True,
+    default=True,
+    parts=tuple(
+        Metric(
+            name=name,
+            direction="higher",
+            family="anatomy",
+            display=display,
+            latex=latex,
+            n_unit="cases",
+            role="segmenter",
+            per_subset=True,
+            headline=True,
+            output_key=structure,
+        )
+        for name, structure, display, latex in (
+            ("dice_lungs", "lungs", "Dice lungs", "Dice\\textsubscript{lungs}"),
+            ("dice_heart", "heart", "Dice heart", "Dice\\textsubscript{heart}"),
+            ("dice_aorta", "aorta", "Dice aorta", "Dice\\textsubscript{aorta}"),
+        )
+    ),
+    compute=dice_rows,
+)
+
+#: The selectable metrics (``metrics.enabled``), in column order; parts come before their metric.
+METRICS: tuple[Metric, ...] = (
+    Metric(
+        name="fid",
+        direction="lower",
+        family="distribution",
+        display="FID",
+        latex="FID",
+        n_unit="images",
+        role="features",
+        ci="fid_bootstrap",
+        per_subset=True,
+        pathology_table=True,
+        headline=True,
+        main_table=True,
+        default=True,
+        ranks=True,
+        compute=frechet_rows,
+    ),
+    Metric(
+        name="fid_xrv",
+        direction="lower",
+        family="distribution",
+        display="FID (XRV)",
+        latex="FID\\textsubscript{XRV}",
+        n_unit="images",
+        role="domain_features",
+        ci="fid_bootstrap",
+        per_subset=True,
+        headline=True,
+        main_table=True,
+        default=True,
+        compute=frechet_rows,
+    ),
+    Metric(
+        name="kid",
+        direction="lower",
+        family="distribution",
+        display="KID",
+        latex="KID",
+        n_unit="images",
+        role="features",
+        ci=None,
+        per_subset=True,
+        headline=True,
+        compute=kid_rows,
+    ),
+    Metric(
+        name="ms_ssim",
+        direction="higher",
+        family="fidelity",
+        display="MS-SSIM",
+        latex="MS-SSIM",
+        n_unit="cases",
+        pixels="paired",
+        per_subset=True,
+        pathology_table=True,
+        headline=True,
+        main_table=True,
+        default=True,
+        compute=paired_ms_ssim_rows,
+    ),
+    Metric(
+        name="ms_ssim_diversity",
+        direction="lower",
+        family="diversity",
+        display="MS-SSIM diversity",
+        latex="MS-SSIM\\textsubscript{div}",
+        n_unit="cases",
+        pixels="diversity",
+        headline=True,
+        default=True,
+        compute=diversity_rows,
+    ),
+    DICE,
+    Metric(
+        name="f1_macro",
+        direction="higher",
+        family="pathology",
+        display="F1 (macro)",
+        latex="F1",
+        n_unit="cases",
+        role="classifier",
+        headline=True,
+        main_table=True,
+        default=True,
+        thresholds=True,
+        per_class="f1",
+        compute=f1_rows,
+    ),
+    Metric(
+        name="auc_macro",
+        direction="higher",
+        family="pathology",
+        display="AUC (macro)",
+        latex="AUC",
+        n_unit="cases",
+        role="classifier",
+        headline=True,
+        main_table=True,
+        default=True,
+        per_class="auc",
+        compute=auc_rows,
+    ),
+)
+
+
+def rows() -> tuple[Metric, ...]:
+    """Every entry that names result rows, in column order (a metric's parts just before it)."""
+    return tuple(row for m in METRICS for row in (*m.parts, m))
+
+
+def selectable_names() -> tuple[str, ...]:
+    return tuple(m.name for m in METRICS)
+
+
+def default_enabled() -> list[str]:
+    return [m.name for m in METRICS if m.default]
+
+
+def metric(name: str) -> Metric:
+    """The entry named ``name`` (a selectable metric or a part)."""
+    for m in rows():
+        if m.name == name:
+            return m
+    raise KeyError(f"unknown metric {name!r}; known: {', '.join(m.name for m in rows())}")
+
+
+def row_metric(row_name: str) -> Metric:
+    """The entry behind a result row's metric name (``dice_heart`` -> its part, ``auc/Edema`` -> ``auc_macro``)."""
+    prefix, sep, _ = row_name.partition("/")
+    if sep:
+        for m in METRICS:
+            if m.per_class and m.per_class == prefix:
+                return m
+    return metric(row_name)
+
+
+def per_class_prefixes() -> tuple[str, ...]:
+    """Prefixes of per-class row names (``f1/``, ``auc/``)."""
+    return tuple(f"{m.per_class}/" for m in METRICS if m.per_class)
+
+
+def enabled(names: Iterable[str]) -> tuple[Metric, ...]:
+    """The selectable entries among ``names``, in table order."""
+    wanted = set(names)
+    return tuple(m for m in METRICS if m.name in wanted)
+
+
+def roles(names: Iterable[str]) -> set[str]:
+    """Evaluator roles the enabled metrics need."""
+    return {m.role for m in enabled(names) if m.role is not None}
+
+
+def pixel_passes(names: Iterable[str]) -> set[str]:
+    """Pixel computations the evaluation pass must make for the enabled metrics."""
+    return {m.pixels for m in enabled(names) if m.pixels is not None}
+
+
+def needs_thresholds(names: Iterable[str]) -> bool:
+    return any(m.thresholds for m in enabled(names))
+
+
+def headline() -> tuple[Metric, ...]:
+    """Leaderboard columns, in order."""
+    return tuple(m for m in rows() if m.headline)
+
+
+def main_table() -> tuple[Metric, ...]:
+    """Columns of the paper's main table, in order."""
+    return tuple(m for m in rows() if m.main_table)
+
+
+def pathology_tables() -> tuple[Metric, ...]:
+    """Metrics with a per-pathology table and heatmap."""
+    return tuple(m for m in rows() if m.pathology_table)
+
+
+def ranking() -> Metric:
+    """The metric the leaderboard orders generators by."""
+    return next(m for m in rows() if m.ranks)
