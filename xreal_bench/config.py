@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from xreal_bench.labels import CHEXPERT_LABELS
-from xreal_bench.registry import GENERATORS, RegistryError, declared
+from xreal_bench.registry import GENERATORS, RegistryError, declared, metric_table
 from xreal_bench.validation import ConfigError, build, require, to_dict
 
 LabelValue = Literal[0, 1, "ignore"]
@@ -91,9 +91,7 @@ class GeneratorConfig:
 
 
 def default_metrics() -> list[str]:
-    from xreal_bench.metrics.table import default_enabled  # the metrics package loads on first use, not with the config
-
-    return default_enabled()
+    return metric_table().default_enabled()
 
 
 @dataclass
@@ -125,9 +123,7 @@ class MetricsConfig:
     cache_dir: str = ""  # real-side evaluator outputs; "" -> <run.out>/.cache
 
     def validate(self) -> None:
-        from xreal_bench.metrics.table import selectable_names  # the metrics package loads on first use, not with the config
-
-        names = selectable_names()
+        names = metric_table().selectable_names()
         for i, name in enumerate(self.enabled):
             require(name in names, f"enabled[{i}]", f"expected one of {', '.join(map(repr, names))}, got {name!r}")
         require(self.bootstrap >= 0, "bootstrap", f"expected >= 0 resamples, got {self.bootstrap}")

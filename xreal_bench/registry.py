@@ -14,6 +14,7 @@ import functools
 import importlib
 from collections.abc import Mapping
 from importlib.metadata import EntryPoint, entry_points
+from types import ModuleType
 from typing import Any
 
 from xreal_bench.errors import UserFacingError
@@ -94,6 +95,11 @@ class Registry:
             obj = next(ep for ep in self.plugins() if ep.name[len(self.prefix) :] == name).load()
         self.loaded[name] = obj
         return obj
+
+
+def metric_table() -> ModuleType:
+    """:mod:`xreal_bench.metrics.table`, imported on first use (the core validates metric names with it)."""
+    return importlib.import_module("xreal_bench.metrics.table")
 
 
 def declared(obj: Any, attribute: str) -> Any:
