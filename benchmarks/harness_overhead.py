@@ -1,9 +1,10 @@
 """Harness overhead: wall time of `generate` / pure generation time, for batch sizes 1, 4, 16.
 
 The generator's cost is known exactly (it sleeps ``--cost`` seconds per image, as a model would
-compute), so everything above ``N x cost`` is the harness: condition building (anatomy maps,
-boxes), output normalisation, PNG encoding, atomic writes, manifest lines with fsync, progress.
-Runs on the synthetic demo data through the real data loader and condition builder.
+compute), so everything above ``N x cost`` is the harness: case preparation (anatomy maps,
+boxes, cases.jsonl), condition building, output normalisation, PNG encoding, atomic writes,
+manifest lines with fsync, progress. Runs on the synthetic demo data through the real data
+loader and conditioning.
 Target: overhead <= 5 % at batch >= 4.
 
     python benchmarks/harness_overhead.py [--cost 0.05] [--subjects 120]
@@ -23,7 +24,7 @@ from xreal_bench.generators import Generator, register_generator
 from xreal_bench.demo.command import demo_tables
 from xreal_bench.config import config_from_dict
 from xreal_bench.harness import run_generator
-from xreal_bench.pipeline import open_session
+from xreal_bench.pipeline import open_session, prepare_generation
 
 
 @register_generator
@@ -59,7 +60,11 @@ def main() -> None:
             cfg = config_from_dict(tables)
             session = open_session(cfg, progress=False)
             started = time.perf_counter()
-            summary = run_generator(cfg, "bench", cfg.generators["bench"], session.scan.cases, session.builder, overwrite=True, progress=False)
+            prepared = prepare_generation(session, cfg.generators, progress=False)  # anatomy maps, boxes, cases.jsonl
+            summary = run_generator(
+                cfg, "bench", cfg.generators["bench"], session.scan.cases, prepared,
+                weights=session.weights, overwrite=True, progress=False,
+            )  # fmt: skip
             wall = time.perf_counter() - started
             pure = summary.generated * args.cost
             print(f"{batch:>5} {summary.generated:>6} {wall:>8.2f} {pure:>8.2f} {wall / pure:>7.3f} {100 * (wall / pure - 1):>8.1f}%")

@@ -15,22 +15,13 @@ from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import numpy as np
 
-from xreal_bench.types import Case, Condition
+from xreal_bench.types import INPUT_KINDS, Case, Condition  # noqa: F401 - INPUT_KINDS lives in core; re-exported
 from xreal_bench.weights import Artifact
 
 if TYPE_CHECKING:
     import torch
 
     from xreal_bench.weights import WeightsManager
-
-#: What a generator may declare it reads from a Condition.
-INPUT_KINDS: dict[str, str] = {
-    "labels": "the case's CheXpert labels / pathology prompt",
-    "text": "report text (impression or findings)",
-    "anatomy": "anatomy label map (lungs, heart, aorta)",
-    "pathology": "pathology mask / boxes",
-    "image": "the case's real image",
-}
 
 
 @dataclass

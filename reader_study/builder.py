@@ -33,6 +33,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from xreal_bench.cases import read_cases
 from xreal_bench.reader_study import design
 from xreal_bench.reader_study.criteria import rating_criteria, turing_criteria
 from xreal_bench.reader_study.layout import IMAGES, STUDY_DB, STUDY_JSON
@@ -47,6 +48,7 @@ from xreal_bench.imaging import (
     to_square,
 )
 from xreal_bench.rundir import generator_dirs
+from xreal_bench.types import CaseFacts
 
 REAL = "real"
 ADMIN = "admin"
@@ -54,13 +56,13 @@ ADMIN = "admin"
 
 @dataclass(frozen=True)
 class SourceImage:
-    """One run image a study may use (the lowest sample index of its case)."""
+    """One run image a study may use (the lowest sample index of its case) and the run it is from."""
 
     source: str
     case_id: str
     sample_index: int
     path: Path
-    condition: dict
+    run: Path
 
 
 @dataclass(frozen=True)
@@ -160,16 +162,25 @@ def collect_sources(run_dirs: list[Path], generators: list[str]) -> dict[str, di
         for entry in gdir.ok_entries():  # sorted by (case_id, sample_index): first is the lowest
             if entry.case_id in per_case or not entry.file:
                 continue
-            per_case[entry.case_id] = SourceImage(name, entry.case_id, entry.sample_index, gdir.root / entry.file, entry.condition)
+            per_case[entry.case_id] = SourceImage(name, entry.case_id, entry.sample_index, gdir.root / entry.file, found[name][0])
         if not per_case:
             raise UserFacingError(f"{gdir.manifest}: no finished ('ok') images")
         result[name] = per_case
     return result
 
 
-def eligible_cases(images: dict[str, dict[str, SourceImage]]) -> list[str]:
-    """Cases with an image from every source."""
-    common = set.intersection(*(set(per_case) for per_case in images.values()))
+def case_facts(images: dict[str, dict[str, SourceImage]], show_box: bool) -> dict[str, CaseFacts]:
+    """The case facts (labels, view, boxes) of the run the real images come from: its ``cases.jsonl``."""
+    run = next(iter(images[REAL].values())).run
+    facts = read_cases(run)
+    if show_box and not any(f.has_boxes for f in facts.values()):
+        print(f"note: show_box is on but {run}/cases.jsonl holds no pathology boxes (this config supplies none)")
+    return facts
+
+
+def eligible_cases(images: dict[str, dict[str, SourceImage]], facts: dict[str, CaseFacts]) -> list[str]:
+    """Cases with an image from every source and facts in the run's ``cases.jsonl``."""
+    common = set.intersection(*(set(per_case) for per_case in images.values())) & set(facts)
     return sorted(common)
 
 
@@ -219,10 +230,12 @@ class Selection:
         return [(s, c) for c in self.cases for s in self.sources] + self.calibration
 
 
-def select(images: dict[str, dict[str, SourceImage]], settings: StudyConfig, rng: np.random.Generator) -> Selection:
+def select(
+    images: dict[str, dict[str, SourceImage]], facts: dict[str, CaseFacts], settings: StudyConfig, rng: np.random.Generator
+) -> Selection:
     """Seeded, pathology-stratified study cases, then calibration cases from the rest."""
     sources = list(images)  # real first, then generators in the given order
-    eligible = eligible_cases(images)
+    eligible = eligible_cases(images, facts)
     if len(eligible) < settings.n_cases + settings.calibration_items:
         counts = ", ".join(f"{s}: {len(images[s])}" for s in sources)
         raise UserFacingError(
@@ -230,7 +243,7 @@ def select(images: dict[str, dict[str, SourceImage]], settings: StudyConfig, rng
             f"{settings.n_cases} cases + {settings.calibration_items} calibration cases. Lower --n-cases/--calibration "
             "or choose fewer generators"
         )
-    strata = {c: design.primary_pathology(images[REAL][c].condition.get("positives", [])) for c in eligible}
+    strata = {c: design.primary_pathology(list(facts[c].case.positives)) for c in eligible}
     cases = design.select_cases(strata, settings.n_cases, rng)
     rest = {c: s for c, s in strata.items() if c not in set(cases)}
     calibration_cases = design.select_cases(rest, settings.calibration_items, rng)
@@ -248,14 +261,15 @@ def create_study(
     if ADMIN in settings.readers:
         raise UserFacingError(f"{ADMIN!r} is the study organiser's account; choose another reader name")
     images = collect_sources([Path(r) for r in run_dirs], settings.generators)
+    facts = case_facts(images, settings.show_box)
     rng = np.random.default_rng([settings.seed, 0])
-    chosen = select(images, settings, rng)
+    chosen = select(images, facts, settings, rng)
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.creating-", dir=out.parent))
     try:
         storage = Storage.create(work / STUDY_DB)
         with storage.write() as conn:
-            write_cases(conn, images, chosen)
+            write_cases(conn, images, facts, chosen)
             native = write_images(conn, work, images, chosen, settings)
             write_criteria(conn, settings)
             plan = write_items(conn, chosen, settings, rng)
@@ -290,15 +304,20 @@ def write_images(conn: sqlite3.Connection, work: Path, images, chosen: Selection
     return native
 
 
-def write_cases(conn: sqlite3.Connection, images, chosen: Selection) -> None:
-    """Each case's label, boxes and view, from the real image's condition (shared by all sources)."""
+def write_cases(conn: sqlite3.Connection, images, facts: dict[str, CaseFacts], chosen: Selection) -> None:
+    """Each case's label, boxes and view from the run's case facts (shared by all sources). Boxes
+    that differ per sample (random fallback) are those of the lowest sample index a generator shows."""
     calibration = {c for _, c in chosen.calibration}
     for c, stratum in chosen.strata.items():
-        cond = images[REAL][c].condition
+        case = facts[c]
+        boxes = []
+        if case.has_boxes:
+            sample = min(images[s][c].sample_index for s in chosen.sources if s != REAL)
+            boxes = [asdict(b) for b in case.boxes_for(sample).boxes]
         conn.execute(
             "INSERT INTO cases VALUES (?, ?, ?, ?, ?, ?)",
-            (c, "calibration" if c in calibration else "study", stratum, json.dumps(list(cond.get("positives", []))),
-             json.dumps(cond.get("boxes", [])), cond.get("view", "")),
+            (c, "calibration" if c in calibration else "study", stratum, json.dumps(list(case.case.positives)),
+             json.dumps(boxes), case.case.view),
         )  # fmt: skip
 
 

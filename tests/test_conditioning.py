@@ -1,5 +1,5 @@
 """Conditioning: anatomy maps (folder, cached segmenter), boxes (CSV, anatomy rule, random),
-masks, prompts, and prepare() errors — with hand-computed expectations."""
+masks, prompts, and prepare_case_facts() errors — with hand-computed expectations."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from xreal_bench.conditioning import ConditionBuilder, ConditioningError
+from xreal_bench.conditioning import ConditioningError, PreparedCases, available_inputs, prepare_case_facts
 from xreal_bench.conditioning.anatomy import AnatomyError
 from xreal_bench.conditioning.boxes import BoxError, read_box_csv
 from xreal_bench.config import config_from_dict
@@ -77,10 +77,9 @@ def make_cfg(tmp_path, run=None, dataset=None, metrics=None, **conditioning) -> 
     )
 
 
-def builder(cfg, cases, tmp_path, needs, **kw) -> ConditionBuilder:
-    b = ConditionBuilder(cfg, make_scan(tmp_path, cases, kw.pop("image_sizes", None)), progress=False, **kw)
-    b.prepare(set(needs))
-    return b
+def builder(cfg, cases, tmp_path, needs, **kw) -> PreparedCases:
+    scan = make_scan(tmp_path, cases, kw.pop("image_sizes", None))
+    return prepare_case_facts(cfg, scan, reads=set(needs), progress=False, **kw)
 
 
 def save_map(folder: Path, case_id: str, pixels: np.ndarray) -> None:
@@ -115,11 +114,10 @@ def test_folder_map_errors(tmp_path):
     maps = tmp_path / "maps"
     save_map(maps, "c0", rule_map())
     cfg = make_cfg(tmp_path, anatomy="folder", anatomy_dir=str(maps))
-    b = ConditionBuilder(cfg, make_scan(tmp_path, cases), progress=False)
-    with pytest.raises(RuntimeError, match="prepare"):
-        b.build(cases[0], 0, 0)
+    with pytest.raises(RuntimeError, match="prepare"):  # nothing prepared for pathology
+        builder(cfg, cases[:1], tmp_path, {"anatomy"}).build(cases[0], 0, 0, reads={"pathology"})
     with pytest.raises(AnatomyError) as err:
-        b.prepare({"anatomy"})
+        builder(cfg, cases, tmp_path, {"anatomy"})
     assert "2 of 3 cases have no anatomy map" in str(err.value) and str(maps) in str(err.value)
     assert "c1" in str(err.value) and "c2" in str(err.value)
 
@@ -128,15 +126,15 @@ def test_folder_map_errors(tmp_path):
     for case in cases:
         save_map(maps, case.case_id, bad)
     with pytest.raises(AnatomyError, match=r"c0\.png: unexpected label values \[7\]"):
-        ConditionBuilder(cfg, make_scan(tmp_path, cases), progress=False).prepare({"anatomy"})
+        builder(cfg, cases, tmp_path, {"anatomy"})
 
     save_map(maps, "c0", np.zeros((150, R), np.uint8))
     padded = make_cfg(tmp_path, anatomy="folder", anatomy_dir=str(maps), dataset={"square": "pad"})
     with pytest.raises(AnatomyError, match="not square"):
-        ConditionBuilder(padded, make_scan(tmp_path, cases[:1]), progress=False).prepare({"anatomy"})
+        builder(padded, cases[:1], tmp_path, {"anatomy"})
     missing_dir = make_cfg(tmp_path, anatomy="folder", anatomy_dir=str(tmp_path / "none"))
     with pytest.raises(AnatomyError, match="anatomy folder not found"):
-        ConditionBuilder(missing_dir, make_scan(tmp_path, cases), progress=False).prepare({"anatomy"})
+        builder(missing_dir, cases, tmp_path, {"anatomy"})
 
 
 def test_folder_maps_are_read_once_per_case(tmp_path, monkeypatch):
@@ -154,8 +152,8 @@ def test_folder_maps_are_read_once_per_case(tmp_path, monkeypatch):
     first.anatomy[:] = 0  # a generator scribbling on its copy must not change the next sample
     again = b.build(cases[1], 1, seed=2)
     np.testing.assert_array_equal(again.anatomy, rule_map())
-    b.prepare({"anatomy", "labels"})  # a second generator: nothing is read again
-    assert b.build(cases[2], 0, seed=3).anatomy is not None
+    # a second generator: nothing is read again
+    assert b.build(cases[2], 0, seed=3, reads={"anatomy", "labels"}).anatomy is not None
     assert len(reads) == 3
 
 
@@ -253,10 +251,9 @@ def test_segmenter_with_wrong_output_is_refused(tmp_path):
 def test_default_segmenter_never_falls_back_without_weights(tmp_path):
     case = make_case(tmp_path, "c0")
     cfg = make_cfg(tmp_path, anatomy="pspnet", cache_dir=str(tmp_path / "cache"))
-    b = ConditionBuilder(cfg, make_scan(tmp_path, [case]), progress=False)
-    assert "anatomy" in b.available_inputs()
+    assert "anatomy" in available_inputs(cfg, make_scan(tmp_path, [case]))
     with pytest.raises(UserFacingError):
-        b.prepare({"anatomy"})
+        builder(cfg, [case], tmp_path, {"anatomy"})
     assert not (tmp_path / "cache" / "anatomy").exists()
 
 
@@ -405,7 +402,7 @@ def test_no_pathology_means_no_box(tmp_path):
 
 def test_random_boxes_are_inside_the_lungs_and_independent_of_the_generation_seed(tmp_path):
     case = make_case(tmp_path, "c0", ("Atelectasis", "Pneumonia"))
-    b = rule_builder(tmp_path, [case], fallback="random", run={"seed": 5})
+    b = rule_builder(tmp_path, [case], fallback="random", run={"seed": 5, "samples_per_condition": 2})
     one = b.build(case, 0, seed=1)
     assert one.mask_source == "random" and len(one.boxes) == 2
     lx0, ly0, lx1, ly1 = 16 / R, 20 / R, 112 / R, 100 / R  # bounding box of both lungs
@@ -441,21 +438,21 @@ def test_prompt_and_report_section(tmp_path):
 def test_available_inputs_and_prepare_errors(tmp_path):
     with_text = make_case(tmp_path, "c0", ("Edema",), impression="Edema.")
     no_text = make_case(tmp_path, "c1", ("Edema",))
-    b = ConditionBuilder(make_cfg(tmp_path, anatomy="none"), make_scan(tmp_path, [with_text, no_text]), progress=False)
-    assert b.available_inputs() == {"labels", "text", "image"}
+    cfg = make_cfg(tmp_path, anatomy="none")
+    assert available_inputs(cfg, make_scan(tmp_path, [with_text, no_text])) == {"labels", "text", "image"}
     with pytest.raises(ConditioningError) as err:
-        b.prepare({"labels", "anatomy", "pathology"})
+        builder(cfg, [with_text, no_text], tmp_path, {"labels", "anatomy", "pathology"})
     assert "anatomy: [conditioning].anatomy = 'none'" in str(err.value)
     assert "pathology: no [conditioning].boxes_csv" in str(err.value)
     with pytest.raises(ValueError, match="unknown input kind"):
-        b.prepare({"pixels"})
-    b.prepare({"text"})
+        builder(cfg, [with_text, no_text], tmp_path, {"pixels"})
+    b = builder(cfg, [with_text, no_text], tmp_path, {"text"})
     assert b.build(no_text, 0, 0).notes == ("no FINDINGS/IMPRESSION text for this case; report is empty",)
 
-    silent = ConditionBuilder(make_cfg(tmp_path, anatomy="folder"), make_scan(tmp_path, [no_text]), progress=False)
-    assert silent.available_inputs() == {"labels", "image"}
+    silent = make_cfg(tmp_path, anatomy="folder")
+    assert available_inputs(silent, make_scan(tmp_path, [no_text])) == {"labels", "image"}
     with pytest.raises(ConditioningError) as err:
-        silent.prepare({"text", "anatomy"})
+        builder(silent, [no_text], tmp_path, {"text", "anatomy"})
     assert "reports_root" in str(err.value) and "anatomy_dir is empty" in str(err.value)
 
 
@@ -463,10 +460,9 @@ def test_box_csv_gaps_need_a_fallback_source(tmp_path):
     a, b = make_case(tmp_path, "A", ("Edema",)), make_case(tmp_path, "B", ("Edema",))
     csv = write_csv(tmp_path / "m.csv", MSCXR_HEADER, [f"A,Edema,p,x,10,10,50,50,{R},{R}"])
     cfg = make_cfg(tmp_path, anatomy="none", boxes_csv=str(csv), box_fallback="anatomy")
-    bld = ConditionBuilder(cfg, make_scan(tmp_path, [a, b]), progress=False)
-    assert "pathology" in bld.available_inputs()
+    assert "pathology" in available_inputs(cfg, make_scan(tmp_path, [a, b]))
     with pytest.raises(ConditioningError, match=r"1 of 2 cases have no box in .*m\.csv"):
-        bld.prepare({"pathology"})
+        builder(cfg, [a, b], tmp_path, {"pathology"})
     ok = builder(make_cfg(tmp_path, anatomy="none", boxes_csv=str(csv), box_fallback="none"), [a, b], tmp_path, {"pathology"})
     assert ok.build(b, 0, 0).mask_source == "none" and ok.build(b, 0, 0).boxes == ()
     assert coords(ok.build(a, 0, 0).boxes[0]) == frac(10, 10, 60, 60)
@@ -489,9 +485,8 @@ def test_synthetic_demo_conditions_use_its_ground_truth(tmp_path):
         }
     )
     scan = load_dataset(cfg, progress=False)
-    b = ConditionBuilder(cfg, scan, progress=False)
-    assert b.available_inputs() == {"labels", "text", "anatomy", "pathology", "image"}
-    b.prepare({"labels", "text", "anatomy", "pathology"})
+    assert available_inputs(cfg, scan) == {"labels", "text", "anatomy", "pathology", "image"}
+    b = prepare_case_facts(cfg, scan, reads={"labels", "text", "anatomy", "pathology"}, progress=False)
     rows: dict[str, list[dict]] = {}
     with open(root / "ms-cxr-boxes.csv", newline="") as f:
         for row in csv.DictReader(f):
@@ -519,9 +514,68 @@ def test_prepare_a_shard_segments_only_its_cases(tmp_path):
     cases = [make_case(tmp_path, f"c{i}", seed=i) for i in range(3)]
     cfg = make_cfg(tmp_path, anatomy="pspnet", resolution=64, cache_dir=str(tmp_path / "cache"))
     seg = CountingSegmenter()
-    b = ConditionBuilder(cfg, make_scan(tmp_path, cases), segmenter_factory=lambda: seg, progress=False)
-    b.prepare({"anatomy"}, cases=cases[1:2])
+    scan = make_scan(tmp_path, cases)
+    b = prepare_case_facts(cfg, scan, reads={"anatomy"}, cases=cases[1:2], segmenter_factory=lambda: seg, progress=False)
     assert sum(x.shape[0] for x in seg.inputs) == 1
     assert b.build(cases[1], 0, 0).anatomy.shape == (64, 64)
     with pytest.raises(RuntimeError, match="no anatomy map prepared for case 'c0'"):
         b.build(cases[0], 0, 0)
+
+
+# ----------------------------------------------------------------- purity
+
+
+def same_condition(a, b) -> bool:
+    """Field-by-field equality of two Conditions (arrays compared by value)."""
+    for name in a.__dataclass_fields__:
+        x, y = getattr(a, name), getattr(b, name)
+        if isinstance(x, np.ndarray) or isinstance(y, np.ndarray):
+            if not (isinstance(x, np.ndarray) and isinstance(y, np.ndarray) and x.dtype == y.dtype and np.array_equal(x, y)):
+                return False
+        elif x != y:
+            return False
+    return True
+
+
+def test_build_condition_is_a_pure_function_of_its_inputs(tmp_path):
+    from xreal_bench.conditioning import ConditionSettings, build_condition
+
+    cases = [
+        make_case(tmp_path, "c0", ("Atelectasis", "Pleural Effusion"), impression="Left effusion."),
+        make_case(tmp_path, "c1", ("Cardiomegaly",)),
+        make_case(tmp_path, "c2"),
+    ]
+    reads_a = frozenset({"labels", "anatomy", "pathology", "text"})  # e.g. XReal
+    reads_b = frozenset()  # e.g. noise
+    prepared = rule_builder(tmp_path, cases, fallback="random", run={"seed": 3, "samples_per_condition": 2})
+    order = [(c, k) for c in cases for k in range(2)]
+
+    def build_all(items, reads):
+        return {(c.case_id, k): prepared.build(c, k, seed=17, reads=reads) for c, k in items}
+
+    first = build_all(order, reads_a)
+    build_all(order, reads_b)  # another generator in between
+    backwards = build_all(order[::-1], reads_a)
+    assert all(same_condition(first[key], backwards[key]) for key in first)
+    assert first[("c0", 0)].boxes != first[("c0", 1)].boxes  # random boxes differ per sample ...
+    assert first[("c0", 0)].mask_source == "random" and first[("c0", 0)].anatomy is not None
+    plain = prepared.build(cases[0], 0, seed=17, reads=reads_b)  # ... and a generator reading nothing gets none of it
+    assert plain.anatomy is None and plain.pathology_mask is None and plain.boxes == () and plain.notes == ()
+    assert plain.prompt == first[("c0", 0)].prompt and plain.labels == cases[0].labels
+
+    # the pure function itself: same arguments -> equal Conditions, whatever ran before
+    settings = ConditionSettings(resolution=R, prompt_separator=" + ")
+    facts, label_map = prepared.facts["c0"], rule_map()
+
+    def direct(reads):
+        return build_condition(facts, sample_index=1, seed=5, reads=reads, anatomy=label_map, settings=settings)
+
+    one = direct(reads_a)
+    assert direct(reads_b).anatomy is None  # a call in between
+    one.anatomy[:] = 0  # the caller scribbling on its copy changes nothing
+    again = direct(reads_a)
+    np.testing.assert_array_equal(again.anatomy, rule_map())
+    assert again.prompt == "Atelectasis + Pleural Effusion" and again.boxes == first[("c0", 1)].boxes
+    assert same_condition(again, direct(reads_a))
+    with pytest.raises(RuntimeError, match="no anatomy map prepared"):
+        build_condition(facts, sample_index=0, seed=5, reads={"anatomy"}, anatomy=None, settings=settings)

@@ -24,7 +24,7 @@ from toy_evaluators import CALLS, register, toy_features, toy_masks, unregister
 from xreal_bench.cli import main
 from xreal_bench.config import config_from_dict
 from xreal_bench.evaluation import evaluate
-from xreal_bench.imaging import dequantize, load_grayscale, load_standard
+from xreal_bench.imaging import dequantize, load_grayscale, load_standard, save_png
 from xreal_bench.pipeline import generate, open_session
 from xreal_bench.results import COLUMNS
 from xreal_bench.rundir import GeneratorDir
@@ -150,6 +150,37 @@ def test_paired_ms_ssim_and_dice_match_direct_computation(run):
     row = value(df, "noise", "ms_ssim")
     assert row["ci_low"] <= row["value"] <= row["ci_high"]
     assert value(df, "real", "ms_ssim")["value"] == 1.0 and value(df, "real", "dice_lungs")["value"] == 1.0
+
+
+def test_dice_against_the_input_anatomy_maps(data, tmp_path):
+    """``dice_reference = "input"``: masks of generated images are scored against the conditioning's
+    anatomy maps (prepared before any evaluation pass), not against the real image's masks."""
+    from xreal_bench.labels import ANATOMY_CLASSES
+    from xreal_bench.metrics.dice import dice_per_structure, label_map_to_masks
+
+    cfg = make_config(data, tmp_path / "run", enabled=["dice"], dice_reference="input")
+    cfg.generators = {"noise": cfg.generators["noise"]}
+    cfg.conditioning.anatomy, cfg.conditioning.anatomy_dir, cfg.conditioning.resolution = "folder", str(tmp_path / "maps"), 192
+    session = open_session(cfg, progress=False)
+    maps = {}
+    for i, case in enumerate(session.scan.cases):
+        m = np.zeros((192, 192), np.uint8)
+        m[40:150, 20 + i : 90] = ANATOMY_CLASSES["right_lung"]
+        m[40:150, 100 : 170 - i] = ANATOMY_CLASSES["left_lung"]
+        m[100:160, 70 : 120 + 2 * i] = ANATOMY_CLASSES["heart"]
+        maps[case.case_id] = m
+        save_png(tmp_path / "maps" / f"{case.case_id}.png", m)
+    generate(session, progress=False)
+    evaluate(session, progress=False)
+    df = frame(Path(cfg.run.out))
+    gdir = GeneratorDir(cfg.run.out, "noise")
+    scores = []
+    for e in gdir.ok_entries():
+        pred = toy_masks(torch.from_numpy(load_grayscale(gdir.root / e.file))[None, None]).numpy()
+        scores.append(dice_per_structure(pred, label_map_to_masks(maps[e.case_id])))
+    for metric, key in (("dice", "dice"), ("dice_heart", "heart"), ("dice_lungs", "lungs")):
+        values = np.array([s[key][0] for s in scores])
+        assert value(df, "noise", metric)["value"] == pytest.approx(np.nanmean(values), rel=1e-9)
 
 
 def test_classification_rows_and_thresholds(run):

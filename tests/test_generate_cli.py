@@ -136,6 +136,7 @@ def test_torchrun_two_ranks_equals_single_process_and_resumes_across_world_sizes
     two = write_config(tmp_path / "two.toml", data, tmp_path / "two", gens)
     result = torchrun(two, 2)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "two" / "cases.jsonl").read_text() == (tmp_path / "single" / "cases.jsonl").read_text()  # all ranks' cases
     for name in ("noise", "shuffled"):
         assert hashes(tmp_path / "two", name) == hashes(tmp_path / "single", name)
         gdir = GeneratorDir(tmp_path / "two", name)

@@ -22,21 +22,14 @@ LABELS = (0,) * 14
 
 
 class FakeBuilder:
-    """Stands in for ConditionBuilder: image inputs only, one condition per (case, sample)."""
-
-    weights = None
+    """Stands in for PreparedCases: image inputs only, one condition per (case, sample)."""
 
     def __init__(self, inputs=("image", "labels")):
-        self.inputs = set(inputs)
-        self.prepared = []
+        self.available = frozenset(inputs)
+        self.built = []
 
-    def available_inputs(self):
-        return self.inputs
-
-    def prepare(self, needs, cases=None):
-        self.prepared.append(set(needs))
-
-    def build(self, case: Case, sample_index: int, seed: int) -> Condition:
+    def build(self, case: Case, sample_index: int, seed: int, *, reads=None) -> Condition:
+        self.built.append((case.case_id, sample_index))
         if case.case_id == "bad-condition":
             raise ValueError("cannot build this condition")
         return Condition(case.case_id, sample_index, seed, case.labels, "", "", case.image_path, case.view)
@@ -178,7 +171,7 @@ def test_missing_inputs_refused_before_generation(tmp_path):
     builder = FakeBuilder()
     with pytest.raises(UserFacingError, match="needs inputs this run cannot supply: anatomy"):
         run_generator(cfg, "g", cfg.generators["g"], cases, builder, progress=False)
-    assert builder.prepared == []
+    assert builder.built == []
 
 
 def test_output_normalisation_matches_real_image_path():

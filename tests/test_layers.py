@@ -32,6 +32,8 @@ CORE = [
     "xreal_bench.conditioning.anatomy",
     "xreal_bench.conditioning.boxes",
     "xreal_bench.conditioning.builder",
+    "xreal_bench.conditioning.prepare",
+    "xreal_bench.cases",
     # the demo's data set is data-level: rendering phantoms needs nothing above the core
     "xreal_bench.demo.synthetic",
     "xreal_bench.demo.phantoms",

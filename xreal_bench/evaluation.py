@@ -109,14 +109,16 @@ def thresholds_for(session: "Session", suite: Suite, progress: bool) -> tuple[Th
     return t, {"policy": t.policy, "source": t.source, "values": t.values, "unfitted": t.unfitted}
 
 
-def input_masks(session: "Session"):
-    """Reference masks from the conditioning's anatomy maps (``metrics.dice_reference = 'input'``)."""
-    builder, size = session.builder, session.cfg.run.resolution
-    builder.prepare({"anatomy"})
+def input_masks(session: "Session", progress: bool = True):
+    """Reference masks from the conditioning's anatomy maps (``metrics.dice_reference = 'input'``),
+    every map found or made now, before any evaluation pass."""
+    from xreal_bench.conditioning import anatomy_maps
+
+    size = session.cfg.run.resolution
+    maps = anatomy_maps(session.cfg, session.scan, weights=session.weights, device=session.device, progress=progress)
 
     def masks(case_id: str) -> np.ndarray:
-        label_map = resize_label_map(builder.anatomy.load(case_id), size)
-        return label_map_to_masks(label_map)[0]
+        return label_map_to_masks(resize_label_map(maps.load(case_id), size))[0]
 
     return masks
 
@@ -134,6 +136,9 @@ def evaluate(session: "Session", names: Sequence[str] | None = None, progress: b
             raise UserFacingError(f"no generated images for {', '.join(missing)} in {out}; generated: {', '.join(sorted(known)) or 'none'}")
         dirs = [d for d in dirs if d.generator in names]
     suite = build_suite(cfg.metrics, session.weights, session.device)
+    reference_masks = None
+    if cfg.metrics.dice_reference == "input" and suite.segmenter:
+        reference_masks = input_masks(session, progress and info.is_main)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     real = pass_real(session, suite, session.scan, progress)
@@ -143,7 +148,6 @@ def evaluate(session: "Session", names: Sequence[str] | None = None, progress: b
     score_source = partial(score, real=real, cases=cases, suite=suite, settings=settings(session), thresholds=thresholds)
     rows = score_source(REFERENCE, real)
     passes = table.pixel_passes(cfg.metrics.enabled)
-    reference_masks = input_masks(session) if cfg.metrics.dice_reference == "input" and suite.segmenter else None
     failures: dict[str, list[str]] = {"real": real.failed}
     counts: dict[str, dict[str, int]] = {}
     for gdir in dirs:

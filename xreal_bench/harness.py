@@ -25,18 +25,19 @@ from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from xreal_bench.generators.base import INPUT_KINDS, Generator, GeneratorContext
+from xreal_bench.generators.base import Generator, GeneratorContext
 from xreal_bench.generators.registry import generator_class
 from xreal_bench import distributed
 from xreal_bench.distributed import DistInfo
 from xreal_bench.errors import UserFacingError
 from xreal_bench.imaging import ImageDecodeError, load_grayscale, save_png, standardize
 from xreal_bench.rundir import GeneratorDir, ManifestEntry, append_line, condition_summary, seed_for
-from xreal_bench.types import Case
+from xreal_bench.types import INPUT_KINDS, Case
 
 if TYPE_CHECKING:
+    from xreal_bench.conditioning import PreparedCases
     from xreal_bench.config import BenchConfig, GeneratorConfig
-    from xreal_bench.conditioning import ConditionBuilder
+    from xreal_bench.weights import WeightsManager
 
 #: Tolerance on the [0, 1] output range before an output counts as out of range.
 RANGE_TOLERANCE = 1e-3
@@ -151,16 +152,21 @@ def run_generator(
     name: str,
     gcfg: "GeneratorConfig",
     cases: Sequence[Case],
-    builder: "ConditionBuilder",
+    prepared: "PreparedCases",
     info: DistInfo = DistInfo(),
     *,
     device: str = "cpu",
+    weights: "WeightsManager | None" = None,
     overwrite: bool = False,
     progress: bool = True,
 ) -> GenerationSummary:
-    """Generate (or resume) every image of generator ``name``; returns this run's summary."""
+    """Generate (or resume) every image of generator ``name``; returns this run's summary.
+
+    ``prepared`` holds the case facts of (at least) this rank's cases, prepared before any
+    generation (:func:`xreal_bench.conditioning.prepare_case_facts`); nothing is prepared here.
+    """
     cls = generator_class(gcfg.type)
-    check_inputs(name, cls, builder.available_inputs())
+    check_inputs(name, cls, prepared.available)
     gdir = GeneratorDir(cfg.run.out, name)
     if info.is_main:
         if overwrite and gdir.root.exists():
@@ -174,7 +180,6 @@ def run_generator(
 
     log = make_logger(gdir, info)
     items = distributed.shard(plan_items(cases, cfg.run.samples_per_condition), info)
-    builder.prepare(set(cls.inputs), cases=sorted({case.case_id: case for case, _ in items}.values(), key=lambda c: c.case_id))
     existing = gdir.entries()
     todo = [
         (case, k)
@@ -197,7 +202,7 @@ def run_generator(
             square=cfg.dataset.square,
             device=device,
             precision=cfg.run.precision,
-            weights=builder.weights,
+            weights=weights,
             log=log,
         )
         generator = cls(name, gcfg.options, context)
@@ -217,7 +222,7 @@ def run_generator(
         writer = Writer(record, max_pending=4 * batch_size)
         try:
             for batch in batched(todo, batch_size):
-                generate_batch(cfg, generator, builder, batch, info, gdir, writer)
+                generate_batch(cfg, generator, prepared, batch, info, gdir, writer)
         finally:
             writer.close()
             bar.close()
@@ -259,13 +264,13 @@ class Writer:
             self.pool.shutdown(wait=True)
 
 
-def generate_batch(cfg, generator: Generator, builder, batch, info: DistInfo, gdir: GeneratorDir, writer: Writer) -> None:
-    """Build the batch's conditions, generate them and hand every result to ``writer``."""
+def generate_batch(cfg, generator: Generator, prepared, batch, info: DistInfo, gdir: GeneratorDir, writer: Writer) -> None:
+    """Build the batch's conditions (from what ``generator`` reads only), generate them and hand every result to ``writer``."""
     conditions = []
     for case, k in batch:
         seed = seed_for(cfg.run.seed, generator.name, case.case_id, k)
         try:
-            conditions.append(builder.build(case, k, seed))
+            conditions.append(prepared.build(case, k, seed, reads=generator.inputs))
         except Exception as exc:  # noqa: BLE001 - a bad case must not stop the run
             writer.add(failure(generator.name, case.case_id, k, seed, info, exc))
     if conditions:

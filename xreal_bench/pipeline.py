@@ -6,30 +6,32 @@ import functools
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from xreal_bench import distributed
 from xreal_bench.config import BenchConfig
 from xreal_bench.distributed import DistInfo
 from xreal_bench.errors import UserFacingError
-from xreal_bench.harness import GenerationSummary, run_generator
+from xreal_bench.harness import GenerationSummary, check_inputs, plan_items, run_generator
+from xreal_bench.types import Case
 from xreal_bench.weights import WeightsManager
+
+if TYPE_CHECKING:
+    from xreal_bench.conditioning import PreparedCases
 
 
 @dataclass
 class Session:
-    """What every stage of one invocation shares: dataset, conditions, ranks, device."""
+    """What every stage of one invocation shares: config, dataset, ranks, device, weights."""
 
     cfg: BenchConfig
     scan: object  # xreal_bench.data.mimic.DatasetScan
-    builder: object  # xreal_bench.conditioning.ConditionBuilder
     info: DistInfo
     device: str
     weights: WeightsManager
 
 
 def open_session(cfg: BenchConfig, progress: bool = True) -> Session:
-    from xreal_bench.conditioning import ConditionBuilder
     from xreal_bench.data.dataset import load_dataset
 
     info = distributed.init_distributed()
@@ -45,8 +47,7 @@ def open_session(cfg: BenchConfig, progress: bool = True) -> Session:
             f"no cases to evaluate in {scan.root} (split {cfg.dataset.split!r}, views {cfg.dataset.views}); "
             f"missing files: {len(scan.missing)}, corrupt: {len(scan.corrupt)} — check `xreal-bench data summary`"
         )
-    builder = ConditionBuilder(cfg, scan, weights=weights, device=device)
-    return Session(cfg, scan, builder, info, device, weights)
+    return Session(cfg, scan, info, device, weights)
 
 
 def select_generators(cfg: BenchConfig, names: Sequence[str] | None) -> dict:
@@ -64,8 +65,10 @@ def select_generators(cfg: BenchConfig, names: Sequence[str] | None) -> dict:
 
 
 def generate(session: Session, names: Sequence[str] | None = None, overwrite: bool = False, progress: bool = True) -> list[GenerationSummary]:
-    """Run (or resume) every selected generator; print a summary per generator on rank 0."""
+    """Prepare the case facts (writing ``cases.jsonl``), then run (or resume) every selected
+    generator; print a summary per generator on rank 0."""
     chosen = select_generators(session.cfg, names)
+    prepared = prepare_generation(session, chosen, progress=progress)
     summaries = []
     for name, gcfg in chosen.items():
         local = run_generator(
@@ -73,9 +76,10 @@ def generate(session: Session, names: Sequence[str] | None = None, overwrite: bo
             name,
             gcfg,
             session.scan.cases,
-            session.builder,
+            prepared,
             session.info,
             device=session.device,
+            weights=session.weights,
             overwrite=overwrite,
             progress=progress,
         )
@@ -84,6 +88,48 @@ def generate(session: Session, names: Sequence[str] | None = None, overwrite: bo
         if session.info.is_main:
             print(merged.describe(), file=sys.stderr if merged.failed else sys.stdout)
     return summaries
+
+
+def prepare_generation(session: Session, chosen: dict, *, progress: bool = True) -> PreparedCases:
+    """Before any generation: refuse a chosen generator whose inputs cannot be supplied, prepare
+    the facts of this rank's cases for the union of what the chosen generators read, and write
+    ``<run.out>/cases.jsonl`` (rank 0, every case; :mod:`xreal_bench.cases`).
+
+    Boxes are computed when a chosen generator reads ``pathology``, else when an enabled one does
+    or ``[study].show_box`` is on and they can be supplied.
+    """
+    from xreal_bench.cases import write_cases
+    from xreal_bench.conditioning import available_inputs, prepare_case_facts
+    from xreal_bench.generators.registry import generator_class
+
+    cfg, info = session.cfg, session.info
+    classes = {name: generator_class(gcfg.type) for name, gcfg in chosen.items()}
+    available = available_inputs(cfg, session.scan)
+    for name, cls in classes.items():
+        check_inputs(name, cls, available)
+    reads = frozenset().union(*(cls.inputs for cls in classes.values()))
+    enabled_reads = frozenset().union(*(generator_class(g.type).inputs for g in cfg.enabled_generators().values()))
+    prepared = prepare_case_facts(
+        cfg,
+        session.scan,
+        reads=reads,
+        want_boxes="pathology" in enabled_reads or cfg.study.show_box,
+        cases=rank_cases(session.scan.cases, cfg.run.samples_per_condition, info),
+        weights=session.weights,
+        device=session.device,
+        progress=progress and info.is_main,
+    )
+    parts = distributed.gather_objects(list(prepared.facts.values()))
+    if info.is_main:  # a case whose samples are spread over ranks was prepared on each of them
+        write_cases(cfg.out, {f.case_id: f for part in parts for f in part}.values())
+    distributed.barrier()
+    return prepared
+
+
+def rank_cases(cases: Sequence[Case], samples_per_condition: int, info: DistInfo) -> list[Case]:
+    """The cases of which this rank generates at least one sample (the harness's sharding)."""
+    items = distributed.shard(plan_items(cases, samples_per_condition), info)
+    return list({case.case_id: case for case, _ in items}.values())
 
 
 def resolve_out(cfg: BenchConfig, out: str | None) -> BenchConfig:

@@ -2,6 +2,7 @@
 
 ::
 
+    <out>/cases.jsonl                                        the run's case facts (:mod:`xreal_bench.cases`)
     <out>/<generator>/images/<case_id>_<sample_index>.png   8-bit (or 16-bit) grayscale PNG
     <out>/<generator>/manifest.jsonl                         one JSON line per finished sample
     <out>/<generator>/manifest.rank<k>.jsonl                 per-rank parts while a torchrun job runs
@@ -10,8 +11,9 @@
 A manifest line (:class:`ManifestEntry`) records ``generator, case_id, sample_index, seed,
 status`` ("ok" or "failed"), ``file`` (relative to the generator folder), ``error``,
 ``seconds`` (generation time per image), ``rank``, ``time`` (UTC, ISO 8601) and ``condition``
-(labels' positives, prompt, report excerpt, boxes, mask source, view). Readers take the last
-line per ``(case_id, sample_index)``; a torn last line (killed writer) is ignored.
+(labels' positives, prompt, report excerpt, boxes, mask source, view), a summary kept for
+traceability: later stages read case facts from ``cases.jsonl``, never from a manifest. Readers
+take the last line per ``(case_id, sample_index)``; a torn last line (killed writer) is ignored.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""Typed records passed between stages: ``Case`` (a real test image) and ``Condition``
-(what a generator receives for one sample). See ARCHITECTURE.md for the contracts."""
+"""Typed records passed between stages: ``Case`` (a real test image), ``CaseFacts`` (a case with
+its pathology boxes, as written to ``<run.out>/cases.jsonl``) and ``Condition`` (what a generator
+receives for one sample), plus :data:`INPUT_KINDS`, the inputs a generator may declare it reads."""
 
 from __future__ import annotations
 
@@ -12,6 +13,15 @@ from xreal_bench.labels import positive_names
 
 #: Label value meaning "not known; leave out of label-based metrics" (label policy ``ignore``).
 IGNORE = -1
+
+#: What a generator may declare it reads from a Condition.
+INPUT_KINDS: dict[str, str] = {
+    "labels": "the case's CheXpert labels / pathology prompt",
+    "text": "report text (impression or findings)",
+    "anatomy": "anatomy label map (lungs, heart, aorta)",
+    "pathology": "pathology mask / boxes",
+    "image": "the case's real image",
+}
 
 
 @dataclass(frozen=True)
@@ -58,6 +68,46 @@ class Box:
         x1, y1 = int(np.ceil(self.x1 * size)), int(np.ceil(self.y1 * size))
         x0, y0 = min(max(x0, 0), size - 1), min(max(y0, 0), size - 1)
         return x0, y0, max(min(x1, size), x0 + 1), max(min(y1, size), y0 + 1)
+
+
+@dataclass(frozen=True)
+class BoxSet:
+    """The pathology boxes of a sample, where they came from and remarks on them.
+
+    ``source``: ``boxes_csv``, ``anatomy_rule``, ``random`` or ``none`` (no box)."""
+
+    source: str = "none"
+    boxes: tuple[Box, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CaseFacts:
+    """What is known of a case before any generation: the dataset's record and its pathology boxes.
+
+    ``boxes`` holds the boxes every sample shares; the seeded ``random`` fallback gives each sample
+    its own, in ``sample_boxes`` (index = sample index). Both empty: the run computed no boxes.
+    """
+
+    case: Case
+    boxes: BoxSet | None = None
+    sample_boxes: tuple[BoxSet, ...] = ()
+
+    @property
+    def case_id(self) -> str:
+        return self.case.case_id
+
+    @property
+    def has_boxes(self) -> bool:
+        return self.boxes is not None or bool(self.sample_boxes)
+
+    def boxes_for(self, sample_index: int) -> BoxSet:
+        """The boxes of sample ``sample_index``; ``RuntimeError`` when none were prepared for it."""
+        if self.boxes is not None:
+            return self.boxes
+        if 0 <= sample_index < len(self.sample_boxes):
+            return self.sample_boxes[sample_index]
+        raise RuntimeError(f"no pathology boxes were prepared for case {self.case_id!r} sample {sample_index}")
 
 
 @dataclass(frozen=True, eq=False)

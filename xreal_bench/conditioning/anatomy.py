@@ -24,8 +24,9 @@ that order, later ones winning: aorta over heart over right lung over left lung.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
 XREAL_ENCODING = {0: 0, 64: 1, 128: 2, 192: 3, 255: 4}
 #: Segmenter channel order -> label value (painting order: later wins on overlaps).
 CHANNEL_LABELS = (1, 2, 3, 4)
-CACHED_MAPS = 64  # label maps kept in memory per source (a case's samples are built together)
+CACHED_MAPS = 64  # label maps kept in memory per AnatomyMaps (a case's samples are built together)
 
 
 class AnatomyError(UserFacingError):
@@ -111,35 +112,42 @@ def masks_to_label_map(masks: np.ndarray) -> np.ndarray:
     return out
 
 
-class AnatomySource:
-    """Gives each prepared case's label map; ``prepare`` finds or makes every map first."""
+class AnatomyMaps:
+    """Prepared label maps, read-only: ``load(case_id)`` gives the case's map (a shared,
+    non-writable array; recently read maps stay in memory)."""
 
-    def __init__(self, resolution: int, square: str):
+    def __init__(self, paths: Mapping[str, Path], resolution: int, square: str):
+        self.paths: Mapping[str, Path] = MappingProxyType(dict(paths))
         self.resolution = resolution
         self.square = square
-        self.paths: dict[str, Path] = {}
         self._read = functools.lru_cache(maxsize=CACHED_MAPS)(self._read_path)
-
-    def prepare(self, cases: Sequence[Case], progress: bool = True) -> None:
-        """Find or make the map of every case not prepared yet; errors name what is missing."""
-        todo = [c for c in cases if c.case_id not in self.paths]
-        if todo:
-            self.paths.update(self.locate(todo, progress))
-
-    def locate(self, cases: Sequence[Case], progress: bool) -> dict[str, Path]:
-        raise NotImplementedError
 
     def load(self, case_id: str) -> np.ndarray:
         try:
             path = self.paths[case_id]
         except KeyError:
-            raise RuntimeError(f"no anatomy map prepared for case {case_id!r}; call prepare() first") from None
+            raise RuntimeError(f"no anatomy map prepared for case {case_id!r}") from None
         return self._read(path)
 
     def _read_path(self, path: Path) -> np.ndarray:
         labels = read_label_map(path, self.resolution, self.square)
         labels.setflags(write=False)  # shared between the samples of a case
         return labels
+
+
+class AnatomySource:
+    """Finds or makes the label map of each case: ``maps(cases)`` -> :class:`AnatomyMaps`."""
+
+    def __init__(self, resolution: int, square: str):
+        self.resolution = resolution
+        self.square = square
+
+    def maps(self, cases: Sequence[Case], progress: bool = True) -> AnatomyMaps:
+        """The maps of ``cases``, every one found or made now; errors name what is missing."""
+        return AnatomyMaps(self.locate(cases, progress), self.resolution, self.square)
+
+    def locate(self, cases: Sequence[Case], progress: bool) -> dict[str, Path]:
+        raise NotImplementedError
 
 
 class FolderAnatomy(AnatomySource):
@@ -163,9 +171,13 @@ class FolderAnatomy(AnatomySource):
                 f"{len(missing)} of {len(paths)} cases have no anatomy map in {self.dir} "
                 f"(looked for <case_id>.png: {shown})\n  add the maps, or use [conditioning].anatomy = 'pspnet'"
             )
-        for path in tqdm(paths.values(), disable=not progress, desc="checking anatomy maps", unit="map"):
-            self._read(path)  # decode + value check now, not mid-generation
         return paths
+
+    def maps(self, cases: Sequence[Case], progress: bool = True) -> AnatomyMaps:
+        maps = super().maps(cases, progress)
+        for case_id in tqdm(maps.paths, disable=not progress, desc="checking anatomy maps", unit="map"):
+            maps.load(case_id)  # decode + value check now, not mid-generation
+        return maps
 
 
 class SegmenterAnatomy(AnatomySource):

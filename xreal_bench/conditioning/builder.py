@@ -1,239 +1,93 @@
-"""Cases -> Conditions: labels, prompt, report text, anatomy map, pathology boxes and mask.
-
-Use: ``builder.prepare(needs)`` once with the union of the inputs every enabled generator
-declares (it raises before any generation if one cannot be supplied, and segments or checks
-every anatomy map up front), then ``builder.build(case, sample_index, seed)`` per sample.
+"""Case facts -> the Condition of one sample: a pure function (:func:`build_condition`).
 
 - prompt: ``[conditioning].prompt_separator`` joining the case's positive pathologies;
 - report: IMPRESSION, else FINDINGS (``report_section = "findings"``: the reverse);
-- anatomy maps and boxes of the synthetic demo set default to its ground truth
-  (``<root>/anatomy/<dicom_id>.png``, ``<root>/ms-cxr-boxes.csv``) when
-  ``anatomy_dir``/``boxes_csv`` are empty;
-- pathology boxes: the box CSV's boxes for the case if it has any, else ``box_fallback``
-  (see :mod:`xreal_bench.conditioning.boxes`); the conditioning's own randomness is seeded
-  from ``(run.seed, case_id, sample_index)``, never from the generation seed, so every
-  generator sees the same boxes for a sample.
+- anatomy: the case's label map (a private copy), only for a generator that reads ``anatomy``;
+- pathology boxes and mask: the boxes prepared for the sample (see
+  :mod:`xreal_bench.conditioning.prepare`), only for a generator that reads ``pathology``.
+
+Nothing here keeps state: the same arguments always give an equal Condition.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING
+from collections.abc import Collection
+from dataclasses import dataclass
 
 import numpy as np
 
-from xreal_bench.generators.base import INPUT_KINDS
-from xreal_bench.conditioning.anatomy import AnatomySource, FolderAnatomy, Segmenter, SegmenterAnatomy
-from xreal_bench.conditioning.boxes import (
-    BoxTable,
-    anatomy_rule_boxes,
-    boxes_mask,
-    csv_boxes,
-    random_boxes,
-    read_box_csv,
-)
+from xreal_bench.conditioning.boxes import boxes_mask
 from xreal_bench.config import BenchConfig
-from xreal_bench.errors import UserFacingError
-from xreal_bench.types import Box, Case, Condition
+from xreal_bench.types import Case, CaseFacts, Condition
 
-if TYPE_CHECKING:
-    from xreal_bench.data.mimic import DatasetScan
-    from xreal_bench.weights import WeightsManager
+NO_TEXT_NOTE = "no FINDINGS/IMPRESSION text for this case; report is empty"
 
 
+@dataclass(frozen=True)
+class ConditionSettings:
+    """The ``[conditioning]`` settings a Condition depends on."""
 
-class ConditioningError(UserFacingError):
-    """An input a generator needs cannot be supplied for this dataset and config."""
+    resolution: int
+    prompt_separator: str = ", "
+    report_section: str = "impression"
 
-
-def conditioning_rng(run_seed: int, case_id: str, sample_index: int) -> np.random.Generator:
-    """The conditioning's own random stream for one sample (independent of the generator)."""
-    key = f"{run_seed}|conditioning|{case_id}|{sample_index}".encode()
-    return np.random.default_rng(int.from_bytes(hashlib.sha256(key).digest()[:8], "little"))
-
-
-def input_paths(cfg: BenchConfig) -> tuple[str, str]:
-    """``(anatomy_dir, boxes_csv)``: the configured ones; for the synthetic demo set, empty
-    values mean the ground truth it writes (``<root>/anatomy``, ``<root>/ms-cxr-boxes.csv``)."""
-    cc = cfg.conditioning
-    if cfg.dataset.kind != "synthetic":
-        return cc.anatomy_dir, cc.boxes_csv
-    from xreal_bench.demo.synthetic import ANATOMY_DIR, BOXES_CSV
-
-    root = Path(cfg.dataset.root)
-    return cc.anatomy_dir or str(root / ANATOMY_DIR), cc.boxes_csv or str(root / BOXES_CSV)
-
-
-def default_segmenter_factory(weights: WeightsManager, device: str, left_lung: str = "patient-left") -> Callable[[], Segmenter]:
-    """Factory for torchxrayvision's PSPNet (``xreal_bench.metrics.evaluators``), built only when maps are missing."""
-
-    def factory() -> Segmenter:
-        from xreal_bench.metrics.evaluators import build_segmenter
-
-        return build_segmenter("xrv-pspnet", weights=weights, device=device, pspnet_left_lung=left_lung)
-
-    return factory
-
-
-class ConditionBuilder:
-    def __init__(
-        self,
-        cfg: BenchConfig,
-        scan: DatasetScan,
-        weights: WeightsManager | None = None,
-        segmenter_factory: Callable[[], Segmenter] | None = None,
-        device: str = "cpu",
-        progress: bool = True,
-    ):
-        from xreal_bench.weights import WeightsManager
-
-        self.cfg = cfg
-        self.scan = scan
-        self.progress = progress
-        self.weights = weights or WeightsManager(cfg.weights.dir or None)
+    @staticmethod
+    def from_config(cfg: BenchConfig) -> ConditionSettings:
         cc = cfg.conditioning
-        self.resolution = cc.resolution
-        self.square = cfg.dataset.square
-        self.anatomy_dir, self.boxes_csv = input_paths(cfg)
-        self.anatomy: AnatomySource | None = None
-        if cc.anatomy == "folder" and self.anatomy_dir:
-            self.anatomy = FolderAnatomy(Path(self.anatomy_dir), self.resolution, self.square)
-        elif cc.anatomy == "pspnet":
-            factory = segmenter_factory or default_segmenter_factory(self.weights, device, cfg.metrics.pspnet_left_lung)
-            cache = Path(cc.cache_dir) if cc.cache_dir else cfg.out / ".cache"
-            self.anatomy = SegmenterAnatomy(factory, cache, self.resolution, self.square, cfg.metrics.batch_size)
-        self.needs: set[str] | None = None
-        self.box_table: BoxTable | None = None
-        self.csv: dict[str, tuple[tuple[Box, ...], tuple[str, ...]]] = {}  # case_id -> CSV boxes, notes
-        self.csv_checked: set[str] = set()  # case_ids looked up in the box CSV
+        return ConditionSettings(resolution=cc.resolution, prompt_separator=cc.prompt_separator, report_section=cc.report_section)
 
-    # ------------------------------------------------------------ what can be supplied
 
-    def unavailable(self) -> dict[str, str]:
-        """Input kind -> why this dataset + config cannot supply it."""
-        cc = self.cfg.conditioning
-        why: dict[str, str] = {}
-        if not any(c.findings or c.impression for c in self.scan.cases):
-            where = self.cfg.dataset.reports_root or f"{self.scan.root}/files"
-            why["text"] = (
-                f"no case has FINDINGS/IMPRESSION text (reports looked for as files/p../p<subject>/s<study>.txt "
-                f"under {where}; set [dataset].reports_root to the MIMIC-CXR reports tree)"
-            )
-        if self.anatomy is None:
-            why["anatomy"] = (
-                "[conditioning].anatomy = 'none'"
-                if cc.anatomy == "none"
-                else "[conditioning].anatomy = 'folder' but anatomy_dir is empty"
-            ) + "; set anatomy = 'folder' with anatomy_dir = <folder of <case_id>.png maps>, or anatomy = 'pspnet'"
-        if not self.boxes_csv and (cc.box_fallback == "none" or self.anatomy is None):
-            reason = "box_fallback = 'none'" if cc.box_fallback == "none" else f"box_fallback = {cc.box_fallback!r} needs anatomy maps"
-            why["pathology"] = f"no [conditioning].boxes_csv and {reason}"
-        return why
+def report_text(case: Case, section: str) -> str:
+    """The report section a condition carries: ``section`` first, the other one if it is empty."""
+    order = (case.impression, case.findings)
+    if section == "findings":
+        order = order[::-1]
+    return next((text for text in order if text), "")
 
-    def available_inputs(self) -> set[str]:
-        """The input kinds (of ``xreal_bench.generators.base.INPUT_KINDS``) this dataset + config can supply."""
-        return set(INPUT_KINDS) - set(self.unavailable())
 
-    # ------------------------------------------------------------ before generation
+def build_condition(
+    facts: CaseFacts,
+    *,
+    sample_index: int,
+    seed: int,
+    reads: Collection[str],
+    anatomy: np.ndarray | None,
+    settings: ConditionSettings,
+) -> Condition:
+    """The Condition of sample ``sample_index`` for a generator reading ``reads``.
 
-    def prepare(self, needs: set[str], cases: Sequence[Case] | None = None) -> None:
-        """Check every needed input can be supplied and precompute anatomy maps and CSV boxes
-        for ``cases`` (default: every case of the scan; a shard may pass only its own).
-        Repeated calls (one per generator) only do the work not done yet."""
-        needs = set(needs)
-        unknown = needs - set(INPUT_KINDS)
-        if unknown:
-            raise ValueError(f"unknown input kind(s) {sorted(unknown)}; known: {', '.join(INPUT_KINDS)}")
-        why = self.unavailable()
-        lacking = sorted(needs & set(why))
-        if lacking:
-            raise ConditioningError(
-                "the enabled generators need inputs this dataset/config cannot supply:\n"
-                + "\n".join(f"  {kind}: {why[kind]}" for kind in lacking)
-            )
-        cases = self.scan.cases if cases is None else list(cases)
-        cc = self.cfg.conditioning
-        need_anatomy = "anatomy" in needs
-        if "pathology" in needs:
-            if self.boxes_csv:
-                self.box_table = self.box_table or read_box_csv(self.boxes_csv, cc.boxes_format)
-                for c in cases:
-                    if c.case_id in self.box_table.boxes and c.case_id not in self.csv_checked:
-                        raws = self.box_table.boxes[c.case_id]
-                        self.csv[c.case_id] = csv_boxes(raws, c.image_path, self.scan.image_sizes.get(c.case_id), self.square)
-                    self.csv_checked.add(c.case_id)
-            uncovered = sum(c.case_id not in self.csv for c in cases)
-            if uncovered and cc.box_fallback != "none":
-                if self.anatomy is None:
-                    raise ConditioningError(
-                        f"{uncovered} of {len(cases)} cases have no box in {self.boxes_csv} and box_fallback = "
-                        f"{cc.box_fallback!r} needs anatomy maps, but {self.unavailable()['anatomy']}; "
-                        "or set box_fallback = 'none'"
-                    )
-                need_anatomy = True
-        if need_anatomy:
-            self.anatomy.prepare(cases, self.progress)
-        self.needs = needs
-
-    # ------------------------------------------------------------ per sample
-
-    def report_text(self, case: Case) -> str:
-        order = (case.impression, case.findings)
-        if self.cfg.conditioning.report_section == "findings":
-            order = order[::-1]
-        return next((text for text in order if text), "")
-
-    def build(self, case: Case, sample_index: int, seed: int) -> Condition:
-        """The Condition of one sample; ``seed`` is its generation seed (recorded, not used here)."""
-        if self.needs is None:
-            raise RuntimeError("ConditionBuilder.prepare(needs) must run before build()")
-        notes: list[str] = []
-        report = self.report_text(case)
-        if "text" in self.needs and not report:
-            notes.append("no FINDINGS/IMPRESSION text for this case; report is empty")
-        anatomy = None
-        if self.anatomy is not None and self.anatomy.paths:
-            anatomy = self.anatomy.load(case.case_id).copy()
-        boxes: tuple[Box, ...] = ()
-        mask = None
-        source = "none"
-        if "pathology" in self.needs:
-            boxes, source, box_notes = self.pathology_boxes(case, sample_index, anatomy, report)
-            notes.extend(box_notes)
-            mask = boxes_mask(boxes, self.resolution)
-        return Condition(
-            case_id=case.case_id,
-            sample_index=sample_index,
-            seed=seed,
-            labels=case.labels,
-            prompt=self.cfg.conditioning.prompt_separator.join(case.positives),
-            report=report,
-            image_path=case.image_path,
-            view=case.view,
-            anatomy=anatomy,
-            pathology_mask=mask,
-            boxes=boxes,
-            mask_source=source,
-            notes=tuple(notes),
-        )
-
-    def pathology_boxes(
-        self, case: Case, sample_index: int, anatomy: np.ndarray | None, report: str
-    ) -> tuple[tuple[Box, ...], str, tuple[str, ...]]:
-        if case.case_id in self.csv:
-            boxes, notes = self.csv[case.case_id]
-            return boxes, "boxes_csv", notes
-        fallback = self.cfg.conditioning.box_fallback
-        if fallback == "none":
-            return (), "none", ()
-        if not case.positives:
-            return (), "none", ("no positive pathology; no box",)
-        if fallback == "anatomy":
-            text = " ".join(t for t in (case.findings, case.impression) if t)
-            boxes, notes = anatomy_rule_boxes(case.positives, anatomy, text)
-            return boxes, "anatomy_rule", notes
-        rng = conditioning_rng(self.cfg.run.seed, case.case_id, sample_index)
-        boxes, notes = random_boxes(case.positives, anatomy, rng)
-        return boxes, "random", notes
+    ``seed`` is the sample's generation seed (recorded, not used here); ``anatomy`` the case's
+    label map, required when ``reads`` holds ``anatomy``. Raises ``RuntimeError`` when an input
+    the generator reads was not prepared.
+    """
+    case = facts.case
+    notes: list[str] = []
+    report = report_text(case, settings.report_section)
+    if "text" in reads and not report:
+        notes.append(NO_TEXT_NOTE)
+    label_map = None
+    if "anatomy" in reads:
+        if anatomy is None:
+            raise RuntimeError(f"no anatomy map prepared for case {case.case_id!r}")
+        label_map = anatomy.copy()  # the generator's own copy
+    boxes, mask, source = (), None, "none"
+    if "pathology" in reads:
+        box_set = facts.boxes_for(sample_index)
+        boxes, source = box_set.boxes, box_set.source
+        notes.extend(box_set.notes)
+        mask = boxes_mask(boxes, settings.resolution)
+    return Condition(
+        case_id=case.case_id,
+        sample_index=sample_index,
+        seed=seed,
+        labels=case.labels,
+        prompt=settings.prompt_separator.join(case.positives),
+        report=report,
+        image_path=case.image_path,
+        view=case.view,
+        anatomy=label_map,
+        pathology_mask=mask,
+        boxes=boxes,
+        mask_source=source,
+        notes=tuple(notes),
+    )

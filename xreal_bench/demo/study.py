@@ -1,6 +1,6 @@
-"""A small synthetic run directory in the run-dir contract (``write_sample_run``) and a study
-built from it (``sample_study``), for tests, benchmarks and trying the reader study without
-generating images first."""
+"""A small synthetic run directory in the run-dir contract (``write_sample_run``: generator
+folders and ``cases.jsonl``) and a study built from it (``sample_study``), for tests, benchmarks
+and trying the reader study without generating images first."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
+from xreal_bench.cases import write_cases
 from xreal_bench.imaging import quantize, save_png
+from xreal_bench.labels import CHEXPERT_LABELS
 from xreal_bench.rundir import (
     GeneratorDir,
     ManifestEntry,
@@ -16,6 +18,7 @@ from xreal_bench.rundir import (
     image_name,
     seed_for,
 )
+from xreal_bench.types import Box, BoxSet, Case, CaseFacts
 
 PATHOLOGIES = ("Cardiomegaly", "Edema", "Pleural Effusion", "Pneumothorax")
 
@@ -35,23 +38,25 @@ def write_sample_run(
     generated_size: int = 64,
     seed: int = 0,
 ) -> Path:
-    """Write ``real`` plus ``generators`` folders with one image per case; return ``out``."""
+    """Write ``real`` plus ``generators`` folders with one image per case and the run's
+    ``cases.jsonl`` (each pathology with one box); return ``out``."""
     out = Path(out)
     rng = np.random.default_rng(seed)
+    facts = [sample_facts(GeneratorDir(out, "real").image_path(f"case{k:04d}", 0), k) for k in range(n_cases)]
+    write_cases(out, facts)
     for source in ("real", *generators):
         gdir = GeneratorDir(out, source)
         size = real_size if source == "real" else generated_size
-        for k in range(n_cases):
-            case_id = f"case{k:04d}"
-            positives = [] if k % 5 == 4 else [PATHOLOGIES[k % len(PATHOLOGIES)]]
+        for case in (f.case for f in facts):
+            case_id, positives = case.case_id, list(case.positives)
             save_png(gdir.image_path(case_id, 0), quantize(sample_image(rng, size)))
             condition = {
                 "positives": positives,
                 "prompt": ", ".join(positives),
                 "report": "",
-                "boxes": [{"label": p, "x0": 0.2, "y0": 0.3, "x1": 0.5, "y1": 0.6} for p in positives],
-                "mask_source": "box" if positives else "none",
-                "view": "PA",
+                "boxes": [],
+                "mask_source": "none",
+                "view": case.view,
                 "notes": [],
             }
             entry = ManifestEntry(
@@ -60,6 +65,15 @@ def write_sample_run(
             )  # fmt: skip
             append_line(gdir.manifest, entry)
     return out
+
+
+def sample_facts(image_path: Path, k: int) -> CaseFacts:
+    """Case ``k``: one of :data:`PATHOLOGIES` with one box (every fifth case has none)."""
+    positives = () if k % 5 == 4 else (PATHOLOGIES[k % len(PATHOLOGIES)],)
+    labels = tuple(int(name in positives) for name in CHEXPERT_LABELS)
+    case = Case(f"case{k:04d}", image_path, f"1{k:07d}", f"5{k:07d}", "PA", labels)
+    boxes = BoxSet("boxes_csv", tuple(Box(p, 0.2, 0.3, 0.5, 0.6) for p in positives)) if positives else BoxSet()
+    return CaseFacts(case, boxes=boxes)
 
 
 def sample_study(root: str | Path, n_run_cases: int = 12, **settings):
