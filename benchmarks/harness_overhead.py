@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from xreal_bench.generators import Generator, register_generator
+from xreal_bench.generators import Generator, GeneratorOutput, register_generator
 from xreal_bench.demo.command import demo_tables
 from xreal_bench.config import config_from_dict
 from xreal_bench.harness import run_generator
@@ -35,7 +35,7 @@ class FixedCost(Generator):
 
     def generate(self, conditions):
         time.sleep(self.cost * len(conditions))
-        return [torch.rand(1, 256, 256, generator=torch.Generator().manual_seed(c.seed)) for c in conditions]
+        return GeneratorOutput([torch.rand(1, 256, 256, generator=torch.Generator().manual_seed(c.seed)) for c in conditions])
 
 
 def main() -> None:
@@ -55,7 +55,10 @@ def main() -> None:
             cfg = config_from_dict(tables)
             session = open_session(cfg, progress=False)
             started = time.perf_counter()
-            summary = run_generator(cfg, "bench", cfg.generators["bench"], session.scan.cases, session.builder, overwrite=True, progress=False)
+            summary = run_generator(
+                cfg, "bench", cfg.generators["bench"], cases=session.scan.cases, builder=session.builder,
+                overwrite=True, progress=False,
+            )
             wall = time.perf_counter() - started
             pure = summary.generated * args.cost
             print(f"{batch:>5} {summary.generated:>6} {wall:>8.2f} {pure:>8.2f} {wall / pure:>7.3f} {100 * (wall / pure - 1):>8.1f}%")

@@ -134,7 +134,7 @@ def random_weights(full: bool, device: torch.device, dtype: torch.dtype, folder:
     def fake_pipeline(*args, **kwargs):
         return random_sd_pipeline(sd_size, full, device, dtype, sd_dir)
 
-    patches = [mock.patch(f"generators.{m}.require_weights", fake_require) for m in ("xreal", "controlnet", "cheff", "roentgen")]
+    patches = [mock.patch(f"xreal_bench.generators.{m}.require_weights", fake_require) for m in ("xreal", "controlnet", "cheff", "roentgen")]
     patches += [
         mock.patch.object(latent_models, "load_latent_diffusion", fake_ldm),
         mock.patch.object(latent_models, "load_autoencoder", fake_autoencoder),
@@ -246,7 +246,8 @@ def sampler_overhead(adapter, args) -> None:
             def sampled(fn):
                 def run():
                     with torch.no_grad():
-                        ddim_sample(fn, scheduler, SampleNoise.from_seeds(range(batch), device), model.latent_shape, args.steps, 1.0, blend)
+                        noise = SampleNoise.from_seeds(range(batch), device)
+                        ddim_sample(fn, scheduler, noise, model.latent_shape, steps=args.steps, eta=1.0, blend=blend)
                 return run
 
             free = FreeDenoiser(denoise)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 from xreal_bench import distributed
@@ -63,7 +62,9 @@ def select_generators(cfg: BenchConfig, names: Sequence[str] | None) -> dict:
     return {n: cfg.generators[n] for n in names}
 
 
-def generate(session: Session, names: Sequence[str] | None = None, overwrite: bool = False, progress: bool = True) -> list[GenerationSummary]:
+def generate(
+    session: Session, names: Sequence[str] | None = None, *, overwrite: bool = False, progress: bool = True
+) -> list[GenerationSummary]:
     """Run (or resume) every selected generator; print a summary per generator on rank 0."""
     chosen = select_generators(session.cfg, names)
     summaries = []
@@ -72,9 +73,9 @@ def generate(session: Session, names: Sequence[str] | None = None, overwrite: bo
             session.cfg,
             name,
             gcfg,
-            session.scan.cases,
-            session.builder,
-            session.info,
+            cases=session.scan.cases,
+            builder=session.builder,
+            info=session.info,
             device=session.device,
             overwrite=overwrite,
             progress=progress,
@@ -84,9 +85,3 @@ def generate(session: Session, names: Sequence[str] | None = None, overwrite: bo
         if session.info.is_main:
             print(merged.describe(), file=sys.stderr if merged.failed else sys.stdout)
     return summaries
-
-
-def resolve_out(cfg: BenchConfig, out: str | None) -> BenchConfig:
-    if out:
-        cfg.run.out = str(Path(out))
-    return cfg

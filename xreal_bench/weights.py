@@ -13,11 +13,11 @@ import importlib.resources
 import json
 import os
 import shutil
-import tempfile
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+from xreal_bench.atomic import write_atomic
 from xreal_bench.errors import UserFacingError
 
 ENV_VAR = "XREAL_BENCH_WEIGHTS"
@@ -44,7 +44,6 @@ class Artifact:
     size: int | None = None
     url: str | None = None  # direct download for `weights fetch`
     hub_id: str | None = None  # Hugging Face repo id for `weights fetch`
-    used_by: tuple[str, ...] = field(default=())
     package: str | None = None  # set for files shipped inside a Python package: ``path`` is relative to it
 
 
@@ -56,7 +55,6 @@ def xrv_densenet(tag: str, file: str) -> Artifact:
         url=XRV_RELEASE + file,
         license="Apache-2.0 (torchxrayvision)",
         description=f"torchxrayvision DenseNet-121 densenet121-res224-{tag} (classifier, fid_xrv features)",
-        used_by=("metrics",),
     )
 
 
@@ -70,7 +68,6 @@ ARTIFACTS: dict[str, Artifact] = {
             url=XRV_RELEASE + "pspnet_chestxray_best_model_4.pth",
             license="Apache-2.0 (torchxrayvision)",
             description="torchxrayvision PSPNet chest anatomy segmenter (anatomy maps, Dice)",
-            used_by=("conditioning", "metrics"),
         ),
         xrv_densenet("mimic_ch", "mimic_ch-densenet121-d121-tw-lr001-rot45-tr15-sc15-seed0-best.pt"),
         xrv_densenet("mimic_nb", "mimic_nb-densenet121-d121-tw-lr001-rot45-tr15-sc15-seed0-best.pt"),
@@ -85,7 +82,6 @@ ARTIFACTS: dict[str, Artifact] = {
             url="https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth",
             license="Apache-2.0 (torch-fidelity port of the TF Inception graph)",
             description="Inception-v3 FID feature extractor, torch-fidelity weights (metric `fid`)",
-            used_by=("metrics",),
         ),
         Artifact(
             name="rad-dino",
@@ -96,7 +92,6 @@ ARTIFACTS: dict[str, Artifact] = {
             hub_id="microsoft/rad-dino",
             license="MSRLA (research use)",
             description="RAD-DINO ViT-B/14 chest X-ray encoder (optional FID feature space)",
-            used_by=("metrics",),
         ),
         Artifact(
             name="demo-segmenter",
@@ -107,7 +102,6 @@ ARTIFACTS: dict[str, Artifact] = {
             description="demo U-Net trained on the synthetic phantoms (demo Dice, demo fid_xrv features)",
             sha256="3f789f057a18147c547ccf49484736426076515459d433ece687db88833a990d",
             size=930012,
-            used_by=("metrics",),
         ),
         Artifact(
             name="demo-classifier",
@@ -118,7 +112,6 @@ ARTIFACTS: dict[str, Artifact] = {
             description="demo finding classifier trained on the synthetic phantoms (demo F1/AUC, demo fid/kid features)",
             sha256="3f960d457ded55edf9e282e54a152da262069a868356c50367a15754f23fc348",
             size=603680,
-            used_by=("metrics",),
         ),
         Artifact(
             name="xreal-backbone",
@@ -126,7 +119,6 @@ ARTIFACTS: dict[str, Artifact] = {
             source=XREAL_SOURCE,
             license="CC BY-NC 4.0 (non-commercial)",
             description="XReal latent diffusion backbone (UNet + BERT-style text encoder)",
-            used_by=("xreal", "controlnet"),
         ),
         Artifact(
             name="xreal-ldm-ae",
@@ -134,7 +126,6 @@ ARTIFACTS: dict[str, Artifact] = {
             source=XREAL_SOURCE,
             license="CC BY-NC 4.0 (non-commercial)",
             description="XReal latent autoencoder (KL-f4, 3 latent channels)",
-            used_by=("xreal", "controlnet"),
         ),
         Artifact(
             name="xreal-anatomy-controller",
@@ -142,7 +133,6 @@ ARTIFACTS: dict[str, Artifact] = {
             source=XREAL_SOURCE,
             license="CC BY-NC 4.0 (non-commercial)",
             description="XReal anatomy controller (autoencoder: label map -> anatomy image)",
-            used_by=("xreal",),
         ),
         Artifact(
             name="xreal-controlnet",
@@ -150,7 +140,6 @@ ARTIFACTS: dict[str, Artifact] = {
             source="not public: train with the XReal/ControlNet code, then place the checkpoint here",
             license="depends on your checkpoint",
             description="ControlNet on XReal's backbone (lllyasviel/CompVis key layout)",
-            used_by=("controlnet",),
         ),
         Artifact(
             name="cheff-autoencoder",
@@ -158,7 +147,6 @@ ARTIFACTS: dict[str, Artifact] = {
             source=CHEFF_SOURCE,
             license="MIT (chexray-diffusion)",
             description="Cheff latent autoencoder",
-            used_by=("cheff",),
         ),
         Artifact(
             name="cheff-diff-t2i",
@@ -166,7 +154,6 @@ ARTIFACTS: dict[str, Artifact] = {
             source=CHEFF_SOURCE,
             license="MIT (chexray-diffusion)",
             description="Cheff text-to-image latent diffusion model",
-            used_by=("cheff",),
         ),
         Artifact(
             name="cheff-sr-fine",
@@ -174,7 +161,6 @@ ARTIFACTS: dict[str, Artifact] = {
             source=CHEFF_SOURCE,
             license="MIT (chexray-diffusion)",
             description="Cheff super-resolution model 256 -> 1024 (optional)",
-            used_by=("cheff",),
         ),
         Artifact(
             name="roentgen-v1",
@@ -185,7 +171,6 @@ ARTIFACTS: dict[str, Artifact] = {
             hub_id="StanfordAIMI/roent-gen-v1-0",
             license="gated; MIMIC-CXR data use agreement",
             description="RoentGen v1 Stable Diffusion pipeline snapshot (diffusers layout)",
-            used_by=("roentgen",),
         ),
         Artifact(
             name="roentgen-v2",
@@ -196,7 +181,6 @@ ARTIFACTS: dict[str, Artifact] = {
             hub_id="stanfordmimi/RoentGen-v2",
             license="gated; MIMIC-CXR data use agreement",
             description="RoentGen v2 Stable Diffusion pipeline snapshot (diffusers layout)",
-            used_by=("roentgen",),
         ),
         Artifact(
             name="bert-tokenizer",
@@ -207,7 +191,6 @@ ARTIFACTS: dict[str, Artifact] = {
             hub_id="google-bert/bert-base-uncased",
             license="Apache-2.0",
             description="BERT tokenizer vocabulary used by XReal/Cheff's text encoder",
-            used_by=("xreal", "controlnet", "cheff"),
         ),
     ]
 }
@@ -325,15 +308,10 @@ class WeightsManager:
         art = self.artifact(name)
         target = self.path(name)
         if art.url:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".part")
-            os.close(fd)
             try:
-                with urllib.request.urlopen(art.url, timeout=30) as response, open(tmp, "wb") as out:
-                    shutil.copyfileobj(response, out)
-                os.replace(tmp, target)
+                with urllib.request.urlopen(art.url, timeout=30) as response:
+                    write_atomic(target, lambda out: shutil.copyfileobj(response, out))
             except OSError as exc:
-                Path(tmp).unlink(missing_ok=True)
                 raise ConnectionError(
                     f"could not download {name!r} from {art.url}: {exc}\n"
                     f"  download it on a machine with internet access and place it at {target}"
@@ -366,7 +344,7 @@ def cached_sha256(path: Path) -> str:
         pass
     digest = sha256_file(path)
     try:
-        sidecar.write_text(json.dumps({"key": key, "sha256": digest}))
+        write_atomic(sidecar, lambda f: f.write(json.dumps({"key": key, "sha256": digest}).encode()))
     except OSError:
         pass  # read-only weights folder: hash again next time
     return digest
