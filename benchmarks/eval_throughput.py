@@ -90,7 +90,8 @@ def measure(tmp: Path, suite_name: str, samples: int, device: str, cases: int, e
     prep = Preprocessing(cfg.run.resolution, cfg.run.bit_depth, cfg.dataset.square)
     m = cfg.metrics
     real_dir = tmp / "cache" / real_fingerprint(session.scan.fingerprint, prep, suite)[:16]
-    evaluate_real(real_items(session.scan.cases), suite, prep, real_dir, session.info, batch_size=m.batch_size, workers=m.num_workers, progress=False)
+    options = dict(suite=suite, prep=prep, info=session.info, batch_size=m.batch_size, workers=m.num_workers, progress=False)
+    evaluate_real(real_items(session.scan.cases), cache_dir=real_dir, **options)
     items = items_of(cfg, "g1")
     decoded = torch.stack([to_float(torch.from_numpy(load_standard(i.path, 256).astype("int32"))[None], 8)[0] for i in items])
 
@@ -99,7 +100,7 @@ def measure(tmp: Path, suite_name: str, samples: int, device: str, cases: int, e
             run_evaluators(suite, decoded[start : start + m.batch_size])
 
     def full():
-        evaluate_generated(items, suite, prep, real_dir, session.info, name="g1", batch_size=m.batch_size, workers=m.num_workers, progress=False)
+        evaluate_generated(items, real_dir=real_dir, name="g1", **options)
 
     forward_only()  # warm-up (allocators, lazy init)
     t_forward, t_full = min(timed(forward_only) for _ in range(2)), min(timed(full) for _ in range(2))
@@ -108,8 +109,8 @@ def measure(tmp: Path, suite_name: str, samples: int, device: str, cases: int, e
         for k, name in enumerate(("g1", "g2", "g3", "g4")):
             folder = real_dir if cached else tmp / f"nocache-{samples}-{k}"
             if not cached or not folder.exists():
-                evaluate_real(real_items(session.scan.cases), suite, prep, folder, session.info, batch_size=m.batch_size, workers=m.num_workers, progress=False)
-            evaluate_generated(items_of(cfg, name), suite, prep, folder, session.info, name=name, batch_size=m.batch_size, workers=m.num_workers, progress=False)
+                evaluate_real(real_items(session.scan.cases), cache_dir=folder, **options)
+            evaluate_generated(items_of(cfg, name), real_dir=folder, name=name, **options)
 
     t_cached, t_uncached = timed(lambda: all_generators(True)), timed(lambda: all_generators(False))
     return {"n": len(items), "forward": t_forward, "full": t_full, "cached": t_cached, "uncached": t_uncached}

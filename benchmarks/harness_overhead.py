@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from xreal_bench.generators import Generator, register_generator
+from xreal_bench.generators import Generator, GeneratorOutput, register_generator
 from xreal_bench.demo.command import demo_tables
 from xreal_bench.config import config_from_dict
 from xreal_bench.harness import run_generator
@@ -37,7 +37,7 @@ class FixedCost(Generator):
 
     def generate(self, conditions):
         time.sleep(self.cost * len(conditions))
-        return [torch.rand(1, 256, 256, generator=torch.Generator().manual_seed(c.seed)) for c in conditions]
+        return GeneratorOutput([torch.rand(1, 256, 256, generator=torch.Generator().manual_seed(c.seed)) for c in conditions])
 
 
 def main() -> None:
@@ -62,7 +62,7 @@ def main() -> None:
             started = time.perf_counter()
             prepared = prepare_generation(session, cfg.generators, progress=False)  # anatomy maps, boxes, cases.jsonl
             summary = run_generator(
-                cfg, "bench", cfg.generators["bench"], session.scan.cases, prepared,
+                cfg, "bench", cfg.generators["bench"], cases=session.scan.cases, prepared=prepared,
                 weights=session.weights, overwrite=True, progress=False,
             )  # fmt: skip
             wall = time.perf_counter() - started

@@ -249,7 +249,8 @@ def sampler_overhead(adapter, args) -> None:
             def sampled(fn):
                 def run():
                     with torch.no_grad():
-                        ddim_sample(fn, scheduler, SampleNoise.from_seeds(range(batch), device), model.latent_shape, args.steps, 1.0, blend)
+                        noise = SampleNoise.from_seeds(range(batch), device)
+                        ddim_sample(fn, scheduler, noise, model.latent_shape, steps=args.steps, eta=1.0, blend=blend)
                 return run
 
             free = FreeDenoiser(denoise)

@@ -2,15 +2,16 @@
 
 A generator is built once per run from its ``[generators.<name>]`` table (parsed into its
 ``Options`` dataclass) and a :class:`GeneratorContext`, then called on batches of
-:class:`~xreal_bench.types.Condition`. It returns one image per condition: float values in
-[0, 1], shaped ``H x W`` or ``1 x H x W`` (numpy or torch). The harness brings every output
-to the run's image format; generators never write files themselves.
+:class:`~xreal_bench.types.Condition`. It returns a :class:`GeneratorOutput`: one image per
+condition (float values in [0, 1], shaped ``H x W`` or ``1 x H x W``, numpy or torch) and
+optionally one tuple of notes per image. The harness brings every image to the run's image
+format; generators never write files themselves.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import numpy as np
@@ -41,12 +42,48 @@ class GeneratorContext:
     precision: str = "fp32"
     weights: "WeightsManager | None" = None
     log: Any = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def torch_device(self) -> "torch.device":
         import torch
 
         return torch.device(self.device)
+
+
+@dataclass(frozen=True, eq=False)
+class GeneratorOutput:
+    """What ``Generator.generate`` returns for a batch of conditions.
+
+    ``images``: one [0, 1] grayscale image per condition, in order (a batched array or tensor
+    counts along its first axis). ``notes``: empty, or one tuple per image of the generator's
+    remarks on that sample (a clipped box, a fallback prompt, ...); the harness stores them in
+    the sample's manifest line.
+    """
+
+    images: Sequence["np.ndarray | torch.Tensor"]
+    notes: Sequence[tuple[str, ...]] = ()
+
+    def __post_init__(self) -> None:
+        if any(isinstance(n, str) for n in self.notes):
+            raise TypeError("GeneratorOutput.notes holds one tuple of strings per image, not strings")
+        object.__setattr__(self, "images", tuple(self.images))
+        object.__setattr__(self, "notes", tuple(tuple(n) for n in self.notes))
+        if self.notes and len(self.notes) != len(self.images):
+            raise ValueError(f"GeneratorOutput has {len(self.notes)} notes for {len(self.images)} images")
+
+    @classmethod
+    def from_result(cls, result: object) -> "GeneratorOutput":
+        """``generate``'s return value as a GeneratorOutput.
+
+        The one place where a plain list or tuple of images (or a batched array/tensor), as plugins
+        may return, is accepted: it becomes an output without notes. Anything else is a ``TypeError``.
+        """
+        import torch
+
+        if isinstance(result, GeneratorOutput):
+            return result
+        if isinstance(result, (list, tuple, np.ndarray, torch.Tensor)):
+            return cls(result)
+        raise TypeError(f"generate() returned {type(result).__name__}; expected a GeneratorOutput (or a list of images)")
 
 
 class Generator(ABC):
@@ -74,5 +111,5 @@ class Generator(ABC):
         return self.context.resolution
 
     @abstractmethod
-    def generate(self, conditions: Sequence[Condition]) -> Sequence["np.ndarray | torch.Tensor"]:
-        """Return one [0, 1] grayscale image per condition, in order."""
+    def generate(self, conditions: Sequence[Condition]) -> GeneratorOutput:
+        """Return one [0, 1] grayscale image per condition, in order, with optional per-image notes."""

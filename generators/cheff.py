@@ -20,7 +20,7 @@ from typing import Literal, Sequence
 import torch
 
 from xreal_bench.generators.artifacts import BERT_TOKENIZER, CHEFF_AUTOENCODER, CHEFF_SR, CHEFF_T2I
-from xreal_bench.generators.base import Generator, GeneratorContext
+from xreal_bench.generators.base import Generator, GeneratorContext, GeneratorOutput
 from xreal_bench.generators.diffusion import original_config as oc
 from xreal_bench.generators.diffusion.conditions import Notes, choose_prompt
 from xreal_bench.generators.diffusion.denoisers import LatentDenoiser
@@ -31,7 +31,7 @@ from xreal_bench.generators.diffusion.runtime import (
     adapter_logger,
     device_and_dtype,
     require_weights,
-    to_outputs,
+    to_output,
 )
 from xreal_bench.generators.diffusion.sampler import ddim_sample
 from xreal_bench.errors import UserFacingError
@@ -105,12 +105,13 @@ class CheffGenerator(Generator):
         sources = [Source(paths["cheff-autoencoder"], "autoencoder"), Source(paths["cheff-diff-t2i"], "ldm")]
         self.model = load_latent_diffusion(sources, self.original, device=self.device, dtype=dtype, log=self.log, ema=options.ema)
         tokenizer = load_bert_tokenizer(paths["bert-tokenizer"])
-        self.prompts = BertPromptEncoder(tokenizer, self.model.text_encoder, options.max_tokens, self.device, self.log, name)
+        self.prompts = BertPromptEncoder(
+            tokenizer, self.model.text_encoder, max_length=options.max_tokens, device=self.device, log=self.log, model=name
+        )
         self.scheduler = self.model.scheduler()
         self.sr = self.sr_scheduler = None
         if options.super_resolution:
             self.sr, self.sr_scheduler = load_super_resolution(paths[CHEFF_SR.name], options.sr_config, self.device, dtype, self.log)
-        self.last_notes: list[tuple[str, ...]] = []
 
     @property
     def resolution(self) -> int:
@@ -122,7 +123,7 @@ class CheffGenerator(Generator):
         return choose_prompt(index, [first, second, ("fallback_prompt", self.options.fallback_prompt)], notes)
 
     @torch.no_grad()
-    def generate(self, conditions: Sequence[Condition]) -> list[torch.Tensor]:
+    def generate(self, conditions: Sequence[Condition]) -> GeneratorOutput:
         from xreal_bench.generators.diffusion.sr3 import super_resolve
 
         notes = Notes(conditions, self.log, self.name)
@@ -130,13 +131,14 @@ class CheffGenerator(Generator):
         uncond = self.prompts([self.options.negative_prompt]) if self.options.guidance != 1.0 else None
         denoise = LatentDenoiser(self.model.unet, self.prompts(prompts), uncond_context=uncond, guidance=self.options.guidance)
         noise = SampleNoise.from_seeds([c.seed for c in conditions], self.device)
-        z = ddim_sample(denoise, self.scheduler, noise, self.model.latent_shape, self.options.steps, self.options.eta)
+        z = ddim_sample(denoise, self.scheduler, noise, self.model.latent_shape, steps=self.options.steps, eta=self.options.eta)
         images = signed_to_unit(self.model.decode(z))
         if self.sr is not None:
             o = self.options
-            images = super_resolve(self.sr, to_gray(images), self.sr_scheduler, noise, o.sr_size, o.sr_steps, o.sr_eta)
-        self.last_notes = notes.as_tuples()
-        return to_outputs(images)
+            images = super_resolve(
+                self.sr, to_gray(images), self.sr_scheduler, noise, size=o.sr_size, steps=o.sr_steps, eta=o.sr_eta
+            )
+        return to_output(images, notes)
 
 
 def load_super_resolution(path, config_path: str, device: torch.device, dtype: torch.dtype, log):

@@ -23,7 +23,7 @@ from typing import Sequence
 import torch
 
 from xreal_bench.generators.artifacts import BERT_TOKENIZER, XREAL_BACKBONE, XREAL_CONTROLNET, XREAL_LDM_AE
-from xreal_bench.generators.base import Generator, GeneratorContext
+from xreal_bench.generators.base import Generator, GeneratorContext, GeneratorOutput
 from xreal_bench.generators.diffusion import original_config as oc
 from xreal_bench.generators.diffusion.conditions import Notes, anatomy_batch, choose_prompt
 from xreal_bench.generators.diffusion.denoisers import LatentDenoiser
@@ -33,7 +33,7 @@ from xreal_bench.generators.diffusion.runtime import (
     adapter_logger,
     device_and_dtype,
     require_weights,
-    to_outputs,
+    to_output,
 )
 from xreal_bench.generators.diffusion.sampler import ddim_sample
 from xreal_bench.errors import UserFacingError
@@ -96,16 +96,17 @@ class ControlNetGenerator(Generator):
             sources, self.original, device=self.device, dtype=dtype, log=self.log, ema=options.ema, controlnet=True
         )
         tokenizer = load_bert_tokenizer(paths["bert-tokenizer"])
-        self.prompts = BertPromptEncoder(tokenizer, self.model.text_encoder, options.max_tokens, self.device, self.log, name)
+        self.prompts = BertPromptEncoder(
+            tokenizer, self.model.text_encoder, max_length=options.max_tokens, device=self.device, log=self.log, model=name
+        )
         self.scheduler = self.model.scheduler()
-        self.last_notes: list[tuple[str, ...]] = []
 
     @property
     def resolution(self) -> int:
         return self.model.image_size
 
     @torch.no_grad()
-    def generate(self, conditions: Sequence[Condition]) -> list[torch.Tensor]:
+    def generate(self, conditions: Sequence[Condition]) -> GeneratorOutput:
         notes = Notes(conditions, self.log, self.name)
         hint = (anatomy_batch(conditions, self.model.image_size, notes) / 4.0).expand(-1, 3, -1, -1).to(self.device)
         prompts = [
@@ -118,6 +119,5 @@ class ControlNetGenerator(Generator):
             controlnet=self.model.controlnet, hint=hint, control_scale=self.options.control_scale,
         )
         noise = SampleNoise.from_seeds([c.seed for c in conditions], self.device)
-        z = ddim_sample(denoise, self.scheduler, noise, self.model.latent_shape, self.options.steps, self.options.eta)
-        self.last_notes = notes.as_tuples()
-        return to_outputs(self.model.decode(z).clamp(0.0, 1.0))
+        z = ddim_sample(denoise, self.scheduler, noise, self.model.latent_shape, steps=self.options.steps, eta=self.options.eta)
+        return to_output(self.model.decode(z).clamp(0.0, 1.0), notes)

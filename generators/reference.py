@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from xreal_bench.generators.base import Generator, GeneratorContext
+from xreal_bench.generators.base import Generator, GeneratorContext, GeneratorOutput
 from xreal_bench.errors import UserFacingError
 from xreal_bench.imaging import load_grayscale, to_square
 from xreal_bench.types import Condition
@@ -27,9 +27,9 @@ class RealGenerator(Generator):
     description = "the case's own real image (upper bound, the 'Real Images' row)"
     inputs = frozenset({"image"})
 
-    def generate(self, conditions: Sequence[Condition]) -> list[np.ndarray]:
+    def generate(self, conditions: Sequence[Condition]) -> GeneratorOutput:
         size, mode = self.context.resolution, self.context.square
-        return [to_square(load_grayscale(c.image_path), size, mode) for c in conditions]
+        return GeneratorOutput([to_square(load_grayscale(c.image_path), size, mode) for c in conditions])
 
 
 @dataclass
@@ -60,7 +60,7 @@ class NoiseGenerator(Generator):
             raise UserFacingError("the noise generator needs at least one case to estimate the mean intensity")
         self.mean = float(np.mean([to_square(load_grayscale(c.image_path), 64, context.square).mean() for c in sample]))
 
-    def generate(self, conditions: Sequence[Condition]) -> list[np.ndarray]:
+    def generate(self, conditions: Sequence[Condition]) -> GeneratorOutput:
         size, grid = self.context.resolution, self.options.grid
         images = []
         for c in conditions:
@@ -70,7 +70,7 @@ class NoiseGenerator(Generator):
             fine = torch.randn(size, size, generator=gen) * 0.25
             image = self.mean + self.options.contrast * (smooth + fine)
             images.append(image.clamp(0.0, 1.0).numpy())
-        return images
+        return GeneratorOutput(images)
 
 
 class ShuffledGenerator(Generator):
@@ -91,6 +91,6 @@ class ShuffledGenerator(Generator):
         own = self.position.get(condition.case_id, len(self.pool))
         return self.pool[k + 1 if k >= own else k]
 
-    def generate(self, conditions: Sequence[Condition]) -> list[np.ndarray]:
+    def generate(self, conditions: Sequence[Condition]) -> GeneratorOutput:
         size, mode = self.context.resolution, self.context.square
-        return [to_square(load_grayscale(self.donor(c).image_path), size, mode) for c in conditions]
+        return GeneratorOutput([to_square(load_grayscale(self.donor(c).image_path), size, mode) for c in conditions])

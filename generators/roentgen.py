@@ -25,13 +25,13 @@ from typing import Literal, Sequence
 import torch
 
 from xreal_bench.generators.artifacts import ROENTGEN
-from xreal_bench.generators.base import Generator, GeneratorContext
+from xreal_bench.generators.base import Generator, GeneratorContext, GeneratorOutput
 from xreal_bench.generators.diffusion.conditions import Notes, choose_prompt
 from xreal_bench.generators.diffusion.runtime import (
     adapter_logger,
     device_and_dtype,
     require_weights,
-    to_outputs,
+    to_output,
 )
 from xreal_bench.errors import UserFacingError
 from xreal_bench.types import Condition
@@ -129,7 +129,6 @@ class RoentGenGenerator(Generator):
         pipe.set_progress_bar_config(disable=True)
         self.pipe = pipe.to(self.device)
         self.truncation = TruncationCounter(pipe.tokenizer, pipe.tokenizer.model_max_length, self.log, name)
-        self.last_notes: list[tuple[str, ...]] = []
 
     @property
     def resolution(self) -> int:
@@ -143,7 +142,7 @@ class RoentGenGenerator(Generator):
         return o.effective_format.format(age=o.age, race=o.race, sex=o.sex, impression=impression, labels=condition.prompt)
 
     @torch.no_grad()
-    def generate(self, conditions: Sequence[Condition]) -> list[torch.Tensor]:
+    def generate(self, conditions: Sequence[Condition]) -> GeneratorOutput:
         notes = Notes(conditions, self.log, self.name)
         prompts = [self.prompt_for(i, c, notes) for i, c in enumerate(conditions)]
         self.truncation.count(prompts)
@@ -158,5 +157,4 @@ class RoentGenGenerator(Generator):
             generator=[torch.Generator("cpu").manual_seed(int(c.seed)) for c in conditions],
             output_type="pt",
         )
-        self.last_notes = notes.as_tuples()
-        return to_outputs(result.images)
+        return to_output(result.images, notes)

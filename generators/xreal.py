@@ -17,7 +17,7 @@ The released inference (``xRealModel.sample_controlled``), batched:
 
 Modes: ``full`` (1-3), ``anatomy_only`` (1-2), ``edit`` (3 on the case's real image — the
 paper's Fig. 5/6 use). Documented behaviour for incomplete inputs (each recorded as a note in the
-run log and in ``last_notes``): no positive label, or no usable pathology region -> the anatomy
+run log and in the output's ``notes``): no positive label, or no usable pathology region -> the anatomy
 pass image; a box partly outside the image -> clipped; entirely outside -> ignored; an anatomy
 map of the wrong size -> resized by :func:`xreal_bench.imaging.resize_label_map`.
 Differences from the original, none of which changes the images for the same noise: batches of
@@ -33,7 +33,7 @@ from typing import Literal, Sequence
 import torch
 
 from xreal_bench.generators.artifacts import BERT_TOKENIZER, XREAL_ANATOMY_CONTROLLER, XREAL_BACKBONE, XREAL_LDM_AE
-from xreal_bench.generators.base import Generator, GeneratorContext
+from xreal_bench.generators.base import Generator, GeneratorContext, GeneratorOutput
 from xreal_bench.generators.diffusion import original_config as oc
 from xreal_bench.generators.diffusion.conditions import (
     Notes,
@@ -49,7 +49,7 @@ from xreal_bench.generators.diffusion.runtime import (
     adapter_logger,
     device_and_dtype,
     require_weights,
-    to_outputs,
+    to_output,
 )
 from xreal_bench.generators.diffusion.sampler import Blend, ddim_sample
 from xreal_bench.errors import UserFacingError
@@ -129,9 +129,10 @@ class XRealGenerator(Generator):
         if options.mode != "edit":
             self.anatomy_controller = load_autoencoder(paths["xreal-anatomy-controller"], self.original, self.device, self.log)
         tokenizer = load_bert_tokenizer(paths["bert-tokenizer"])
-        self.prompts = BertPromptEncoder(tokenizer, self.model.text_encoder, options.max_tokens, self.device, self.log, name)
+        self.prompts = BertPromptEncoder(
+            tokenizer, self.model.text_encoder, max_length=options.max_tokens, device=self.device, log=self.log, model=name
+        )
         self.scheduler = self.model.scheduler()
-        self.last_notes: list[tuple[str, ...]] = []
 
     @property
     def resolution(self) -> int:
@@ -140,7 +141,7 @@ class XRealGenerator(Generator):
     # ------------------------------------------------------------------ generation
 
     @torch.no_grad()
-    def generate(self, conditions: Sequence[Condition]) -> list[torch.Tensor]:
+    def generate(self, conditions: Sequence[Condition]) -> GeneratorOutput:
         notes = Notes(conditions, self.log, self.name)
         noise = SampleNoise.from_seeds([c.seed for c in conditions], self.device)
         size = self.model.image_size
@@ -156,8 +157,7 @@ class XRealGenerator(Generator):
                 images = start.clone()
                 box = torch.stack([regions[i] for i in todo])[:, None].to(self.device)
                 images[todo] = self.pathology_pass(start[todo], box, [prompts[i] for i in todo], noise.subset(todo))
-        self.last_notes = notes.as_tuples()
-        return to_outputs(images)
+        return to_output(images, notes)
 
     def anatomy_pass(self, anatomy: torch.Tensor, noise: SampleNoise) -> torch.Tensor:
         """Label maps ``(B, 1, S, S)`` -> anatomy-pass images ``(B, 3, S, S)`` in [0, 1]."""
@@ -168,7 +168,7 @@ class XRealGenerator(Generator):
         mask = anatomy_latent_mask(anatomy, self.model.latent_shape[-1], self.options.soft_mask)
         blend = Blend(target, mask, steps=self.options.anatomy_blend_steps)
         z = ddim_sample(LatentDenoiser(self.model.unet, context), self.scheduler, noise, self.model.latent_shape,
-                        self.options.steps, self.options.eta, blend)
+                        steps=self.options.steps, eta=self.options.eta, blend=blend)
         return self.model.decode(z).clamp(0.0, 1.0)
 
     def pathology_pass(self, images: torch.Tensor, region: torch.Tensor, prompts: list[str], noise: SampleNoise) -> torch.Tensor:
@@ -178,8 +178,8 @@ class XRealGenerator(Generator):
             self.model.unet, self.prompts(prompts),
             uncond_context=self.prompts([self.options.negative_prompt]), guidance=self.options.guidance,
         )
-        z = ddim_sample(denoise, self.scheduler, noise, self.model.latent_shape, self.options.steps, self.options.eta,
-                        Blend(target, 1.0 - region, steps=None))
+        z = ddim_sample(denoise, self.scheduler, noise, self.model.latent_shape, steps=self.options.steps, eta=self.options.eta,
+                        blend=Blend(target, 1.0 - region, steps=None))
         return self.model.decode(z).clamp(0.0, 1.0)
 
     def pathology_inputs(self, conditions: Sequence[Condition], notes: Notes) -> tuple[list[torch.Tensor | None], list[str]]:

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -38,6 +36,7 @@ from xreal_bench.metrics.stats import FeatureStats, all_reduce
 from xreal_bench.metrics.suite import Suite
 from xreal_bench.metrics.table import DICE
 from xreal_bench import distributed
+from xreal_bench.atomic import write_atomic
 from xreal_bench.distributed import DistInfo
 from xreal_bench.imaging import ImageDecodeError, load_standard
 
@@ -159,24 +158,13 @@ def case_shard(case_ids: Sequence[str], info: DistInfo) -> set[str]:
     return set(distributed.shard(sorted(set(case_ids)), info))
 
 
-def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz", dir=path.parent)
-    os.close(fd)
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def evaluate_real(
     items: Sequence[ImageItem],
+    *,
     suite: Suite,
     prep: Preprocessing,
     cache_dir: Path,
     info: DistInfo,
-    *,
     batch_size: int,
     workers: int,
     progress: bool = True,
@@ -203,7 +191,7 @@ def evaluate_real(
                         arrays["scores"] = out["scores"][row]
                     if "masks" in out:
                         arrays["masks"] = pack_masks(out["masks"][row])
-                    write_npz(cache_dir / f"{item.case_id}.npz", arrays)
+                    write_atomic(cache_dir / f"{item.case_id}.npz", lambda f: np.savez(f, **arrays))
             bar.update(len(batch["error"]))
         bar.close()
     outputs = SourceOutputs(keys=[])
@@ -259,11 +247,11 @@ def run_evaluators(suite: Suite, images: torch.Tensor) -> dict:
 
 def evaluate_generated(
     items: Sequence[ImageItem],
+    *,
     suite: Suite,
     prep: Preprocessing,
     real_dir: Path,
     info: DistInfo,
-    *,
     name: str,
     batch_size: int,
     workers: int,

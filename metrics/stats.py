@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xreal_bench.imaging import write_atomic
+from xreal_bench.atomic import write_atomic
 
 STATS_FORMAT = "xreal-bench-feature-stats-v1"
 

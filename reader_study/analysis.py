@@ -124,7 +124,9 @@ def score_matrix(rows: pd.DataFrame, readers: list[str], cases: list[str]) -> np
     return table.reindex(index=readers, columns=cases).to_numpy(dtype=float)
 
 
-def summarize(ratings: pd.DataFrame, sources: list[str], criteria: list[str], n_boot: int, confidence: float, seed: int) -> pd.DataFrame:
+def summarize(
+    ratings: pd.DataFrame, sources: list[str], criteria: list[str], *, n_boot: int, confidence: float, seed: int
+) -> pd.DataFrame:
     readers = sorted(ratings["reader"].unique())
     cases = sorted(ratings["case"].unique())
     rng = np.random.default_rng(seed)
@@ -156,7 +158,7 @@ def summarize(ratings: pd.DataFrame, sources: list[str], criteria: list[str], n_
     return pd.DataFrame(out)
 
 
-def per_reader(ratings: pd.DataFrame, sources: list[str], criteria: list[str], confidence: float) -> pd.DataFrame:
+def per_reader(ratings: pd.DataFrame, sources: list[str], criteria: list[str], *, confidence: float) -> pd.DataFrame:
     """Each reader's mean per source x criterion with a t-interval over cases."""
     out = []
     for (reader, criterion, source), rows in ratings.groupby(["reader", "criterion", "source"]):
@@ -407,7 +409,9 @@ def markdown(df: pd.DataFrame) -> str:
     return df.to_markdown(index=False, floatfmt=".3f")
 
 
-def analyze_study(study_dir: Path, out: Path | None = None, bootstrap: int | None = None, confidence: float = 0.95, seed: int = 0) -> AnalysisResult:
+def analyze_study(
+    study_dir: Path, out: Path | None = None, *, bootstrap: int | None = None, confidence: float = 0.95, seed: int = 0
+) -> AnalysisResult:
     """Run every analysis on ``study_dir`` and write tables, figures and the tidy CSV to ``out``."""
     from xreal_bench.reader_study.figures import likert_figure, reader_figure
 
@@ -426,14 +430,14 @@ def analyze_study(study_dir: Path, out: Path | None = None, bootstrap: int | Non
     ratings = rating_rows(tidy)
     calls = turing_calls(tidy)
     tables = {
-        "summary": summarize(ratings, sources, criteria, n_boot, confidence, seed),
+        "summary": summarize(ratings, sources, criteria, n_boot=n_boot, confidence=confidence, seed=seed),
         "comparisons": paired_comparisons(ratings, sources, criteria),
         "inter_reader": pairwise_kappa(ratings, criteria),
         "reliability": reliability(ratings, criteria),
         "intra_reader": intra_reader(tidy, criteria),
         "turing": turing_summary(calls, confidence),
         "turing_by_source": turing_by_source(calls, sources, confidence),
-        "per_reader": per_reader(ratings, sources, criteria, confidence),
+        "per_reader": per_reader(ratings, sources, criteria, confidence=confidence),
         "timing": timing(tidy),
     }
     files = [out / "responses.csv"]

@@ -176,7 +176,9 @@ def submit(storage: Storage, account: Account, form: ItemForm, nav: Navigation, 
         st.toast("Rate every criterion before submitting.")
         return
     try:
-        result = storage.submit(account.reader_id, form.view.item_id, scores, comment, session_id, revise=revisiting)
+        result = storage.submit(
+            account.reader_id, form.view.item_id, scores, comment=comment, session=session_id, revise=revisiting
+        )
     except StorageError as exc:
         st.toast(f"Not saved: {exc}")
         return

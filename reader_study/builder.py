@@ -252,7 +252,7 @@ def select(
 
 
 def create_study(
-    run_dirs: list[Path], out: Path, settings: StudyConfig, base_url: str = "http://localhost:8501"
+    run_dirs: list[Path], out: Path, settings: StudyConfig, *, base_url: str = "http://localhost:8501"
 ) -> StudyCreated:
     """Build a study folder at ``out`` from ``run_dirs`` (see the module docstring)."""
     out = Path(out)
@@ -277,7 +277,7 @@ def create_study(
             _, admin_token = storage.add_account(conn, ADMIN, "admin")
         storage.close()
         items_per_reader = len(plan.sequence(0))
-        write_study_json(work, settings, plan, items_per_reader, native)
+        write_study_json(work, settings, plan, items_per_reader=items_per_reader, native=native)
         if out.exists():
             out.rmdir()  # empty (checked above)
         os.replace(work, out)
@@ -358,7 +358,7 @@ def write_items(conn: sqlite3.Connection, chosen: Selection, settings: StudyConf
     return plan
 
 
-def write_study_json(work: Path, settings: StudyConfig, plan: Design, items_per_reader: int, native: int) -> None:
+def write_study_json(work: Path, settings: StudyConfig, plan: Design, *, items_per_reader: int, native: int) -> None:
     """Non-secret settings the app and the analysis read (no source names, no case ids)."""
     info = {
         "format": 1,

@@ -119,7 +119,7 @@ def toml_value(value) -> str:
 def run_create(args: argparse.Namespace) -> int:
     from xreal_bench.reader_study.builder import create_study
 
-    created = create_study(args.runs, args.out, study_settings(args), args.base_url)
+    created = create_study(args.runs, args.out, study_settings(args), base_url=args.base_url)
     print(
         f"created {created.study_dir}: {created.n_cases} cases x {created.n_sources} sources, "
         f"{created.items_per_reader} items per reader"

@@ -268,7 +268,7 @@ class Storage:
         reader_id = cur.lastrowid
         if reader_id is None:
             raise StorageError(f"could not add reader {name!r}")
-        audit(conn, reader_id, "add_reader", None, None, {"name": name, "role": role})
+        audit(conn, "add_reader", reader_id=reader_id, item_id=None, session=None, detail={"name": name, "role": role})
         return reader_id, token
 
     # -- reading ----------------------------------------------------------------------------
@@ -368,6 +368,7 @@ class Storage:
         reader_id: int,
         item_id: str,
         scores: dict[str, int],
+        *,
         comment: str = "",
         session: str = "",
         revise: bool = False,
@@ -409,7 +410,8 @@ class Storage:
                 )
                 if comment:
                     conn.execute("INSERT INTO comments VALUES (?, ?, ?)", (reader_id, item_id, comment))
-                audit(conn, reader_id, "submit", item_id, session, {"scores": scores, "comment": comment, "seconds": seconds})
+                detail = {"scores": scores, "comment": comment, "seconds": seconds}
+                audit(conn, "submit", reader_id=reader_id, item_id=item_id, session=session, detail=detail)
                 return SubmitResult("recorded", seconds)
             old = {
                 r["criterion"]: r["score"]
@@ -428,7 +430,8 @@ class Storage:
                 "INSERT INTO comments VALUES (?, ?, ?) ON CONFLICT (reader_id, item_id) DO UPDATE SET text = excluded.text",
                 (reader_id, item_id, comment),
             )
-            audit(conn, reader_id, "revise", item_id, session, {"old": old, "new": scores, "comment": comment})
+            detail = {"old": old, "new": scores, "comment": comment}
+            audit(conn, "revise", reader_id=reader_id, item_id=item_id, session=session, detail=detail)
             return SubmitResult("revised", None)
 
     # -- monitoring and export --------------------------------------------------------------
@@ -497,7 +500,7 @@ def check_scores(criteria: Sequence[Criterion], scores: dict[str, int]) -> None:
             raise StorageError(f"{c.name}: score {value!r} not allowed (expected one of {list(c.values)})")
 
 
-def audit(conn: sqlite3.Connection, reader_id, action: str, item_id, session, detail: dict) -> None:
+def audit(conn: sqlite3.Connection, action: str, *, reader_id, item_id, session, detail: dict) -> None:
     conn.execute(
         "INSERT INTO audit (at, reader_id, action, item_id, session, detail) VALUES (?, ?, ?, ?, ?, ?)",
         (time.time(), reader_id, action, item_id, session, json.dumps(detail, sort_keys=True)),

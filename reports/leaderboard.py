@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from xreal_bench.imaging import write_atomic
+from xreal_bench.atomic import write_atomic
 from xreal_bench.metrics import table as metric_table
 
 REFERENCE = "real"

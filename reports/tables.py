@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from xreal_bench.imaging import write_atomic
+from xreal_bench.atomic import write_atomic
 from xreal_bench.metrics import table as metric_table
 from xreal_bench.reports.leaderboard import REFERENCE, fmt, generator_order
 

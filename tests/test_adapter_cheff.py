@@ -65,12 +65,13 @@ def test_declarations_and_defaults():
 def test_batch_prompts_and_fallbacks(setup):
     _, _, _, generator = setup
     batch = [condition(1), condition(2, report=""), condition(3, report="", prompt="")]
-    images = generator.generate(batch)
+    output = generator.generate(batch)
+    images = output.images
     assert [tuple(i.shape) for i in images] == [(1, 64, 64)] * 3 and generator.resolution == 64
     assert all(float(i.min()) >= 0 and float(i.max()) <= 1 for i in images)
-    assert generator.last_notes == [(), ("prompt from label names (report empty): 'Pleural Effusion'",),
-                                    ("prompt from fallback_prompt (report empty): 'No Finding'",)]
-    alone = generator.generate([condition(2, report="")])
+    assert list(output.notes) == [(), ("prompt from label names (report empty): 'Pleural Effusion'",),
+                                  ("prompt from fallback_prompt (report empty): 'No Finding'",)]
+    alone = generator.generate([condition(2, report="")]).images
     torch.testing.assert_close(alone[0], images[1], rtol=0, atol=1e-4)
     assert (images[0] - images[1]).abs().mean() > 1e-4  # the prompt matters
 
@@ -81,7 +82,7 @@ def test_output_is_the_decoded_signed_image_mapped_to_unit_range(setup):
     original_decode = generator.model.decode
     generator.model.decode = lambda z: decoded.append(original_decode(z)) or decoded[-1]
     try:
-        image = generator.generate([condition(4)])[0]
+        image = generator.generate([condition(4)]).images[0]
     finally:
         generator.model.decode = original_decode
     signed = decoded[0]
@@ -94,11 +95,11 @@ def test_super_resolution_stage(setup):
     manager, config, sr_config, _ = setup
     options = CheffOptions(original_config=config, steps=10, super_resolution=True, sr_size=128, sr_steps=4, sr_config=sr_config)
     generator = CheffGenerator("cheff", options, GeneratorContext(weights=manager))
-    images = generator.generate([condition(5), condition(6)])
+    images = generator.generate([condition(5), condition(6)]).images
     assert generator.resolution == 128
     assert [tuple(i.shape) for i in images] == [(1, 128, 128)] * 2
     assert all(float(i.min()) >= 0 and float(i.max()) <= 1 for i in images)
-    torch.testing.assert_close(generator.generate([condition(6)])[0], images[1], rtol=0, atol=1e-4)
+    torch.testing.assert_close(generator.generate([condition(6)]).images[0], images[1], rtol=0, atol=1e-4)
 
 
 def test_sr_checkpoint_of_another_architecture_is_rejected(setup):

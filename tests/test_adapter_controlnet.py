@@ -59,27 +59,29 @@ def test_declarations():
 
 def test_batch_generation_and_seed_independence(setup):
     _, _, _, generator = setup
-    images = generator.generate([condition(1), condition(2, prompt=""), condition(3)])
+    output = generator.generate([condition(1), condition(2, prompt=""), condition(3)])
+    images = output.images
     assert [tuple(i.shape) for i in images] == [(1, 64, 64)] * 3 and generator.resolution == 64
     assert all(0 <= float(i.min()) and float(i.max()) <= 1 for i in images)
-    assert generator.last_notes[1] == ("prompt from fallback_prompt (label names empty): 'No Finding'",)
-    alone = generator.generate([condition(3)])
+    assert output.notes[1] == ("prompt from fallback_prompt (label names empty): 'No Finding'",)
+    alone = generator.generate([condition(3)]).images
     torch.testing.assert_close(alone[0], images[2], rtol=0, atol=1e-4)
 
 
 def test_the_anatomy_hint_steers_the_image(setup):
     _, _, _, generator = setup
-    a, b = generator.generate([condition(4, heart=20), condition(4, heart=30)])
+    a, b = generator.generate([condition(4, heart=20), condition(4, heart=30)]).images
     assert (a - b).abs().mean() > 1e-3  # same seed, different heart position
 
 
 def test_control_scale_zero_is_the_plain_backbone(setup):
     manager, config, _, _ = setup
     generator = make(manager, config, control_scale=0.0)
-    image = generator.generate([condition(5)])[0]
+    image = generator.generate([condition(5)]).images[0]
     model = generator.model
     noise = SampleNoise.from_seeds([5])
-    z = ddim_sample(LatentDenoiser(model.unet, generator.prompts(["Edema"])), model.scheduler(), noise, model.latent_shape, STEPS, 1.0)
+    denoise = LatentDenoiser(model.unet, generator.prompts(["Edema"]))
+    z = ddim_sample(denoise, model.scheduler(), noise, model.latent_shape, steps=STEPS, eta=1.0)
     backbone_only = model.decode(z).clamp(0, 1)
     expected = (backbone_only * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1)
     torch.testing.assert_close(image, expected, rtol=0, atol=1e-5)
@@ -94,7 +96,8 @@ def test_controlnet_saved_without_prefix_loads(setup, tmp_path):
     place(other, "xreal-controlnet", tiny.control_keys(prefix=""))  # a bare state dict, no 'state_dict' key
     write_bert_vocab(other.path("bert-tokenizer"))
     bare = ControlNetGenerator("controlnet", generator.options, GeneratorContext(weights=other))
-    torch.testing.assert_close(bare.generate([condition(6)])[0], generator.generate([condition(6)])[0], rtol=0, atol=1e-5)
+    from_bare, from_prefixed = bare.generate([condition(6)]).images[0], generator.generate([condition(6)]).images[0]
+    torch.testing.assert_close(from_bare, from_prefixed, rtol=0, atol=1e-5)
 
 
 def test_missing_controlnet_checkpoint_fails_first(setup, tmp_path):

@@ -97,12 +97,13 @@ def test_declarations_and_defaults():
 def test_batch_generation_and_per_sample_generators(setup):
     _, generator = setup
     batch = [condition(1), condition(2, report=""), condition(3)]
-    images = generator.generate(batch)
+    output = generator.generate(batch)
+    images = output.images
     assert [tuple(i.shape) for i in images] == [(1, SIZE, SIZE)] * 3 and generator.resolution == SIZE
     assert all(float(i.min()) >= 0 and float(i.max()) <= 1 for i in images)
-    assert generator.last_notes[1] == ("prompt from label names (report empty): 'Pleural Effusion'",)
+    assert output.notes[1] == ("prompt from label names (report empty): 'Pleural Effusion'",)
     assert isinstance(generator.pipe.scheduler, DDIMScheduler)  # v1 keeps the snapshot's scheduler
-    alone = generator.generate([condition(3)])
+    alone = generator.generate([condition(3)]).images
     torch.testing.assert_close(alone[0], images[2], rtol=0, atol=1e-4)
     # the same as calling the pipeline directly with this sample's seeded generator
     direct = generator.pipe(prompt=["small left pleural effusion."], negative_prompt=[""], num_inference_steps=4, guidance_scale=4.0,
@@ -123,7 +124,7 @@ def test_v2_prompt_format_scheduler_and_guidance(setup, tmp_path):
     assert generator.prompt_for(0, condition(1), notes) == "71 year old white male. small left pleural effusion."
     assert isinstance(generator.pipe.scheduler, PNDMScheduler)
     assert generator.options.effective_guidance == 3.0
-    assert tuple(generator.generate([condition(1)])[0].shape) == (1, SIZE, SIZE)
+    assert tuple(generator.generate([condition(1)]).images[0].shape) == (1, SIZE, SIZE)
 
 
 def test_long_prompts_are_counted(setup, caplog):

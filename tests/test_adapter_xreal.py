@@ -78,38 +78,39 @@ def test_registry_and_declarations():
 def test_batch_generation_shapes_range_and_notes(setup):
     _, _, _, generator = setup
     batch = [condition(1), condition(2, labels=(), boxes=()), condition(3, boxes=(Box("Edema", -0.2, 0.5, 0.4, 1.3),))]
-    images = generator.generate(batch)
+    output = generator.generate(batch)
+    images = output.images
     assert generator.resolution == 64
     assert [tuple(i.shape) for i in images] == [(1, 64, 64)] * 3
     for image in images:
         assert torch.isfinite(image).all() and image.min() >= 0 and image.max() <= 1
-    assert generator.last_notes[0] == ()
-    assert "no positive pathology label" in generator.last_notes[1][0]
-    assert "clipped to the image (0.000, 0.500, 0.400, 1.000)" in generator.last_notes[2][0]
+    assert output.notes[0] == ()
+    assert "no positive pathology label" in output.notes[1][0]
+    assert "clipped to the image (0.000, 0.500, 0.400, 1.000)" in output.notes[2][0]
 
 
 def test_images_depend_only_on_their_own_seed(setup):
     _, _, _, generator = setup
-    batch = generator.generate([condition(10), condition(11), condition(12)])
-    alone = generator.generate([condition(11)])
+    batch = generator.generate([condition(10), condition(11), condition(12)]).images
+    alone = generator.generate([condition(11)]).images
     torch.testing.assert_close(alone[0], batch[1], rtol=0, atol=1e-4)
     assert (batch[0] - batch[1]).abs().max() > 1e-3
 
 
 def test_no_positive_label_gives_the_anatomy_only_image(setup):
     manager, config, _, generator = setup
-    full = generator.generate([condition(5, labels=(), boxes=())])[0]
-    anatomy_only = make(manager, config, mode="anatomy_only").generate([condition(5)])[0]
+    full = generator.generate([condition(5, labels=(), boxes=())]).images[0]
+    anatomy_only = make(manager, config, mode="anatomy_only").generate([condition(5)]).images[0]
     torch.testing.assert_close(full, anatomy_only, rtol=0, atol=1e-5)  # another instance: equal up to float rounding
     outside = generator.generate([condition(5, boxes=(Box("Edema", 1.2, 0.1, 1.5, 0.4),))])
-    assert torch.equal(outside[0], full)  # a box entirely outside is dropped -> no region -> anatomy only
-    assert "lies outside the image: ignored" in generator.last_notes[0][0]
+    assert torch.equal(outside.images[0], full)  # a box entirely outside is dropped -> no region -> anatomy only
+    assert "lies outside the image: ignored" in outside.notes[0][0]
 
 
 def test_pathology_pass_changes_the_anatomy_image(setup):
     manager, config, _, generator = setup
-    anatomy_only = make(manager, config, mode="anatomy_only").generate([condition(6)])[0]
-    full = generator.generate([condition(6)])[0]
+    anatomy_only = make(manager, config, mode="anatomy_only").generate([condition(6)]).images[0]
+    full = generator.generate([condition(6)]).images[0]
     assert (full - anatomy_only).abs().mean() > 1e-3
 
 
@@ -117,9 +118,9 @@ def test_wrong_size_anatomy_map_is_resized_by_the_one_rule(setup):
     _, _, _, generator = setup
     big = anatomy_map(128)
     resized = generator.generate([condition(8, anatomy=big)])
-    assert "anatomy map 128x128 resized to 64x64" in generator.last_notes[0][0]
-    direct = generator.generate([condition(8, anatomy=resize_label_map(big, 64))])
-    assert torch.equal(resized[0], direct[0])
+    assert "anatomy map 128x128 resized to 64x64" in resized.notes[0][0]
+    direct = generator.generate([condition(8, anatomy=resize_label_map(big, 64))]).images
+    assert torch.equal(resized.images[0], direct[0])
 
 
 def test_bad_anatomy_values_and_missing_maps_are_errors(setup):
@@ -134,9 +135,9 @@ def test_edit_mode_starts_from_the_real_image(setup):
     manager, config, image, _ = setup
     editor = make(manager, config, mode="edit")
     real = torch.from_numpy(to_square(load_grayscale(image), 64, "crop"))
-    untouched = editor.generate([condition(3, labels=(), boxes=(), image_path=image)])[0]
+    untouched = editor.generate([condition(3, labels=(), boxes=(), image_path=image)]).images[0]
     torch.testing.assert_close(untouched[0], real, rtol=0, atol=1e-6)  # no pathology: the real image itself
-    edited = editor.generate([condition(3, image_path=image)])[0]
+    edited = editor.generate([condition(3, image_path=image)]).images[0]
     assert (edited[0] - real).abs().mean() > 1e-3
 
 
@@ -184,6 +185,6 @@ def test_ema_weights_option(setup, tmp_path):
     options = XRealOptions(original_config=config, mode="anatomy_only", **STEPS)
     plain = XRealGenerator("xreal", options, GeneratorContext(weights=ema_manager))
     ema = XRealGenerator("xreal", replace(plain.options, ema=True), GeneratorContext(weights=ema_manager))
-    reference = generator.generate([condition(9, labels=())])[0]
-    torch.testing.assert_close(plain.generate([condition(9)])[0], reference, rtol=0, atol=1e-5)  # same non-EMA weights
-    assert (ema.generate([condition(9)])[0] - reference).abs().max() > 1e-4
+    reference = generator.generate([condition(9, labels=())]).images[0]
+    torch.testing.assert_close(plain.generate([condition(9)]).images[0], reference, rtol=0, atol=1e-5)  # same non-EMA weights
+    assert (ema.generate([condition(9)]).images[0] - reference).abs().max() > 1e-4

@@ -115,8 +115,8 @@ def test_sampler_is_independent_of_batch_composition():
         return 0.1 * z + 0.01 * float(t) / 1000
 
     scheduler = ldm_ddim_scheduler()
-    batch = ddim_sample(pointwise, scheduler, SampleNoise.from_seeds([3, 4, 5]), SHAPE, 10, 1.0)
-    alone = ddim_sample(pointwise, scheduler, SampleNoise.from_seeds([4]), SHAPE, 10, 1.0)
+    batch = ddim_sample(pointwise, scheduler, SampleNoise.from_seeds([3, 4, 5]), SHAPE, steps=10, eta=1.0)
+    alone = ddim_sample(pointwise, scheduler, SampleNoise.from_seeds([4]), SHAPE, steps=10, eta=1.0)
     assert torch.equal(batch[1], alone[0])
     assert not torch.equal(batch[0], batch[1])
 
@@ -141,8 +141,8 @@ def test_blend_with_zero_denoiser_masked_region_is_q_sample_with_the_same_noise(
     mask = torch.zeros(1, 1, 4, 4)
     mask[..., :2, :] = 1.0
     recorder = Recorder()
-    final = ddim_sample(recorder, ldm_ddim_scheduler(), SampleNoise.from_seeds([seed]), SHAPE, steps, 1.0,
-                        Blend(target, mask, steps=blend_steps))
+    final = ddim_sample(recorder, ldm_ddim_scheduler(), SampleNoise.from_seeds([seed]), SHAPE, steps=steps, eta=1.0,
+                        blend=Blend(target, mask, steps=blend_steps))
     abar = hand_abar()
     draws = iter(replay(seed, 1 + blend_steps * 2 + (steps - blend_steps)))
     z, z0, m = next(draws), target[0].double(), mask[0].double()
@@ -166,8 +166,8 @@ def test_pathology_pass_outside_the_box_follows_the_renoised_target():
     box = torch.zeros(1, 1, 4, 4)
     box[..., 1:3, 1:3] = 1.0
     denoise = Recorder(scale=0.1)
-    final = ddim_sample(denoise, ldm_ddim_scheduler(), SampleNoise.from_seeds([seed]), SHAPE, steps, 1.0,
-                        Blend(target, 1.0 - box, steps=None))
+    final = ddim_sample(denoise, ldm_ddim_scheduler(), SampleNoise.from_seeds([seed]), SHAPE, steps=steps, eta=1.0,
+                        blend=Blend(target, 1.0 - box, steps=None))
     draws = replay(seed, 1 + 2 * steps)
     blend_noise, variance_noise = draws[-2], draws[-1]  # the last step's two draws
     abar = hand_abar()

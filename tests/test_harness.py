@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from xreal_bench.generators.base import Generator
+from xreal_bench.generators.base import Generator, GeneratorOutput
 from xreal_bench.generators.registry import register_generator
 from xreal_bench.config import config_from_dict
 from xreal_bench.errors import UserFacingError
@@ -37,7 +37,8 @@ class FakeBuilder:
 
 @register_generator
 class SeededNoise(Generator):
-    """Per-sample torch generator: output depends only on the condition's seed."""
+    """Per-sample torch generator: output depends only on the condition's seed. Returns a plain list
+    of images, as plugins may (the harness accepts it as an output without notes)."""
 
     type_name = "test-seeded-noise"
     inputs = frozenset()
@@ -71,6 +72,27 @@ class Faulty(Generator):
             else:
                 out.append(np.full((32, 32), 0.5, dtype=np.float32))
         return out
+
+
+@register_generator
+class BadOutput(Generator):
+    """A declared output with notes for good cases; a wrong type, image count or note count for others."""
+
+    type_name = "test-bad-output"
+    inputs = frozenset()
+
+    def generate(self, conditions):
+        ids = {c.case_id for c in conditions}
+        if "case-dict" in ids:
+            return {"images": []}
+        if "case-none" in ids:
+            return None
+        images = [np.full((32, 32), 0.5, dtype=np.float32) for _ in conditions]
+        if "case-extra" in ids:
+            return GeneratorOutput([*images, images[0]])
+        if "case-notes" in ids:
+            return GeneratorOutput(images, notes=[("one note too many",)] * (len(images) + 1))
+        return GeneratorOutput(images, notes=[(f"drawn for {c.case_id}",) for c in conditions])
 
 
 @register_generator
@@ -119,7 +141,7 @@ def test_same_images_whatever_batch_size_and_order(tmp_path):
     for bs, order in [(1, cases), (3, cases[::-1]), (16, cases[2:] + cases[:2])]:
         out = tmp_path / f"run-bs{bs}"
         cfg = make_cfg(out, "test-seeded-noise", batch_size=bs, samples_per_condition=2)
-        summary = run_generator(cfg, "g", cfg.generators["g"], order, FakeBuilder(), progress=False)
+        summary = run_generator(cfg, "g", cfg.generators["g"], cases=order, prepared=FakeBuilder(), progress=False)
         assert (summary.generated, summary.failed) == (14, 0)
         results.append(tree_hashes(out))
     assert len(results[0]) == 14
@@ -130,19 +152,19 @@ def test_resume_skips_done_and_regenerates_damaged(tmp_path):
     cases = make_cases(tmp_path / "data", [f"c{i}" for i in range(5)])
     out = tmp_path / "run"
     cfg = make_cfg(out, "test-seeded-noise", batch_size=2)
-    run_generator(cfg, "g", cfg.generators["g"], cases, FakeBuilder(), progress=False)
+    run_generator(cfg, "g", cfg.generators["g"], cases=cases, prepared=FakeBuilder(), progress=False)
     reference = tree_hashes(out)
     gdir = GeneratorDir(out, "g")
     gdir.image_path("c1", 0).write_bytes(gdir.image_path("c1", 0).read_bytes()[:40])  # truncated
     gdir.image_path("c3", 0).unlink()  # missing
     (gdir.images / ".c4_0.png.abc.tmp").write_bytes(b"partial")  # left by a killed writer
-    summary = run_generator(cfg, "g", cfg.generators["g"], cases, FakeBuilder(), progress=False)
+    summary = run_generator(cfg, "g", cfg.generators["g"], cases=cases, prepared=FakeBuilder(), progress=False)
     assert (summary.skipped, summary.generated) == (3, 2)
     assert tree_hashes(out) == reference
     assert not list(gdir.images.glob(".*.tmp"))
     lines = gdir.manifest.read_text().splitlines()
     assert len(lines) == 5  # consolidated: one line per image, no duplicates
-    overwrite = run_generator(cfg, "g", cfg.generators["g"], cases, FakeBuilder(), overwrite=True, progress=False)
+    overwrite = run_generator(cfg, "g", cfg.generators["g"], cases=cases, prepared=FakeBuilder(), overwrite=True, progress=False)
     assert (overwrite.skipped, overwrite.generated) == (0, 5)
 
 
@@ -151,7 +173,7 @@ def test_failures_are_recorded_and_never_written(tmp_path):
     cases = make_cases(tmp_path / "data", ids)
     out = tmp_path / "run"
     cfg = make_cfg(out, "test-faulty", batch_size=4)
-    summary = run_generator(cfg, "g", cfg.generators["g"], cases, FakeBuilder(), progress=False)
+    summary = run_generator(cfg, "g", cfg.generators["g"], cases=cases, prepared=FakeBuilder(), progress=False)
     assert (summary.generated, summary.failed) == (2, 5)
     entries = GeneratorDir(out, "g").entries()
     errors = {case: e.error for (case, _), e in entries.items() if e.status == "failed"}
@@ -165,12 +187,45 @@ def test_failures_are_recorded_and_never_written(tmp_path):
     assert "case-raise sample 0 failed" in GeneratorDir(out, "g").log.read_text()
 
 
+def test_notes_are_stored_and_wrong_outputs_are_recorded_failures(tmp_path):
+    ids = ["case-ok", "case-dict", "case-none", "case-extra", "case-notes", "case-ok2"]
+    cases = make_cases(tmp_path / "data", ids)
+    out = tmp_path / "run"
+    cfg = make_cfg(out, "test-bad-output", batch_size=3)
+    summary = run_generator(cfg, "g", cfg.generators["g"], cases=cases, prepared=FakeBuilder(), progress=False)
+    assert (summary.generated, summary.failed) == (2, 4)
+    entries = {case: e for (case, _), e in GeneratorDir(out, "g").entries().items()}
+    assert entries["case-ok"].condition["notes"] == ["drawn for case-ok"]
+    assert entries["case-ok2"].condition["notes"] == ["drawn for case-ok2"]
+    assert entries["case-dict"].error == "TypeError: generate() returned dict; expected a GeneratorOutput (or a list of images)"
+    assert entries["case-none"].error.startswith("TypeError: generate() returned NoneType")
+    assert entries["case-extra"].error == "OutputError: generator returned 2 images for 1 conditions"
+    assert entries["case-notes"].error == "ValueError: GeneratorOutput has 2 notes for 1 images"
+    assert sorted(p.name for p in GeneratorDir(out, "g").images.glob("*.png")) == ["case-ok2_0.png", "case-ok_0.png"]
+
+
+def test_generator_output_accepts_plain_sequences_and_checks_notes():
+    images = [np.zeros((8, 8), np.float32), np.ones((8, 8), np.float32)]
+    for result in (images, tuple(images), torch.zeros(2, 1, 8, 8), np.zeros((2, 8, 8), np.float32)):
+        output = GeneratorOutput.from_result(result)
+        assert len(output.images) == 2 and output.notes == ()
+    declared = GeneratorOutput(images, notes=[["a"], ()])
+    assert GeneratorOutput.from_result(declared) is declared and declared.notes == (("a",), ())
+    for wrong in (None, "images", {"images": images}, iter(images)):
+        with pytest.raises(TypeError, match="expected a GeneratorOutput"):
+            GeneratorOutput.from_result(wrong)
+    with pytest.raises(ValueError, match="1 notes for 2 images"):
+        GeneratorOutput(images, notes=[("a",)])
+    with pytest.raises(TypeError, match="one tuple of strings per image"):
+        GeneratorOutput(images, notes=["a", "b"])
+
+
 def test_missing_inputs_refused_before_generation(tmp_path):
     cases = make_cases(tmp_path / "data", ["a", "b"])
     cfg = make_cfg(tmp_path / "run", "test-needs-anatomy")
     builder = FakeBuilder()
     with pytest.raises(UserFacingError, match="needs inputs this run cannot supply: anatomy"):
-        run_generator(cfg, "g", cfg.generators["g"], cases, builder, progress=False)
+        run_generator(cfg, "g", cfg.generators["g"], cases=cases, prepared=builder, progress=False)
     assert builder.built == []
 
 

@@ -36,7 +36,9 @@ def test_import_folder(tmp_path):
     Image.fromarray(quantize(rng.random((64, 64)).astype(np.float32))).save(src / "c2.jpg")
     save_png(src / "unknown_case.png", quantize(rng.random((64, 64)).astype(np.float32)))
     (src / "c2_1.png").write_bytes(b"not a png")
-    report = import_folder(src, tmp_path / "run", "mine", cases, resolution=192, bits=8, square="crop", progress=False)
+    report = import_folder(
+        src, out=tmp_path / "run", name="mine", cases=cases, resolution=192, bits=8, square="crop", progress=False
+    )
     assert report.imported == 3
     assert report.unmatched == ["unknown_case.png"] and len(report.unreadable) == 1
     gdir = GeneratorDir(tmp_path / "run", "mine")

@@ -22,6 +22,7 @@ CORE = [
     "xreal_bench.registry",
     "xreal_bench.weights",
     "xreal_bench.imaging",
+    "xreal_bench.atomic",
     "xreal_bench.rundir",
     "xreal_bench.data",
     "xreal_bench.data.dataset",

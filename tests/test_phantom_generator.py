@@ -56,16 +56,16 @@ def test_registered_and_declares_its_inputs():
 @pytest.mark.parametrize("size", [96, 128, 200])
 def test_output_shape_range_and_dtype(size):
     anatomy = phantoms.render_phantom(np.random.default_rng(size), size).anatomy
-    (image,) = make().generate([condition(anatomy, findings=("Pneumothorax", "Edema"))])
+    (image,) = make().generate([condition(anatomy, findings=("Pneumothorax", "Edema"))]).images
     assert image.shape == (size, size) and image.dtype == np.float32
     assert 0.0 <= image.min() and image.max() <= 1.0 and image.std() > 0.05
 
 
 def test_deterministic_per_seed(anatomies):
     gen = make()
-    a = gen.generate([condition(anatomies[0], seed=11)])[0]
-    b = gen.generate([condition(anatomies[0], seed=11)])[0]
-    c = gen.generate([condition(anatomies[0], seed=12)])[0]
+    a = gen.generate([condition(anatomies[0], seed=11)]).images[0]
+    b = gen.generate([condition(anatomies[0], seed=11)]).images[0]
+    c = gen.generate([condition(anatomies[0], seed=12)]).images[0]
     assert np.array_equal(a, b)
     assert np.abs(a - c).mean() > 0.01
 
@@ -75,9 +75,9 @@ def test_independent_of_batch_composition(anatomies):
     c1 = condition(anatomies[0], seed=1, case="a", findings=("Consolidation",))
     c2 = condition(anatomies[1], seed=2, case="b", findings=("Cardiomegaly",))
     c3 = condition(anatomies[2], seed=3, case="c")
-    alone = gen.generate([c2])[0]
-    batch = gen.generate([c1, c2, c3])
-    reversed_batch = gen.generate([c3, c2, c1])
+    alone = gen.generate([c2]).images[0]
+    batch = gen.generate([c1, c2, c3]).images
+    reversed_batch = gen.generate([c3, c2, c1]).images
     assert np.array_equal(batch[1], alone)
     assert np.array_equal(reversed_batch[1], alone)
     assert np.array_equal(batch[0], reversed_batch[2])
@@ -98,7 +98,7 @@ def test_missing_anatomy_is_a_clear_error():
 def test_follows_the_anatomy_map(anatomies):
     gen = make()
     for i, anatomy in enumerate(anatomies):
-        image = gen.generate([condition(anatomy, seed=i)])[0]
+        image = gen.generate([condition(anatomy, seed=i)]).images[0]
         lungs = np.isin(anatomy, (1, 2))
         assert image[anatomy == 3].mean() > image[lungs].mean() + 0.15
         # the dark lung fields are where THIS map puts them, not where another map does
@@ -133,8 +133,8 @@ def test_texture_differs_from_the_dataset_style(anatomies):
     renders with noise 1 and 0 isolates it exactly (up to clipping)."""
 
     def grain(options: dict, anatomy, seed):
-        loud = make(PhantomOptions(**options)).generate([condition(anatomy, seed=seed)])[0]
-        quiet = make(PhantomOptions(**options, noise=0.0)).generate([condition(anatomy, seed=seed)])[0]
+        loud = make(PhantomOptions(**options)).generate([condition(anatomy, seed=seed)]).images[0]
+        quiet = make(PhantomOptions(**options, noise=0.0)).generate([condition(anatomy, seed=seed)]).images[0]
         return loud - quiet, quiet
 
     def lag1(field):
@@ -150,7 +150,7 @@ def test_texture_differs_from_the_dataset_style(anatomies):
 
 
 def test_noise_option_scales_the_grain(anatomies):
-    renders = {n: make(PhantomOptions(noise=n)).generate([condition(anatomies[0])])[0] for n in (0.0, 1.0, 2.0)}
+    renders = {n: make(PhantomOptions(noise=n)).generate([condition(anatomies[0])]).images[0] for n in (0.0, 1.0, 2.0)}
     one = (renders[1.0] - renders[0.0]).std()
     two = (renders[2.0] - renders[0.0]).std()
     assert one > 0.01
@@ -170,23 +170,23 @@ def test_draws_positive_findings_inside_their_boxes(anatomies):
     region &= np.isin(anatomy, (1, 2))
 
     gen = make()
-    without = gen.generate([condition(anatomy, seed=5)])[0]
-    with_box = gen.generate([condition(anatomy, seed=5, findings=("Consolidation",), boxes=[box])])[0]
+    without = gen.generate([condition(anatomy, seed=5)]).images[0]
+    with_box = gen.generate([condition(anatomy, seed=5, findings=("Consolidation",), boxes=[box])]).images[0]
     assert with_box[region].mean() > without[region].mean() + 0.15
     near = np.zeros_like(region)  # the box plus a margin for the soft edges
     near[max(px[1] - 6, 0) : px[3] + 6, max(px[0] - 6, 0) : px[2] + 6] = True
     assert np.array_equal(with_box[~near], without[~near])  # nothing else changes
 
     # a box whose label is not positive is ignored: identical to no box at all
-    ignored = gen.generate([condition(anatomy, seed=5, boxes=[box])])[0]
+    ignored = gen.generate([condition(anatomy, seed=5, boxes=[box])]).images[0]
     assert np.array_equal(ignored, without)
 
 
 def test_positive_without_box_is_placed_by_itself(anatomies):
     """No box given: the generator places one where the finding belongs (effusion: a lung base)."""
     gen = make()
-    plain = gen.generate([condition(anatomies[1], seed=9)])[0]
-    effusion = gen.generate([condition(anatomies[1], seed=9, findings=("Pleural Effusion",))])[0]
+    plain = gen.generate([condition(anatomies[1], seed=9)]).images[0]
+    effusion = gen.generate([condition(anatomies[1], seed=9, findings=("Pleural Effusion",))]).images[0]
     changed = np.abs(effusion - plain) > 0.02
     g = phantoms.Geometry.of(anatomies[1])
     rows = np.flatnonzero(changed.any(axis=1))

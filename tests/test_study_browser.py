@@ -22,11 +22,6 @@ CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]  # fmt: skip
-QUESTIONS = [
-    "How realistic is the anatomy",
-    "How realistic is the stated pathology",
-    "Overall diagnostic image quality?",
-]
 
 pytestmark = [
     pytest.mark.browser,

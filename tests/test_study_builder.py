@@ -205,7 +205,8 @@ def test_errors_name_the_problem(tmp_path):
     with pytest.raises(UserFacingError, match="already exists and is not empty"):
         create_study([run], tmp_path / "busy", settings)
     no_real = tmp_path / "noreal"
-    append_line(GeneratorDir(no_real, "xreal").manifest, ManifestEntry("xreal", "c", 0, 1, "ok", file="images/c_0.png"))
+    entry = ManifestEntry(generator="xreal", case_id="c", sample_index=0, seed=1, status="ok", file="images/c_0.png")
+    append_line(GeneratorDir(no_real, "xreal").manifest, entry)
     with pytest.raises(UserFacingError, match="no 'real' folder"):
         create_study([no_real], tmp_path / "s4", settings)
     with pytest.raises(UserFacingError, match="generator 'xreal' is in two run directories"):

@@ -59,9 +59,9 @@ def test_submit_is_atomic_idempotent_and_timed(fresh):
         assert s.next_position(1) == 1
         s.record_view(1, item, "sess-a")
         time.sleep(0.05)
-        first = s.submit(1, item, RATING, "  looks odd ", "sess-a")
+        first = s.submit(1, item, RATING, comment="  looks odd ", session="sess-a")
         assert first.status == "recorded" and first.seconds >= 0.05
-        again = s.submit(1, item, {**RATING, "image_quality": 1}, "", "sess-b")  # double click / second tab
+        again = s.submit(1, item, {**RATING, "image_quality": 1}, comment="", session="sess-b")  # double click / second tab
         assert again.status == "duplicate"
         rows = s.conn.execute("SELECT criterion, score FROM responses WHERE reader_id = 1 ORDER BY criterion").fetchall()
         assert [tuple(r) for r in rows] == sorted(RATING.items())
@@ -98,8 +98,8 @@ def test_submit_rejects_incomplete_unknown_or_out_of_range_scores(fresh):
 def test_revise_replaces_scores_and_audits_old_values(fresh):
     with Storage(fresh.study_dir / "study.sqlite") as s:
         item = items_of(s, 2)[0]
-        s.submit(2, item, RATING, "first")
-        result = s.submit(2, item, {**RATING, "image_quality": 2}, "second", revise=True)
+        s.submit(2, item, RATING, comment="first")
+        result = s.submit(2, item, {**RATING, "image_quality": 2}, comment="second", revise=True)
         assert result.status == "revised"
         assert s.conn.execute("SELECT score FROM responses WHERE criterion = 'image_quality'").fetchone()[0] == 2
         assert s.conn.execute("SELECT revisions FROM submissions").fetchone()[0] == 1

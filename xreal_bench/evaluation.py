@@ -62,10 +62,10 @@ def pass_real(session: "Session", suite: Suite, scan, progress: bool) -> SourceO
     fingerprint = real_fingerprint(scan.fingerprint, prep, suite)
     return evaluate_real(
         real_items(scan.cases),
-        suite,
-        prep,
-        cache_root(session) / "real" / fingerprint[:16],
-        session.info,
+        suite=suite,
+        prep=prep,
+        cache_dir=cache_root(session) / "real" / fingerprint[:16],
+        info=session.info,
         batch_size=m.batch_size,
         workers=m.num_workers,
         progress=progress,
@@ -156,10 +156,10 @@ def evaluate(session: "Session", names: Sequence[str] | None = None, progress: b
         items = [ImageItem(e.case_id, e.sample_index, gdir.root / e.file) for e in entries if e.case_id in cases]
         gen = evaluate_generated(
             items,
-            suite,
-            preprocessing(session),
-            real_cache_dir(session, suite),
-            info,
+            suite=suite,
+            prep=preprocessing(session),
+            real_dir=real_cache_dir(session, suite),
+            info=info,
             name=gdir.generator,
             batch_size=cfg.metrics.batch_size,
             workers=cfg.metrics.num_workers,

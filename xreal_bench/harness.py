@@ -2,9 +2,10 @@
 
 For each ``(case, sample_index)`` the harness builds a :class:`Condition` whose seed is
 :func:`xreal_bench.rundir.seed_for` (run seed, generator, case, sample), calls the generator
-on batches, normalises each output through :func:`to_run_image`, writes the PNG atomically
-and appends one manifest line. Images are therefore identical whatever the batch size,
-ordering, resume point or number of ranks.
+on batches, checks its :class:`~xreal_bench.generators.GeneratorOutput` (type, one image per
+condition), normalises each image through :func:`to_run_image`, writes the PNG atomically
+and appends one manifest line with the image's notes. Images are therefore identical whatever
+the batch size, ordering, resume point or number of ranks.
 
 Resume rule: an item is done when its latest manifest line says ``ok`` and its PNG decodes;
 everything else (no line, failed, missing or corrupt file) is generated again.
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from xreal_bench.generators.base import Generator, GeneratorContext
+from xreal_bench.generators.base import Generator, GeneratorContext, GeneratorOutput
 from xreal_bench.generators.registry import generator_class
 from xreal_bench import distributed
 from xreal_bench.distributed import DistInfo
@@ -96,12 +97,12 @@ class GenerationSummary:
     def merge(self, other: "GenerationSummary") -> "GenerationSummary":
         return GenerationSummary(
             self.generator,
-            self.planned + other.planned,
-            self.skipped + other.skipped,
-            self.generated + other.generated,
-            self.failed + other.failed,
-            self.errors + other.errors,
-            max(self.seconds, other.seconds),
+            planned=self.planned + other.planned,
+            skipped=self.skipped + other.skipped,
+            generated=self.generated + other.generated,
+            failed=self.failed + other.failed,
+            errors=self.errors + other.errors,
+            seconds=max(self.seconds, other.seconds),
         )
 
     def describe(self) -> str:
@@ -151,10 +152,10 @@ def run_generator(
     cfg: "BenchConfig",
     name: str,
     gcfg: "GeneratorConfig",
+    *,
     cases: Sequence[Case],
     prepared: "PreparedCases",
     info: DistInfo = DistInfo(),
-    *,
     device: str = "cpu",
     weights: "WeightsManager | None" = None,
     overwrite: bool = False,
@@ -222,7 +223,7 @@ def run_generator(
         writer = Writer(record, max_pending=4 * batch_size)
         try:
             for batch in batched(todo, batch_size):
-                generate_batch(cfg, generator, prepared, batch, info, gdir, writer)
+                generate_batch(generator, batch, cfg=cfg, prepared=prepared, info=info, gdir=gdir, writer=writer)
         finally:
             writer.close()
             bar.close()
@@ -239,7 +240,7 @@ class Writer:
     batch. Manifest lines are appended by the calling thread (``record``), each only after its
     image is on disk; ``close`` waits for every pending write, also on Ctrl-C."""
 
-    def __init__(self, record: Callable[[ManifestEntry], None], threads: int = 2, max_pending: int = 64):
+    def __init__(self, record: Callable[[ManifestEntry], None], *, threads: int = 2, max_pending: int = 64):
         self.record, self.max_pending = record, max_pending
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="xreal-bench-writer")
         self.pending: deque[Future] = deque()
@@ -247,8 +248,8 @@ class Writer:
     def add(self, entry: ManifestEntry) -> None:
         self.record(entry)
 
-    def submit(self, fn: Callable[..., ManifestEntry], *args) -> None:
-        self.pending.append(self.pool.submit(fn, *args))
+    def submit(self, fn: Callable[..., ManifestEntry], *args, **kwargs) -> None:
+        self.pending.append(self.pool.submit(fn, *args, **kwargs))
         self.drain(block=len(self.pending) > self.max_pending)
 
     def drain(self, block: bool = False) -> None:
@@ -264,7 +265,7 @@ class Writer:
             self.pool.shutdown(wait=True)
 
 
-def generate_batch(cfg, generator: Generator, prepared, batch, info: DistInfo, gdir: GeneratorDir, writer: Writer) -> None:
+def generate_batch(generator: Generator, batch, *, cfg, prepared, info: DistInfo, gdir: GeneratorDir, writer: Writer) -> None:
     """Build the batch's conditions (from what ``generator`` reads only), generate them and hand every result to ``writer``."""
     conditions = []
     for case, k in batch:
@@ -272,44 +273,49 @@ def generate_batch(cfg, generator: Generator, prepared, batch, info: DistInfo, g
         try:
             conditions.append(prepared.build(case, k, seed, reads=generator.inputs))
         except Exception as exc:  # noqa: BLE001 - a bad case must not stop the run
-            writer.add(failure(generator.name, case.case_id, k, seed, info, exc))
+            writer.add(failure(exc, name=generator.name, info=info, case_id=case.case_id, sample_index=k, seed=seed))
     if conditions:
-        run_conditions(cfg, generator, conditions, info, gdir, writer)
+        run_conditions(generator, conditions, cfg=cfg, info=info, gdir=gdir, writer=writer)
 
 
-def run_conditions(cfg, generator: Generator, conditions, info: DistInfo, gdir: GeneratorDir, writer: Writer) -> None:
-    """Call the generator; if the batch raises, retry sample by sample to isolate the failures."""
+def run_conditions(generator: Generator, conditions, *, cfg, info: DistInfo, gdir: GeneratorDir, writer: Writer) -> None:
+    """Call the generator and check its output; if that fails, retry sample by sample to isolate the failures."""
     started = time.perf_counter()
     try:
-        outputs = list(generator.generate(conditions))
-        if len(outputs) != len(conditions):
-            raise OutputError(f"generator returned {len(outputs)} images for {len(conditions)} conditions")
+        output = GeneratorOutput.from_result(generator.generate(conditions))
+        if len(output.images) != len(conditions):
+            raise OutputError(f"generator returned {len(output.images)} images for {len(conditions)} conditions")
     except Exception as exc:  # noqa: BLE001 - recorded in the manifest, the run goes on
         if len(conditions) > 1:
             for c in conditions:
-                run_conditions(cfg, generator, [c], info, gdir, writer)
+                run_conditions(generator, [c], cfg=cfg, info=info, gdir=gdir, writer=writer)
             return
         c = conditions[0]
-        writer.add(failure(generator.name, c.case_id, c.sample_index, c.seed, info, exc, c))
+        writer.add(
+            failure(exc, name=generator.name, info=info, case_id=c.case_id, sample_index=c.sample_index, seed=c.seed, condition=c)
+        )
         return
     per_image = (time.perf_counter() - started) / len(conditions)
-    notes = getattr(generator, "last_notes", None) or [()] * len(conditions)
-    for c, out, n in zip(conditions, outputs, notes):
-        writer.submit(write_output, cfg, generator.name, c, out, per_image, info, gdir, tuple(n))
+    notes = output.notes or [()] * len(conditions)
+    for c, image, n in zip(conditions, output.images, notes):
+        writer.submit(write_output, c, image, cfg=cfg, name=generator.name, info=info, gdir=gdir, seconds=per_image, notes=n)
 
 
 def write_output(
-    cfg, name: str, condition, output, seconds: float, info: DistInfo, gdir: GeneratorDir, notes: tuple[str, ...] = ()
+    condition, image, *, cfg, name: str, info: DistInfo, gdir: GeneratorDir, seconds: float, notes: tuple[str, ...] = ()
 ) -> ManifestEntry:
-    """Normalise and write one output atomically; an invalid output becomes a failed entry.
+    """Normalise and write one image atomically; an invalid image becomes a failed entry.
 
     ``notes`` are the generator's own remarks on this sample (e.g. a clipped box, a prompt
     truncated, no pathology to draw); they are stored with the condition summary.
     """
     try:
-        pixels = to_run_image(output, cfg.run.resolution, cfg.run.bit_depth, cfg.dataset.square)
+        pixels = to_run_image(image, cfg.run.resolution, cfg.run.bit_depth, cfg.dataset.square)
     except OutputError as exc:
-        return failure(name, condition.case_id, condition.sample_index, condition.seed, info, exc, condition)
+        return failure(
+            exc, name=name, info=info, case_id=condition.case_id, sample_index=condition.sample_index, seed=condition.seed,
+            condition=condition,
+        )
     path = gdir.image_path(condition.case_id, condition.sample_index)
     save_png(path, pixels)
     summary = condition_summary(condition)
@@ -328,7 +334,10 @@ def write_output(
     )
 
 
-def failure(name, case_id, sample_index, seed, info: DistInfo, exc: BaseException, condition=None) -> ManifestEntry:
+def failure(
+    exc: BaseException, *, name: str, info: DistInfo, case_id: str, sample_index: int, seed: int, condition=None
+) -> ManifestEntry:
+    """The failed manifest entry of one sample: the error's type and first line (``condition`` when it was built)."""
     message = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:300]
     return ManifestEntry(
         generator=name,

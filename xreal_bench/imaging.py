@@ -18,11 +18,12 @@ run image; it is what the metrics see for both sides.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from xreal_bench.atomic import write_atomic
 
 SQUARE_MODES = ("crop", "pad")
 
@@ -144,19 +145,3 @@ def save_png(path: str | os.PathLike, pixels: np.ndarray) -> None:
         raise ValueError(f"save_png expects a 2-D uint8/uint16 array, got {pixels.dtype} {pixels.shape}")
     img = Image.fromarray(pixels)  # uint8 -> "L", uint16 -> "I;16"
     write_atomic(path, lambda f: img.save(f, format="PNG"))
-
-
-def write_atomic(path: str | os.PathLike, write) -> None:
-    """Call ``write(fileobj)`` on a temp file in the target folder, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -51,7 +51,7 @@ def match_case(stem: str, known: set[str]) -> tuple[str, int] | None:
 
 
 def import_folder(
-    source: Path, out: Path, name: str, cases: Sequence[Case], *, resolution: int, bits: int, square: str, progress: bool = True
+    source: Path, *, out: Path, name: str, cases: Sequence[Case], resolution: int, bits: int, square: str, progress: bool = True
 ) -> ImportReport:
     """Copy every matching image of ``source`` (recursively) into ``out/<name>``."""
     if not source.is_dir():

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from xreal_bench import distributed
@@ -64,7 +63,9 @@ def select_generators(cfg: BenchConfig, names: Sequence[str] | None) -> dict:
     return {n: cfg.generators[n] for n in names}
 
 
-def generate(session: Session, names: Sequence[str] | None = None, overwrite: bool = False, progress: bool = True) -> list[GenerationSummary]:
+def generate(
+    session: Session, names: Sequence[str] | None = None, *, overwrite: bool = False, progress: bool = True
+) -> list[GenerationSummary]:
     """Prepare the case facts (writing ``cases.jsonl``), then run (or resume) every selected
     generator; print a summary per generator on rank 0."""
     chosen = select_generators(session.cfg, names)
@@ -75,9 +76,9 @@ def generate(session: Session, names: Sequence[str] | None = None, overwrite: bo
             session.cfg,
             name,
             gcfg,
-            session.scan.cases,
-            prepared,
-            session.info,
+            cases=session.scan.cases,
+            prepared=prepared,
+            info=session.info,
             device=session.device,
             weights=session.weights,
             overwrite=overwrite,
@@ -131,8 +132,3 @@ def rank_cases(cases: Sequence[Case], samples_per_condition: int, info: DistInfo
     items = distributed.shard(plan_items(cases, samples_per_condition), info)
     return list({case.case_id: case for case, _ in items}.values())
 
-
-def resolve_out(cfg: BenchConfig, out: str | None) -> BenchConfig:
-    if out:
-        cfg.run.out = str(Path(out))
-    return cfg

@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from xreal_bench.imaging import write_atomic
+from xreal_bench.atomic import write_atomic
 
 COLUMNS = ["generator", "metric", "subset", "value", "ci_low", "ci_high", "n", "evaluator", "note"]
 PACKAGES = (

@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from xreal_bench.atomic import write_atomic
+
 
 def seed_for(run_seed: int, generator: str, case_id: str, sample_index: int) -> int:
     """Per-image seed: a pure function of the run seed and the image identity (63-bit)."""
@@ -36,7 +38,7 @@ def image_name(case_id: str, sample_index: int) -> str:
     return f"{case_id}_{sample_index}.png"
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class ManifestEntry:
     generator: str
     case_id: str
@@ -87,13 +89,7 @@ class GeneratorDir:
     def consolidate(self) -> int:
         """Merge rank parts into ``manifest.jsonl`` (deduplicated, sorted) atomically; return lines."""
         entries = sorted(self.entries().values(), key=lambda e: e.key)
-        tmp = self.manifest.with_name(f".manifest.{os.getpid()}.tmp")
-        with open(tmp, "w") as f:
-            for entry in entries:
-                f.write(json.dumps(asdict(entry), sort_keys=True) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.manifest)
+        write_atomic(self.manifest, lambda f: f.write("".join(manifest_line(e) for e in entries).encode()))
         for part in self.root.glob("manifest.rank*.jsonl"):
             part.unlink(missing_ok=True)
         return len(entries)
@@ -111,13 +107,17 @@ def read_manifest(path: Path) -> Iterator[ManifestEntry]:
                 continue
 
 
+def manifest_line(entry: ManifestEntry) -> str:
+    return json.dumps(asdict(entry), sort_keys=True) + "\n"
+
+
 def append_line(path: Path, entry: ManifestEntry) -> None:
     """Append one manifest line with a single ``write`` on an O_APPEND descriptor.
 
     No fsync: a line lost in a power failure only means its image is generated again (resume
     trusts a line only together with a decodable image, which was fsynced before its rename).
     """
-    data = (json.dumps(asdict(entry), sort_keys=True) + "\n").encode()
+    data = manifest_line(entry).encode()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:

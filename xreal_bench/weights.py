@@ -16,12 +16,12 @@ import importlib.resources
 import json
 import os
 import shutil
-import tempfile
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from xreal_bench.atomic import write_atomic
 from xreal_bench.errors import UserFacingError
 
 ENV_VAR = "XREAL_BENCH_WEIGHTS"
@@ -227,15 +227,10 @@ class WeightsManager:
         name = art.name
         target = self.path(art)
         if art.url:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".part")
-            os.close(fd)
             try:
-                with urllib.request.urlopen(art.url, timeout=30) as response, open(tmp, "wb") as out:
-                    shutil.copyfileobj(response, out)
-                os.replace(tmp, target)
+                with urllib.request.urlopen(art.url, timeout=30) as response:
+                    write_atomic(target, lambda out: shutil.copyfileobj(response, out))
             except OSError as exc:
-                Path(tmp).unlink(missing_ok=True)
                 raise ConnectionError(
                     f"could not download {name!r} from {art.url}: {exc}\n"
                     f"  download it on a machine with internet access and place it at {target}"
@@ -268,7 +263,7 @@ def cached_sha256(path: Path) -> str:
         pass
     digest = sha256_file(path)
     try:
-        sidecar.write_text(json.dumps({"key": key, "sha256": digest}))
+        write_atomic(sidecar, lambda f: f.write(json.dumps({"key": key, "sha256": digest}).encode()))
     except OSError:
         pass  # read-only weights folder: hash again next time
     return digest

@@ -1,5 +1,5 @@
 """Turning :class:`~xreal_bench.types.Condition` fields into model inputs, recording every
-adjustment as a per-sample note (logged, and kept in the adapter's ``last_notes``).
+adjustment as a per-sample note (logged, and returned in the adapter's ``GeneratorOutput.notes``).
 
 - Anatomy label maps (0..4) of the wrong size go through :func:`xreal_bench.imaging.resize_label_map`
   (centre crop + nearest neighbour — the project's one rule); values outside 0..4 are an error.

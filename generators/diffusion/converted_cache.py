@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save
 from torch import nn
 
+from xreal_bench.atomic import write_atomic
 from xreal_bench.generators.diffusion.checkpoint_io import read_checkpoint, state_dict_of
 from xreal_bench.generators.diffusion.conversion import (
     CONVERTER_VERSION,
@@ -148,15 +147,7 @@ class ConvertedCheckpoint:
         if not self._cache_writable:
             return
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    write(f)
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            write_atomic(path, write)
         except OSError as exc:
             self._cache_writable = False
             self.log.warning("cannot cache converted weights in %s (%s): converting again on every start", path.parent, exc)

@@ -1,4 +1,4 @@
-"""What every diffusion adapter does the same way: logger, weights, device, outputs."""
+"""What every diffusion adapter does the same way: logger, weights, device, output."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from typing import Sequence
 
 import torch
 
-from xreal_bench.generators.base import GeneratorContext
+from xreal_bench.generators.base import GeneratorContext, GeneratorOutput
+from xreal_bench.generators.diffusion.conditions import Notes
 from xreal_bench.generators.diffusion.images import to_gray
 from xreal_bench.generators.diffusion.precision import denoiser_dtype
 from xreal_bench.weights import Artifact, WeightsManager
@@ -30,7 +31,7 @@ def device_and_dtype(context: GeneratorContext, log: logging.Logger) -> tuple[to
     return device, denoiser_dtype(context.precision, device, log)
 
 
-def to_outputs(images: torch.Tensor) -> list[torch.Tensor]:
-    """``(B, C, H, W)`` images in [0, 1] -> one ``1 x H x W`` grayscale CPU tensor per sample."""
+def to_output(images: torch.Tensor, notes: Notes) -> GeneratorOutput:
+    """``(B, C, H, W)`` images in [0, 1] -> one ``1 x H x W`` grayscale CPU tensor per sample, with the batch's notes."""
     gray = to_gray(images.float()).clamp(0.0, 1.0).cpu()
-    return list(gray.unbind(0))
+    return GeneratorOutput(gray.unbind(0), notes.as_tuples())

@@ -53,6 +53,7 @@ def ddim_sample(
     scheduler: DDIMScheduler,
     noise: SampleNoise,
     latent_shape: tuple[int, int, int],
+    *,
     steps: int,
     eta: float,
     blend: Blend | None = None,

@@ -207,7 +207,7 @@ class SR3UNet(nn.Module):
 
 @torch.no_grad()
 def super_resolve(
-    model: SR3UNet, images: torch.Tensor, scheduler: "DDIMScheduler", noise: SampleNoise, size: int, steps: int, eta: float
+    model: SR3UNet, images: torch.Tensor, scheduler: "DDIMScheduler", noise: SampleNoise, *, size: int, steps: int, eta: float
 ) -> torch.Tensor:
     """``(B, 1, h, w)`` images in [0, 1] -> ``(B, 1, size, size)`` in [0, 1] (``CheffSRModel.sample``, DDIM)."""
     param = next(model.parameters())

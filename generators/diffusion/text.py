@@ -71,7 +71,9 @@ class BertPromptEncoder:
     prompt is encoded on its own, so its context is bit-identical whatever else is in the batch.
     """
 
-    def __init__(self, tokenizer, encoder, max_length: int, device: torch.device, log: logging.Logger, model: str, cache_size: int = 512):
+    def __init__(
+        self, tokenizer, encoder, *, max_length: int, device: torch.device, log: logging.Logger, model: str, cache_size: int = 512
+    ):
         positions = encoder.config.max_position_embeddings
         if max_length > positions:
             raise UserFacingError(f"{model}: max_tokens={max_length} exceeds the text encoder's {positions} positions")

@@ -115,9 +115,9 @@ def run_import(args: argparse.Namespace) -> int:
     try:
         report = import_folder(
             Path(args.source),
-            Path(cfg.run.out),
-            args.generator,
-            scan.cases,
+            out=Path(cfg.run.out),
+            name=args.generator,
+            cases=scan.cases,
             resolution=cfg.run.resolution,
             bits=cfg.run.bit_depth,
             square=cfg.dataset.square,

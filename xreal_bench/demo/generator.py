@@ -22,7 +22,7 @@ from typing import Literal
 
 import numpy as np
 
-from xreal_bench.generators.base import Generator, GeneratorContext
+from xreal_bench.generators.base import Generator, GeneratorContext, GeneratorOutput
 from xreal_bench.demo.phantoms import DRAWN_FINDINGS, STYLES, render_from_anatomy
 from xreal_bench.errors import UserFacingError
 from xreal_bench.types import Condition
@@ -58,8 +58,8 @@ class PhantomGenerator(Generator):
             )
         self.style = STYLES[options.style]
 
-    def generate(self, conditions: Sequence[Condition]) -> list[np.ndarray]:
-        return [self.render(c) for c in conditions]
+    def generate(self, conditions: Sequence[Condition]) -> GeneratorOutput:
+        return GeneratorOutput([self.render(c) for c in conditions])
 
     def render(self, condition: Condition) -> np.ndarray:
         """One image at the anatomy map's resolution, seeded by ``condition.seed`` alone."""

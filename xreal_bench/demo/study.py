@@ -32,6 +32,7 @@ def sample_image(rng: np.random.Generator, size: int) -> np.ndarray:
 
 def write_sample_run(
     out: str | Path,
+    *,
     generators: tuple[str, ...] = ("xreal", "cheff"),
     n_cases: int = 12,
     real_size: int = 128,
@@ -60,7 +61,7 @@ def write_sample_run(
                 "notes": [],
             }
             entry = ManifestEntry(
-                source, case_id, 0, seed_for(seed, source, case_id, 0), "ok",
+                generator=source, case_id=case_id, sample_index=0, seed=seed_for(seed, source, case_id, 0), status="ok",
                 file=f"images/{image_name(case_id, 0)}", condition=condition,
             )  # fmt: skip
             append_line(gdir.manifest, entry)
