@@ -118,8 +118,8 @@ def random_weights(full: bool, device: torch.device, dtype: torch.dtype, folder:
     sd_dir = folder / "sd"
     sd_dir.mkdir(exist_ok=True)
 
-    def fake_require(context, names):
-        return {n: vocab_dir if n == "bert-tokenizer" else folder for n in names}
+    def fake_require(context, artifacts):
+        return {a.name: vocab_dir if a.name == "bert-tokenizer" else folder for a in artifacts}
 
     def fake_ldm(sources, original, *, device, dtype, log, ema=False, controlnet=False):
         return random_ldm(original, device, dtype, controlnet)

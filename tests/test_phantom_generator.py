@@ -50,7 +50,7 @@ def make(options: PhantomOptions | None = None, kind: str = "synthetic") -> Phan
 def test_registered_and_declares_its_inputs():
     assert generator_class("phantom") is PhantomGenerator
     assert PhantomGenerator.inputs == frozenset({"anatomy", "pathology", "labels"})
-    assert PhantomGenerator.weights == ()
+    assert PhantomGenerator.artifacts == ()
 
 
 @pytest.mark.parametrize("size", [96, 128, 200])
