@@ -33,6 +33,10 @@ from pathlib import Path
 
 import torch
 
+from xreal_bench.config import config_from_dict
+from xreal_bench.demo.command import demo_tables
+from xreal_bench.evaluation import real_items
+from xreal_bench.imaging import load_standard
 from xreal_bench.metrics.engine import (
     ImageItem,
     Preprocessing,
@@ -44,10 +48,6 @@ from xreal_bench.metrics.engine import (
 )
 from xreal_bench.metrics.evaluators.testing import write_random_release_files
 from xreal_bench.metrics.suite import build_suite
-from xreal_bench.demo.command import demo_tables
-from xreal_bench.config import config_from_dict
-from xreal_bench.evaluation import real_items
-from xreal_bench.imaging import load_standard
 from xreal_bench.pipeline import generate, open_session
 from xreal_bench.rundir import GeneratorDir
 from xreal_bench.weights import WeightsManager
@@ -56,7 +56,12 @@ from xreal_bench.weights import WeightsManager
 def prepare(tmp: Path, suite: str, samples: int, device: str, cases: int = 0, eval_batch: int = 32, subjects: int = 120):
     tables = demo_tables(str(tmp / "run"))
     tables["dataset"]["synthetic"] = {"n_subjects": subjects}
-    tables["generators"] = {"g1": {"type": "noise"}, "g2": {"type": "shuffled"}, "g3": {"type": "phantom"}, "g4": {"type": "real"}}
+    tables["generators"] = {
+        "g1": {"type": "noise"},
+        "g2": {"type": "shuffled"},
+        "g3": {"type": "phantom"},
+        "g4": {"type": "real"},
+    }
     tables["run"]["samples_per_condition"] = samples
     tables["run"]["num_cases"] = cases
     tables["run"]["device"] = device
@@ -90,7 +95,14 @@ def measure(tmp: Path, suite_name: str, samples: int, device: str, cases: int, e
     prep = Preprocessing(cfg.run.resolution, cfg.run.bit_depth, cfg.dataset.square)
     m = cfg.metrics
     real_dir = tmp / "cache" / real_fingerprint(session.scan.fingerprint, prep, suite)[:16]
-    options = dict(suite=suite, prep=prep, info=session.info, batch_size=m.batch_size, workers=m.num_workers, progress=False)
+    options = {
+        "suite": suite,
+        "prep": prep,
+        "info": session.info,
+        "batch_size": m.batch_size,
+        "workers": m.num_workers,
+        "progress": False,
+    }
     evaluate_real(real_items(session.scan.cases), cache_dir=real_dir, **options)
     items = items_of(cfg, "g1")
     decoded = torch.stack([to_float(torch.from_numpy(load_standard(i.path, 256).astype("int32"))[None], 8)[0] for i in items])
@@ -136,7 +148,12 @@ def main() -> None:
     parser.add_argument("--samples", type=int, nargs=2, default=[2, 4], help="samples per case for the two N")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--cases", type=int, default=0, help="test cases to use (0 = all 64; the standard suite on CPU wants ~8)")
-    parser.add_argument("--eval-batch", type=int, default=32, help="evaluation batch size; keep N >= 2x this so peak memory compares N, not the batch")
+    parser.add_argument(
+        "--eval-batch",
+        type=int,
+        default=32,
+        help="evaluation batch size; keep N >= 2x this so peak memory compares N, not the batch",
+    )
     parser.add_argument("--subjects", type=int, default=120, help="synthetic subjects (120 give 64 test images)")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes (10 subjects, samples 1 2, batch 4): does it run?")
     args = parser.parse_args()
@@ -146,7 +163,9 @@ def main() -> None:
         r = measure(Path(tmp), args.suite, args.samples[0], args.device, args.cases, args.eval_batch, args.subjects)
     print(f"suite {args.suite!r} on {args.device}, N = {r['n']} generated images")
     print(f"(a) evaluator forward passes alone: {r['forward']:.2f}s")
-    print(f"(b) full evaluation:                {r['full']:.2f}s   ratio (b)/(a) = {r['full'] / r['forward']:.3f} (target <= 1.15)")
+    print(
+        f"(b) full evaluation:                {r['full']:.2f}s   ratio (b)/(a) = {r['full'] / r['forward']:.3f} (target <= 1.15)"
+    )
     print(f"(c) 4 generators, cached real side: {r['cached']:.2f}s vs recomputed per generator {r['uncached']:.2f}s"
           f"   speed-up {r['uncached'] / r['cached']:.2f}x (target >= 1.6)")  # fmt: skip
     for samples in args.samples:

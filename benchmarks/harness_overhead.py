@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
-from xreal_bench.generators import Generator, GeneratorOutput, register_generator
-from xreal_bench.demo.command import demo_tables
 from xreal_bench.config import config_from_dict
+from xreal_bench.demo.command import demo_tables
+from xreal_bench.generators import Generator, GeneratorOutput, register_generator
 from xreal_bench.harness import run_generator
 from xreal_bench.pipeline import open_session, prepare_generation
 
@@ -67,7 +67,9 @@ def main() -> None:
             )  # fmt: skip
             wall = time.perf_counter() - started
             pure = summary.generated * args.cost
-            print(f"{batch:>5} {summary.generated:>6} {wall:>8.2f} {pure:>8.2f} {wall / pure:>7.3f} {100 * (wall / pure - 1):>8.1f}%")
+            print(
+                f"{batch:>5} {summary.generated:>6} {wall:>8.2f} {pure:>8.2f} {wall / pure:>7.3f} {100 * (wall / pure - 1):>8.1f}%"
+            )
 
 
 if __name__ == "__main__":

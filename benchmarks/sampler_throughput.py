@@ -23,8 +23,9 @@ import contextlib
 import logging
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from unittest import mock
 
 import numpy as np
@@ -85,23 +86,48 @@ def random_sd_pipeline(size: int, full: bool, device: torch.device, dtype: torch
     tokenizer = CLIPTokenizer.from_pretrained(str(folder))
     width = 320 if full else 32
     with torch.device(device):
-        text = CLIPTextModel(CLIPTextConfig(
-            vocab_size=49408 if full else len(vocab), hidden_size=768 if full else 32, intermediate_size=3072 if full else 64,
-            num_hidden_layers=12 if full else 2, num_attention_heads=12 if full else 4, max_position_embeddings=77,
-            bos_token_id=49406 if full else vocab["<|startoftext|>"], eos_token_id=49407 if full else vocab["<|endoftext|>"]))
+        text = CLIPTextModel(
+            CLIPTextConfig(
+                vocab_size=49408 if full else len(vocab),
+                hidden_size=768 if full else 32,
+                intermediate_size=3072 if full else 64,
+                num_hidden_layers=12 if full else 2,
+                num_attention_heads=12 if full else 4,
+                max_position_embeddings=77,
+                bos_token_id=49406 if full else vocab["<|startoftext|>"],
+                eos_token_id=49407 if full else vocab["<|endoftext|>"],
+            )
+        )
         unet = UNet2DConditionModel(
-            sample_size=size // 8, block_out_channels=(width, 2 * width, 4 * width, 4 * width), layers_per_block=2,
-            cross_attention_dim=768 if full else 32, attention_head_dim=8,
+            sample_size=size // 8,
+            block_out_channels=(width, 2 * width, 4 * width, 4 * width),
+            layers_per_block=2,
+            cross_attention_dim=768 if full else 32,
+            attention_head_dim=8,
         )
         vae = AutoencoderKL(
-            block_out_channels=(128, 256, 512, 512) if full else (32, 32, 32, 32), latent_channels=4, layers_per_block=2,
-            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, sample_size=size,
+            block_out_channels=(128, 256, 512, 512) if full else (32, 32, 32, 32),
+            latent_channels=4,
+            layers_per_block=2,
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            sample_size=size,
         )
     for module in (text, unet, vae):
         torch.nn.Module.to(module, dtype=dtype)
-    scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True, steps_offset=1)
-    return StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    scheduler = PNDMScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True, steps_offset=1
+    )
+    return StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
 
 
 # ----------------------------------------------------------------------------- adapters with random weights
@@ -151,10 +177,23 @@ def random_weights(full: bool, device: torch.device, dtype: torch.dtype, folder:
 def conditions(n: int, size: int) -> list[Condition]:
     anatomy = np.zeros((size, size), np.uint8)
     s = size // 64
-    anatomy[10 * s : 52 * s, 36 * s : 56 * s], anatomy[10 * s : 52 * s, 8 * s : 28 * s], anatomy[30 * s : 46 * s, 24 * s : 40 * s] = 1, 2, 3
+    (
+        anatomy[10 * s : 52 * s, 36 * s : 56 * s],
+        anatomy[10 * s : 52 * s, 8 * s : 28 * s],
+        anatomy[30 * s : 46 * s, 24 * s : 40 * s],
+    ) = 1, 2, 3
     return [
-        Condition(case_id=f"c{i}", sample_index=0, seed=i, labels=(0,) * 14, prompt="Cardiomegaly", report="Large right pleural effusion.",
-                  image_path=Path("unused"), anatomy=anatomy, boxes=(Box("Cardiomegaly", 0.3, 0.45, 0.7, 0.75),))
+        Condition(
+            case_id=f"c{i}",
+            sample_index=0,
+            seed=i,
+            labels=(0,) * 14,
+            prompt="Cardiomegaly",
+            report="Large right pleural effusion.",
+            image_path=Path("unused"),
+            anatomy=anatomy,
+            boxes=(Box("Cardiomegaly", 0.3, 0.45, 0.7, 0.75),),
+        )
         for i in range(n)
     ]
 
@@ -175,10 +214,14 @@ def build_adapters(args, folder: Path) -> dict[str, Any]:
     context = GeneratorContext(device=args.device, precision=args.precision, log=logging.getLogger("bench"))
     steps = args.steps
     return {
-        "xreal": XRealGenerator("xreal", XRealOptions(steps=steps, anatomy_blend_steps=steps // 2, original_config=config), context),
+        "xreal": XRealGenerator(
+            "xreal", XRealOptions(steps=steps, anatomy_blend_steps=steps // 2, original_config=config), context
+        ),
         "controlnet": ControlNetGenerator("controlnet", ControlNetOptions(steps=steps, original_config=config), context),
         "cheff": CheffGenerator("cheff", CheffOptions(steps=steps, original_config=config), context),
-        "roentgen": RoentGenGenerator("roentgen", RoentGenOptions(steps=steps, resolution=512 if args.full_size else 64), context),
+        "roentgen": RoentGenGenerator(
+            "roentgen", RoentGenOptions(steps=steps, resolution=512 if args.full_size else 64), context
+        ),
     }
 
 
@@ -232,8 +275,10 @@ def sampler_overhead(adapter, args) -> None:
         target = torch.randn(batch, *model.latent_shape, device=device)
         mask = torch.ones(batch, 1, *model.latent_shape[1:], device=device)
         mask[..., 4:10, 4:10] = 0
-        for label, guidance, blend in (("no guidance, no blend (Cheff, ControlNet)", 1.0, None),
-                                       ("guidance 7 + blend (XReal pathology)", 7.0, Blend(target, mask))):
+        for label, guidance, blend in (
+            ("no guidance, no blend (Cheff, ControlNet)", 1.0, None),
+            ("guidance 7 + blend (XReal pathology)", 7.0, Blend(target, mask)),
+        ):
             denoise = LatentDenoiser(model.unet, context, uncond_context=uncond, guidance=guidance)
             rows = 2 * batch if guidance != 1.0 else batch
             z = torch.randn(rows, *model.latent_shape, device=device, dtype=model.dtype)
@@ -251,13 +296,16 @@ def sampler_overhead(adapter, args) -> None:
                     with torch.no_grad():
                         noise = SampleNoise.from_seeds(range(batch), device)
                         ddim_sample(fn, scheduler, noise, model.latent_shape, steps=args.steps, eta=1.0, blend=blend)
+
                 return run
 
             free = FreeDenoiser(denoise)
             tb, ts = timed(bare, device, args.repeats), timed(sampled(denoise), device, args.repeats)
             tf = timed(sampled(free), device, args.repeats)
-            print(f"  {label:<42} {batch:>5} {1000 * tb / args.steps:13.2f} {1000 * ts / args.steps:16.2f} "
-                  f"{100 * (ts / tb - 1):7.1f}% {100 * tf / tb:8.2f}%")
+            print(
+                f"  {label:<42} {batch:>5} {1000 * tb / args.steps:13.2f} {1000 * ts / args.steps:16.2f} "
+                f"{100 * (ts / tb - 1):7.1f}% {100 * tf / tb:8.2f}%"
+            )
 
 
 class FreeDenoiser:
@@ -281,7 +329,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     parser.add_argument("--full-size", action="store_true", help="released network sizes instead of tiny widths")
-    parser.add_argument("--precision", default=None, choices=list(DTYPES), help="default: fp16 on cuda with --full-size, else fp32")
+    parser.add_argument(
+        "--precision", default=None, choices=list(DTYPES), help="default: fp16 on cuda with --full-size, else fp32"
+    )
     parser.add_argument("--steps", type=int, default=20, help="DDIM steps per pass, a divisor of 1000 (default: 20)")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats after a warm-up; the best is kept (default: 3)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch (default: 1)")
@@ -296,9 +346,14 @@ def main(argv: list[str] | None = None) -> None:
 
     diffusers_logging.set_verbosity_error()
     print("RANDOMLY INITIALISED networks (no weights loaded): a pure speed benchmark.")
-    print(f"device {args.device}, {'released sizes' if args.full_size else 'tiny widths'}, {args.precision}, torch threads {args.threads}")
+    print(
+        f"device {args.device}, {'released sizes' if args.full_size else 'tiny widths'}, {args.precision}, torch threads {args.threads}"
+    )
     device, dtype = torch.device(args.device), DTYPES[args.precision]
-    with tempfile.TemporaryDirectory() as tmp, random_weights(args.full_size, device, dtype, Path(tmp), 512 if args.full_size else 64):
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        random_weights(args.full_size, device, dtype, Path(tmp), 512 if args.full_size else 64),
+    ):
         adapters = build_adapters(args, Path(tmp))
         sampler_overhead(adapters["xreal"], args)
         throughput(adapters, args)

@@ -92,7 +92,10 @@ def main(argv: list[str] | None = None) -> int:
         ctx = mp.get_context("fork")
         queue = ctx.Queue()
         start = time.time() + 1.0
-        procs = [ctx.Process(target=reader_process, args=(str(db), name, k, args.double_every, start, queue)) for k, name in enumerate(readers)]
+        procs = [
+            ctx.Process(target=reader_process, args=(str(db), name, k, args.double_every, start, queue))
+            for k, name in enumerate(readers)
+        ]
         for p in procs:
             p.start()
         results = [queue.get(timeout=600) for _ in procs]
@@ -105,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
         lost, duplicated = check(db, acked)
         p50, p95, p99 = np.percentile(latencies, [50, 95, 99])
         print(f"readers: {args.readers}  items per reader: {created.items_per_reader}  wall: {wall:.1f} s")
-        print(f"submits: {len(latencies)} ({statuses.count('recorded')} recorded, {statuses.count('duplicate')} double clicks answered 'duplicate')")
+        print(
+            f"submits: {len(latencies)} ({statuses.count('recorded')} recorded, {statuses.count('duplicate')} double clicks answered 'duplicate')"
+        )
         print(f"submit latency ms: p50 {p50:.1f}  p95 {p95:.1f}  p99 {p99:.1f}  max {latencies.max():.1f}")
         print(f"throughput: {len(latencies) / wall:.0f} submits/s")
         print(f"lost rows: {lost}  duplicated rows: {duplicated}")

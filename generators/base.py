@@ -11,8 +11,9 @@ format; generators never write files themselves.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -40,10 +41,10 @@ class GeneratorContext:
     square: str = "crop"
     device: str = "cpu"
     precision: str = "fp32"
-    weights: "WeightsManager | None" = None
+    weights: WeightsManager | None = None
     log: Any = None
 
-    def torch_device(self) -> "torch.device":
+    def torch_device(self) -> torch.device:
         import torch
 
         return torch.device(self.device)
@@ -59,7 +60,7 @@ class GeneratorOutput:
     the sample's manifest line.
     """
 
-    images: Sequence["np.ndarray | torch.Tensor"]
+    images: Sequence[np.ndarray | torch.Tensor]
     notes: Sequence[tuple[str, ...]] = ()
 
     def __post_init__(self) -> None:
@@ -71,7 +72,7 @@ class GeneratorOutput:
             raise ValueError(f"GeneratorOutput has {len(self.notes)} notes for {len(self.images)} images")
 
     @classmethod
-    def from_result(cls, result: object) -> "GeneratorOutput":
+    def from_result(cls, result: object) -> GeneratorOutput:
         """``generate``'s return value as a GeneratorOutput.
 
         The one place where a plain list or tuple of images (or a batched array/tensor), as plugins
@@ -82,7 +83,7 @@ class GeneratorOutput:
         if isinstance(result, GeneratorOutput):
             return result
         if isinstance(result, (list, tuple, np.ndarray, torch.Tensor)):
-            return cls(result)
+            return cls(tuple(result))
         raise TypeError(f"generate() returned {type(result).__name__}; expected a GeneratorOutput (or a list of images)")
 
 

@@ -14,11 +14,13 @@ the harness then resizes it like any output.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal
 
 import torch
 
+from xreal_bench.errors import UserFacingError
 from xreal_bench.generators.artifacts import BERT_TOKENIZER, CHEFF_AUTOENCODER, CHEFF_SR, CHEFF_T2I
 from xreal_bench.generators.base import Generator, GeneratorContext, GeneratorOutput
 from xreal_bench.generators.diffusion import original_config as oc
@@ -34,10 +36,8 @@ from xreal_bench.generators.diffusion.runtime import (
     to_output,
 )
 from xreal_bench.generators.diffusion.sampler import ddim_sample
-from xreal_bench.errors import UserFacingError
 from xreal_bench.types import Condition
 from xreal_bench.validation import require
-
 
 
 @dataclass
@@ -111,7 +111,9 @@ class CheffGenerator(Generator):
         self.scheduler = self.model.scheduler()
         self.sr = self.sr_scheduler = None
         if options.super_resolution:
-            self.sr, self.sr_scheduler = load_super_resolution(paths[CHEFF_SR.name], options.sr_config, self.device, dtype, self.log)
+            self.sr, self.sr_scheduler = load_super_resolution(
+                paths[CHEFF_SR.name], options.sr_config, self.device, dtype, self.log
+            )
 
     @property
     def resolution(self) -> int:

@@ -17,11 +17,12 @@ backbone does in the original.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
+from xreal_bench.errors import UserFacingError
 from xreal_bench.generators.artifacts import BERT_TOKENIZER, XREAL_BACKBONE, XREAL_CONTROLNET, XREAL_LDM_AE
 from xreal_bench.generators.base import Generator, GeneratorContext, GeneratorOutput
 from xreal_bench.generators.diffusion import original_config as oc
@@ -36,7 +37,6 @@ from xreal_bench.generators.diffusion.runtime import (
     to_output,
 )
 from xreal_bench.generators.diffusion.sampler import ddim_sample
-from xreal_bench.errors import UserFacingError
 from xreal_bench.types import Condition
 from xreal_bench.validation import require
 
@@ -115,8 +115,13 @@ class ControlNetGenerator(Generator):
         ]
         uncond = self.prompts([self.options.negative_prompt]) if self.options.guidance != 1.0 else None
         denoise = LatentDenoiser(
-            self.model.unet, self.prompts(prompts), uncond_context=uncond, guidance=self.options.guidance,
-            controlnet=self.model.controlnet, hint=hint, control_scale=self.options.control_scale,
+            self.model.unet,
+            self.prompts(prompts),
+            uncond_context=uncond,
+            guidance=self.options.guidance,
+            controlnet=self.model.controlnet,
+            hint=hint,
+            control_scale=self.options.control_scale,
         )
         noise = SampleNoise.from_seeds([c.seed for c in conditions], self.device)
         z = ddim_sample(denoise, self.scheduler, noise, self.model.latent_shape, steps=self.options.steps, eta=self.options.eta)

@@ -8,15 +8,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from xreal_bench.generators.base import Generator, GeneratorContext, GeneratorOutput
 from xreal_bench.errors import UserFacingError
+from xreal_bench.generators.base import Generator, GeneratorContext, GeneratorOutput
 from xreal_bench.imaging import load_grayscale, to_square
 from xreal_bench.types import Condition
 from xreal_bench.validation import require

@@ -19,11 +19,13 @@ CLIP's 77 tokens are truncated by the pipeline's tokenizer, as in the original, 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal
 
 import torch
 
+from xreal_bench.errors import UserFacingError
 from xreal_bench.generators.artifacts import ROENTGEN
 from xreal_bench.generators.base import Generator, GeneratorContext, GeneratorOutput
 from xreal_bench.generators.diffusion.conditions import Notes, choose_prompt
@@ -33,7 +35,6 @@ from xreal_bench.generators.diffusion.runtime import (
     require_weights,
     to_output,
 )
-from xreal_bench.errors import UserFacingError
 from xreal_bench.types import Condition
 from xreal_bench.validation import require
 
@@ -74,10 +75,14 @@ class RoentGenOptions:
         require(self.steps >= 1, "steps", f"expected >= 1, got {self.steps}")
         for key in ("guidance_v1", "guidance_v2"):
             require(getattr(self, key) >= 0.0, key, f"expected >= 0 (1 = none), got {getattr(self, key)}")
-        require(self.resolution >= 64 and self.resolution % 8 == 0, "resolution", f"expected a multiple of 8 >= 64, got {self.resolution}")
+        require(
+            self.resolution >= 64 and self.resolution % 8 == 0,
+            "resolution",
+            f"expected a multiple of 8 >= 64, got {self.resolution}",
+        )
         require(0 <= self.age <= 120, "age", f"expected 0..120, got {self.age}")
         try:
-            self.prompt_format.format(**{f: "" for f in PROMPT_FIELDS})
+            self.prompt_format.format(**dict.fromkeys(PROMPT_FIELDS, ""))
         except (KeyError, IndexError, ValueError) as exc:
             require(False, "prompt_format", f"unknown or malformed field {exc} (fields: {', '.join(PROMPT_FIELDS)})")
 
@@ -96,7 +101,9 @@ class RoentGenOptions:
 
 class RoentGenGenerator(Generator):
     type_name = "roentgen"
-    description = "RoentGen v1/v2: Stable Diffusion fine-tuned on MIMIC-CXR (gated; needs the snapshot of the chosen version only)"
+    description = (
+        "RoentGen v1/v2: Stable Diffusion fine-tuned on MIMIC-CXR (gated; needs the snapshot of the chosen version only)"
+    )
     inputs = frozenset({"text", "labels"})
     artifacts = tuple(ROENTGEN.values())
     Options = RoentGenOptions
@@ -113,19 +120,28 @@ class RoentGenGenerator(Generator):
         self.device, dtype = device_and_dtype(context, self.log)
         try:
             with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)  # renamed `dtype` in new diffusers
+                warnings.filterwarnings(
+                    "ignore", message=".*torch_dtype.*", category=FutureWarning
+                )  # renamed `dtype` in new diffusers
                 pipe = StableDiffusionPipeline.from_pretrained(
                     str(folder), local_files_only=True, torch_dtype=dtype, safety_checker=None, requires_safety_checker=False
                 )
-        except (OSError, ValueError, EnvironmentError) as exc:
+        except (OSError, ValueError) as exc:
             raise UserFacingError(f"cannot load the RoentGen {options.version} pipeline from {folder}: {exc}") from None
         scheduler = options.effective_scheduler
         if scheduler == "pndm":
             pipe.scheduler = PNDMScheduler.from_config(pipe.scheduler.config)
         elif scheduler == "ddim":
             pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
-        self.log.info("%s: RoentGen %s from %s, %s scheduler, %d steps, guidance %.3g",
-                      name, options.version, folder, type(pipe.scheduler).__name__, options.steps, options.effective_guidance)
+        self.log.info(
+            "%s: RoentGen %s from %s, %s scheduler, %d steps, guidance %.3g",
+            name,
+            options.version,
+            folder,
+            type(pipe.scheduler).__name__,
+            options.steps,
+            options.effective_guidance,
+        )
         pipe.set_progress_bar_config(disable=True)
         self.pipe = pipe.to(self.device)
         self.truncation = TruncationCounter(pipe.tokenizer, pipe.tokenizer.model_max_length, self.log, name)
@@ -137,7 +153,9 @@ class RoentGenGenerator(Generator):
     def prompt_for(self, index: int, condition: Condition, notes: Notes) -> str:
         o = self.options
         impression = choose_prompt(
-            index, [("report", condition.report), ("label names", condition.prompt), ("fallback_prompt", o.fallback_prompt)], notes
+            index,
+            [("report", condition.report), ("label names", condition.prompt), ("fallback_prompt", o.fallback_prompt)],
+            notes,
         )
         return o.effective_format.format(age=o.age, race=o.race, sex=o.sex, impression=impression, labels=condition.prompt)
 

@@ -27,11 +27,13 @@ one batched call.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal
 
 import torch
 
+from xreal_bench.errors import UserFacingError
 from xreal_bench.generators.artifacts import BERT_TOKENIZER, XREAL_ANATOMY_CONTROLLER, XREAL_BACKBONE, XREAL_LDM_AE
 from xreal_bench.generators.base import Generator, GeneratorContext, GeneratorOutput
 from xreal_bench.generators.diffusion import original_config as oc
@@ -52,7 +54,6 @@ from xreal_bench.generators.diffusion.runtime import (
     to_output,
 )
 from xreal_bench.generators.diffusion.sampler import Blend, ddim_sample
-from xreal_bench.errors import UserFacingError
 from xreal_bench.types import Condition
 from xreal_bench.validation import require
 
@@ -123,7 +124,11 @@ class XRealGenerator(Generator):
         self.device, dtype = device_and_dtype(context, self.log)
         self.model = load_latent_diffusion(
             [Source(paths["xreal-ldm-ae"], "autoencoder"), Source(paths["xreal-backbone"], "ldm")],
-            self.original, device=self.device, dtype=dtype, log=self.log, ema=options.ema,
+            self.original,
+            device=self.device,
+            dtype=dtype,
+            log=self.log,
+            ema=options.ema,
         )
         self.anatomy_controller = None
         if options.mode != "edit":
@@ -161,25 +166,43 @@ class XRealGenerator(Generator):
 
     def anatomy_pass(self, anatomy: torch.Tensor, noise: SampleNoise) -> torch.Tensor:
         """Label maps ``(B, 1, S, S)`` -> anatomy-pass images ``(B, 3, S, S)`` in [0, 1]."""
+        if self.anatomy_controller is None:
+            raise RuntimeError("the anatomy pass needs the anatomy controller (not loaded in mode = 'edit')")
         controller_input = (anatomy / 4.0).expand(-1, 3, -1, -1)
         x_hat = self.anatomy_controller.decode(self.anatomy_controller.encode(controller_input)).clamp(0.0, 1.0)
         target = self.model.encode(x_hat, noise)
         context = self.prompts([self.options.anatomy_prompt] * len(anatomy))
         mask = anatomy_latent_mask(anatomy, self.model.latent_shape[-1], self.options.soft_mask)
         blend = Blend(target, mask, steps=self.options.anatomy_blend_steps)
-        z = ddim_sample(LatentDenoiser(self.model.unet, context), self.scheduler, noise, self.model.latent_shape,
-                        steps=self.options.steps, eta=self.options.eta, blend=blend)
+        z = ddim_sample(
+            LatentDenoiser(self.model.unet, context),
+            self.scheduler,
+            noise,
+            self.model.latent_shape,
+            steps=self.options.steps,
+            eta=self.options.eta,
+            blend=blend,
+        )
         return self.model.decode(z).clamp(0.0, 1.0)
 
     def pathology_pass(self, images: torch.Tensor, region: torch.Tensor, prompts: list[str], noise: SampleNoise) -> torch.Tensor:
         """Images ``(B, 3, S, S)`` in [0, 1] + regions ``(B, 1, h, w)`` -> images with the pathology generated in the region."""
         target = self.model.encode(images, noise)
         denoise = LatentDenoiser(
-            self.model.unet, self.prompts(prompts),
-            uncond_context=self.prompts([self.options.negative_prompt]), guidance=self.options.guidance,
+            self.model.unet,
+            self.prompts(prompts),
+            uncond_context=self.prompts([self.options.negative_prompt]),
+            guidance=self.options.guidance,
         )
-        z = ddim_sample(denoise, self.scheduler, noise, self.model.latent_shape, steps=self.options.steps, eta=self.options.eta,
-                        blend=Blend(target, 1.0 - region, steps=None))
+        z = ddim_sample(
+            denoise,
+            self.scheduler,
+            noise,
+            self.model.latent_shape,
+            steps=self.options.steps,
+            eta=self.options.eta,
+            blend=Blend(target, 1.0 - region, steps=None),
+        )
         return self.model.decode(z).clamp(0.0, 1.0)
 
     def pathology_inputs(self, conditions: Sequence[Condition], notes: Notes) -> tuple[list[torch.Tensor | None], list[str]]:

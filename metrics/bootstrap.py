@@ -85,7 +85,9 @@ def bootstrap_ci(
     values = np.asarray(values, dtype=np.float64).reshape(-1)
     check_args(values.size, n_resamples, confidence)
     if np.isnan(values).any():
-        raise ValueError(f"{int(np.isnan(values).sum())} of {values.size} values are NaN; drop excluded cases before bootstrapping")
+        raise ValueError(
+            f"{int(np.isnan(values).sum())} of {values.size} values are NaN; drop excluded cases before bootstrapping"
+        )
     members = group_members(values.size, groups)
     sums = np.array([values[m].sum() for m in members])
     counts = np.array([m.size for m in members], dtype=np.float64)

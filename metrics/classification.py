@@ -128,7 +128,9 @@ def fit_thresholds(
         return Thresholds({n: float(fixed) for n in names}, policy, source or f"fixed threshold {fixed}")
     if policy == "calibrated":
         if calibrated is None:
-            raise ValueError("threshold policy 'calibrated' needs the classifier's calibrated_thresholds; this classifier has none")
+            raise ValueError(
+                "threshold policy 'calibrated' needs the classifier's calibrated_thresholds; this classifier has none"
+            )
         values = {n: float(calibrated[n]) for n in names if n in calibrated}
         unfitted = {n: "the classifier has no calibrated threshold for it" for n in names if n not in calibrated}
         return Thresholds(values, policy, source or "classifier's calibrated operating points", unfitted)
@@ -249,7 +251,9 @@ def bootstrap_classification(
     names = list(label_names)
     scores, labels = check_inputs(scores, labels, names)
     n = scores.shape[0]
-    weights = np.stack([np.bincount(idx, minlength=n) for idx in resample_indices(n, n_resamples, seed, groups)]).astype(np.float64)
+    weights = np.stack([np.bincount(idx, minlength=n) for idx in resample_indices(n, n_resamples, seed, groups)]).astype(
+        np.float64
+    )
     auc_draws, f1_draws = {}, {}
     for c, name in enumerate(names):
         keep = ~np.isnan(labels[:, c])

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from xreal_bench.metrics.bootstrap import bootstrap_statistic
-from xreal_bench.metrics.context import NO_CI, ResultRow, ScoringContext, Subset, count
+from xreal_bench.metrics.context import NO_CI, Classification, ResultRow, ScoringContext, Subset, count
 from xreal_bench.metrics.fid import fid_from_stats, frechet_distance, kid
 from xreal_bench.metrics.stats import FeatureStats
 
@@ -29,12 +29,20 @@ def feature_pair(ctx: ScoringContext, metric: Metric, idx: np.ndarray) -> tuple[
 
     The reference row has no distance to itself: distributions of real vs real are left out.
     """
-    if ctx.is_reference or metric.role not in ctx.gen.features:
+    role = feature_role(metric)
+    if ctx.is_reference or role not in ctx.gen.features:
         return None
     r_idx = np.array(sorted({ctx.real_index[c] for c in ctx.groups[idx] if c in ctx.real_index}))
     if len(idx) < 2 or len(r_idx) < 2:
         return None
-    return ctx.gen.features[metric.role][idx], ctx.real.features[metric.role][r_idx]
+    return ctx.gen.features[role][idx], ctx.real.features[role][r_idx]
+
+
+def feature_role(metric: Metric) -> str:
+    """The feature space a distance metric compares (its table entry's evaluator role)."""
+    if metric.role is None:
+        raise ValueError(f"metric {metric.name!r} compares features but declares no evaluator role")
+    return metric.role
 
 
 def moments(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -49,7 +57,7 @@ def frechet_rows(ctx: ScoringContext, metric: Metric, subset: Subset) -> list[Re
     if pair is None:
         return []
     g_feat, r_feat = pair
-    role, n = metric.role, count(metric.n_unit, ctx.groups[idx])
+    role, n = feature_role(metric), count(metric.n_unit, ctx.groups[idx])
     if name == "all":
         value = fid_from_stats(ctx.real.stats[role], ctx.gen.stats[role])  # exactly merged streaming statistics
     else:
@@ -114,6 +122,7 @@ def dice_rows(ctx: ScoringContext, metric: Metric, subset: Subset) -> list[Resul
 
 def class_rows(
     ctx: ScoringContext,
+    c: Classification,
     metric: Metric,
     per_class: dict[str, float],
     skipped: dict[str, str],
@@ -125,8 +134,8 @@ def class_rows(
     """The macro row (when a class was evaluated) and one ``<prefix>/<label>`` row per evaluated class."""
     skipped_note = f"skipped: {', '.join(f'{k} ({v})' for k, v in skipped.items())}" if skipped else ""
     note = "; ".join(filter(None, [note, skipped_note]))
-    rows = [ctx.row(metric, macro, n=ctx.classification.n_cases, note=note, ci=macro_ci or NO_CI)] if per_class else []
-    n_valid, n_positive = ctx.classification.result.n_valid, ctx.classification.result.n_positive
+    rows = [ctx.row(metric, macro, n=c.n_cases, note=note, ci=macro_ci or NO_CI)] if per_class else []
+    n_valid, n_positive = c.result.n_valid, c.result.n_positive
     evaluator = ctx.suite.label(metric.name)
     for label, value in per_class.items():
         low, high = (class_ci or {}).get(label, NO_CI)
@@ -143,7 +152,7 @@ def f1_rows(ctx: ScoringContext, metric: Metric, subset: Subset) -> list[ResultR
         return []
     r, ci = c.result, c.ci
     note = f"thresholds: {r.thresholds.policy} ({r.thresholds.source})"
-    return class_rows(ctx, metric, r.f1, r.skipped_f1, r.f1_macro, ci and ci.f1_macro, ci and ci.f1, note)
+    return class_rows(ctx, c, metric, r.f1, r.skipped_f1, r.f1_macro, ci.f1_macro if ci else None, ci.f1 if ci else None, note)
 
 
 def auc_rows(ctx: ScoringContext, metric: Metric, subset: Subset) -> list[ResultRow]:
@@ -152,4 +161,4 @@ def auc_rows(ctx: ScoringContext, metric: Metric, subset: Subset) -> list[Result
     if c is None:
         return []
     r, ci = c.result, c.ci
-    return class_rows(ctx, metric, r.auc, r.skipped_auc, r.auc_macro, ci and ci.auc_macro, ci and ci.auc, "")
+    return class_rows(ctx, c, metric, r.auc, r.skipped_auc, r.auc_macro, ci.auc_macro if ci else None, ci.auc if ci else None, "")

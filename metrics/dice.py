@@ -23,7 +23,9 @@ from xreal_bench.labels import ANATOMY_CLASSES, DICE_STRUCTURES
 from xreal_bench.metrics.table import DICE
 
 #: Channel order of segmenter masks: the anatomy label-map classes, value = channel index + 1.
-MASK_CHANNELS: tuple[str, ...] = tuple(sorted((k for k in ANATOMY_CLASSES if ANATOMY_CLASSES[k]), key=lambda k: ANATOMY_CLASSES[k]))
+MASK_CHANNELS: tuple[str, ...] = tuple(
+    sorted((k for k in ANATOMY_CLASSES if ANATOMY_CLASSES[k]), key=lambda k: ANATOMY_CLASSES[k])
+)
 #: Structures scored, in report order; ``dice`` is their mean.
 STRUCTURES: tuple[str, ...] = tuple(DICE_STRUCTURES)
 
@@ -34,7 +36,9 @@ def as_mask_array(masks, name: str) -> np.ndarray:
         masks = masks.detach().cpu().numpy()
     arr = np.asarray(masks)
     if arr.ndim != 4 or arr.shape[1] != len(MASK_CHANNELS):
-        raise ValueError(f"{name} must be a [B, {len(MASK_CHANNELS)}, H, W] mask array ({', '.join(MASK_CHANNELS)}), got shape {arr.shape}")
+        raise ValueError(
+            f"{name} must be a [B, {len(MASK_CHANNELS)}, H, W] mask array ({', '.join(MASK_CHANNELS)}), got shape {arr.shape}"
+        )
     return arr.astype(bool, copy=False)
 
 

@@ -19,26 +19,28 @@ rank); feature statistics are all-reduced exactly, per-image outputs gathered to
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from xreal_bench import distributed
+from xreal_bench.atomic import write_atomic
+from xreal_bench.distributed import DistInfo
+from xreal_bench.imaging import ImageDecodeError, load_standard
 from xreal_bench.metrics.dice import dice_per_structure
 from xreal_bench.metrics.msssim import diversity_ms_ssim, paired_ms_ssim
 from xreal_bench.metrics.stats import FeatureStats, all_reduce
 from xreal_bench.metrics.suite import Suite
 from xreal_bench.metrics.table import DICE
-from xreal_bench import distributed
-from xreal_bench.atomic import write_atomic
-from xreal_bench.distributed import DistInfo
-from xreal_bench.imaging import ImageDecodeError, load_standard
 
 #: Bump when anything that changes cached evaluator outputs changes in this module.
 CODE_VERSION = "1"
@@ -83,7 +85,12 @@ class SourceOutputs:
 
 def real_fingerprint(scan_fingerprint: str, prep: Preprocessing, suite: Suite) -> str:
     blob = json.dumps(
-        {"scan": scan_fingerprint, "prep": [prep.resolution, prep.bits, prep.square], "suite": suite.describe(), "code": CODE_VERSION},
+        {
+            "scan": scan_fingerprint,
+            "prep": [prep.resolution, prep.bits, prep.square],
+            "suite": suite.describe(),
+            "code": CODE_VERSION,
+        },
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()
@@ -115,7 +122,9 @@ class GeneratedImages(RealImages):
     the DataLoader workers, overlapping the evaluators' forward passes.
     """
 
-    def __init__(self, items: Sequence[ImageItem], prep: Preprocessing, real_dir: Path, reference_masks: Callable | None, ms_ssim: bool):
+    def __init__(
+        self, items: Sequence[ImageItem], prep: Preprocessing, real_dir: Path, reference_masks: Callable | None, ms_ssim: bool
+    ):
         super().__init__(items, prep)
         self.real_dir, self.reference_masks, self.ms_ssim = real_dir, reference_masks, ms_ssim
 
@@ -185,13 +194,13 @@ def evaluate_real(
                 out = run_evaluators(suite, to_float(pixels, prep.bits))
                 for row, j in enumerate(ok):
                     item = todo[int(batch["index"][j])]
-                    arrays = {"pixels": pixels[row].numpy().astype(np.uint8 if prep.bits == 8 else np.uint16)}
+                    arrays: dict[str, Any] = {"pixels": pixels[row].numpy().astype(np.uint8 if prep.bits == 8 else np.uint16)}
                     arrays.update({f"features_{r}": f[row] for r, f in out["features"].items()})
                     if "scores" in out:
                         arrays["scores"] = out["scores"][row]
                     if "masks" in out:
                         arrays["masks"] = pack_masks(out["masks"][row])
-                    write_atomic(cache_dir / f"{item.case_id}.npz", lambda f: np.savez(f, **arrays))
+                    write_atomic(cache_dir / f"{item.case_id}.npz", functools.partial(np.savez, **arrays))
             bar.update(len(batch["error"]))
         bar.close()
     outputs = SourceOutputs(keys=[])
@@ -262,11 +271,15 @@ def evaluate_generated(
 ) -> SourceOutputs:
     """One pass over a generator's images (this rank's cases); outputs gathered to every rank."""
     mine = case_shard([i.case_id for i in items], info)
-    local = sorted((i for i in items if i.case_id in mine and (real_dir / f"{i.case_id}.npz").exists()), key=lambda i: (i.case_id, i.sample_index))
+    local = sorted(
+        (i for i in items if i.case_id in mine and (real_dir / f"{i.case_id}.npz").exists()),
+        key=lambda i: (i.case_id, i.sample_index),
+    )
     outputs = SourceOutputs(keys=[])
     features: dict[str, list] = {r: [] for r in suite.features}
     stats = {r: FeatureStats.empty(ex.dim) for r, ex in suite.features.items()}
-    scores, msssim, dice = [], [], {}
+    scores, msssim = [], []
+    dice: dict[str, list] = {}
     pending: tuple[str, list[torch.Tensor]] = ("", [])
     bar = tqdm(total=len(local), desc=f"evaluate {name}", unit="img", disable=not (progress and info.is_main), dynamic_ncols=True)
     for batch in loader(GeneratedImages(local, prep, real_dir, reference_masks, ms_ssim), batch_size, workers):
@@ -295,7 +308,9 @@ def evaluate_generated(
         bar.update(len(batch["error"]))
     bar.close()
     flush_diversity(pending, outputs.diversity)
-    outputs.features = {r: np.concatenate(v) if v else np.zeros((0, suite.features[r].dim), np.float32) for r, v in features.items()}
+    outputs.features = {
+        r: np.concatenate(v) if v else np.zeros((0, suite.features[r].dim), np.float32) for r, v in features.items()
+    }
     outputs.stats = stats
     if suite.classifier is not None:
         outputs.scores = np.concatenate(scores) if scores else np.zeros((0, len(suite.classifier.labels)), np.float32)
@@ -312,7 +327,9 @@ def flush_diversity(pending: tuple[str, list[torch.Tensor]], into: dict[str, flo
 
 def finish(local: SourceOutputs, suite: Suite, info: DistInfo, streamed: bool = False) -> SourceOutputs:
     """All-reduce feature statistics exactly and gather per-image outputs (sorted by key)."""
-    stats = local.stats if streamed else {r: FeatureStats.empty(ex.dim).update(local.features[r]) for r, ex in suite.features.items()}
+    stats = (
+        local.stats if streamed else {r: FeatureStats.empty(ex.dim).update(local.features[r]) for r, ex in suite.features.items()}
+    )
     stats = {r: all_reduce(s) for r, s in stats.items()}
     parts = distributed.gather_objects(local)
     if len(parts) == 1:

@@ -36,5 +36,7 @@ def score(
     rows: list[ResultRow] = []
     for metric in table.enabled(settings.enabled):
         for subset in ctx.subsets if metric.per_subset else ctx.subsets[:1]:
+            if metric.compute is None:
+                raise ValueError(f"metric {metric.name!r} is selectable but has no compute function")
             rows += metric.compute(ctx, metric, subset)
     return rows

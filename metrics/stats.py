@@ -97,7 +97,9 @@ class FeatureStats:
         """Write an ``.npz`` file atomically (temp file + rename)."""
         write_atomic(
             path,
-            lambda f: np.savez(f, format=np.array(STATS_FORMAT), n=np.array(self.n, dtype=np.int64), sum=self.sum, outer=self.outer),
+            lambda f: np.savez(
+                f, format=np.array(STATS_FORMAT), n=np.array(self.n, dtype=np.int64), sum=self.sum, outer=self.outer
+            ),
         )
 
     @classmethod

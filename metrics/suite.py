@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from xreal_bench.metrics import table
-from xreal_bench.metrics.evaluators.base import Classifier, FeatureExtractor, Segmenter
+from xreal_bench.metrics.evaluators.base import Classifier, Evaluator, FeatureExtractor, Segmenter
 from xreal_bench.metrics.evaluators.registry import build_evaluator
 
 if TYPE_CHECKING:
@@ -72,7 +72,7 @@ class Suite:
         return out
 
 
-def build_suite(cfg: "MetricsConfig", weights: "WeightsManager", device) -> Suite:
+def build_suite(cfg: MetricsConfig, weights: WeightsManager, device) -> Suite:
     """Build the evaluators needed by ``cfg.enabled`` (missing weights raise here, before any pass)."""
     defaults = SUITES[cfg.evaluators]
     chosen = {
@@ -83,14 +83,14 @@ def build_suite(cfg: "MetricsConfig", weights: "WeightsManager", device) -> Suit
     }
     roles = table.roles(cfg.enabled)
     suite = Suite(cfg.evaluators)
-    built: dict[tuple[str, str], object] = {}
+    built: dict[tuple[str, str], Evaluator] = {}
     for role in sorted(roles):
         key = (ROLE_KINDS[role], chosen[role])
         if key not in built:
             options = {"pspnet_left_lung": cfg.pspnet_left_lung} if key == ("segmenter", "xrv-pspnet") else {}
             built[key] = build_evaluator(*key, weights=weights, device=device, **options)
         evaluator = built[key]
-        if role in ("features", "domain_features"):
+        if isinstance(evaluator, FeatureExtractor):
             suite.features[role] = evaluator
         else:
             setattr(suite, role, evaluator)

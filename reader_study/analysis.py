@@ -32,10 +32,10 @@ from scipy import stats
 from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import cohen_kappa_score
 
+from xreal_bench.errors import UserFacingError
 from xreal_bench.reader_study.criteria import CALL_GENERATED, TURING_CALL, TURING_CONFIDENCE
 from xreal_bench.reader_study.layout import STUDY_DB, STUDY_JSON
 from xreal_bench.reader_study.storage import Storage
-from xreal_bench.errors import UserFacingError
 
 REAL = "real"
 SCORES = [1, 2, 3, 4, 5]
@@ -166,7 +166,17 @@ def per_reader(ratings: pd.DataFrame, sources: list[str], criteria: list[str], *
         half = np.nan
         if len(x) > 1:
             half = stats.t.ppf((1 + confidence) / 2, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
-        out.append({"reader": reader, "criterion": criterion, "source": source, "n": len(x), "mean": x.mean(), "ci_low": x.mean() - half, "ci_high": x.mean() + half})
+        out.append(
+            {
+                "reader": reader,
+                "criterion": criterion,
+                "source": source,
+                "n": len(x),
+                "mean": x.mean(),
+                "ci_low": x.mean() - half,
+                "ci_high": x.mean() + half,
+            }
+        )
     df = pd.DataFrame(out, columns=["reader", "criterion", "source", "n", "mean", "ci_low", "ci_high"])
     return sort_by(df, criterion=criteria, source=sources)
 
@@ -222,7 +232,20 @@ def paired_comparisons(ratings: pd.DataFrame, sources: list[str], criteria: list
         for row, p_holm in zip(block, adjusted):
             row["p_holm"] = p_holm
         out += block
-    columns = ["criterion", "a", "b", "n_cases", "mean_a", "mean_b", "mean_diff", "median_diff", "wilcoxon_W", "p", "p_holm", "note"]
+    columns = [
+        "criterion",
+        "a",
+        "b",
+        "n_cases",
+        "mean_a",
+        "mean_b",
+        "mean_diff",
+        "median_diff",
+        "wilcoxon_W",
+        "p",
+        "p_holm",
+        "note",
+    ]
     return pd.DataFrame(out, columns=columns)
 
 
@@ -266,7 +289,9 @@ def reliability(ratings: pd.DataFrame, criteria: list[str]) -> pd.DataFrame:
             continue
         data = wide.to_numpy(dtype=float).T  # readers x items, NaN = not rated
         try:
-            row["alpha_ordinal"] = float(krippendorff.alpha(reliability_data=data, level_of_measurement="ordinal", value_domain=SCORES))
+            row["alpha_ordinal"] = float(
+                krippendorff.alpha(reliability_data=data, level_of_measurement="ordinal", value_domain=SCORES)
+            )
         except ValueError as exc:  # e.g. a single distinct value overall
             row["note"] = f"alpha undefined ({exc}); "
         complete = wide.dropna()
@@ -281,7 +306,12 @@ def reliability(ratings: pd.DataFrame, criteria: list[str]) -> pd.DataFrame:
                     warnings.simplefilter("ignore", DeprecationWarning)
                     icc = pingouin.intraclass_corr(data=long, targets="item", raters="reader", ratings="score").set_index("Type")
                 a1, ak = icc.loc["ICC(A,1)"], icc.loc["ICC(A,k)"]
-                row.update(icc_a1=float(a1["ICC"]), icc_a1_ci=format_ci(a1["CI95"]), icc_ak=float(ak["ICC"]), icc_ak_ci=format_ci(ak["CI95"]))
+                row.update(
+                    icc_a1=float(a1["ICC"]),
+                    icc_a1_ci=format_ci(a1["CI95"]),
+                    icc_ak=float(ak["ICC"]),
+                    icc_ak_ci=format_ci(ak["CI95"]),
+                )
             except (ValueError, AssertionError, ZeroDivisionError) as exc:
                 row["note"] += f"ICC undefined ({exc})"
         out.append(row)
@@ -298,7 +328,12 @@ def intra_reader(tidy: pd.DataFrame, criteria: list[str]) -> pd.DataFrame:
     rating = tidy[tidy["block"] == "rating"]
     dups = rating[rating["duplicate"]][["reader", "duplicate_of", "criterion", "score"]]
     originals = rating[~rating["duplicate"]][["reader", "item", "criterion", "score"]]
-    pairs = dups.merge(originals, left_on=["reader", "duplicate_of", "criterion"], right_on=["reader", "item", "criterion"], suffixes=("_repeat", "_first"))
+    pairs = dups.merge(
+        originals,
+        left_on=["reader", "duplicate_of", "criterion"],
+        right_on=["reader", "item", "criterion"],
+        suffixes=("_repeat", "_first"),
+    )
     out = []
     for (reader, criterion), rows in pairs.groupby(["reader", "criterion"]):
         a, b = rows["score_first"].astype(int), rows["score_repeat"].astype(int)
@@ -329,7 +364,9 @@ def turing_calls(tidy: pd.DataFrame) -> pd.DataFrame:
     wide = rows.pivot_table(index=["reader", "item", "source"], columns="criterion", values="score").reset_index()
     if wide.empty:
         return pd.DataFrame(columns=["reader", "item", "source", "call", "confidence"])
-    return wide.rename(columns={TURING_CALL: "call", TURING_CONFIDENCE: "confidence"})[["reader", "item", "source", "call", "confidence"]]
+    return wide.rename(columns={TURING_CALL: "call", TURING_CONFIDENCE: "confidence"})[
+        ["reader", "item", "source", "call", "confidence"]
+    ]
 
 
 def turing_summary(calls: pd.DataFrame, confidence: float) -> pd.DataFrame:
@@ -362,7 +399,14 @@ def turing_by_source(calls: pd.DataFrame, sources: list[str], confidence: float)
         if rows.empty:
             continue
         k = int((rows["call"] == CALL_GENERATED).sum())
-        out.append({"source": source, "n": len(rows), **proportion("called_generated", k, len(rows), confidence), "mean_confidence": rows["confidence"].mean()})
+        out.append(
+            {
+                "source": source,
+                "n": len(rows),
+                **proportion("called_generated", k, len(rows), confidence),
+                "mean_confidence": rows["confidence"].mean(),
+            }
+        )
     return pd.DataFrame(out)
 
 
@@ -399,7 +443,11 @@ def write_table(df: pd.DataFrame, out: Path, name: str) -> list[Path]:
     paths = [out / f"{name}.csv", out / f"{name}.md", out / f"{name}.tex"]
     df.to_csv(paths[0], index=False)
     paths[1].write_text(markdown(df) + "\n")
-    paths[2].write_text(df.to_latex(index=False, float_format="%.3f", na_rep="--", escape=True, caption=TABLE_TITLES[name], label=f"tab:study-{name}"))
+    paths[2].write_text(
+        df.to_latex(
+            index=False, float_format="%.3f", na_rep="--", escape=True, caption=TABLE_TITLES[name], label=f"tab:study-{name}"
+        )
+    )
     return paths
 
 
@@ -448,7 +496,10 @@ def analyze_study(
         report += [f"## {TABLE_TITLES[name]}", "", markdown(df), ""]
     figures = []
     if not ratings.empty:
-        figures = [likert_figure(ratings, sources, criteria, out / "likert.png"), reader_figure(tables["per_reader"], sources, criteria, out / "readers.png")]
+        figures = [
+            likert_figure(ratings, sources, criteria, out / "likert.png"),
+            reader_figure(tables["per_reader"], sources, criteria, out / "readers.png"),
+        ]
         report += ["## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figures]
     files += figures
     (out / "report.md").write_text("\n".join(report) + "\n")

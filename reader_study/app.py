@@ -194,7 +194,7 @@ def admin_page(storage: Storage, settings: dict) -> None:
     for p in storage.progress():
         if p.role != "reader":
             continue
-        last = dt.datetime.fromtimestamp(p.last_activity, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if p.last_activity else ""
+        last = dt.datetime.fromtimestamp(p.last_activity, dt.UTC).strftime("%Y-%m-%d %H:%M UTC") if p.last_activity else ""
         rows.append(
             {
                 "reader": p.name,

@@ -34,10 +34,6 @@ from PIL import Image
 from tqdm import tqdm
 
 from xreal_bench.cases import read_cases
-from xreal_bench.reader_study import design
-from xreal_bench.reader_study.criteria import rating_criteria, turing_criteria
-from xreal_bench.reader_study.layout import IMAGES, STUDY_DB, STUDY_JSON
-from xreal_bench.reader_study.storage import Storage, StorageError
 from xreal_bench.config import StudyConfig
 from xreal_bench.errors import UserFacingError
 from xreal_bench.imaging import (
@@ -47,7 +43,11 @@ from xreal_bench.imaging import (
     save_png,
     to_square,
 )
-from xreal_bench.rundir import generator_dirs
+from xreal_bench.reader_study import design
+from xreal_bench.reader_study.criteria import rating_criteria, turing_criteria
+from xreal_bench.reader_study.layout import IMAGES, STUDY_DB, STUDY_JSON
+from xreal_bench.reader_study.storage import Storage, StorageError
+from xreal_bench.rundir import GeneratorDir, generator_dirs
 from xreal_bench.types import CaseFacts
 
 REAL = "real"
@@ -123,7 +123,7 @@ def link_for(base_url: str, token: str) -> str:
 
 def collect_sources(run_dirs: list[Path], generators: list[str]) -> dict[str, dict[str, SourceImage]]:
     """``source -> case_id -> image`` for ``real`` and the chosen generators, over all run dirs."""
-    found: dict[str, tuple[Path, object]] = {}
+    found: dict[str, tuple[Path, GeneratorDir]] = {}
     for run in dict.fromkeys(Path(r).resolve() for r in run_dirs):  # the same run named twice counts once
         if not run.is_dir():
             raise UserFacingError(f"run directory {run} not found")
@@ -328,7 +328,9 @@ def write_criteria(conn: sqlite3.Connection, settings: StudyConfig) -> None:
     }
     for block, criteria in blocks.items():
         for position, criterion in enumerate(criteria):
-            conn.execute("INSERT INTO criteria VALUES (?, ?, ?, ?)", (block, position, criterion.name, json.dumps(criterion.to_dict())))
+            conn.execute(
+                "INSERT INTO criteria VALUES (?, ?, ?, ?)", (block, position, criterion.name, json.dumps(criterion.to_dict()))
+            )
 
 
 def write_items(conn: sqlite3.Connection, chosen: Selection, settings: StudyConfig, rng: np.random.Generator) -> Design:
@@ -344,7 +346,9 @@ def write_items(conn: sqlite3.Connection, chosen: Selection, settings: StudyConf
     sources, cases = chosen.sources, chosen.cases
     rating = [[add(s, c, "rating") for s in sources] for c in cases]
     flat = [(k, j) for k in range(len(cases)) for j in range(len(sources))]
-    chosen_dups = design.choose_duplicates([j for _, j in flat], design.duplicate_count(len(flat), settings.duplicate_fraction), rng)
+    chosen_dups = design.choose_duplicates(
+        [j for _, j in flat], design.duplicate_count(len(flat), settings.duplicate_fraction), rng
+    )
     duplicates = [(rating[k][j], add(sources[j], cases[k], "rating", rating[k][j])) for k, j in (flat[i] for i in chosen_dups)]
     calibration = [add(s, c, "calibration") for s, c in chosen.calibration]
     turing = []
@@ -403,5 +407,5 @@ def add_reader(study_dir: Path, name: str, base_url: str = "http://localhost:850
     if not db.is_file():
         raise UserFacingError(f"{db} not found; is {study_dir} a study folder made by `xreal-bench study create`?")
     with Storage(db) as storage, storage.write() as conn:
-        plan = Design.from_json(storage.meta("design"))
+        plan = Design.from_json(storage.required_meta("design"))
         return add_reader_in(conn, storage, plan, name, base_url)

@@ -44,21 +44,71 @@ def register(sub) -> None:
     )
     S = argparse.SUPPRESS  # absent flags fall back to the config, whose defaults the help shows
     d = StudyConfig()
-    create.add_argument("--runs", nargs="+", required=True, type=Path, default=S, metavar="DIR", help="run directories (<out> of `xreal-bench run`)")
-    create.add_argument("--out", required=True, type=Path, default=S, metavar="STUDY_DIR", help="study folder to create (must not exist or be empty)")
-    create.add_argument("--n-cases", type=int, default=S, metavar="N", help=f"cases in the study (study.n_cases; default {d.n_cases})")
-    create.add_argument("--generators", nargs="+", default=S, metavar="NAME", help="generators to include (study.generators; default: every generator in the runs)")
-    create.add_argument("--readers", nargs="+", default=S, metavar="NAME", help=f"reader names (study.readers; default {' '.join(d.readers)})")
-    create.add_argument("--criteria", nargs="+", default=S, metavar="NAME", help=f"rating criteria, scored 1..5 (study.criteria; default {' '.join(d.criteria)})")
-    create.add_argument("--calibration", type=int, default=S, metavar="N", help=f"calibration items shown first, excluded from analysis (study.calibration_items; default {d.calibration_items})")
-    create.add_argument("--duplicates", type=float, default=S, metavar="FRACTION", help=f"fraction of rating items repeated later for intra-reader agreement (study.duplicate_fraction; default {d.duplicate_fraction})")
-    create.add_argument("--turing", action=argparse.BooleanOptionalAction, default=S, help=f"add the real-or-generated block (study.turing_test; default {d.turing_test})")
+    create.add_argument(
+        "--runs",
+        nargs="+",
+        required=True,
+        type=Path,
+        default=S,
+        metavar="DIR",
+        help="run directories (<out> of `xreal-bench run`)",
+    )
+    create.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        default=S,
+        metavar="STUDY_DIR",
+        help="study folder to create (must not exist or be empty)",
+    )
+    create.add_argument(
+        "--n-cases", type=int, default=S, metavar="N", help=f"cases in the study (study.n_cases; default {d.n_cases})"
+    )
+    create.add_argument(
+        "--generators",
+        nargs="+",
+        default=S,
+        metavar="NAME",
+        help="generators to include (study.generators; default: every generator in the runs)",
+    )
+    create.add_argument(
+        "--readers", nargs="+", default=S, metavar="NAME", help=f"reader names (study.readers; default {' '.join(d.readers)})"
+    )
+    create.add_argument(
+        "--criteria",
+        nargs="+",
+        default=S,
+        metavar="NAME",
+        help=f"rating criteria, scored 1..5 (study.criteria; default {' '.join(d.criteria)})",
+    )
+    create.add_argument(
+        "--calibration",
+        type=int,
+        default=S,
+        metavar="N",
+        help=f"calibration items shown first, excluded from analysis (study.calibration_items; default {d.calibration_items})",
+    )
+    create.add_argument(
+        "--duplicates",
+        type=float,
+        default=S,
+        metavar="FRACTION",
+        help=f"fraction of rating items repeated later for intra-reader agreement (study.duplicate_fraction; default {d.duplicate_fraction})",
+    )
+    create.add_argument(
+        "--turing",
+        action=argparse.BooleanOptionalAction,
+        default=S,
+        help=f"add the real-or-generated block (study.turing_test; default {d.turing_test})",
+    )
     create.add_argument("--seed", type=int, default=S, help=f"design seed (study.seed; default {d.seed})")
     create.add_argument("--base-url", default=DEFAULT_URL, help="address readers will open (for the printed links)")
     add_config_args(create)
     create.set_defaults(handler=run_create)
 
-    add = actions.add_parser("add-reader", help="add a reader to an existing study (prints the link once)", formatter_class=HelpFormatter)
+    add = actions.add_parser(
+        "add-reader", help="add a reader to an existing study (prints the link once)", formatter_class=HelpFormatter
+    )
     add.add_argument("study_dir", type=Path, metavar="STUDY_DIR")
     add.add_argument("name", help="reader name (unique in the study)")
     add.add_argument("--base-url", default=DEFAULT_URL, help="address readers will open")
@@ -67,7 +117,9 @@ def register(sub) -> None:
     serve = actions.add_parser("serve", help="run the rating app (Streamlit) for a study", formatter_class=HelpFormatter)
     serve.add_argument("study_dir", type=Path, metavar="STUDY_DIR")
     serve.add_argument("--port", type=int, default=8501, help="port to listen on")
-    serve.add_argument("--host", default="localhost", help="address to bind (0.0.0.0 for every interface; put TLS in front for remote readers)")
+    serve.add_argument(
+        "--host", default="localhost", help="address to bind (0.0.0.0 for every interface; put TLS in front for remote readers)"
+    )
     serve.set_defaults(handler=run_serve)
 
     status = actions.add_parser("status", help="progress per reader", formatter_class=HelpFormatter)
@@ -160,8 +212,8 @@ def serve_command(study_dir: Path, port: int, host: str) -> tuple[list[str], dic
 
 
 def check_study_dir(study_dir: Path) -> None:
-    from xreal_bench.reader_study.layout import STUDY_DB, STUDY_JSON
     from xreal_bench.errors import UserFacingError
+    from xreal_bench.reader_study.layout import STUDY_DB, STUDY_JSON
 
     for name in (STUDY_DB, STUDY_JSON):
         if not (study_dir / name).is_file():
@@ -172,7 +224,10 @@ def run_serve(args: argparse.Namespace) -> NoReturn:
     check_study_dir(args.study_dir)
     command, env = serve_command(args.study_dir, args.port, args.host)
     shown = "localhost" if args.host in ("0.0.0.0", "::") else args.host
-    print(f"serving {args.study_dir} at http://{shown}:{args.port} (Ctrl+C stops; answers are saved as they are submitted)", flush=True)
+    print(
+        f"serving {args.study_dir} at http://{shown}:{args.port} (Ctrl+C stops; answers are saved as they are submitted)",
+        flush=True,
+    )
     os.execve(command[0], command, env)  # Streamlit replaces this process: signals reach it directly
 
 

@@ -95,9 +95,7 @@ def rating_criteria(names: list[str], questions: dict[str, str], anchors: dict[s
     """The rating criteria of a study: built-in texts, overridden by the config's tables."""
     result = []
     for name in names:
-        default_question, default_anchors = DEFAULT_CRITERIA.get(
-            name, (f"Rate the {name.replace('_', ' ')}.", GENERIC_ANCHORS)
-        )
+        default_question, default_anchors = DEFAULT_CRITERIA.get(name, (f"Rate the {name.replace('_', ' ')}.", GENERIC_ANCHORS))
         result.append(likert(name, questions.get(name, default_question), tuple(anchors.get(name, default_anchors))))
     return result
 

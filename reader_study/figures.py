@@ -29,7 +29,9 @@ def likert_shares(ratings: pd.DataFrame, sources: list[str], criterion: str) -> 
 
 
 def likert_figure(ratings: pd.DataFrame, sources: list[str], criteria: list[str], path: Path) -> Path:
-    fig, axes = plt.subplots(len(criteria), 1, figsize=(8, 0.55 * len(sources) * len(criteria) + 1.2 * len(criteria)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(criteria), 1, figsize=(8, 0.55 * len(sources) * len(criteria) + 1.2 * len(criteria)), squeeze=False
+    )
     for ax, criterion in zip(axes[:, 0], criteria):
         shares = likert_shares(ratings, sources, criterion)
         left = -(shares[:, 0] + shares[:, 1] + shares[:, 2] / 2)
@@ -52,11 +54,17 @@ def likert_figure(ratings: pd.DataFrame, sources: list[str], criteria: list[str]
 
 def reader_figure(per_reader: pd.DataFrame, sources: list[str], criteria: list[str], path: Path) -> Path:
     readers = sorted(per_reader["reader"].unique())
-    fig, axes = plt.subplots(1, len(criteria), figsize=(3.2 * len(criteria) + 1, 0.5 * len(sources) + 1.8), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(criteria), figsize=(3.2 * len(criteria) + 1, 0.5 * len(sources) + 1.8), sharey=True, squeeze=False
+    )
     offsets = np.linspace(-0.25, 0.25, len(readers)) if len(readers) > 1 else [0.0]
     for ax, criterion in zip(axes[0], criteria):
         for offset, reader in zip(offsets, readers):
-            rows = per_reader[(per_reader["criterion"] == criterion) & (per_reader["reader"] == reader)].set_index("source").reindex(sources)
+            rows = (
+                per_reader[(per_reader["criterion"] == criterion) & (per_reader["reader"] == reader)]
+                .set_index("source")
+                .reindex(sources)
+            )
             y = np.arange(len(sources)) + offset
             err = np.vstack([rows["mean"] - rows["ci_low"], rows["ci_high"] - rows["mean"]]).clip(min=0)
             ax.errorbar(rows["mean"], y, xerr=np.nan_to_num(err), fmt="o", capsize=3, label=reader)

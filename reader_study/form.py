@@ -11,8 +11,8 @@ done: a press is applied whole or not at all, and never undone by a stale widget
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from xreal_bench.reader_study.criteria import Criterion
 from xreal_bench.reader_study.storage import ItemView

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from xreal_bench.atomic import write_atomic
+from xreal_bench.atomic import write_text_atomic
 from xreal_bench.metrics import table as metric_table
 
 REFERENCE = "real"
@@ -80,7 +80,11 @@ def markdown(frame: pd.DataFrame, decimals: int = 3) -> str:
         cells += [cell(rows.loc[m.name] if m.name in rows.index else None, decimals) for m in metrics]
         lines.append("| " + " | ".join(cells) + " |")
     demo = overall["evaluator"].str.startswith("demo:").any()
-    lines += ["", "Values: point estimate [95 % bootstrap CI over cases]; `real` is the real test images (reference row).", "Evaluators: " + "; ".join(evaluator_notes(frame)) + "."]
+    lines += [
+        "",
+        "Values: point estimate [95 % bootstrap CI over cases]; `real` is the real test images (reference row).",
+        "Evaluators: " + "; ".join(evaluator_notes(frame)) + ".",
+    ]
     if demo:
         lines.append(
             "**Demo evaluators** (`demo:`): small networks trained on synthetic phantoms. These numbers are NOT "
@@ -92,6 +96,6 @@ def markdown(frame: pd.DataFrame, decimals: int = 3) -> str:
 def write_leaderboard(out: Path, frame: pd.DataFrame, decimals: int = 3) -> tuple[Path, Path]:
     csv_path, md_path = out / "leaderboard.csv", out / "leaderboard.md"
     board = leaderboard(frame)
-    write_atomic(csv_path, lambda f: f.write(board.to_csv(index=False).encode()))
-    write_atomic(md_path, lambda f: f.write(markdown(frame, decimals).encode()))
+    write_text_atomic(csv_path, board.to_csv(index=False))
+    write_text_atomic(md_path, markdown(frame, decimals))
     return csv_path, md_path

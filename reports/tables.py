@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from xreal_bench.atomic import write_atomic
+from xreal_bench.atomic import write_text_atomic
 from xreal_bench.metrics import table as metric_table
 from xreal_bench.reports.leaderboard import REFERENCE, fmt, generator_order
 
@@ -20,7 +20,9 @@ def main_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Generators × main metrics (values, with CI columns), reference row first."""
     overall = frame[frame.subset == "all"]
     metrics = [m.name for m in metric_table.main_table() if m.name in set(overall.metric)]
-    table = overall[overall.metric.isin(metrics)].pivot(index="generator", columns="metric", values=["value", "ci_low", "ci_high"])
+    table = overall[overall.metric.isin(metrics)].pivot(
+        index="generator", columns="metric", values=["value", "ci_low", "ci_high"]
+    )
     table = table.reindex(generator_order(overall))
     return table.reindex(columns=metrics, level="metric")
 
@@ -111,7 +113,7 @@ def write_tables(out: Path, frame: pd.DataFrame, formats, decimals: int, demo: b
     for ext in formats:
         path = folder / f"main.{ext}"
         text = outputs[ext]()
-        write_atomic(path, lambda f, t=text: f.write(t.encode()))
+        write_text_atomic(path, text)
         written.append(path)
     for metric in [m.name for m in metric_table.pathology_tables()]:
         pt = per_pathology(frame, metric)
@@ -125,7 +127,7 @@ def write_tables(out: Path, frame: pd.DataFrame, formats, decimals: int, demo: b
                 text = simple_markdown(pt, decimals)
             else:
                 text = simple_latex(pt, decimals, f"{metric} per pathology (generated from cases positive for it).")
-            write_atomic(path, lambda f, t=text: f.write(t.encode()))
+            write_text_atomic(path, text)
             written.append(path)
     return written
 

@@ -69,7 +69,12 @@ SECTIONS = {
     "findings": ("Lungs are clear. No effusion.", ""),
     "neither": ("", ""),
 }
-REPORT_TEXT = {"both": REPORT_BOTH, "impression": REPORT_IMPRESSION_ONLY, "findings": REPORT_FINDINGS_ONLY, "neither": REPORT_NEITHER}
+REPORT_TEXT = {
+    "both": REPORT_BOTH,
+    "impression": REPORT_IMPRESSION_ONLY,
+    "findings": REPORT_FINDINGS_ONLY,
+    "neither": REPORT_NEITHER,
+}
 
 
 @dataclass(frozen=True)
@@ -184,7 +189,7 @@ class Expected:
         policy = policy or {"uncertain": 0, "blank": 0, "missing_study": 0}
         kept = self.kept_ids(split, views)
         by_view: dict[str, int] = {}
-        positives = {name: 0 for name in LABELS}
+        positives = dict.fromkeys(LABELS, 0)
         for dicom_id in kept:
             view = (self.row(dicom_id).view or "").strip().upper() or "UNKNOWN"
             by_view[view] = by_view.get(view, 0) + 1

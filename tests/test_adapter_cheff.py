@@ -16,11 +16,11 @@ from tiny_ldm import (
     write_yaml,
 )
 
+from xreal_bench.errors import UserFacingError
 from xreal_bench.generators.base import GeneratorContext
 from xreal_bench.generators.cheff import CheffGenerator, CheffOptions
 from xreal_bench.generators.diffusion.sr3 import SR3Config, SR3UNet
 from xreal_bench.generators.registry import generator_class
-from xreal_bench.errors import UserFacingError
 from xreal_bench.types import Condition
 from xreal_bench.validation import ConfigError, build
 from xreal_bench.weights import MissingWeightsError, WeightsManager
@@ -49,15 +49,30 @@ def setup(tmp_path_factory):
 
 
 def condition(seed: int, report: str = "Large right pleural effusion.", prompt: str = "Pleural Effusion") -> Condition:
-    return Condition(case_id=f"c{seed}", sample_index=0, seed=seed, labels=(0,) * 14, prompt=prompt, report=report, image_path=Path("x"))
+    return Condition(
+        case_id=f"c{seed}", sample_index=0, seed=seed, labels=(0,) * 14, prompt=prompt, report=report, image_path=Path("x")
+    )
 
 
 def test_declarations_and_defaults():
     cls = generator_class("cheff")
-    assert cls.inputs == {"text", "labels"} and tuple(a.name for a in cls.artifacts) == ("cheff-autoencoder", "cheff-diff-t2i", "bert-tokenizer", "cheff-sr-fine")
+    assert cls.inputs == {"text", "labels"} and tuple(a.name for a in cls.artifacts) == (
+        "cheff-autoencoder",
+        "cheff-diff-t2i",
+        "bert-tokenizer",
+        "cheff-sr-fine",
+    )
     d = CheffOptions()
     assert (d.steps, d.eta, d.guidance, d.prompt_source, d.super_resolution, d.sr_size, d.sr_steps, d.sr_eta) == (
-        100, 1.0, 1.0, "report", False, 1024, 100, 0.0)
+        100,
+        1.0,
+        1.0,
+        "report",
+        False,
+        1024,
+        100,
+        0.0,
+    )
     with pytest.raises(ConfigError, match="sr_steps=300"):
         build(CheffOptions, {"super_resolution": True, "sr_steps": 300}, "bench.toml")
 
@@ -69,8 +84,11 @@ def test_batch_prompts_and_fallbacks(setup):
     images = output.images
     assert [tuple(i.shape) for i in images] == [(1, 64, 64)] * 3 and generator.resolution == 64
     assert all(float(i.min()) >= 0 and float(i.max()) <= 1 for i in images)
-    assert list(output.notes) == [(), ("prompt from label names (report empty): 'Pleural Effusion'",),
-                                  ("prompt from fallback_prompt (report empty): 'No Finding'",)]
+    assert list(output.notes) == [
+        (),
+        ("prompt from label names (report empty): 'Pleural Effusion'",),
+        ("prompt from fallback_prompt (report empty): 'No Finding'",),
+    ]
     alone = generator.generate([condition(2, report="")]).images
     torch.testing.assert_close(alone[0], images[1], rtol=0, atol=1e-4)
     assert (images[0] - images[1]).abs().mean() > 1e-4  # the prompt matters
@@ -104,7 +122,9 @@ def test_super_resolution_stage(setup):
 
 def test_sr_checkpoint_of_another_architecture_is_rejected(setup):
     manager, config, _, _ = setup
-    options = CheffOptions(original_config=config, steps=10, super_resolution=True, sr_size=128, sr_steps=4)  # released SR architecture
+    options = CheffOptions(
+        original_config=config, steps=10, super_resolution=True, sr_size=128, sr_steps=4
+    )  # released SR architecture
     with pytest.raises(UserFacingError, match=r"does not match the SR architecture.*\n  not filled: .*downs\.2"):
         CheffGenerator("cheff", options, GeneratorContext(weights=manager))
 

@@ -46,8 +46,16 @@ def make(manager, config, **options):
 def condition(seed: int, prompt: str = "Edema", heart: int = 24) -> Condition:
     anatomy = np.zeros((64, 64), np.uint8)
     anatomy[10:52, 36:56], anatomy[10:52, 8:28], anatomy[30:46, heart : heart + 16] = 1, 2, 3
-    return Condition(case_id=f"c{seed}", sample_index=0, seed=seed, labels=(0,) * 14, prompt=prompt, report="",
-                     image_path=Path("unused.png"), anatomy=anatomy)
+    return Condition(
+        case_id=f"c{seed}",
+        sample_index=0,
+        seed=seed,
+        labels=(0,) * 14,
+        prompt=prompt,
+        report="",
+        image_path=Path("unused.png"),
+        anatomy=anatomy,
+    )
 
 
 def test_declarations():

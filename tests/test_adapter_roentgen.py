@@ -40,24 +40,64 @@ def tiny_pipeline(folder: Path) -> Path:
     (tok_dir / "merges.txt").write_text("#version: 0.2\n")
     (tok_dir / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 77}))
     tokenizer = CLIPTokenizer.from_pretrained(str(tok_dir))
-    text = randomize(CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(vocab), hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-        max_position_embeddings=77, bos_token_id=vocab["<|startoftext|>"], eos_token_id=vocab["<|endoftext|>"],
-    )), 1)
-    unet = randomize(UNet2DConditionModel(
-        sample_size=SIZE // 2, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32, attention_head_dim=4,
-    ), 2)
-    vae = randomize(AutoencoderKL(
-        block_out_channels=(32, 64), latent_channels=4, down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2, layers_per_block=1, sample_size=SIZE,
-    ), 3)
-    scheduler = DDIMScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False, steps_offset=1
+    text = randomize(
+        CLIPTextModel(
+            CLIPTextConfig(
+                vocab_size=len(vocab),
+                hidden_size=32,
+                intermediate_size=37,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                max_position_embeddings=77,
+                bos_token_id=vocab["<|startoftext|>"],
+                eos_token_id=vocab["<|endoftext|>"],
+            )
+        ),
+        1,
     )
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    unet = randomize(
+        UNet2DConditionModel(
+            sample_size=SIZE // 2,
+            in_channels=4,
+            out_channels=4,
+            block_out_channels=(32, 64),
+            layers_per_block=1,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            cross_attention_dim=32,
+            attention_head_dim=4,
+        ),
+        2,
+    )
+    vae = randomize(
+        AutoencoderKL(
+            block_out_channels=(32, 64),
+            latent_channels=4,
+            down_block_types=("DownEncoderBlock2D",) * 2,
+            up_block_types=("UpDecoderBlock2D",) * 2,
+            layers_per_block=1,
+            sample_size=SIZE,
+        ),
+        3,
+    )
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
     pipe.save_pretrained(str(folder))
     return folder
 
@@ -80,7 +120,9 @@ def make(manager, **options):
 
 
 def condition(seed: int, report: str = "small left pleural effusion.", prompt: str = "Pleural Effusion") -> Condition:
-    return Condition(case_id=f"c{seed}", sample_index=0, seed=seed, labels=(0,) * 14, prompt=prompt, report=report, image_path=Path("x"))
+    return Condition(
+        case_id=f"c{seed}", sample_index=0, seed=seed, labels=(0,) * 14, prompt=prompt, report=report, image_path=Path("x")
+    )
 
 
 def test_declarations_and_defaults():
@@ -106,8 +148,16 @@ def test_batch_generation_and_per_sample_generators(setup):
     alone = generator.generate([condition(3)]).images
     torch.testing.assert_close(alone[0], images[2], rtol=0, atol=1e-4)
     # the same as calling the pipeline directly with this sample's seeded generator
-    direct = generator.pipe(prompt=["small left pleural effusion."], negative_prompt=[""], num_inference_steps=4, guidance_scale=4.0,
-                            height=SIZE, width=SIZE, generator=[torch.Generator().manual_seed(3)], output_type="pt").images
+    direct = generator.pipe(
+        prompt=["small left pleural effusion."],
+        negative_prompt=[""],
+        num_inference_steps=4,
+        guidance_scale=4.0,
+        height=SIZE,
+        width=SIZE,
+        generator=[torch.Generator().manual_seed(3)],
+        output_type="pt",
+    ).images
     gray = (direct * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1)
     torch.testing.assert_close(alone[0], gray, rtol=0, atol=1e-5)
 

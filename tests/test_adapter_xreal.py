@@ -12,16 +12,16 @@ import torch
 from PIL import Image
 from tiny_ldm import TinyLDM, place, tiny_original_config, write_bert_vocab, write_yaml
 
+from xreal_bench.errors import UserFacingError
 from xreal_bench.generators.base import GeneratorContext
 from xreal_bench.generators.registry import generator_class
 from xreal_bench.generators.xreal import XRealGenerator, XRealOptions
-from xreal_bench.errors import UserFacingError
 from xreal_bench.imaging import load_grayscale, resize_label_map, to_square
 from xreal_bench.types import Box, Condition
 from xreal_bench.validation import ConfigError, build
 from xreal_bench.weights import MissingWeightsError, WeightsManager
 
-STEPS = dict(steps=10, anatomy_blend_steps=5)
+STEPS = {"steps": 10, "anatomy_blend_steps": 5}
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,9 @@ def setup(tmp_path_factory):
 
 
 def make(manager, config, **options):
-    return XRealGenerator("xreal", XRealOptions(original_config=config, **{**STEPS, **options}), GeneratorContext(weights=manager))
+    return XRealGenerator(
+        "xreal", XRealOptions(original_config=config, **{**STEPS, **options}), GeneratorContext(weights=manager)
+    )
 
 
 def anatomy_map(size: int = 64) -> np.ndarray:
@@ -61,10 +63,17 @@ HEART_BOX = Box("Cardiomegaly", 0.3, 0.45, 0.7, 0.75)
 
 
 def condition(seed: int, labels: tuple[str, ...] = ("Cardiomegaly",), boxes=(HEART_BOX,), **kw) -> Condition:
-    values = dict(
-        case_id=f"case{seed}", sample_index=0, seed=seed, labels=(0,) * 14, prompt=", ".join(labels), report="",
-        image_path=Path("unused.png"), anatomy=anatomy_map(), boxes=tuple(boxes),
-    )
+    values = {
+        "case_id": f"case{seed}",
+        "sample_index": 0,
+        "seed": seed,
+        "labels": (0,) * 14,
+        "prompt": ", ".join(labels),
+        "report": "",
+        "image_path": Path("unused.png"),
+        "anatomy": anatomy_map(),
+        "boxes": tuple(boxes),
+    }
     return Condition(**{**values, **kw})
 
 
@@ -72,7 +81,12 @@ def test_registry_and_declarations():
     cls = generator_class("xreal")
     assert cls is XRealGenerator
     assert cls.inputs == {"labels", "anatomy", "pathology", "image"}
-    assert tuple(a.name for a in cls.artifacts) == ("xreal-backbone", "xreal-ldm-ae", "xreal-anatomy-controller", "bert-tokenizer")
+    assert tuple(a.name for a in cls.artifacts) == (
+        "xreal-backbone",
+        "xreal-ldm-ae",
+        "xreal-anatomy-controller",
+        "bert-tokenizer",
+    )
 
 
 def test_batch_generation_shapes_range_and_notes(setup):
@@ -159,8 +173,14 @@ def test_options_are_validated():
         build(XRealOptions, {"steps": 20, "anatomy_blend_steps": 50}, "bench.toml", "xreal_bench.generators.xreal")
     assert build(XRealOptions, {}, "bench.toml") == XRealOptions()
     defaults = XRealOptions()
-    assert (defaults.steps, defaults.eta, defaults.anatomy_blend_steps, defaults.soft_mask, defaults.guidance, defaults.max_tokens) == (
-        100, 1.0, 50, 0.2, 7.0, 150)
+    assert (
+        defaults.steps,
+        defaults.eta,
+        defaults.anatomy_blend_steps,
+        defaults.soft_mask,
+        defaults.guidance,
+        defaults.max_tokens,
+    ) == (100, 1.0, 50, 0.2, 7.0, 150)
 
 
 def test_missing_weights_fail_before_any_work(tmp_path):

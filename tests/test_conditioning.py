@@ -96,7 +96,9 @@ def save_map(folder: Path, case_id: str, pixels: np.ndarray) -> None:
         pytest.param(lambda m: m, id="values-0-4"),
         pytest.param(lambda m: np.array([0, 64, 128, 192, 255], np.uint8)[m], id="xreal-x64"),
         pytest.param(lambda m: np.kron(m, np.ones((2, 2), np.uint8)), id="256px-resized"),
-        pytest.param(lambda m: np.vstack([np.full((11, R), 3, np.uint8), m, np.full((11, R), 4, np.uint8)]), id="150x128-cropped"),
+        pytest.param(
+            lambda m: np.vstack([np.full((11, R), 3, np.uint8), m, np.full((11, R), 4, np.uint8)]), id="150x128-cropped"
+        ),
     ],
 )
 def test_folder_maps_decode_to_labels(tmp_path, stored):
@@ -341,7 +343,9 @@ def test_box_csv_column_mapping_and_errors(tmp_path):
     with pytest.raises(BoxError) as err:
         read_box_csv(csv, "ms-cxr")
     assert "case_id (dicom_id or image_id)" in str(err.value) and "DICOM" in str(err.value)
-    table = read_box_csv(csv, "ms-cxr", columns={"case_id": "DICOM", "category": "finding", "x": "bx", "y": "by", "w": "bw", "h": "bh"})
+    table = read_box_csv(
+        csv, "ms-cxr", columns={"case_id": "DICOM", "category": "finding", "x": "bx", "y": "by", "w": "bw", "h": "bh"}
+    )
     raw = table.boxes["A"][0]
     assert (raw.category, raw.x0, raw.y0, raw.x1, raw.y1, raw.ref_width) == ("Edema", 1.0, 2.0, 4.0, 6.0, None)
     with pytest.raises(BoxError, match="box CSV not found"):
@@ -411,7 +415,9 @@ def test_random_boxes_are_inside_the_lungs_and_independent_of_the_generation_see
         assert 0.25 * 96 / R - 1e-9 <= box.x1 - box.x0 <= 0.5 * 96 / R + 1e-9
         assert 0.25 * 80 / R - 1e-9 <= box.y1 - box.y0 <= 0.5 * 80 / R + 1e-9
     assert b.build(case, 0, seed=999).boxes == one.boxes
-    again = rule_builder(tmp_path / "again", [make_case(tmp_path / "again", "c0", ("Atelectasis", "Pneumonia"))], "random", {"seed": 5})
+    again = rule_builder(
+        tmp_path / "again", [make_case(tmp_path / "again", "c0", ("Atelectasis", "Pneumonia"))], "random", {"seed": 5}
+    )
     assert again.build(case, 0, seed=42).boxes == one.boxes
     assert b.build(case, 1, seed=1).boxes != one.boxes
     other_run = rule_builder(tmp_path / "r6", [make_case(tmp_path / "r6", "c0", ("Atelectasis",))], "random", {"seed": 6})

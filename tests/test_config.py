@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from xreal_bench.cli import main
-from xreal_bench.demo.command import demo_tables
 from xreal_bench.config import config_from_dict, load_config
+from xreal_bench.demo.command import demo_tables
 from xreal_bench.validation import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,7 +34,10 @@ def error_for(tmp_path: Path, text: str, overrides=()) -> str:
         ("[dataset.label_policy]\nuncertain = 2\n", "dataset.label_policy.uncertain: expected one of 0, 1, 'ignore', got 2"),
         ("[dataset]\nviews = 'AP'\n", "dataset.views: expected a list, got a string ('AP')"),
         ("[metrics]\nenabled = ['fid', 'is']\n", "metrics.enabled[1]: expected one of 'fid'"),
-        ("[metrics]\nlabel_set = ['Cardiomegally']\n", "metrics.label_set[0]: expected 'classifier', 'xreal' or a CheXpert label"),
+        (
+            "[metrics]\nlabel_set = ['Cardiomegally']\n",
+            "metrics.label_set[0]: expected 'classifier', 'xreal' or a CheXpert label",
+        ),
         ("[metrics]\nconfidence = 1.5\n", "metrics.confidence: expected a level in (0.5, 1), got 1.5"),
         ("[reports]\nformats = ['md']\n", "reports: unknown section (known sections:"),
         ("[generators.dalle]\n", "generators.dalle: unknown generator 'dalle'; available:"),

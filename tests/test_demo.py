@@ -29,7 +29,15 @@ def table(out) -> pd.DataFrame:
 @pytest.mark.slow
 def test_demo_writes_everything_and_prints_where(demo):
     out, printed = demo
-    for name in ("results.csv", "results.json", "leaderboard.md", "leaderboard.csv", "tables/main.tex", "figures/headline.png", "study/study.sqlite"):
+    for name in (
+        "results.csv",
+        "results.json",
+        "leaderboard.md",
+        "leaderboard.csv",
+        "tables/main.tex",
+        "figures/headline.png",
+        "study/study.sqlite",
+    ):
         assert (out / name).is_file(), name
     assert f"results: {out / 'results.csv'}" in printed
     assert "xreal-bench study serve" in printed and printed.count("?token=") >= 2
@@ -44,7 +52,19 @@ def test_demo_shows_every_metric_for_every_reference_generator(demo):
     out, _ = demo
     v = table(out)
     for g in ("phantom", "shuffled", "noise"):
-        for m in ("fid", "fid_xrv", "kid", "ms_ssim", "ms_ssim_diversity", "dice_lungs", "dice_heart", "dice_aorta", "dice", "f1_macro", "auc_macro"):
+        for m in (
+            "fid",
+            "fid_xrv",
+            "kid",
+            "ms_ssim",
+            "ms_ssim_diversity",
+            "dice_lungs",
+            "dice_heart",
+            "dice_aorta",
+            "dice",
+            "f1_macro",
+            "auc_macro",
+        ):
             assert (g, m) in v.index, (g, m)
     df = pd.read_csv(out / "results.csv")
     assert df.evaluator.str.startswith(("demo:", "pixels")).all()  # every number labelled as the demo's

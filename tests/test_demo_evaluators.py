@@ -14,6 +14,18 @@ import torch
 from safetensors.torch import load_file, save_file
 from sklearn.metrics import roc_auc_score
 
+from xreal_bench.config import config_from_dict
+from xreal_bench.demo.evaluators import (
+    CLASSIFIER_ARTIFACT,
+    SEGMENTER_ARTIFACT,
+    DemoClassifier,
+    DemoClassifierFeatures,
+    DemoSegmenter,
+    DemoSegmenterFeatures,
+)
+from xreal_bench.demo.phantoms import DRAWN_FINDINGS
+from xreal_bench.demo.train_evaluators import SPLITS, render_sample
+from xreal_bench.imaging import dequantize
 from xreal_bench.metrics.dice import (
     dice_scores,
     label_map_to_masks,
@@ -26,20 +38,8 @@ from xreal_bench.metrics.evaluators import (
     build_feature_extractor,
     build_segmenter,
 )
-from xreal_bench.demo.evaluators import (
-    CLASSIFIER_ARTIFACT,
-    SEGMENTER_ARTIFACT,
-    DemoClassifier,
-    DemoClassifierFeatures,
-    DemoSegmenter,
-    DemoSegmenterFeatures,
-)
-from xreal_bench.demo.train_evaluators import SPLITS, render_sample
 from xreal_bench.metrics.fid import kid
 from xreal_bench.metrics.suite import SUITES, build_suite
-from xreal_bench.config import config_from_dict
-from xreal_bench.demo.phantoms import DRAWN_FINDINGS
-from xreal_bench.imaging import dequantize
 from xreal_bench.weights import Artifact, MissingWeightsError, WeightsManager
 
 #: Held-out split code: not used by the training script (train 1, validate 2, test 3).
@@ -136,7 +136,10 @@ def test_feature_spaces_rank_texture_between_shuffle_and_noise(heldout, shipped)
     for name in ("demo-classifier-features", "demo-segmenter-features"):
         extractor = build_feature_extractor(name, weights=shipped, device=CPU)
         assert extractor.dim == 64
-        feats = {k: extractor(x).double().numpy() for k, x in [("real", real), ("other", other), ("phantom", phantom), ("noise", noise)]}
+        feats = {
+            k: extractor(x).double().numpy()
+            for k, x in [("real", real), ("other", other), ("phantom", phantom), ("noise", noise)]
+        }
         assert all(f.shape == (32, 64) for f in feats.values())
         distance = {k: kid(feats["real"], feats[k], subsets=1, subset_size=32).mean for k in ("other", "phantom", "noise")}
         assert distance["other"] < 0.25 * distance["phantom"] < 0.25**2 * distance["noise"], (name, distance)
@@ -166,7 +169,12 @@ def test_weights_hash_is_the_shipped_files_sha256(shipped, segmenter, classifier
 
 
 def test_preprocessing_is_described(segmenter, classifier, shipped):
-    evaluators = [segmenter, classifier, DemoSegmenterFeatures(weights=shipped, device=CPU), DemoClassifierFeatures(weights=shipped, device=CPU)]
+    evaluators = [
+        segmenter,
+        classifier,
+        DemoSegmenterFeatures(weights=shipped, device=CPU),
+        DemoClassifierFeatures(weights=shipped, device=CPU),
+    ]
     for ev in evaluators:
         info = ev.describe()
         assert "128x128" in info["preprocessing"] and "2x-1" in info["preprocessing"]
@@ -180,7 +188,9 @@ def test_demo_suite_builds_the_four_demo_evaluators(shipped):
     assert isinstance(suite.segmenter, DemoSegmenter) and isinstance(suite.classifier, DemoClassifier)
     assert isinstance(suite.features["features"], DemoClassifierFeatures)
     assert isinstance(suite.features["domain_features"], DemoSegmenterFeatures)
-    assert {suite.evaluator_name(r) for r in ("features", "domain_features", "segmenter", "classifier")} == set(SUITES["demo"].values())
+    assert {suite.evaluator_name(r) for r in ("features", "domain_features", "segmenter", "classifier")} == set(
+        SUITES["demo"].values()
+    )
     assert suite.label("fid") == "demo:demo-classifier-features"
 
 
@@ -191,7 +201,10 @@ def local_manager(tmp_path, files: dict[str, str]) -> WeightsManager:
     """Artifacts named like the demo ones, read from ``tmp_path`` (not the package)."""
     return WeightsManager(
         tmp_path,
-        {name: Artifact(name=name, path=file, source="test", license="MIT (xreal-bench)", description=name) for name, file in files.items()},
+        {
+            name: Artifact(name=name, path=file, source="test", license="MIT (xreal-bench)", description=name)
+            for name, file in files.items()
+        },
     )
 
 

@@ -141,8 +141,15 @@ def test_blend_with_zero_denoiser_masked_region_is_q_sample_with_the_same_noise(
     mask = torch.zeros(1, 1, 4, 4)
     mask[..., :2, :] = 1.0
     recorder = Recorder()
-    final = ddim_sample(recorder, ldm_ddim_scheduler(), SampleNoise.from_seeds([seed]), SHAPE, steps=steps, eta=1.0,
-                        blend=Blend(target, mask, steps=blend_steps))
+    final = ddim_sample(
+        recorder,
+        ldm_ddim_scheduler(),
+        SampleNoise.from_seeds([seed]),
+        SHAPE,
+        steps=steps,
+        eta=1.0,
+        blend=Blend(target, mask, steps=blend_steps),
+    )
     abar = hand_abar()
     draws = iter(replay(seed, 1 + blend_steps * 2 + (steps - blend_steps)))
     z, z0, m = next(draws), target[0].double(), mask[0].double()
@@ -166,8 +173,15 @@ def test_pathology_pass_outside_the_box_follows_the_renoised_target():
     box = torch.zeros(1, 1, 4, 4)
     box[..., 1:3, 1:3] = 1.0
     denoise = Recorder(scale=0.1)
-    final = ddim_sample(denoise, ldm_ddim_scheduler(), SampleNoise.from_seeds([seed]), SHAPE, steps=steps, eta=1.0,
-                        blend=Blend(target, 1.0 - box, steps=None))
+    final = ddim_sample(
+        denoise,
+        ldm_ddim_scheduler(),
+        SampleNoise.from_seeds([seed]),
+        SHAPE,
+        steps=steps,
+        eta=1.0,
+        blend=Blend(target, 1.0 - box, steps=None),
+    )
     draws = replay(seed, 1 + 2 * steps)
     blend_noise, variance_noise = draws[-2], draws[-1]  # the last step's two draws
     abar = hand_abar()

@@ -121,9 +121,13 @@ def test_results_files_and_provenance(run):
 def test_fid_matches_an_independent_computation(run):
     cfg, session, _, _ = run
     df = frame(Path(cfg.run.out))
-    real = np.stack([toy_features(torch.from_numpy(real_pixels(session, c.case_id))[None, None]).numpy()[0] for c in session.scan.cases])
+    real = np.stack(
+        [toy_features(torch.from_numpy(real_pixels(session, c.case_id))[None, None]).numpy()[0] for c in session.scan.cases]
+    )
     gdir = GeneratorDir(cfg.run.out, "shuffled")
-    gen = np.stack([toy_features(torch.from_numpy(load_grayscale(gdir.root / e.file))[None, None]).numpy()[0] for e in gdir.ok_entries()])
+    gen = np.stack(
+        [toy_features(torch.from_numpy(load_grayscale(gdir.root / e.file))[None, None]).numpy()[0] for e in gdir.ok_entries()]
+    )
     mu1, mu2 = real.astype(np.float64).mean(0), gen.astype(np.float64).mean(0)
     s1, s2 = np.cov(real.astype(np.float64), rowvar=False), np.cov(gen.astype(np.float64), rowvar=False)
     expected = float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * scipy.linalg.sqrtm(s1 @ s2).real))
@@ -236,7 +240,9 @@ def test_real_side_is_cached_and_invalidated(run, data):
 def test_evaluate_cli_bad_generator_and_missing_weights(run, capsys):
     cfg, _, _, _ = run
     config = Path(cfg.run.out) / "cfg.toml"
-    config.write_text(f'[dataset]\nkind = "mimic"\nroot = "{cfg.dataset.root}"\n[conditioning]\nanatomy = "none"\n[run]\nout = "{cfg.run.out}"\nresolution = 192\n')
+    config.write_text(
+        f'[dataset]\nkind = "mimic"\nroot = "{cfg.dataset.root}"\n[conditioning]\nanatomy = "none"\n[run]\nout = "{cfg.run.out}"\nresolution = 192\n'
+    )
     assert main(["evaluate", "--config", str(config), "--generators", "dalle"]) == 2
     assert "no generated images for dalle" in capsys.readouterr().err
     # The standard evaluators' weights are absent: one clear message, before any work.
@@ -282,7 +288,7 @@ def test_two_gloo_ranks_give_the_single_process_results(run, tmp_path):
             min_subset_n = 3
             kid_subset_size = 8
             num_workers = 0
-            cache_dir = "{tmp_path / 'cache'}"
+            cache_dir = "{tmp_path / "cache"}"
             [run]
             out = "{cfg.run.out}"
             samples_per_condition = 2
@@ -292,13 +298,23 @@ def test_two_gloo_ranks_give_the_single_process_results(run, tmp_path):
     )
     script = tmp_path / "evaluate.py"
     script.write_text(TORCHRUN_SCRIPT.format(tests=str(Path(__file__).parent), config=str(config)))
-    session = open_session(make_config(Path(cfg.dataset.root), Path(cfg.run.out), cache_dir=str(tmp_path / "single-cache")), progress=False)
+    session = open_session(
+        make_config(Path(cfg.dataset.root), Path(cfg.run.out), cache_dir=str(tmp_path / "single-cache")), progress=False
+    )
     evaluate(session, progress=False)
     single = frame(Path(cfg.run.out))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--master-addr=127.0.0.1", f"--master-port={port}", str(script)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node=2",
+        "--master-addr=127.0.0.1",
+        f"--master-port={port}",
+        str(script),
+    ]
     result = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     sharded = frame(Path(cfg.run.out))

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from xreal_bench.labels import CHEXPERT_LABELS
 from xreal_bench.metrics.evaluators import (
     FeatureExtractor,
     Segmenter,
@@ -19,10 +20,9 @@ from xreal_bench.metrics.evaluators import (
     build_segmenter,
     register_evaluator,
 )
-from xreal_bench.registry import EVALUATORS, RegistryError
 from xreal_bench.metrics.evaluators.testing import write_random_release_files
 from xreal_bench.metrics.evaluators.xrv import import_xrv, pspnet_outputs
-from xreal_bench.labels import CHEXPERT_LABELS
+from xreal_bench.registry import EVALUATORS, RegistryError
 from xreal_bench.weights import MissingWeightsError, WeightsManager
 
 xrv = import_xrv()
@@ -56,8 +56,12 @@ def capture_input(module):
 
 @pytest.mark.parametrize(
     "kind,name,artifact",
-    [("segmenter", "xrv-pspnet", "xrv-pspnet"), ("classifier", "xrv-densenet-chex", "xrv-densenet-chex"),
-     ("feature", "inception", "inception-fid"), ("feature", "rad-dino", "rad-dino")],
+    [
+        ("segmenter", "xrv-pspnet", "xrv-pspnet"),
+        ("classifier", "xrv-densenet-chex", "xrv-densenet-chex"),
+        ("feature", "inception", "inception-fid"),
+        ("feature", "rad-dino", "rad-dino"),
+    ],
 )
 def test_missing_weights_name_the_path_and_the_fetch_command(tmp_path, kind, name, artifact):
     manager = WeightsManager(tmp_path)
@@ -127,8 +131,19 @@ def classifier(weights):
 
 
 def test_densenet_classifier_labels_thresholds_and_preprocessing(classifier, images):
-    expected = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Enlarged Cardiomediastinum", "Fracture",
-                "Lung Lesion", "Lung Opacity", "Pleural Effusion", "Pneumonia", "Pneumothorax")
+    expected = (
+        "Atelectasis",
+        "Cardiomegaly",
+        "Consolidation",
+        "Edema",
+        "Enlarged Cardiomediastinum",
+        "Fracture",
+        "Lung Lesion",
+        "Lung Opacity",
+        "Pleural Effusion",
+        "Pneumonia",
+        "Pneumothorax",
+    )
     assert classifier.labels == expected and all(n in CHEXPERT_LABELS for n in expected)
     spec = xrv.models.model_urls["densenet121-res224-mimic_ch"]
     op = dict(zip(spec["labels"], spec["op_threshs"]))
@@ -171,8 +186,9 @@ def test_densenet_features(weights, images, classifier):
     feats = extractor(images)
     assert feats.shape == (2, 1024) and feats.dtype == torch.float32 and float(feats.min()) >= 0.0
     with torch.no_grad():
-        reference = classifier.model.features2(torch.nn.functional.interpolate(
-            images * 2048 - 1024, size=(224, 224), mode="bilinear", antialias=True))
+        reference = classifier.model.features2(
+            torch.nn.functional.interpolate(images * 2048 - 1024, size=(224, 224), mode="bilinear", antialias=True)
+        )
     torch.testing.assert_close(feats, reference, rtol=1e-4, atol=1e-4)
 
 
@@ -265,13 +281,20 @@ def test_rad_dino_cls_features(tmp_path):
 
     manager = WeightsManager(tmp_path)
     folder = manager.path("rad-dino")
-    config = Dinov2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=56, patch_size=14)
+    config = Dinov2Config(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=56, patch_size=14
+    )
     model = Dinov2Model(config).eval()
     model.save_pretrained(folder)
     with pytest.raises(MissingWeightsError, match="preprocessor_config.json"):
         build_feature_extractor("rad-dino", weights=manager)
-    processor = BitImageProcessor(size={"shortest_edge": 56}, crop_size={"height": 56, "width": 56},
-                                  image_mean=[0.5307] * 3, image_std=[0.2583] * 3, do_convert_rgb=False)
+    processor = BitImageProcessor(
+        size={"shortest_edge": 56},
+        crop_size={"height": 56, "width": 56},
+        image_mean=[0.5307] * 3,
+        image_std=[0.2583] * 3,
+        do_convert_rgb=False,
+    )
     processor.save_pretrained(folder)
     extractor = build_feature_extractor("rad-dino", weights=manager)
     assert extractor.dim == 32

@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from mimic_tree import write_mimic_tree
+
 from xreal_bench.cli import main
 from xreal_bench.rundir import GeneratorDir
 
@@ -88,7 +88,7 @@ def runner(tmp_path: Path, config: Path) -> list[str]:
 
 
 def test_kill_9_then_resume_is_byte_identical(tmp_path, data):
-    gens = "[generators.slow]\ntype = \"test-slow\"\n"
+    gens = '[generators.slow]\ntype = "test-slow"\n'
     reference = write_config(tmp_path / "ref.toml", data, tmp_path / "ref", gens)
     subprocess.run(runner(tmp_path, reference), check=True, env={**os.environ, "PYTHONPATH": str(Path.cwd())})
 

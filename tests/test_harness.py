@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from xreal_bench.generators.base import Generator, GeneratorOutput
-from xreal_bench.generators.registry import register_generator
 from xreal_bench.config import config_from_dict
 from xreal_bench.errors import UserFacingError
+from xreal_bench.generators.base import Generator, GeneratorOutput
+from xreal_bench.generators.registry import register_generator
 from xreal_bench.harness import OutputError, plan_items, run_generator, to_run_image
 from xreal_bench.imaging import quantize, save_png, standardize
 from xreal_bench.rundir import GeneratorDir, seed_for
@@ -131,7 +131,18 @@ def tree_hashes(out: Path, name: str = "g") -> dict[str, str]:
 def test_seed_is_pure_function_of_identity():
     a = seed_for(0, "xreal", "abc", 1)
     assert a == seed_for(0, "xreal", "abc", 1)
-    assert len({a, seed_for(1, "xreal", "abc", 1), seed_for(0, "cheff", "abc", 1), seed_for(0, "xreal", "abd", 1), seed_for(0, "xreal", "abc", 2)}) == 5
+    assert (
+        len(
+            {
+                a,
+                seed_for(1, "xreal", "abc", 1),
+                seed_for(0, "cheff", "abc", 1),
+                seed_for(0, "xreal", "abd", 1),
+                seed_for(0, "xreal", "abc", 2),
+            }
+        )
+        == 5
+    )
     assert 0 <= a < 2**63
 
 

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 
-from xreal_bench.reports import write_reports
-from xreal_bench.reports.leaderboard import leaderboard, markdown
-from xreal_bench.reports.tables import main_table, to_latex
 from xreal_bench.cli import main
 from xreal_bench.harness import to_run_image
 from xreal_bench.imaging import load_grayscale, quantize, save_png
 from xreal_bench.importer import import_folder, match_case
+from xreal_bench.reports import write_reports
+from xreal_bench.reports.leaderboard import leaderboard, markdown
+from xreal_bench.reports.tables import main_table, to_latex
 from xreal_bench.results import COLUMNS
 from xreal_bench.rundir import GeneratorDir
 from xreal_bench.types import Case
@@ -51,7 +50,22 @@ def test_import_folder(tmp_path):
 def test_import_cli_bad_folder(tmp_path, capsys):
     config = tmp_path / "bench.toml"
     config.write_text(f'[dataset]\nkind = "synthetic"\nroot = "{tmp_path}/data"\n[dataset.synthetic]\nn_subjects = 8\n')
-    assert main(["import", "--config", str(config), "--generator", "x", "--from", str(tmp_path / "nope"), "--out", str(tmp_path / "run")]) == 2
+    assert (
+        main(
+            [
+                "import",
+                "--config",
+                str(config),
+                "--generator",
+                "x",
+                "--from",
+                str(tmp_path / "nope"),
+                "--out",
+                str(tmp_path / "run"),
+            ]
+        )
+        == 2
+    )
     assert "import folder not found" in capsys.readouterr().err
 
 
@@ -92,7 +106,14 @@ def test_latex_marks_best_generator_not_the_reference():
 def test_write_reports_and_cli(tmp_path, capsys):
     results_frame().to_csv(tmp_path / "results.csv", index=False)
     written = {p.relative_to(tmp_path).as_posix() for p in write_reports(tmp_path)}
-    assert {"leaderboard.md", "leaderboard.csv", "tables/main.tex", "tables/main.md", "tables/main.csv", "figures/headline.png"} <= written
+    assert {
+        "leaderboard.md",
+        "leaderboard.csv",
+        "tables/main.tex",
+        "tables/main.md",
+        "tables/main.csv",
+        "figures/headline.png",
+    } <= written
     assert "tables/per_pathology_ms_ssim.md" in written and "figures/per_pathology_ms_ssim.png" in written
     assert main(["report", str(tmp_path), "--no-figures", "--formats", "md"]) == 0
     assert main(["report", str(tmp_path / "empty")]) == 2

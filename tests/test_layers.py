@@ -81,10 +81,7 @@ def is_stage(name: str) -> bool:
 
 
 def test_core_sources_name_no_stage_module():
-    offending = {
-        core: sorted(name for name in imported_names(module_file(core)) if is_stage(name))
-        for core in CORE
-    }
+    offending = {core: sorted(name for name in imported_names(module_file(core)) if is_stage(name)) for core in CORE}
     assert {k: v for k, v in offending.items() if v} == {}
 
 

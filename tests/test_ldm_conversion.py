@@ -11,6 +11,7 @@ import pytest
 import torch
 from tiny_ldm import TinyLDM, tiny_original_config, write_yaml
 
+from xreal_bench.errors import UserFacingError
 from xreal_bench.generators.diffusion import original_config as oc
 from xreal_bench.generators.diffusion.checkpoint_io import read_checkpoint, state_dict_of
 from xreal_bench.generators.diffusion.conversion import (
@@ -25,7 +26,6 @@ from xreal_bench.generators.diffusion.conversion import (
     vae_config,
 )
 from xreal_bench.generators.diffusion.converted_cache import ConvertedCheckpoint
-from xreal_bench.errors import UserFacingError
 
 LOG = logging.getLogger("test")
 
@@ -197,7 +197,12 @@ def test_released_architecture_as_diffusers_configs():
     assert (vae["block_out_channels"], vae["latent_channels"], vae["layers_per_block"]) == ([128, 256, 512], 3, 2)
     assert vae["scaling_factor"] == 0.18215
     bert = text_encoder_config(oc.XREAL)
-    assert (bert["d_model"], bert["encoder_layers"], bert["max_position_embeddings"], bert["encoder_ffn_dim"]) == (1280, 32, 150, 5120)
+    assert (bert["d_model"], bert["encoder_layers"], bert["max_position_embeddings"], bert["encoder_ffn_dim"]) == (
+        1280,
+        32,
+        150,
+        5120,
+    )
     assert controlnet_config(oc.CONTROLNET)["conditioning_channels"] == 3
     assert (oc.image_size(oc.XREAL), oc.latent_size(oc.XREAL), oc.schedule(oc.XREAL)) == (256, 64, (0.0015, 0.0295, 1000))
     assert unet_config(oc.CHEFF) == unet and vae_config(oc.CHEFF) == vae

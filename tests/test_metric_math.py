@@ -166,8 +166,16 @@ def test_kid_matches_torch_fidelity():
     a, b = gaussian_features(rng, 150, 32, 0.0), gaussian_features(rng, 120, 32, 0.4)
     ours = kid(a, b, subsets=20, subset_size=50, seed=3)
     ref = kid_features_to_metric(
-        torch.from_numpy(a), torch.from_numpy(b), kid_subsets=20, kid_subset_size=50, rng_seed=3, verbose=False,
-        kid_kernel="poly", kid_kernel_poly_degree=3, kid_kernel_poly_gamma=None, kid_kernel_poly_coef0=1,
+        torch.from_numpy(a),
+        torch.from_numpy(b),
+        kid_subsets=20,
+        kid_subset_size=50,
+        rng_seed=3,
+        verbose=False,
+        kid_kernel="poly",
+        kid_kernel_poly_degree=3,
+        kid_kernel_poly_gamma=None,
+        kid_kernel_poly_coef0=1,
     )
     assert ours.mean == pytest.approx(ref["kernel_inception_distance_mean"], rel=1e-10)
     assert ours.std == pytest.approx(ref["kernel_inception_distance_std"], rel=1e-10)
@@ -179,8 +187,16 @@ def test_kid_clips_subset_size_to_smaller_side():
     a, b = gaussian_features(rng, 40, 16), gaussian_features(rng, 30, 16, 0.5)
     clipped = kid(a, b, subsets=5, subset_size=1000, seed=0)
     ref = kid_features_to_metric(
-        torch.from_numpy(a), torch.from_numpy(b), kid_subsets=5, kid_subset_size=30, rng_seed=0, verbose=False,
-        kid_kernel="poly", kid_kernel_poly_degree=3, kid_kernel_poly_gamma=None, kid_kernel_poly_coef0=1,
+        torch.from_numpy(a),
+        torch.from_numpy(b),
+        kid_subsets=5,
+        kid_subset_size=30,
+        rng_seed=0,
+        verbose=False,
+        kid_kernel="poly",
+        kid_kernel_poly_degree=3,
+        kid_kernel_poly_gamma=None,
+        kid_kernel_poly_coef0=1,
     )
     assert clipped.mean == pytest.approx(ref["kernel_inception_distance_mean"], rel=1e-10)
     with pytest.raises(ValueError, match="at least 2 samples"):
@@ -307,7 +323,7 @@ def classification_data(seed=9, n=120):
 
 def test_auc_f1_match_sklearn_with_skips_and_ignored():
     scores, labels = classification_data()
-    thresholds = Thresholds({n: 0.5 for n in NAMES}, "fixed", "test")
+    thresholds = Thresholds(dict.fromkeys(NAMES, 0.5), "fixed", "test")
     result = evaluate_classification(scores, labels, NAMES, thresholds)
     assert set(result.auc) == set(result.f1) == {"Atelectasis", "Cardiomegaly", "Edema"}
     assert "only negative labels" in result.skipped_auc["Fracture"]
@@ -384,7 +400,7 @@ def test_fit_thresholds_policies():
     assert f1_fit.values["Edema"] == f1_threshold(labels[:, 2].astype(int), scores[:, 2])
     calibrated = fit_thresholds(None, None, NAMES, "calibrated", calibrated={"Edema": 0.2, "Atelectasis": 0.1})
     assert calibrated.values == {"Atelectasis": 0.1, "Edema": 0.2} and set(calibrated.unfitted) == {"Cardiomegaly", "Fracture"}
-    assert fit_thresholds(None, None, NAMES, "fixed", fixed=0.3).values == {n: 0.3 for n in NAMES}
+    assert fit_thresholds(None, None, NAMES, "fixed", fixed=0.3).values == dict.fromkeys(NAMES, 0.3)
     with pytest.raises(ValueError, match="unknown threshold policy"):
         fit_thresholds(scores, labels, NAMES, "test-set-optimal", source="x")
     with pytest.raises(ValueError, match="source"):
@@ -432,7 +448,9 @@ def test_grouped_resampling_keeps_groups_together():
     per_case = np.array([0.2, 0.5, 0.9, 0.4])
     values = np.repeat(per_case, 5)
     grouped = bootstrap_ci(values, 400, seed=2, groups=np.repeat(np.arange(4), 5))
-    assert (grouped.low, grouped.high) == pytest.approx((bootstrap_ci(per_case, 400, seed=2).low, bootstrap_ci(per_case, 400, seed=2).high))
+    assert (grouped.low, grouped.high) == pytest.approx(
+        (bootstrap_ci(per_case, 400, seed=2).low, bootstrap_ci(per_case, 400, seed=2).high)
+    )
     with pytest.raises(ValueError, match="one entry per sample"):
         bootstrap_ci(values, groups=np.arange(3))
 

@@ -132,8 +132,17 @@ def test_a_new_entry_is_scored_by_its_compute_function(with_sharpness):
     cases = {c: Case(c, Path(f"{c}.png"), "1", "2", "PA", (0,) * 14) for c in ("a", "b")}
     gen = SourceOutputs(keys=[("a", 0), ("b", 0)])
     settings = ScoringSettings(
-        enabled=["sharpness"], bootstrap=0, fid_bootstrap=0, confidence=0.95, seed=0, subsets=True, min_subset_n=2,
-        kid_subsets=1, kid_subset_size=2, label_set=["classifier"], f1_zero_division=0.0,
+        enabled=["sharpness"],
+        bootstrap=0,
+        fid_bootstrap=0,
+        confidence=0.95,
+        seed=0,
+        subsets=True,
+        min_subset_n=2,
+        kid_subsets=1,
+        kid_subset_size=2,
+        label_set=["classifier"],
+        f1_zero_division=0.0,
     )
     rows = score("g", gen, real=gen, cases=cases, suite=Suite("standard"), settings=settings, thresholds=None)
     assert [(r.metric, r.value, r.n, r.evaluator) for r in rows] == [("sharpness", 0.5, 2, "pixels")]

@@ -55,7 +55,9 @@ def test_default_scan_matches_the_written_rows(tree):
         assert case.labels == tree.case_labels(case.case_id, DEFAULT_POLICY)
         assert (case.subject_id, case.study_id, case.split) == (row.subject_id, row.study_id, "test")
         assert case.image_path.is_file() and case.image_path.name == f"{case.case_id}.jpg"
-        assert case.image_path.parent == tree.root / "files" / f"p{row.subject_id[:2]}" / f"p{row.subject_id}" / f"s{row.study_id}"
+        assert (
+            case.image_path.parent == tree.root / "files" / f"p{row.subject_id[:2]}" / f"p{row.subject_id}" / f"s{row.study_id}"
+        )
         assert (case.findings, case.impression) == tree.sections(case.case_id)
     assert s.with_report == 5  # d1 d3 (both), d5 (impression), d8 (findings), d10 (neither)
     assert s.image_sizes[did(3)] == (72, 96)
@@ -260,8 +262,8 @@ def test_parse_report_edge_cases():
     text = "FINDINGS: The impression: stable.\nFINDINGS: More.\n"
     assert parse_report(text).findings == "The impression: stable. More."
     assert parse_report(text).impression == ""
-    assert parse_report("IMPRESSIONS:\n   No change.") .impression == "No change."
-    assert parse_report("") .findings == ""
+    assert parse_report("IMPRESSIONS:\n   No change.").impression == "No change."
+    assert parse_report("").findings == ""
 
 
 def test_load_grayscale_reads_16_bit_png_exactly(tmp_path):

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from xreal_bench.generators.base import GeneratorContext
-from xreal_bench.demo.generator import PhantomGenerator, PhantomOptions
-from xreal_bench.generators.registry import generator_class
 from xreal_bench.config import config_from_dict
 from xreal_bench.demo import phantoms
+from xreal_bench.demo.generator import PhantomGenerator, PhantomOptions
 from xreal_bench.errors import UserFacingError
+from xreal_bench.generators.base import GeneratorContext
+from xreal_bench.generators.registry import generator_class
 from xreal_bench.labels import CHEXPERT_LABELS
 from xreal_bench.types import Box, Condition
 from xreal_bench.validation import ConfigError

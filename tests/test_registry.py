@@ -58,7 +58,7 @@ def test_wrappers_raise_the_registry_error():
         build_segmenter("nope", weights=WeightsManager("/nonexistent"))
 
 
-PLUGIN = '''
+PLUGIN = """
 from dataclasses import dataclass
 
 from xreal_bench.generators import Generator
@@ -87,7 +87,7 @@ class MyGenerator(Generator):
 
     def generate(self, conditions):
         return []
-'''
+"""
 
 
 def write_plugin(root: Path, *, entry_name: str = "my-model") -> None:
@@ -101,7 +101,9 @@ def write_plugin(root: Path, *, entry_name: str = "my-model") -> None:
 
 def cli(root: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(root)}
-    return subprocess.run([sys.executable, "-m", "xreal_bench", *args], capture_output=True, text=True, cwd=root, env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "xreal_bench", *args], capture_output=True, text=True, cwd=root, env=env, timeout=120
+    )
 
 
 @pytest.mark.slow
@@ -130,7 +132,7 @@ def test_plugin_artifacts_are_listed(tmp_path):
 def test_plugin_named_like_a_builtin_is_refused_by_name(tmp_path):
     write_plugin(tmp_path, entry_name="noise")
     config = tmp_path / "bench.toml"
-    config.write_text('[generators.noise]\n')
+    config.write_text("[generators.noise]\n")
     result = cli(tmp_path, "generate", "--config", str(config))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "generator 'noise' is defined more than once: built in" in result.stderr

@@ -11,12 +11,12 @@ from scipy import stats
 from sklearn.metrics import cohen_kappa_score
 from statsmodels.stats.multitest import multipletests
 
+from xreal_bench.cli import main
+from xreal_bench.demo.study import sample_study
+from xreal_bench.errors import UserFacingError
 from xreal_bench.reader_study import analysis
 from xreal_bench.reader_study.analysis import analyze_study, holm, two_way_bootstrap_means
-from xreal_bench.demo.study import sample_study
 from xreal_bench.reader_study.storage import Storage
-from xreal_bench.cli import main
-from xreal_bench.errors import UserFacingError
 
 CRITERIA = ["anatomy_realism", "pathology_realism", "image_quality"]
 READERS = ["ann", "bob", "cat"]
@@ -69,7 +69,12 @@ def rated(tmp_path_factory):
     with Storage(created.study_dir / "study.sqlite") as s:
         for reader in created.readers:
             account = s.authenticate(reader.token)
-            order = [r[0] for r in s.conn.execute("SELECT item_id FROM assignments WHERE reader_id = ? ORDER BY position", (account.reader_id,))]
+            order = [
+                r[0]
+                for r in s.conn.execute(
+                    "SELECT item_id FROM assignments WHERE reader_id = ? ORDER BY position", (account.reader_id,)
+                )
+            ]
             for item in order:
                 block, source, case, dup = key[item]
                 if block == "turing":
@@ -118,7 +123,9 @@ def test_paired_wilcoxon_on_case_means_with_holm(rated):
         for row in rows.itertuples():
             cases = sorted({c for (_, s, c, crit) in scores if crit == criterion})
             means = {
-                (src, case): np.mean([scores[(r, src, case, criterion)] for r in READERS]) for src in (row.a, row.b) for case in cases
+                (src, case): np.mean([scores[(r, src, case, criterion)] for r in READERS])
+                for src in (row.a, row.b)
+                for case in cases
             }
             diff = np.array([means[(row.a, c)] - means[(row.b, c)] for c in cases])
             ref = stats.wilcoxon(diff)
@@ -164,7 +171,11 @@ def test_intra_reader_agreement_on_planted_duplicates(rated):
         assert row.n_pairs == len(pairs) == 2  # round(0.1 * 24) planted duplicates
         assert row.exact_agreement == pytest.approx(np.mean(pairs[:, 0] == pairs[:, 1]))
         assert row.mean_abs_diff == pytest.approx(np.mean(np.abs(pairs[:, 0] - pairs[:, 1])))
-        ref = cohen_kappa_score(pairs[:, 0], pairs[:, 1], weights="quadratic", labels=[1, 2, 3, 4, 5]) if len(set(pairs.ravel())) > 1 else np.nan
+        ref = (
+            cohen_kappa_score(pairs[:, 0], pairs[:, 1], weights="quadratic", labels=[1, 2, 3, 4, 5])
+            if len(set(pairs.ravel())) > 1
+            else np.nan
+        )
         assert row.kappa_quadratic == pytest.approx(ref, nan_ok=True)
 
 

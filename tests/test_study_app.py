@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from xreal_bench.demo.study import sample_study
 from xreal_bench.reader_study import add_reader
 from xreal_bench.reader_study.layout import APP_SCRIPT, STUDY_DIR_ENV
-from xreal_bench.demo.study import sample_study
 from xreal_bench.reader_study.storage import Storage
 
 GENERATORS = ("xreal", "cheff")
@@ -201,7 +201,18 @@ def test_admin_page_progress_and_blinded_csv(app, study):
     with Storage(study.study_dir / "study.sqlite") as s:
         csv = pd.DataFrame(s.blinded_rows()).to_csv(index=False)
     frame = pd.read_csv(io.StringIO(csv))
-    assert set(frame.columns) == {"reader", "position", "item", "block", "criterion", "score", "submitted_at", "seconds", "revisions", "comment"}
+    assert set(frame.columns) == {
+        "reader",
+        "position",
+        "item",
+        "block",
+        "criterion",
+        "score",
+        "submitted_at",
+        "seconds",
+        "revisions",
+        "comment",
+    }
     assert not any(g in csv for g in GENERATORS) and "case0" not in csv
 
 

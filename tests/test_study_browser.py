@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from xreal_bench.reader_study.cli import serve_command
 from xreal_bench.demo.study import sample_study
+from xreal_bench.reader_study.cli import serve_command
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -25,7 +25,9 @@ CHROMIUM_ARGS = [
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (apt-get install -y chromium)"),
+    pytest.mark.skipif(
+        not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (apt-get install -y chromium)"
+    ),
 ]
 
 
@@ -122,7 +124,9 @@ def test_sign_in_rate_three_items_with_the_keyboard_and_resume_after_reload(serv
             source = page_sources(page)
             assert not errors, errors
         except Exception as exc:  # keep what the server said: a browser timeout alone explains nothing
-            raise AssertionError(f"{exc}\n--- page text ---\n{page.inner_text('body', timeout=5000)[:2000] if page else ''}\n--- streamlit log ---\n{log.read_text()[-4000:]}") from exc
+            raise AssertionError(
+                f"{exc}\n--- page text ---\n{page.inner_text('body', timeout=5000)[:2000] if page else ''}\n--- streamlit log ---\n{log.read_text()[-4000:]}"
+            ) from exc
         finally:
             browser.close()
     con = sqlite3.connect(created.study_dir / "study.sqlite")

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from xreal_bench.reader_study import add_reader, create_study
-from xreal_bench.reader_study.builder import Design
-from xreal_bench.demo.study import sample_study, write_sample_run
-from xreal_bench.reader_study.storage import Storage, hash_token
 from xreal_bench.cli import main
 from xreal_bench.config import StudyConfig
+from xreal_bench.demo.study import sample_study, write_sample_run
 from xreal_bench.errors import UserFacingError
 from xreal_bench.imaging import load_grayscale
+from xreal_bench.reader_study import add_reader, create_study
+from xreal_bench.reader_study.builder import Design
+from xreal_bench.reader_study.storage import Storage, hash_token
 from xreal_bench.rundir import GeneratorDir, ManifestEntry, append_line
 
 GENERATORS = ("xreal", "cheff")
@@ -45,7 +45,9 @@ def key_rows(study_dir: Path, sql: str, args=()):
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("builder")
-    created = sample_study(root, n_run_cases=14, n_cases=6, calibration_items=2, duplicate_fraction=0.2, readers=["ann", "bob", "cat"])
+    created = sample_study(
+        root, n_run_cases=14, n_cases=6, calibration_items=2, duplicate_fraction=0.2, readers=["ann", "bob", "cat"]
+    )
     return root, created
 
 
@@ -107,7 +109,7 @@ def test_every_reader_sees_every_source_equally_often(built):
         by_reader.setdefault(name, []).append((position, block, source, case, dup, item))
     assert set(by_reader) == {"ann", "bob", "cat"}
     first_sources = []
-    for name, seq in by_reader.items():
+    for seq in by_reader.values():
         assert [p for p, *_ in seq] == list(range(1, 37))
         blocks = [b for _, b, *_ in seq]
         assert blocks == ["calibration"] * 2 + ["rating"] * 22 + ["turing"] * 12  # calibration first, Turing last
@@ -115,7 +117,7 @@ def test_every_reader_sees_every_source_equally_often(built):
         assert Counter(s for s, _ in main_ratings) == {"real": 6, "xreal": 6, "cheff": 6}
         assert len(set(main_ratings)) == 18
         position_of = {item: p for p, _, _, _, _, item in seq}
-        for p, b, s, c, dup, item in seq:
+        for p, _, _, _, dup, _ in seq:
             if dup is not None:
                 assert abs(p - position_of[dup]) >= 18 // 3  # spaced apart (a third of the rating block)
         turing = [s for _, b, s, *_ in seq if b == "turing"]
@@ -236,7 +238,7 @@ def test_cli_create_prints_links_once_and_add_reader(tmp_path, capsys, monkeypat
     assert code == 0
     assert "4 cases x 2 sources, 8 items per reader" in out
     links = [line.split(": ", 1)[1] for line in out.splitlines() if line.strip().startswith(("r1:", "r2:", "admin:"))]
-    assert len(links) == 3 and all(l.startswith("http://localhost:8501/?token=") for l in links)
+    assert len(links) == 3 and all(link.startswith("http://localhost:8501/?token=") for link in links)
     assert f"serve with: xreal-bench study serve {tmp_path / 'study'}" in out
     with Storage(tmp_path / "study" / "study.sqlite") as storage:
         assert storage.authenticate(links[0].split("=", 1)[1]).name == "r1"

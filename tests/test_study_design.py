@@ -58,10 +58,7 @@ def test_rating_order_balance(n_sources, n_cases):
         # no case twice in a row, so the same case's images are never neighbours
         assert all(a[0] != b[0] for a, b in itertools.pairwise(order))
     # which source a case shows first rotates between readers
-    first = [
-        {k: s for k, s in design.rating_order(n_cases, n_sources, r, np.random.default_rng(9))[:n_cases]}
-        for r in range(2)
-    ]
+    first = [dict(design.rating_order(n_cases, n_sources, r, np.random.default_rng(9))[:n_cases]) for r in range(2)]
     assert first[0] != first[1]
 
 

@@ -17,7 +17,9 @@ def view(criteria, recorded=None) -> ItemView:
 
 
 def rating_view(recorded=None) -> ItemView:
-    return view([likert("anatomy", "A?", ANCHORS), likert("pathology", "P?", ANCHORS), likert("quality", "Q?", ANCHORS)], recorded)
+    return view(
+        [likert("anatomy", "A?", ANCHORS), likert("pathology", "P?", ANCHORS), likert("quality", "Q?", ANCHORS)], recorded
+    )
 
 
 def test_digits_rate_the_first_unrated_criterion_in_order_and_clear_undoes_the_last():

@@ -17,9 +17,9 @@ import pytest
 from PIL import Image
 
 from xreal_bench.config import SyntheticConfig
-from xreal_bench.demo import phantoms, synthetic
 from xreal_bench.data.mimic import scan_mimic
 from xreal_bench.data.reports import parse_report
+from xreal_bench.demo import phantoms, synthetic
 from xreal_bench.errors import UserFacingError
 from xreal_bench.labels import CHEXPERT_LABELS
 from xreal_bench.validation import ConfigError
@@ -66,11 +66,7 @@ def read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
 
 
 def tree_digest(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")
@@ -219,13 +215,11 @@ def test_labels_boxes_and_reports_agree(tree, tables):
 
     for (sub, study), dicoms in studies.items():
         labels = chexpert[study]
-        assert set(labels[c] for c in CHEXPERT_LABELS) <= {"1.0", "0.0", "-1.0", ""}
+        assert {labels[c] for c in CHEXPERT_LABELS} <= {"1.0", "0.0", "-1.0", ""}
         drawn = {c for c in CHEXPERT_LABELS if labels[c] == "1.0"} - {"No Finding"}
         assert drawn <= set(phantoms.DRAWN_FINDINGS)
         assert (labels["No Finding"] == "1.0") == (not drawn)
-        assert {c for c in CHEXPERT_LABELS if negbio[study][c] == "1.0"} == {
-            c for c in CHEXPERT_LABELS if labels[c] == "1.0"
-        }
+        assert {c for c in CHEXPERT_LABELS if negbio[study][c] == "1.0"} == {c for c in CHEXPERT_LABELS if labels[c] == "1.0"}
         for dicom in dicoms:
             categories = {b["category_name"] for b in boxes[dicom]}
             if meta[dicom]["ViewPosition"] == "LATERAL":
@@ -296,14 +290,7 @@ def test_anatomy_maps_align_with_images(tree, tables):
         cols = np.broadcast_to(np.arange(SIZE)[None, :], anatomy.shape)
         assert cols[anatomy == 1].mean() > SIZE / 2 > cols[anatomy == 2].mean()  # patient's left = image right
         row = split[path.stem]
-        jpg = (
-            root
-            / "files"
-            / f"p{row['subject_id'][:2]}"
-            / f"p{row['subject_id']}"
-            / f"s{row['study_id']}"
-            / f"{path.stem}.jpg"
-        )
+        jpg = root / "files" / f"p{row['subject_id'][:2]}" / f"p{row['subject_id']}" / f"s{row['study_id']}" / f"{path.stem}.jpg"
         image = np.asarray(Image.open(jpg), dtype=np.float32) / 255
         lungs = image[np.isin(anatomy, (1, 2))].mean()
         assert image[anatomy == 3].mean() > lungs + 0.15

@@ -7,7 +7,7 @@ import hashlib
 import pytest
 
 from xreal_bench.cli import main
-from xreal_bench.weights import Artifact, collect_artifacts, MissingWeightsError, WeightsManager, weights_dir
+from xreal_bench.weights import Artifact, MissingWeightsError, WeightsManager, collect_artifacts, weights_dir
 
 
 def test_folder_resolution_order(tmp_path, monkeypatch):
@@ -36,7 +36,9 @@ def test_gated_snapshot_folder_lists_missing_files(tmp_path):
     (folder / "config.json").write_text("{}")
     with pytest.raises(MissingWeightsError) as info:
         manager.require("rad-dino")
-    assert "model.safetensors" in str(info.value) and "config.json" not in str(info.value).split("source")[0].split("not found")[1]
+    assert (
+        "model.safetensors" in str(info.value) and "config.json" not in str(info.value).split("source")[0].split("not found")[1]
+    )
 
 
 def test_no_public_source_says_so(tmp_path):
@@ -70,7 +72,9 @@ def test_fetch_fails_offline_with_advice(tmp_path, monkeypatch):
 def test_every_artifact_has_source_licence_location_and_a_user():
     catalog = collect_artifacts()
     assert not catalog.problems
-    assert {"xrv-pspnet", "inception-fid", "xreal-backbone", "bert-tokenizer", "demo-classifier", "roentgen-v2"} <= set(catalog.artifacts)
+    assert {"xrv-pspnet", "inception-fid", "xreal-backbone", "bert-tokenizer", "demo-classifier", "roentgen-v2"} <= set(
+        catalog.artifacts
+    )
     for name, art in catalog.artifacts.items():
         assert art.name == name and art.source and art.license and art.path and art.description
     assert catalog.users["xreal-backbone"] == ["generator controlnet", "generator xreal"]

@@ -31,8 +31,27 @@ from xreal_bench.weights import WeightsManager
 
 #: Words the tiny BERT vocabulary knows (everything else becomes [UNK]).
 VOCAB_WORDS = [
-    "atelectasis", "cardiomegaly", "consolidation", "edema", "lung", "opacity", "pneumothorax", "pneumonia",
-    "pleural", "effusion", "large", "small", "right", "left", "sided", "no", "acute", "finding", ",", ".", "-",
+    "atelectasis",
+    "cardiomegaly",
+    "consolidation",
+    "edema",
+    "lung",
+    "opacity",
+    "pneumothorax",
+    "pneumonia",
+    "pleural",
+    "effusion",
+    "large",
+    "small",
+    "right",
+    "left",
+    "sided",
+    "no",
+    "acute",
+    "finding",
+    ",",
+    ".",
+    "-",
 ]
 
 
@@ -58,8 +77,12 @@ def randomize(module: torch.nn.Module, seed: int, scale: float = 0.05) -> torch.
 
 def _resnet_to_ldm(name: str) -> str:
     return (
-        name.replace("norm1", "in_layers.0").replace("conv1", "in_layers.2").replace("time_emb_proj", "emb_layers.1")
-        .replace("norm2", "out_layers.0").replace("conv2", "out_layers.3").replace("conv_shortcut", "skip_connection")
+        name.replace("norm1", "in_layers.0")
+        .replace("conv1", "in_layers.2")
+        .replace("time_emb_proj", "emb_layers.1")
+        .replace("norm2", "out_layers.0")
+        .replace("conv2", "out_layers.3")
+        .replace("conv_shortcut", "skip_connection")
     )
 
 
@@ -98,7 +121,9 @@ def unet_to_ldm(state: dict[str, torch.Tensor], layers: int, attention_up_blocks
             else:
                 j, rest = int(parts[3]), ".".join(parts[4:])
                 index = b * (layers + 1) + j
-                new = f"output_blocks.{index}.0.{_resnet_to_ldm(rest)}" if kind == "resnets" else f"output_blocks.{index}.1.{rest}"
+                new = (
+                    f"output_blocks.{index}.0.{_resnet_to_ldm(rest)}" if kind == "resnets" else f"output_blocks.{index}.1.{rest}"
+                )
         elif new is None and key.startswith("conv_norm_out."):
             new = "out.0." + parts[-1]
         elif new is None and key.startswith("conv_out."):
@@ -164,16 +189,20 @@ def ldmbert_to_ldm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             new = "to_logits." + parts[-1]
         else:
             i, module, param = int(parts[2]), ".".join(parts[3:-1]), parts[-1]
-            new = {
-                "self_attn_layer_norm": f"attn_layers.layers.{2 * i}.0",
-                "self_attn.q_proj": f"attn_layers.layers.{2 * i}.1.to_q",
-                "self_attn.k_proj": f"attn_layers.layers.{2 * i}.1.to_k",
-                "self_attn.v_proj": f"attn_layers.layers.{2 * i}.1.to_v",
-                "self_attn.out_proj": f"attn_layers.layers.{2 * i}.1.to_out",
-                "final_layer_norm": f"attn_layers.layers.{2 * i + 1}.0",
-                "fc1": f"attn_layers.layers.{2 * i + 1}.1.net.0.0",
-                "fc2": f"attn_layers.layers.{2 * i + 1}.1.net.2",
-            }[module] + "." + param
+            new = (
+                {
+                    "self_attn_layer_norm": f"attn_layers.layers.{2 * i}.0",
+                    "self_attn.q_proj": f"attn_layers.layers.{2 * i}.1.to_q",
+                    "self_attn.k_proj": f"attn_layers.layers.{2 * i}.1.to_k",
+                    "self_attn.v_proj": f"attn_layers.layers.{2 * i}.1.to_v",
+                    "self_attn.out_proj": f"attn_layers.layers.{2 * i}.1.to_out",
+                    "final_layer_norm": f"attn_layers.layers.{2 * i + 1}.0",
+                    "fc1": f"attn_layers.layers.{2 * i + 1}.1.net.0.0",
+                    "fc2": f"attn_layers.layers.{2 * i + 1}.1.net.2",
+                }[module]
+                + "."
+                + param
+            )
         out[p + new] = value
     return out
 

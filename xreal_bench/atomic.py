@@ -41,3 +41,8 @@ def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
     """Call ``write(fileobj)`` on a binary temp file, then put it in place as :func:`atomic_path` does."""
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         write(f)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` (UTF-8) atomically."""
+    write_atomic(path, lambda f: f.write(text.encode()))

@@ -25,8 +25,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from xreal_bench.errors import UserFacingError
 from xreal_bench.atomic import write_atomic
+from xreal_bench.errors import UserFacingError
 from xreal_bench.labels import CHEXPERT_LABELS
 from xreal_bench.types import Box, BoxSet, Case, CaseFacts
 

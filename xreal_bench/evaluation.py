@@ -6,22 +6,30 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from xreal_bench.errors import UserFacingError
+from xreal_bench.imaging import resize_label_map
+from xreal_bench.labels import label_index
 from xreal_bench.metrics import table
 from xreal_bench.metrics.classification import Thresholds, fit_thresholds
 from xreal_bench.metrics.context import ResultRow, ScoringSettings, evaluated_labels
 from xreal_bench.metrics.dice import label_map_to_masks
-from xreal_bench.metrics.engine import ImageItem, Preprocessing, SourceOutputs, evaluate_generated, evaluate_real, real_fingerprint
+from xreal_bench.metrics.engine import (
+    ImageItem,
+    Preprocessing,
+    SourceOutputs,
+    evaluate_generated,
+    evaluate_real,
+    real_fingerprint,
+)
 from xreal_bench.metrics.scoring import score
 from xreal_bench.metrics.suite import Suite, build_suite
-from xreal_bench.errors import UserFacingError
-from xreal_bench.imaging import resize_label_map
-from xreal_bench.labels import label_index
 from xreal_bench.results import environment, read_results, write_results
 from xreal_bench.rundir import GeneratorDir, generator_dirs
 
@@ -31,11 +39,11 @@ if TYPE_CHECKING:
 REFERENCE = "real"
 
 
-def cache_root(session: "Session") -> Path:
+def cache_root(session: Session) -> Path:
     return Path(session.cfg.metrics.cache_dir or Path(session.cfg.run.out) / ".cache")
 
 
-def settings(session: "Session") -> ScoringSettings:
+def settings(session: Session) -> ScoringSettings:
     m = session.cfg.metrics
     return ScoringSettings(
         enabled=m.enabled,
@@ -56,7 +64,7 @@ def real_items(cases) -> list[ImageItem]:
     return [ImageItem(c.case_id, 0, c.image_path) for c in cases]
 
 
-def pass_real(session: "Session", suite: Suite, scan, progress: bool) -> SourceOutputs:
+def pass_real(session: Session, suite: Suite, scan, progress: bool) -> SourceOutputs:
     m = session.cfg.metrics
     prep = preprocessing(session)
     fingerprint = real_fingerprint(scan.fingerprint, prep, suite)
@@ -72,23 +80,25 @@ def pass_real(session: "Session", suite: Suite, scan, progress: bool) -> SourceO
     )
 
 
-def preprocessing(session: "Session") -> Preprocessing:
+def preprocessing(session: Session) -> Preprocessing:
     cfg = session.cfg
     return Preprocessing(cfg.run.resolution, cfg.run.bit_depth, cfg.dataset.square)
 
 
-def real_cache_dir(session: "Session", suite: Suite) -> Path:
+def real_cache_dir(session: Session, suite: Suite) -> Path:
     return cache_root(session) / "real" / real_fingerprint(session.scan.fingerprint, preprocessing(session), suite)[:16]
 
 
-def thresholds_for(session: "Session", suite: Suite, progress: bool) -> tuple[Thresholds | None, dict]:
+def thresholds_for(session: Session, suite: Suite, progress: bool) -> tuple[Thresholds | None, dict]:
     """Decision thresholds under ``metrics.thresholds``; fitted only on real images of another split."""
     m = session.cfg.metrics
     if suite.classifier is None or not table.needs_thresholds(m.enabled):
         return None, {}
     names = evaluated_labels(m.label_set, suite.classifier.labels)
     if m.thresholds in ("calibrated", "fixed"):
-        t = fit_thresholds(None, None, names, m.thresholds, calibrated=suite.classifier.calibrated_thresholds, fixed=m.fixed_threshold)
+        t = fit_thresholds(
+            None, None, names, m.thresholds, calibrated=suite.classifier.calibrated_thresholds, fixed=m.fixed_threshold
+        )
         return t, {"policy": t.policy, "source": t.source, "values": t.values, "unfitted": t.unfitted}
     if m.threshold_split == session.cfg.dataset.split:
         raise UserFacingError(
@@ -105,11 +115,13 @@ def thresholds_for(session: "Session", suite: Suite, progress: bool) -> tuple[Th
     columns = [suite.classifier.labels.index(n) for n in names]
     labels = np.array([[cases[k[0]].labels[label_index(n)] for n in names] for k in real.keys], dtype=np.float64)
     source = f"real images, {m.threshold_split} split, n={len(real.keys)}"
+    if real.scores is None:
+        raise UserFacingError(f"no classifier scores for the {m.threshold_split!r} split to fit {m.thresholds} thresholds on")
     t = fit_thresholds(real.scores[:, columns], labels, names, m.thresholds, source=source)
     return t, {"policy": t.policy, "source": t.source, "values": t.values, "unfitted": t.unfitted}
 
 
-def input_masks(session: "Session", progress: bool = True):
+def input_masks(session: Session, progress: bool = True):
     """Reference masks from the conditioning's anatomy maps (``metrics.dice_reference = 'input'``),
     every map found or made now, before any evaluation pass."""
     from xreal_bench.conditioning import anatomy_maps
@@ -123,7 +135,7 @@ def input_masks(session: "Session", progress: bool = True):
     return masks
 
 
-def evaluate(session: "Session", names: Sequence[str] | None = None, progress: bool = True) -> list[ResultRow]:
+def evaluate(session: Session, names: Sequence[str] | None = None, progress: bool = True) -> list[ResultRow]:
     """Evaluate the real side and every (or the named) generator folder of the run; write results."""
     cfg, info = session.cfg, session.info
     out = Path(cfg.run.out)
@@ -133,7 +145,9 @@ def evaluate(session: "Session", names: Sequence[str] | None = None, progress: b
         known = {d.generator for d in generator_dirs(out)}
         missing = [n for n in names if n not in known and n != REFERENCE]
         if missing:
-            raise UserFacingError(f"no generated images for {', '.join(missing)} in {out}; generated: {', '.join(sorted(known)) or 'none'}")
+            raise UserFacingError(
+                f"no generated images for {', '.join(missing)} in {out}; generated: {', '.join(sorted(known)) or 'none'}"
+            )
         dirs = [d for d in dirs if d.generator in names]
     suite = build_suite(cfg.metrics, session.weights, session.device)
     reference_masks = None
@@ -153,7 +167,7 @@ def evaluate(session: "Session", names: Sequence[str] | None = None, progress: b
     for gdir in dirs:
         t0 = time.perf_counter()
         entries = gdir.ok_entries()
-        items = [ImageItem(e.case_id, e.sample_index, gdir.root / e.file) for e in entries if e.case_id in cases]
+        items = [ImageItem(e.case_id, e.sample_index, gdir.root / e.file) for e in entries if e.case_id in cases and e.file]
         gen = evaluate_generated(
             items,
             suite=suite,
@@ -193,7 +207,11 @@ def evaluate(session: "Session", names: Sequence[str] | None = None, progress: b
             "demo_evaluators": suite.name == "demo",
             "thresholds": threshold_info,
             "seeds": {"run": cfg.run.seed, "bootstrap": cfg.run.seed},
-            "bootstrap": {"resamples": cfg.metrics.bootstrap, "fid_resamples": cfg.metrics.fid_bootstrap, "confidence": cfg.metrics.confidence},
+            "bootstrap": {
+                "resamples": cfg.metrics.bootstrap,
+                "fid_resamples": cfg.metrics.fid_bootstrap,
+                "confidence": cfg.metrics.confidence,
+            },
             "environment": environment(session.device, info.world),
             "images": counts,
             "undecodable": {k: v for k, v in failures.items() if v},
@@ -213,7 +231,10 @@ def keep_other_generators(out: Path, rows: list[ResultRow], provenance: dict, ev
         frame = read_results(out)
     except (OSError, ValueError, UserFacingError):
         return rows, provenance
-    same = previous.get("config_hash") == provenance["config_hash"] and previous.get("dataset", {}).get("fingerprint") == provenance["dataset"]["fingerprint"]
+    same = (
+        previous.get("config_hash") == provenance["config_hash"]
+        and previous.get("dataset", {}).get("fingerprint") == provenance["dataset"]["fingerprint"]
+    )
     if not same:
         print("earlier results come from another config or data set: they are replaced, not merged", file=sys.stderr)
         return rows, provenance
@@ -232,4 +253,3 @@ def manifest_counts(gdir: GeneratorDir, ok: int, matched: int, evaluated: int) -
         "in_dataset": matched,
         "evaluated": evaluated,
     }
-

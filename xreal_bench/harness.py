@@ -14,23 +14,23 @@ everything else (no line, failed, missing or corrupt file) is generated again.
 from __future__ import annotations
 
 import logging
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 import shutil
 import time
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Callable, Collection, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
 
-from xreal_bench.generators.base import Generator, GeneratorContext, GeneratorOutput
-from xreal_bench.generators.registry import generator_class
 from xreal_bench import distributed
 from xreal_bench.distributed import DistInfo
 from xreal_bench.errors import UserFacingError
+from xreal_bench.generators.base import Generator, GeneratorContext, GeneratorOutput
+from xreal_bench.generators.registry import generator_class
 from xreal_bench.imaging import ImageDecodeError, load_grayscale, save_png, standardize
 from xreal_bench.rundir import GeneratorDir, ManifestEntry, append_line, condition_summary, seed_for
 from xreal_bench.types import INPUT_KINDS, Case
@@ -94,7 +94,7 @@ class GenerationSummary:
     errors: Counter = field(default_factory=Counter)
     seconds: float = 0.0
 
-    def merge(self, other: "GenerationSummary") -> "GenerationSummary":
+    def merge(self, other: GenerationSummary) -> GenerationSummary:
         return GenerationSummary(
             self.generator,
             planned=self.planned + other.planned,
@@ -129,9 +129,9 @@ def make_logger(gdir: GeneratorDir, info: DistInfo) -> logging.Logger:
     return logger
 
 
-def check_inputs(name: str, cls: type[Generator], available: set[str]) -> None:
+def check_inputs(name: str, cls: type[Generator], available: Collection[str]) -> None:
     """Refuse a generator whose declared inputs this dataset/config cannot supply."""
-    missing = sorted(set(cls.inputs) - available)
+    missing = sorted(set(cls.inputs) - set(available))
     if missing:
         what = "; ".join(f"{m} ({INPUT_KINDS.get(m, m)})" for m in missing)
         hint = ""
@@ -149,15 +149,15 @@ def batched(items: Sequence, size: int) -> Iterator[Sequence]:
 
 
 def run_generator(
-    cfg: "BenchConfig",
+    cfg: BenchConfig,
     name: str,
-    gcfg: "GeneratorConfig",
+    gcfg: GeneratorConfig,
     *,
     cases: Sequence[Case],
-    prepared: "PreparedCases",
+    prepared: PreparedCases,
     info: DistInfo = DistInfo(),
     device: str = "cpu",
-    weights: "WeightsManager | None" = None,
+    weights: WeightsManager | None = None,
     overwrite: bool = False,
     progress: bool = True,
 ) -> GenerationSummary:
@@ -313,7 +313,12 @@ def write_output(
         pixels = to_run_image(image, cfg.run.resolution, cfg.run.bit_depth, cfg.dataset.square)
     except OutputError as exc:
         return failure(
-            exc, name=name, info=info, case_id=condition.case_id, sample_index=condition.sample_index, seed=condition.seed,
+            exc,
+            name=name,
+            info=info,
+            case_id=condition.case_id,
+            sample_index=condition.sample_index,
+            seed=condition.seed,
             condition=condition,
         )
     path = gdir.image_path(condition.case_id, condition.sample_index)
@@ -353,4 +358,4 @@ def failure(
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")

@@ -10,9 +10,9 @@ a wrapped generator's output. Files that match no case are listed, never guessed
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 from tqdm import tqdm
 

@@ -62,6 +62,4 @@ def label_index(name: str) -> int:
 
 def positive_names(labels: tuple[int, ...]) -> tuple[str, ...]:
     """Positive pathology names in CheXpert order (non-pathology labels left out)."""
-    return tuple(
-        name for name, value in zip(CHEXPERT_LABELS, labels) if value == 1 and name not in NON_PATHOLOGY_LABELS
-    )
+    return tuple(name for name, value in zip(CHEXPERT_LABELS, labels) if value == 1 and name not in NON_PATHOLOGY_LABELS)

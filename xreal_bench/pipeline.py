@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import functools
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 from xreal_bench import distributed
 from xreal_bench.config import BenchConfig
@@ -17,6 +18,7 @@ from xreal_bench.weights import WeightsManager
 
 if TYPE_CHECKING:
     from xreal_bench.conditioning import PreparedCases
+    from xreal_bench.data.mimic import DatasetScan
 
 
 @dataclass
@@ -24,7 +26,7 @@ class Session:
     """What every stage of one invocation shares: config, dataset, ranks, device, weights."""
 
     cfg: BenchConfig
-    scan: object  # xreal_bench.data.mimic.DatasetScan
+    scan: DatasetScan
     info: DistInfo
     device: str
     weights: WeightsManager
@@ -131,4 +133,3 @@ def rank_cases(cases: Sequence[Case], samples_per_condition: int, info: DistInfo
     """The cases of which this rank generates at least one sample (the harness's sharding)."""
     items = distributed.shard(plan_items(cases, samples_per_condition), info)
     return list({case.case_id: case for case, _ in items}.values())
-

@@ -66,7 +66,9 @@ class Registry:
     def register(self, name: str, obj: Any, *, replace: bool = False) -> None:
         """Make ``obj`` known as ``name`` in this process; an existing name needs ``replace=True``."""
         if not replace and (origins := self.origins(name)):
-            raise RegistryError(f"{self.kind} {name!r} is already defined: {'; '.join(origins)} (pass replace=True to override it)")
+            raise RegistryError(
+                f"{self.kind} {name!r} is already defined: {'; '.join(origins)} (pass replace=True to override it)"
+            )
         self.registered[name] = obj
         self.loaded.pop(name, None)
 

@@ -14,11 +14,12 @@ import json
 import platform
 import socket
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -57,7 +58,9 @@ def environment(device: str, world: int) -> dict[str, Any]:
 
     return {
         "device": device,
-        "device_name": torch.cuda.get_device_name(0) if device.startswith("cuda") and torch.cuda.is_available() else platform.processor() or platform.machine(),
+        "device_name": torch.cuda.get_device_name(0)
+        if device.startswith("cuda") and torch.cuda.is_available()
+        else platform.processor() or platform.machine(),
         "world_size": world,
         "host": socket.gethostname(),
         "python": sys.version.split()[0],
@@ -68,7 +71,9 @@ def environment(device: str, world: int) -> dict[str, Any]:
 
 def rows_frame(rows: Sequence) -> pd.DataFrame:
     frame = pd.DataFrame([asdict(r) for r in rows], columns=COLUMNS)
-    return frame.sort_values(["generator", "subset", "metric"], key=lambda col: col.map(sort_key) if col.name == "subset" else col, kind="stable").reset_index(drop=True)
+    return frame.sort_values(
+        ["generator", "subset", "metric"], key=lambda col: col.map(sort_key) if col.name == "subset" else col, kind="stable"
+    ).reset_index(drop=True)
 
 
 def sort_key(subset: str) -> str:
@@ -81,7 +86,7 @@ def write_results(out: Path, rows: Sequence, provenance: dict[str, Any]) -> tupl
     frame = rows_frame(rows)
     csv_path, json_path = out / "results.csv", out / "results.json"
     write_atomic(csv_path, lambda f: f.write(frame.to_csv(index=False).encode()))
-    provenance = {"written": datetime.now(timezone.utc).isoformat(timespec="seconds"), **provenance}
+    provenance = {"written": datetime.now(UTC).isoformat(timespec="seconds"), **provenance}
     write_atomic(json_path, lambda f: f.write(json.dumps(provenance, indent=2, sort_keys=False, default=str).encode()))
     return csv_path, json_path
 
@@ -92,5 +97,5 @@ def read_results(out: Path) -> pd.DataFrame:
         from xreal_bench.errors import UserFacingError
 
         raise UserFacingError(f"no results at {path}; run `xreal-bench evaluate` (or `run`) first")
-    text = {c: str for c in ("generator", "metric", "subset", "evaluator", "note")}
+    text = dict.fromkeys(("generator", "metric", "subset", "evaluator", "note"), str)
     return pd.read_csv(path, dtype=text).fillna({"evaluator": "", "note": ""})

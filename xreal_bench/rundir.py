@@ -21,9 +21,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from xreal_bench.atomic import write_atomic
 
@@ -131,11 +132,7 @@ def generator_dirs(out: str | Path) -> list[GeneratorDir]:
     out = Path(out)
     if not out.is_dir():
         return []
-    return [
-        GeneratorDir(out, p.name)
-        for p in sorted(out.iterdir())
-        if p.is_dir() and (any(p.glob("manifest*.jsonl")))
-    ]
+    return [GeneratorDir(out, p.name) for p in sorted(out.iterdir()) if p.is_dir() and (any(p.glob("manifest*.jsonl")))]
 
 
 def condition_summary(condition) -> dict[str, Any]:

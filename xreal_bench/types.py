@@ -58,7 +58,7 @@ class Box:
     x1: float
     y1: float
 
-    def clipped(self) -> "Box":
+    def clipped(self) -> Box:
         c = lambda v: min(max(float(v), 0.0), 1.0)  # noqa: E731
         return Box(self.label, c(self.x0), c(self.y0), c(self.x1), c(self.y1))
 

@@ -39,9 +39,7 @@ def build(cls: type, data: Any, source: str, path: str = ""):
         if key not in fields:
             close = difflib.get_close_matches(str(key), list(fields), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(
-                source, join(path, str(key)), f"unknown key (known keys: {', '.join(sorted(fields))}){hint}"
-            )
+            raise ConfigError(source, join(path, str(key)), f"unknown key (known keys: {', '.join(sorted(fields))}){hint}")
     values = {key: check(hints[key], value, source, join(path, key)) for key, value in data.items()}
     obj = cls(**values)
     validate = getattr(obj, "validate", None)

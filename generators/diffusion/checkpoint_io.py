@@ -82,7 +82,9 @@ def read_checkpoint(path: Path, log: logging.Logger) -> Any:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         log.info("%s: weights_only load refused (%s); reading tensors with the tensor-only unpickler", path.name, first_line)
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise UserFacingError(f"cannot read checkpoint {path}: {exc}\n  the file may be truncated or not a torch checkpoint") from None
+        raise UserFacingError(
+            f"cannot read checkpoint {path}: {exc}\n  the file may be truncated or not a torch checkpoint"
+        ) from None
     try:
         return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_tensor_only_pickle_module())
     except Exception as exc:  # noqa: BLE001 - any failure here means the file is unusable

@@ -13,8 +13,8 @@ adjustment as a per-sample note (logged, and returned in the adapter's ``Generat
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -52,7 +52,9 @@ def anatomy_batch(conditions: Sequence[Condition], size: int, notes: Notes) -> t
     maps = []
     for i, c in enumerate(conditions):
         if c.anatomy is None:
-            raise UserFacingError(f"{notes.model}: case {c.case_id} has no anatomy label map (conditioning.anatomy must not be 'none')")
+            raise UserFacingError(
+                f"{notes.model}: case {c.case_id} has no anatomy label map (conditioning.anatomy must not be 'none')"
+            )
         label_map = np.asarray(c.anatomy)
         if label_map.ndim != 2:
             raise UserFacingError(f"{notes.model}: case {c.case_id}: anatomy map must be 2-D, got shape {label_map.shape}")
@@ -85,14 +87,19 @@ def pathology_region(condition: Condition, index: int, size: int, notes: Notes) 
                 notes.add(index, f"{where} lies outside the image: ignored")
                 continue
             if clipped != box:
-                notes.add(index, f"{where} clipped to the image ({clipped.x0:.3f}, {clipped.y0:.3f}, {clipped.x1:.3f}, {clipped.y1:.3f})")
+                notes.add(
+                    index,
+                    f"{where} clipped to the image ({clipped.x0:.3f}, {clipped.y0:.3f}, {clipped.x1:.3f}, {clipped.y1:.3f})",
+                )
             x0, y0, x1, y1 = clipped.pixels(size)
             mask[y0:y1, x0:x1] = 1.0
         return mask if mask.any() else None
     if condition.pathology_mask is not None:
         region = np.asarray(condition.pathology_mask).astype(bool)
         if region.shape != (size, size):
-            notes.add(index, f"pathology mask {region.shape[0]}x{region.shape[1]} resized to {size}x{size} (centre crop, nearest)")
+            notes.add(
+                index, f"pathology mask {region.shape[0]}x{region.shape[1]} resized to {size}x{size} (centre crop, nearest)"
+            )
             region = resize_label_map(region, size)
         return torch.from_numpy(region.astype(np.float32)) if region.any() else None
     return None

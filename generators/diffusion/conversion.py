@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
@@ -48,9 +49,9 @@ from diffusers.pipelines.stable_diffusion.convert_from_ckpt import (
 )
 from torch import nn
 
+from xreal_bench.errors import UserFacingError
 from xreal_bench.generators.diffusion import original_config as oc
 from xreal_bench.generators.diffusion.schedules import ldm_linear_alphas_cumprod
-from xreal_bench.errors import UserFacingError
 
 #: Bumped whenever the conversion output changes (invalidates cached conversions).
 CONVERTER_VERSION = "1"
@@ -67,14 +68,32 @@ LDM_PREFIXES: dict[str, str] = {
 #: Prefixes of a bare autoencoder checkpoint (``ldm_ae.pth``, the anatomy controller, Cheff's AE).
 AUTOENCODER_PREFIXES = ("encoder.", "decoder.", "quant_conv.", "post_quant_conv.")
 #: Prefixes of a ControlNet saved without the ``control_model.`` prefix.
-BARE_CONTROLNET_PREFIXES = ("time_embed.", "input_blocks.", "zero_convs.", "input_hint_block.", "middle_block.", "middle_block_out.")
+BARE_CONTROLNET_PREFIXES = (
+    "time_embed.",
+    "input_blocks.",
+    "zero_convs.",
+    "input_hint_block.",
+    "middle_block.",
+    "middle_block_out.",
+)
 #: Buffers of the LDM's DDPM: the noise schedule and quantities derived from it.
 SCHEDULE_BUFFERS = frozenset(
     {
-        "betas", "alphas_cumprod", "alphas_cumprod_prev", "sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod",
-        "log_one_minus_alphas_cumprod", "sqrt_recip_alphas_cumprod", "sqrt_recipm1_alphas_cumprod",
-        "posterior_variance", "posterior_log_variance_clipped", "posterior_mean_coef1", "posterior_mean_coef2",
-        "lvlb_weights", "logvar", "cond_ids",
+        "betas",
+        "alphas_cumprod",
+        "alphas_cumprod_prev",
+        "sqrt_alphas_cumprod",
+        "sqrt_one_minus_alphas_cumprod",
+        "log_one_minus_alphas_cumprod",
+        "sqrt_recip_alphas_cumprod",
+        "sqrt_recipm1_alphas_cumprod",
+        "posterior_variance",
+        "posterior_log_variance_clipped",
+        "posterior_mean_coef1",
+        "posterior_mean_coef2",
+        "lvlb_weights",
+        "logvar",
+        "cond_ids",
     }
 )
 #: EMA bookkeeping scalars (not weights).
@@ -116,8 +135,14 @@ def controlnet_config(original: dict[str, Any]) -> dict[str, Any]:
     unet = unet_config(original)
     control = original["model"]["params"]["control_stage_config"]["params"]
     shared = (
-        "in_channels", "down_block_types", "block_out_channels", "layers_per_block", "cross_attention_dim",
-        "attention_head_dim", "use_linear_projection", "transformer_layers_per_block",
+        "in_channels",
+        "down_block_types",
+        "block_out_channels",
+        "layers_per_block",
+        "cross_attention_dim",
+        "attention_head_dim",
+        "use_linear_projection",
+        "transformer_layers_per_block",
     )
     return {
         **{k: unet[k] for k in shared},
@@ -287,13 +312,15 @@ def convert_component(name: str, part: Partition, original: dict[str, Any], sour
             names = part.groups.get("unet", {})
             missing = [ema_key(k) for k in names if ema_key(k) not in tensors]
             if not names or missing:
-                raise ConversionError(f"EMA weights incomplete or without their UNet key names: {_key_list(missing) or 'no UNet keys'}")
+                raise ConversionError(
+                    f"EMA weights incomplete or without their UNet key names: {_key_list(missing) or 'no UNet keys'}"
+                )
             probe = {k: tensors[ema_key(k)] for k in names}
             out, consumed_names = traced(lambda s: convert_ldm_unet_checkpoint(s, config), probe)
             consumed = {ema_key(k) for k in consumed_names} | (EMA_BOOKKEEPING & tensors.keys())
         elif name == "vae":
             prefix = LDM_PREFIXES["vae"] if any(k.startswith(LDM_PREFIXES["vae"]) for k in tensors) else ""
-            stripped = {k[len(prefix):]: v for k, v in tensors.items()}
+            stripped = {k[len(prefix) :]: v for k, v in tensors.items()}
             out, consumed_stripped = traced(lambda s: convert_ldm_vae_checkpoint(s, config), stripped)
             consumed = {prefix + k for k in consumed_stripped}
         elif name == "controlnet":

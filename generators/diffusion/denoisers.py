@@ -52,8 +52,12 @@ class LatentDenoiser:
         extra = {}
         if self.controlnet is not None:
             down, mid = self.controlnet(
-                x, t, encoder_hidden_states=self.context, controlnet_cond=self.hint,
-                conditioning_scale=self.control_scale, return_dict=False,
+                x,
+                t,
+                encoder_hidden_states=self.context,
+                controlnet_cond=self.hint,
+                conditioning_scale=self.control_scale,
+                return_dict=False,
             )
             extra = {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
         eps = self.unet(x, t, encoder_hidden_states=self.context, return_dict=False, **extra)[0].float()

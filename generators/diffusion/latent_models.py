@@ -11,9 +11,10 @@ log says which file provided what.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from diffusers import (
@@ -24,11 +25,11 @@ from diffusers import (
 )
 from torch import nn
 
+from xreal_bench.errors import UserFacingError
 from xreal_bench.generators.diffusion import original_config as oc
 from xreal_bench.generators.diffusion.converted_cache import ConvertedCheckpoint
 from xreal_bench.generators.diffusion.noise import SampleNoise
 from xreal_bench.generators.diffusion.schedules import ldm_ddim_scheduler
-from xreal_bench.errors import UserFacingError
 
 COMPONENT_KEYS = {
     "unet": "model.diffusion_model.*",

@@ -10,7 +10,7 @@ device (CPU generators give the same numbers everywhere).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -23,7 +23,7 @@ class SampleNoise:
         self.device = torch.device(device)
 
     @classmethod
-    def from_seeds(cls, seeds: Sequence[int], device: torch.device | str = "cpu") -> "SampleNoise":
+    def from_seeds(cls, seeds: Sequence[int], device: torch.device | str = "cpu") -> SampleNoise:
         return cls([torch.Generator("cpu").manual_seed(int(seed)) for seed in seeds], device)
 
     def __len__(self) -> int:
@@ -34,6 +34,6 @@ class SampleNoise:
         rows = [torch.randn((1, *shape), generator=g, dtype=torch.float32) for g in self.generators]
         return torch.cat(rows).to(self.device)
 
-    def subset(self, indices: Sequence[int]) -> "SampleNoise":
+    def subset(self, indices: Sequence[int]) -> SampleNoise:
         """The streams of some samples (shared, so their draws continue where they are)."""
         return SampleNoise([self.generators[i] for i in indices], self.device)

@@ -83,8 +83,14 @@ CONTROLNET = _ldm(control_stage_config={"params": {**copy.deepcopy(UNET_PARAMS),
 
 #: Fields of a UNet config that change the architecture (and so must agree between UNet and ControlNet).
 ARCHITECTURE_FIELDS = (
-    "in_channels", "model_channels", "attention_resolutions", "num_res_blocks", "channel_mult",
-    "num_heads", "transformer_depth", "context_dim",
+    "in_channels",
+    "model_channels",
+    "attention_resolutions",
+    "num_res_blocks",
+    "channel_mult",
+    "num_heads",
+    "transformer_depth",
+    "context_dim",
 )
 
 

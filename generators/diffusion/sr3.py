@@ -41,10 +41,12 @@ class SR3Config:
     timesteps: int = 2000
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "SR3Config":
+    def from_dict(cls, data: dict[str, Any]) -> SR3Config:
         unknown = set(data) - set(cls.__dataclass_fields__)
         if unknown:
-            raise ValueError(f"unknown SR config keys: {', '.join(sorted(unknown))} (known: {', '.join(cls.__dataclass_fields__)})")
+            raise ValueError(
+                f"unknown SR config keys: {', '.join(sorted(unknown))} (known: {', '.join(cls.__dataclass_fields__)})"
+            )
         return cls(**data)
 
 
@@ -165,12 +167,14 @@ class SR3UNet(nn.Module):
             return Residual(PreNorm(channels, LinearAttention(channels))) if level >= first_attention else nn.Identity()
 
         self.downs = nn.ModuleList(
-            nn.ModuleList([
-                ResnetBlock(d_in, d_out, time_dim, groups),
-                ResnetBlock(d_out, d_out, time_dim, groups),
-                attention(d_out, level),
-                nn.Conv2d(d_out, d_out, 4, 2, 1) if level < levels - 1 else nn.Identity(),
-            ])
+            nn.ModuleList(
+                [
+                    ResnetBlock(d_in, d_out, time_dim, groups),
+                    ResnetBlock(d_out, d_out, time_dim, groups),
+                    attention(d_out, level),
+                    nn.Conv2d(d_out, d_out, 4, 2, 1) if level < levels - 1 else nn.Identity(),
+                ]
+            )
             for level, (d_in, d_out) in enumerate(in_out)
         )
         mid = dims[-1]
@@ -178,12 +182,14 @@ class SR3UNet(nn.Module):
         self.mid_attn = Residual(PreNorm(mid, Attention(mid))) if config.num_attention_layer >= 1 else nn.Identity()
         self.mid_block2 = ResnetBlock(mid, mid, time_dim, groups)
         self.ups = nn.ModuleList(
-            nn.ModuleList([
-                ResnetBlock(d_out * 2, d_in, time_dim, groups),
-                ResnetBlock(d_in, d_in, time_dim, groups),
-                attention(d_in, level),
-                nn.ConvTranspose2d(d_in, d_in, 4, 2, 1) if level < levels - 1 else nn.Identity(),
-            ])
+            nn.ModuleList(
+                [
+                    ResnetBlock(d_out * 2, d_in, time_dim, groups),
+                    ResnetBlock(d_in, d_in, time_dim, groups),
+                    attention(d_in, level),
+                    nn.ConvTranspose2d(d_in, d_in, 4, 2, 1) if level < levels - 1 else nn.Identity(),
+                ]
+            )
             for level, (d_in, d_out) in enumerate(reversed(in_out[1:]))
         )
         self.final_conv = nn.Sequential(
@@ -207,7 +213,7 @@ class SR3UNet(nn.Module):
 
 @torch.no_grad()
 def super_resolve(
-    model: SR3UNet, images: torch.Tensor, scheduler: "DDIMScheduler", noise: SampleNoise, *, size: int, steps: int, eta: float
+    model: SR3UNet, images: torch.Tensor, scheduler: DDIMScheduler, noise: SampleNoise, *, size: int, steps: int, eta: float
 ) -> torch.Tensor:
     """``(B, 1, h, w)`` images in [0, 1] -> ``(B, 1, size, size)`` in [0, 1] (``CheffSRModel.sample``, DDIM)."""
     param = next(model.parameters())

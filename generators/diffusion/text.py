@@ -11,8 +11,8 @@ prompt is counted and logged.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -48,7 +48,13 @@ class TruncationCounter:
         if over:
             self.log.warning(
                 "%s: %d of %d prompt(s) exceed %d tokens (longest %d) and are truncated as the original does "
-                "(%d truncated so far)", self.model, len(over), len(prompts), self.max_length, max(over), self.truncated,
+                "(%d truncated so far)",
+                self.model,
+                len(over),
+                len(prompts),
+                self.max_length,
+                max(over),
+                self.truncated,
             )
         return len(over)
 

@@ -15,8 +15,8 @@ from typing import ClassVar
 
 import torch
 
-from xreal_bench.metrics.dice import MASK_CHANNELS
 from xreal_bench.errors import UserFacingError
+from xreal_bench.metrics.dice import MASK_CHANNELS
 
 
 class WeightsLoadError(UserFacingError):
@@ -74,7 +74,9 @@ class FeatureExtractor(Evaluator):
 
     def check_output(self, images: torch.Tensor, out: torch.Tensor) -> None:
         if out.shape != (images.shape[0], self.dim) or out.dtype != torch.float32:
-            raise RuntimeError(f"{self.name} returned {out.dtype} {tuple(out.shape)}, expected float32 [{images.shape[0]}, {self.dim}]")
+            raise RuntimeError(
+                f"{self.name} returned {out.dtype} {tuple(out.shape)}, expected float32 [{images.shape[0]}, {self.dim}]"
+            )
 
 
 class Segmenter(Evaluator):
@@ -87,7 +89,9 @@ class Segmenter(Evaluator):
     def check_output(self, images: torch.Tensor, out: torch.Tensor) -> None:
         b, _, h, w = images.shape
         if out.shape != (b, len(self.channels), h, w) or out.dtype != torch.bool:
-            raise RuntimeError(f"{self.name} returned {out.dtype} {tuple(out.shape)}, expected bool [{b}, {len(self.channels)}, {h}, {w}]")
+            raise RuntimeError(
+                f"{self.name} returned {out.dtype} {tuple(out.shape)}, expected bool [{b}, {len(self.channels)}, {h}, {w}]"
+            )
 
 
 class Classifier(Evaluator):
@@ -103,4 +107,6 @@ class Classifier(Evaluator):
 
     def check_output(self, images: torch.Tensor, out: torch.Tensor) -> None:
         if out.shape != (images.shape[0], len(self.labels)) or out.dtype != torch.float32:
-            raise RuntimeError(f"{self.name} returned {out.dtype} {tuple(out.shape)}, expected float32 [{images.shape[0]}, {len(self.labels)}]")
+            raise RuntimeError(
+                f"{self.name} returned {out.dtype} {tuple(out.shape)}, expected float32 [{images.shape[0]}, {len(self.labels)}]"
+            )

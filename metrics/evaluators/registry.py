@@ -44,9 +44,7 @@ def available_evaluators(kind: str) -> list[str]:
     return registry(kind).names()
 
 
-def build_evaluator(
-    kind: str, name: str, *, weights: WeightsManager, device: str | torch.device = "cpu", **options
-) -> Evaluator:
+def build_evaluator(kind: str, name: str, *, weights: WeightsManager, device: str | torch.device = "cpu", **options) -> Evaluator:
     """Build the ``(kind, name)`` evaluator with its weights from ``weights`` on ``device``.
 
     ``options`` go to the factory (e.g. ``pspnet_left_lung="image-left"`` for ``xrv-pspnet``).
@@ -62,7 +60,9 @@ def build_evaluator(
     return evaluator
 
 
-def build_feature_extractor(name: str, *, weights: WeightsManager, device: str | torch.device = "cpu", **options) -> FeatureExtractor:
+def build_feature_extractor(
+    name: str, *, weights: WeightsManager, device: str | torch.device = "cpu", **options
+) -> FeatureExtractor:
     return build_evaluator("feature", name, weights=weights, device=device, **options)  # type: ignore[return-value]
 
 

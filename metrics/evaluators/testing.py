@@ -30,8 +30,9 @@ def write_random_release_files(manager: WeightsManager, seed: int = 0) -> None:
     net = xrv.baseline_models.chestx_det.ptsemseg.pspnet.pspnet(14)
     torch.save({f"module.{k}": v for k, v in net.state_dict().items()}, manager.path("xrv-pspnet"))
     # torch-fidelity Inception: a plain state dict of FeatureExtractorInceptionV3.
-    with mock.patch("torch_fidelity.feature_extractor_inceptionv3.load_state_dict_from_url", return_value={}), mock.patch.object(
-        FeatureExtractorInceptionV3, "load_state_dict"
+    with (
+        mock.patch("torch_fidelity.feature_extractor_inceptionv3.load_state_dict_from_url", return_value={}),
+        mock.patch.object(FeatureExtractorInceptionV3, "load_state_dict"),
     ):
         inception = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
     manager.path("inception-fid").parent.mkdir(parents=True, exist_ok=True)

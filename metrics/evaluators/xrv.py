@@ -25,13 +25,13 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from xreal_bench.labels import CHEXPERT_LABELS
 from xreal_bench.metrics.evaluators.base import (
     Classifier,
     FeatureExtractor,
     Segmenter,
     WeightsLoadError,
 )
-from xreal_bench.labels import CHEXPERT_LABELS
 from xreal_bench.registry import XRV_TAGS
 from xreal_bench.weights import Artifact, WeightsManager
 
@@ -119,6 +119,7 @@ class XRVDenseNetClassifier(Classifier):
     and non-CheXpert outputs dropped, columns in CheXpert order. ``calibrated_thresholds`` are
     the model's ``op_threshs`` in the same raw-probability space.
     """
+
     artifacts = tuple(DENSENETS.values())
 
     preprocessing = XRV_PREPROCESSING.format(size=DENSENET_RESOLUTION) + "; sigmoid outputs, op_norm off"
@@ -130,7 +131,9 @@ class XRVDenseNetClassifier(Classifier):
         self.columns = [mapped[name] for name in self.labels]
         op = model.op_threshs
         self.calibrated_thresholds = (
-            {name: float(op[i]) for name, i in zip(self.labels, self.columns) if not torch.isnan(op[i])} if op is not None else None
+            {name: float(op[i]) for name, i in zip(self.labels, self.columns) if not torch.isnan(op[i])}
+            if op is not None
+            else None
         )
         model.op_threshs = None  # raw probabilities; the thresholds above live in the same space
         model.apply_sigmoid = True
@@ -144,6 +147,7 @@ class XRVDenseNetClassifier(Classifier):
 
 class XRVDenseNetFeatures(FeatureExtractor):
     """1024-d pooled DenseNet-121 features (``features2``) for the X-ray FID ``fid_xrv``."""
+
     artifacts = tuple(DENSENETS.values())
 
     preprocessing = XRV_PREPROCESSING.format(size=DENSENET_RESOLUTION) + "; features2 (ReLU + global average pool)"
@@ -182,6 +186,7 @@ class XRVPSPNet(Segmenter):
     verifiable from the released code; check it on real images with
     :func:`xreal_bench.metrics.dice.left_lung_on_image_right`.
     """
+
     artifacts = (PSPNET,)
 
     preprocessing = XRV_PREPROCESSING.format(size=PSPNET_RESOLUTION) + "; sigmoid > 0.5; nearest resize back"

@@ -35,8 +35,7 @@ def register(sub) -> None:
         "--root",
         default=argparse.SUPPRESS,
         metavar="PATH",
-        help="MIMIC-CXR-JPG root holding mimic-cxr-2.0.0-*.csv(.gz) and files/ "
-        "(default: the configured [dataset].root and kind)",
+        help="MIMIC-CXR-JPG root holding mimic-cxr-2.0.0-*.csv(.gz) and files/ (default: the configured [dataset].root and kind)",
     )
     summary.add_argument(
         "--split",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+
 def register(sub) -> None:
     from xreal_bench.commands.args import add_config_args, subparser
 
@@ -16,7 +17,9 @@ def register(sub) -> None:
         p = subparser(sub, name, help_text)
         add_config_args(p)
         p.add_argument("--out", default=None, help="run directory (overrides run.out)")
-        p.add_argument("--generators", nargs="+", default=None, metavar="NAME", help="only these generators (default: all enabled)")
+        p.add_argument(
+            "--generators", nargs="+", default=None, metavar="NAME", help="only these generators (default: all enabled)"
+        )
         p.add_argument("--quiet", action="store_true", help="no progress bars")
         if name in ("run", "generate"):
             p.add_argument("--overwrite", action="store_true", help="delete the generators' existing images first")
@@ -93,7 +96,9 @@ def report_and_print(cfg) -> None:
     out = Path(cfg.run.out)
     write_reports(out, cfg.report.formats, cfg.report.figures, cfg.report.decimals)
     print((out / "leaderboard.md").read_text())
-    print(f"results: {out / 'results.csv'} (+ results.json provenance), leaderboard: {out / 'leaderboard.md'}, tables: {out / 'tables'}")
+    print(
+        f"results: {out / 'results.csv'} (+ results.json provenance), leaderboard: {out / 'leaderboard.md'}, tables: {out / 'tables'}"
+    )
 
 
 def run_report(args: argparse.Namespace) -> int:

@@ -200,16 +200,21 @@ class SegmenterAnatomy(AnatomySource):
     def map_dir(self, weights_hash: str) -> Path:
         return self.cache_dir / "anatomy" / weights_hash[:16] / f"{self.square}-{self.resolution}"
 
-    def locate(self, cases: Sequence[Case], progress: bool) -> dict[str, Path]:
+    def built_segmenter(self) -> Segmenter:
+        """The segmenter, built on first use (only when maps are missing from the cache)."""
         if self.segmenter is None:
             self.segmenter = self.factory()
-        folder = self.map_dir(self.segmenter.weights_hash)
+        return self.segmenter
+
+    def locate(self, cases: Sequence[Case], progress: bool) -> dict[str, Path]:
+        segmenter = self.built_segmenter()
+        folder = self.map_dir(segmenter.weights_hash)
         paths = {
             c.case_id: folder / f"{sha256_file(c.image_path)}.png"
             for c in tqdm(cases, disable=not progress, desc="hashing images", unit="img")
         }
         todo = [c for c in cases if not paths[c.case_id].is_file()]
-        bar = tqdm(total=len(todo), disable=not progress or not todo, desc=f"segmenting ({self.segmenter.name})", unit="img")
+        bar = tqdm(total=len(todo), disable=not progress or not todo, desc=f"segmenting ({segmenter.name})", unit="img")
         for start in range(0, len(todo), self.batch_size):
             batch = todo[start : start + self.batch_size]
             for case, labels in zip(batch, self.segment(batch)):
@@ -223,10 +228,10 @@ class SegmenterAnatomy(AnatomySource):
 
         images = np.stack([to_square(load_grayscale(c.image_path), self.resolution, self.square) for c in cases])
         with torch.no_grad():
-            masks = self.segmenter(torch.from_numpy(images)[:, None])
+            masks = self.built_segmenter()(torch.from_numpy(images)[:, None])
         if masks.dtype != torch.bool or tuple(masks.shape[:2]) != (len(cases), 4) or masks.ndim != 4:
             raise TypeError(
-                f"segmenter {self.segmenter.name!r} returned {masks.dtype} {tuple(masks.shape)}; "
+                f"segmenter {self.built_segmenter().name!r} returned {masks.dtype} {tuple(masks.shape)}; "
                 f"expected a bool tensor of shape [{len(cases)},4,H,W]"
             )
         out = []

@@ -184,7 +184,7 @@ def square_geometry(height: int, width: int, mode: str) -> tuple[int, int, int]:
     return side, (side - height) // 2, (side - width) // 2
 
 
-def to_working_box(raw: RawBox, label: str, size: tuple[int, int], ref: tuple[int, int] | None, mode: str) -> Box:
+def to_working_box(raw: RawBox, label: str, size: tuple[int, int], ref: tuple[float, float] | None, mode: str) -> Box:
     """Original-pixel box -> fractions of the square working image (unclipped).
 
     ``size`` is the image file's ``(height, width)``; ``ref`` the ``(height, width)`` the box
@@ -274,9 +274,7 @@ def report_sides(report: str, pathology: str) -> set[int]:
     return sides
 
 
-def anatomy_rule_boxes(
-    positives: Sequence[str], anatomy: np.ndarray, report: str
-) -> tuple[tuple[Box, ...], tuple[str, ...]]:
+def anatomy_rule_boxes(positives: Sequence[str], anatomy: np.ndarray, report: str) -> tuple[tuple[Box, ...], tuple[str, ...]]:
     """The documented default box per positive pathology from the anatomy map."""
     size = anatomy.shape[0]
     boxes: list[Box] = []
@@ -297,7 +295,7 @@ def anatomy_rule_boxes(
             if bounds is None:
                 notes.append(f"{name}: the anatomy map has no {'left' if side == LEFT else 'right'} lung; no box")
                 continue
-            x0, y0, x1, y1 = bounds
+            x0, y0, x1, y1 = (float(v) for v in bounds)
             third = (y1 - y0) / 3.0
             if name == "Pleural Effusion":
                 y0 = y1 - third
@@ -336,4 +334,3 @@ def boxes_mask(boxes: Sequence[Box], size: int) -> np.ndarray:
         x0, y0, x1, y1 = box.pixels(size)
         mask[y0:y1, x0:x1] = True
     return mask
-

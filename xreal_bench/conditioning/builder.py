@@ -18,7 +18,7 @@ import numpy as np
 
 from xreal_bench.conditioning.boxes import boxes_mask
 from xreal_bench.config import BenchConfig
-from xreal_bench.types import Case, CaseFacts, Condition
+from xreal_bench.types import Box, Case, CaseFacts, Condition
 
 NO_TEXT_NOTE = "no FINDINGS/IMPRESSION text for this case; report is empty"
 
@@ -70,7 +70,8 @@ def build_condition(
         if anatomy is None:
             raise RuntimeError(f"no anatomy map prepared for case {case.case_id!r}")
         label_map = anatomy.copy()  # the generator's own copy
-    boxes, mask, source = (), None, "none"
+    boxes: tuple[Box, ...] = ()
+    mask, source = None, "none"
     if "pathology" in reads:
         box_set = facts.boxes_for(sample_index)
         boxes, source = box_set.boxes, box_set.source

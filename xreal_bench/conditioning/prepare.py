@@ -101,9 +101,7 @@ def unavailable_inputs(cfg: BenchConfig, scan: DatasetScan) -> dict[str, str]:
         ) + "; set anatomy = 'folder' with anatomy_dir = <folder of <case_id>.png maps>, or anatomy = 'pspnet'"
     if not boxes_csv and (cc.box_fallback == "none" or not anatomy_configured(cfg)):
         reason = (
-            "box_fallback = 'none'"
-            if cc.box_fallback == "none"
-            else f"box_fallback = {cc.box_fallback!r} needs anatomy maps"
+            "box_fallback = 'none'" if cc.box_fallback == "none" else f"box_fallback = {cc.box_fallback!r} needs anatomy maps"
         )
         why["pathology"] = f"no [conditioning].boxes_csv and {reason}"
     return why
@@ -218,10 +216,9 @@ def prepare_case_facts(
             )
         with_boxes = source is not None  # wanted only for show_box: left out when they cannot all be supplied
         need_anatomy = need_anatomy or with_boxes
-    maps = source.maps(cases, progress) if need_anatomy else None
+    maps = source.maps(cases, progress) if need_anatomy and source is not None else None
     facts = {
-        c.case_id: case_facts(c, csv=csv.get(c.case_id), cfg=cfg, anatomy=maps) if with_boxes else CaseFacts(c)
-        for c in cases
+        c.case_id: case_facts(c, csv=csv.get(c.case_id), cfg=cfg, anatomy=maps) if with_boxes else CaseFacts(c) for c in cases
     }
     return PreparedCases(
         facts=MappingProxyType(facts),
@@ -255,6 +252,8 @@ def case_facts(case: Case, *, csv: BoxSet | None, cfg: BenchConfig, anatomy: Ana
         return CaseFacts(case, boxes=BoxSet())
     if not case.positives:
         return CaseFacts(case, boxes=BoxSet(notes=(NO_POSITIVE_NOTE,)))
+    if anatomy is None:
+        raise RuntimeError(f"box_fallback = {fallback!r} needs the anatomy maps, which were not prepared")
     label_map = anatomy.load(case.case_id)
     if fallback == "anatomy":
         text = " ".join(t for t in (case.findings, case.impression) if t)

@@ -127,14 +127,12 @@ def read_csv(path: Path, required: Iterable[str], text: Iterable[str]) -> pd.Dat
     and required ones are stripped."""
     required = tuple(required)
     try:
-        frame = pd.read_csv(path, dtype={c: str for c in text})
+        frame = pd.read_csv(path, dtype=dict.fromkeys(text, str))
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise DatasetError(f"cannot read {path}: {exc}") from None
     lacking = [c for c in required if c not in frame.columns]
     if lacking:
-        raise DatasetError(
-            f"{path}: missing column(s) {', '.join(lacking)} (found: {', '.join(map(str, frame.columns))})"
-        )
+        raise DatasetError(f"{path}: missing column(s) {', '.join(lacking)} (found: {', '.join(map(str, frame.columns))})")
     for col in required:
         if col in text:
             frame[col] = frame[col].astype(str).str.strip()

@@ -26,13 +26,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from xreal_bench.labels import ANATOMY_CLASSES, CHEXPERT_LABELS
 from xreal_bench.metrics.evaluators.base import (
     Classifier,
     FeatureExtractor,
     Segmenter,
     WeightsLoadError,
 )
-from xreal_bench.labels import ANATOMY_CLASSES, CHEXPERT_LABELS
 from xreal_bench.weights import Artifact, WeightsManager
 
 INPUT_SIZE = 128
@@ -160,7 +160,9 @@ def restore_hint(artifact: str) -> str:
     return f"restore the {artifact!r} file shipped with xreal-bench (reinstall it) or rebuild it with: {REBUILD}"
 
 
-def load_state(model: nn.Module, state: dict[str, torch.Tensor], meta: dict[str, str], path, artifact: str, device: torch.device) -> nn.Module:
+def load_state(
+    model: nn.Module, state: dict[str, torch.Tensor], meta: dict[str, str], path, artifact: str, device: torch.device
+) -> nn.Module:
     """Load ``state`` into ``model`` strictly; a file of another model -> :class:`WeightsLoadError`."""
     found = meta.get("architecture", "<none>")
     if found != model.architecture:
@@ -177,7 +179,9 @@ def load_segmenter_net(weights: WeightsManager, device: torch.device) -> DemoUNe
     return load_state(DemoUNet(), state, meta, weights.path(SEGMENTER), SEGMENTER_ARTIFACT, device)
 
 
-def load_classifier_net(weights: WeightsManager, device: torch.device) -> tuple[DemoClassifierNet, tuple[str, ...], dict[str, float]]:
+def load_classifier_net(
+    weights: WeightsManager, device: torch.device
+) -> tuple[DemoClassifierNet, tuple[str, ...], dict[str, float]]:
     """The classifier network, its label names and its calibrated (Youden-J) thresholds."""
     state, meta = read_safetensors(weights, CLASSIFIER)
     path = weights.path(CLASSIFIER)
@@ -185,19 +189,26 @@ def load_classifier_net(weights: WeightsManager, device: torch.device) -> tuple[
         labels = tuple(json.loads(meta["labels"]))
         thresholds = {str(k): float(v) for k, v in json.loads(meta["thresholds"]).items()}
     except (KeyError, ValueError, TypeError, AttributeError) as exc:
-        raise WeightsLoadError(f"{path}: metadata lacks valid 'labels'/'thresholds' ({exc!r}); {restore_hint(CLASSIFIER_ARTIFACT)}") from None
+        raise WeightsLoadError(
+            f"{path}: metadata lacks valid 'labels'/'thresholds' ({exc!r}); {restore_hint(CLASSIFIER_ARTIFACT)}"
+        ) from None
     unknown = [n for n in labels if n not in CHEXPERT_LABELS]
     if unknown or not labels or set(thresholds) - set(labels):
-        raise WeightsLoadError(f"{path}: labels {list(labels)} / thresholds {sorted(thresholds)} are not CheXpert label names; {restore_hint(CLASSIFIER_ARTIFACT)}")
+        raise WeightsLoadError(
+            f"{path}: labels {list(labels)} / thresholds {sorted(thresholds)} are not CheXpert label names; {restore_hint(CLASSIFIER_ARTIFACT)}"
+        )
     model = load_state(DemoClassifierNet(len(labels)), state, meta, path, CLASSIFIER_ARTIFACT, device)
     return model, labels, thresholds
 
 
 class DemoSegmenter(Segmenter):
     """Lungs / heart / aorta masks from the demo U-Net (one class per pixel: the label maps' classes)."""
+
     artifacts = (SEGMENTER,)
 
-    preprocessing = f"{PREPROCESSING}; logits at 64 px bilinearly upsampled to the input size; argmax over background, lungs, heart, aorta"
+    preprocessing = (
+        f"{PREPROCESSING}; logits at 64 px bilinearly upsampled to the input size; argmax over background, lungs, heart, aorta"
+    )
 
     def __init__(self, *, weights: WeightsManager, device: torch.device):
         self.model = load_segmenter_net(weights, device)
@@ -214,6 +225,7 @@ class DemoSegmenter(Segmenter):
 
 class DemoSegmenterFeatures(FeatureExtractor):
     """64-d globally pooled bottleneck of the demo U-Net (the demo's ``fid_xrv`` space)."""
+
     artifacts = (SEGMENTER,)
 
     preprocessing = f"{PREPROCESSING}; U-Net bottleneck (8 px, ReLU) averaged over space"
@@ -232,6 +244,7 @@ class DemoSegmenterFeatures(FeatureExtractor):
 class DemoClassifier(Classifier):
     """Sigmoid probabilities of the drawn findings (CheXpert names, ``labels``);
     ``calibrated_thresholds``: Youden-J per class on the training script's validation phantoms."""
+
     artifacts = (CLASSIFIER,)
 
     preprocessing = f"{PREPROCESSING}; sigmoid of the logits"
@@ -248,6 +261,7 @@ class DemoClassifier(Classifier):
 
 class DemoClassifierFeatures(FeatureExtractor):
     """64-d penultimate layer (pooled, ReLU) of the demo classifier (the demo's ``fid``/``kid`` space)."""
+
     artifacts = (CLASSIFIER,)
 
     preprocessing = f"{PREPROCESSING}; classifier features before the last linear layer (ReLU, global average pool)"

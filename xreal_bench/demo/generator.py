@@ -22,9 +22,9 @@ from typing import Literal
 
 import numpy as np
 
-from xreal_bench.generators.base import Generator, GeneratorContext, GeneratorOutput
 from xreal_bench.demo.phantoms import DRAWN_FINDINGS, STYLES, render_from_anatomy
 from xreal_bench.errors import UserFacingError
+from xreal_bench.generators.base import Generator, GeneratorContext, GeneratorOutput
 from xreal_bench.types import Condition
 from xreal_bench.validation import require
 
@@ -71,8 +71,6 @@ class PhantomGenerator(Generator):
         findings = [name for name in condition.positives if name in DRAWN_FINDINGS]
         rng = np.random.default_rng(condition.seed)
         try:
-            return render_from_anatomy(
-                condition.anatomy, findings, condition.boxes, rng, self.style, self.options.noise
-            )
+            return render_from_anatomy(condition.anatomy, findings, condition.boxes, rng, self.style, self.options.noise)
         except ValueError as exc:
             raise UserFacingError(f"case {condition.case_id}: cannot render a phantom ({exc})") from None

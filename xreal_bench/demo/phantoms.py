@@ -559,9 +559,7 @@ def strokes(size: int, lines: Sequence[tuple[Sequence[tuple[float, float]], floa
     draw = ImageDraw.Draw(img)
     for points, width, value in lines:
         joint = "curve" if len(points) > 2 else None
-        draw.line(
-            [(float(x), float(y)) for x, y in points], fill=int(value), width=max(1, int(round(width))), joint=joint
-        )
+        draw.line([(float(x), float(y)) for x, y in points], fill=int(value), width=max(1, int(round(width))), joint=joint)
     return np.asarray(img, dtype=np.float32) / 255.0
 
 
@@ -583,9 +581,7 @@ def oval_window(size: int, px: tuple[int, int, int, int]) -> np.ndarray:
     """1 at the centre of the pixel box falling to 0 on the ellipse inscribed in it."""
     x0, y0, x1, y1 = px
     yy, xx = grid(size)
-    r2 = ((xx + 0.5 - (x0 + x1) / 2) / max((x1 - x0) / 2, 1)) ** 2 + (
-        (yy + 0.5 - (y0 + y1) / 2) / max((y1 - y0) / 2, 1)
-    ) ** 2
+    r2 = ((xx + 0.5 - (x0 + x1) / 2) / max((x1 - x0) / 2, 1)) ** 2 + ((yy + 0.5 - (y0 + y1) / 2) / max((y1 - y0) / 2, 1)) ** 2
     return np.sqrt(np.clip(1.0 - r2, 0.0, 1.0))
 
 
@@ -745,9 +741,7 @@ def stomach_bubble(g: Geometry, rng: np.random.Generator) -> np.ndarray:
 # --------------------------------------------------------------------------- findings
 
 
-def draw_finding(
-    name: str, px: tuple[int, int, int, int], g: Geometry, rng: np.random.Generator, layers: Layers
-) -> None:
+def draw_finding(name: str, px: tuple[int, int, int, int], g: Geometry, rng: np.random.Generator, layers: Layers) -> None:
     """Draw one finding inside pixel box ``px`` (the heart itself is Cardiomegaly's drawing)."""
     if name == "Cardiomegaly":
         return
@@ -827,9 +821,7 @@ def draw_consolidation(px, g: Geometry, rng, layers: Layers) -> None:
             lines.append(([(x, y), (nx, ny)], width, 255))
             if rng.random() < 0.5:
                 a2 = angle + rng.choice([-1, 1]) * 0.6
-                lines.append(
-                    ([(nx, ny), (nx + sign * np.cos(a2) * seg * 0.7, ny + np.sin(a2) * seg * 0.7)], width * 0.8, 255)
-                )
+                lines.append(([(nx, ny), (nx + sign * np.cos(a2) * seg * 0.7, ny + np.sin(a2) * seg * 0.7)], width * 0.8, 255))
             x, y, width = nx, ny, max(1.0, width * 0.85)
     bronchi = blur(strokes(g.size, lines), 0.6 * g.unit) * region
     layers.air *= 1.0 - 0.88 * region
@@ -840,9 +832,7 @@ def draw_consolidation(px, g: Geometry, rng, layers: Layers) -> None:
 def draw_lung_opacity(px, g: Geometry, rng, layers: Layers) -> None:
     """Faint, ill-defined, mottled haze; vessels remain visible through it."""
     x0, y0, x1, y1 = px
-    window = box_window(
-        g.size, (x0 + 2, y0 + 2, max(x1 - 2, x0 + 3), max(y1 - 2, y0 + 3)), 0.15 * min(x1 - x0, y1 - y0)
-    )
+    window = box_window(g.size, (x0 + 2, y0 + 2, max(x1 - 2, x0 + 3), max(y1 - 2, y0 + 3)), 0.15 * min(x1 - x0, y1 - y0))
     mottle = 0.75 + 0.25 * np.clip(smooth_noise(rng, g.size, 24), -1.5, 1.5)
     haze = window * mottle * layers.air
     layers.air *= 1.0 - 0.7 * np.clip(haze, 0.0, 1.0)
@@ -934,7 +924,9 @@ def render_phantom(
         raise ValueError(f"cannot draw {', '.join(unknown)}; drawable findings: {', '.join(DRAWN_FINDINGS)}")
     patient = patient or sample_patient(rng)
     given = dict(sides or {})
-    chosen: dict[str, Side] = {f: as_side(given.get(f)) or ("left" if rng.random() < 0.5 else "right") for f in findings if f in ONE_SIDED}
+    chosen: dict[str, Side] = {
+        f: as_side(given.get(f)) or ("left" if rng.random() < 0.5 else "right") for f in findings if f in ONE_SIDED
+    }
     anatomy = sample_anatomy(
         rng,
         size,

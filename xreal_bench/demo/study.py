@@ -82,8 +82,8 @@ def sample_study(root: str | Path, n_run_cases: int = 12, **settings):
 
     ``settings`` are :class:`~xreal_bench.config.StudyConfig` fields (small images by default).
     """
-    from xreal_bench.reader_study.builder import create_study
     from xreal_bench.config import StudyConfig
+    from xreal_bench.reader_study.builder import create_study
 
     root = Path(root)
     run = write_sample_run(root / "run", n_cases=n_run_cases)

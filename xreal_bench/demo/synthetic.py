@@ -369,8 +369,7 @@ def finding_phrase(name: str, side: str, where: str, rng: np.random.Generator) -
         )
     if name == "Atelectasis":
         return (
-            f"Plate-like atelectasis in the {side} {where} lung with mild volume loss"
-            f" and elevation of the {side} hemidiaphragm.",
+            f"Plate-like atelectasis in the {side} {where} lung with mild volume loss and elevation of the {side} hemidiaphragm.",
             f"Plate-like atelectasis in the {side} {where} lung",
         )
     raise ValueError(f"no phrase for {name!r}")
@@ -397,7 +396,7 @@ def describe_study(study: StudyPlan, anatomy: np.ndarray | None, boxes: tuple) -
         impressions.append(phrase)
         phrases[name] = phrase
 
-    cells = {label: "" for label in CHEXPERT_LABELS}
+    cells = dict.fromkeys(CHEXPERT_LABELS, "")
     for name in study.findings:
         cells[name] = "1.0"
     undrawn = [n for n in NEGATIONS if cells[n] == "" and not CONTRADICTS.get(n, set()) & set(study.findings)]
@@ -525,8 +524,8 @@ class Tables:
     chexpert: list[tuple] = field(default_factory=list)
     negbio: list[tuple] = field(default_factory=list)
     boxes: list[tuple] = field(default_factory=list)
-    images: dict[str, int] = field(default_factory=lambda: {s: 0 for s in ("train", "validate", "test")})
-    frontal: dict[str, int] = field(default_factory=lambda: {s: 0 for s in ("train", "validate", "test")})
+    images: dict[str, int] = field(default_factory=lambda: dict.fromkeys(("train", "validate", "test"), 0))
+    frontal: dict[str, int] = field(default_factory=lambda: dict.fromkeys(("train", "validate", "test"), 0))
     positives: dict[str, dict[str, int]] = field(
         default_factory=lambda: {s: dict.fromkeys(DRAWN_FINDINGS, 0) for s in ("train", "validate", "test")}
     )
@@ -546,9 +545,7 @@ def write_tree(tmp: Path, n_subjects: int, seed: int, image_size: int) -> dict:
                 bar.update(len(study.images))
 
     write_gzip(tmp / SPLIT_CSV, csv_bytes(SPLIT_HEADER, sorted(tables.split, key=lambda r: (r[2], r[1], r[0]))))
-    write_gzip(
-        tmp / METADATA_CSV, csv_bytes(METADATA_HEADER, sorted(tables.metadata, key=lambda r: (r[1], r[2], r[0])))
-    )
+    write_gzip(tmp / METADATA_CSV, csv_bytes(METADATA_HEADER, sorted(tables.metadata, key=lambda r: (r[1], r[2], r[0]))))
     write_gzip(tmp / CHEXPERT_CSV, csv_bytes(LABEL_HEADER, sorted(tables.chexpert)))
     write_gzip(tmp / NEGBIO_CSV, csv_bytes(LABEL_HEADER, sorted(tables.negbio)))
     (tmp / BOXES_CSV).write_bytes(csv_bytes(BOXES_HEADER, sorted(tables.boxes, key=lambda r: (r[0], r[1], r[3], r[4]))))
@@ -589,9 +586,7 @@ def write_study(tmp: Path, study: StudyPlan, patient: Patient, size: int, tables
             (tmp / ANATOMY_DIR / f"{im.dicom_id}.png").write_bytes(png_bytes(ph.anatomy))
             for box in ph.boxes:
                 x0, y0, x1, y1 = box_pixels(box, size)
-                tables.boxes.append(
-                    (im.dicom_id, box.label, text.phrases[box.label], x0, y0, x1 - x0, y1 - y0, size, size)
-                )
+                tables.boxes.append((im.dicom_id, box.label, text.phrases[box.label], x0, y0, x1 - x0, y1 - y0, size, size))
         if im.view in ("AP", "PA"):
             tables.frontal[study.split] += 1
             for name in study.findings:

@@ -60,8 +60,6 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from xreal_bench.metrics.classification import Thresholds, evaluate_classification, fit_thresholds
-from xreal_bench.metrics.dice import dice_per_structure, label_map_to_masks
 from xreal_bench.demo.evaluators import (
     CLASSIFIER_ARTIFACT,
     SEGMENTER_ARTIFACT,
@@ -81,6 +79,8 @@ from xreal_bench.demo.phantoms import (
 )
 from xreal_bench.demo.synthetic import jpeg_bytes
 from xreal_bench.imaging import dequantize, pil_to_gray, quantize
+from xreal_bench.metrics.classification import Thresholds, evaluate_classification, fit_thresholds
+from xreal_bench.metrics.dice import dice_per_structure, label_map_to_masks
 from xreal_bench.weights import Artifact, WeightsManager
 
 SEED = 20_240_917
@@ -143,7 +143,9 @@ def render_set(split: int, n: int, workers: int, seed: int = SEED, desc: str = "
     jobs = [(split, i, seed) for i in range(n)]
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
-            samples = list(tqdm(pool.map(render_one, jobs, chunksize=16), total=n, desc=desc or f"render split {split}", unit="img"))
+            samples = list(
+                tqdm(pool.map(render_one, jobs, chunksize=16), total=n, desc=desc or f"render split {split}", unit="img")
+            )
     else:
         samples = [render_sample(*j) for j in tqdm(jobs, desc=desc or f"render split {split}", unit="img")]
     dataset, alternate, anatomy, labels = (np.stack(a) for a in zip(*samples))
@@ -186,7 +188,9 @@ def non_radiographs(seed: int, start: int, stop: int) -> torch.Tensor:
             ramp = np.linspace(-1.0, 1.0, RENDER_SIZE, dtype=np.float32)
             field = np.cos(angle) * ramp[None, :] + np.sin(angle) * ramp[:, None]
         field = field / max(float(field.std()), 1e-6) if field.any() else field
-        image = rng.uniform(0.2, 0.8) + rng.uniform(0.02, 0.25) * field + rng.uniform(0.0, 0.06) * rng.standard_normal(field.shape)
+        image = (
+            rng.uniform(0.2, 0.8) + rng.uniform(0.02, 0.25) * field + rng.uniform(0.0, 0.06) * rng.standard_normal(field.shape)
+        )
         out.append(quantize(image))
     return torch.from_numpy(dequantize(np.stack(out)))[:, None]
 
@@ -225,7 +229,11 @@ def augment(x: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
 
     y = ((x + 1.0) / 2.0).clamp(0.0, 1.0)
     y = y ** torch.exp(uniform(-math.log(GAMMA_RANGE), math.log(GAMMA_RANGE)))
-    y = (y - 0.5) * torch.exp(uniform(-math.log(CONTRAST_RANGE), math.log(CONTRAST_RANGE))) + 0.5 + uniform(-BRIGHTNESS, BRIGHTNESS)
+    y = (
+        (y - 0.5) * torch.exp(uniform(-math.log(CONTRAST_RANGE), math.log(CONTRAST_RANGE)))
+        + 0.5
+        + uniform(-BRIGHTNESS, BRIGHTNESS)
+    )
     width = float(uniform(*GRAIN_BLUR)[0])
     grain = gaussian_blur(torch.randn(x.shape, generator=rng), kernel_size=[7, 7], sigma=[width, width])
     y = y + uniform(0.0, DATASET_STYLE.grain) * grain / grain.std()
@@ -284,7 +292,17 @@ def train_segmenter(train: PhantomSet, args: argparse.Namespace) -> DemoUNet:
     model = DemoUNet()
     inputs = torch.cat([network_inputs(train, s) for s in STYLES])
     targets = soft_targets(train.anatomy).repeat(len(STYLES), 1, 1, 1)
-    fit(model, inputs, targets, soft_cross_entropy, epochs=args.seg_epochs, batch=args.batch, lr=3e-3, seed=args.seed, desc="segmenter")
+    fit(
+        model,
+        inputs,
+        targets,
+        soft_cross_entropy,
+        epochs=args.seg_epochs,
+        batch=args.batch,
+        lr=3e-3,
+        seed=args.seed,
+        desc="segmenter",
+    )
     return model
 
 
@@ -293,10 +311,25 @@ def train_classifier(train: PhantomSet, val: PhantomSet, args: argparse.Namespac
     torch.manual_seed(args.seed + 1)  # initialisation
     model = DemoClassifierNet(len(DRAWN_FINDINGS))
     n_neg = round(NON_RADIOGRAPH_SHARE * len(train))
-    negatives = torch.cat([demo_input(non_radiographs(args.seed, i, i + 256)) for i in range(0, n_neg, 256)]) if n_neg else torch.zeros(0, 1, 128, 128)
+    negatives = (
+        torch.cat([demo_input(non_radiographs(args.seed, i, i + 256)) for i in range(0, n_neg, 256)])
+        if n_neg
+        else torch.zeros(0, 1, 128, 128)
+    )
     inputs = torch.cat([network_inputs(train, "dataset"), negatives[:n_neg]])
     targets = torch.cat([torch.from_numpy(train.labels), torch.zeros(n_neg, len(DRAWN_FINDINGS))])
-    fit(model, inputs, targets, F.binary_cross_entropy_with_logits, epochs=args.cls_epochs, batch=args.batch, lr=3e-3, seed=args.seed + 1, desc="classifier", augmented=True)
+    fit(
+        model,
+        inputs,
+        targets,
+        F.binary_cross_entropy_with_logits,
+        epochs=args.cls_epochs,
+        batch=args.batch,
+        lr=3e-3,
+        seed=args.seed + 1,
+        desc="classifier",
+        augmented=True,
+    )
     probs = torch.sigmoid(predict(model, network_inputs(val, "dataset"))).numpy()
     youden = fit_thresholds(probs, val.labels, DRAWN_FINDINGS, "youden", source=f"validation phantoms, n={len(val)}")
     if youden.unfitted:
@@ -321,7 +354,13 @@ def sha256(path: Path) -> str:
 def manager_for(out: Path) -> WeightsManager:
     """A weights manager that finds the two files in ``out`` (the shipped loading path)."""
     artifacts = {
-        name: Artifact(name=name, path=f"{name}.safetensors", source="xreal_bench.demo.train_evaluators", license="MIT (xreal-bench)", description=name)
+        name: Artifact(
+            name=name,
+            path=f"{name}.safetensors",
+            source="xreal_bench.demo.train_evaluators",
+            license="MIT (xreal-bench)",
+            description=name,
+        )
         for name in (SEGMENTER_ARTIFACT, CLASSIFIER_ARTIFACT)
     }
     return WeightsManager(out, artifacts)
@@ -367,7 +406,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "thresholds on validation phantoms, write both .safetensors files and print held-out Dice / AUC.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--out", type=Path, required=True, help="folder for demo-segmenter.safetensors and demo-classifier.safetensors")
+    p.add_argument(
+        "--out", type=Path, required=True, help="folder for demo-segmenter.safetensors and demo-classifier.safetensors"
+    )
     p.add_argument("--n-train", type=int, default=6000, help="training phantoms (each in both textures)")
     p.add_argument("--n-val", type=int, default=800, help="validation phantoms (threshold fitting)")
     p.add_argument("--n-test", type=int, default=400, help="held-out test phantoms (scores printed)")
@@ -393,18 +434,28 @@ def main(argv: list[str] | None = None) -> int:
     test = cached_set(args.cache, "test", args.n_test, args.threads, args.seed)
     timings["render"] = time.perf_counter() - t0
     provenance = {
-        "trained_by": "python -m xreal_bench.demo.train_evaluators " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("out", "cache", "threads")),
+        "trained_by": "python -m xreal_bench.demo.train_evaluators "
+        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("out", "cache", "threads")),
         "torch": torch.__version__,
         "threads": str(args.threads),
     }
 
     t0 = time.perf_counter()
-    save(train_segmenter(train, args), args.out / f"{SEGMENTER_ARTIFACT}.safetensors", {**provenance, "classes": "background,left_lung,right_lung,heart,aorta"})
+    save(
+        train_segmenter(train, args),
+        args.out / f"{SEGMENTER_ARTIFACT}.safetensors",
+        {**provenance, "classes": "background,left_lung,right_lung,heart,aorta"},
+    )
     timings["segmenter"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     classifier, youden = train_classifier(train, val, args)
-    classifier_meta = {**provenance, "labels": json.dumps(list(DRAWN_FINDINGS)), "thresholds": json.dumps(youden.values), "thresholds_source": f"Youden-J, {youden.source}"}
+    classifier_meta = {
+        **provenance,
+        "labels": json.dumps(list(DRAWN_FINDINGS)),
+        "thresholds": json.dumps(youden.values),
+        "thresholds_source": f"Youden-J, {youden.source}",
+    }
     save(classifier, args.out / f"{CLASSIFIER_ARTIFACT}.safetensors", classifier_meta)
     timings["classifier"] = time.perf_counter() - t0
 
