@@ -25,7 +25,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from xreal_bench.atomic import write_atomic
+from xreal_bench.atomic import write_text_atomic
 from xreal_bench.errors import UserFacingError
 from xreal_bench.labels import CHEXPERT_LABELS
 from xreal_bench.types import Box, BoxSet, Case, CaseFacts
@@ -94,7 +94,7 @@ def write_cases(run_dir: str | Path, facts: Iterable[CaseFacts]) -> Path:
     if repeated:
         raise ValueError(f"case id(s) given twice: {', '.join(repeated[:5])}")
     lines = [json.dumps(facts_to_json(f)) + "\n" for f in facts]
-    write_atomic(path, lambda f: f.write("".join(lines).encode()))
+    write_text_atomic(path, "".join(lines))
     return path
 
 

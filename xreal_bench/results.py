@@ -23,7 +23,7 @@ from typing import Any
 
 import pandas as pd
 
-from xreal_bench.atomic import write_atomic
+from xreal_bench.atomic import write_text_atomic
 
 COLUMNS = ["generator", "metric", "subset", "value", "ci_low", "ci_high", "n", "evaluator", "note"]
 PACKAGES = (
@@ -85,9 +85,9 @@ def write_results(out: Path, rows: Sequence, provenance: dict[str, Any]) -> tupl
     out.mkdir(parents=True, exist_ok=True)
     frame = rows_frame(rows)
     csv_path, json_path = out / "results.csv", out / "results.json"
-    write_atomic(csv_path, lambda f: f.write(frame.to_csv(index=False).encode()))
+    write_text_atomic(csv_path, frame.to_csv(index=False))
     provenance = {"written": datetime.now(UTC).isoformat(timespec="seconds"), **provenance}
-    write_atomic(json_path, lambda f: f.write(json.dumps(provenance, indent=2, sort_keys=False, default=str).encode()))
+    write_text_atomic(json_path, json.dumps(provenance, indent=2, sort_keys=False, default=str))
     return csv_path, json_path
 
 

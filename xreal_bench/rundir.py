@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from xreal_bench.atomic import write_atomic
+from xreal_bench.atomic import write_text_atomic
 
 
 def seed_for(run_seed: int, generator: str, case_id: str, sample_index: int) -> int:
@@ -90,7 +90,7 @@ class GeneratorDir:
     def consolidate(self) -> int:
         """Merge rank parts into ``manifest.jsonl`` (deduplicated, sorted) atomically; return lines."""
         entries = sorted(self.entries().values(), key=lambda e: e.key)
-        write_atomic(self.manifest, lambda f: f.write("".join(manifest_line(e) for e in entries).encode()))
+        write_text_atomic(self.manifest, "".join(manifest_line(e) for e in entries))
         for part in self.root.glob("manifest.rank*.jsonl"):
             part.unlink(missing_ok=True)
         return len(entries)

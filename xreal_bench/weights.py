@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from xreal_bench.atomic import write_atomic
+from xreal_bench.atomic import write_atomic, write_text_atomic
 from xreal_bench.errors import UserFacingError
 
 ENV_VAR = "XREAL_BENCH_WEIGHTS"
@@ -263,7 +263,7 @@ def cached_sha256(path: Path) -> str:
         pass
     digest = sha256_file(path)
     try:
-        write_atomic(sidecar, lambda f: f.write(json.dumps({"key": key, "sha256": digest}).encode()))
+        write_text_atomic(sidecar, json.dumps({"key": key, "sha256": digest}))
     except OSError:
         pass  # read-only weights folder: hash again next time
     return digest
