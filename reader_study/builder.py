@@ -43,6 +43,7 @@ from xreal_bench.imaging import (
     save_png,
     to_square,
 )
+from xreal_bench.names import check_name
 from xreal_bench.reader_study import design
 from xreal_bench.reader_study.criteria import rating_criteria, turing_criteria
 from xreal_bench.reader_study.layout import IMAGES, STUDY_DB, STUDY_JSON
@@ -387,8 +388,7 @@ def write_study_json(work: Path, settings: StudyConfig, plan: Design, *, items_p
 
 def add_reader_in(conn: sqlite3.Connection, storage: Storage, plan: Design, name: str, base_url: str) -> ReaderLink:
     """Create a reader account with its own balanced item order (inside ``conn``'s transaction)."""
-    if not name.strip():
-        raise UserFacingError("a reader name must not be empty")
+    check_name(name, what="reader name")
     index = conn.execute("SELECT COUNT(*) FROM readers WHERE role = 'reader'").fetchone()[0]
     try:
         reader_id, token = storage.add_account(conn, name, "reader")

@@ -23,6 +23,7 @@ workflow:
 def register(sub) -> None:
     from xreal_bench.commands.args import HelpFormatter, add_config_args, subparser
     from xreal_bench.config import StudyConfig
+    from xreal_bench.names import name_argument
 
     study = subparser(
         sub,
@@ -67,12 +68,18 @@ def register(sub) -> None:
     create.add_argument(
         "--generators",
         nargs="+",
+        type=name_argument("generator name", generator=True),
         default=S,
         metavar="NAME",
         help="generators to include (study.generators; default: every generator in the runs)",
     )
     create.add_argument(
-        "--readers", nargs="+", default=S, metavar="NAME", help=f"reader names (study.readers; default {' '.join(d.readers)})"
+        "--readers",
+        nargs="+",
+        type=name_argument("reader name"),
+        default=S,
+        metavar="NAME",
+        help=f"reader names (study.readers; default {' '.join(d.readers)})",
     )
     create.add_argument(
         "--criteria",
@@ -110,7 +117,7 @@ def register(sub) -> None:
         "add-reader", help="add a reader to an existing study (prints the link once)", formatter_class=HelpFormatter
     )
     add.add_argument("study_dir", type=Path, metavar="STUDY_DIR")
-    add.add_argument("name", help="reader name (unique in the study)")
+    add.add_argument("name", type=name_argument("reader name"), help="reader name (unique in the study)")
     add.add_argument("--base-url", default=DEFAULT_URL, help="address readers will open")
     add.set_defaults(handler=run_add_reader)
 
@@ -145,6 +152,7 @@ def register(sub) -> None:
 def study_settings(args: argparse.Namespace):
     """``[study]`` from the config with the command-line flags applied (validated together)."""
     from xreal_bench.commands.args import config_from_args
+    from xreal_bench.config import Override
 
     flags = {
         "n_cases": "n_cases",
@@ -156,7 +164,11 @@ def study_settings(args: argparse.Namespace):
         "turing_test": "turing",
         "seed": "seed",
     }
-    overrides = [f"study.{key}={toml_value(getattr(args, flag))}" for key, flag in flags.items() if hasattr(args, flag)]
+    overrides = [
+        Override(f"study.{key}={toml_value(getattr(args, flag))}", origin=f"--{flag.replace('_', '-')}")
+        for key, flag in flags.items()
+        if hasattr(args, flag)
+    ]
     return config_from_args(args, overrides).study
 
 

@@ -1,6 +1,7 @@
 """Building a study: case choice, balance, blinding of files and ids, accounts, errors, CLI."""
 
 import json
+import re
 import sqlite3
 import struct
 from collections import Counter
@@ -15,6 +16,7 @@ from xreal_bench.config import StudyConfig
 from xreal_bench.demo.study import sample_study, write_sample_run
 from xreal_bench.errors import UserFacingError
 from xreal_bench.imaging import load_grayscale
+from xreal_bench.names import InvalidNameError
 from xreal_bench.reader_study import add_reader, create_study
 from xreal_bench.reader_study.builder import Design
 from xreal_bench.reader_study.storage import Storage, hash_token
@@ -169,6 +171,15 @@ def test_add_reader_gets_a_full_balanced_assignment(built):
         add_reader(created.study_dir, "dan")
     with pytest.raises(UserFacingError, match="not found"):
         add_reader(created.study_dir / "nope", "eve")
+
+
+@pytest.mark.parametrize("name", ["", "..", "../x", "a/b", ".hidden", "dr lee", "x" * 65])
+def test_add_reader_refuses_names_outside_the_rule(built, name):
+    _, created = built
+    before = key_rows(created.study_dir, "SELECT COUNT(*) FROM readers")
+    with pytest.raises(InvalidNameError, match=f"reader name {re.escape(repr(name))} is not a valid name: expected 1-64"):
+        add_reader(created.study_dir, name)
+    assert key_rows(created.study_dir, "SELECT COUNT(*) FROM readers") == before
 
 
 def test_design_is_reproducible_from_the_database(built):

@@ -14,6 +14,7 @@ from xreal_bench.validation import ConfigError
 #: Modules exposing ``register(subparsers)``; order is the order in ``--help``.
 COMMAND_MODULES = (
     "xreal_bench.demo.command",
+    "xreal_bench.commands.config",
     "xreal_bench.commands.pipeline",
     "xreal_bench.commands.data",
     "xreal_bench.commands.generators",

@@ -8,18 +8,33 @@ Relative paths are relative to the current working directory.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import functools
 import hashlib
 import json
+import re
+import stat
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from xreal_bench.labels import CHEXPERT_LABELS
+from xreal_bench.names import NAME_RULE, RESERVED_GENERATOR_NAMES, is_valid_name
 from xreal_bench.registry import GENERATORS, RegistryError, declared, metric_table
-from xreal_bench.validation import ConfigError, build, require, to_dict
+from xreal_bench.validation import ConfigError, build, describe, join, require, to_dict, toml_key
 
 LabelValue = Literal[0, 1, "ignore"]
+
+#: Upper bound of ``run.resolution``: above MIMIC-CXR-JPG's native size (about 2500-3000 px on
+#: the long side), so a larger value only upsamples, and a typo (25600) would allocate gigabytes
+#: per batch before failing.
+MAX_RESOLUTION = 4096
+#: Upper bound of ``conditioning.resolution`` (label maps, boxes and masks handed to generators):
+#: every supported generator takes 512 px or less, so 2048 leaves room and refuses typos alike.
+MAX_CONDITIONING_RESOLUTION = 2048
 
 
 @dataclass
@@ -44,6 +59,7 @@ class SyntheticConfig:
 
     def validate(self) -> None:
         require(self.n_subjects >= 4, "n_subjects", f"expected at least 4, got {self.n_subjects}")
+        require(self.seed >= 0, "seed", f"expected >= 0, got {self.seed}")
         require(64 <= self.image_size <= 2048, "image_size", f"expected 64..2048, got {self.image_size}")
 
 
@@ -77,7 +93,8 @@ class ConditioningConfig:
     cache_dir: str = ""  # "" -> <run.out>/.cache
 
     def validate(self) -> None:
-        require(64 <= self.resolution <= 2048, "resolution", f"expected 64..2048, got {self.resolution}")
+        top = MAX_CONDITIONING_RESOLUTION
+        require(64 <= self.resolution <= top, "resolution", f"expected 64..{top}, got {self.resolution}")
 
 
 @dataclass
@@ -160,12 +177,14 @@ class RunConfig:
         require(self.samples_per_condition >= 1, "samples_per_condition", f"expected >= 1, got {self.samples_per_condition}")
         require(self.batch_size >= 1, "batch_size", f"expected a positive integer, got {self.batch_size}")
         require(self.num_cases >= 0, "num_cases", f"expected >= 0 (0 = all), got {self.num_cases}")
+        require(self.seed >= 0, "seed", f"expected >= 0, got {self.seed}")
         require(
-            self.resolution >= 161,
+            161 <= self.resolution <= MAX_RESOLUTION,
             "resolution",
-            f"expected >= 161 (MS-SSIM's five scales need more than 160 px), got {self.resolution}",
+            f"expected 161..{MAX_RESOLUTION} (MS-SSIM's five scales need more than 160 px; above {MAX_RESOLUTION} "
+            f"exceeds MIMIC-CXR's native size), got {self.resolution}",
         )
-        ok = self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:")
+        ok = self.device in ("auto", "cpu", "cuda", "mps") or re.fullmatch(r"cuda:[0-9]+", self.device) is not None
         require(ok, "device", f"expected auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
 
 
@@ -202,15 +221,20 @@ class StudyConfig:
     seed: int = 0
 
     def validate(self) -> None:
-        import re
-
         require(bool(self.title.strip()), "title", "expected a non-empty title")
         require(self.n_cases >= 1, "n_cases", f"expected >= 1, got {self.n_cases}")
         require(self.calibration_items >= 0, "calibration_items", f"expected >= 0, got {self.calibration_items}")
         require(0.0 <= self.duplicate_fraction <= 0.5, "duplicate_fraction", f"expected 0..0.5, got {self.duplicate_fraction}")
         require(bool(self.readers), "readers", "expected at least one reader name")
         for i, name in enumerate(self.readers):
-            require(bool(name.strip()), f"readers[{i}]", "expected a non-empty reader name")
+            require(is_valid_name(name), f"readers[{i}]", f"expected a reader name of {NAME_RULE}, got {name!r}")
+        for i, name in enumerate(self.generators):
+            require(is_valid_name(name), f"generators[{i}]", f"expected a generator name of {NAME_RULE}, got {name!r}")
+            require(
+                name not in RESERVED_GENERATOR_NAMES,
+                f"generators[{i}]",
+                f"{name!r} is the real images, always part of the study; list generators only",
+            )
         require(len(set(self.readers)) == len(self.readers), "readers", f"reader names must be unique, got {self.readers}")
         require(bool(self.criteria), "criteria", "expected at least one criterion")
         require(len(set(self.criteria)) == len(self.criteria), "criteria", f"criteria must be unique, got {self.criteria}")
@@ -226,6 +250,7 @@ class StudyConfig:
         for key, anchors in self.criterion_anchors.items():
             require(len(anchors) == 5, f"criterion_anchors.{key}", f"expected 5 anchors (scores 1..5), got {len(anchors)}")
         require(64 <= self.image_size <= 4096, "image_size", f"expected 64..4096, got {self.image_size}")
+        require(self.seed >= 0, "seed", f"expected >= 0, got {self.seed}")
         require(self.bootstrap >= 0, "bootstrap", f"expected >= 0 resamples (0 = no study CIs), got {self.bootstrap}")
 
 
@@ -273,59 +298,186 @@ class BenchConfig:
 
 
 SECTION_KEYS = ("dataset", "conditioning", "generators", "metrics", "run", "report", "study", "weights")
+#: A bench.toml is a few kilobytes; anything this large is the wrong file.
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
+SET_EXAMPLE = "e.g. --set run.batch_size=8"
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> BenchConfig:
-    """Load and validate ``path`` (defaults alone if None), then apply ``key=value`` overrides."""
-    raw: dict[str, Any] = {}
-    source = "<defaults>"
-    if path is not None:
-        source = str(path)
-        try:
-            with open(path, "rb") as f:
-                raw = tomllib.load(f)
-        except FileNotFoundError:
-            raise ConfigError(source, "", "config file not found") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(source, "", f"not valid TOML ({exc})") from None
-    overridden = [apply_override(raw, item) for item in overrides or []]
+@dataclass(frozen=True)
+class Override:
+    """One ``KEY.PATH=VALUE`` from the command line; an error in it is blamed on :attr:`label`."""
+
+    text: str
+    origin: str = ""  # how messages name it (a command-line flag); "" -> "--set KEY.PATH=VALUE"
+
+    @property
+    def label(self) -> str:
+        return self.origin or f"--set {self.text}"
+
+
+@dataclass(frozen=True)
+class ParsedOverride:
+    override: Override
+    keys: tuple[str, ...]
+    value: Any
+
+    @property
+    def key(self) -> str:
+        return functools.reduce(join, self.keys, "")
+
+    def covers(self, key: str) -> bool:
+        """Whether the value at dotted ``key`` (``a.b``, ``a.b[2]``) comes from this override."""
+        return key == self.key or key.startswith((f"{self.key}.", f"{self.key}["))
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str | Override] | None = None) -> BenchConfig:
+    """Load and validate ``path`` (defaults alone if None) with ``KEY.PATH=VALUE`` overrides applied.
+
+    An error is blamed on the override whose value it is about (or, for a cross-field check,
+    on the first override that makes it appear); otherwise on the file.
+    """
+    source = "<defaults>" if path is None else str(path)
+    raw = {} if path is None else read_toml(Path(path))
+    parsed = [parse_override(item if isinstance(item, Override) else Override(item)) for item in overrides or []]
     try:
-        return config_from_dict(raw, source)
+        return config_from_dict(with_overrides(raw, parsed), source)
     except ConfigError as exc:
-        for key in overridden:
-            if exc.key == key or exc.key.startswith((f"{key}.", f"{key}[")):
-                raise ConfigError(f"--set {key}", exc.key, exc.detail) from None
-        raise
+        culprit = blame(raw, parsed, source, exc)
+        if culprit is None:
+            raise
+        raise ConfigError(culprit.override.label, exc.key, exc.detail) from None
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """The TOML tables of ``path``; every way it can fail is a :class:`ConfigError` naming the file."""
+    source = str(path)
+    try:
+        info = path.stat()
+        if stat.S_ISREG(info.st_mode) and info.st_size <= MAX_CONFIG_BYTES:
+            data = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(source, "", "config file not found") from None
+    except PermissionError:
+        raise ConfigError(source, "", "cannot read the config file (permission denied)") from None
+    except (OSError, ValueError) as exc:  # ValueError: a path with a NUL character
+        raise ConfigError(source, "", f"cannot read the config file ({getattr(exc, 'strerror', None) or exc})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise ConfigError(source, "", "is a folder; expected a TOML config file (e.g. bench.toml)")
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(source, "", "is not a regular file; expected a TOML config file (e.g. bench.toml)")
+    if info.st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(source, "", f"is {info.st_size} bytes; expected a TOML config file of at most {MAX_CONFIG_BYTES}")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            source, "", f"expected UTF-8 text (a TOML file), found byte 0x{data[exc.start]:02x} on line {line}"
+        ) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, "", f"not valid TOML ({exc})") from None
+    except RecursionError:
+        raise ConfigError(source, "", "not valid TOML (arrays or tables nested too deeply)") from None
+
+
+def parse_override(override: Override) -> ParsedOverride:
+    """Split ``a.b.c=value``; the value is parsed as TOML, else taken as a string."""
+    key_text, sep, text = override.text.partition("=")
+    key_text = key_text.strip()
+    if not sep:
+        raise ConfigError(override.label, key_text, f"expected KEY.PATH=VALUE (no '=' found), {SET_EXAMPLE}")
+    if not key_text:
+        raise ConfigError(override.label, "", f"expected KEY.PATH=VALUE (the key before '=' is missing), {SET_EXAMPLE}")
+    keys = tuple(part.strip() for part in key_text.split("."))
+    if not all(keys):
+        raise ConfigError(override.label, key_text, f"expected KEY.PATH=VALUE with no empty name between dots, {SET_EXAMPLE}")
+    return ParsedOverride(override, keys, parse_value(text))
+
+
+def parse_value(text: str) -> Any:
+    try:
+        parsed = tomllib.loads(f"v = {text}")
+    except (tomllib.TOMLDecodeError, RecursionError):
+        return text
+    return parsed["v"] if parsed.keys() == {"v"} else text  # "1\n[run]" is not one value
+
+
+def with_overrides(raw: dict[str, Any], overrides: Sequence[ParsedOverride]) -> dict[str, Any]:
+    """A copy of ``raw`` with each override's value set at its key path (tables created as needed)."""
+    merged = copy.deepcopy(raw)
+    for item in overrides:
+        node = merged
+        for depth, part in enumerate(item.keys[:-1], start=1):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                where = functools.reduce(join, item.keys[:depth], "")
+                raise ConfigError(item.override.label, where, f"is {describe(child)}, not a table, so {item.key} cannot be set")
+            node = child
+        node[item.keys[-1]] = copy.deepcopy(item.value)
+    return merged
+
+
+def blame(raw: dict[str, Any], overrides: list[ParsedOverride], source: str, error: ConfigError) -> ParsedOverride | None:
+    """The override ``error`` comes from, or None when the file alone has it."""
+    if not overrides:
+        return None
+    covering = [item for item in overrides if item.covers(error.key)]
+    if covering:
+        return covering[-1]  # the last one is the value in effect
+    for count in range(len(overrides) + 1):  # a cross-field check: the first override that brings the error
+        try:
+            config_from_dict(with_overrides(raw, overrides[:count]), source)
+        except ConfigError as exc:
+            if (exc.key, exc.detail) == (error.key, error.detail):
+                return overrides[count - 1] if count else None
+    return overrides[-1]
 
 
 def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> BenchConfig:
     for key in raw:
         if key not in SECTION_KEYS:
-            raise ConfigError(source, key, f"unknown section (known sections: {', '.join(SECTION_KEYS)})")
+            raise ConfigError(source, toml_key(key), f"unknown section (known sections: {', '.join(SECTION_KEYS)})")
     sections = {k: v for k, v in raw.items() if k != "generators"}
     cfg = build(BenchConfig, sections, source)
     cfg.source = source
     generators = raw.get("generators", {})
     if not isinstance(generators, dict):
-        raise ConfigError(source, "generators", "expected a table of [generators.<name>] tables")
+        raise ConfigError(source, "generators", f"expected a table of [generators.<name>] tables, got {describe(generators)}")
+    folded: dict[str, str] = {}
+    for name in generators:
+        other = folded.setdefault(str(name).casefold(), name)
+        if other != name:
+            raise ConfigError(
+                source,
+                join("generators", name),
+                f"names the same folder as {join('generators', other)} on case-insensitive file systems; choose distinct names",
+            )
     cfg.generators = {name: build_generator_config(name, table, source) for name, table in generators.items()}
     return cfg
 
 
 def build_generator_config(name: str, table: Any, source: str) -> GeneratorConfig:
-    """Validate one generator table: common keys here, options against the generator's class."""
-    path = f"generators.{name}"
+    """Validate one generator table: its name, common keys here, options against the generator's class."""
+    path = join("generators", name)
+    if not is_valid_name(name):
+        raise ConfigError(source, path, f"invalid generator name {name!r} (it names the run's folder): expected {NAME_RULE}")
     if not isinstance(table, dict):
-        raise ConfigError(source, path, "expected a table")
+        raise ConfigError(source, path, f"expected a table, got {describe(table)}")
     table = dict(table)
     common = {k: table.pop(k) for k in ("type", "enabled", "batch_size") if k in table}
+    type_key = f"{path}.type" if "type" in common else path
     type_name = common.setdefault("type", name)
     if not isinstance(type_name, str):
-        raise ConfigError(source, f"{path}.type", f"expected a generator type name, got {type_name!r}")
-    try:
-        options_type = declared(GENERATORS.get(type_name), "Options")
-    except RegistryError as exc:
-        raise ConfigError(source, f"{path}.type" if "type" in table else path, str(exc)) from None
+        raise ConfigError(source, type_key, f"expected a generator type name, got {describe(type_name)}")
+    if name in RESERVED_GENERATOR_NAMES and type_name != name:
+        raise ConfigError(
+            source,
+            type_key,
+            f"the name {name!r} is reserved for the real test images (type {name!r}); give this generator another name",
+        )
+    options_type = generator_options_type(type_name, source, type_key)
     cfg = build(GeneratorConfig, {**common, "options": {}}, source, path)
     if cfg.batch_size < 0:
         raise ConfigError(source, f"{path}.batch_size", f"expected >= 0 (0 = run.batch_size), got {cfg.batch_size}")
@@ -333,22 +485,16 @@ def build_generator_config(name: str, table: Any, source: str) -> GeneratorConfi
     return cfg
 
 
-def apply_override(raw: dict[str, Any], item: str) -> str:
-    """Apply ``a.b.c=value`` (value parsed as TOML, else taken as a string) to ``raw``; return the key."""
-    key, sep, text = item.partition("=")
-    key = key.strip()
-    if not sep or not key:
-        raise ConfigError("--set", item, "expected KEY.PATH=VALUE, e.g. run.batch_size=8")
+def generator_options_type(type_name: str, source: str, key: str) -> type:
+    """The ``Options`` dataclass of generator type ``type_name`` (a plugin that cannot load is a config error)."""
     try:
-        value = tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = text
-    node = raw
-    parts = key.split(".")
-    for part in parts[:-1]:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ConfigError("--set", key, f"{part!r} is not a table")
-        node = child
-    node[parts[-1]] = value
-    return key
+        options_type = declared(GENERATORS.get(type_name), "Options")
+    except RegistryError as exc:
+        raise ConfigError(source, key, str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - a broken plugin (ImportError, SyntaxError, ...)
+        raise ConfigError(source, key, f"generator type {type_name!r} cannot be loaded ({type(exc).__name__}: {exc})") from None
+    if not (isinstance(options_type, type) and dataclasses.is_dataclass(options_type)):
+        raise ConfigError(
+            source, key, f"generator type {type_name!r} declares Options = {options_type!r}, which is not a dataclass"
+        )
+    return options_type

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from xreal_bench.config import BenchConfig, Override
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -33,14 +38,18 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def config_from_args(args: argparse.Namespace, extra: list[str] | None = None):
-    """Load the config named by ``--config`` (or ./bench.toml) with ``--set`` overrides applied."""
+def config_from_args(args: argparse.Namespace, extra: Sequence[str | Override] = ()) -> BenchConfig:
+    """Load the config named by ``--config`` (or ./bench.toml) with ``extra`` then ``--set`` overrides applied.
+
+    ``extra`` holds the overrides a command derives from its own flags; give them as
+    :class:`~xreal_bench.config.Override` with the flag as ``origin`` so errors name the flag.
+    """
     from xreal_bench.config import load_config
 
     path = args.config
     if path is None and Path("bench.toml").is_file():
         path = "bench.toml"
-    return load_config(path, [*(extra or []), *args.overrides])
+    return load_config(path, [*extra, *args.overrides])
 
 
 def subparser(sub, name: str, help: str, description: str | None = None) -> argparse.ArgumentParser:
