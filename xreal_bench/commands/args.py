@@ -34,7 +34,8 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override any config key, value in TOML syntax (repeatable), e.g. --set run.batch_size=8",
+        help="override any config key, value in TOML syntax (repeatable), e.g. --set run.batch_size=8; "
+        "`xreal-bench config check` validates without running anything",
     )
 
 
@@ -47,7 +48,7 @@ def config_from_args(args: argparse.Namespace, extra: Sequence[str | Override] =
     from xreal_bench.config import load_config
 
     path = args.config
-    if path is None and Path("bench.toml").is_file():
+    if path is None and Path("bench.toml").exists():  # a folder of that name is reported, not skipped
         path = "bench.toml"
     return load_config(path, [*extra, *args.overrides])
 
