@@ -134,6 +134,22 @@ def test_missing_anatomy_maps_of_a_folder_are_found_first(tmp_path, data, capsys
     assert numbered(err) == ["1", "2"] and no_images(tmp_path / "run")
 
 
+def test_pspnet_anatomy_needs_its_weights_before_generation(tmp_path, data, capsys):
+    cfg = config(tmp_path, data, generators=["noise", "phantom"], conditioning={"anatomy": "pspnet"})
+    err = refused(capsys, "generate", "--config", str(cfg))
+    assert "missing weights 'xrv-pspnet'" in err
+    assert "needed by: conditioning.anatomy = 'pspnet' (anatomy maps for the generators' conditions)" in err
+    assert numbered(err) == ["1"] and no_images(tmp_path / "run")
+
+
+def test_evaluate_lists_unknown_folders_with_missing_weights(tmp_path, data, capsys):
+    cfg = config(tmp_path, data, generators=["noise"], metrics={"evaluators": "standard", "enabled": ["fid"]})
+    err = refused(capsys, "evaluate", "--config", str(cfg), "--generators", "dalle")
+    assert f"1. no generated images for dalle in {tmp_path / 'run'}; generated: none" in err
+    assert "2. missing weights 'inception-fid'" in err and numbered(err) == ["1", "2"]
+    assert not (tmp_path / "run" / ".cache").exists()  # no real-side pass
+
+
 def test_a_missing_box_csv_is_found_first(tmp_path, data, capsys):
     maps = tmp_path / "maps"
     maps.mkdir()

@@ -115,7 +115,9 @@ def preflight(
     for problem in needed.problems(weights):
         report.add(problem)
     if cases is not None:
-        for problem in output_problems(cfg, cases, stages, generators, threshold_images, pspnet="xrv-pspnet" in needed.users):
+        maps = needed.users.get("xrv-pspnet", (None, []))[1]
+        segmented = any(user.startswith("conditioning.anatomy") for user in maps)
+        for problem in output_problems(cfg, cases, stages, generators, threshold_images, segmented_maps=segmented):
             report.add(problem)
     return report
 
@@ -321,9 +323,10 @@ def output_problems(
     generators: Mapping[str, GeneratorConfig],
     threshold_images: int,
     *,
-    pspnet: bool,
+    segmented_maps: bool,
 ) -> list[str]:
-    """Folders that cannot be created or written, and file systems without room for what the run writes."""
+    """Folders that cannot be created or written, and file systems without room for what the run writes
+    (``segmented_maps``: PSPNet makes the anatomy maps)."""
     run, n = cfg.run, len(scan.cases)
     out = cfg.out
     writes: list[tuple[Path, int, str]] = [(out, REPORT_BYTES + 4096 * n, "results and case facts")]
@@ -334,9 +337,9 @@ def output_problems(
             todo = max(n * run.samples_per_condition - present, 0)
             size = todo * png_bytes(run.resolution, run.bit_depth)
             writes.append((out / name, size, f"{todo} {name} image(s) of {run.resolution} px at {run.bit_depth} bit"))
-        if pspnet:
-            cache = Path(cfg.conditioning.cache_dir) if cfg.conditioning.cache_dir else out / ".cache"
-            writes.append((cache, n * png_bytes(cfg.conditioning.resolution, 8), f"anatomy maps of {n} case(s)"))
+    if segmented_maps:
+        cache = Path(cfg.conditioning.cache_dir) if cfg.conditioning.cache_dir else out / ".cache"
+        writes.append((cache, n * png_bytes(cfg.conditioning.resolution, 8), f"anatomy maps of {n} case(s)"))
     if "evaluate" in stages:
         cache = Path(cfg.metrics.cache_dir) if cfg.metrics.cache_dir else out / ".cache"
         real = n + threshold_images
