@@ -101,6 +101,12 @@ class Generator(ABC):
     #: Dataclass of the generator's own options (validated from its config table).
     Options: ClassVar[type] = NoOptions
 
+    @classmethod
+    def required_artifacts(cls, options: Any) -> tuple[Artifact, ...]:
+        """The artifacts a generator with these ``options`` loads, checked before any work
+        (:mod:`xreal_bench.preflight`); every one of ``artifacts`` unless the options choose a subset."""
+        return cls.artifacts
+
     def __init__(self, name: str, options: Any, context: GeneratorContext):
         self.name = name
         self.options = options

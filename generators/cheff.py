@@ -38,6 +38,7 @@ from xreal_bench.generators.diffusion.runtime import (
 from xreal_bench.generators.diffusion.sampler import ddim_sample
 from xreal_bench.types import Condition
 from xreal_bench.validation import require
+from xreal_bench.weights import Artifact
 
 
 @dataclass
@@ -89,13 +90,18 @@ class CheffGenerator(Generator):
     artifacts = (CHEFF_AUTOENCODER, CHEFF_T2I, BERT_TOKENIZER, CHEFF_SR)
     Options = CheffOptions
 
+    @classmethod
+    def required_artifacts(cls, options: CheffOptions) -> tuple[Artifact, ...]:
+        """The super-resolution weights only with ``super_resolution = true``."""
+        return tuple(a for a in cls.artifacts if a != CHEFF_SR or options.super_resolution)
+
     def __init__(self, name: str, options: CheffOptions, context: GeneratorContext):
         from xreal_bench.generators.diffusion.latent_models import Source, load_latent_diffusion
         from xreal_bench.generators.diffusion.text import BertPromptEncoder, load_bert_tokenizer
 
         super().__init__(name, options, context)
         self.log = adapter_logger(context, name)
-        paths = require_weights(context, [a for a in self.artifacts if a != CHEFF_SR or options.super_resolution])
+        paths = require_weights(context, self.required_artifacts(options))
         self.original = oc.load_original_config(options.original_config, oc.CHEFF)
         try:
             check_step_count(options.steps, oc.schedule(self.original)[2])

@@ -37,6 +37,7 @@ from xreal_bench.generators.diffusion.runtime import (
 )
 from xreal_bench.types import Condition
 from xreal_bench.validation import require
+from xreal_bench.weights import Artifact
 
 #: Per-version defaults: artifact, prompt format, scheduler.
 VERSIONS = {
@@ -108,6 +109,11 @@ class RoentGenGenerator(Generator):
     artifacts = tuple(ROENTGEN.values())
     Options = RoentGenOptions
 
+    @classmethod
+    def required_artifacts(cls, options: RoentGenOptions) -> tuple[Artifact, ...]:
+        """The snapshot of the chosen version only."""
+        return (ROENTGEN[options.version],)
+
     def __init__(self, name: str, options: RoentGenOptions, context: GeneratorContext):
         from diffusers import DDIMScheduler, PNDMScheduler, StableDiffusionPipeline
 
@@ -115,7 +121,7 @@ class RoentGenGenerator(Generator):
 
         super().__init__(name, options, context)
         self.log = adapter_logger(context, name)
-        artifact = ROENTGEN[options.version]
+        (artifact,) = self.required_artifacts(options)
         folder = require_weights(context, [artifact])[artifact.name]
         self.device, dtype = device_and_dtype(context, self.log)
         try:

@@ -56,6 +56,7 @@ from xreal_bench.generators.diffusion.runtime import (
 from xreal_bench.generators.diffusion.sampler import Blend, ddim_sample
 from xreal_bench.types import Condition
 from xreal_bench.validation import require
+from xreal_bench.weights import Artifact
 
 
 def anatomy_latent_mask(anatomy: torch.Tensor, size: int, soft: float) -> torch.Tensor:
@@ -104,6 +105,11 @@ class XRealGenerator(Generator):
     artifacts = (XREAL_BACKBONE, XREAL_LDM_AE, XREAL_ANATOMY_CONTROLLER, BERT_TOKENIZER)
     Options = XRealOptions
 
+    @classmethod
+    def required_artifacts(cls, options: XRealOptions) -> tuple[Artifact, ...]:
+        """Edit mode starts from the real image: no anatomy controller."""
+        return tuple(a for a in cls.artifacts if not (a == XREAL_ANATOMY_CONTROLLER and options.mode == "edit"))
+
     def __init__(self, name: str, options: XRealOptions, context: GeneratorContext):
         from xreal_bench.generators.diffusion.latent_models import (
             Source,
@@ -114,8 +120,7 @@ class XRealGenerator(Generator):
 
         super().__init__(name, options, context)
         self.log = adapter_logger(context, name)
-        needed = [a for a in self.artifacts if not (a == XREAL_ANATOMY_CONTROLLER and options.mode == "edit")]
-        paths = require_weights(context, needed)
+        paths = require_weights(context, self.required_artifacts(options))
         self.original = oc.load_original_config(options.original_config, oc.XREAL)
         try:
             check_step_count(options.steps, oc.schedule(self.original)[2])

@@ -15,6 +15,8 @@ from typing import TypeVar
 import torch
 import torch.distributed as dist
 
+from xreal_bench.errors import UserFacingError
+
 T = TypeVar("T")
 
 
@@ -73,14 +75,42 @@ def gather_objects(obj) -> list:
     return out
 
 
+def mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
+def device_problem(requested: str, info: DistInfo) -> str | None:
+    """Why ``run.device = requested`` cannot be used by this rank, or ``None`` (``auto`` and ``cpu`` always can)."""
+    if requested.startswith("cuda"):
+        if not torch.cuda.is_available():
+            built = f"built with CUDA {torch.version.cuda}" if torch.version.cuda else "built without CUDA"
+            return (
+                f"run.device = {requested!r} but no CUDA GPU is available (torch {torch.__version__}, {built}); "
+                "set run.device = 'auto' or 'cpu', or run on a machine with a GPU"
+            )
+        suffix = requested.partition(":")[2]
+        if suffix and not suffix.isdigit():
+            return f"run.device = {requested!r} is not a device; expected cuda or cuda:N"
+        count = torch.cuda.device_count()
+        index = int(suffix or (info.local_rank if info.world > 1 else 0))
+        if index >= count:
+            return f"run.device = {requested!r} asks for GPU {index} (rank {info.rank}) but only {count} GPU(s) are visible"
+    if requested == "mps" and not mps_available():
+        return "run.device = 'mps' but MPS (Apple GPU) is not available; set run.device = 'auto' or 'cpu'"
+    return None
+
+
 def resolve_device(requested: str, info: DistInfo) -> str:
-    """``auto`` → this rank's GPU if CUDA is available, else MPS, else CPU."""
+    """``auto`` → this rank's GPU if CUDA is available, else MPS, else CPU; an explicit device
+    that cannot be used is a :class:`UserFacingError` (:func:`device_problem`)."""
     if requested != "auto":
+        if (problem := device_problem(requested, info)) is not None:
+            raise UserFacingError(problem)
         if requested == "cuda" and info.world > 1:
             return f"cuda:{info.local_rank}"
         return requested
     if torch.cuda.is_available():
         return f"cuda:{info.local_rank}"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+    if mps_available():
         return "mps"
     return "cpu"

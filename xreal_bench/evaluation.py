@@ -30,6 +30,7 @@ from xreal_bench.metrics.engine import (
 )
 from xreal_bench.metrics.scoring import score
 from xreal_bench.metrics.suite import Suite, build_suite
+from xreal_bench.preflight import threshold_split_problem
 from xreal_bench.results import environment, read_results, write_results
 from xreal_bench.rundir import GeneratorDir, generator_dirs
 
@@ -100,10 +101,8 @@ def thresholds_for(session: Session, suite: Suite, progress: bool) -> tuple[Thre
             None, None, names, m.thresholds, calibrated=suite.classifier.calibrated_thresholds, fixed=m.fixed_threshold
         )
         return t, {"policy": t.policy, "source": t.source, "values": t.values, "unfitted": t.unfitted}
-    if m.threshold_split == session.cfg.dataset.split:
-        raise UserFacingError(
-            f"metrics.threshold_split = {m.threshold_split!r} is the evaluated split: thresholds must be fitted on another split"
-        )
+    if (problem := threshold_split_problem(session.cfg)) is not None:  # preflight reports it before any work
+        raise UserFacingError(problem)
     from xreal_bench.data.dataset import load_dataset
 
     scan = load_dataset(session.cfg, split=m.threshold_split, progress=progress and session.info.is_main)

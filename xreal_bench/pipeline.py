@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -19,6 +19,7 @@ from xreal_bench.weights import WeightsManager
 if TYPE_CHECKING:
     from xreal_bench.conditioning import PreparedCases
     from xreal_bench.data.mimic import DatasetScan
+    from xreal_bench.preflight import Stage
 
 
 @dataclass
@@ -32,23 +33,45 @@ class Session:
     weights: WeightsManager
 
 
-def open_session(cfg: BenchConfig, progress: bool = True) -> Session:
-    from xreal_bench.data.dataset import load_dataset
+def open_session(
+    cfg: BenchConfig, progress: bool = True, *, stages: Collection[Stage] = (), generators: Sequence[str] | None = None
+) -> Session:
+    """Scan the dataset and set up ranks, device and weights for ``stages`` (of ``generate``,
+    ``evaluate``; ``generators``: the ``--generators`` names). Everything those stages need is
+    checked first (:mod:`xreal_bench.preflight`): every problem is reported in one error, before
+    any anatomy map, image or evaluation pass. With no ``stages`` nothing is checked ahead."""
+    from xreal_bench.preflight import gathered, no_cases_message, preflight
 
     info = distributed.init_distributed()
-    device = distributed.resolve_device(cfg.run.device, info)
+    chosen = select_generators(cfg, generators) if "generate" in stages else {}
     weights = WeightsManager(cfg.weights.dir or None)
-    if info.is_main:
-        scan = load_dataset(cfg, progress=progress)
+    scan, scan_error = scan_dataset(cfg, progress) if info.is_main else (None, None)
     distributed.barrier()  # rank 0 may have written the synthetic data set
     if not info.is_main:
-        scan = load_dataset(cfg, progress=False)
+        scan, scan_error = scan_dataset(cfg, False)
+    if stages:
+        evaluated = None if "generate" in stages else generators
+        report = preflight(cfg, scan, weights=weights, stages=stages, generators=chosen, evaluated=evaluated, info=info)
+        if scan_error is not None:
+            report.problems.insert(0, str(scan_error))
+        gathered(report).raise_if_any()
+    if scan_error is not None:
+        raise scan_error
+    assert scan is not None
     if not scan.cases:
-        raise UserFacingError(
-            f"no cases to evaluate in {scan.root} (split {cfg.dataset.split!r}, views {cfg.dataset.views}); "
-            f"missing files: {len(scan.missing)}, corrupt: {len(scan.corrupt)} — check `xreal-bench data summary`"
-        )
+        raise UserFacingError(no_cases_message(cfg, scan))
+    device = distributed.resolve_device(cfg.run.device, info)
     return Session(cfg, scan, info, device, weights)
+
+
+def scan_dataset(cfg: BenchConfig, progress: bool) -> tuple[DatasetScan | None, UserFacingError | None]:
+    """The dataset scan, or the error that stopped it (reported with the other problems)."""
+    from xreal_bench.data.dataset import load_dataset
+
+    try:
+        return load_dataset(cfg, progress=progress), None
+    except UserFacingError as exc:
+        return None, exc
 
 
 def select_generators(cfg: BenchConfig, names: Sequence[str] | None) -> dict:

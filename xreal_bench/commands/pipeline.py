@@ -59,8 +59,10 @@ def quote(text: str) -> str:
 
 def run_generate(args: argparse.Namespace) -> int:
     from xreal_bench.pipeline import generate, open_session
+    from xreal_bench.preflight import Stage
 
-    session = open_session(load(args), progress=not args.quiet)
+    stages: tuple[Stage, ...] = ("generate",)
+    session = open_session(load(args), progress=not args.quiet, stages=stages, generators=args.generators)
     summaries = generate(session, args.generators, overwrite=args.overwrite, progress=not args.quiet)
     return 0 if all(s.generated + s.skipped > 0 for s in summaries) else 1
 
@@ -68,9 +70,11 @@ def run_generate(args: argparse.Namespace) -> int:
 def run_evaluate(args: argparse.Namespace) -> int:
     from xreal_bench.evaluation import evaluate
     from xreal_bench.pipeline import open_session
+    from xreal_bench.preflight import Stage
 
     cfg = load(args)
-    session = open_session(cfg, progress=not args.quiet)
+    stages: tuple[Stage, ...] = ("evaluate",)
+    session = open_session(cfg, progress=not args.quiet, stages=stages, generators=args.generators)
     evaluate(session, args.generators, progress=not args.quiet)
     if session.info.is_main:
         report_and_print(cfg)
@@ -80,9 +84,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def run_all(args: argparse.Namespace) -> int:
     from xreal_bench.evaluation import evaluate
     from xreal_bench.pipeline import generate, open_session
+    from xreal_bench.preflight import STAGES
 
     cfg = load(args)
-    session = open_session(cfg, progress=not args.quiet)
+    session = open_session(cfg, progress=not args.quiet, stages=STAGES, generators=args.generators)
     generate(session, args.generators, overwrite=args.overwrite, progress=not args.quiet)
     evaluate(session, args.generators, progress=not args.quiet)
     if session.info.is_main:

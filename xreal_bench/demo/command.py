@@ -62,11 +62,12 @@ def run_demo(args: argparse.Namespace) -> int:
     from xreal_bench.config import config_from_dict
     from xreal_bench.evaluation import evaluate
     from xreal_bench.pipeline import generate, open_session
+    from xreal_bench.preflight import STAGES
 
     started = time.perf_counter()
     progress = not args.quiet
     cfg = config_from_dict(demo_tables(args.out), source="xreal-bench demo")
-    session = open_session(cfg, progress=progress)
+    session = open_session(cfg, progress=progress, stages=STAGES)
     print(f"demo data: {len(session.scan.cases)} frontal test images in {cfg.dataset.root}")
     generate(session, progress=progress)
     evaluate(session, progress=progress)
