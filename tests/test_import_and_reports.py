@@ -72,14 +72,14 @@ def test_import_cli_bad_folder(tmp_path, capsys):
 def results_frame(demo: bool = False) -> pd.DataFrame:
     ev = "demo:net" if demo else "inception"
     rows = [
-        ("real", "fid", "all", 0.0, np.nan, np.nan, 50, ev, ""),
-        ("good", "fid", "all", 10.0, 8.0, 12.0, 50, ev, ""),
-        ("bad", "fid", "all", 90.0, 80.0, 99.0, 50, ev, ""),
-        ("real", "ms_ssim", "all", 1.0, 1.0, 1.0, 50, "pixels", ""),
-        ("good", "ms_ssim", "all", 0.7, 0.65, 0.75, 50, "pixels", ""),
-        ("bad", "ms_ssim", "all", 0.2, 0.1, 0.3, 50, "pixels", ""),
-        ("good", "ms_ssim", "Edema", 0.6, 0.5, 0.7, 12, "pixels", ""),
-        ("bad", "ms_ssim", "Edema", 0.1, 0.0, 0.2, 12, "pixels", ""),
+        ("real", "fid", "all", 0.0, np.nan, np.nan, 50, 0, 0, ev, ""),
+        ("good", "fid", "all", 10.0, 8.0, 12.0, 50, 0, 0, ev, ""),
+        ("bad", "fid", "all", 90.0, 80.0, 99.0, 50, 3, 2, ev, ""),
+        ("real", "ms_ssim", "all", 1.0, 1.0, 1.0, 50, 0, 0, "pixels", ""),
+        ("good", "ms_ssim", "all", 0.7, 0.65, 0.75, 50, 0, 0, "pixels", ""),
+        ("bad", "ms_ssim", "all", 0.2, 0.1, 0.3, 50, 3, 2, "pixels", ""),
+        ("good", "ms_ssim", "Edema", 0.6, 0.5, 0.7, 12, 0, 0, "pixels", ""),
+        ("bad", "ms_ssim", "Edema", 0.1, 0.0, 0.2, 12, 3, 2, "pixels", ""),
     ]
     return pd.DataFrame(rows, columns=COLUMNS)
 
@@ -90,8 +90,10 @@ def test_leaderboard_order_arrows_and_ci():
     assert list(board.generator) == ["real", "good", "bad"]
     assert board.loc[1, "fid_ci_low"] == 8.0
     md = markdown(df)
-    assert "| generator | n | fid ↓ | ms_ssim ↑ |" in md
-    assert "| good | 50 | 10.000 [8.000, 12.000] | 0.700 [0.650, 0.750] |" in md
+    assert "| generator | n | failed | missing | coverage | fid ↓ | ms_ssim ↑ |" in md
+    assert "| good | 50 | 0 | 0 | – | 10.000 [8.000, 12.000] | 0.700 [0.650, 0.750] |" in md
+    assert "| bad | 50 | 3 | 2 | – | 90.000" in md  # without results.json: counts from results.csv, coverage unknown
+    assert "†" not in md
     assert "Demo evaluators" not in md
     assert "Demo evaluators" in markdown(results_frame(demo=True))
 
