@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 
 from xreal_bench.cli import main
+from xreal_bench.coverage import Coverage
 from xreal_bench.harness import to_run_image
 from xreal_bench.imaging import load_grayscale, quantize, save_png
 from xreal_bench.importer import import_folder, match_case
@@ -125,3 +128,38 @@ def test_write_reports_and_cli(tmp_path, capsys):
 @pytest.mark.parametrize("decimals", [1, 4])
 def test_decimals(decimals):
     assert f"{10.0:.{decimals}f} [" in markdown(results_frame(), decimals)
+
+
+def coverage_record(evaluated: int, failed: int, missing: int, covered: int, cases: int = 25) -> dict:
+    return Coverage(
+        planned=2 * cases,
+        ok=2 * cases - failed - missing,
+        manifest_failed=failed,
+        undecodable=0,
+        missing=missing,
+        no_reference=0,
+        evaluated=evaluated,
+        cases=cases,
+        covered_cases=covered,
+        samples_per_condition=2,
+        samples_scored=(0, 1),
+        ignored=0,
+        min_coverage=0.9,
+    ).to_dict()
+
+
+def test_report_marks_sources_below_min_coverage_from_results_json(tmp_path, capsys):
+    results_frame().to_csv(tmp_path / "results.csv", index=False)
+    sources = {"good": coverage_record(50, 0, 0, 25), "bad": coverage_record(45, 3, 2, 22)}  # 22/25 = 0.88 < 0.9
+    (tmp_path / "results.json").write_text(json.dumps({"coverage": {"sources": sources}}))
+    assert main(["report", str(tmp_path), "--no-figures"]) == 0
+    board = (tmp_path / "leaderboard.md").read_text()
+    assert "| bad† | 45 | 3 | 2 | 0.880 | 90.000" in board and "| good | 50 | 0 | 0 | 1.000 |" in board
+    assert "† coverage below metrics.min_coverage = 0.9: bad (22 of 25 cases, 3 failed, 2 missing)" in board
+    assert "| real | 50 | 0 | 0 | – |" in board  # no record: counts from results.csv, coverage unknown
+    assert "bad$^\\dagger$ & 90.000" in (tmp_path / "tables" / "main.tex").read_text()
+    assert "| bad† | 45 | 3 | 2 | 0.880 |" in (tmp_path / "tables" / "per_pathology_ms_ssim.md").read_text()
+    del sources["bad"]["evaluated"]
+    (tmp_path / "results.json").write_text(json.dumps({"coverage": {"sources": sources}}))
+    assert main(["report", str(tmp_path), "--no-figures"]) == 2
+    assert "unreadable coverage record" in capsys.readouterr().err

@@ -100,9 +100,8 @@ class Coverage:
     samples_scored: tuple[int, ...]  # sample indices of the evaluated images
     ignored: int
     min_coverage: float
-    failure_reasons: dict[str, int] = field(
-        default_factory=dict
-    )  # most common generation errors (undecodable files: results.json "undecodable")
+    # The most common generation errors (undecodable files are listed under results.json "undecodable").
+    failure_reasons: dict[str, int] = field(default_factory=dict)
     uncovered_cases: tuple[str, ...] = ()
 
     @property

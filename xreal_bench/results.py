@@ -110,8 +110,14 @@ def read_results(out: Path) -> pd.DataFrame:
 
 def read_coverage(out: Path) -> dict[str, Coverage]:
     """Each source's coverage record from ``results.json`` (empty when there is none)."""
+    path = Path(out) / "results.json"
     try:
-        section = json.loads((Path(out) / "results.json").read_text()).get("coverage", {})
+        section = json.loads(path.read_text()).get("coverage", {})
     except (OSError, ValueError):
         return {}
-    return {name: Coverage.from_dict(record) for name, record in section.get("sources", {}).items()}
+    try:
+        return {name: Coverage.from_dict(record) for name, record in section.get("sources", {}).items()}
+    except (TypeError, AttributeError) as exc:
+        from xreal_bench.errors import UserFacingError
+
+        raise UserFacingError(f"{path}: unreadable coverage record ({exc}); run `xreal-bench evaluate` again") from None
