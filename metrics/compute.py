@@ -4,9 +4,20 @@ Each reads the evaluator outputs its metric needs from the :class:`ScoringContex
 its rows for one subset (none when those outputs are missing). Names, evaluators, resamples and
 ``n`` come from the metric's table entry, never from a name written here.
 
-FID uses the exactly merged streaming statistics for the headline value; per-pathology subsets
-and the FID bootstrap use per-image features. Classification thresholds come from
-:func:`xreal_bench.metrics.classification.fit_thresholds` on real images only.
+Coverage rule (:data:`xreal_bench.coverage.COVERAGE_RULE`, recorded in ``results.json``): every
+metric of a generator is computed on the cases it covers — the cases with at least one scored
+image — real side included, for the point estimate and the CI alike. FID and KID compare the
+generated features with the real features of the covered cases, each case once: the FID point
+estimate uses the exactly merged streaming statistics of all real cases when the generator
+covers every one of them, and otherwise the float64 statistics of the covered cases' per-case
+real features; the FID bootstrap resamples covered cases, each drawn case's real features once
+per draw; per-pathology subsets use the real cases of the subset's generated images. Paired
+MS-SSIM and Dice pair each image with its own case, diversity is per covered case, F1 and AUC
+use the covered cases' labels. Nothing is imputed for uncovered cases: they are counted
+(``failed``, ``missing``, coverage) next to the numbers.
+
+Classification thresholds come from :func:`xreal_bench.metrics.classification.fit_thresholds`
+on real images only.
 """
 
 from __future__ import annotations
@@ -24,6 +35,11 @@ if TYPE_CHECKING:
     from xreal_bench.metrics.table import Metric
 
 
+def covered_real_rows(ctx: ScoringContext, idx: np.ndarray) -> np.ndarray:
+    """Rows of the real outputs of the cases of generated images ``idx``, each case once."""
+    return np.array(sorted({ctx.real_index[c] for c in ctx.groups[idx] if c in ctx.real_index}), dtype=np.int64)
+
+
 def feature_pair(ctx: ScoringContext, metric: Metric, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """Generated features of ``idx`` and real features of their cases (None: fewer than 2 of either).
 
@@ -32,7 +48,7 @@ def feature_pair(ctx: ScoringContext, metric: Metric, idx: np.ndarray) -> tuple[
     role = feature_role(metric)
     if ctx.is_reference or role not in ctx.gen.features:
         return None
-    r_idx = np.array(sorted({ctx.real_index[c] for c in ctx.groups[idx] if c in ctx.real_index}))
+    r_idx = covered_real_rows(ctx, idx)
     if len(idx) < 2 or len(r_idx) < 2:
         return None
     return ctx.gen.features[role][idx], ctx.real.features[role][r_idx]
@@ -58,20 +74,28 @@ def frechet_rows(ctx: ScoringContext, metric: Metric, subset: Subset) -> list[Re
         return []
     g_feat, r_feat = pair
     role, n = feature_role(metric), count(metric.n_unit, ctx.groups[idx])
-    if name == "all":
+    every_case = len(r_feat) == len(ctx.real.keys)
+    if name == "all" and every_case:
         value = fid_from_stats(ctx.real.stats[role], ctx.gen.stats[role])  # exactly merged streaming statistics
-    else:
-        value = fid_from_stats(FeatureStats.from_features(r_feat), FeatureStats.from_features(g_feat))
+    else:  # the covered cases' real features (float64 statistics)
+        g_stats = ctx.gen.stats[role] if name == "all" else FeatureStats.from_features(g_feat)
+        value = fid_from_stats(FeatureStats.from_features(r_feat), g_stats)
     note = f"n < feature dim {g_feat.shape[1]}: covariance singular, FID biased" if len(idx) <= g_feat.shape[1] else ""
+    if name == "all" and not every_case:
+        note = "; ".join(filter(None, [note, f"real side: the {len(r_feat)} covered of {len(ctx.real.keys)} real cases"]))
     resamples = ctx.resamples(metric)
     if not resamples:
         note = "; ".join(filter(None, [note, f"CI off (metrics.{metric.ci} = 0)"]))
         return [ctx.row(metric, value, subset=name, n=n, note=note)]
     case_of = ctx.groups[idx]
-    real_rows = {c: ctx.real_index[c] for c in set(case_of) if c in ctx.real_index}
+    real_row = np.array([ctx.real_index.get(c, -1) for c in case_of], dtype=np.int64)
+    _, first = np.unique(case_of, return_index=True)
+    first_of_case = np.zeros(len(idx), dtype=bool)
+    first_of_case[first] = True  # a drawn case contributes its real features once per draw
 
     def statistic(sel: np.ndarray) -> float:
-        r = ctx.real.features[role][[real_rows[c] for c in case_of[sel] if c in real_rows]]
+        rows = real_row[sel[first_of_case[sel]]]
+        r = ctx.real.features[role][rows[rows >= 0]]
         return frechet_distance(*moments(r), *moments(g_feat[sel]))
 
     s = ctx.settings

@@ -49,6 +49,8 @@ class ResultRow:
     subset: str = "all"
     evaluator: str = ""
     note: str = ""
+    failed: int = 0  # the generator's failed images (generation failures + undecodable files), on each of its rows
+    missing: int = 0  # the generator's planned images with no file, on each of its rows
 
 
 @dataclass(frozen=True)

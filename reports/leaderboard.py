@@ -1,21 +1,28 @@
-"""The leaderboard: one row per generator, one column per headline metric, direction arrows, n.
+"""The leaderboard: one row per source, its counts (``n``, ``failed``, ``missing``, ``coverage``),
+then one column per headline metric with direction arrows.
 
-``leaderboard.csv`` holds plain values (plus ``<metric>_ci_low``/``_ci_high``); ``leaderboard.md``
-shows ``value [low, high]`` and a footnote naming the evaluator of every metric, so demo
-numbers are never mistaken for Inception-FID or torchxrayvision numbers.
+``leaderboard.csv`` holds plain values (plus ``<metric>_ci_low``/``_ci_high`` and
+``coverage_note``, the reason a source is marked); ``leaderboard.md`` shows ``value [low, high]``,
+marks a source below ``metrics.min_coverage`` with † and explains counts, marks and the
+evaluator of every metric in footnotes, so demo numbers are never mistaken for Inception-FID or
+torchxrayvision numbers.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
 
 from xreal_bench.atomic import write_text_atomic
+from xreal_bench.coverage import Coverage
 from xreal_bench.metrics import table as metric_table
+from xreal_bench.reports.coverage import COUNTS_NOTE, count_text, counts, coverage_text, label, mark_footnote
 
 REFERENCE = "real"
+NO_COVERAGE: Mapping[str, Coverage] = {}
 
 
 def fmt(value: float, decimals: int) -> str:
@@ -31,31 +38,46 @@ def cell(row: pd.Series | None, decimals: int) -> str:
     return text
 
 
-def generator_order(frame: pd.DataFrame) -> list[str]:
-    """The reference row first, then generators best first by the ranking metric (FID) if present, else by name."""
-    names = sorted(set(frame["generator"]) - {REFERENCE})
+def generator_order(frame: pd.DataFrame, coverage: Mapping[str, Coverage] = NO_COVERAGE) -> list[str]:
+    """The reference row first, then sources best first by the ranking metric (FID) if present, else by name.
+
+    Sources with a coverage record but no result row (nothing scored) are listed too, last among equals.
+    """
+    present = set(frame["generator"]) | set(coverage)
+    names = sorted(present - {REFERENCE})
     ranking = metric_table.ranking()
     values = frame[(frame.metric == ranking.name) & (frame.subset == "all")].set_index("generator")["value"]
     sign = 1 if ranking.lower_is_better else -1
-    names.sort(key=lambda g: (sign * values.get(g, sign * math.inf), g))
-    return ([REFERENCE] if REFERENCE in set(frame["generator"]) else []) + names
+
+    def key(g: str) -> tuple[float, str]:
+        v = values.get(g, math.nan)
+        return (math.inf if math.isnan(v) else sign * v, g)
+
+    names.sort(key=key)
+    return ([REFERENCE] if REFERENCE in present else []) + names
 
 
-def leaderboard(frame: pd.DataFrame) -> pd.DataFrame:
-    """Wide table: generator, n, then each present headline metric with its CI columns."""
+def leaderboard(frame: pd.DataFrame, coverage: Mapping[str, Coverage] = NO_COVERAGE) -> pd.DataFrame:
+    """Wide table: generator, its counts, then each present headline metric with its CI columns."""
     overall = frame[frame.subset == "all"]
     metrics = [m.name for m in metric_table.headline() if m.name in set(overall.metric)]
     records = []
-    for g in generator_order(overall):
+    for g in generator_order(overall, coverage):
         rows = overall[overall.generator == g].set_index("metric")
-        record = {"generator": g, "n": int(rows["n"].max()) if len(rows) else 0}
+        c = counts(frame, g, coverage)
+        record: dict = {"generator": g, "n": c.n, "failed": c.failed, "missing": c.missing, "coverage": c.coverage}
+        record["coverage_note"] = c.note
         for m in metrics:
             r = rows.loc[m] if m in rows.index else None
             record[m] = r["value"] if r is not None else math.nan
             record[f"{m}_ci_low"] = r["ci_low"] if r is not None else math.nan
             record[f"{m}_ci_high"] = r["ci_high"] if r is not None else math.nan
         records.append(record)
-    return pd.DataFrame(records)
+    board = pd.DataFrame(records)
+    for column in ("failed", "missing"):
+        if column in board and board[column].notna().all():
+            board[column] = board[column].astype(int)
+    return board
 
 
 def evaluator_notes(frame: pd.DataFrame) -> list[str]:
@@ -68,23 +90,29 @@ def evaluator_notes(frame: pd.DataFrame) -> list[str]:
     return notes
 
 
-def markdown(frame: pd.DataFrame, decimals: int = 3) -> str:
-    board = leaderboard(frame)
+def markdown(frame: pd.DataFrame, decimals: int = 3, coverage: Mapping[str, Coverage] = NO_COVERAGE) -> str:
+    board = leaderboard(frame, coverage)
     overall = frame[frame.subset == "all"]
     metrics = [m for m in metric_table.headline() if m.name in board.columns]
-    header = ["generator", "n", *(f"{m.name} {m.arrow}" for m in metrics)]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * len(metrics)) + "|"]
+    header = ["generator", "n", "failed", "missing", "coverage", *(f"{m.name} {m.arrow}" for m in metrics)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
     for _, rec in board.iterrows():
-        rows = overall[overall.generator == rec["generator"]].set_index("metric")
-        cells = [str(rec["generator"]), str(rec["n"])]
+        g = str(rec["generator"])
+        rows = overall[overall.generator == g].set_index("metric")
+        cells = [label(g, coverage), str(rec["n"]), count_text(float(rec["failed"])), count_text(float(rec["missing"]))]
+        cells.append(coverage_text(float(rec["coverage"])))
         cells += [cell(rows.loc[m.name] if m.name in rows.index else None, decimals) for m in metrics]
         lines.append("| " + " | ".join(cells) + " |")
     demo = overall["evaluator"].str.startswith("demo:").any()
     lines += [
         "",
         "Values: point estimate [95 % bootstrap CI over cases]; `real` is the real test images (reference row).",
-        "Evaluators: " + "; ".join(evaluator_notes(frame)) + ".",
+        COUNTS_NOTE,
     ]
+    if footnote := mark_footnote(coverage):
+        lines.append(footnote)
+    if notes := evaluator_notes(frame):
+        lines.append("Evaluators: " + "; ".join(notes) + ".")
     if demo:
         lines.append(
             "**Demo evaluators** (`demo:`): small networks trained on synthetic phantoms. These numbers are NOT "
@@ -93,9 +121,10 @@ def markdown(frame: pd.DataFrame, decimals: int = 3) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_leaderboard(out: Path, frame: pd.DataFrame, decimals: int = 3) -> tuple[Path, Path]:
+def write_leaderboard(
+    out: Path, frame: pd.DataFrame, decimals: int = 3, coverage: Mapping[str, Coverage] = NO_COVERAGE
+) -> tuple[Path, Path]:
     csv_path, md_path = out / "leaderboard.csv", out / "leaderboard.md"
-    board = leaderboard(frame)
-    write_text_atomic(csv_path, board.to_csv(index=False))
-    write_text_atomic(md_path, markdown(frame, decimals))
+    write_text_atomic(csv_path, leaderboard(frame, coverage).to_csv(index=False))
+    write_text_atomic(md_path, markdown(frame, decimals, coverage))
     return csv_path, md_path

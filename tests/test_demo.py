@@ -5,11 +5,19 @@ from __future__ import annotations
 import io
 import json
 from contextlib import redirect_stdout
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from xreal_bench.cli import main
+from xreal_bench.config import config_from_dict
+from xreal_bench.demo.command import demo_tables
+from xreal_bench.evaluation import evaluate
+from xreal_bench.metrics import table as metric_table
+from xreal_bench.pipeline import generate, open_session
+from xreal_bench.reports import write_reports
+from xreal_bench.results import read_results
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +52,8 @@ def test_demo_writes_everything_and_prints_where(demo):
     assert "Demo evaluators" in (out / "leaderboard.md").read_text()
     provenance = json.loads((out / "results.json").read_text())
     assert provenance["demo_evaluators"] is True
-    assert set(provenance["images"]) == {"phantom", "shuffled", "noise"}
+    assert set(provenance["coverage"]["sources"]) == {"real", "phantom", "shuffled", "noise"}
+    assert all(c["coverage"] == 1.0 and c["failed"] == c["missing"] == 0 for c in provenance["coverage"]["sources"].values())
 
 
 @pytest.mark.slow
@@ -83,3 +92,36 @@ def test_demo_ranking_follows_theory(demo):
     assert v["real", "ms_ssim"] > v["phantom", "ms_ssim"] > v["shuffled", "ms_ssim"] > v["noise", "ms_ssim"]
     assert v["real", "auc_macro"] > 0.9 and v["phantom", "auc_macro"] > 0.8
     assert abs(v["shuffled", "auc_macro"] - 0.5) < 0.15 and abs(v["noise", "auc_macro"] - 0.5) < 0.15
+
+
+@pytest.fixture(scope="module")
+def tiny_demo(tmp_path_factory):
+    """The demo's config on a tiny synthetic set, one generator, small bootstrap; images generated once."""
+    root = tmp_path_factory.mktemp("tiny_demo")
+    tables = demo_tables(str(root / "run"))
+    tables["dataset"]["synthetic"] = {"n_subjects": 12, "image_size": 192}
+    tables["generators"] = {"noise": {}}
+    tables["metrics"].update(bootstrap=10, fid_bootstrap=5, kid_subsets=3, kid_subset_size=4, min_subset_n=2)
+    tables["run"]["resolution"] = 192
+    session = open_session(config_from_dict(tables), progress=False)
+    generate(session, progress=False)
+    return tables, len(session.scan.cases)
+
+
+@pytest.mark.parametrize("name", metric_table.selectable_names())
+def test_every_metric_alone_evaluates_and_reports(tiny_demo, name):
+    """Each selectable metric on its own: results with its rows, a leaderboard with counts, the tables it belongs to."""
+    tables, n = tiny_demo
+    tables = {**tables, "metrics": {**tables["metrics"], "enabled": [name]}}
+    cfg = config_from_dict(tables)
+    evaluate(open_session(cfg, progress=False), progress=False)
+    out = Path(cfg.run.out)
+    written = {p.relative_to(out).as_posix() for p in write_reports(out)}
+    df = read_results(out)
+    entry = metric_table.metric(name)
+    assert {metric_table.row_metric(m).name for m in df.metric} == {name, *(part.name for part in entry.parts)}
+    assert not df[df.generator == "noise"].empty
+    assert f"| noise | {2 * n} | 0 | 0 | 1.000 |" in (out / "leaderboard.md").read_text()
+    assert f"| real | {n} | 0 | 0 | 1.000 |" in (out / "leaderboard.md").read_text()
+    assert ("tables/main.md" in written) == entry.main_table
+    assert "figures/headline.png" in written

@@ -115,7 +115,12 @@ def test_results_files_and_provenance(run):
     assert prov["evaluators"]["features"]["weights_sha256"] == "toy"
     assert prov["thresholds"]["policy"] == "calibrated"
     assert prov["environment"]["packages"]["torch"] == torch.__version__.split("+")[0] or prov["environment"]["packages"]["torch"]
-    assert prov["images"]["noise"]["evaluated"] == 2 * len(session.scan.cases)
+    noise = prov["coverage"]["sources"]["noise"]
+    n = len(session.scan.cases)
+    assert (noise["planned"], noise["evaluated"], noise["failed"], noise["missing"]) == (2 * n, 2 * n, 0, 0)
+    assert (noise["covered_cases"], noise["coverage"], noise["samples_scored"]) == (n, 1.0, [0, 1])
+    assert prov["coverage"]["sources"]["real"]["evaluated"] == n and "cases it covers" in prov["coverage"]["rule"]
+    assert (df.failed == 0).all() and (df.missing == 0).all()
 
 
 def test_fid_matches_an_independent_computation(run):

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 
 from xreal_bench.cli import main
+from xreal_bench.coverage import Coverage
 from xreal_bench.harness import to_run_image
 from xreal_bench.imaging import load_grayscale, quantize, save_png
 from xreal_bench.importer import import_folder, match_case
@@ -72,14 +75,14 @@ def test_import_cli_bad_folder(tmp_path, capsys):
 def results_frame(demo: bool = False) -> pd.DataFrame:
     ev = "demo:net" if demo else "inception"
     rows = [
-        ("real", "fid", "all", 0.0, np.nan, np.nan, 50, ev, ""),
-        ("good", "fid", "all", 10.0, 8.0, 12.0, 50, ev, ""),
-        ("bad", "fid", "all", 90.0, 80.0, 99.0, 50, ev, ""),
-        ("real", "ms_ssim", "all", 1.0, 1.0, 1.0, 50, "pixels", ""),
-        ("good", "ms_ssim", "all", 0.7, 0.65, 0.75, 50, "pixels", ""),
-        ("bad", "ms_ssim", "all", 0.2, 0.1, 0.3, 50, "pixels", ""),
-        ("good", "ms_ssim", "Edema", 0.6, 0.5, 0.7, 12, "pixels", ""),
-        ("bad", "ms_ssim", "Edema", 0.1, 0.0, 0.2, 12, "pixels", ""),
+        ("real", "fid", "all", 0.0, np.nan, np.nan, 50, 0, 0, ev, ""),
+        ("good", "fid", "all", 10.0, 8.0, 12.0, 50, 0, 0, ev, ""),
+        ("bad", "fid", "all", 90.0, 80.0, 99.0, 50, 3, 2, ev, ""),
+        ("real", "ms_ssim", "all", 1.0, 1.0, 1.0, 50, 0, 0, "pixels", ""),
+        ("good", "ms_ssim", "all", 0.7, 0.65, 0.75, 50, 0, 0, "pixels", ""),
+        ("bad", "ms_ssim", "all", 0.2, 0.1, 0.3, 50, 3, 2, "pixels", ""),
+        ("good", "ms_ssim", "Edema", 0.6, 0.5, 0.7, 12, 0, 0, "pixels", ""),
+        ("bad", "ms_ssim", "Edema", 0.1, 0.0, 0.2, 12, 3, 2, "pixels", ""),
     ]
     return pd.DataFrame(rows, columns=COLUMNS)
 
@@ -90,8 +93,10 @@ def test_leaderboard_order_arrows_and_ci():
     assert list(board.generator) == ["real", "good", "bad"]
     assert board.loc[1, "fid_ci_low"] == 8.0
     md = markdown(df)
-    assert "| generator | n | fid ↓ | ms_ssim ↑ |" in md
-    assert "| good | 50 | 10.000 [8.000, 12.000] | 0.700 [0.650, 0.750] |" in md
+    assert "| generator | n | failed | missing | coverage | fid ↓ | ms_ssim ↑ |" in md
+    assert "| good | 50 | 0 | 0 | – | 10.000 [8.000, 12.000] | 0.700 [0.650, 0.750] |" in md
+    assert "| bad | 50 | 3 | 2 | – | 90.000" in md  # without results.json: counts from results.csv, coverage unknown
+    assert "†" not in md
     assert "Demo evaluators" not in md
     assert "Demo evaluators" in markdown(results_frame(demo=True))
 
@@ -123,3 +128,38 @@ def test_write_reports_and_cli(tmp_path, capsys):
 @pytest.mark.parametrize("decimals", [1, 4])
 def test_decimals(decimals):
     assert f"{10.0:.{decimals}f} [" in markdown(results_frame(), decimals)
+
+
+def coverage_record(evaluated: int, failed: int, missing: int, covered: int, cases: int = 25) -> dict:
+    return Coverage(
+        planned=2 * cases,
+        ok=2 * cases - failed - missing,
+        manifest_failed=failed,
+        undecodable=0,
+        missing=missing,
+        no_reference=0,
+        evaluated=evaluated,
+        cases=cases,
+        covered_cases=covered,
+        samples_per_condition=2,
+        samples_scored=(0, 1),
+        ignored=0,
+        min_coverage=0.9,
+    ).to_dict()
+
+
+def test_report_marks_sources_below_min_coverage_from_results_json(tmp_path, capsys):
+    results_frame().to_csv(tmp_path / "results.csv", index=False)
+    sources = {"good": coverage_record(50, 0, 0, 25), "bad": coverage_record(45, 3, 2, 22)}  # 22/25 = 0.88 < 0.9
+    (tmp_path / "results.json").write_text(json.dumps({"coverage": {"sources": sources}}))
+    assert main(["report", str(tmp_path), "--no-figures"]) == 0
+    board = (tmp_path / "leaderboard.md").read_text()
+    assert "| bad† | 45 | 3 | 2 | 0.880 | 90.000" in board and "| good | 50 | 0 | 0 | 1.000 |" in board
+    assert "† coverage below metrics.min_coverage = 0.9: bad (22 of 25 cases, 3 failed, 2 missing)" in board
+    assert "| real | 50 | 0 | 0 | – |" in board  # no record: counts from results.csv, coverage unknown
+    assert "bad$^\\dagger$ & 90.000" in (tmp_path / "tables" / "main.tex").read_text()
+    assert "| bad† | 45 | 3 | 2 | 0.880 |" in (tmp_path / "tables" / "per_pathology_ms_ssim.md").read_text()
+    del sources["bad"]["evaluated"]
+    (tmp_path / "results.json").write_text(json.dumps({"coverage": {"sources": sources}}))
+    assert main(["report", str(tmp_path), "--no-figures"]) == 2
+    assert "unreadable coverage record" in capsys.readouterr().err

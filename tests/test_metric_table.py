@@ -151,17 +151,17 @@ def test_a_new_entry_is_scored_by_its_compute_function(with_sharpness):
 def test_a_new_entry_appears_in_leaderboard_main_table_and_latex(with_sharpness):
     frame = pd.DataFrame(
         [
-            ("real", "fid", "all", 0.0, np.nan, np.nan, 4, "inception", ""),
-            ("good", "fid", "all", 10.0, 8.0, 12.0, 4, "inception", ""),
-            ("real", "sharpness", "all", 1.0, np.nan, np.nan, 4, "pixels", ""),
-            ("good", "sharpness", "all", 0.5, 0.4, 0.6, 4, "pixels", ""),
-            ("good", "ms_ssim", "all", 0.7, 0.6, 0.8, 4, "pixels", ""),
+            ("real", "fid", "all", 0.0, np.nan, np.nan, 4, 0, 0, "inception", ""),
+            ("good", "fid", "all", 10.0, 8.0, 12.0, 4, 0, 0, "inception", ""),
+            ("real", "sharpness", "all", 1.0, np.nan, np.nan, 4, 0, 0, "pixels", ""),
+            ("good", "sharpness", "all", 0.5, 0.4, 0.6, 4, 0, 0, "pixels", ""),
+            ("good", "ms_ssim", "all", 0.7, 0.6, 0.8, 4, 0, 0, "pixels", ""),
         ],
         columns=COLUMNS,
     )
     columns = [c for c in leaderboard(frame).columns if not c.endswith(("_ci_low", "_ci_high"))]
-    assert columns == ["generator", "n", "fid", "sharpness", "ms_ssim"]
-    assert "| generator | n | fid ↓ | sharpness ↑ | ms_ssim ↑ |" in markdown(frame)
+    assert columns == ["generator", "n", "failed", "missing", "coverage", "coverage_note", "fid", "sharpness", "ms_ssim"]
+    assert "| generator | n | failed | missing | coverage | fid ↓ | sharpness ↑ | ms_ssim ↑ |" in markdown(frame)
     assert list(main_table(frame)["value"].columns) == ["fid", "sharpness", "ms_ssim"]
     assert "Model & FID $\\downarrow$ & Sharp $\\uparrow$ & MS-SSIM $\\uparrow$ \\\\" in to_latex(main_table(frame), 3, "c", "l")
 
@@ -169,5 +169,5 @@ def test_a_new_entry_appears_in_leaderboard_main_table_and_latex(with_sharpness)
 def test_latex_names_come_from_the_table(monkeypatch):
     renamed = [dataclasses.replace(m, latex="Dice\\textsuperscript{new}") if m.name == "dice" else m for m in table.METRICS]
     monkeypatch.setattr(table, "METRICS", tuple(renamed))
-    frame = pd.DataFrame([("good", "dice", "all", 0.7, 0.6, 0.8, 4, "seg", "")], columns=COLUMNS)
+    frame = pd.DataFrame([("good", "dice", "all", 0.7, 0.6, 0.8, 4, 0, 0, "seg", "")], columns=COLUMNS)
     assert "Model & Dice\\textsuperscript{new} $\\uparrow$ \\\\" in to_latex(main_table(frame), 3, "c", "l")

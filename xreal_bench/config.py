@@ -135,6 +135,7 @@ class MetricsConfig:
     confidence: float = 0.95
     subsets: bool = True
     min_subset_n: int = 10
+    min_coverage: float = 0.95  # a generator scored on fewer than this share of the cases is marked in every report
     batch_size: int = 32
     num_workers: int = 2
     cache_dir: str = ""  # real-side evaluator outputs; "" -> <run.out>/.cache
@@ -152,6 +153,9 @@ class MetricsConfig:
         require(self.batch_size >= 1, "batch_size", f"expected a positive integer, got {self.batch_size}")
         require(self.num_workers >= 0, "num_workers", f"expected >= 0, got {self.num_workers}")
         require(self.min_subset_n >= 2, "min_subset_n", f"expected >= 2, got {self.min_subset_n}")
+        require(
+            0.0 < self.min_coverage <= 1.0, "min_coverage", f"expected a share of the cases in (0, 1], got {self.min_coverage}"
+        )
         for i, name in enumerate(self.label_set):
             require(
                 name in ("classifier", "xreal") or name in CHEXPERT_LABELS,

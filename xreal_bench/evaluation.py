@@ -7,12 +7,14 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from xreal_bench.coverage import COVERAGE_RULE, Coverage, Plan, coverage_of, select_planned
 from xreal_bench.errors import UserFacingError
 from xreal_bench.imaging import resize_label_map
 from xreal_bench.labels import label_index
@@ -32,7 +34,7 @@ from xreal_bench.metrics.scoring import score
 from xreal_bench.metrics.suite import Suite, build_suite
 from xreal_bench.preflight import threshold_split_problem
 from xreal_bench.results import environment, read_results, write_results
-from xreal_bench.rundir import GeneratorDir, generator_dirs
+from xreal_bench.rundir import generator_dirs
 
 if TYPE_CHECKING:
     from xreal_bench.pipeline import Session
@@ -135,7 +137,13 @@ def input_masks(session: Session, progress: bool = True):
 
 
 def evaluate(session: Session, names: Sequence[str] | None = None, progress: bool = True) -> list[ResultRow]:
-    """Evaluate the real side and every (or the named) generator folder of the run; write results."""
+    """Evaluate the real side and every (or the named) generator folder of the run; write results.
+
+    Only planned images are scored (:mod:`xreal_bench.coverage`): each case of the scan times
+    ``run.samples_per_condition``; other manifest entries are ignored and counted. Each source's
+    coverage goes to ``results.json``, its failed and missing counts onto each of its rows, and
+    a warning naming it to stderr when any planned image was not scored.
+    """
     cfg, info = session.cfg, session.info
     out = Path(cfg.run.out)
     started = time.perf_counter()
@@ -152,6 +160,8 @@ def evaluate(session: Session, names: Sequence[str] | None = None, progress: boo
     reference_masks = None
     if cfg.metrics.dice_reference == "input" and suite.segmenter:
         reference_masks = input_masks(session, progress and info.is_main)
+    plan = Plan.of((c.case_id for c in session.scan.cases), cfg.run.samples_per_condition)
+    min_coverage = cfg.metrics.min_coverage
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     real = pass_real(session, suite, session.scan, progress)
@@ -159,14 +169,20 @@ def evaluate(session: Session, names: Sequence[str] | None = None, progress: boo
     thresholds, threshold_info = thresholds_for(session, suite, progress)
     cases = {c.case_id: c for c in session.scan.cases}
     score_source = partial(score, real=real, cases=cases, suite=suite, settings=settings(session), thresholds=thresholds)
-    rows = score_source(REFERENCE, real)
+    real_plan = Plan.of(plan.case_ids, 1)
+    coverage = {
+        REFERENCE: coverage_of(
+            real_plan, selection=None, scored=real.keys, undecodable=real.failed, no_reference=0, min_coverage=min_coverage
+        )
+    }
+    rows = with_counts(score_source(REFERENCE, real), coverage[REFERENCE])
     passes = table.pixel_passes(cfg.metrics.enabled)
-    failures: dict[str, list[str]] = {"real": real.failed}
-    counts: dict[str, dict[str, int]] = {}
+    failures: dict[str, list[str]] = {REFERENCE: real.failed}
+    paired = set(real.case_ids)  # cases whose real image decoded: generated images are scored against them
     for gdir in dirs:
         t0 = time.perf_counter()
-        entries = gdir.ok_entries()
-        items = [ImageItem(e.case_id, e.sample_index, gdir.root / e.file) for e in entries if e.case_id in cases and e.file]
+        selection = select_planned(gdir, plan)
+        items = [ImageItem(e.case_id, e.sample_index, gdir.root / str(e.file)) for e in selection.scorable if e.case_id in paired]
         gen = evaluate_generated(
             items,
             suite=suite,
@@ -181,13 +197,21 @@ def evaluate(session: Session, names: Sequence[str] | None = None, progress: boo
             reference_masks=reference_masks,
             progress=progress,
         )
-        rows += score_source(gdir.generator, gen)
+        coverage[gdir.generator] = coverage_of(
+            plan,
+            selection=selection,
+            scored=gen.keys,
+            undecodable=gen.failed,
+            no_reference=len(selection.scorable) - len(items),
+            min_coverage=min_coverage,
+        )
+        rows += with_counts(score_source(gdir.generator, gen), coverage[gdir.generator])
         timings[gdir.generator] = time.perf_counter() - t0
         failures[gdir.generator] = gen.failed
-        counts[gdir.generator] = manifest_counts(gdir, len(entries), len(items), len(gen.keys))
-        if gen.failed and info.is_main:
-            print(f"{gdir.generator}: {len(gen.failed)} image(s) could not be decoded and were left out", file=sys.stderr)
     if info.is_main:
+        for name, c in coverage.items():
+            if c.lossy or c.ignored:
+                print(f"warning: {c.describe(name)}" + ignored_note(c), file=sys.stderr)
         provenance = {
             "command": sys.argv,
             "config_source": cfg.source,
@@ -212,7 +236,13 @@ def evaluate(session: Session, names: Sequence[str] | None = None, progress: boo
                 "confidence": cfg.metrics.confidence,
             },
             "environment": environment(session.device, info.world),
-            "images": counts,
+            "coverage": {
+                "rule": COVERAGE_RULE,
+                "min_coverage": min_coverage,
+                "cases": len(plan.case_ids),
+                "samples_per_condition": plan.samples,
+                "sources": {name: c.to_dict() for name, c in coverage.items()},
+            },
             "undecodable": {k: v for k, v in failures.items() if v},
             "timings_s": {**{k: round(v, 3) for k, v in timings.items()}, "total": round(time.perf_counter() - started, 3)},
         }
@@ -220,6 +250,15 @@ def evaluate(session: Session, names: Sequence[str] | None = None, progress: boo
             rows, provenance = keep_other_generators(out, rows, provenance, {d.generator for d in dirs})
         write_results(out, rows, provenance)
     return rows
+
+
+def with_counts(rows: list[ResultRow], coverage: Coverage) -> list[ResultRow]:
+    """The source's failed and missing image counts on each of its rows."""
+    return [replace(r, failed=coverage.failed, missing=coverage.missing) for r in rows]
+
+
+def ignored_note(c: Coverage) -> str:
+    return f"; {c.ignored} manifest entries outside the plan ignored" if c.ignored else ""
 
 
 def keep_other_generators(out: Path, rows: list[ResultRow], provenance: dict, evaluated: set[str]):
@@ -239,16 +278,10 @@ def keep_other_generators(out: Path, rows: list[ResultRow], provenance: dict, ev
         return rows, provenance
     kept = frame[~frame.generator.isin(evaluated | {REFERENCE})]
     rows = rows + [ResultRow(**record) for record in kept.to_dict("records")]
-    for key in ("images", "timings_s", "undecodable"):
-        provenance[key] = {**{k: v for k, v in previous.get(key, {}).items() if k in set(kept.generator)}, **provenance[key]}
+    others = set(kept.generator)
+    for key in ("timings_s", "undecodable"):
+        provenance[key] = {**{k: v for k, v in previous.get(key, {}).items() if k in others}, **provenance[key]}
+    sources = provenance["coverage"]["sources"]
+    earlier = previous.get("coverage", {}).get("sources", {})
+    provenance["coverage"]["sources"] = {**{k: v for k, v in earlier.items() if k in others}, **sources}
     return rows, provenance
-
-
-def manifest_counts(gdir: GeneratorDir, ok: int, matched: int, evaluated: int) -> dict[str, int]:
-    entries = gdir.entries().values()
-    return {
-        "manifest_ok": ok,
-        "manifest_failed": sum(e.status == "failed" for e in entries),
-        "in_dataset": matched,
-        "evaluated": evaluated,
-    }

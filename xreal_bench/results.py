@@ -1,11 +1,16 @@
 """The results store: ``results.csv`` (long format) and ``results.json`` (provenance).
 
 ``results.csv`` has one row per (generator, metric, subset) with the columns
-:data:`COLUMNS`; ``subset`` is ``all`` or a pathology name; ``evaluator`` names the network
-behind the number (``demo:`` prefix for the demo's own evaluators, ``pixels`` for MS-SSIM).
+:data:`COLUMNS`; ``subset`` is ``all`` or a pathology name; ``n`` counts what the row's value
+rests on (images or cases, per the metric table); ``failed`` and ``missing`` are the generator's
+failed and missing planned images (:mod:`xreal_bench.coverage`), repeated on each of its rows;
+``evaluator`` names the network behind the number (``demo:`` prefix for the demo's own
+evaluators, ``pixels`` for MS-SSIM).
 ``results.json`` records what is needed to trace every number: command line, config (and its
 hash), dataset fingerprint, evaluators with weight hashes and preprocessing, thresholds,
-package versions, device, world size, seeds, timings and failures.
+package versions, device, world size, seeds, timings, failures, and ``coverage``: the rule
+metrics follow for uncovered cases and, per source, the planned, ok, failed, missing and
+evaluated images, the covered cases, the samples scored and the entries ignored.
 """
 
 from __future__ import annotations
@@ -24,8 +29,9 @@ from typing import Any
 import pandas as pd
 
 from xreal_bench.atomic import write_text_atomic
+from xreal_bench.coverage import Coverage
 
-COLUMNS = ["generator", "metric", "subset", "value", "ci_low", "ci_high", "n", "evaluator", "note"]
+COLUMNS = ["generator", "metric", "subset", "value", "ci_low", "ci_high", "n", "failed", "missing", "evaluator", "note"]
 PACKAGES = (
     "xreal-bench",
     "torch",
@@ -98,4 +104,20 @@ def read_results(out: Path) -> pd.DataFrame:
 
         raise UserFacingError(f"no results at {path}; run `xreal-bench evaluate` (or `run`) first")
     text = dict.fromkeys(("generator", "metric", "subset", "evaluator", "note"), str)
-    return pd.read_csv(path, dtype=text).fillna({"evaluator": "", "note": ""})
+    frame = pd.read_csv(path, dtype=text).fillna({"evaluator": "", "note": ""})
+    return frame.reindex(columns=COLUMNS)  # results written before the failed/missing columns: NaN there
+
+
+def read_coverage(out: Path) -> dict[str, Coverage]:
+    """Each source's coverage record from ``results.json`` (empty when there is none)."""
+    path = Path(out) / "results.json"
+    try:
+        section = json.loads(path.read_text()).get("coverage", {})
+    except (OSError, ValueError):
+        return {}
+    try:
+        return {name: Coverage.from_dict(record) for name, record in section.get("sources", {}).items()}
+    except (TypeError, AttributeError) as exc:
+        from xreal_bench.errors import UserFacingError
+
+        raise UserFacingError(f"{path}: unreadable coverage record ({exc}); run `xreal-bench evaluate` again") from None

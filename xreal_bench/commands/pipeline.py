@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+
+#: Exit status of ``--strict`` when a planned image failed, is missing or could not be decoded.
+STRICT_EXIT = 3
+STRICT_HELP = (
+    f"exit with status {STRICT_EXIT} (after writing every result) if any planned image failed, is missing or "
+    "could not be decoded, with one line per generator saying why; without it such generators are named in a "
+    "warning, their numbers rest on the cases they cover, and the exit status is 0"
+)
 
 
 def register(sub) -> None:
@@ -23,6 +32,7 @@ def register(sub) -> None:
         p.add_argument("--quiet", action="store_true", help="no progress bars")
         if name in ("run", "generate"):
             p.add_argument("--overwrite", action="store_true", help="delete the generators' existing images first")
+        p.add_argument("--strict", action="store_true", help=STRICT_HELP)
         p.set_defaults(handler=handler)
 
     report = subparser(sub, "report", "rebuild leaderboard, tables and figures from RUN_DIR/results.csv")
@@ -64,7 +74,38 @@ def run_generate(args: argparse.Namespace) -> int:
     stages: tuple[Stage, ...] = ("generate",)
     session = open_session(load(args), progress=not args.quiet, stages=stages, generators=args.generators)
     summaries = generate(session, args.generators, overwrite=args.overwrite, progress=not args.quiet)
-    return 0 if all(s.generated + s.skipped > 0 for s in summaries) else 1
+    status = 0 if all(s.generated + s.skipped > 0 for s in summaries) else 1
+    if args.strict and session.info.is_main:
+        return strict_status(generated_coverage(session, [s.generator for s in summaries])) or status
+    return status
+
+
+def generated_coverage(session, names: list[str]) -> dict:
+    """Each generator's coverage from its manifest and files (what ``generate`` left on disk)."""
+    from xreal_bench.coverage import Plan, manifest_coverage
+    from xreal_bench.rundir import GeneratorDir
+
+    cfg = session.cfg
+    plan = Plan.of((c.case_id for c in session.scan.cases), cfg.run.samples_per_condition)
+    return {name: manifest_coverage(GeneratorDir(cfg.run.out, name), plan, cfg.metrics.min_coverage) for name in names}
+
+
+def evaluated_coverage(out: Path, names: list[str] | None) -> dict:
+    """The coverage records ``evaluate`` wrote to ``results.json`` (the named generators and ``real``; all without names)."""
+    from xreal_bench.results import read_coverage
+
+    coverage = read_coverage(out)
+    return {k: v for k, v in coverage.items() if not names or k in names or k == "real"}
+
+
+def strict_status(coverage: dict) -> int:
+    """``--strict``: print one line per source with a lost image; :data:`STRICT_EXIT` if any, else 0."""
+    from xreal_bench.coverage import strict_problems
+
+    problems = strict_problems(coverage)
+    for line in problems:
+        print(line, file=sys.stderr)
+    return STRICT_EXIT if problems else 0
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -76,9 +117,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     stages: tuple[Stage, ...] = ("evaluate",)
     session = open_session(cfg, progress=not args.quiet, stages=stages, generators=args.generators)
     evaluate(session, args.generators, progress=not args.quiet)
-    if session.info.is_main:
-        report_and_print(cfg)
-    return 0
+    if not session.info.is_main:
+        return 0
+    report_and_print(cfg)
+    return strict_status(evaluated_coverage(Path(cfg.run.out), args.generators)) if args.strict else 0
 
 
 def run_all(args: argparse.Namespace) -> int:
@@ -90,9 +132,10 @@ def run_all(args: argparse.Namespace) -> int:
     session = open_session(cfg, progress=not args.quiet, stages=STAGES, generators=args.generators)
     generate(session, args.generators, overwrite=args.overwrite, progress=not args.quiet)
     evaluate(session, args.generators, progress=not args.quiet)
-    if session.info.is_main:
-        report_and_print(cfg)
-    return 0
+    if not session.info.is_main:
+        return 0
+    report_and_print(cfg)
+    return strict_status(evaluated_coverage(Path(cfg.run.out), args.generators)) if args.strict else 0
 
 
 def report_and_print(cfg) -> None:
