@@ -12,7 +12,7 @@ from xreal_bench import distributed
 from xreal_bench.config import BenchConfig
 from xreal_bench.distributed import DistInfo
 from xreal_bench.errors import UserFacingError
-from xreal_bench.harness import GenerationSummary, check_inputs, plan_items, run_generator
+from xreal_bench.harness import GenerationSummary, check_before_generation, check_inputs, on_main, plan_items, run_generator
 from xreal_bench.types import Case
 from xreal_bench.weights import WeightsManager
 
@@ -68,9 +68,14 @@ def select_generators(cfg: BenchConfig, names: Sequence[str] | None) -> dict:
 def generate(
     session: Session, names: Sequence[str] | None = None, *, overwrite: bool = False, progress: bool = True
 ) -> list[GenerationSummary]:
-    """Prepare the case facts (writing ``cases.jsonl``), then run (or resume) every selected
-    generator; print a summary per generator on rank 0."""
+    """Check every selected generator's folder (name, recorded identity, or that ``overwrite`` may
+    delete it), prepare the case facts (writing ``cases.jsonl``), then run (or resume) every
+    selected generator; print a summary per generator on rank 0."""
     chosen = select_generators(session.cfg, names)
+    on_main(
+        session.info,
+        lambda: check_before_generation(session.cfg, chosen, weights=session.weights, overwrite=overwrite),
+    )
     prepared = prepare_generation(session, chosen, progress=progress)
     summaries = []
     for name, gcfg in chosen.items():

@@ -8,6 +8,7 @@ from pathlib import Path
 
 def register(sub) -> None:
     from xreal_bench.commands.args import add_config_args, subparser
+    from xreal_bench.names import name_argument
 
     for name, help_text, handler in (
         ("run", "generate, evaluate and report for a config (torchrun-aware)", run_all),
@@ -18,11 +19,20 @@ def register(sub) -> None:
         add_config_args(p)
         p.add_argument("--out", default=None, help="run directory (overrides run.out)")
         p.add_argument(
-            "--generators", nargs="+", default=None, metavar="NAME", help="only these generators (default: all enabled)"
+            "--generators",
+            nargs="+",
+            default=None,
+            metavar="NAME",
+            type=name_argument("generator name"),
+            help="only these generators (default: all enabled)",
         )
         p.add_argument("--quiet", action="store_true", help="no progress bars")
         if name in ("run", "generate"):
-            p.add_argument("--overwrite", action="store_true", help="delete the generators' existing images first")
+            p.add_argument(
+                "--overwrite",
+                action="store_true",
+                help="delete the generators' folders first (only folders xreal-bench made, directly inside the run directory)",
+            )
         p.set_defaults(handler=handler)
 
     report = subparser(sub, "report", "rebuild leaderboard, tables and figures from RUN_DIR/results.csv")
@@ -40,9 +50,16 @@ def register(sub) -> None:
         "same normalisation as generated images, with manifest lines, so `evaluate` can score them.",
     )
     add_config_args(imp)
-    imp.add_argument("--generator", required=True, metavar="NAME", help="name for the imported images (a new generator folder)")
+    imp.add_argument(
+        "--generator",
+        required=True,
+        metavar="NAME",
+        type=name_argument("--generator", generator=True),
+        help="name for the imported images (a new generator folder; not 'real')",
+    )
     imp.add_argument("--from", dest="source", required=True, metavar="DIR", help="folder with the images (searched recursively)")
     imp.add_argument("--out", default=None, help="run directory (overrides run.out)")
+    imp.add_argument("--overwrite", action="store_true", help="replace the generator folder's earlier images (only a folder xreal-bench made)")
     imp.set_defaults(handler=run_import)
 
 
@@ -126,6 +143,7 @@ def run_import(args: argparse.Namespace) -> int:
             resolution=cfg.run.resolution,
             bits=cfg.run.bit_depth,
             square=cfg.dataset.square,
+            overwrite=args.overwrite,
         )
     except FileNotFoundError as exc:
         raise UserFacingError(str(exc)) from None
