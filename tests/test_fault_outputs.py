@@ -105,7 +105,10 @@ def cases(tmp_path_factory) -> list[Case]:
 
 def generate(out: Path, kind: str, cases: list[Case]):
     cfg = config_from_dict(
-        {"run": {"out": str(out), "resolution": 161, "batch_size": 4}, "generators": {"g": {"type": "test-fault-outputs", "kind": kind}}}
+        {
+            "run": {"out": str(out), "resolution": 161, "batch_size": 4},
+            "generators": {"g": {"type": "test-fault-outputs", "kind": kind}},
+        }
     )
     return run_generator(cfg, "g", cfg.generators["g"], cases=cases, prepared=Builder(), progress=False)
 

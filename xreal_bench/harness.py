@@ -202,13 +202,15 @@ def check_before_generation(
 def on_main(info: DistInfo, work: Callable[[], object]) -> None:
     """Run ``work`` on rank 0 only; a :class:`UserFacingError` there is raised on every rank
     (the other ranks wait for rank 0 here, as at a barrier)."""
-    problem = None
+    error: UserFacingError | None = None
     if info.is_main:
         try:
             work()
         except UserFacingError as exc:
-            problem = str(exc)
-    problem = distributed.gather_objects(problem)[0]
+            error = exc
+    problem = distributed.gather_objects(None if error is None else str(error))[0]
+    if error is not None:
+        raise error
     if problem is not None:
         raise UserFacingError(problem)
 

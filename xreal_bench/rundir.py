@@ -144,11 +144,15 @@ class GeneratorDir:
             return
         how = "move or delete it yourself, or choose another generator name or run.out"
         if self.root.is_symlink():
-            raise UserFacingError(f"--overwrite: {self.root} is a symbolic link (to {os.readlink(self.root)}); not deleted: {how}")
+            raise UserFacingError(
+                f"--overwrite: {self.root} is a symbolic link (to {os.readlink(self.root)}); not deleted: {how}"
+            )
         run = self.out.resolve()
         target = self.root.resolve()
         if not (inside(run, target) and target.parent == run and target != run):
-            raise UserFacingError(f"--overwrite: {self.root} resolves to {target}, not a folder directly inside the run {run}; not deleted")
+            raise UserFacingError(
+                f"--overwrite: {self.root} resolves to {target}, not a folder directly inside the run {run}; not deleted"
+            )
         if not self.root.is_dir():
             raise UserFacingError(f"--overwrite: {self.root} is not a folder; not deleted: {how}")
         if not self.made_by_suite():

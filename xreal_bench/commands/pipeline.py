@@ -59,7 +59,9 @@ def register(sub) -> None:
     )
     imp.add_argument("--from", dest="source", required=True, metavar="DIR", help="folder with the images (searched recursively)")
     imp.add_argument("--out", default=None, help="run directory (overrides run.out)")
-    imp.add_argument("--overwrite", action="store_true", help="replace the generator folder's earlier images (only a folder xreal-bench made)")
+    imp.add_argument(
+        "--overwrite", action="store_true", help="replace the generator folder's earlier images (only a folder xreal-bench made)"
+    )
     imp.set_defaults(handler=run_import)
 
 
