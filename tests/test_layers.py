@@ -24,6 +24,7 @@ CORE = [
     "xreal_bench.imaging",
     "xreal_bench.atomic",
     "xreal_bench.rundir",
+    "xreal_bench.identity",
     "xreal_bench.data",
     "xreal_bench.data.dataset",
     "xreal_bench.data.mimic",

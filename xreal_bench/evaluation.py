@@ -16,6 +16,7 @@ import numpy as np
 
 from xreal_bench.coverage import COVERAGE_RULE, Coverage, Plan, coverage_of, select_planned
 from xreal_bench.errors import UserFacingError
+from xreal_bench.identity import check_generator_dirs
 from xreal_bench.imaging import resize_label_map
 from xreal_bench.labels import label_index
 from xreal_bench.metrics import table
@@ -156,6 +157,7 @@ def evaluate(session: Session, names: Sequence[str] | None = None, progress: boo
                 f"no generated images for {', '.join(missing)} in {out}; generated: {', '.join(sorted(known)) or 'none'}"
             )
         dirs = [d for d in dirs if d.generator in names]
+    check_generator_dirs(cfg, dirs, weights=session.weights)  # images made as this config says, before any pass
     suite = build_suite(cfg.metrics, session.weights, session.device)
     reference_masks = None
     if cfg.metrics.dice_reference == "input" and suite.segmenter:

@@ -8,16 +8,17 @@ and appends one manifest line with the image's notes. Images are therefore ident
 the batch size, ordering, resume point or number of ranks.
 
 Resume rule: an item is done when its latest manifest line says ``ok`` and its PNG decodes;
-everything else (no line, failed, missing or corrupt file) is generated again.
+everything else (no line, failed, missing or corrupt file) is generated again — provided the
+folder's ``identity.json`` matches the config (:mod:`xreal_bench.identity`); otherwise the run
+is refused before any image.
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,7 +32,9 @@ from xreal_bench.distributed import DistInfo
 from xreal_bench.errors import UserFacingError
 from xreal_bench.generators.base import Generator, GeneratorContext, GeneratorOutput
 from xreal_bench.generators.registry import generator_class
+from xreal_bench.identity import check_generation_dir, write_identity
 from xreal_bench.imaging import ImageDecodeError, load_grayscale, save_png, standardize
+from xreal_bench.names import RESERVED_GENERATOR_NAMES, InvalidNameError, check_name
 from xreal_bench.rundir import GeneratorDir, ManifestEntry, append_line, condition_summary, seed_for
 from xreal_bench.types import INPUT_KINDS, Case
 
@@ -45,30 +48,51 @@ RANGE_TOLERANCE = 1e-3
 
 
 class OutputError(ValueError):
-    """A generator output that must not be written (NaN, wrong shape, wrong range)."""
+    """A generator output that must not be written (wrong type, dtype, shape or range, NaN)."""
 
 
-def to_run_image(output, resolution: int, bits: int = 8, square: str = "crop") -> np.ndarray:
+def to_run_image(output: object, resolution: int, bits: int = 8, square: str = "crop") -> np.ndarray:
     """The one output normalisation: any generator output → the run's integer image.
 
-    Accepts numpy or torch, ``H x W`` or ``1 x H x W``, floats in [0, 1]. Rejects NaN/inf,
-    other shapes and values outside [0, 1] (beyond a 1e-3 tolerance, which is clipped);
-    then squares, resizes (antialiased bicubic) and rounds exactly like real images
+    Accepts a numpy array or torch tensor of floating point values in [0, 1], ``H x W`` or
+    ``1 x H x W``, at least 8 px a side. Everything else is an :class:`OutputError` naming what
+    it is: another type (str, None, list, dict, ...), an integer, bool or complex dtype (whether
+    integers mean 0..1 or 0..255 is ambiguous, so they are refused rather than guessed), another
+    shape (RGB, 1-D, batched), NaN/inf, values outside [0, 1] beyond a 1e-3 tolerance (which is
+    clipped). Then squares, resizes (antialiased bicubic) and rounds exactly like real images
     (:func:`xreal_bench.imaging.standardize`).
     """
-    if hasattr(output, "detach"):
-        output = output.detach().float().cpu().numpy()
-    arr = np.asarray(output, dtype=np.float32)
+    arr = output_array(output)
     if arr.ndim == 3 and arr.shape[0] == 1:
         arr = arr[0]
     if arr.ndim != 2 or min(arr.shape) < 8:
-        raise OutputError(f"wrong output shape {tuple(np.shape(output))}; expected H x W or 1 x H x W")
+        raise OutputError(f"wrong output shape {tuple(arr.shape)}; expected H x W or 1 x H x W, at least 8 px a side")
     if not np.isfinite(arr).all():
         raise OutputError(f"output contains {int((~np.isfinite(arr)).sum())} NaN/inf values")
     lo, hi = float(arr.min()), float(arr.max())
     if lo < -RANGE_TOLERANCE or hi > 1 + RANGE_TOLERANCE:
         raise OutputError(f"output values outside [0, 1] (min {lo:.4g}, max {hi:.4g})")
     return standardize(arr, resolution, bits, square)
+
+
+def output_array(output: object) -> np.ndarray:
+    """A floating point numpy array or torch tensor as float32 numpy; :class:`OutputError` for anything else."""
+    import torch
+
+    expected = "expected floating point values in [0, 1] (integer and bool images are refused: their scale is ambiguous)"
+    if isinstance(output, torch.Tensor):
+        if not output.is_floating_point():
+            raise OutputError(f"output tensor has dtype {str(output.dtype).removeprefix('torch.')}; {expected}")
+        try:
+            return output.detach().float().cpu().numpy()
+        except (RuntimeError, NotImplementedError) as exc:
+            raise OutputError(f"output tensor cannot be read ({exc})") from None
+    if not isinstance(output, np.ndarray):
+        raise OutputError(f"output is {type(output).__name__}; expected a numpy array or torch tensor (H x W or 1 x H x W)")
+    if output.dtype.kind != "f":
+        raise OutputError(f"output has dtype {output.dtype}; {expected}")
+    with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf, refused as such
+        return output.astype(np.float32, copy=False)
 
 
 def image_is_valid(path) -> bool:
@@ -143,6 +167,73 @@ def check_inputs(name: str, cls: type[Generator], available: Collection[str]) ->
         raise UserFacingError(f"generator {name!r} ({cls.type_name}) needs inputs this run cannot supply: {what}.{hint}")
 
 
+def check_generation_target(name: str, type_name: str) -> str:
+    """A name generated into: the name rule, and ``real`` only for the ``real`` generator (whose
+    folder holds the real test images the reader study shows)."""
+    check_name(name, what="generator name")
+    if name in RESERVED_GENERATOR_NAMES and type_name != name:
+        raise InvalidNameError(
+            f"generator name {name!r} is reserved for the real test images (type {name!r}); "
+            f"a generator of type {type_name!r} needs another name"
+        )
+    return name
+
+
+def check_before_generation(
+    cfg: BenchConfig, chosen: Mapping[str, GeneratorConfig], *, weights: WeightsManager | None, overwrite: bool
+) -> None:
+    """Every problem with the chosen generators' folders at once, before any work: an invalid or
+    reserved name, a recorded identity that differs from the config (without ``overwrite``), a
+    folder that ``overwrite`` may not delete."""
+    problems = []
+    for name, gcfg in chosen.items():
+        try:
+            check_generation_target(name, gcfg.type)
+            if overwrite:
+                GeneratorDir(cfg.run.out, name).check_removable()
+            else:
+                check_generation_dir(cfg, name, gcfg, weights=weights)
+        except UserFacingError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise UserFacingError("\n".join(problems))
+
+
+def on_main(info: DistInfo, work: Callable[[], object]) -> None:
+    """Run ``work`` on rank 0 only; a :class:`UserFacingError` there is raised on every rank
+    (the other ranks wait for rank 0 here, as at a barrier)."""
+    error: UserFacingError | None = None
+    if info.is_main:
+        try:
+            work()
+        except UserFacingError as exc:
+            error = exc
+    problem = distributed.gather_objects(None if error is None else str(error))[0]
+    if error is not None:
+        raise error
+    if problem is not None:
+        raise UserFacingError(problem)
+
+
+def open_generator_dir(
+    cfg: BenchConfig, name: str, gcfg: GeneratorConfig, *, weights: WeightsManager | None, overwrite: bool
+) -> GeneratorDir:
+    """Rank 0, before generating ``name``: delete its folder (``overwrite``, only one the suite
+    made), check or write its ``identity.json``, clear temp files, merge rank parts."""
+    gdir = GeneratorDir(cfg.run.out, name)
+    if overwrite:
+        gdir.remove()
+    identity = check_generation_dir(cfg, name, gcfg, weights=weights)
+    if identity is not None:
+        write_identity(gdir, identity)
+    gdir.images.mkdir(parents=True, exist_ok=True)
+    for stale in gdir.images.glob(".*.tmp"):
+        stale.unlink(missing_ok=True)
+    if any(gdir.root.glob("manifest.rank*.jsonl")):
+        gdir.consolidate()
+    return gdir
+
+
 def batched(items: Sequence, size: int) -> Iterator[Sequence]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -165,19 +256,14 @@ def run_generator(
 
     ``prepared`` holds the case facts of (at least) this rank's cases, prepared before any
     generation (:func:`xreal_bench.conditioning.prepare_case_facts`); nothing is prepared here.
+    A folder made with another generation identity is refused (:mod:`xreal_bench.identity`)
+    unless ``overwrite`` deletes it first.
     """
     cls = generator_class(gcfg.type)
     check_inputs(name, cls, prepared.available)
+    check_generation_target(name, gcfg.type)
+    on_main(info, lambda: open_generator_dir(cfg, name, gcfg, weights=weights, overwrite=overwrite))
     gdir = GeneratorDir(cfg.run.out, name)
-    if info.is_main:
-        if overwrite and gdir.root.exists():
-            shutil.rmtree(gdir.root)
-        gdir.images.mkdir(parents=True, exist_ok=True)
-        for stale in gdir.images.glob(".*.tmp"):
-            stale.unlink(missing_ok=True)
-        if any(gdir.root.glob("manifest.rank*.jsonl")):
-            gdir.consolidate()
-    distributed.barrier()
 
     log = make_logger(gdir, info)
     items = distributed.shard(plan_items(cases, cfg.run.samples_per_condition), info)
@@ -306,12 +392,18 @@ def write_output(
 ) -> ManifestEntry:
     """Normalise and write one image atomically; an invalid image becomes a failed entry.
 
+    Runs on a writer thread: any exception from the output (its type, shape, dtype, values,
+    notes) is this sample's failed entry, never the run's end. Only an ``OSError`` writing the
+    file (disk full, read-only folder) propagates: that is the machine's fault, not the
+    generator's, and the run stops with the images written so far kept for a resume.
     ``notes`` are the generator's own remarks on this sample (e.g. a clipped box, a prompt
     truncated, no pathology to draw); they are stored with the condition summary.
     """
     try:
         pixels = to_run_image(image, cfg.run.resolution, cfg.run.bit_depth, cfg.dataset.square)
-    except OutputError as exc:
+        summary = condition_summary(condition)
+        summary["notes"] += [str(note) for note in notes]
+    except Exception as exc:  # noqa: BLE001 - a bad output is this sample's recorded failure
         return failure(
             exc,
             name=name,
@@ -323,8 +415,6 @@ def write_output(
         )
     path = gdir.image_path(condition.case_id, condition.sample_index)
     save_png(path, pixels)
-    summary = condition_summary(condition)
-    summary["notes"] += list(notes)
     return ManifestEntry(
         generator=name,
         case_id=condition.case_id,

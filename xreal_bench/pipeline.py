@@ -12,7 +12,7 @@ from xreal_bench import distributed
 from xreal_bench.config import BenchConfig
 from xreal_bench.distributed import DistInfo
 from xreal_bench.errors import UserFacingError
-from xreal_bench.harness import GenerationSummary, check_inputs, plan_items, run_generator
+from xreal_bench.harness import GenerationSummary, check_before_generation, check_inputs, on_main, plan_items, run_generator
 from xreal_bench.types import Case
 from xreal_bench.weights import WeightsManager
 
@@ -34,10 +34,16 @@ class Session:
 
 
 def open_session(
-    cfg: BenchConfig, progress: bool = True, *, stages: Collection[Stage] = (), generators: Sequence[str] | None = None
+    cfg: BenchConfig,
+    progress: bool = True,
+    *,
+    stages: Collection[Stage] = (),
+    generators: Sequence[str] | None = None,
+    overwrite: bool = False,
 ) -> Session:
     """Scan the dataset and set up ranks, device and weights for ``stages`` (of ``generate``,
-    ``evaluate``; ``generators``: the ``--generators`` names). Everything those stages need is
+    ``evaluate``; ``generators``: the ``--generators`` names; ``overwrite``: generation replaces
+    their folders). Everything those stages need is
     checked first (:mod:`xreal_bench.preflight`): every problem is reported in one error, before
     any anatomy map, image or evaluation pass. With no ``stages`` nothing is checked ahead."""
     from xreal_bench.preflight import gathered, no_cases_message, preflight
@@ -51,7 +57,9 @@ def open_session(
         scan, scan_error = scan_dataset(cfg, False)
     if stages:
         evaluated = None if "generate" in stages else generators
-        report = preflight(cfg, scan, weights=weights, stages=stages, generators=chosen, evaluated=evaluated, info=info)
+        report = preflight(
+            cfg, scan, weights=weights, stages=stages, generators=chosen, evaluated=evaluated, overwrite=overwrite, info=info
+        )
         if scan_error is not None:
             report.problems.insert(0, str(scan_error))
         gathered(report).raise_if_any()
@@ -91,9 +99,14 @@ def select_generators(cfg: BenchConfig, names: Sequence[str] | None) -> dict:
 def generate(
     session: Session, names: Sequence[str] | None = None, *, overwrite: bool = False, progress: bool = True
 ) -> list[GenerationSummary]:
-    """Prepare the case facts (writing ``cases.jsonl``), then run (or resume) every selected
-    generator; print a summary per generator on rank 0."""
+    """Check every selected generator's folder (name, recorded identity, or that ``overwrite`` may
+    delete it), prepare the case facts (writing ``cases.jsonl``), then run (or resume) every
+    selected generator; print a summary per generator on rank 0."""
     chosen = select_generators(session.cfg, names)
+    on_main(
+        session.info,
+        lambda: check_before_generation(session.cfg, chosen, weights=session.weights, overwrite=overwrite),
+    )
     prepared = prepare_generation(session, chosen, progress=progress)
     summaries = []
     for name, gcfg in chosen.items():

@@ -90,6 +90,7 @@ def preflight(
     stages: Collection[Stage],
     generators: Mapping[str, GeneratorConfig],
     evaluated: Sequence[str] | None = None,
+    overwrite: bool = False,
     info: DistInfo = DistInfo(),
 ) -> PreflightReport:
     """Every problem that would stop ``stages`` (generating ``generators``; evaluating the run's
@@ -114,12 +115,52 @@ def preflight(
         report.add(threshold)
     for problem in needed.problems(weights):
         report.add(problem)
+    for problem in folder_problems(
+        cfg, stages=stages, generators=generators, evaluated=evaluated, weights=weights, overwrite=overwrite
+    ):
+        report.add(problem)
     if cases is not None:
         maps = needed.users.get("xrv-pspnet", (None, []))[1]
         segmented = any(user.startswith("conditioning.anatomy") for user in maps)
         for problem in output_problems(cfg, cases, stages, generators, threshold_images, segmented_maps=segmented):
             report.add(problem)
     return report
+
+
+def folder_problems(
+    cfg: BenchConfig,
+    *,
+    stages: Collection[Stage],
+    generators: Mapping[str, GeneratorConfig],
+    evaluated: Sequence[str] | None,
+    weights: WeightsManager,
+    overwrite: bool,
+) -> list[str]:
+    """Generator folders the stages would refuse: a generated folder whose recorded identity differs
+    from the config (or that ``overwrite`` may not delete), and every other folder to be scored
+    whose images were made under other settings (:mod:`xreal_bench.identity`)."""
+    from xreal_bench.harness import check_before_generation
+    from xreal_bench.identity import check_generator_dir
+
+    checks = []
+    if "generate" in stages:
+        checks += [
+            functools.partial(check_before_generation, cfg, {name: gcfg}, weights=weights, overwrite=overwrite)
+            for name, gcfg in generators.items()
+        ]
+    if "evaluate" in stages:
+        checks += [
+            functools.partial(check_generator_dir, cfg, gdir, weights=weights)
+            for gdir in generator_dirs(cfg.out)
+            if gdir.generator != REFERENCE and gdir.generator not in generators and (not evaluated or gdir.generator in evaluated)
+        ]
+    problems = []
+    for check in checks:
+        try:
+            check()
+        except UserFacingError as exc:
+            problems.append(str(exc))
+    return problems
 
 
 def gathered(report: PreflightReport) -> PreflightReport:

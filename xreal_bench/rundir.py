@@ -7,6 +7,7 @@
     <out>/<generator>/manifest.jsonl                         one JSON line per finished sample
     <out>/<generator>/manifest.rank<k>.jsonl                 per-rank parts while a torchrun job runs
     <out>/<generator>/generate.log                           the harness log
+    <out>/<generator>/identity.json                          what made the folder (:mod:`xreal_bench.identity`)
 
 A manifest line (:class:`ManifestEntry`) records ``generator, case_id, sample_index, seed,
 status`` ("ok" or "failed"), ``file`` (relative to the generator folder), ``error``,
@@ -14,6 +15,10 @@ status`` ("ok" or "failed"), ``file`` (relative to the generator folder), ``erro
 (labels' positives, prompt, report excerpt, boxes, mask source, view), a summary kept for
 traceability: later stages read case facts from ``cases.jsonl``, never from a manifest. Readers
 take the last line per ``(case_id, sample_index)``; a torn last line (killed writer) is ignored.
+
+A generator folder's name follows :data:`xreal_bench.names.NAME_RULE`, so it is always one
+direct child of the run directory; :meth:`GeneratorDir.remove` (``--overwrite``) deletes only
+such a child that the suite itself made.
 """
 
 from __future__ import annotations
@@ -21,12 +26,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from xreal_bench.atomic import write_text_atomic
+from xreal_bench.errors import UserFacingError
+from xreal_bench.names import check_name, inside, is_valid_name
+
+#: The file recording what made a generator folder (:mod:`xreal_bench.identity`).
+IDENTITY_FILE = "identity.json"
 
 
 def seed_for(run_seed: int, generator: str, case_id: str, sample_index: int) -> int:
@@ -59,14 +70,16 @@ class ManifestEntry:
 
 
 class GeneratorDir:
-    """One generator's folder inside a run directory."""
+    """One generator's folder inside a run directory (``generator`` must be a valid name)."""
 
     def __init__(self, out: str | Path, generator: str):
-        self.generator = generator
-        self.root = Path(out) / generator
+        self.generator = check_name(generator, what="generator folder name")
+        self.out = Path(out)
+        self.root = self.out / generator
         self.images = self.root / "images"
         self.manifest = self.root / "manifest.jsonl"
         self.log = self.root / "generate.log"
+        self.identity = self.root / IDENTITY_FILE
 
     def image_path(self, case_id: str, sample_index: int) -> Path:
         return self.images / image_name(case_id, sample_index)
@@ -86,6 +99,59 @@ class GeneratorDir:
     def ok_entries(self) -> list[ManifestEntry]:
         """Finished images, sorted by (case_id, sample_index)."""
         return sorted((e for e in self.entries().values() if e.status == "ok"), key=lambda e: e.key)
+
+    def has_content(self) -> bool:
+        """Whether the folder holds a manifest or images (anything a run or import made)."""
+        return bool(self.manifest_files()) or (self.images.is_dir() and any(self.images.iterdir()))
+
+    def made_by_suite(self) -> bool:
+        """Whether the suite made this folder: it has our ``identity.json``, or a manifest whose
+        first line is one of our entries for this generator (a folder of an older version)."""
+        if self.identity.is_file() and not self.identity.is_symlink():
+            return True
+        if not self.manifest.is_file() or self.manifest.is_symlink():
+            return False
+        try:
+            first = next(read_manifest(self.manifest), None)
+        except (OSError, UnicodeDecodeError):
+            return False
+        return first is not None and first.generator == self.generator
+
+    def remove(self) -> bool:
+        """Delete the folder for ``--overwrite``; False if there is none.
+
+        Refused (:class:`~xreal_bench.errors.UserFacingError`) unless the folder is a real
+        directory (not a symbolic link), resolves to a direct child of the resolved run directory,
+        and was made by the suite (:meth:`made_by_suite`). Links inside are removed, never followed.
+        """
+        self.check_removable()
+        if not self.root.exists():
+            return False
+        shutil.rmtree(self.root)
+        return True
+
+    def check_removable(self) -> None:
+        """Raise the refusal :meth:`remove` would raise, deleting nothing."""
+        if not self.root.exists() and not self.root.is_symlink():
+            return
+        how = "move or delete it yourself, or choose another generator name or run.out"
+        if self.root.is_symlink():
+            raise UserFacingError(
+                f"--overwrite: {self.root} is a symbolic link (to {os.readlink(self.root)}); not deleted: {how}"
+            )
+        run = self.out.resolve()
+        target = self.root.resolve()
+        if not (inside(run, target) and target.parent == run and target != run):
+            raise UserFacingError(
+                f"--overwrite: {self.root} resolves to {target}, not a folder directly inside the run {run}; not deleted"
+            )
+        if not self.root.is_dir():
+            raise UserFacingError(f"--overwrite: {self.root} is not a folder; not deleted: {how}")
+        if not self.made_by_suite():
+            raise UserFacingError(
+                f"--overwrite: {self.root} was not made by xreal-bench (no {IDENTITY_FILE} and no manifest.jsonl of "
+                f"generator {self.generator!r}); not deleted: {how}"
+            )
 
     def consolidate(self) -> int:
         """Merge rank parts into ``manifest.jsonl`` (deduplicated, sorted) atomically; return lines."""
@@ -128,11 +194,15 @@ def append_line(path: Path, entry: ManifestEntry) -> None:
 
 
 def generator_dirs(out: str | Path) -> list[GeneratorDir]:
-    """Every generator folder in a run directory (those with a manifest), sorted by name."""
+    """Every generator folder in a run directory (a validly named folder with a manifest), sorted by name."""
     out = Path(out)
     if not out.is_dir():
         return []
-    return [GeneratorDir(out, p.name) for p in sorted(out.iterdir()) if p.is_dir() and (any(p.glob("manifest*.jsonl")))]
+    return [
+        GeneratorDir(out, p.name)
+        for p in sorted(out.iterdir())
+        if is_valid_name(p.name) and p.is_dir() and any(p.glob("manifest*.jsonl"))
+    ]
 
 
 def condition_summary(condition) -> dict[str, Any]:

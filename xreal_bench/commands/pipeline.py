@@ -17,6 +17,7 @@ STRICT_HELP = (
 
 def register(sub) -> None:
     from xreal_bench.commands.args import add_config_args, subparser
+    from xreal_bench.names import name_argument
 
     for name, help_text, handler in (
         ("run", "generate, evaluate and report for a config (torchrun-aware)", run_all),
@@ -27,11 +28,20 @@ def register(sub) -> None:
         add_config_args(p)
         p.add_argument("--out", default=None, help="run directory (overrides run.out)")
         p.add_argument(
-            "--generators", nargs="+", default=None, metavar="NAME", help="only these generators (default: all enabled)"
+            "--generators",
+            nargs="+",
+            default=None,
+            metavar="NAME",
+            type=name_argument("generator name"),
+            help="only these generators (default: all enabled)",
         )
         p.add_argument("--quiet", action="store_true", help="no progress bars")
         if name in ("run", "generate"):
-            p.add_argument("--overwrite", action="store_true", help="delete the generators' existing images first")
+            p.add_argument(
+                "--overwrite",
+                action="store_true",
+                help="delete the generators' folders first (only folders xreal-bench made, directly inside the run directory)",
+            )
         p.add_argument("--strict", action="store_true", help=STRICT_HELP)
         p.set_defaults(handler=handler)
 
@@ -50,9 +60,18 @@ def register(sub) -> None:
         "same normalisation as generated images, with manifest lines, so `evaluate` can score them.",
     )
     add_config_args(imp)
-    imp.add_argument("--generator", required=True, metavar="NAME", help="name for the imported images (a new generator folder)")
+    imp.add_argument(
+        "--generator",
+        required=True,
+        metavar="NAME",
+        type=name_argument("--generator", generator=True),
+        help="name for the imported images (a new generator folder; not 'real')",
+    )
     imp.add_argument("--from", dest="source", required=True, metavar="DIR", help="folder with the images (searched recursively)")
     imp.add_argument("--out", default=None, help="run directory (overrides run.out)")
+    imp.add_argument(
+        "--overwrite", action="store_true", help="replace the generator folder's earlier images (only a folder xreal-bench made)"
+    )
     imp.set_defaults(handler=run_import)
 
 
@@ -72,7 +91,9 @@ def run_generate(args: argparse.Namespace) -> int:
     from xreal_bench.preflight import Stage
 
     stages: tuple[Stage, ...] = ("generate",)
-    session = open_session(load(args), progress=not args.quiet, stages=stages, generators=args.generators)
+    session = open_session(
+        load(args), progress=not args.quiet, stages=stages, generators=args.generators, overwrite=args.overwrite
+    )
     summaries = generate(session, args.generators, overwrite=args.overwrite, progress=not args.quiet)
     status = 0 if all(s.generated + s.skipped > 0 for s in summaries) else 1
     if args.strict and session.info.is_main:
@@ -129,7 +150,7 @@ def run_all(args: argparse.Namespace) -> int:
     from xreal_bench.preflight import STAGES
 
     cfg = load(args)
-    session = open_session(cfg, progress=not args.quiet, stages=STAGES, generators=args.generators)
+    session = open_session(cfg, progress=not args.quiet, stages=STAGES, generators=args.generators, overwrite=args.overwrite)
     generate(session, args.generators, overwrite=args.overwrite, progress=not args.quiet)
     evaluate(session, args.generators, progress=not args.quiet)
     if not session.info.is_main:
@@ -174,6 +195,7 @@ def run_import(args: argparse.Namespace) -> int:
             resolution=cfg.run.resolution,
             bits=cfg.run.bit_depth,
             square=cfg.dataset.square,
+            overwrite=args.overwrite,
         )
     except FileNotFoundError as exc:
         raise UserFacingError(str(exc)) from None

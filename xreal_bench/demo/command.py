@@ -55,6 +55,11 @@ def register(sub) -> None:
     demo.add_argument("--out", default=DEMO_OUT, help="output folder")
     demo.add_argument("--no-study", action="store_true", help="skip building the demo reader study")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    demo.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="regenerate the generators' folders (e.g. a demo run made by an older version); only folders xreal-bench made",
+    )
     demo.set_defaults(handler=run_demo)
 
 
@@ -67,9 +72,9 @@ def run_demo(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     progress = not args.quiet
     cfg = config_from_dict(demo_tables(args.out), source="xreal-bench demo")
-    session = open_session(cfg, progress=progress, stages=STAGES)
+    session = open_session(cfg, progress=progress, stages=STAGES, overwrite=args.overwrite)
     print(f"demo data: {len(session.scan.cases)} frontal test images in {cfg.dataset.root}")
-    generate(session, progress=progress)
+    generate(session, progress=progress, overwrite=args.overwrite)
     evaluate(session, progress=progress)
     from xreal_bench.commands.pipeline import report_and_print
 
@@ -85,9 +90,13 @@ def demo_study(out: Path, settings) -> None:
     import dataclasses
     import shutil
 
+    from xreal_bench.errors import UserFacingError
     from xreal_bench.reader_study import create_study
+    from xreal_bench.reader_study.layout import STUDY_DB, STUDY_JSON
 
     folder = out / "study"
+    if folder.is_symlink() or (folder.exists() and not all((folder / name).is_file() for name in (STUDY_JSON, STUDY_DB))):
+        raise UserFacingError(f"{folder} exists and is not a reader study the demo made; move it away or use another --out")
     if folder.exists():
         shutil.rmtree(folder)
     created = create_study([out], folder, dataclasses.replace(settings, n_cases=6, generators=["phantom", "shuffled", "noise"]))
