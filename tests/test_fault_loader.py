@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import os
 import re
 import zlib
@@ -295,3 +296,15 @@ def test_swapped_image_with_same_size_and_mtime_changes_the_fingerprint(tree):
     assert after.fingerprint != before.fingerprint
     path.write_bytes(one)
     assert scan(tree).fingerprint == before.fingerprint  # same bytes, same key (mtime is not part of it)
+
+
+def test_json_summary_counts_a_repeated_row_once_and_notes_it_on_stderr(tree, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tree.root / SPLIT
+    row = line_of(path, did(8))
+    edit_lines(path, lambda lines: [*lines, lines[row - 1]])
+    assert main(["data", "summary", "--root", str(tree.root), "--json"]) == 0
+    captured = capsys.readouterr()
+    got = json.loads(captured.out)
+    assert {k: got[k] for k in ("cases", "by_view", "positives", "missing", "corrupt")} == tree.summary()
+    assert f"note: {SPLIT}: 1 identical repeated row(s) counted once (dicom_id: {did(8)})" in captured.err

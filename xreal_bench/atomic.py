@@ -6,7 +6,7 @@ never a torn one. On any failure (also Ctrl-C) the temp file is removed and the 
 any, is left as it was.
 
 An ``OSError`` raised while writing (disk full, read-only file system, permission denied, a
-file where a folder should be ...) keeps its type and errno but is tagged by
+file where a folder should be ...) keeps its type, errno and text but is tagged by
 :func:`file_operation` with the operation and the *target* path (never the temp file), so the
 CLI prints one line: ``error: cannot write results/x.json: No space left on device``
 (:func:`describe_os_error`).
@@ -22,20 +22,22 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-#: Attribute set on a tagged ``OSError``: the operation that failed ("write", "create folder" ...).
-OPERATION = "xreal_operation"
+#: Attributes set on a tagged ``OSError``: the operation that failed ("write", "create folder") and its target.
+OPERATION, TARGET = "xreal_operation", "xreal_target"
 
 
 def tag_os_error(exc: OSError, operation: str, path: str | os.PathLike, *, stand_ins: tuple = ()) -> None:
-    """Record ``operation`` on ``exc`` (the first tag wins); name ``path`` unless the error names another file.
+    """Record ``operation`` and ``path`` on an OS-level error (errno set) about ``path`` itself.
 
-    ``stand_ins`` are names that mean ``path`` (the temp file written in its place).
+    The error is about ``path`` when it names no file or one of ``stand_ins`` (the temp file written in
+    its place); an error naming another file, one without errno (a library's message) or one already
+    tagged is left as it is. The exception's type, errno and text never change.
     """
-    if getattr(exc, OPERATION, None) is not None:
+    if exc.errno is None or getattr(exc, OPERATION, None) is not None:
         return
-    setattr(exc, OPERATION, operation)
-    if exc.filename is None or os.fspath(exc.filename) in {os.fspath(s) for s in stand_ins}:
-        exc.filename, exc.filename2 = os.fspath(path), None
+    if exc.filename is None or os.fspath(exc.filename) in {os.fspath(s) for s in stand_ins if s is not None}:
+        setattr(exc, OPERATION, operation)
+        setattr(exc, TARGET, os.fspath(path))
 
 
 @contextmanager
@@ -49,24 +51,29 @@ def file_operation(operation: str, path: str | os.PathLike, *, stand_ins: tuple 
 
 
 def describe_os_error(exc: OSError) -> str:
-    """One line: ``cannot <operation> <path>: <reason>``; an untagged error with a path says ``access``."""
+    """One line: ``cannot <operation> <path>: <reason>``; an untagged error naming a file says ``access``."""
     reason = exc.strerror or str(exc) or type(exc).__name__
-    if exc.filename is None:
-        return str(exc) or reason
-    operation = getattr(exc, OPERATION, None) or "access"
-    target = os.fsdecode(exc.filename) if isinstance(exc.filename, bytes | str) else str(exc.filename)
-    return f"cannot {operation} {target}: {reason}"
+    target = getattr(exc, TARGET, None)
+    if target is not None:
+        return f"cannot {getattr(exc, OPERATION)} {target}: {reason}"
+    if exc.filename is not None:
+        name = exc.filename
+        return f"cannot access {os.fsdecode(name) if isinstance(name, str | bytes) else name}: {reason}"
+    return str(exc) or reason
 
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temp path beside ``path`` to write; on a clean exit fsync it and rename it over ``path``."""
     path = Path(path)
-    with file_operation("create folder", path.parent):
+    try:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except FileExistsError as exc:  # a file where the folder should be
             raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), exc.filename) from None
+    except OSError as exc:  # the folder that failed may be an ancestor of path.parent
+        tag_os_error(exc, "create folder", exc.filename or path.parent, stand_ins=(exc.filename,))
+        raise
     try:
         fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:

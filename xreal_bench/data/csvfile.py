@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from xreal_bench.errors import UserFacingError
-from xreal_bench.names import NAME_RULE, is_valid_name
+from xreal_bench.names import NAME_PATTERN, NAME_RULE
 
 #: Column of every frame from :func:`read_csv`: the row's line in the file.
 LINE = "_line"
@@ -133,7 +133,7 @@ def read_csv(
     for col in ids:
         normalise_ids(path, frame, col, notes)
     for col in file_names:
-        bad = ~frame[col].map(is_valid_name).astype(bool)
+        bad = ~frame[col].str.fullmatch(NAME_PATTERN.pattern).fillna(False).astype(bool)
         refuse_rows(path, frame, bad, f"{col} {first(frame, bad, col)!r} is not a safe file name ({NAME_RULE})")
     return frame
 
