@@ -3,6 +3,7 @@ numbers the tree writer computes on its own (tests/mimic_tree.py)."""
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import sys
@@ -16,7 +17,7 @@ from PIL import Image
 
 from xreal_bench.config import LabelPolicy, config_from_dict
 from xreal_bench.data.dataset import load_dataset
-from xreal_bench.data.mimic import DatasetError, check_image, scan_mimic
+from xreal_bench.data.mimic import DatasetError, ImageCheck, check_image, scan_mimic
 from xreal_bench.data.reports import parse_report
 from xreal_bench.data.summary import SUMMARY_KEYS, format_summary, summarize
 from xreal_bench.imaging import load_grayscale
@@ -152,7 +153,14 @@ def test_fingerprint_tracks_files_and_settings(tmp_path):
     path = next(c.image_path for c in scan(tree).cases)
     stat = path.stat()
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
-    assert scan(tree).fingerprint != first
+    assert scan(tree).fingerprint == first  # content-derived: touching a file keeps the cache valid
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0x01  # one bit of the last entropy-coded bytes: still a decodable JPEG, other pixels
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert path.stat().st_size == stat.st_size and path.stat().st_mtime_ns == stat.st_mtime_ns
+    changed = scan(tree)
+    assert changed.fingerprint != first and path in [c.image_path for c in changed.cases]  # still kept, other bytes
 
 
 def test_stratified_subsample_is_deterministic_and_proportional(big_tree):
@@ -226,10 +234,13 @@ def test_malformed_csvs_give_clear_errors(tmp_path):
 def test_check_image_detects_garbage_and_accepts_valid(tmp_path):
     garbage = tmp_path / "g.jpg"
     garbage.write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4)
-    assert check_image(garbage)[0] == "corrupt"
+    assert check_image(garbage).status == "corrupt"
+    assert check_image(garbage).sha256 == hashlib.sha256(garbage.read_bytes()).hexdigest()
     good = tmp_path / "ok.jpg"
     Image.fromarray(np.full((30, 20), 128, np.uint8)).save(good)
-    assert check_image(good) == ("ok", good.stat().st_size, good.stat().st_mtime_ns, "")
+    assert check_image(good) == ImageCheck("ok", good.stat().st_size, hashlib.sha256(good.read_bytes()).hexdigest(), "")
+    assert check_image(tmp_path / "absent.jpg") == ImageCheck("missing", reason=f"file not found: {tmp_path / 'absent.jpg'}")
+    assert check_image(tmp_path) == ImageCheck("corrupt", reason="cannot read (Is a directory)")
 
 
 def test_reports_root_elsewhere(tmp_path):

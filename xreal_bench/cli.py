@@ -1,5 +1,11 @@
 """The ``xreal-bench`` command line. Each area registers its subcommands here; heavy imports
-happen inside the handlers so ``--help`` stays fast."""
+happen inside the handlers so ``--help`` stays fast.
+
+Failures the user can act on print one line on stderr, never a traceback: ``config error: ...``
+and ``error: ...`` (exit 2) for bad input, ``error: cannot <operation> <path>: <reason>``
+(exit 1) for any ``OSError`` — disk full, read-only file system, permission denied, missing or
+wrong-type path (:func:`xreal_bench.atomic.describe_os_error`).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ import argparse
 import importlib
 import sys
 
+from xreal_bench.atomic import describe_os_error
 from xreal_bench.commands.args import HelpFormatter
 from xreal_bench.errors import UserFacingError
 from xreal_bench.validation import ConfigError
@@ -64,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserFacingError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        print(f"error: {describe_os_error(exc)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted; finished images and manifest lines are kept (re-run to resume)", file=sys.stderr)
         return 130

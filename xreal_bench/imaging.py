@@ -3,9 +3,8 @@
 Every image that is evaluated, shown or written goes through these functions, so real JPEGs
 and generated PNGs are decoded, squared, resized and quantised identically:
 
-1. :func:`load_grayscale` decodes to float32 in [0, 1]: 8-bit modes are divided by 255,
-   16-bit modes (``I;16*``, ``I``) by 65535 — explicitly, never through PIL's clipping
-   ``convert("RGB")``; colour is converted with ITU-R 601 luma; alpha is dropped.
+1. :func:`load_grayscale` decodes to float32 in [0, 1] by one fixed rule per PIL image mode
+   (table below) — never by a scale chosen from the pixel values, never clipped.
 2. :func:`to_square` centre-crops the longer side (``mode="crop"``, default) or pads it with
    black (``mode="pad"``), then resizes to ``size`` x ``size`` with PIL's antialiased bicubic
    filter on float data, clipped back to [0, 1].
@@ -13,11 +12,52 @@ and generated PNGs are decoded, squared, resized and quantised identically:
 
 :func:`standardize` applies 2 and 3 then returns to float, i.e. the exact pixels of a stored
 run image; it is what the metrics see for both sides.
+
+Pixel rules (mode as decoded by Pillow; anything not listed is refused naming its mode):
+
+=========================  ==================================================================
+``1``                      black 0.0, white 1.0
+``L``                      value / 255
+``I;16`` ``I;16B``         value / 65535 (unsigned 16-bit: 16-bit PNG, TIFF and PGM)
+``I;16L`` ``I;16N``
+``I``                      32-bit integer: every value must lie in 0..65535 and is divided by
+                           65535 (a 16-bit image held in 32 bits); a value outside is refused
+                           naming the range found
+signed 16-bit samples      refused (TIFF ``SampleFormat`` 2, Pillow raw mode ``I;16S``/``I;16BS``,
+                           decoded as ``I``): their full scale is not 0..65535
+``F``                      32-bit float, taken as intensities: every value must be finite and
+                           within [0, 1]; anything else is refused naming the range found
+``RGB`` ``RGBX``           ITU-R 601-2 luma ``L = R*299/1000 + G*587/1000 + B*114/1000``,
+                           rounded to 8 bits by Pillow's fixed ``convert("L")``, then / 255
+``YCbCr``                  the Y (luma) channel / 255
+``LA`` ``RGBA``            alpha must be 255 (opaque) at every pixel and is then dropped; the
+                           rest follows ``L`` / ``RGB``. A pixel that is not opaque is refused:
+                           its grey value is undefined (it depends on the background)
+``P`` ``PA``               palette (with its transparency) expanded to ``RGBA``, then as ``RGBA``
+``CMYK``                   refused: ink coverage has no defined grey value without a colour
+                           profile (Pillow's conversion ignores it); convert to grayscale first
+``LAB`` ``HSV`` ``La``     refused by name
+``RGBa`` and others
+=========================  ==================================================================
+
+Colour PNGs with 16 bits per channel arrive from Pillow as 8-bit ``RGB``/``RGBA``/``LA``
+(Pillow keeps the high byte); the rules above then apply. Store 16-bit data as grayscale.
+
+Size limit: an image with more than :data:`MAX_PIXELS` pixels (Pillow's default
+``Image.MAX_IMAGE_PIXELS``, 89,478,485: about 9459 x 9459; MIMIC-CXR-JPG images are at most
+about 4k x 4k) is refused from its header, before any pixel is decoded, with an
+:class:`ImageDecodeError` naming the file, its size and the limit. This replaces Pillow's
+decompression-bomb warning (silenced for that reason) and its error (converted).
 """
 
 from __future__ import annotations
 
+import io
 import os
+import re
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -27,46 +67,142 @@ from xreal_bench.atomic import write_atomic
 
 SQUARE_MODES = ("crop", "pad")
 
+#: Largest image accepted, in pixels (Pillow's default ``Image.MAX_IMAGE_PIXELS``).
+MAX_PIXELS = 89_478_485
+
+#: Modes by rule; see the module docstring.
+UINT16_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
+ALPHA_MODES = {"LA": "L", "RGBA": "RGB"}
+REFUSED_MODES = {
+    "CMYK": "ink coverage has no defined grey value without a colour profile; convert the file to grayscale first",
+    "LAB": "a colour-space image; convert the file to grayscale first",
+    "HSV": "a colour-space image; convert the file to grayscale first",
+    "La": "premultiplied alpha; store a grayscale image without alpha",
+    "RGBa": "premultiplied alpha; store a grayscale image without alpha",
+}
+SIGNED_16_RAWMODES = ("I;16S", "I;16BS", "I;16NS")
+
+# Our own header check (MAX_PIXELS) refuses every image Pillow would warn about.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
 
 class ImageDecodeError(RuntimeError):
-    """An image file is missing, empty, truncated or otherwise undecodable."""
+    """An image file is missing, empty, truncated, too large, undecodable or of a refused mode."""
+
+
+def too_large(name: object, pixels: int, size: tuple[int, int] | None = None) -> ImageDecodeError:
+    shape = f"{size[0]} x {size[1]} = " if size else ""
+    return ImageDecodeError(
+        f"{name}: image is {shape}{pixels:,} pixels, more than the limit of {MAX_PIXELS:,} pixels "
+        "(refused unread as a possible decompression bomb)"
+    )
+
+
+@contextmanager
+def open_image(path: str | os.PathLike, data: bytes | None = None) -> Iterator[Image.Image]:
+    """Open an image header (from ``data`` when given, else from ``path``), refusing more than :data:`MAX_PIXELS`.
+
+    Only the header is read; ``path`` names the file in messages.
+    """
+    try:
+        img = Image.open(io.BytesIO(data) if data is not None else path)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        if found is None:
+            raise ImageDecodeError(f"{path}: {exc} (limit {MAX_PIXELS:,} pixels)") from None
+        raise too_large(path, int(found[1])) from None
+    with img:
+        width, height = img.size
+        if width * height > MAX_PIXELS:
+            raise too_large(path, width * height, (width, height))
+        yield img
 
 
 def load_grayscale(path: str | os.PathLike) -> np.ndarray:
-    """Decode an image file to an ``H x W`` float32 array in [0, 1]."""
+    """Decode an image file to an ``H x W`` float32 array in [0, 1] by the rule of its mode."""
     path = Path(path)
     try:
         if path.stat().st_size == 0:
             raise ImageDecodeError(f"{path}: file is empty (0 bytes)")
-        with Image.open(path) as img:
+        with open_image(path) as img:
+            refuse_signed_samples(img, path)
             img.load()
-            return pil_to_gray(img)
+            return pil_to_gray(img, name=path)
     except ImageDecodeError:
         raise
     except FileNotFoundError:
         raise ImageDecodeError(f"{path}: file not found") from None
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise ImageDecodeError(f"{path}: cannot decode image ({exc})") from exc
+    except OSError as exc:
+        if exc.errno is not None:  # the file could not be read (permission, directory, I/O error)
+            raise ImageDecodeError(f"{path}: cannot read ({exc.strerror})") from None
+        raise ImageDecodeError(f"{path}: cannot decode image ({exc})") from None
+    except (ValueError, SyntaxError, EOFError) as exc:
+        raise ImageDecodeError(f"{path}: cannot decode image ({exc})") from None
 
 
-def pil_to_gray(img: Image.Image) -> np.ndarray:
-    """Convert a decoded PIL image to float32 grayscale in [0, 1], bit depth made explicit."""
+def refuse_signed_samples(img: Image.Image, name: object) -> None:
+    """Refuse signed 16-bit samples, which Pillow decodes to mode ``I`` (call before ``load``)."""
+    for tile in img.tile:
+        args = tile[3]  # (codec, extents, offset, args) on every Pillow version
+        rawmode = args[0] if isinstance(args, tuple) and args else args
+        if rawmode in SIGNED_16_RAWMODES:
+            raise ImageDecodeError(f"{name}: signed 16-bit samples ({rawmode}) are refused; store unsigned 16-bit (I;16)")
+
+
+def pil_to_gray(img: Image.Image, *, name: object = "image") -> np.ndarray:
+    """Convert a decoded PIL image to float32 grayscale in [0, 1] by the rule of its mode (module docstring)."""
     mode = img.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
-        return np.asarray(img, dtype=np.float32) / 65535.0
-    if mode == "I":
-        arr = np.asarray(img, dtype=np.float64)
-        scale = 65535.0 if arr.max(initial=0) > 255 else 255.0
-        return np.clip(arr / scale, 0.0, 1.0).astype(np.float32)
-    if mode == "F":
-        return np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0)
     if mode == "1":
         return np.asarray(img, dtype=np.float32)
     if mode == "L":
-        return np.asarray(img, dtype=np.float32) / 255.0
-    if mode in ("LA", "P", "PA", "RGBA", "RGB", "CMYK", "YCbCr", "LAB", "HSV"):
-        return np.asarray(img.convert("RGB").convert("L"), dtype=np.float32) / 255.0
-    raise ImageDecodeError(f"unsupported image mode {mode!r}")
+        return np.asarray(img, dtype=np.float32) / np.float32(255)
+    if mode in UINT16_MODES:
+        return np.asarray(img, dtype=np.float32) / np.float32(65535)
+    if mode == "I":
+        return int32_to_gray(np.asarray(img), name)
+    if mode == "F":
+        return float_to_gray(np.asarray(img, dtype=np.float32), name)
+    if mode in ("RGB", "RGBX"):
+        return np.asarray(img.convert("RGB").convert("L"), dtype=np.float32) / np.float32(255)
+    if mode == "YCbCr":
+        return np.asarray(img.getchannel("Y"), dtype=np.float32) / np.float32(255)
+    if mode in ("P", "PA"):
+        return pil_to_gray(img.convert("RGBA"), name=name)
+    if mode in ALPHA_MODES:
+        refuse_transparency(np.asarray(img.getchannel("A")), name)
+        return pil_to_gray(img.convert(ALPHA_MODES[mode]), name=name)
+    reason = REFUSED_MODES.get(mode, "no pixel rule for this mode")
+    raise ImageDecodeError(f"{name}: image mode {mode!r} is refused: {reason}")
+
+
+def int32_to_gray(values: np.ndarray, name: object) -> np.ndarray:
+    lo, hi = (int(values.min()), int(values.max())) if values.size else (0, 0)
+    if lo < 0 or hi > 65535:
+        raise ImageDecodeError(
+            f"{name}: 32-bit integer image (mode 'I') has values {lo}..{hi}; only 0..65535 is accepted (divided by 65535)"
+        )
+    return (values.astype(np.float64) / 65535.0).astype(np.float32)
+
+
+def float_to_gray(values: np.ndarray, name: object) -> np.ndarray:
+    finite = np.isfinite(values)
+    if not finite.all():
+        raise ImageDecodeError(f"{name}: float image (mode 'F') has {int((~finite).sum())} NaN/inf value(s); refused")
+    lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if lo < 0.0 or hi > 1.0:
+        raise ImageDecodeError(
+            f"{name}: float image (mode 'F') has values {lo:.6g}..{hi:.6g}; only [0, 1] is accepted (not clipped)"
+        )
+    return values
+
+
+def refuse_transparency(alpha: np.ndarray, name: object) -> None:
+    clear = int((alpha < 255).sum())
+    if clear:
+        raise ImageDecodeError(
+            f"{name}: {clear} of {alpha.size} pixels are not opaque (alpha < 255); the grey value of a transparent pixel "
+            "is undefined, store the image without transparency"
+        )
 
 
 def to_square(image: np.ndarray, size: int, mode: str = "crop") -> np.ndarray:

@@ -83,7 +83,7 @@ def run_summary(args: argparse.Namespace) -> int:
         views = [v.strip() for v in args.views.split(",") if v.strip()]
         extra.append(f"dataset.views={json.dumps(views)}")
     cfg = config_from_args(args, extra)
-    scan = load_dataset(cfg)
+    scan = load_dataset(cfg, announce=args.json)  # the table lists the notes itself
     print(json.dumps(summarize(scan), indent=2) if args.json else format_summary(scan))
     return 0
 

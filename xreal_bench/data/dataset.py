@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from xreal_bench.config import BenchConfig
 from xreal_bench.data.mimic import DatasetScan, scan_mimic
 
 
-def load_dataset(cfg: BenchConfig, split: str | None = None, progress: bool = True) -> DatasetScan:
+def load_dataset(cfg: BenchConfig, split: str | None = None, progress: bool = True, *, announce: bool = True) -> DatasetScan:
     """Scan ``cfg.dataset`` (``split`` overrides ``[dataset].split``).
 
     For ``kind = "synthetic"`` the demo tree is written first if absent or outdated; it has
-    the MIMIC-CXR-JPG layout, so both kinds go through :func:`scan_mimic`.
+    the MIMIC-CXR-JPG layout, so both kinds go through :func:`scan_mimic`. With ``progress``
+    and ``announce``, the scan's notes (ids read leniently, repeated rows) go to stderr.
     """
     ds = cfg.dataset
     root = Path(ds.root)
@@ -20,7 +22,7 @@ def load_dataset(cfg: BenchConfig, split: str | None = None, progress: bool = Tr
         from xreal_bench.demo.synthetic import ensure_dataset
 
         root = ensure_dataset(root, ds.synthetic)
-    return scan_mimic(
+    scan = scan_mimic(
         root,
         split=split or ds.split,
         views=tuple(ds.views),
@@ -31,3 +33,7 @@ def load_dataset(cfg: BenchConfig, split: str | None = None, progress: bool = Tr
         seed=cfg.run.seed,
         progress=progress,
     )
+    if progress and announce:
+        for note in scan.notes:
+            print(f"note: {note}", file=sys.stderr)
+    return scan

@@ -9,6 +9,18 @@ Inputs under ``root`` (each CSV may be ``.csv`` or ``.csv.gz``):
 - optionally reports ``files/p../p<subject_id>/s<study_id>.txt`` under ``reports_root``
   (or under ``root`` when ``reports_root`` is empty).
 
+Reading the CSVs: a ``.gz`` file is decompressed in full first; a truncated or damaged
+stream, text that is not UTF-8, a row with the wrong number of fields or an unclosed quote is a
+:class:`DatasetError` naming the file and the line (the header is line 1; lines are physical
+lines). Blank lines are skipped. ``dicom_id``, ``subject_id`` and ``study_id`` must not be
+blank; a ``dicom_id`` must be a safe file name (:data:`xreal_bench.names.NAME_RULE`);
+``subject_id``/``study_id`` must be integers — a value written as an integral float
+(``10000032.0``, e.g. after a spreadsheet round trip) is read as the integer with a note in
+:attr:`DatasetScan.notes`, anything else is refused naming the line. A ``dicom_id`` listed
+twice in the split (or metadata) CSV is kept once when the rows are identical (with a note) and
+refused, naming the ids and lines, when they differ; a study listed twice in the label CSV is
+refused. Rows/Columns must be numbers or blank.
+
 Rules, in order:
 
 1. **split**: rows of the split CSV with ``split == split``.
@@ -18,12 +30,14 @@ Rules, in order:
 3. **labels** (per study, shared by its images) through the :class:`LabelPolicy`: 1.0 -> 1,
    0.0 -> 0, -1.0 -> ``policy.uncertain``, blank -> ``policy.blank``, study absent from the
    label CSV -> ``policy.missing_study``; ``"ignore"`` becomes :data:`IGNORE` (-1).
-4. **file check** of every image left: *missing* (no file) or *corrupt* (0 bytes, or PIL
-   cannot open the header and decode the whole JPEG stream at 1/8 scale via ``draft`` —
-   this reads every entropy-coded byte, so truncated files fail). Both are recorded and
-   excluded; the scan never raises for a bad image. The check runs in a thread pool (PIL
-   releases the GIL while decoding); it is a validity check, images used later are decoded
-   by :mod:`xreal_bench.imaging`.
+4. **file check** of every image left: *missing* (no file; the reason names the looked-for
+   path) or *corrupt* (0 bytes, unreadable, more than :data:`~xreal_bench.imaging.MAX_PIXELS`
+   pixels, a pixel mode :mod:`xreal_bench.imaging` refuses, or PIL cannot decode the whole
+   stream — a JPEG at 1/8 scale via ``draft``, which still reads every entropy-coded byte, so
+   truncated files fail). Both are recorded and excluded; the scan never raises for a bad image,
+   except when *every* selected image is missing: that is a wrong root or wrong ids, and the
+   :class:`DatasetError` shows the first looked-for paths. The check reads each file once, in a
+   thread pool, and hashes the bytes it decodes (sha256).
 5. **subsample** (``num_cases > 0``) of the images that passed the file check: seeded and
    stratified by pathology — the stratum of an image is its first positive pathology in
    CheXpert order (``No Finding`` and ``Support Devices`` are not pathologies), else
@@ -32,7 +46,9 @@ Rules, in order:
 
 The scan's ``fingerprint`` (the key of every cache of real-image results) is a sha256 over
 split, views, labeler and label policy plus, per kept image, its dicom_id, relative path,
-size, mtime_ns and labels: editing, touching, adding or relabelling an image changes it.
+the sha256 of its bytes and its labels: it is content-derived, so replacing an image (even
+by one of equal size with the old mtime restored) or relabelling it changes the fingerprint,
+while touching a file or copying the tree does not.
 """
 
 from __future__ import annotations
@@ -48,28 +64,27 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 from tqdm.auto import tqdm
 
 from xreal_bench.config import LabelPolicy
+from xreal_bench.data.csvfile import LINE, DatasetError, drop_identical_duplicates, numeric, read_csv
 from xreal_bench.data.reports import ReportSections, read_report, report_path
-from xreal_bench.errors import UserFacingError
+from xreal_bench.imaging import ImageDecodeError, open_image, pil_to_gray, refuse_signed_samples
 from xreal_bench.labels import CHEXPERT_LABELS, NON_PATHOLOGY_LABELS
 from xreal_bench.types import IGNORE, Case
+
+__all__ = ["DatasetError", "DatasetScan", "ImageCheck", "check_image", "scan_mimic"]
 
 SPLIT_CSV = "mimic-cxr-2.0.0-split.csv"
 METADATA_CSV = "mimic-cxr-2.0.0-metadata.csv"
 LABEL_CSVS = {"chexpert": "mimic-cxr-2.0.0-chexpert.csv", "negbio": "mimic-cxr-2.0.0-negbio.csv"}
 UNKNOWN_VIEW = "UNKNOWN"
 NO_FINDING = "No Finding"
+LOOKED_FOR_SHOWN = 3
 
 SPLIT_COLUMNS = ("dicom_id", "study_id", "subject_id", "split")
 METADATA_COLUMNS = ("dicom_id", "ViewPosition", "Rows", "Columns")
 LABEL_KEY_COLUMNS = ("subject_id", "study_id")
-
-
-class DatasetError(UserFacingError):
-    """The dataset folder or one of its CSVs is missing or malformed."""
 
 
 @dataclass
@@ -79,16 +94,27 @@ class DatasetScan:
     root: Path
     cases: list[Case]  # kept images, sorted by case_id (= dicom_id)
     missing: list[str]  # dicom_ids whose file is absent
-    corrupt: list[str]  # dicom_ids whose file is empty / undecodable / truncated
+    corrupt: list[str]  # dicom_ids whose file is empty / undecodable / truncated / refused
     by_view: dict[str, int]  # kept images per ViewPosition
     positives: dict[str, int]  # per CheXpert label, positives among kept images after the policy
     label_policy: dict  # LabelPolicy.describe()
     fingerprint: str  # see scan_fingerprint
-    reasons: dict[str, str] = field(default_factory=dict)  # dicom_id -> why it was excluded
+    reasons: dict[str, str] = field(default_factory=dict)  # dicom_id -> why it was excluded (missing: the looked-for path)
     image_sizes: dict[str, tuple[int, int]] = field(default_factory=dict)  # case_id -> (Rows, Columns)
     available: int = 0  # good images before subsampling
     with_report: int = 0  # kept images whose report file was found
     split: str = "test"
+    notes: list[str] = field(default_factory=list)  # what was read leniently (float ids, identical repeated rows)
+
+
+@dataclass(frozen=True)
+class ImageCheck:
+    """The file check of one image: ``status`` is ``ok``, ``missing`` or ``corrupt``."""
+
+    status: str
+    size: int = 0
+    sha256: str = ""
+    reason: str = ""
 
 
 def find_csv(root: Path, name: str) -> Path | None:
@@ -122,23 +148,6 @@ def locate_csvs(root: Path, labeler: str) -> dict[str, Path]:
     return found  # type: ignore[return-value]
 
 
-def read_csv(path: Path, required: Iterable[str], text: Iterable[str]) -> pd.DataFrame:
-    """Read a CSV (gzip inferred from the name); ``text`` columns stay strings (blank = NaN),
-    and required ones are stripped."""
-    required = tuple(required)
-    try:
-        frame = pd.read_csv(path, dtype=dict.fromkeys(text, str))
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise DatasetError(f"cannot read {path}: {exc}") from None
-    lacking = [c for c in required if c not in frame.columns]
-    if lacking:
-        raise DatasetError(f"{path}: missing column(s) {', '.join(lacking)} (found: {', '.join(map(str, frame.columns))})")
-    for col in required:
-        if col in text:
-            frame[col] = frame[col].astype(str).str.strip()
-    return frame
-
-
 def policy_value(value) -> int:
     return IGNORE if value == "ignore" else int(value)
 
@@ -165,31 +174,39 @@ def label_matrix(frame: pd.DataFrame, path: Path) -> np.ndarray:
     if bad.any():
         row, col = map(int, np.argwhere(bad)[0])
         raise DatasetError(
-            f"{path}: {int(bad.sum())} label value(s) are not 1.0, 0.0, -1.0 or blank; first: "
-            f"column {CHEXPERT_LABELS[col]!r}, study {frame['study_id'].iloc[row]}, "
+            f"{path}, line {frame[LINE].iloc[row]}: {int(bad.sum())} label value(s) are not 1.0, 0.0, -1.0 or blank; "
+            f"first: column {CHEXPERT_LABELS[col]!r}, study {frame['study_id'].iloc[row]}, "
             f"value {raw[CHEXPERT_LABELS[col]].iloc[row]!r}"
         )
     return values
 
 
-def check_image(path: Path) -> tuple[str, int, int, str]:
-    """``(status, size, mtime_ns, reason)`` with status ``ok``, ``missing`` or ``corrupt``."""
+def check_image(path: Path) -> ImageCheck:
+    """Read the file once: hash its bytes and decode them (a JPEG at 1/8 scale) by the pixel rules of
+    :mod:`xreal_bench.imaging`. Never raises for a bad file."""
     try:
-        st = path.stat()
+        data = path.read_bytes()
     except FileNotFoundError:
-        return "missing", 0, 0, "file not found"
-    if st.st_size == 0:
-        return "corrupt", 0, st.st_mtime_ns, "file is empty (0 bytes)"
+        return ImageCheck("missing", reason=f"file not found: {path}")
+    except OSError as exc:
+        return ImageCheck("corrupt", reason=f"cannot read ({exc.strerror or exc})")
+    if not data:
+        return ImageCheck("corrupt", reason="file is empty (0 bytes)")
+    digest = hashlib.sha256(data).hexdigest()
     try:
-        with Image.open(path) as img:
+        with open_image(path, data) as img:
+            refuse_signed_samples(img, path)
             img.draft("L", (max(1, img.width // 8), max(1, img.height // 8)))
             img.load()
+            pil_to_gray(img, name=path)
+    except ImageDecodeError as exc:
+        return ImageCheck("corrupt", len(data), digest, str(exc).removeprefix(f"{path}: "))
     except Exception as exc:  # noqa: BLE001 - any decoder failure marks the file corrupt
-        return "corrupt", st.st_size, st.st_mtime_ns, f"cannot decode ({type(exc).__name__}: {exc})"
-    return "ok", st.st_size, st.st_mtime_ns, ""
+        return ImageCheck("corrupt", len(data), digest, f"cannot decode ({type(exc).__name__}: {exc})")
+    return ImageCheck("ok", len(data), digest)
 
 
-def check_images(paths: list[Path], progress: bool) -> list[tuple[str, int, int, str]]:
+def check_images(paths: list[Path], progress: bool) -> list[ImageCheck]:
     workers = min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = pool.map(check_image, paths)
@@ -222,7 +239,7 @@ def stratified_subsample(groups: list[str], n: int, seed: int) -> np.ndarray:
 
 
 def scan_fingerprint(rows: Iterable[tuple], settings: dict) -> str:
-    """sha256 over ``settings`` and the sorted ``(case_id, relative path, size, mtime_ns, labels)``."""
+    """sha256 over ``settings`` and the sorted ``(case_id, relative path, sha256 of the file, labels)``."""
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     for row in sorted(rows):
         digest.update(json.dumps(row).encode())
@@ -234,35 +251,69 @@ def image_relpaths(frame: pd.DataFrame) -> pd.Series:
     return "files/p" + subject.str[:2] + "/p" + subject + "/s" + frame["study_id"] + "/" + frame["dicom_id"] + ".jpg"
 
 
-def select_images(paths: dict[str, Path], split: str, wanted_views: set[str]) -> pd.DataFrame:
+def select_images(paths: dict[str, Path], split: str, wanted_views: set[str], notes: list[str]) -> pd.DataFrame:
     """Rows of ``split`` whose view is wanted: dicom_id, study_id, subject_id, view, Rows, Columns."""
-    split_df = read_csv(paths["split"], SPLIT_COLUMNS, SPLIT_COLUMNS)
+    split_df = read_csv(
+        paths["split"],
+        SPLIT_COLUMNS,
+        SPLIT_COLUMNS,
+        keys=SPLIT_COLUMNS,
+        ids=LABEL_KEY_COLUMNS,
+        file_names=("dicom_id",),
+        notes=notes,
+    )
+    split_df = drop_identical_duplicates(paths["split"], split_df, "dicom_id", SPLIT_COLUMNS, notes)
     known_splits = sorted(split_df["split"].unique())
     if split not in known_splits:
         raise DatasetError(f"{paths['split']}: no image has split {split!r} (values present: {', '.join(known_splits)})")
     frame = split_df.loc[split_df["split"] == split, ["dicom_id", "study_id", "subject_id"]]
-    meta = read_csv(paths["metadata"], METADATA_COLUMNS, ("dicom_id", "ViewPosition"))
-    meta = meta.drop_duplicates("dicom_id")[list(METADATA_COLUMNS)]
+    meta = read_csv(paths["metadata"], METADATA_COLUMNS, ("dicom_id", "ViewPosition"), keys=("dicom_id",), notes=notes)
+    meta["Rows"], meta["Columns"] = numeric(paths["metadata"], meta, "Rows"), numeric(paths["metadata"], meta, "Columns")
+    meta = drop_identical_duplicates(paths["metadata"], meta, "dicom_id", METADATA_COLUMNS, notes)[list(METADATA_COLUMNS)]
     frame = frame.merge(meta, on="dicom_id", how="left")
     view = frame["ViewPosition"].fillna("").astype(str).str.strip().str.upper()
     frame["view"] = view.where(view != "", UNKNOWN_VIEW)
     return frame[frame["view"].isin(wanted_views)].drop(columns="ViewPosition")
 
 
-def attach_labels(frame: pd.DataFrame, path: Path, policy: LabelPolicy) -> tuple[pd.DataFrame, np.ndarray]:
+def attach_labels(frame: pd.DataFrame, path: Path, policy: LabelPolicy, notes: list[str]) -> tuple[pd.DataFrame, np.ndarray]:
     """Join the per-study label CSV; return the frame sorted by dicom_id and its [N, 14] labels."""
-    labels_df = read_csv(path, LABEL_KEY_COLUMNS, (*LABEL_KEY_COLUMNS, *CHEXPERT_LABELS))
-    duplicated = labels_df.duplicated(list(LABEL_KEY_COLUMNS))
+    labels_df = read_csv(
+        path,
+        LABEL_KEY_COLUMNS,
+        (*LABEL_KEY_COLUMNS, *CHEXPERT_LABELS),
+        keys=LABEL_KEY_COLUMNS,
+        ids=LABEL_KEY_COLUMNS,
+        notes=notes,
+    )
+    duplicated = labels_df.duplicated(list(LABEL_KEY_COLUMNS), keep=False)
     if duplicated.any():
-        first = labels_df.loc[duplicated, "study_id"].iloc[0]
-        raise DatasetError(f"{path}: study {first} appears more than once ({int(duplicated.sum())} duplicates)")
-    numeric = pd.DataFrame(label_matrix(labels_df, path), columns=list(CHEXPERT_LABELS))
-    numeric[list(LABEL_KEY_COLUMNS)] = labels_df[list(LABEL_KEY_COLUMNS)].to_numpy()
-    frame = frame.merge(numeric, on=list(LABEL_KEY_COLUMNS), how="left", indicator=True)
+        repeated = labels_df.loc[duplicated]
+        first = repeated["study_id"].iloc[0]
+        lines = repeated.loc[repeated["study_id"] == first, LINE].tolist()
+        raise DatasetError(
+            f"{path}: study {first} appears more than once (lines {', '.join(map(str, lines))}; "
+            f"{int(labels_df.duplicated(list(LABEL_KEY_COLUMNS)).sum())} repeated row(s) in all)"
+        )
+    numeric_labels = pd.DataFrame(label_matrix(labels_df, path), columns=list(CHEXPERT_LABELS))
+    numeric_labels[list(LABEL_KEY_COLUMNS)] = labels_df[list(LABEL_KEY_COLUMNS)].to_numpy()
+    frame = frame.merge(numeric_labels, on=list(LABEL_KEY_COLUMNS), how="left", indicator=True)
     frame = frame.sort_values("dicom_id", kind="stable").reset_index(drop=True)
     absent = (frame["_merge"] == "left_only").to_numpy()
     labels = apply_label_policy(frame[list(CHEXPERT_LABELS)].to_numpy(dtype=float), absent, policy)
     return frame.drop(columns=[*CHEXPERT_LABELS, "_merge"]), labels
+
+
+def refuse_if_none_found(root: Path, paths: list[Path], checks: list[ImageCheck], split: str, views: set[str]) -> None:
+    """Every selected image missing means a wrong root or wrong ids: say where the files were looked for."""
+    if not checks or any(c.status != "missing" for c in checks):
+        return
+    shown = "".join(f"\n  {p}" for p in paths[:LOOKED_FOR_SHOWN])
+    raise DatasetError(
+        f"none of the {len(paths)} image(s) of split {split!r} (views {', '.join(sorted(views))}) exists under {root}; "
+        f"looked for:{shown}" + ("\n  ..." if len(paths) > LOOKED_FOR_SHOWN else "") + "\n  point [dataset].root / --root "
+        "at the folder holding files/p10 ... p19, and check that the CSV ids match the folder names"
+    )
 
 
 def reports_base(root: Path, reports_root) -> Path:
@@ -295,11 +346,14 @@ def scan_mimic(
     wanted_views = {v.strip().upper() for v in ([views] if isinstance(views, str) else views)}
     paths = locate_csvs(root, labeler)
     report_root = reports_base(root, reports_root)
-    frame, labels = attach_labels(select_images(paths, split, wanted_views), paths["labels"], policy)
+    notes: list[str] = []
+    frame, labels = attach_labels(select_images(paths, split, wanted_views, notes), paths["labels"], policy, notes)
 
     relpaths = image_relpaths(frame).tolist()
-    checks = check_images([root / rel for rel in relpaths], progress)
-    status = np.array([c[0] for c in checks])
+    image_paths = [root / rel for rel in relpaths]
+    checks = check_images(image_paths, progress)
+    refuse_if_none_found(root, image_paths, checks, split, wanted_views)
+    status = np.array([c.status for c in checks], dtype=object)
     ids = frame["dicom_id"].tolist()
     good = np.flatnonzero(status == "ok")
     keep = good[stratified_subsample(strata(labels[good]), num_cases, seed)] if num_cases > 0 else good
@@ -328,7 +382,7 @@ def scan_mimic(
                 split=split,
             )
         )
-        rows.append((rec["dicom_id"], relpaths[i], checks[i][1], checks[i][2], case_labels))
+        rows.append((rec["dicom_id"], relpaths[i], checks[i].sha256, case_labels))
         if pd.notna(rec["Rows"]) and pd.notna(rec["Columns"]):
             sizes[rec["dicom_id"]] = (int(rec["Rows"]), int(rec["Columns"]))
 
@@ -342,9 +396,10 @@ def scan_mimic(
         positives={name: int((labels[keep, j] == 1).sum()) for j, name in enumerate(CHEXPERT_LABELS)},
         label_policy=policy.describe(),
         fingerprint=scan_fingerprint(rows, settings),
-        reasons={ids[i]: checks[i][3] for i in np.flatnonzero(status != "ok")},
+        reasons={ids[i]: checks[i].reason for i in np.flatnonzero(status != "ok")},
         image_sizes=sizes,
         available=len(good),
         with_report=with_report,
         split=split,
+        notes=notes,
     )

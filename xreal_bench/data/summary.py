@@ -22,7 +22,8 @@ def summarize(scan: DatasetScan) -> dict[str, Any]:
 
 
 def format_summary(scan: DatasetScan, examples: int = 5) -> str:
-    """A plain-text table of :func:`summarize` plus where the data came from."""
+    """A plain-text table of :func:`summarize` plus where the data came from, the first missing files
+    (with the paths looked for), the first corrupt ones (with the reason) and the scan's notes."""
     s = summarize(scan)
     n = s["cases"]
     lines = [
@@ -43,8 +44,10 @@ def format_summary(scan: DatasetScan, examples: int = 5) -> str:
     for name, count in s["positives"].items():
         share = 100.0 * count / n if n else 0.0
         lines.append(f"{name:<28}  {count:>9}  {share:6.1f}")
-    bad = [*scan.missing, *scan.corrupt]
-    if bad:
-        lines += ["", f"excluded images (first {min(examples, len(bad))} of {len(bad)}):"]
-        lines += [f"  {dicom_id}: {scan.reasons.get(dicom_id, '')}" for dicom_id in bad[:examples]]
+    for title, ids in (("missing", scan.missing), ("corrupt", scan.corrupt)):
+        if ids:
+            lines += ["", f"{title} images (first {min(examples, len(ids))} of {len(ids)}):"]
+            lines += [f"  {dicom_id}: {scan.reasons.get(dicom_id, '')}" for dicom_id in ids[:examples]]
+    if scan.notes:
+        lines += ["", "notes:", *(f"  {note}" for note in scan.notes)]
     return "\n".join(lines)
