@@ -140,16 +140,18 @@ def describe(obj: Any) -> str:
 
 def _module_fields(node: Any, path: Path, where: str) -> tuple[Mapping, Mapping, Mapping, frozenset]:
     """``_parameters``, ``_buffers``, ``_modules`` and the non-persistent buffer names of a pickled module."""
-    state = getattr(node, "state", None) if isinstance(node, Placeholder) else None
+    state: Any = getattr(node, "state", None) if isinstance(node, Placeholder) else None
     if isinstance(state, tuple) and len(state) == 2:  # (dict state, slot state)
         state = state[0]
-    fields = [state.get(k) if isinstance(state, dict) else None for k in ("_parameters", "_buffers", "_modules")]
-    if not all(isinstance(f, Mapping) for f in fields):
+    if not isinstance(state, dict):
+        state = {}
+    params, buffers, children = (state.get(k) for k in ("_parameters", "_buffers", "_modules"))
+    if not (isinstance(params, Mapping) and isinstance(buffers, Mapping) and isinstance(children, Mapping)):
         raise WeightsLoadError(f"{path}: {where} is not a pickled torch module (found {describe(node)})")
     transient = state.get("_non_persistent_buffers_set", set())  # absent in pickles from torch < 1.6
     if not isinstance(transient, set | frozenset) or not all(isinstance(n, str) for n in transient):
         raise WeightsLoadError(f"{path}: {where} has an invalid non-persistent buffer list ({describe(transient)})")
-    return fields[0], fields[1], fields[2], frozenset(transient)
+    return params, buffers, children, frozenset(transient)
 
 
 def module_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
