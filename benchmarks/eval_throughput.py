@@ -46,7 +46,7 @@ from xreal_bench.metrics.engine import (
     run_evaluators,
     to_float,
 )
-from xreal_bench.metrics.evaluators.testing import write_random_release_files
+from xreal_bench.metrics.evaluators.testing import unpublished_release_artifacts, write_random_release_files
 from xreal_bench.metrics.suite import build_suite
 from xreal_bench.pipeline import generate, open_session
 from xreal_bench.rundir import GeneratorDir
@@ -74,6 +74,7 @@ def prepare(tmp: Path, suite: str, samples: int, device: str, cases: int = 0, ev
             write_random_release_files(WeightsManager(tmp / "weights"))
     cfg = config_from_dict(tables)
     session = open_session(cfg, progress=False)
+    session.weights.overrides.update(unpublished_release_artifacts())  # random files cannot match published hashes
     generate(session, progress=False)
     return cfg, session
 

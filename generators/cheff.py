@@ -153,10 +153,10 @@ def load_super_resolution(path, config_path: str, device: torch.device, dtype: t
     """Cheff's SR UNet from ``cheff_sr_fine.pt`` (``['model']``, loaded strictly) and its DDIM scheduler."""
     import yaml
 
-    from xreal_bench.generators.diffusion.checkpoint_io import read_checkpoint, state_dict_of
     from xreal_bench.generators.diffusion.latent_models import place
     from xreal_bench.generators.diffusion.schedules import sr3_ddim_scheduler
     from xreal_bench.generators.diffusion.sr3 import SR3Config, SR3UNet
+    from xreal_bench.safe_load import read_checkpoint, state_dict_of
 
     try:
         config = SR3Config.from_dict(yaml.safe_load(open(config_path)) or {}) if config_path else SR3Config()

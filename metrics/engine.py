@@ -4,8 +4,9 @@ Real side: every real test image is decoded through the run's image path
 (:func:`xreal_bench.imaging.load_standard`, the same path generated images took), then every
 enabled evaluator runs on it. Its per-case outputs (pixels, packed masks, features, class
 scores) are cached as one ``.npz`` per case under a fingerprint of the file list (sizes and
-mtimes), the preprocessing, the evaluators' names, weight hashes and preprocessing, and
-:data:`CODE_VERSION`; any change invalidates the cache, and a second generator (or a
+mtimes), the preprocessing, the evaluators' names, weight hashes and preprocessing, the
+versions of the libraries that shape the numbers, :data:`CODE_VERSION` and the package
+version; any change invalidates the cache, and a second generator (or a
 re-run) never recomputes it. An interrupted real pass resumes case by case.
 
 Generated side: each generated image is decoded once; the workers load the real case's
@@ -83,13 +84,39 @@ class SourceOutputs:
         return [k[0] for k in self.keys]
 
 
+#: Distributions whose versions shape the cached real-side numbers (decoding, resizing, networks, MS-SSIM).
+NUMERIC_LIBRARIES = ("torch", "torchvision", "torchxrayvision", "torch-fidelity", "numpy", "pillow", "pytorch-msssim")
+
+
+@functools.cache
+def library_versions() -> dict[str, str]:
+    """Installed versions of :data:`NUMERIC_LIBRARIES` (``"absent"`` for one not installed); torch's
+    includes its build (``+cu130``, ``+cpu``)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in NUMERIC_LIBRARIES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "absent"
+    found["torch"] = torch.__version__
+    return found
+
+
 def real_fingerprint(scan_fingerprint: str, prep: Preprocessing, suite: Suite) -> str:
+    """Key of the real-side cache: the scanned files, the preprocessing, the evaluators (names, weight
+    hashes, preprocessing), the library versions that shape the numbers and the code versions."""
+    from xreal_bench import __version__
+
     blob = json.dumps(
         {
             "scan": scan_fingerprint,
             "prep": [prep.resolution, prep.bits, prep.square],
             "suite": suite.describe(),
             "code": CODE_VERSION,
+            "xreal_bench": __version__,
+            "libraries": library_versions(),
         },
         sort_keys=True,
     )

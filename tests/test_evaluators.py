@@ -1,6 +1,7 @@
 """Evaluator loaders with the REAL architectures and RANDOM weights, saved in the exact file
 names and formats the loaders expect, under a temporary weights folder (never the user's)."""
 
+import hashlib
 import subprocess
 import sys
 
@@ -20,10 +21,10 @@ from xreal_bench.metrics.evaluators import (
     build_segmenter,
     register_evaluator,
 )
-from xreal_bench.metrics.evaluators.testing import write_random_release_files
+from xreal_bench.metrics.evaluators.testing import unpublished_release_artifacts, write_random_release_files
 from xreal_bench.metrics.evaluators.xrv import import_xrv, pspnet_outputs
 from xreal_bench.registry import EVALUATORS, RegistryError
-from xreal_bench.weights import MissingWeightsError, WeightsManager
+from xreal_bench.weights import MissingWeightsError, WeightsManager, WeightsMismatchError
 
 xrv = import_xrv()
 
@@ -265,12 +266,100 @@ def test_inception_rounds_to_uint8_and_resizes_to_299(weights):
 
 
 def test_wrong_inception_file_is_rejected(tmp_path):
-    manager = WeightsManager(tmp_path)
+    manager = WeightsManager(tmp_path, unpublished_release_artifacts())
     path = manager.path("inception-fid")
     path.parent.mkdir(parents=True)
     path.write_bytes(b"not a checkpoint")
-    with pytest.raises(WeightsLoadError, match="is not torch-fidelity's Inception-v3 state dict"):
+    with pytest.raises(WeightsLoadError, match=f"cannot read checkpoint {path}"):
         build_feature_extractor("inception", weights=manager)
+    torch.save({"fc.weight": torch.zeros(1)}, path)
+    with pytest.raises(WeightsLoadError, match=f"{path} is not torch-fidelity's Inception-v3 state dict"):
+        build_feature_extractor("inception", weights=manager)
+    with pytest.raises(WeightsMismatchError, match="does not start with 6726825d"):  # the published artifact
+        build_feature_extractor("inception", weights=WeightsManager(tmp_path))
+
+
+# ---------------------------------------------------------------- the same numbers as the libraries' own loaders
+
+
+def test_inception_equals_torch_fidelity_loading_its_file(weights, images):
+    """Old path (torch-fidelity torch.load-s the file, on a file this test wrote) vs the state-dict path."""
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    ours = build_feature_extractor("inception", weights=weights)
+    theirs = FeatureExtractorInceptionV3(
+        "inception-v3-compat", ["2048"], feature_extractor_weights_path=str(weights.path("inception-fid"))
+    )
+    pixels = torch.round(images * 255).to(torch.uint8).expand(-1, 3, -1, -1)
+    with torch.no_grad():
+        assert torch.equal(ours(images), theirs(pixels)[0])
+    assert ours.weights_status == "unverified (no published hash)"
+    assert ours.describe()["weights_status"] == ours.weights_status
+
+
+def test_pspnet_equals_torchxrayvision_loading_its_file(weights):
+    """Same class (so the same forward), same network weights and buffers, same input transform and
+    modes as torchxrayvision's own constructor loading the file (a file this test wrote)."""
+    ours = build_segmenter("xrv-pspnet", weights=weights).model
+    theirs = xrv.baseline_models.chestx_det.PSPNet(cache_dir=str(weights.path("xrv-pspnet").parent))
+    assert type(ours) is type(theirs) and ours.targets == theirs.targets and repr(ours.model) == repr(theirs.model)
+    mine, reference = ours.state_dict(), theirs.state_dict()
+    assert mine.keys() == reference.keys() and all(torch.equal(mine[k], reference[k]) for k in reference)
+    (norm,), (their_norm,) = ours.transform.transforms, theirs.transform.transforms
+    assert (norm.mean, norm.std) == (their_norm.mean, their_norm.std)
+    assert not ours.model.training and not theirs.model.training
+    assert set(vars(ours)) - {"weights_filename_local"} == set(vars(theirs)) - {"weights_filename_local"}
+
+
+def legacy_training_class(folder):
+    """A DenseNet subclass from a module that exists only while the file is written (like the releases)."""
+    import importlib
+
+    (folder / "xrv_training_2020.py").write_text(
+        "import torchxrayvision as xrv\nclass DenseNet(xrv.models.DenseNet):\n    pass\n"
+    )
+    sys.path.insert(0, str(folder))
+    try:
+        return importlib.import_module("xrv_training_2020")
+    finally:
+        sys.path.remove(str(folder))
+
+
+@pytest.mark.parametrize("zip_format", [True, False])
+def test_densenet_whole_module_pickles_equal_torchxrayvision_loading(weights, images, tmp_path, zip_format):
+    """Whole pickled DenseNets (zip and legacy formats): torchxrayvision's own weights=<key> path on a file this
+    test wrote gives the same model as the state dict the safe loader extracts by path; a pickle of a class
+    that no longer exists loads just the same, since no class from the file is needed."""
+    from xreal_bench.metrics.evaluators.xrv import DENSENETS, densenet_from_state, load_densenet
+    from xreal_bench.safe_load import module_state_dict, read_checkpoint
+
+    key = "densenet121-res224-chex"
+    manager = WeightsManager(tmp_path / "w", unpublished_release_artifacts())
+    path = manager.path(DENSENETS["chex"])
+    path.parent.mkdir(parents=True)
+    torch.manual_seed(3)
+    source = xrv.models.DenseNet(num_classes=18, in_channels=1)
+    source.features.norm5.running_mean.uniform_(-0.1, 0.1)
+    torch.save(source, path, _use_new_zipfile_serialization=zip_format)
+    theirs = xrv.models.DenseNet(weights=key, cache_dir=str(path.parent))
+    ours, trust = load_densenet("chex", manager)
+    assert trust.sha256 == hashlib.sha256(path.read_bytes()).hexdigest() and not trust.verified
+    assert ours.targets == theirs.targets and ours.input_resolution == theirs.input_resolution and repr(ours) == repr(theirs)
+    torch.testing.assert_close(ours.op_threshs, theirs.op_threshs, equal_nan=True, rtol=0, atol=0)
+    assert not ours.training and not theirs.training
+    x = (images * 2 - 1)[..., 16:240, 16:240] * 1024
+    with torch.no_grad():
+        assert torch.equal(ours(x), theirs(x)) and torch.equal(ours.features2(x), theirs.features2(x))
+
+    module = legacy_training_class(tmp_path)
+    torch.save(module.DenseNet(num_classes=18, in_channels=1), path, _use_new_zipfile_serialization=zip_format)
+    del sys.modules["xrv_training_2020"]
+    with pytest.raises(ModuleNotFoundError):
+        torch.load(path, weights_only=False)  # the full unpickler needs the class; ours does not
+    state = module_state_dict(read_checkpoint(path), path)
+    assert state.keys() == theirs.state_dict().keys() - {"op_threshs"}
+    rebuilt = densenet_from_state(key, state, path)
+    assert all(torch.equal(rebuilt.state_dict()[k], v) for k, v in state.items())
 
 
 # ---------------------------------------------------------------- RAD-DINO

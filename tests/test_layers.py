@@ -21,6 +21,7 @@ CORE = [
     "xreal_bench.config",
     "xreal_bench.registry",
     "xreal_bench.weights",
+    "xreal_bench.safe_load",
     "xreal_bench.imaging",
     "xreal_bench.atomic",
     "xreal_bench.rundir",

@@ -13,7 +13,6 @@ from tiny_ldm import TinyLDM, tiny_original_config, write_yaml
 
 from xreal_bench.errors import UserFacingError
 from xreal_bench.generators.diffusion import original_config as oc
-from xreal_bench.generators.diffusion.checkpoint_io import read_checkpoint, state_dict_of
 from xreal_bench.generators.diffusion.conversion import (
     ConversionError,
     build_module,
@@ -26,6 +25,7 @@ from xreal_bench.generators.diffusion.conversion import (
     vae_config,
 )
 from xreal_bench.generators.diffusion.converted_cache import ConvertedCheckpoint
+from xreal_bench.safe_load import read_checkpoint, state_dict_of
 
 LOG = logging.getLogger("test")
 

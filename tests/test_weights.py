@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import hashlib
+import re
 
 import pytest
 
 from xreal_bench.cli import main
-from xreal_bench.weights import Artifact, MissingWeightsError, WeightsManager, collect_artifacts, weights_dir
+from xreal_bench.metrics.evaluators.inception import ARTIFACT as INCEPTION
+from xreal_bench.weights import (
+    Artifact,
+    MissingWeightsError,
+    WeightsManager,
+    WeightsMismatchError,
+    WeightsTrust,
+    collect_artifacts,
+    weights_dir,
+)
 
 
 def test_folder_resolution_order(tmp_path, monkeypatch):
@@ -51,10 +61,39 @@ def test_verify_checks_size_and_hash_offline(tmp_path):
     good = Artifact("toy", "toy.bin", "nowhere", "MIT", "toy", sha256=hashlib.sha256(data).hexdigest(), size=len(data))
     manager = WeightsManager(tmp_path, {"toy": good})
     (tmp_path / "toy.bin").write_bytes(data)
-    assert manager.verify("toy").present and "matches manifest" in manager.verify("toy").detail
+    status = manager.verify("toy")
+    assert status.present and status.verified and status.detail == f"sha256 {good.sha256} matches the published reference"
+    assert manager.trust("toy") == WeightsTrust(good.sha256, "verified")
     assert manager.file_hash("toy") == hashlib.sha256(data).hexdigest()
     (tmp_path / "toy.bin").write_bytes(data[:-1] + b"X")
-    assert not manager.verify("toy").present and "sha256" in manager.verify("toy").detail
+    assert not manager.verify("toy").present and "!= published" in manager.verify("toy").detail
+    with pytest.raises(WeightsMismatchError, match=f"refusing to load {tmp_path / 'toy.bin'}: not the published 'toy'"):
+        manager.trust("toy")
+    (tmp_path / "toy.bin").write_bytes(data + b"!")
+    assert manager.verify("toy").detail == f"size {len(data) + 1} != published {len(data)}"
+
+
+def test_without_a_published_hash_a_file_is_unverified_never_ok(tmp_path):
+    data = b"some weights"
+    manager = WeightsManager(tmp_path, {"toy": Artifact("toy", "toy.bin", "nowhere", "MIT", "toy")})
+    (tmp_path / "toy.bin").write_bytes(data)
+    digest = hashlib.sha256(data).hexdigest()
+    assert manager.trust("toy") == WeightsTrust(digest, "unverified (no published hash)")
+    status = manager.verify("toy")
+    assert status.present and not status.verified and status.detail == f"sha256 {digest} (no published hash)"
+
+
+def test_hash_prefix_in_the_file_name_is_checked(tmp_path):
+    data = b"inception weights"
+    digest = hashlib.sha256(data).hexdigest()
+    art = Artifact("toy", f"weights-{digest[:8]}.pth", "nowhere", "MIT", "toy", sha256_prefix=digest[:8])
+    manager = WeightsManager(tmp_path, {"toy": art})
+    manager.path(art).write_bytes(data)
+    assert manager.trust(art).verified
+    manager.path(art).write_bytes(b"other weights")
+    with pytest.raises(WeightsMismatchError, match=f"does not start with {digest[:8]} .the hash prefix in the file name."):
+        manager.trust(art)
+    assert INCEPTION.sha256_prefix == "6726825d" and INCEPTION.path.endswith("-6726825d.pth")
 
 
 def test_fetch_fails_offline_with_advice(tmp_path, monkeypatch):
@@ -84,8 +123,49 @@ def test_every_artifact_has_source_licence_location_and_a_user():
 def test_cli_list_path_verify(tmp_path, capsys):
     assert main(["weights", "--dir", str(tmp_path), "list"]) == 0
     out = capsys.readouterr().out
-    assert "missing  xreal-backbone" in out and str(tmp_path) in out
+    assert re.search(r"missing +xreal-backbone", out) and str(tmp_path) in out
+    assert re.search(r"verified +demo-classifier", out)
+    pspnet = tmp_path / "torchxrayvision/pspnet_chestxray_best_model_4.pth"
+    pspnet.parent.mkdir()
+    pspnet.write_bytes(b"present")
+    assert main(["weights", "--dir", str(tmp_path), "list"]) == 0
+    assert re.search(r"unverified +xrv-pspnet +\S+ +\(no published hash\)", capsys.readouterr().out)
+    assert main(["weights", "--dir", str(tmp_path), "verify", "xrv-pspnet"]) == 0
+    assert capsys.readouterr().out.startswith("unverified  xrv-pspnet: sha256 ")
     assert main(["weights", "--dir", str(tmp_path), "path", "cheff-diff-t2i"]) == 0
     assert capsys.readouterr().out.strip() == str(tmp_path / "cheff/cheff_diff_t2i.pt")
     assert main(["weights", "--dir", str(tmp_path), "path", "nope"]) == 2
     assert "unknown artifact 'nope'" in capsys.readouterr().err
+
+
+def test_list_commands_read_the_weights_folder_from_bench_toml(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bench.toml").write_text('[weights]\ndir = "from-toml"\n')
+    pspnet = tmp_path / "from-toml/torchxrayvision/pspnet_chestxray_best_model_4.pth"
+    pspnet.parent.mkdir(parents=True)
+    pspnet.write_bytes(b"present")
+    assert main(["weights", "list"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("weights folder: from-toml\n") and re.search(r"unverified +xrv-pspnet", out)
+    assert main(["weights", "path", "xrv-pspnet"]) == 0
+    assert capsys.readouterr().out.strip() == "from-toml/torchxrayvision/pspnet_chestxray_best_model_4.pth"
+    assert main(["weights", "list", "--set", 'weights.dir="elsewhere"']) == 0
+    assert capsys.readouterr().out.startswith("weights folder: elsewhere\n")
+    (tmp_path / "other.toml").write_text('[weights]\ndir = "other"\n')
+    assert main(["weights", "verify", "xrv-pspnet", "--config", "other.toml"]) == 1
+    assert (
+        capsys.readouterr().out
+        == "FAIL        xrv-pspnet: missing (1 file(s))  (other/torchxrayvision/pspnet_chestxray_best_model_4.pth)\n"
+    )
+    assert main(["weights", "--dir", "cli", "list"]) == 0  # the command line wins
+    assert capsys.readouterr().out.startswith("weights folder: cli\n")
+
+    (tmp_path / "from-toml/cheff").mkdir()
+    (tmp_path / "from-toml/cheff/cheff_autoencoder.pt").write_bytes(b"x")
+    assert main(["generators", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "cheff-autoencoder (present)" in out and "cheff-diff-t2i (missing)" in out
+    assert main(["generators", "list", "--weights-dir", "cli"]) == 0
+    assert "cheff-autoencoder (missing)" in capsys.readouterr().out
+    assert main(["generators", "list", "--set", 'weights.dir="nowhere"']) == 0
+    assert "cheff-autoencoder (missing)" in capsys.readouterr().out

@@ -7,6 +7,12 @@ like the built-ins'. Every loader asks :meth:`WeightsManager.require` for its fi
 :class:`MissingWeightsError` naming the artifact, the exact path looked at, and how to obtain
 it; nothing ever falls back to random weights. The weights folder is, in order:
 ``[weights].dir`` in the config, ``$XREAL_BENCH_WEIGHTS``, ``~/.cache/xreal-bench/weights``.
+
+Trust: :meth:`WeightsManager.trust` hashes a file before it is loaded. A file whose size or
+sha256 (or the sha256 prefix its published name carries) differs from the declaration is
+refused (:class:`WeightsMismatchError`); a file without a published reference is loaded but
+marked ``"unverified (no published hash)"`` wherever its hash is reported. Cached digests are
+keyed by device, inode, size, mtime and ctime, so a different file never inherits one.
 """
 
 from __future__ import annotations
@@ -33,7 +39,8 @@ class Artifact:
     """One external file or folder, declared by the generator or evaluator that loads it.
 
     ``path`` is relative to the weights folder (or to ``package`` for files shipped inside a
-    Python package). ``sha256``/``size`` are set where the published bytes are known.
+    Python package). ``sha256``/``size`` are set where the published bytes are known;
+    ``sha256_prefix`` where only a prefix is published (torch hub file names ``name-<prefix>.pth``).
     """
 
     name: str
@@ -45,6 +52,7 @@ class Artifact:
     files: tuple[str, ...] = ()
     sha256: str | None = None
     size: int | None = None
+    sha256_prefix: str | None = None
     url: str | None = None  # direct download for `weights fetch`
     hub_id: str | None = None  # Hugging Face repo id for `weights fetch`
     package: str | None = None
@@ -91,6 +99,35 @@ class MissingWeightsError(UserFacingError):
     """A required artifact is not where the weights manager expects it."""
 
 
+class WeightsLoadError(UserFacingError):
+    """A weights file exists but is not (only) the tensors the loader expects."""
+
+
+class WeightsMismatchError(WeightsLoadError):
+    """A file's size or sha256 differs from its artifact's published reference."""
+
+
+VERIFIED = "verified"
+UNVERIFIED = "unverified (no published hash)"
+
+
+@dataclass(frozen=True)
+class WeightsTrust:
+    """What the suite knows about a present artifact: its sha256 and whether a published reference confirms it."""
+
+    sha256: str
+    status: str  # VERIFIED or UNVERIFIED
+
+    @property
+    def verified(self) -> bool:
+        return self.status == VERIFIED
+
+
+def has_reference(art: Artifact) -> bool:
+    """Whether published bytes are known for ``art`` (a full sha256 or the hash prefix in its name)."""
+    return art.sha256 is not None or art.sha256_prefix is not None
+
+
 def weights_dir(configured: str = "") -> Path:
     """The weights folder: config value, else ``$XREAL_BENCH_WEIGHTS``, else the user cache."""
     chosen = configured or os.environ.get(ENV_VAR) or str(DEFAULT_DIR)
@@ -111,6 +148,7 @@ class ArtifactStatus:
     path: Path
     present: bool
     detail: str
+    verified: bool = False
 
 
 #: An artifact, or its name (looked up among the declared artifacts).
@@ -192,8 +230,8 @@ class WeightsManager:
         return ArtifactStatus(art.name, self.path(art), not missing, detail)
 
     def file_hash(self, ref: ArtifactRef) -> str:
-        """sha256 of a present file artifact (cached next to it by size and mtime); for folders,
-        a hash over the required files' hashes."""
+        """sha256 of a present file artifact (cached next to it, see :func:`cached_sha256`); for
+        folders, a hash over the required files' hashes."""
         art = self.artifact(ref)
         path = self.require(art)
         if art.package:
@@ -203,23 +241,60 @@ class WeightsManager:
         joined = "".join(cached_sha256(path / f) for f in art.files)
         return hashlib.sha256(joined.encode()).hexdigest()
 
-    def verify(self, ref: ArtifactRef) -> ArtifactStatus:
-        """Check presence, size and sha256 offline against the declared values (where known)."""
+    def check(self, ref: ArtifactRef) -> tuple[str, str | None]:
+        """``(sha256, why it differs from the published reference or None)`` of a present artifact.
+
+        Against a published reference the bytes are always hashed afresh (a sidecar is never
+        trusted to vouch for a file); without one, the cached digest is the file's identity.
+        """
         art = self.artifact(ref)
-        name = art.name
+        path = self.require(art)
+        if art.kind == "file" and art.size is not None and path.stat().st_size != art.size:
+            return "", f"size {path.stat().st_size} != published {art.size}"
+        if not has_reference(art):
+            return self.file_hash(art), None
+        digest = sha256_file(path) if art.kind == "file" else self.file_hash(art)
+        if art.sha256 is not None and digest != art.sha256:
+            return digest, f"sha256 {digest} != published {art.sha256}"
+        if art.sha256_prefix is not None and not digest.startswith(art.sha256_prefix):
+            return digest, f"sha256 {digest} does not start with {art.sha256_prefix} (the hash prefix in the file name)"
+        return digest, None
+
+    def trust(self, ref: ArtifactRef) -> WeightsTrust:
+        """Hash the present artifact before it is loaded: its sha256 and ``"verified"`` when a published
+        reference confirms it, ``"unverified (no published hash)"`` when none exists.
+
+        A file that differs from its published reference raises :class:`WeightsMismatchError`
+        naming the file and how to get it again; nothing is loaded from it.
+        """
+        art = self.artifact(ref)
+        digest, problem = self.check(art)
+        if problem is not None:
+            raise WeightsMismatchError(self.mismatch_message(art, problem))
+        return WeightsTrust(digest, VERIFIED if has_reference(art) else UNVERIFIED)
+
+    def mismatch_message(self, ref: ArtifactRef, problem: str) -> str:
+        art = self.artifact(ref)
+        lines = [f"refusing to load {self.path(art)}: not the published {art.name!r} ({art.description}): {problem}"]
+        if art.url or art.hub_id:
+            lines.append(f"  get it again: xreal-bench weights fetch {art.name}   (on a machine with internet access)")
+        lines.append(f"  source: {art.source}")
+        return "\n".join(lines)
+
+    def verify(self, ref: ArtifactRef) -> ArtifactStatus:
+        """Check presence, size and sha256 offline against the published values: ``verified`` only
+        when a reference confirms the file, ``unverified`` when there is none, failed on a mismatch."""
+        art = self.artifact(ref)
         status = self.status(art)
         if not status.present:
             return status
-        if art.kind == "file":
-            path = self.path(art)
-            if art.size is not None and path.stat().st_size != art.size:
-                return ArtifactStatus(name, path, False, f"size {path.stat().st_size} != expected {art.size}")
-            digest = self.file_hash(art)
-            if art.sha256 is not None and digest != art.sha256:
-                return ArtifactStatus(name, path, False, f"sha256 {digest} != expected {art.sha256}")
-            known = "matches manifest" if art.sha256 else "no reference hash in the manifest"
-            return ArtifactStatus(name, path, True, f"sha256 {digest} ({known})")
-        return ArtifactStatus(name, status.path, True, f"all {len(art.files)} required file(s) present")
+        digest, problem = self.check(art)
+        if problem is not None:
+            return ArtifactStatus(art.name, status.path, False, problem)
+        what = f"all {len(art.files)} required file(s) present, " if art.kind == "dir" else ""
+        known = has_reference(art)
+        detail = f"{what}sha256 {digest}" + (" matches the published reference" if known else " (no published hash)")
+        return ArtifactStatus(art.name, status.path, True, detail, known)
 
     def fetch(self, ref: ArtifactRef) -> Path:
         """Download the artifact into place (needs internet; atomic)."""
@@ -251,19 +326,42 @@ class WeightsManager:
 
 
 def cached_sha256(path: Path) -> str:
-    """sha256 of ``path``, remembered in ``<path>.sha256.json`` keyed by size and mtime."""
-    stat = path.stat()
-    key = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    """sha256 of ``path``, remembered in ``<path>.sha256.json``.
+
+    The memo is keyed by device, inode, size, mtime_ns and ctime_ns. ``cp -p``, ``rsync -t`` or
+    ``touch -d`` can give another file the same size and mtime, but the kernel sets ctime on
+    every content or metadata change and nothing can set it back, so a swapped file never
+    inherits a digest; any doubt (unreadable or odd sidecar, changed key) means hashing again.
+    """
+    before = path.stat()
+    key = file_key(before)
     sidecar = path.with_name(path.name + ".sha256.json")
     try:
         data = json.loads(sidecar.read_text())
-        if data.get("key") == key:
+        if isinstance(data, dict) and data.get("key") == key and is_sha256(data.get("sha256")):
             return data["sha256"]
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError):
         pass
     digest = sha256_file(path)
+    if file_key(path.stat()) != key:
+        return digest  # changed while hashing: do not remember a digest of uncertain bytes
     try:
         write_text_atomic(sidecar, json.dumps({"key": key, "sha256": digest}))
     except OSError:
         pass  # read-only weights folder: hash again next time
     return digest
+
+
+def file_key(stat: os.stat_result) -> dict[str, int]:
+    """What identifies one version of a file's bytes, for :func:`cached_sha256`."""
+    return {
+        "dev": stat.st_dev,
+        "ino": stat.st_ino,
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "ctime_ns": stat.st_ctime_ns,
+    }
+
+
+def is_sha256(value: object) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)

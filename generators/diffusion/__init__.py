@@ -9,7 +9,6 @@
 - :mod:`~xreal_bench.generators.diffusion.sampler` — the DDIM loop with masked blending (XReal's control).
 - :mod:`~xreal_bench.generators.diffusion.denoisers` — UNet (+ ControlNet) calls with classifier-free guidance.
 - :mod:`~xreal_bench.generators.diffusion.images` — value ranges, grayscale, the original's bicubic resize.
-- :mod:`~xreal_bench.generators.diffusion.checkpoint_io` — reading CompVis pickles without running foreign code.
 - :mod:`~xreal_bench.generators.diffusion.original_config` — the released architectures as ``original_config``.
 - :mod:`~xreal_bench.generators.diffusion.conversion` — CompVis/lllyasviel keys -> diffusers, with key accounting.
 - :mod:`~xreal_bench.generators.diffusion.converted_cache` — converted weights cached as safetensors.

@@ -24,7 +24,6 @@ from safetensors.torch import load_file, save
 from torch import nn
 
 from xreal_bench.atomic import write_atomic
-from xreal_bench.generators.diffusion.checkpoint_io import read_checkpoint, state_dict_of
 from xreal_bench.generators.diffusion.conversion import (
     CONVERTER_VERSION,
     LDM_PREFIXES,
@@ -35,6 +34,7 @@ from xreal_bench.generators.diffusion.conversion import (
     convert_component,
     partition,
 )
+from xreal_bench.safe_load import read_checkpoint, state_dict_of
 from xreal_bench.weights import cached_sha256
 
 

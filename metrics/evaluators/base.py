@@ -3,8 +3,9 @@
 Every evaluator takes the SAME input — the run's standardised images as a float tensor
 ``[B, 1, H, W]`` in [0, 1] on any device — and applies its own documented preprocessing
 (``preprocessing``), so the evaluation engine never preprocesses per evaluator. Outputs come
-back on the CPU. ``weights_hash`` (sha256 of the weights file) goes into the results'
-provenance. Subclasses implement :meth:`forward`; ``__call__`` validates input and output and
+back on the CPU. ``weights_hash`` (sha256 of the weights file) and ``weights_status``
+(``"verified"`` against a published hash, else ``"unverified (no published hash)"``, from
+:meth:`~xreal_bench.weights.WeightsManager.trust`) go into the results' provenance. Subclasses implement :meth:`forward`; ``__call__`` validates input and output and
 runs under ``torch.no_grad``.
 """
 
@@ -15,12 +16,10 @@ from typing import ClassVar
 
 import torch
 
-from xreal_bench.errors import UserFacingError
 from xreal_bench.metrics.dice import MASK_CHANNELS
+from xreal_bench.weights import UNVERIFIED, WeightsLoadError
 
-
-class WeightsLoadError(UserFacingError):
-    """A weights file exists but is not the model the loader expects."""
+__all__ = ["Classifier", "Evaluator", "FeatureExtractor", "Segmenter", "WeightsLoadError", "check_images"]
 
 
 def check_images(images: torch.Tensor, evaluator: str) -> None:
@@ -41,6 +40,8 @@ class Evaluator(ABC):
     kind: ClassVar[str]
     name: str
     weights_hash: str
+    #: "verified" (a published hash confirms the weights) or "unverified (no published hash)".
+    weights_status: str = UNVERIFIED
     #: One line describing the preprocessing applied to the [0, 1] input (recorded in provenance).
     preprocessing: str
     device: torch.device
@@ -62,8 +63,14 @@ class Evaluator(ABC):
         """Raise if ``out`` breaks the protocol (shape, dtype)."""
 
     def describe(self) -> dict[str, str]:
-        """Provenance record: kind, name, weights hash, preprocessing."""
-        return {"kind": self.kind, "name": self.name, "weights_sha256": self.weights_hash, "preprocessing": self.preprocessing}
+        """Provenance record: kind, name, weights hash and its status, preprocessing."""
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "weights_sha256": self.weights_hash,
+            "weights_status": self.weights_status,
+            "preprocessing": self.preprocessing,
+        }
 
 
 class FeatureExtractor(Evaluator):

@@ -7,18 +7,30 @@ the real loading paths (file names, pickle/state-dict formats, key prefixes) off
 
 from __future__ import annotations
 
+from dataclasses import replace
 from unittest import mock
 
 import torch
 
-from xreal_bench.weights import WeightsManager
+from xreal_bench.weights import Artifact, WeightsManager
+
+
+def unpublished_release_artifacts() -> dict[str, Artifact]:
+    """The release artifacts without their published size/hash: random files can never match them."""
+    from xreal_bench.metrics.evaluators.inception import ARTIFACT
+    from xreal_bench.metrics.evaluators.xrv import DENSENETS, PSPNET
+
+    return {a.name: replace(a, sha256=None, sha256_prefix=None, size=None) for a in (ARTIFACT, PSPNET, *DENSENETS.values())}
 
 
 def write_random_release_files(manager: WeightsManager, seed: int = 0) -> None:
-    """Write torchxrayvision DenseNet (mimic_ch), PSPNet and torch-fidelity Inception files."""
+    """Write torchxrayvision DenseNet (mimic_ch), PSPNet and torch-fidelity Inception files, and make
+    ``manager`` accept them (:func:`unpublished_release_artifacts`: they load as "unverified")."""
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
     from xreal_bench.metrics.evaluators.xrv import import_xrv
+
+    manager.overrides.update(unpublished_release_artifacts())
 
     xrv = import_xrv()
     torch.manual_seed(seed)

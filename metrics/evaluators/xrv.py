@@ -1,9 +1,16 @@
 """torchxrayvision evaluators: DenseNet-121 classifier and features, PSPNet anatomy segmenter.
 
-Weights come from the weights manager (``xrv-densenet-<tag>``, ``xrv-pspnet``); the folder
-holding the file is passed to torchxrayvision as ``cache_dir``, where an existing file is
-used as is (no network). Both loaders load state dicts strictly, so a file of the wrong
-model fails loudly (:class:`WeightsLoadError`) instead of leaving layers random.
+Weights come from the weights manager (``xrv-densenet-<tag>``, ``xrv-pspnet``) and are read by
+:mod:`xreal_bench.safe_load` only: torchxrayvision's constructors would ``torch.load`` the file
+themselves (the DenseNet with ``weights_only=False``, running any code a crafted file holds),
+so they never see a path. The DenseNet release files are whole pickled modules; their
+parameters and buffers are extracted by path (:func:`~xreal_bench.safe_load.module_state_dict`)
+into ``DenseNet(weights=None)``, which then gets what ``weights=<key>`` would have set
+(``targets``, ``op_threshs``, ``input_resolution``, eval mode) from torchxrayvision's
+``model_urls``. PSPNet's constructor always loads (or downloads) its file, so the segmenter
+is built around the same ``pspnet`` network with the same input transform (see
+:func:`build_pspnet`). Both load state dicts strictly, so a file of the wrong model fails
+loudly (:class:`WeightsLoadError`) instead of leaving layers random.
 
 Preprocessing (applied here; the engine passes [0, 1] images):
 ``x -> (2x - 1) * 1024`` (= ``xrv.datasets.normalize(x * 255, 255)``), centre crop to a square
@@ -18,8 +25,8 @@ the mapping, and :func:`xreal_bench.metrics.dice.left_lung_on_image_right` check
 
 from __future__ import annotations
 
-import os
 import warnings
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -33,7 +40,8 @@ from xreal_bench.metrics.evaluators.base import (
     WeightsLoadError,
 )
 from xreal_bench.registry import XRV_TAGS
-from xreal_bench.weights import Artifact, WeightsManager
+from xreal_bench.safe_load import module_state_dict, read_checkpoint, state_dict_of
+from xreal_bench.weights import Artifact, WeightsManager, WeightsTrust
 
 #: torchxrayvision output names that differ from the CheXpert names.
 XRV_TO_CHEXPERT: dict[str, str] = {"Effusion": "Pleural Effusion"}
@@ -93,23 +101,36 @@ def xrv_input(images: torch.Tensor, size: int) -> torch.Tensor:
     return x
 
 
-def load_densenet(tag: str, weights: WeightsManager):
-    """A torchxrayvision DenseNet with the ``xrv-densenet-<tag>`` weights (eval mode, CPU)."""
+def densenet_from_state(key: str, state: dict[str, torch.Tensor], path: Path):
+    """``DenseNet(weights=None)`` with ``state`` loaded strictly, then given what ``weights=key`` sets."""
     xrv = import_xrv()
+    spec = xrv.models.model_urls[key]
+    model = xrv.models.DenseNet(num_classes=len(spec["labels"]), in_channels=1)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise WeightsLoadError(f"{path} is not a torchxrayvision {key} model ({exc})") from None
+    model.weights = key
+    model.targets = model.pathologies = list(spec["labels"])
+    if "op_threshs" in spec:
+        model.op_threshs = torch.tensor(spec["op_threshs"])
+    if "input_resolution" in spec:
+        model.input_resolution = spec["input_resolution"]
+    return model.eval()
+
+
+def load_densenet(tag: str, weights: WeightsManager):
+    """A torchxrayvision DenseNet with the ``xrv-densenet-<tag>`` weights (eval mode, CPU) and their trust."""
     artifact = DENSENETS[tag]
     path = weights.require(artifact)
+    trust = weights.trust(artifact)
     key = f"densenet121-res224-{tag}"
-    expected = os.path.basename(xrv.models.model_urls[key]["weights_url"])
-    if path.name != expected:
-        raise RuntimeError(f"artifact {artifact.name} names {path.name}, torchxrayvision expects {expected}")
+    hint = f"replace it (xreal-bench weights fetch {artifact.name})"
     try:
-        model = xrv.models.DenseNet(weights=key, cache_dir=str(path.parent))
-    except Exception as exc:
-        raise WeightsLoadError(
-            f"{path} is not a torchxrayvision {key} model ({type(exc).__name__}: {exc}); "
-            f"replace it (xreal-bench weights fetch {artifact.name})"
-        ) from exc
-    return model.eval(), weights.file_hash(artifact)
+        model = densenet_from_state(key, module_state_dict(read_checkpoint(path), path), path)
+    except WeightsLoadError as exc:
+        raise WeightsLoadError(f"{exc}; {hint}") from None
+    return model, trust
 
 
 class XRVDenseNetClassifier(Classifier):
@@ -125,7 +146,8 @@ class XRVDenseNetClassifier(Classifier):
     preprocessing = XRV_PREPROCESSING.format(size=DENSENET_RESOLUTION) + "; sigmoid outputs, op_norm off"
 
     def __init__(self, *, weights: WeightsManager, device: torch.device, tag: str = "mimic_ch"):
-        model, self.weights_hash = load_densenet(tag, weights)
+        model, trust = load_densenet(tag, weights)
+        self.weights_hash, self.weights_status = trust.sha256, trust.status
         mapped = {XRV_TO_CHEXPERT.get(t, t): i for i, t in enumerate(model.targets) if t}
         self.labels = tuple(name for name in CHEXPERT_LABELS if name in mapped)
         self.columns = [mapped[name] for name in self.labels]
@@ -153,7 +175,8 @@ class XRVDenseNetFeatures(FeatureExtractor):
     preprocessing = XRV_PREPROCESSING.format(size=DENSENET_RESOLUTION) + "; features2 (ReLU + global average pool)"
 
     def __init__(self, *, weights: WeightsManager, device: torch.device, tag: str = "mimic_ch"):
-        model, self.weights_hash = load_densenet(tag, weights)
+        model, trust = load_densenet(tag, weights)
+        self.weights_hash, self.weights_status = trust.sha256, trust.status
         self.name = f"xrv-densenet-features-{tag}"
         self.dim = 1024
         self.device = device
@@ -170,6 +193,47 @@ def pspnet_outputs(pspnet_left_lung: str) -> tuple[str, str, str, str]:
     if pspnet_left_lung == "image-left":
         return ("Right Lung", "Left Lung", "Heart", "Aorta")
     raise ValueError(f"pspnet_left_lung must be 'patient-left' or 'image-left', got {pspnet_left_lung!r}")
+
+
+def pspnet_state(path: Path) -> dict[str, torch.Tensor]:
+    """The release's DataParallel state dict with its ``module.`` prefix removed."""
+    state = state_dict_of(read_checkpoint(path), path)
+    prefix = "module."
+    return {k.removeprefix(prefix): v for k, v in state.items()} if all(k.startswith(prefix) for k in state) else state
+
+
+def build_pspnet(state: dict[str, torch.Tensor], path: Path):
+    """torchxrayvision's ChestX-Det ``PSPNet`` around a ``pspnet`` network holding ``state`` (strict).
+
+    ``PSPNet.__init__`` always ``torch.load``-s (or downloads) its weights file, so it is not
+    called: the instance gets exactly the attributes it would set (the ImageNet ``transform``,
+    the eval-mode ``model``) and keeps torchxrayvision's ``forward`` (channel repeat, resize
+    check, ``[-1024, 1024] -> [0, 1]``, normalisation).
+    """
+    import torchvision
+
+    chestx_det = import_xrv().baseline_models.chestx_det
+    network = chestx_det.pspnet(len(chestx_det.PSPNet.targets))
+    try:
+        network.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise WeightsLoadError(f"{path} is not the ChestX-Det PSPNet state dict ({exc})") from None
+    model = chestx_det.PSPNet.__new__(chestx_det.PSPNet)
+    torch.nn.Module.__init__(model)
+    model.transform = torchvision.transforms.Compose(
+        [torchvision.transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])]
+    )
+    model.model = network.eval()
+    return model.eval()
+
+
+def load_pspnet(weights: WeightsManager) -> tuple[torch.nn.Module, WeightsTrust]:
+    path = weights.require(PSPNET)
+    trust = weights.trust(PSPNET)
+    try:
+        return build_pspnet(pspnet_state(path), path), trust
+    except WeightsLoadError as exc:
+        raise WeightsLoadError(f"{exc}; replace it (xreal-bench weights fetch {PSPNET.name})") from None
 
 
 class XRVPSPNet(Segmenter):
@@ -199,22 +263,14 @@ class XRVPSPNet(Segmenter):
         pspnet_left_lung: Literal["patient-left", "image-left"] = "patient-left",
     ):
         outputs = pspnet_outputs(pspnet_left_lung)
-        xrv = import_xrv()
-        path = weights.require(PSPNET)
-        try:
-            model = xrv.baseline_models.chestx_det.PSPNet(cache_dir=str(path.parent))
-        except Exception as exc:
-            raise WeightsLoadError(
-                f"{path} is not the ChestX-Det PSPNet state dict ({type(exc).__name__}: {exc}); "
-                "replace it (xreal-bench weights fetch xrv-pspnet)"
-            ) from exc
+        model, trust = load_pspnet(weights)
         self.output_indices = [model.targets.index(target) for target in outputs]
         self.pspnet_left_lung = pspnet_left_lung
         self.preprocessing = f"{type(self).preprocessing}; PSPNet 'Left Lung' taken as {pspnet_left_lung}"
         self.name = "xrv-pspnet"
         self.device = device
-        self.model = model.eval().to(device)
-        self.weights_hash = weights.file_hash(PSPNET)
+        self.model = model.to(device)
+        self.weights_hash, self.weights_status = trust.sha256, trust.status
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         b, _, h, w = images.shape

@@ -6,7 +6,7 @@ import argparse
 
 
 def register(sub) -> None:
-    from xreal_bench.commands.args import HelpFormatter, subparser
+    from xreal_bench.commands.args import HelpFormatter, add_config_args, subparser
 
     gens = subparser(
         sub,
@@ -16,15 +16,20 @@ def register(sub) -> None:
     )
     actions = gens.add_subparsers(dest="action", metavar="ACTION", required=True)
     lst = actions.add_parser("list", help="show each type's declared inputs and weight files", formatter_class=HelpFormatter)
-    lst.add_argument("--weights-dir", default="", help="weights folder used to report present/missing files")
+    lst.add_argument(
+        "--weights-dir",
+        default="",
+        help="weights folder used to report present/missing files (default: [weights].dir of the config)",
+    )
+    add_config_args(lst)
     gens.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from xreal_bench.commands.weights import manager_from_args
     from xreal_bench.generators.registry import available_generators, generator_class
-    from xreal_bench.weights import WeightsManager
 
-    manager = WeightsManager(args.weights_dir or None)
+    manager = manager_from_args(args, args.weights_dir)
     for name in available_generators():
         try:
             cls = generator_class(name)

@@ -33,7 +33,7 @@ from xreal_bench.metrics.evaluators.base import (
     Segmenter,
     WeightsLoadError,
 )
-from xreal_bench.weights import Artifact, WeightsManager
+from xreal_bench.weights import Artifact, WeightsManager, WeightsMismatchError, WeightsTrust
 
 INPUT_SIZE = 128
 SEGMENTER_ARTIFACT = "demo-segmenter"
@@ -142,12 +142,25 @@ class DemoClassifierNet(nn.Module):
         return self.head(self.features(x))
 
 
+def shipped_trust(weights: WeightsManager, artifact: Artifact) -> WeightsTrust:
+    """The shipped file's sha256, checked against the size and sha256 it was shipped with.
+
+    The files are small, so they are hashed on every load; a changed file is refused, naming
+    the file and how to restore or rebuild it.
+    """
+    try:
+        return weights.trust(artifact)
+    except WeightsMismatchError as exc:
+        raise WeightsLoadError(f"{exc}\n  {restore_hint(artifact.name)}") from None
+
+
 def read_safetensors(weights: WeightsManager, artifact: Artifact) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors and metadata of the artifact's file (missing -> ``MissingWeightsError``)."""
+    """Tensors and metadata of the artifact's file (missing -> ``MissingWeightsError``; changed -> ``WeightsLoadError``)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file, safe_open
 
     path = weights.require(artifact)
+    shipped_trust(weights, artifact)
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = dict(f.metadata() or {})
@@ -212,7 +225,8 @@ class DemoSegmenter(Segmenter):
 
     def __init__(self, *, weights: WeightsManager, device: torch.device):
         self.model = load_segmenter_net(weights, device)
-        self.weights_hash = weights.file_hash(SEGMENTER)
+        trust = shipped_trust(weights, SEGMENTER)
+        self.weights_hash, self.weights_status = trust.sha256, trust.status
         self.name = "demo-segmenter"
         self.device = device
         self.values = [ANATOMY_CLASSES[c] for c in self.channels]
@@ -232,7 +246,8 @@ class DemoSegmenterFeatures(FeatureExtractor):
 
     def __init__(self, *, weights: WeightsManager, device: torch.device):
         self.model = load_segmenter_net(weights, device)
-        self.weights_hash = weights.file_hash(SEGMENTER)
+        trust = shipped_trust(weights, SEGMENTER)
+        self.weights_hash, self.weights_status = trust.sha256, trust.status
         self.name = "demo-segmenter-features"
         self.dim = self.model.feature_dim
         self.device = device
@@ -251,7 +266,8 @@ class DemoClassifier(Classifier):
 
     def __init__(self, *, weights: WeightsManager, device: torch.device):
         self.model, self.labels, self.calibrated_thresholds = load_classifier_net(weights, device)
-        self.weights_hash = weights.file_hash(CLASSIFIER)
+        trust = shipped_trust(weights, CLASSIFIER)
+        self.weights_hash, self.weights_status = trust.sha256, trust.status
         self.name = "demo-classifier"
         self.device = device
 
@@ -268,7 +284,8 @@ class DemoClassifierFeatures(FeatureExtractor):
 
     def __init__(self, *, weights: WeightsManager, device: torch.device):
         self.model = load_classifier_net(weights, device)[0]
-        self.weights_hash = weights.file_hash(CLASSIFIER)
+        trust = shipped_trust(weights, CLASSIFIER)
+        self.weights_hash, self.weights_status = trust.sha256, trust.status
         self.name = "demo-classifier-features"
         self.dim = self.model.feature_dim
         self.device = device
