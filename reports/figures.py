@@ -67,7 +67,7 @@ def pathology_heatmap(
     table = per_pathology(frame, metric.name, coverage)
     if table.empty:
         return None
-    fig, ax = plt.subplots(figsize=(1.0 + 0.9 * table.shape[1], 0.8 + 0.45 * table.shape[0]))
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.0 + 0.9 * table.shape[1]), max(2.5, 0.8 + 0.45 * table.shape[0])))
     cmap = "viridis_r" if metric.lower_is_better else "viridis"
     image = ax.imshow(table.to_numpy(dtype=float), cmap=cmap, aspect="auto")
     ax.set_xticks(range(table.shape[1]), table.columns, rotation=45, ha="right", fontsize=8)

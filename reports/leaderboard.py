@@ -11,7 +11,7 @@ torchxrayvision numbers.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -90,7 +90,11 @@ def evaluator_notes(frame: pd.DataFrame) -> list[str]:
     return notes
 
 
-def markdown(frame: pd.DataFrame, decimals: int = 3, coverage: Mapping[str, Coverage] = NO_COVERAGE) -> str:
+def markdown(
+    frame: pd.DataFrame, decimals: int = 3, coverage: Mapping[str, Coverage] = NO_COVERAGE, *, unverified: Sequence[str] = ()
+) -> str:
+    """The leaderboard in Markdown with its footnotes (values, counts, coverage marks, evaluators,
+    weights no published hash confirms, demo evaluators)."""
     board = leaderboard(frame, coverage)
     overall = frame[frame.subset == "all"]
     metrics = [m for m in metric_table.headline() if m.name in board.columns]
@@ -113,6 +117,12 @@ def markdown(frame: pd.DataFrame, decimals: int = 3, coverage: Mapping[str, Cove
         lines.append(footnote)
     if notes := evaluator_notes(frame):
         lines.append("Evaluators: " + "; ".join(notes) + ".")
+    if unverified:
+        lines.append(
+            "Unverified weights (no published hash to check the file against; its sha256 is in results.json): "
+            + "; ".join(unverified)
+            + "."
+        )
     if demo:
         lines.append(
             "**Demo evaluators** (`demo:`): small networks trained on synthetic phantoms. These numbers are NOT "
@@ -122,9 +132,14 @@ def markdown(frame: pd.DataFrame, decimals: int = 3, coverage: Mapping[str, Cove
 
 
 def write_leaderboard(
-    out: Path, frame: pd.DataFrame, decimals: int = 3, coverage: Mapping[str, Coverage] = NO_COVERAGE
+    out: Path,
+    frame: pd.DataFrame,
+    decimals: int = 3,
+    coverage: Mapping[str, Coverage] = NO_COVERAGE,
+    *,
+    unverified: Sequence[str] = (),
 ) -> tuple[Path, Path]:
     csv_path, md_path = out / "leaderboard.csv", out / "leaderboard.md"
     write_text_atomic(csv_path, leaderboard(frame, coverage).to_csv(index=False))
-    write_text_atomic(md_path, markdown(frame, decimals, coverage))
+    write_text_atomic(md_path, markdown(frame, decimals, coverage, unverified=unverified))
     return csv_path, md_path

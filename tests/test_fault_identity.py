@@ -361,3 +361,23 @@ def test_overwrite_deletes_our_folder_but_never_follows_links_inside(project):
     assert not (run_dir / "g" / "stray.txt").exists() and not (run_dir / "g" / "images" / "elsewhere").exists()
     assert (root / "outside" / "identity.json").read_text() == "must survive"
     assert (run_dir / "keep.txt").exists() and (root / "project" / "sentinel.txt").exists()
+
+
+def test_results_provenance_gives_each_recorded_generator_weight_its_status(tmp_path):
+    from xreal_bench.evaluation import generator_provenance
+    from xreal_bench.identity import write_identity
+
+    published = Artifact(name="pub", path="p.bin", source="s", license="l", description="d", sha256="1" * 64)
+    private = Artifact(name="own", path="o.bin", source="s", license="l", description="d")
+    manager = WeightsManager(tmp_path / "w", {"pub": published, "own": private})
+    gdir = GeneratorDir(tmp_path, "g")
+    gdir.root.mkdir()
+    fields = {"weights.pub": "1" * 64, "weights.own": "2" * 64, "weights.gone": "absent"}
+    write_identity(gdir, {"format": 1, "type": "generated", "generator": "g", "inputs": [], "fields": fields})
+    record = generator_provenance(gdir, manager)
+    assert record["identity"]["fields"] == fields
+    assert record["weights"] == {
+        "pub": {"sha256": "1" * 64, "status": "verified"},
+        "own": {"sha256": "2" * 64, "status": "unverified (no published hash)"},
+        "gone": {"sha256": None, "status": "absent"},
+    }

@@ -141,8 +141,8 @@ def test_cli_disk_full_is_one_line(import_setup, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(os, "fsync", full)
     assert main(argv(tmp_path / "run")) == 1
     line = one_line_error(capsys)
-    assert line.startswith(f"error: cannot write {tmp_path / 'run' / 'ext'}") and line.endswith(": No space left on device")
-    assert case.case_id in line
+    # the first file import writes is the folder's identity.json (before any image)
+    assert line == f"error: cannot write {tmp_path / 'run' / 'ext' / 'identity.json'}: No space left on device"
 
 
 def test_cli_read_only_file_system_is_one_line(import_setup, tmp_path, capsys, monkeypatch):
@@ -153,7 +153,7 @@ def test_cli_read_only_file_system_is_one_line(import_setup, tmp_path, capsys, m
 
     monkeypatch.setattr(os, "replace", read_only)
     assert main(argv(tmp_path / "run")) == 1
-    assert one_line_error(capsys).endswith(".png: Read-only file system")
+    assert one_line_error(capsys) == f"error: cannot write {tmp_path / 'run' / 'ext' / 'identity.json'}: Read-only file system"
 
 
 def test_cli_output_under_a_file_is_one_line(import_setup, tmp_path, capsys):
@@ -193,3 +193,23 @@ def test_cli_unreadable_dataset_file_is_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(Path, "read_bytes", denied)
     assert main(["data", "summary", "--root", str(tree.root)]) == 2
     assert one_line_error(capsys) == f"error: cannot read {split}: Permission denied"
+
+
+def test_manifest_append_names_the_manifest(tmp_path, monkeypatch):
+    from xreal_bench.rundir import ManifestEntry, append_line
+
+    entry = ManifestEntry(generator="g", case_id="c", sample_index=0, seed=1, status="ok", file="images/c_0.png")
+    manifest = tmp_path / "g" / "manifest.jsonl"
+    append_line(manifest, entry)
+
+    def full(fd, data):
+        raise os_error(errno.ENOSPC)
+
+    monkeypatch.setattr(os, "write", full)
+    with pytest.raises(OSError) as caught:
+        append_line(manifest, entry)
+    assert describe_os_error(caught.value) == f"cannot append to {manifest}: No space left on device"
+    (tmp_path / "h").write_text("a file where the folder should be")
+    with pytest.raises(OSError) as caught:
+        append_line(tmp_path / "h" / "manifest.jsonl", entry)
+    assert describe_os_error(caught.value).startswith(f"cannot create folder {tmp_path / 'h'}: ")

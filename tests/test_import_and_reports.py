@@ -163,3 +163,34 @@ def test_report_marks_sources_below_min_coverage_from_results_json(tmp_path, cap
     (tmp_path / "results.json").write_text(json.dumps({"coverage": {"sources": sources}}))
     assert main(["report", str(tmp_path), "--no-figures"]) == 2
     assert "unreadable coverage record" in capsys.readouterr().err
+
+
+def test_leaderboard_footnote_names_every_unverified_weights_file(tmp_path):
+    results_frame().to_csv(tmp_path / "results.csv", index=False)
+    provenance = {
+        "evaluators": {
+            "suite": "standard",
+            "features": {"name": "inception", "weights_sha256": "a" * 64, "weights_status": "verified"},
+            "classifier": {
+                "name": "xrv-densenet-mimic_ch",
+                "weights_sha256": "b" * 64,
+                "weights_status": "unverified (no published hash)",
+            },
+        },
+        "generators": {
+            "good": {"weights": {"xreal-backbone": {"sha256": "c" * 64, "status": "unverified (no published hash)"}}},
+            "bad": {"weights": {"cheff-sr": {"sha256": None, "status": "absent"}}},
+        },
+    }
+    (tmp_path / "results.json").write_text(json.dumps(provenance))
+    write_reports(tmp_path, figures=False)
+    board = (tmp_path / "leaderboard.md").read_text()
+    line = next(x for x in board.splitlines() if x.startswith("Unverified weights"))
+    assert "classifier `xrv-densenet-mimic_ch` (sha256 bbbbbbbbbbbb…)" in line
+    assert "generator `good`: `xreal-backbone` (sha256 cccccccccccc…)" in line
+    assert "inception" not in line and "cheff-sr" not in line
+    provenance["evaluators"]["classifier"]["weights_status"] = "verified"
+    del provenance["generators"]
+    (tmp_path / "results.json").write_text(json.dumps(provenance))
+    write_reports(tmp_path, figures=False)
+    assert "Unverified weights" not in (tmp_path / "leaderboard.md").read_text()

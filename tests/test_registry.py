@@ -121,7 +121,7 @@ def test_plugin_artifacts_are_listed(tmp_path):
     assert table.returncode == 0, table.stderr
     lines = table.stdout.splitlines()
     row = next(i for i, line in enumerate(lines) if "my-checkpoint" in line)
-    assert lines[row].split()[:2] == ["ok", "my-checkpoint"] and str(weights / "mine" / "model.safetensors") in lines[row]
+    assert lines[row].split()[:2] == ["unverified", "my-checkpoint"] and str(weights / "mine" / "model.safetensors") in lines[row]
     assert "my model's weights; licence: CC BY 4.0" in lines[row + 1]
     assert "used by: generator my-model" in lines[row + 2]
     path = cli(tmp_path, "weights", "--dir", str(weights), "path", "my-checkpoint")

@@ -16,7 +16,7 @@ import numpy as np
 
 from xreal_bench.coverage import COVERAGE_RULE, Coverage, Plan, coverage_of, select_planned
 from xreal_bench.errors import UserFacingError
-from xreal_bench.identity import check_generator_dirs
+from xreal_bench.identity import ABSENT, check_generator_dirs, read_identity
 from xreal_bench.imaging import resize_label_map
 from xreal_bench.labels import label_index
 from xreal_bench.metrics import table
@@ -35,7 +35,8 @@ from xreal_bench.metrics.scoring import score
 from xreal_bench.metrics.suite import Suite, build_suite
 from xreal_bench.preflight import threshold_split_problem
 from xreal_bench.results import environment, read_results, write_results
-from xreal_bench.rundir import generator_dirs
+from xreal_bench.rundir import GeneratorDir, generator_dirs
+from xreal_bench.weights import UNVERIFIED, VERIFIED, WeightsManager
 
 if TYPE_CHECKING:
     from xreal_bench.pipeline import Session
@@ -227,8 +228,10 @@ def evaluate(session: Session, names: Sequence[str] | None = None, progress: boo
                 "cases": len(session.scan.cases),
                 "missing": len(session.scan.missing),
                 "corrupt": len(session.scan.corrupt),
+                "notes": list(session.scan.notes),
             },
             "evaluators": {"suite": suite.name, **suite.describe()},
+            "generators": {gdir.generator: generator_provenance(gdir, session.weights) for gdir in dirs},
             "demo_evaluators": suite.name == "demo",
             "thresholds": threshold_info,
             "seeds": {"run": cfg.run.seed, "bootstrap": cfg.run.seed},
@@ -252,6 +255,22 @@ def evaluate(session: Session, names: Sequence[str] | None = None, progress: boo
             rows, provenance = keep_other_generators(out, rows, provenance, {d.generator for d in dirs})
         write_results(out, rows, provenance)
     return rows
+
+
+def generator_provenance(gdir: GeneratorDir, weights: WeightsManager) -> dict:
+    """A folder's recorded identity (``identity.json``) and the status of each weights file it records:
+    ``verified`` (matches a published hash), ``unverified (no published hash)``, or ``absent``."""
+    identity = read_identity(gdir) or {}
+    recorded = {k.removeprefix("weights."): v for k, v in identity.get("fields", {}).items() if k.startswith("weights.")}
+    statuses = {}
+    for name, digest in recorded.items():
+        reference = weights.artifacts.get(name)
+        if digest == ABSENT:
+            statuses[name] = {"sha256": None, "status": ABSENT}
+        else:
+            known = reference is not None and reference.sha256 == digest
+            statuses[name] = {"sha256": digest, "status": VERIFIED if known else UNVERIFIED}
+    return {"identity": identity, "weights": statuses}
 
 
 def with_counts(rows: list[ResultRow], coverage: Coverage) -> list[ResultRow]:

@@ -340,7 +340,7 @@ def threshold_problem(cfg: BenchConfig, scan: DatasetScan | None) -> tuple[str |
     views = {v.strip().upper() for v in cfg.dataset.views}
     try:
         paths = locate_csvs(scan.root, cfg.dataset.labeler)
-        rows = len(select_images(paths, m.threshold_split, views))
+        rows = len(select_images(paths, m.threshold_split, views, []))  # notes of that split are not this run's
     except DatasetError as exc:
         return f"metrics.threshold_split = {m.threshold_split!r}: {exc}", 0
     if not rows:

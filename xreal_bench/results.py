@@ -121,3 +121,21 @@ def read_coverage(out: Path) -> dict[str, Coverage]:
         from xreal_bench.errors import UserFacingError
 
         raise UserFacingError(f"{path}: unreadable coverage record ({exc}); run `xreal-bench evaluate` again") from None
+
+
+def read_unverified_weights(out: Path) -> list[str]:
+    """Every weights file behind ``results.json`` that no published hash confirms, as
+    ``"<who> `<artifact>` (sha256 <prefix>…)"`` lines for the reports' footnotes."""
+    try:
+        provenance = json.loads((Path(out) / "results.json").read_text())
+    except (OSError, ValueError):
+        return []
+    found = []
+    for role, record in provenance.get("evaluators", {}).items():
+        if isinstance(record, dict) and record.get("weights_status", "verified") != "verified":
+            found.append(f"{role} `{record.get('name')}` (sha256 {str(record.get('weights_sha256'))[:12]}…)")
+    for generator, record in provenance.get("generators", {}).items():
+        for artifact, weights in record.get("weights", {}).items():
+            if weights.get("status") not in ("verified", "absent"):
+                found.append(f"generator `{generator}`: `{artifact}` (sha256 {str(weights.get('sha256'))[:12]}…)")
+    return found

@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from xreal_bench.atomic import write_text_atomic
+from xreal_bench.atomic import file_operation, write_text_atomic
 from xreal_bench.errors import UserFacingError
 from xreal_bench.names import check_name, inside, is_valid_name
 
@@ -185,12 +185,14 @@ def append_line(path: Path, entry: ManifestEntry) -> None:
     trusts a line only together with a decodable image, which was fsynced before its rename).
     """
     data = manifest_line(entry).encode()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
+    with file_operation("create folder", path.parent, stand_ins=(path.parent,)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    with file_operation("append to", path, stand_ins=(path,)):
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
 
 
 def generator_dirs(out: str | Path) -> list[GeneratorDir]:
