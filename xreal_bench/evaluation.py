@@ -33,7 +33,7 @@ from xreal_bench.metrics.engine import (
 )
 from xreal_bench.metrics.scoring import score
 from xreal_bench.metrics.suite import Suite, build_suite
-from xreal_bench.preflight import threshold_split_problem
+from xreal_bench.preflight import evaluated_problem, threshold_split_problem
 from xreal_bench.results import environment, read_results, write_results
 from xreal_bench.rundir import GeneratorDir, generator_dirs
 from xreal_bench.weights import UNVERIFIED, VERIFIED, WeightsManager
@@ -150,13 +150,9 @@ def evaluate(session: Session, names: Sequence[str] | None = None, progress: boo
     out = Path(cfg.run.out)
     started = time.perf_counter()
     dirs = [d for d in generator_dirs(out) if d.generator != REFERENCE]
+    if (problem := evaluated_problem(cfg, names)) is not None:  # preflight reports it before any work
+        raise UserFacingError(problem)
     if names:
-        known = {d.generator for d in generator_dirs(out)}
-        missing = [n for n in names if n not in known and n != REFERENCE]
-        if missing:
-            raise UserFacingError(
-                f"no generated images for {', '.join(missing)} in {out}; generated: {', '.join(sorted(known)) or 'none'}"
-            )
         dirs = [d for d in dirs if d.generator in names]
     check_generator_dirs(cfg, dirs, weights=session.weights)  # images made as this config says, before any pass
     suite = build_suite(cfg.metrics, session.weights, session.device)
