@@ -10,9 +10,10 @@ format; generators never write files themselves.
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -24,6 +25,52 @@ if TYPE_CHECKING:
     import torch
 
     from xreal_bench.weights import WeightsManager
+
+
+#: Option metadata key holding the citation of the option's default.
+SOURCE = "source"
+
+
+def cited(default: Any, source: str) -> Any:
+    """A dataclass field for an adapter option whose default comes from ``source``: the original's
+    repository and file (line or function), or its paper's section; or, where the original is
+    silent, ``"not stated by the original; chosen because ..."``. ``generators show`` and the
+    README's protocol table print it."""
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("cited() takes immutable defaults")
+    return field(default=default, metadata={SOURCE: source})
+
+
+def option_sources(options_type: type) -> dict[str, str]:
+    """``{option: citation}`` for every field of an Options dataclass ("" where none is given)."""
+    return {f.name: str(f.metadata.get(SOURCE, "")) for f in fields(options_type)}
+
+
+@dataclass(frozen=True)
+class ProtocolStep:
+    """One line of the protocol a generator runs: what, its value, and where that value comes from."""
+
+    key: str
+    value: str
+    source: str = ""
+
+
+def option_steps(options: Any) -> list[ProtocolStep]:
+    """One :class:`ProtocolStep` per option field: its value, and its default's citation — or, for
+    a value the configuration changed, ``"set in the config (default ...)"``."""
+    if not dataclasses.is_dataclass(options):
+        return []
+    steps = []
+    for f in fields(options):
+        value = getattr(options, f.name)
+        default: Any = f.default
+        if default is dataclasses.MISSING:
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+        source = str(f.metadata.get(SOURCE, ""))
+        if value != default:
+            source = f"set in the config (default {default!r})"
+        steps.append(ProtocolStep(f.name, repr(value), source))
+    return steps
 
 
 @dataclass
@@ -56,20 +103,26 @@ class GeneratorOutput:
 
     ``images``: one [0, 1] grayscale image per condition, in order (a batched array or tensor
     counts along its first axis). ``notes``: empty, or one tuple per image of the generator's
-    remarks on that sample (a clipped box, a fallback prompt, ...); the harness stores them in
+    remarks on that sample (a clipped box, a fallback prompt, ...). ``inputs``: empty, or one
+    JSON-able mapping per image of the model inputs actually used (the exact prompt string, the
+    tokens cut by truncation, where the demographics came from, ...). The harness stores both in
     the sample's manifest line.
     """
 
     images: Sequence[np.ndarray | torch.Tensor]
     notes: Sequence[tuple[str, ...]] = ()
+    inputs: Sequence[Mapping[str, Any]] = ()
 
     def __post_init__(self) -> None:
         if any(isinstance(n, str) for n in self.notes):
             raise TypeError("GeneratorOutput.notes holds one tuple of strings per image, not strings")
         object.__setattr__(self, "images", tuple(self.images))
         object.__setattr__(self, "notes", tuple(tuple(n) for n in self.notes))
-        if self.notes and len(self.notes) != len(self.images):
-            raise ValueError(f"GeneratorOutput has {len(self.notes)} notes for {len(self.images)} images")
+        object.__setattr__(self, "inputs", tuple(dict(i) for i in self.inputs))
+        for field_name in ("notes", "inputs"):
+            count = len(getattr(self, field_name))
+            if count and count != len(self.images):
+                raise ValueError(f"GeneratorOutput has {count} {field_name} for {len(self.images)} images")
 
     @classmethod
     def from_result(cls, result: object) -> GeneratorOutput:
@@ -111,6 +164,18 @@ class Generator(ABC):
         self.name = name
         self.options = options
         self.context = context
+
+    @classmethod
+    def protocol(cls, options: Any, context: GeneratorContext, condition: Condition | None = None) -> list[ProtocolStep]:
+        """The protocol this generator runs with ``options``, built without loading any weights: one
+        step per option (with its citation) followed by the adapter's own :meth:`protocol_steps`."""
+        return option_steps(options) + cls.protocol_steps(options, context, condition)
+
+    @classmethod
+    def protocol_steps(cls, options: Any, context: GeneratorContext, condition: Condition | None) -> list[ProtocolStep]:
+        """Adapter-specific steps: the prompt built for ``condition``, text encoder, scheduler,
+        precision, preprocessing, conditioning sources. None by default."""
+        return []
 
     @property
     def resolution(self) -> int:

@@ -15,6 +15,7 @@ is refused before any image.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import Counter, deque
@@ -22,7 +23,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm import tqdm
@@ -383,12 +384,24 @@ def run_conditions(generator: Generator, conditions, *, cfg, info: DistInfo, gdi
         return
     per_image = (time.perf_counter() - started) / len(conditions)
     notes = output.notes or [()] * len(conditions)
-    for c, image, n in zip(conditions, output.images, notes):
-        writer.submit(write_output, c, image, cfg=cfg, name=generator.name, info=info, gdir=gdir, seconds=per_image, notes=n)
+    inputs = output.inputs or [{}] * len(conditions)
+    for c, image, n, used in zip(conditions, output.images, notes, inputs):
+        writer.submit(
+            write_output, c, image, cfg=cfg, name=generator.name, info=info, gdir=gdir, seconds=per_image, notes=n, inputs=used
+        )
 
 
 def write_output(
-    condition, image, *, cfg, name: str, info: DistInfo, gdir: GeneratorDir, seconds: float, notes: tuple[str, ...] = ()
+    condition,
+    image,
+    *,
+    cfg,
+    name: str,
+    info: DistInfo,
+    gdir: GeneratorDir,
+    seconds: float,
+    notes: tuple[str, ...] = (),
+    inputs: Mapping[str, Any] | None = None,
 ) -> ManifestEntry:
     """Normalise and write one image atomically; an invalid image becomes a failed entry.
 
@@ -397,12 +410,16 @@ def write_output(
     file (disk full, read-only folder) propagates: that is the machine's fault, not the
     generator's, and the run stops with the images written so far kept for a resume.
     ``notes`` are the generator's own remarks on this sample (e.g. a clipped box, a prompt
-    truncated, no pathology to draw); they are stored with the condition summary.
+    truncated, no pathology to draw); they are stored with the condition summary, and ``inputs``
+    (the model inputs the generator actually used: exact prompt, truncation, ...) under its
+    ``inputs`` key.
     """
     try:
         pixels = to_run_image(image, cfg.run.resolution, cfg.run.bit_depth, cfg.dataset.square)
         summary = condition_summary(condition)
         summary["notes"] += [str(note) for note in notes]
+        if inputs:
+            summary["inputs"] = json.loads(json.dumps(dict(inputs)))
     except Exception as exc:  # noqa: BLE001 - a bad output is this sample's recorded failure
         return failure(
             exc,

@@ -24,6 +24,30 @@ INPUT_KINDS: dict[str, str] = {
 }
 
 
+#: ``Demographics.source`` values: joined from MIMIC-IV, or not known for this case.
+DEMOGRAPHIC_SOURCES = ("mimic-iv", "none")
+
+
+@dataclass(frozen=True)
+class Demographics:
+    """A patient's demographics at the time of the study, as the data layer found them.
+
+    ``age`` in whole years (``None``: unknown); ``sex`` ``"female"``/``"male"`` (``""``: unknown);
+    ``race`` in the vocabulary of RoentGen v2's prompts (``""``: unknown or not reported);
+    ``source`` one of :data:`DEMOGRAPHIC_SOURCES`; ``notes`` remarks on how they were derived.
+    """
+
+    age: int | None = None
+    sex: str = ""
+    race: str = ""
+    source: str = "none"
+    notes: tuple[str, ...] = ()
+
+    @property
+    def complete(self) -> bool:
+        return self.age is not None and bool(self.sex) and bool(self.race)
+
+
 @dataclass(frozen=True)
 class Case:
     """One real image of the evaluation split.
@@ -41,6 +65,12 @@ class Case:
     findings: str = ""
     impression: str = ""
     split: str = "test"
+    #: The report as MaCheX (Cheff's training data) stores it: see
+    #: :func:`xreal_bench.data.reports.machex_report`.
+    report_text: str = ""
+    #: ``StudyDate`` of the MIMIC-CXR-JPG metadata (``YYYYMMDD``, shifted like MIMIC-IV); "" unknown.
+    study_date: str = ""
+    demographics: Demographics | None = None
 
     @property
     def positives(self) -> tuple[str, ...]:
@@ -114,6 +144,11 @@ class CaseFacts:
 class Condition:
     """Everything a generator may read for one sample. Generators read only what they declare.
 
+    ``prompt`` is the positive pathology names joined by ``[conditioning].prompt_separator`` and
+    ``report`` the configured report section; ``findings``, ``impression``, ``report_text`` (the
+    MaCheX report) and ``demographics`` are the case's own, for adapters' prompt rules
+    (:mod:`xreal_bench.generators.prompts`).
+
     ``anatomy`` is a uint8 label map (0 background, 1 left lung, 2 right lung, 3 heart,
     4 aorta; patient's sides) and ``pathology_mask`` a bool map, both square at the
     conditioning resolution. ``seed`` is the generation seed of this exact image.
@@ -132,6 +167,10 @@ class Condition:
     boxes: tuple[Box, ...] = field(default=())
     mask_source: str = "none"
     notes: tuple[str, ...] = field(default=())
+    findings: str = ""
+    impression: str = ""
+    report_text: str = ""
+    demographics: Demographics | None = None
 
     @property
     def positives(self) -> tuple[str, ...]:

@@ -1,7 +1,8 @@
 """Case facts -> the Condition of one sample: a pure function (:func:`build_condition`).
 
 - prompt: ``[conditioning].prompt_separator`` joining the case's positive pathologies;
-- report: IMPRESSION, else FINDINGS (``report_section = "findings"``: the reverse);
+- report: IMPRESSION, else FINDINGS (``report_section = "findings"``: the reverse); the case's
+  findings, impression, MaCheX report text and demographics as they are, for prompt rules;
 - anatomy: the case's label map (a private copy), only for a generator that reads ``anatomy``;
 - pathology boxes and mask: the boxes prepared for the sample (see
   :mod:`xreal_bench.conditioning.prepare`), only for a generator that reads ``pathology``.
@@ -91,4 +92,8 @@ def build_condition(
         boxes=boxes,
         mask_source=source,
         notes=tuple(notes),
+        findings=case.findings,
+        impression=case.impression,
+        report_text=case.report_text,
+        demographics=case.demographics,
     )

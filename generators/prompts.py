@@ -1,0 +1,161 @@
+"""Prompt rules: the text each model was trained on, built from a :class:`~xreal_bench.types.Condition`.
+
+A rule is data (:class:`PromptRule`): a ``template`` whose ``{text}`` is the first non-empty
+field of ``chain`` (the case's MaCheX report text, impression, findings or positive labels), the
+separator and label set used when the text is the labels, and the citation of the original
+convention. :func:`build_prompt` applies a rule to one condition and returns a :class:`Prompt`:
+the exact string, which field it came from, and a note for every fallback taken. Adapters select a
+rule by name with their ``prompt_rule`` option (their default is the original's rule) and store
+:meth:`Prompt.record` in the manifest line of each image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from xreal_bench.labels import CHEXPERT_LABELS, NON_PATHOLOGY_LABELS
+from xreal_bench.types import Condition, Demographics
+
+#: Condition fields a rule's ``chain`` may name.
+TEXT_FIELDS = ("report_text", "impression", "findings", "labels")
+#: The CheXpert pathologies: every label but ``No Finding`` and ``Support Devices``.
+PATHOLOGIES = tuple(name for name in CHEXPERT_LABELS if name not in NON_PATHOLOGY_LABELS)
+
+
+@dataclass(frozen=True)
+class PromptRule:
+    """How one model's prompt is built. ``template`` fields: ``{text}`` and, for demographic
+    prompts, ``{age}``, ``{race}``, ``{sex}``."""
+
+    name: str
+    description: str
+    source: str
+    chain: tuple[str, ...]
+    template: str = "{text}"
+    label_separator: str = ", "
+    label_set: tuple[str, ...] = PATHOLOGIES
+
+    def __post_init__(self) -> None:
+        unknown = [f for f in self.chain if f not in TEXT_FIELDS]
+        if unknown or not self.chain:
+            raise ValueError(f"prompt rule {self.name!r}: chain {self.chain} (fields: {', '.join(TEXT_FIELDS)})")
+        if "{text}" not in self.template:
+            raise ValueError(f"prompt rule {self.name!r}: template {self.template!r} has no {{text}}")
+
+    @property
+    def demographic(self) -> bool:
+        return any(f"{{{k}}}" in self.template for k in ("age", "race", "sex"))
+
+    def labels_text(self, condition: Condition) -> str:
+        """The condition's positive labels of ``label_set``, in CheXpert order, joined by ``label_separator``."""
+        wanted = set(self.label_set)
+        names = [name for name, value in zip(CHEXPERT_LABELS, condition.labels) if value == 1 and name in wanted]
+        return self.label_separator.join(names)
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """The prompt of one sample: ``text`` exactly as tokenised, the ``field`` it came from
+    (a :data:`TEXT_FIELDS` entry or ``"fallback_prompt"``), the ``rule``, and notes on fallbacks."""
+
+    text: str
+    field: str
+    rule: str
+    demographics: str = ""
+    notes: tuple[str, ...] = ()
+
+    def record(self) -> dict[str, str]:
+        """What the manifest stores for this prompt."""
+        out = {"prompt": self.text, "prompt_rule": self.rule, "prompt_field": self.field}
+        if self.demographics:
+            out["demographics"] = self.demographics
+        return out
+
+
+def field_text(condition: Condition, name: str, rule: PromptRule) -> str:
+    if name == "labels":
+        return rule.labels_text(condition)
+    return " ".join(str(getattr(condition, name)).split())
+
+
+def build_prompt(
+    rule: PromptRule, condition: Condition, *, fallback: str, demographics_fallback: Demographics | None = None
+) -> Prompt:
+    """Apply ``rule`` to ``condition``: the first non-empty field of its chain, else ``fallback``.
+
+    A demographic template takes the condition's demographics; where one of them is unknown the
+    value of ``demographics_fallback`` is used, and the prompt's ``demographics`` says so.
+    """
+    notes: list[str] = []
+    text, source = "", "fallback_prompt"
+    for name in rule.chain:
+        text = field_text(condition, name, rule)
+        if text:
+            source = name
+            break
+    if not text:
+        text = " ".join(fallback.split())
+    if source != rule.chain[0]:
+        notes.append(f"prompt from {source} ({rule.chain[0]} empty)")
+    demographics = ""
+    if rule.demographic:
+        values, demographics = demographic_values(condition.demographics, demographics_fallback)
+        if demographics != "mimic-iv":
+            notes.append(f"demographics: {demographics}")
+        text = rule.template.format(text=text, **values)
+    else:
+        text = rule.template.format(text=text)
+    return Prompt(text=text, field=source, rule=rule.name, demographics=demographics, notes=tuple(notes))
+
+
+def demographic_values(found: Demographics | None, fallback: Demographics | None) -> tuple[dict[str, object], str]:
+    """``({age, race, sex}, provenance)``: the case's values, each unknown one from ``fallback``;
+    provenance ``"mimic-iv"`` or ``"fallback (...)"`` naming the values substituted."""
+    found = found or Demographics()
+    fallback = fallback or Demographics()
+    values: dict[str, object] = {"age": found.age, "race": found.race, "sex": found.sex}
+    substituted = []
+    for key, value in list(values.items()):
+        if value in (None, ""):
+            values[key] = getattr(fallback, key)
+            substituted.append(f"{key} {values[key]}")
+    if found.source == "mimic-iv" and not substituted:
+        return values, "mimic-iv"
+    return values, "fallback (" + ", ".join(substituted or ["no MIMIC-IV record"]) + ")"
+
+
+def rule_table(*rules: PromptRule) -> dict[str, PromptRule]:
+    return {rule.name: rule for rule in rules}
+
+
+#: Every named rule. Adapters' defaults cite the original; the others stay selectable.
+PROMPT_RULES: dict[str, PromptRule] = rule_table(
+    PromptRule(
+        "machex",
+        "MaCheX report text: everything after FINDINGS: (findings and impression), else the impression",
+        "saiboxx/machex machex.py MaCheX._get_meta_data (the `report` field Cheff trained on)",
+        chain=("report_text", "labels"),
+    ),
+    PromptRule(
+        "impression",
+        "the report's IMPRESSION section",
+        "RoentGen paper (Chambon et al. 2022), Sec. 2: prompts are report impressions",
+        chain=("impression", "labels"),
+    ),
+    PromptRule("findings", "the report's FINDINGS section", "", chain=("findings", "labels")),
+    PromptRule(
+        "impression_or_findings",
+        "IMPRESSION, else FINDINGS (the suite's earlier default)",
+        "",
+        chain=("impression", "findings", "labels"),
+    ),
+    PromptRule("labels", "the positive pathology names joined with ', ' (the suite's earlier default)", "", chain=("labels",)),
+)
+
+
+def prompt_rule(name: str) -> PromptRule:
+    """The rule called ``name``; ``KeyError`` naming the known rules."""
+    try:
+        return PROMPT_RULES[name]
+    except KeyError:
+        raise KeyError(f"unknown prompt rule {name!r}; known: {', '.join(PROMPT_RULES)}") from None
