@@ -65,7 +65,8 @@ def option_steps(options: Any) -> list[ProtocolStep]:
         value = getattr(options, f.name)
         default: Any = f.default
         if default is dataclasses.MISSING:
-            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+            factory = f.default_factory
+            default = None if factory is dataclasses.MISSING else factory()  # type: ignore[misc]
         source = str(f.metadata.get(SOURCE, ""))
         if value != default:
             source = f"set in the config (default {default!r})"
