@@ -66,7 +66,7 @@ def option_steps(options: Any) -> list[ProtocolStep]:
         default: Any = f.default
         if default is dataclasses.MISSING:
             factory = f.default_factory
-            default = None if factory is dataclasses.MISSING else factory()  # type: ignore[misc]
+            default = None if factory is dataclasses.MISSING else factory()  # type: ignore[operator]
         source = str(f.metadata.get(SOURCE, ""))
         if value != default:
             source = f"set in the config (default {default!r})"
