@@ -136,6 +136,7 @@ class CheffGenerator(Generator):
 
         notes = Notes(conditions, self.log, self.name)
         prompts = [self.prompt_for(i, c, notes) for i, c in enumerate(conditions)]
+        self.prompts.tokens_cut(prompts)
         uncond = self.prompts([self.options.negative_prompt]) if self.options.guidance != 1.0 else None
         denoise = LatentDenoiser(self.model.unet, self.prompts(prompts), uncond_context=uncond, guidance=self.options.guidance)
         noise = SampleNoise.from_seeds([c.seed for c in conditions], self.device)

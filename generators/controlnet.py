@@ -113,6 +113,7 @@ class ControlNetGenerator(Generator):
             choose_prompt(i, [("label names", c.prompt), ("fallback_prompt", self.options.fallback_prompt)], notes)
             for i, c in enumerate(conditions)
         ]
+        self.prompts.tokens_cut(prompts)
         uncond = self.prompts([self.options.negative_prompt]) if self.options.guidance != 1.0 else None
         denoise = LatentDenoiser(
             self.model.unet,

@@ -193,6 +193,7 @@ class XRealGenerator(Generator):
     def pathology_pass(self, images: torch.Tensor, region: torch.Tensor, prompts: list[str], noise: SampleNoise) -> torch.Tensor:
         """Images ``(B, 3, S, S)`` in [0, 1] + regions ``(B, 1, h, w)`` -> images with the pathology generated in the region."""
         target = self.model.encode(images, noise)
+        self.prompts.tokens_cut(prompts)
         denoise = LatentDenoiser(
             self.model.unet,
             self.prompts(prompts),

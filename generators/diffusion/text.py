@@ -39,8 +39,8 @@ class TruncationCounter:
         self.prompts = 0
         self.truncated = 0
 
-    def count(self, prompts: Sequence[str]) -> int:
-        """Record a batch; returns how many of its prompts will be truncated."""
+    def count(self, prompts: Sequence[str]) -> list[int]:
+        """Record a batch; returns, per prompt, how many tokens truncation cuts (0 for most)."""
         lengths = [len(ids) for ids in self.tokenizer(list(prompts), truncation=False)["input_ids"]]
         over = [n for n in lengths if n > self.max_length]
         self.prompts += len(prompts)
@@ -56,7 +56,7 @@ class TruncationCounter:
                 max(over),
                 self.truncated,
             )
-        return len(over)
+        return [max(n - self.max_length, 0) for n in lengths]
 
 
 def load_bert_tokenizer(folder: Path):
@@ -93,9 +93,12 @@ class BertPromptEncoder:
             list(prompts), truncation=True, max_length=self.max_length, padding="max_length", return_tensors="pt"
         )["input_ids"]
 
+    def tokens_cut(self, prompts: Sequence[str]) -> list[int]:
+        """Per prompt, the tokens truncation cuts (counted and logged once per call)."""
+        return self.truncation.count(prompts)
+
     @torch.no_grad()
     def __call__(self, prompts: Sequence[str]) -> torch.Tensor:
-        self.truncation.count(prompts)
         new = sorted({p for p in prompts if p not in self.cache})
         if len(self.cache) + len(new) > self.cache_size:
             self.cache.clear()
