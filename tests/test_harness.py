@@ -92,7 +92,13 @@ class BadOutput(Generator):
             return GeneratorOutput([*images, images[0]])
         if "case-notes" in ids:
             return GeneratorOutput(images, notes=[("one note too many",)] * (len(images) + 1))
-        return GeneratorOutput(images, notes=[(f"drawn for {c.case_id}",) for c in conditions])
+        if "case-inputs" in ids:
+            return GeneratorOutput(images, inputs=[{"prompt": object()} for _ in conditions])
+        return GeneratorOutput(
+            images,
+            notes=[(f"drawn for {c.case_id}",) for c in conditions],
+            inputs=[{"prompt": f"Edema {c.case_id}", "tokens_truncated": 3} for c in conditions],
+        )
 
 
 @register_generator
@@ -199,14 +205,16 @@ def test_failures_are_recorded_and_never_written(tmp_path):
 
 
 def test_notes_are_stored_and_wrong_outputs_are_recorded_failures(tmp_path):
-    ids = ["case-ok", "case-dict", "case-none", "case-extra", "case-notes", "case-ok2"]
+    ids = ["case-ok", "case-dict", "case-none", "case-extra", "case-notes", "case-ok2", "case-inputs"]
     cases = make_cases(tmp_path / "data", ids)
     out = tmp_path / "run"
     cfg = make_cfg(out, "test-bad-output", batch_size=3)
     summary = run_generator(cfg, "g", cfg.generators["g"], cases=cases, prepared=FakeBuilder(), progress=False)
-    assert (summary.generated, summary.failed) == (2, 4)
+    assert (summary.generated, summary.failed) == (2, 5)
     entries = {case: e for (case, _), e in GeneratorDir(out, "g").entries().items()}
     assert entries["case-ok"].condition["notes"] == ["drawn for case-ok"]
+    assert entries["case-ok"].condition["inputs"] == {"prompt": "Edema case-ok", "tokens_truncated": 3}
+    assert entries["case-inputs"].error == "TypeError: Object of type object is not JSON serializable"
     assert entries["case-ok2"].condition["notes"] == ["drawn for case-ok2"]
     assert entries["case-dict"].error == "TypeError: generate() returned dict; expected a GeneratorOutput (or a list of images)"
     assert entries["case-none"].error.startswith("TypeError: generate() returned NoneType")
