@@ -138,9 +138,19 @@ PROMPT_RULES: dict[str, PromptRule] = rule_table(
     ),
     PromptRule(
         "impression",
-        "the report's IMPRESSION section",
-        "RoentGen paper (Chambon et al. 2022), Sec. 2: prompts are report impressions",
+        "the report's IMPRESSION section (RoentGen v1)",
+        "RoentGen v1 (huggingface.co/StanfordAIMI/roent-gen-v1-0; Chambon et al. 2022, arXiv:2211.12737): "
+        "fine-tuned on MIMIC-CXR images with report text, prompted in the style of a report impression",
         chain=("impression", "labels"),
+    ),
+    PromptRule(
+        "roentgen_v2",
+        "'{age} year old {race} {sex}. {text}': the patient's age, race (capitals), sex (female/male), then the "
+        "IMPRESSION (RoentGen v2)",
+        "StanfordMIMI/RoentGen-v2 demo_data/demo_inference_prompts.csv:1-11 (prompt_variation = anchor_age, "
+        "' year old ', race as WHITE/BLACK/ASIAN/HISPANIC, gender F/M as female/male, '. ', impression_short)",
+        chain=("impression", "labels"),
+        template="{age} year old {race} {sex}. {text}",
     ),
     PromptRule("findings", "the report's FINDINGS section", "", chain=("findings", "labels")),
     PromptRule(

@@ -169,3 +169,49 @@ def test_list_commands_read_the_weights_folder_from_bench_toml(tmp_path, monkeyp
     assert "cheff-autoencoder (missing)" in capsys.readouterr().out
     assert main(["generators", "list", "--set", 'weights.dir="nowhere"']) == 0
     assert "cheff-autoencoder (missing)" in capsys.readouterr().out
+
+
+def fake_hub(calls: list[dict]):
+    """A stand-in for ``huggingface_hub.snapshot_download`` that writes what the allow patterns let through."""
+    from fnmatch import fnmatch
+
+    published = ["vocab.txt", "tokenizer_config.json", "tokenizer.json", "config.json", "model.safetensors", "flax_model.msgpack"]
+
+    def snapshot_download(repo_id, *, local_dir, allow_patterns=None, **kwargs):
+        calls.append({"repo_id": repo_id, "local_dir": local_dir, "allow_patterns": allow_patterns, **kwargs})
+        local_dir.mkdir(parents=True, exist_ok=True)
+        for name in published:
+            if allow_patterns is None or any(fnmatch(name, p) for p in allow_patterns):
+                (local_dir / name).write_text(name)
+        return str(local_dir)
+
+    return snapshot_download
+
+
+def test_fetch_downloads_only_the_declared_hub_files(tmp_path, monkeypatch, capsys):
+    import huggingface_hub
+
+    calls: list[dict] = []
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_hub(calls))
+    manager = WeightsManager(tmp_path)
+    assert main(["weights", "--dir", str(tmp_path), "fetch", "bert-tokenizer"]) == 0
+    target = manager.path("bert-tokenizer")
+    assert calls == [
+        {
+            "repo_id": "google-bert/bert-base-uncased",
+            "local_dir": target,
+            "allow_patterns": ["vocab.txt", "tokenizer_config.json"],
+        }
+    ]
+    assert sorted(p.name for p in target.iterdir()) == ["tokenizer_config.json", "vocab.txt"]
+    assert f"fetching bert-tokenizer -> {target}  (only vocab.txt, tokenizer_config.json)" in capsys.readouterr().out
+    assert manager.status("bert-tokenizer").present
+    # an artifact without fetch_files still gets its whole repository
+    manager.fetch("roentgen-v2")
+    assert calls[-1]["repo_id"] == "stanfordmimi/RoentGen-v2" and calls[-1]["allow_patterns"] is None
+
+
+def test_fetch_files_must_cover_the_required_files():
+    with pytest.raises(ValueError, match=r"artifact 'tok': fetch_files \('\*\.json',\) leave out required \['vocab.txt'\]"):
+        Artifact("tok", "t", "s", "l", "d", kind="dir", files=("vocab.txt", "config.json"), hub_id="x/y", fetch_files=("*.json",))
+    assert Artifact("tok", "t", "s", "l", "d", kind="dir", files=("vocab.txt",), fetch_files=("*.txt",)).fetch_files == ("*.txt",)

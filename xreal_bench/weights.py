@@ -25,6 +25,7 @@ import shutil
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from fnmatch import fnmatch
 from pathlib import Path
 
 from xreal_bench.atomic import write_atomic, write_text_atomic
@@ -41,6 +42,8 @@ class Artifact:
     ``path`` is relative to the weights folder (or to ``package`` for files shipped inside a
     Python package). ``sha256``/``size`` are set where the published bytes are known;
     ``sha256_prefix`` where only a prefix is published (torch hub file names ``name-<prefix>.pth``).
+    ``fetch_files``: for a hub snapshot, the files (glob patterns) ``weights fetch`` downloads; empty
+    means the whole repository. They must cover every required file of ``files``.
     """
 
     name: str
@@ -56,6 +59,12 @@ class Artifact:
     url: str | None = None  # direct download for `weights fetch`
     hub_id: str | None = None  # Hugging Face repo id for `weights fetch`
     package: str | None = None
+    fetch_files: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        uncovered = [f for f in self.files if self.fetch_files and not any(fnmatch(f, p) for p in self.fetch_files)]
+        if uncovered:
+            raise ValueError(f"artifact {self.name!r}: fetch_files {self.fetch_files} leave out required {uncovered}")
 
 
 @dataclass
@@ -315,7 +324,7 @@ class WeightsManager:
             try:
                 from huggingface_hub import snapshot_download
 
-                snapshot_download(art.hub_id, local_dir=target)
+                snapshot_download(art.hub_id, local_dir=target, allow_patterns=list(art.fetch_files) or None)
             except Exception as exc:  # noqa: BLE001 - any hub failure gets the same advice
                 raise ConnectionError(
                     f"could not download {name!r} from the Hugging Face hub ({art.hub_id}): {exc}\n"

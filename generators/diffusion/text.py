@@ -26,6 +26,7 @@ BERT_TOKENIZER = Artifact(
     files=("vocab.txt",),
     source="https://huggingface.co/google-bert/bert-base-uncased (vocab.txt, tokenizer_config.json)",
     hub_id="google-bert/bert-base-uncased",
+    fetch_files=("vocab.txt", "tokenizer_config.json"),
     license="Apache-2.0",
     description="BERT tokenizer vocabulary used by XReal/Cheff's text encoder",
 )

@@ -96,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
             print(manager.path(args.name))
             return 0
         for name in args.names:
-            print(f"fetching {name} -> {manager.path(name)}")
+            only = manager.artifact(name).fetch_files
+            print(f"fetching {name} -> {manager.path(name)}" + (f"  (only {', '.join(only)})" if only else ""))
             manager.fetch(name)
         return 0
     except KeyError as exc:
