@@ -93,7 +93,7 @@ def timed(fn) -> float:
 def measure(tmp: Path, suite_name: str, samples: int, device: str, cases: int, eval_batch: int, subjects: int) -> dict:
     cfg, session = prepare(tmp, suite_name, samples, device, cases, eval_batch, subjects)
     suite = build_suite(cfg.metrics, session.weights, session.device)
-    prep = Preprocessing(cfg.run.resolution, cfg.run.bit_depth, cfg.dataset.square)
+    prep = Preprocessing(cfg.run.resolution, cfg.run.bit_depth, cfg.dataset.geometry)
     m = cfg.metrics
     real_dir = tmp / "cache" / real_fingerprint(session.scan.fingerprint, prep, suite)[:16]
     options = {

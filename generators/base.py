@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from xreal_bench.imaging import Geometry
 from xreal_bench.types import INPUT_KINDS, Case, Condition  # noqa: F401 - INPUT_KINDS lives in core; re-exported
 from xreal_bench.weights import Artifact
 
@@ -87,6 +88,7 @@ class GeneratorContext:
     dataset_kind: str = "mimic"
     resolution: int = 256
     square: str = "crop"
+    intensity: str = "none"
     device: str = "cpu"
     precision: str = "fp32"
     weights: WeightsManager | None = None
@@ -96,6 +98,11 @@ class GeneratorContext:
         import torch
 
         return torch.device(self.device)
+
+    @property
+    def geometry(self) -> Geometry:
+        """The run's square mode and intensity rule, for real images a generator reads itself."""
+        return Geometry(self.square, self.intensity)
 
 
 @dataclass(frozen=True, eq=False)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from xreal_bench.errors import UserFacingError
 from xreal_bench.generators.base import Generator, GeneratorContext, GeneratorOutput
-from xreal_bench.imaging import load_grayscale, to_square
+from xreal_bench.imaging import conform, load_grayscale
 from xreal_bench.types import Condition
 from xreal_bench.validation import require
 
@@ -28,8 +28,8 @@ class RealGenerator(Generator):
     inputs = frozenset({"image"})
 
     def generate(self, conditions: Sequence[Condition]) -> GeneratorOutput:
-        size, mode = self.context.resolution, self.context.square
-        return GeneratorOutput([to_square(load_grayscale(c.image_path), size, mode) for c in conditions])
+        # As decoded: the harness's one path (to_run_image) stretches, squares and resizes it exactly like the real side.
+        return GeneratorOutput([load_grayscale(c.image_path) for c in conditions])
 
 
 @dataclass
@@ -58,7 +58,7 @@ class NoiseGenerator(Generator):
         sample = sorted(context.cases, key=lambda c: c.case_id)[: options.mean_from_cases]
         if not sample:
             raise UserFacingError("the noise generator needs at least one case to estimate the mean intensity")
-        self.mean = float(np.mean([to_square(load_grayscale(c.image_path), 64, context.square).mean() for c in sample]))
+        self.mean = float(np.mean([conform(load_grayscale(c.image_path), 64, context.geometry).mean() for c in sample]))
 
     def generate(self, conditions: Sequence[Condition]) -> GeneratorOutput:
         size, grid = self.context.resolution, self.options.grid
@@ -92,5 +92,4 @@ class ShuffledGenerator(Generator):
         return self.pool[k + 1 if k >= own else k]
 
     def generate(self, conditions: Sequence[Condition]) -> GeneratorOutput:
-        size, mode = self.context.resolution, self.context.square
-        return GeneratorOutput([to_square(load_grayscale(self.donor(c).image_path), size, mode) for c in conditions])
+        return GeneratorOutput([load_grayscale(self.donor(c).image_path) for c in conditions])

@@ -156,7 +156,7 @@ class XRealGenerator(Generator):
         noise = SampleNoise.from_seeds([c.seed for c in conditions], self.device)
         size = self.model.image_size
         if self.options.mode == "edit":
-            start = real_image_batch(conditions, size, self.context.square).to(self.device).expand(-1, 3, -1, -1)
+            start = real_image_batch(conditions, size, self.context.geometry).to(self.device).expand(-1, 3, -1, -1)
         else:
             start = self.anatomy_pass(anatomy_batch(conditions, size, notes).to(self.device), noise)
         images = start

@@ -1,15 +1,17 @@
 """One evaluation pass per image source: decode each image once, run each evaluator once.
 
 Real side: every real test image is decoded through the run's image path
-(:func:`xreal_bench.imaging.load_standard`, the same path generated images took), then every
-enabled evaluator runs on it. Its per-case outputs (pixels, packed masks, features, class
+(:func:`xreal_bench.imaging.load_standard` with the run's :class:`~xreal_bench.imaging.Geometry`:
+intensity rule, square, resize, quantise — the path generated images took when the harness
+stored them), then every enabled evaluator runs on it. Its per-case outputs (pixels, packed masks, features, class
 scores) are cached as one ``.npz`` per case under a fingerprint of the file list (sizes and
 mtimes), the preprocessing, the evaluators' names, weight hashes and preprocessing, the
 versions of the libraries that shape the numbers, :data:`CODE_VERSION` and the package
 version; any change invalidates the cache, and a second generator (or a
 re-run) never recomputes it. An interrupted real pass resumes case by case.
 
-Generated side: each generated image is decoded once; the workers load the real case's
+Generated side: each generated image is decoded once, as stored (the intensity rule was applied
+when it was written and is not applied twice); the workers load the real case's
 cached pixels and masks beside it, so paired MS-SSIM and Dice are computed in the same pass.
 Only what metrics need is kept: per-image features and streaming feature statistics
 (float64), class scores, per-image MS-SSIM and Dice, per-case diversity.
@@ -24,7 +26,7 @@ import functools
 import hashlib
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +38,7 @@ from tqdm import tqdm
 from xreal_bench import distributed
 from xreal_bench.atomic import write_atomic
 from xreal_bench.distributed import DistInfo
-from xreal_bench.imaging import ImageDecodeError, load_standard
+from xreal_bench.imaging import Geometry, ImageDecodeError, load_standard
 from xreal_bench.metrics.dice import dice_per_structure
 from xreal_bench.metrics.msssim import diversity_ms_ssim, paired_ms_ssim
 from xreal_bench.metrics.stats import FeatureStats, all_reduce
@@ -60,10 +62,15 @@ class Preprocessing:
 
     resolution: int
     bits: int
-    square: str
+    geometry: Geometry
 
     def load(self, path: Path) -> np.ndarray:
-        return load_standard(path, self.resolution, self.bits, self.square)
+        return load_standard(path, self.resolution, self.bits, self.geometry)
+
+    def stored(self) -> Preprocessing:
+        """The same format for a stored run image: its intensity rule was applied when it was
+        written (``harness.to_run_image``); a second min-max stretch would change it."""
+        return replace(self, geometry=replace(self.geometry, intensity="none"))
 
 
 @dataclass
@@ -112,7 +119,7 @@ def real_fingerprint(scan_fingerprint: str, prep: Preprocessing, suite: Suite) -
     blob = json.dumps(
         {
             "scan": scan_fingerprint,
-            "prep": [prep.resolution, prep.bits, prep.square],
+            "prep": [prep.resolution, prep.bits, prep.geometry.square, prep.geometry.intensity],
             "suite": suite.describe(),
             "code": CODE_VERSION,
             "xreal_bench": __version__,
@@ -152,7 +159,7 @@ class GeneratedImages(RealImages):
     def __init__(
         self, items: Sequence[ImageItem], prep: Preprocessing, real_dir: Path, reference_masks: Callable | None, ms_ssim: bool
     ):
-        super().__init__(items, prep)
+        super().__init__(items, prep.stored())
         self.real_dir, self.reference_masks, self.ms_ssim = real_dir, reference_masks, ms_ssim
 
     def paired_ms_ssim(self, real: torch.Tensor, generated: torch.Tensor) -> float:

@@ -130,10 +130,6 @@ def test_folder_map_errors(tmp_path):
     with pytest.raises(AnatomyError, match=r"c0\.png: unexpected label values \[7\]"):
         builder(cfg, cases, tmp_path, {"anatomy"})
 
-    save_map(maps, "c0", np.zeros((150, R), np.uint8))
-    padded = make_cfg(tmp_path, anatomy="folder", anatomy_dir=str(maps), dataset={"square": "pad"})
-    with pytest.raises(AnatomyError, match="not square"):
-        builder(padded, cases[:1], tmp_path, {"anatomy"})
     missing_dir = make_cfg(tmp_path, anatomy="folder", anatomy_dir=str(tmp_path / "none"))
     with pytest.raises(AnatomyError, match="anatomy folder not found"):
         builder(missing_dir, cases, tmp_path, {"anatomy"})
@@ -273,10 +269,12 @@ MSCXR_HEADER = "dicom_id,category_name,label_text,path,x,y,w,h,image_width,image
 @pytest.mark.parametrize(
     "square, expected_a, expected_b",
     [
-        # A: 200 wide x 100 high. crop keeps x 50..150 (side 100); pad adds 50 rows on top (side 200).
+        # A: 200 wide x 100 high, box x 60..80, y 10..40. crop keeps x 50..150 (side 100); pad adds 50 rows on top (side 200).
         # B: 100 wide x 200 high, boxes given for 200x400 (halved first): x 20..50, y 70..90.
         ("crop", (0.1, 0.1, 0.3, 0.4), (0.2, 0.2, 0.5, 0.4)),
         ("pad", (0.3, 0.3, 0.4, 0.45), (0.35, 0.35, 0.5, 0.45)),
+        # stretch: x / width, y / height (A: x 60..80 of 200, y 10..40 of 100; B: x 20..50 of 100, y 70..90 of 200)
+        ("stretch", (0.3, 0.1, 0.4, 0.4), (0.2, 0.35, 0.5, 0.45)),
     ],
 )
 def test_ms_cxr_boxes_follow_the_square_geometry(tmp_path, square, expected_a, expected_b):

@@ -14,7 +14,7 @@ from xreal_bench.cli import main
 from xreal_bench.config import config_from_dict
 from xreal_bench.errors import UserFacingError
 from xreal_bench.identity import IdentityError, check_generator_dir
-from xreal_bench.imaging import quantize, save_png
+from xreal_bench.imaging import Geometry, quantize, save_png
 from xreal_bench.importer import ImportRefused, import_folder
 from xreal_bench.names import InvalidNameError
 from xreal_bench.rundir import GeneratorDir
@@ -29,7 +29,15 @@ def image(path: Path, value: float = 0.5, size: int = 48) -> None:
 
 def do_import(source: Path, out: Path, *, name: str = "mine", resolution: int = 161, overwrite: bool = False):
     return import_folder(
-        source, out=out, name=name, cases=CASES, resolution=resolution, bits=8, square="crop", overwrite=overwrite, progress=False
+        source,
+        out=out,
+        name=name,
+        cases=CASES,
+        resolution=resolution,
+        bits=8,
+        geometry=Geometry("crop"),
+        overwrite=overwrite,
+        progress=False,
     )
 
 
@@ -80,6 +88,7 @@ def test_counts_are_true_and_skipped_files_are_listed_by_reason(messy, tmp_path)
         "run.resolution": 161,
         "run.bit_depth": 8,
         "dataset.square": "crop",
+        "dataset.intensity": "none",
     }
 
 
@@ -168,6 +177,7 @@ def test_evaluate_checks_an_imported_folders_pixel_format(messy, tmp_path):
         ({"run": {"resolution": 192}}, "  run.resolution: 161 -> 192"),
         ({"run": {"resolution": 161, "bit_depth": 16}}, "  run.bit_depth: 8 -> 16"),
         ({"run": {"resolution": 161}, "dataset": {"square": "pad"}}, '  dataset.square: "crop" -> "pad"'),
+        ({"run": {"resolution": 161}, "dataset": {"intensity": "minmax"}}, '  dataset.intensity: "none" -> "minmax"'),
     ]:
         cfg = config_from_dict({**change, "run": {"out": str(out), **change["run"]}})
         with pytest.raises(IdentityError, match=re.escape(line)):

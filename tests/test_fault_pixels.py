@@ -14,7 +14,7 @@ from mimic_tree import write_mimic_tree
 from PIL import Image
 
 from xreal_bench.data.mimic import check_image, scan_mimic
-from xreal_bench.imaging import MAX_PIXELS, ImageDecodeError, load_grayscale, pil_to_gray
+from xreal_bench.imaging import MAX_PIXELS, Geometry, ImageDecodeError, load_grayscale, pil_to_gray
 from xreal_bench.importer import import_folder
 from xreal_bench.metrics.engine import ImageItem, Preprocessing, RealImages
 
@@ -319,7 +319,7 @@ def test_import_and_evaluation_record_a_bomb_as_unreadable(tmp_path):
     (source / f"{cases[0].case_id}.png").write_bytes(png_header(100_000, 100_000))
     Image.fromarray(np.full((40, 40), 90, np.uint8)).save(source / f"{cases[1].case_id}.png")
     report = import_folder(
-        source, out=tmp_path / "run", name="ext", cases=cases, resolution=32, bits=8, square="crop", progress=False
+        source, out=tmp_path / "run", name="ext", cases=cases, resolution=32, bits=8, geometry=Geometry("crop"), progress=False
     )
     assert report.imported == 1
     assert len(report.unreadable) == 1 and report.unreadable[0].startswith(f"{cases[0].case_id}.png (")
@@ -329,7 +329,7 @@ def test_import_and_evaluation_record_a_bomb_as_unreadable(tmp_path):
         ImageItem(cases[0].case_id, 0, source / f"{cases[0].case_id}.png"),
         ImageItem(cases[1].case_id, 0, cases[1].image_path),
     ]
-    dataset = RealImages(items, Preprocessing(32, 8, "crop"))
+    dataset = RealImages(items, Preprocessing(32, 8, Geometry("crop")))
     bomb, good = dataset[0], dataset[1]
     assert "more than the limit of 89,478,485 pixels" in bomb["error"] and good["error"] == ""
     assert int(good["pixels"].max()) > 0

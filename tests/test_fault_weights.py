@@ -22,6 +22,7 @@ from xreal_bench.cli import main
 from xreal_bench.errors import UserFacingError
 from xreal_bench.generators.base import GeneratorContext
 from xreal_bench.generators.registry import generator_class
+from xreal_bench.imaging import Geometry
 from xreal_bench.metrics import engine
 from xreal_bench.metrics.evaluators import build_evaluator
 from xreal_bench.metrics.evaluators.base import FeatureExtractor
@@ -269,7 +270,7 @@ class Fixed(FeatureExtractor):
 
 
 def test_real_cache_key_follows_weights_library_and_code_versions(monkeypatch):
-    prep = engine.Preprocessing(256, 8, "pad")
+    prep = engine.Preprocessing(256, 8, Geometry("pad"))
     suite = Suite("toy", features={"features": Fixed("a" * 64)})
     base = engine.real_fingerprint("scan", prep, suite)
     assert engine.real_fingerprint("scan", prep, suite) == base

@@ -12,7 +12,7 @@ from PIL import Image
 from xreal_bench.cli import main
 from xreal_bench.coverage import Coverage
 from xreal_bench.harness import to_run_image
-from xreal_bench.imaging import load_grayscale, quantize, save_png
+from xreal_bench.imaging import Geometry, load_grayscale, quantize, save_png
 from xreal_bench.importer import import_folder, match_case
 from xreal_bench.reports import write_reports
 from xreal_bench.reports.leaderboard import leaderboard, markdown
@@ -39,7 +39,7 @@ def test_import_folder(tmp_path):
     save_png(src / "unknown_case.png", quantize(rng.random((64, 64)).astype(np.float32)))
     (src / "c2_1.png").write_bytes(b"not a png")
     report = import_folder(
-        src, out=tmp_path / "run", name="mine", cases=cases, resolution=192, bits=8, square="crop", progress=False
+        src, out=tmp_path / "run", name="mine", cases=cases, resolution=192, bits=8, geometry=Geometry("crop"), progress=False
     )
     assert report.imported == 3
     assert report.unmatched == ["unknown_case.png"] and len(report.unreadable) == 1

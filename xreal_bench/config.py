@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from xreal_bench.imaging import Geometry
 from xreal_bench.labels import CHEXPERT_LABELS
 from xreal_bench.names import NAME_RULE, RESERVED_GENERATOR_NAMES, is_valid_name
 from xreal_bench.registry import GENERATORS, RegistryError, declared, metric_table
@@ -72,12 +73,18 @@ class DatasetConfig:
     views: list[str] = field(default_factory=lambda: ["AP", "PA"])
     labeler: Literal["chexpert", "negbio"] = "chexpert"
     label_policy: LabelPolicy = field(default_factory=LabelPolicy)
-    square: Literal["crop", "pad"] = "crop"
+    square: Literal["crop", "pad", "stretch"] = "crop"  # xreal_bench.imaging: centre crop, black padding, or aspect not kept
+    intensity: Literal["none", "minmax"] = "none"  # "minmax": each image stretched to its own min..max (XReal's training)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
     def validate(self) -> None:
         require(bool(self.root), "root", "expected the dataset root folder")
         require(bool(self.views), "views", "expected at least one view (e.g. ['AP', 'PA'])")
+
+    @property
+    def geometry(self) -> Geometry:
+        """``square`` and ``intensity`` as the one value the image path takes."""
+        return Geometry(self.square, self.intensity)
 
 
 @dataclass

@@ -87,7 +87,7 @@ def pass_real(session: Session, suite: Suite, scan, progress: bool) -> SourceOut
 
 def preprocessing(session: Session) -> Preprocessing:
     cfg = session.cfg
-    return Preprocessing(cfg.run.resolution, cfg.run.bit_depth, cfg.dataset.square)
+    return Preprocessing(cfg.run.resolution, cfg.run.bit_depth, cfg.dataset.geometry)
 
 
 def real_cache_dir(session: Session, suite: Suite) -> Path:

@@ -34,7 +34,7 @@ from xreal_bench.errors import UserFacingError
 from xreal_bench.generators.base import Generator, GeneratorContext, GeneratorOutput
 from xreal_bench.generators.registry import generator_class
 from xreal_bench.identity import check_generation_dir, write_identity
-from xreal_bench.imaging import ImageDecodeError, load_grayscale, save_png, standardize
+from xreal_bench.imaging import PLAIN, Geometry, ImageDecodeError, load_grayscale, save_png, standardize
 from xreal_bench.names import RESERVED_GENERATOR_NAMES, InvalidNameError, check_name
 from xreal_bench.rundir import GeneratorDir, ManifestEntry, append_line, condition_summary, seed_for
 from xreal_bench.types import INPUT_KINDS, Case
@@ -52,7 +52,7 @@ class OutputError(ValueError):
     """A generator output that must not be written (wrong type, dtype, shape or range, NaN)."""
 
 
-def to_run_image(output: object, resolution: int, bits: int = 8, square: str = "crop") -> np.ndarray:
+def to_run_image(output: object, resolution: int, bits: int = 8, geometry: Geometry = PLAIN) -> np.ndarray:
     """The one output normalisation: any generator output → the run's integer image.
 
     Accepts a numpy array or torch tensor of floating point values in [0, 1], ``H x W`` or
@@ -60,8 +60,8 @@ def to_run_image(output: object, resolution: int, bits: int = 8, square: str = "
     it is: another type (str, None, list, dict, ...), an integer, bool or complex dtype (whether
     integers mean 0..1 or 0..255 is ambiguous, so they are refused rather than guessed), another
     shape (RGB, 1-D, batched), NaN/inf, values outside [0, 1] beyond a 1e-3 tolerance (which is
-    clipped). Then squares, resizes (antialiased bicubic) and rounds exactly like real images
-    (:func:`xreal_bench.imaging.standardize`).
+    clipped). Then applies the intensity rule, squares, resizes (antialiased bicubic) and rounds
+    exactly like real images (:func:`xreal_bench.imaging.standardize` with the run's ``geometry``).
     """
     arr = output_array(output)
     if arr.ndim == 3 and arr.shape[0] == 1:
@@ -73,7 +73,7 @@ def to_run_image(output: object, resolution: int, bits: int = 8, square: str = "
     lo, hi = float(arr.min()), float(arr.max())
     if lo < -RANGE_TOLERANCE or hi > 1 + RANGE_TOLERANCE:
         raise OutputError(f"output values outside [0, 1] (min {lo:.4g}, max {hi:.4g})")
-    return standardize(arr, resolution, bits, square)
+    return standardize(arr, resolution, bits, geometry)
 
 
 def output_array(output: object) -> np.ndarray:
@@ -288,6 +288,7 @@ def run_generator(
             dataset_kind=cfg.dataset.kind,
             resolution=cfg.run.resolution,
             square=cfg.dataset.square,
+            intensity=cfg.dataset.intensity,
             device=device,
             precision=cfg.run.precision,
             weights=weights,
@@ -415,7 +416,7 @@ def write_output(
     ``inputs`` key.
     """
     try:
-        pixels = to_run_image(image, cfg.run.resolution, cfg.run.bit_depth, cfg.dataset.square)
+        pixels = to_run_image(image, cfg.run.resolution, cfg.run.bit_depth, cfg.dataset.geometry)
         summary = condition_summary(condition)
         summary["notes"] += [str(note) for note in notes]
         if inputs:

@@ -4,7 +4,8 @@ A folder is written by one *generation identity* (:func:`generation_identity`), 
 fields named like the config keys that set them:
 
 - ``generators.<name>.type`` and every validated option ``generators.<name>.<option>``;
-- ``run.seed``, ``run.resolution``, ``run.bit_depth``, ``run.precision``, ``dataset.square``;
+- ``run.seed``, ``run.precision`` and the pixel format :data:`PIXEL_FIELDS` (``run.resolution``,
+  ``run.bit_depth``, ``dataset.square``, ``dataset.intensity``);
 - the conditioning source: ``dataset.kind`` and ``dataset.split`` (and ``dataset.synthetic.*``,
   which define the synthetic set's images and labels), plus only the keys that shape an
   input the generator declares it reads (:data:`INPUT_FIELDS`): ``labels`` → labeler, label
@@ -38,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 from xreal_bench import __version__
 from xreal_bench.atomic import write_text_atomic
 from xreal_bench.errors import UserFacingError
+from xreal_bench.imaging import Geometry
 from xreal_bench.registry import GENERATORS, declared
 from xreal_bench.rundir import IDENTITY_FILE, GeneratorDir
 from xreal_bench.validation import to_dict
@@ -50,7 +52,7 @@ IDENTITY_FORMAT = 1
 GENERATED, IMPORTED = "generated", "imported"
 ABSENT = "absent"
 #: The fields an imported folder must share with the config that evaluates it.
-PIXEL_FIELDS = ("run.resolution", "run.bit_depth", "dataset.square")
+PIXEL_FIELDS = ("run.resolution", "run.bit_depth", "dataset.square", "dataset.intensity")
 LABEL_FIELDS = (
     "dataset.labeler",
     "dataset.label_policy.uncertain",
@@ -86,7 +88,7 @@ def config_value(cfg: BenchConfig, key: str) -> Any:
 
 def run_fields(cfg: BenchConfig, inputs: Collection[str]) -> dict[str, Any]:
     """The identity fields that depend on the run and the inputs read, not on the generator's own table."""
-    keys = ["run.seed", "run.resolution", "run.bit_depth", "run.precision", "dataset.square", "dataset.kind", "dataset.split"]
+    keys = ["run.seed", *PIXEL_FIELDS, "run.precision", "dataset.kind", "dataset.split"]
     if cfg.dataset.kind == "synthetic":
         keys += [f"dataset.synthetic.{k}" for k in ("n_subjects", "seed", "image_size")]
     for kind in sorted(inputs):
@@ -126,13 +128,14 @@ def generation_identity(cfg: BenchConfig, name: str, gcfg: GeneratorConfig, *, w
     return {"format": IDENTITY_FORMAT, "type": GENERATED, "generator": name, "inputs": inputs, "fields": fields}
 
 
-def import_identity(name: str, source: Path, *, resolution: int, bit_depth: int, square: str) -> dict[str, Any]:
+def import_identity(name: str, source: Path, *, resolution: int, bit_depth: int, geometry: Geometry) -> dict[str, Any]:
     """The identity of images imported from ``source`` into generator folder ``name`` at this pixel format."""
     fields = {
         "import.source": str(Path(source).resolve()),
         "run.resolution": resolution,
         "run.bit_depth": bit_depth,
-        "dataset.square": square,
+        "dataset.square": geometry.square,
+        "dataset.intensity": geometry.intensity,
     }
     return {"format": IDENTITY_FORMAT, "type": IMPORTED, "generator": name, "fields": fields}
 

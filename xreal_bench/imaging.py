@@ -1,17 +1,34 @@
 """The one image path shared by real and generated images.
 
 Every image that is evaluated, shown or written goes through these functions, so real JPEGs
-and generated PNGs are decoded, squared, resized and quantised identically:
+and generated PNGs are decoded, stretched, squared, resized and quantised identically:
 
 1. :func:`load_grayscale` decodes to float32 in [0, 1] by one fixed rule per PIL image mode
    (table below) — never by a scale chosen from the pixel values, never clipped.
-2. :func:`to_square` centre-crops the longer side (``mode="crop"``, default) or pads it with
-   black (``mode="pad"``), then resizes to ``size`` x ``size`` with PIL's antialiased bicubic
-   filter on float data, clipped back to [0, 1].
-3. :func:`quantize` rounds (never truncates) to 8- or 16-bit integers.
+2. :func:`apply_intensity` applies the run's intensity rule to the image *as decoded* (its own
+   size, before any squaring): ``"none"`` (default) keeps the values; ``"minmax"`` maps each
+   image to ``(x - min) / (max - min)`` over its own pixels (float64, then float32), and a
+   constant image (max = min) becomes all zeros. This is XReal's order: its preprocessing
+   notebook (``data_preprocessing/prerprocess_mimic_cxr.ipynb``, last cell) min-max stretches
+   the stored full-resolution image, and its data loader (``xreal/data_utils.py``, ``DataVAE``)
+   resizes afterwards; stretching after the resize would stretch a second time wherever the
+   resize narrowed the range (a thin bright marker averaged away).
+3. :func:`to_square` makes the image square — ``mode="crop"`` (default) centre-crops the longer
+   side, ``"pad"`` pads it with black, ``"stretch"`` keeps the whole image and lets the resize
+   change its aspect (XReal's ``Resize(256, 256)``) — then resizes to ``size`` x ``size`` with
+   PIL's antialiased bicubic filter on float data, clipped back to [0, 1]. XReal resized with
+   albumentations ``Resize(..., interpolation=cv2.INTER_LINEAR)`` (bilinear, not antialiased);
+   the suite keeps its one antialiased bicubic resize for every image and mode, so a
+   ``"stretch"`` image matches XReal's geometry but not its interpolation kernel.
+4. :func:`quantize` rounds (never truncates) to 8- or 16-bit integers.
 
-:func:`standardize` applies 2 and 3 then returns to float, i.e. the exact pixels of a stored
-run image; it is what the metrics see for both sides.
+:class:`Geometry` carries the square mode and the intensity rule as one value;
+:func:`conform` applies 2 and 3, :func:`standardize` 2 to 4, i.e. the exact pixels of a stored
+run image, which is what the metrics see for both sides. The rule is applied exactly once per
+image: to a real image whenever it is decoded for use, to a generated image when the harness
+stores it; a stored run image is read back as it is (a second min-max stretch would change an
+image the resize narrowed). :func:`resize_label_map` brings label maps and masks through the
+same square modes by nearest neighbour.
 
 Pixel rules (mode as decoded by Pillow; anything not listed is refused naming its mode):
 
@@ -58,6 +75,7 @@ import re
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -65,7 +83,8 @@ from PIL import Image
 
 from xreal_bench.atomic import write_atomic
 
-SQUARE_MODES = ("crop", "pad")
+SQUARE_MODES = ("crop", "pad", "stretch")
+INTENSITY_RULES = ("none", "minmax")
 
 #: Largest image accepted, in pixels (Pillow's default ``Image.MAX_IMAGE_PIXELS``).
 MAX_PIXELS = 89_478_485
@@ -205,45 +224,97 @@ def refuse_transparency(alpha: np.ndarray, name: object) -> None:
         )
 
 
-def to_square(image: np.ndarray, size: int, mode: str = "crop") -> np.ndarray:
-    """Centre-crop (or pad) to a square, then resize to ``size`` with antialiased bicubic."""
+@dataclass(frozen=True)
+class Geometry:
+    """How an image becomes the run's square working image: the square mode and the intensity rule.
+
+    One value for every place an image or map is squared (``[dataset] square`` and
+    ``intensity``); see the module docstring for the order and the rules.
+    """
+
+    square: str = "crop"
+    intensity: str = "none"
+
+    def __post_init__(self) -> None:
+        check_square(self.square)
+        if self.intensity not in INTENSITY_RULES:
+            raise ValueError(f"intensity rule must be one of {INTENSITY_RULES}, got {self.intensity!r}")
+
+    @property
+    def tag(self) -> str:
+        """Folder-name key: the square mode, followed by the intensity rule unless it is ``"none"``."""
+        return self.square if self.intensity == "none" else f"{self.square}-{self.intensity}"
+
+
+def check_square(mode: str) -> None:
     if mode not in SQUARE_MODES:
         raise ValueError(f"square mode must be one of {SQUARE_MODES}, got {mode!r}")
+
+
+def apply_intensity(image: np.ndarray, rule: str) -> np.ndarray:
+    """The intensity rule on one whole image: ``"none"`` keeps it, ``"minmax"`` maps its own
+    minimum to 0 and maximum to 1 (computed in float64); a constant image becomes all zeros."""
+    image = np.asarray(image, dtype=np.float32)
+    if rule == "none":
+        return image
+    if rule != "minmax":
+        raise ValueError(f"intensity rule must be one of {INTENSITY_RULES}, got {rule!r}")
+    lo, hi = float(image.min()), float(image.max())
+    if hi == lo:
+        return np.zeros_like(image)
+    return ((image.astype(np.float64) - lo) / (hi - lo)).astype(np.float32)
+
+
+def to_square(image: np.ndarray, size: int, mode: str = "crop") -> np.ndarray:
+    """Centre-crop, pad or stretch to a square, then resize to ``size`` with antialiased bicubic."""
+    check_square(mode)
     image = np.asarray(image, dtype=np.float32)
     if image.ndim == 3 and image.shape[0] == 1:
         image = image[0]
     if image.ndim != 2:
         raise ValueError(f"expected a 2-D grayscale image, got shape {image.shape}")
-    h, w = image.shape
-    if mode == "crop":
-        side = min(h, w)
-        top, left = (h - side) // 2, (w - side) // 2
-        image = image[top : top + side, left : left + side]
-    elif h != w:
-        side = max(h, w)
-        canvas = np.zeros((side, side), dtype=np.float32)
-        top, left = (side - h) // 2, (side - w) // 2
-        canvas[top : top + h, left : left + w] = image
-        image = canvas
-    if image.shape[0] == size:
+    image = square_pixels(image, mode)
+    if image.shape == (size, size):
         return np.ascontiguousarray(image)
     resized = Image.fromarray(image).resize((size, size), Image.Resampling.BICUBIC)
     return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
 
 
-def resize_label_map(label_map: np.ndarray, size: int) -> np.ndarray:
+def square_pixels(arr: np.ndarray, mode: str) -> np.ndarray:
+    """The square before resizing: the centred crop (``crop``), the image centred on a zero
+    canvas (``pad``), or the image itself (``stretch``: the resize changes its aspect)."""
+    h, w = arr.shape
+    if mode == "crop":
+        side = min(h, w)
+        top, left = (h - side) // 2, (w - side) // 2
+        return arr[top : top + side, left : left + side]
+    if mode == "pad" and h != w:
+        side = max(h, w)
+        canvas = np.zeros((side, side), dtype=arr.dtype)
+        top, left = (side - h) // 2, (side - w) // 2
+        canvas[top : top + h, left : left + w] = arr
+        return canvas
+    return arr
+
+
+def conform(image: np.ndarray, size: int, geometry: Geometry) -> np.ndarray:
+    """The intensity rule on the whole image, then the square and the resize: float32 in [0, 1]."""
+    return to_square(apply_intensity(image, geometry.intensity), size, geometry.square)
+
+
+def resize_label_map(label_map: np.ndarray, size: int, mode: str = "crop") -> np.ndarray:
     """Resize an integer label map (or bool mask) to ``size`` x ``size`` by nearest neighbour.
 
-    The one rule for anatomy maps and pathology masks of the wrong size: centre-crop to a
-    square like :func:`to_square`, then nearest-neighbour resize (labels are never blended).
+    The one rule for anatomy maps and pathology masks of the wrong size: a map covers the whole
+    image, so it is squared like the image (:func:`to_square`'s ``mode``: centred crop, zero
+    padding = background, or the whole map), then resized by nearest neighbour (labels are
+    never blended). For a square map every mode is the plain nearest-neighbour resize.
     """
+    check_square(mode)
     arr = np.asarray(label_map)
     dtype = arr.dtype
-    h, w = arr.shape
-    side = min(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
-    arr = arr[top : top + side, left : left + side]
-    if side == size:
+    arr = square_pixels(arr, mode)
+    if arr.shape == (size, size):
         return np.ascontiguousarray(arr)
     img = Image.fromarray(arr.astype(np.uint8))
     return np.asarray(img.resize((size, size), Image.Resampling.NEAREST)).astype(dtype)
@@ -264,14 +335,18 @@ def dequantize(image: np.ndarray) -> np.ndarray:
     return image.astype(np.float32) / top
 
 
-def standardize(image: np.ndarray, size: int, bits: int = 8, mode: str = "crop") -> np.ndarray:
-    """Square, resize and quantise like a stored run image; returns the quantised integers."""
-    return quantize(to_square(image, size, mode), bits)
+#: The default geometry: centre crop, intensities kept.
+PLAIN = Geometry()
 
 
-def load_standard(path: str | os.PathLike, size: int, bits: int = 8, mode: str = "crop") -> np.ndarray:
+def standardize(image: np.ndarray, size: int, bits: int = 8, geometry: Geometry = PLAIN) -> np.ndarray:
+    """Intensity rule, square, resize and quantise like a stored run image; returns the quantised integers."""
+    return quantize(conform(image, size, geometry), bits)
+
+
+def load_standard(path: str | os.PathLike, size: int, bits: int = 8, geometry: Geometry = PLAIN) -> np.ndarray:
     """Decode a file and bring it to the run's image format (integer pixels)."""
-    return standardize(load_grayscale(path), size, bits, mode)
+    return standardize(load_grayscale(path), size, bits, geometry)
 
 
 def save_png(path: str | os.PathLike, pixels: np.ndarray) -> None:

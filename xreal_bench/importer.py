@@ -11,7 +11,7 @@ a wrapped generator's output. Nothing is guessed:
 - several files mapping to one ``(case, sample)`` (``c1.png`` and ``c1.jpg``) refuse the whole
   import with the list of colliding files, before anything is written;
 - the folder records an ``identity.json`` of type ``imported`` (source folder, resolution, bit
-  depth, square mode); importing into a folder of another identity is refused.
+  depth, square mode, intensity rule); importing into a folder of another identity is refused.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from tqdm import tqdm
 from xreal_bench.errors import UserFacingError
 from xreal_bench.harness import OutputError, now, to_run_image
 from xreal_bench.identity import check_import_dir, import_identity, write_identity
-from xreal_bench.imaging import ImageDecodeError, load_grayscale, save_png
+from xreal_bench.imaging import Geometry, ImageDecodeError, load_grayscale, save_png
 from xreal_bench.names import check_generator_name, inside, is_valid_name
 from xreal_bench.rundir import GeneratorDir, ManifestEntry, append_line
 from xreal_bench.types import Case
@@ -119,7 +119,7 @@ def import_folder(
     cases: Sequence[Case],
     resolution: int,
     bits: int,
-    square: str,
+    geometry: Geometry,
     overwrite: bool = False,
     progress: bool = True,
 ) -> ImportReport:
@@ -139,7 +139,7 @@ def import_folder(
     by_id = {c.case_id: c for c in cases}
     report = ImportReport()
     planned = plan_import(source, set(by_id), report)
-    identity = import_identity(name, source, resolution=resolution, bit_depth=bits, square=square)
+    identity = import_identity(name, source, resolution=resolution, bit_depth=bits, geometry=geometry)
     if overwrite:
         gdir.check_removable()
     else:
@@ -152,7 +152,7 @@ def import_folder(
         write_identity(gdir, identity)
     for (case_id, k), path in tqdm(planned.items(), desc=f"import {name}", unit="img", disable=not progress):
         try:
-            pixels = to_run_image(load_grayscale(path), resolution, bits, square)
+            pixels = to_run_image(load_grayscale(path), resolution, bits, geometry)
         except (ImageDecodeError, OutputError) as exc:
             report.unreadable.append(f"{path.relative_to(source)} ({exc})")
             continue

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from xreal_bench.errors import UserFacingError
-from xreal_bench.imaging import load_grayscale, resize_label_map, to_square
+from xreal_bench.imaging import Geometry, conform, load_grayscale, resize_label_map
 from xreal_bench.types import Condition
 
 ANATOMY_MAX_LABEL = 4
@@ -71,9 +71,9 @@ def anatomy_batch(conditions: Sequence[Condition], size: int, notes: Notes) -> t
     return torch.stack(maps)[:, None]
 
 
-def real_image_batch(conditions: Sequence[Condition], size: int, square: str) -> torch.Tensor:
-    """``(B, 1, size, size)`` real images in [0, 1], decoded and squared like every real image."""
-    return torch.stack([torch.from_numpy(to_square(load_grayscale(c.image_path), size, square)) for c in conditions])[:, None]
+def real_image_batch(conditions: Sequence[Condition], size: int, geometry: Geometry) -> torch.Tensor:
+    """``(B, 1, size, size)`` real images in [0, 1], decoded, stretched and squared like every real image."""
+    return torch.stack([torch.from_numpy(conform(load_grayscale(c.image_path), size, geometry)) for c in conditions])[:, None]
 
 
 def pathology_region(condition: Condition, index: int, size: int, notes: Notes) -> torch.Tensor | None:

@@ -194,7 +194,7 @@ def run_import(args: argparse.Namespace) -> int:
             cases=scan.cases,
             resolution=cfg.run.resolution,
             bits=cfg.run.bit_depth,
-            square=cfg.dataset.square,
+            geometry=cfg.dataset.geometry,
             overwrite=args.overwrite,
         )
     except FileNotFoundError as exc:

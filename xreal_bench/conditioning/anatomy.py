@@ -4,18 +4,21 @@
 :data:`xreal_bench.labels.ANATOMY_CLASSES`): on a standard frontal (PA/AP) radiograph the
 patient faces the viewer, so the patient's left lung (value 1) lies on the **image's right**.
 
-Two sources, both giving maps square at the conditioning resolution:
+Two sources, both giving maps square at the conditioning resolution, in the run's
+:class:`~xreal_bench.imaging.Geometry`:
 
 - :class:`FolderAnatomy` reads ``<anatomy_dir>/<case_id>.png`` holding values 0..4, or
-  XReal's x64 encoding (0/64/128/192/255 -> 0..4). Maps of another size go through
-  :func:`xreal_bench.imaging.resize_label_map` (centre-crop to square, nearest neighbour),
-  which matches the image geometry of ``square = "crop"``; non-square maps are refused when
-  ``square = "pad"``.
-- :class:`SegmenterAnatomy` runs a :class:`Segmenter` on each real image (decoded and
-  squared by :mod:`xreal_bench.imaging` at the conditioning resolution) and caches the map at
-  ``<cache_dir>/anatomy/<weights_hash[:16]>/<square>-<resolution>/<image sha256>.png``: a
-  changed image or changed weights gives a new key; the geometry folder keeps maps made
-  for another resolution or square mode apart.
+  XReal's x64 encoding (0/64/128/192/255 -> 0..4). A map covers its whole image; maps of
+  another size go through :func:`xreal_bench.imaging.resize_label_map` with the run's square
+  mode (centred crop, zero padding, or the whole map stretched; nearest neighbour), so a map
+  drawn on the original image lands on the squared image's pixels in every mode.
+- :class:`SegmenterAnatomy` runs a :class:`Segmenter` on each real image (decoded, stretched
+  by the intensity rule and squared by :func:`xreal_bench.imaging.conform` at the
+  conditioning resolution, exactly as the real image) and caches the map at
+  ``<cache_dir>/anatomy/<weights_hash[:16]>/<geometry tag>-<resolution>/<image sha256>.png``
+  (tag: the square mode, plus ``-minmax`` under that intensity rule, e.g. ``stretch-minmax-256``):
+  a changed image or changed weights gives a new key; the geometry folder keeps maps made for
+  another resolution, square mode or intensity rule apart.
 
 Overlapping masks become one label map by painting left lung, right lung, heart, aorta in
 that order, later ones winning: aorta over heart over right lung over left lung.
@@ -34,7 +37,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from xreal_bench.errors import UserFacingError
-from xreal_bench.imaging import load_grayscale, resize_label_map, save_png, to_square
+from xreal_bench.imaging import Geometry, conform, load_grayscale, resize_label_map, save_png
 from xreal_bench.types import Case
 from xreal_bench.weights import sha256_file
 
@@ -85,20 +88,14 @@ def decode_label_map(pixels: np.ndarray, where: str) -> np.ndarray:
 
 
 def read_label_map(path: Path, size: int, square: str = "crop") -> np.ndarray:
-    """Read, decode and bring one stored map to ``size`` x ``size``."""
+    """Read, decode and bring one stored map to ``size`` x ``size`` by the ``square`` mode of its image."""
     try:
         with Image.open(path) as img:
             pixels = np.asarray(img)
     except (OSError, ValueError) as exc:
         raise AnatomyError(f"{path}: cannot read the anatomy map ({exc})") from None
     labels = decode_label_map(pixels, str(path))
-    h, w = labels.shape
-    if h != w and square == "pad":
-        raise AnatomyError(
-            f"{path}: anatomy map is {w}x{h} (not square) but [dataset].square = 'pad'; maps are "
-            "centre-cropped, which would not match padded images. Supply square maps."
-        )
-    return resize_label_map(labels, size) if (h, w) != (size, size) else labels
+    return resize_label_map(labels, size, square) if labels.shape != (size, size) else labels
 
 
 def masks_to_label_map(masks: np.ndarray) -> np.ndarray:
@@ -138,13 +135,13 @@ class AnatomyMaps:
 class AnatomySource:
     """Finds or makes the label map of each case: ``maps(cases)`` -> :class:`AnatomyMaps`."""
 
-    def __init__(self, resolution: int, square: str):
+    def __init__(self, resolution: int, geometry: Geometry):
         self.resolution = resolution
-        self.square = square
+        self.geometry = geometry
 
     def maps(self, cases: Sequence[Case], progress: bool = True) -> AnatomyMaps:
         """The maps of ``cases``, every one found or made now; errors name what is missing."""
-        return AnatomyMaps(self.locate(cases, progress), self.resolution, self.square)
+        return AnatomyMaps(self.locate(cases, progress), self.resolution, self.geometry.square)
 
     def locate(self, cases: Sequence[Case], progress: bool) -> dict[str, Path]:
         raise NotImplementedError
@@ -153,8 +150,8 @@ class AnatomySource:
 class FolderAnatomy(AnatomySource):
     """``<anatomy_dir>/<case_id>.png`` per case."""
 
-    def __init__(self, anatomy_dir: Path, resolution: int, square: str):
-        super().__init__(resolution, square)
+    def __init__(self, anatomy_dir: Path, resolution: int, geometry: Geometry):
+        super().__init__(resolution, geometry)
         self.dir = Path(anatomy_dir)
 
     def locate(self, cases: Sequence[Case], progress: bool) -> dict[str, Path]:
@@ -188,17 +185,17 @@ class SegmenterAnatomy(AnatomySource):
         factory: Callable[[], Segmenter],
         cache_dir: Path,
         resolution: int,
-        square: str,
+        geometry: Geometry,
         batch_size: int = 16,
     ):
-        super().__init__(resolution, square)
+        super().__init__(resolution, geometry)
         self.factory = factory
         self.cache_dir = Path(cache_dir)
         self.batch_size = batch_size
         self.segmenter: Segmenter | None = None
 
     def map_dir(self, weights_hash: str) -> Path:
-        return self.cache_dir / "anatomy" / weights_hash[:16] / f"{self.square}-{self.resolution}"
+        return self.cache_dir / "anatomy" / weights_hash[:16] / f"{self.geometry.tag}-{self.resolution}"
 
     def built_segmenter(self) -> Segmenter:
         """The segmenter, built on first use (only when maps are missing from the cache)."""
@@ -226,7 +223,7 @@ class SegmenterAnatomy(AnatomySource):
     def segment(self, cases: Sequence[Case]) -> list[np.ndarray]:
         import torch
 
-        images = np.stack([to_square(load_grayscale(c.image_path), self.resolution, self.square) for c in cases])
+        images = np.stack([conform(load_grayscale(c.image_path), self.resolution, self.geometry) for c in cases])
         with torch.no_grad():
             masks = self.built_segmenter()(torch.from_numpy(images)[:, None])
         if masks.dtype != torch.bool or tuple(masks.shape[:2]) != (len(cases), 4) or masks.ndim != 4:

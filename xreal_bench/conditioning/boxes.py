@@ -7,8 +7,10 @@ in pixels of an image of ``image_width`` x ``image_height`` (optional; column na
 :data:`MSCXR_COLUMNS`; the first alias present wins; pass ``columns`` to name others). VinDr
 style: ``image_id, class_name, x_min, y_min, x_max, y_max``; the reference size is the
 metadata's Rows/Columns, else the image file's own size. Boxes are rescaled from the
-reference size to the image file's size, then mapped through the crop/pad geometry of
-:func:`xreal_bench.imaging.to_square` (:func:`square_geometry`). Category names match
+reference size to the image file's size, then mapped through the square mode of
+:func:`xreal_bench.imaging.to_square` (:func:`square_geometry`: crop and pad shift by the
+centred offset and divide by the square's side; stretch divides x by the width and y by the
+height, as the resize scales them). Category names match
 CheXpert labels ignoring case, ``_``/``-`` and repeated spaces; other categories are skipped
 with a note.
 
@@ -42,6 +44,7 @@ import pandas as pd
 from PIL import Image
 
 from xreal_bench.errors import UserFacingError
+from xreal_bench.imaging import check_square
 from xreal_bench.labels import CHEXPERT_LABELS
 from xreal_bench.types import Box
 
@@ -174,14 +177,20 @@ def read_box_csv(path: str | Path, fmt: str = "ms-cxr", columns: dict[str, str] 
     return table
 
 
-def square_geometry(height: int, width: int, mode: str) -> tuple[int, int, int]:
-    """``(side, top, left)`` of :func:`xreal_bench.imaging.to_square`: the square's side and the
-    offset of the image inside it (crop: offsets are subtracted; pad: added)."""
+def square_geometry(height: int, width: int, mode: str) -> tuple[int, int, int, int]:
+    """``(span_y, span_x, top, left)`` of :func:`xreal_bench.imaging.to_square`: an image pixel
+    ``(y, x)`` lies at ``((y + top) / span_y, (x + left) / span_x)`` of the square working image.
+
+    crop: the square's side and the negative offsets of the centred crop; pad: the side and the
+    offsets of the image on the canvas; stretch: the image's own height and width, no offset."""
+    check_square(mode)
+    if mode == "stretch":
+        return height, width, 0, 0
     if mode == "crop":
         side = min(height, width)
-        return side, -((height - side) // 2), -((width - side) // 2)
+        return side, side, -((height - side) // 2), -((width - side) // 2)
     side = max(height, width)
-    return side, (side - height) // 2, (side - width) // 2
+    return side, side, (side - height) // 2, (side - width) // 2
 
 
 def to_working_box(raw: RawBox, label: str, size: tuple[int, int], ref: tuple[float, float] | None, mode: str) -> Box:
@@ -192,13 +201,13 @@ def to_working_box(raw: RawBox, label: str, size: tuple[int, int], ref: tuple[fl
     height, width = size
     ref_h, ref_w = ref or size
     sx, sy = width / ref_w, height / ref_h
-    side, top, left = square_geometry(height, width, mode)
+    span_y, span_x, top, left = square_geometry(height, width, mode)
     return Box(
         label,
-        (raw.x0 * sx + left) / side,
-        (raw.y0 * sy + top) / side,
-        (raw.x1 * sx + left) / side,
-        (raw.y1 * sy + top) / side,
+        (raw.x0 * sx + left) / span_x,
+        (raw.y0 * sy + top) / span_y,
+        (raw.x1 * sx + left) / span_x,
+        (raw.y1 * sy + top) / span_y,
     )
 
 

@@ -124,14 +124,14 @@ def anatomy_source(
     if not anatomy_configured(cfg):
         return None
     if cc.anatomy == "folder":
-        return FolderAnatomy(Path(input_paths(cfg)[0]), cc.resolution, cfg.dataset.square)
+        return FolderAnatomy(Path(input_paths(cfg)[0]), cc.resolution, cfg.dataset.geometry)
     if segmenter_factory is None:
         from xreal_bench.weights import WeightsManager
 
         weights = weights or WeightsManager(cfg.weights.dir or None)
         segmenter_factory = default_segmenter_factory(weights, device, cfg.metrics.pspnet_left_lung)
     cache = Path(cc.cache_dir) if cc.cache_dir else cfg.out / ".cache"
-    return SegmenterAnatomy(segmenter_factory, cache, cc.resolution, cfg.dataset.square, cfg.metrics.batch_size)
+    return SegmenterAnatomy(segmenter_factory, cache, cc.resolution, cfg.dataset.geometry, cfg.metrics.batch_size)
 
 
 def anatomy_maps(
