@@ -381,3 +381,15 @@ def test_results_provenance_gives_each_recorded_generator_weight_its_status(tmp_
         "own": {"sha256": "2" * 64, "status": "unverified (no published hash)"},
         "gone": {"sha256": None, "status": "absent"},
     }
+
+
+def test_an_identity_older_than_a_later_field_counts_as_its_earlier_value(run, capsys):
+    config, out = run
+    path = out / "g" / "identity.json"
+    record = json.loads(path.read_text())
+    del record["fields"]["dataset.intensity"]  # written before [dataset].intensity existed
+    path.write_text(json.dumps(record))
+    assert cli("generate", "--config", str(config), "--out", str(out)) == 0
+    assert "g: 0 generated, 4 already done" in capsys.readouterr().out
+    assert cli("generate", "--config", str(config), "--out", str(out), "--set", 'dataset.intensity="minmax"') == 2
+    assert '  dataset.intensity: "none" -> "minmax"' in capsys.readouterr().err

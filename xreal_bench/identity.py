@@ -165,12 +165,18 @@ def show(value: Any) -> str:
     return "(not recorded)" if value is None else json.dumps(value)
 
 
+#: Fields added to identities after their format was introduced, with the value every folder made
+#: before had: an older identity without the field is read as having this value.
+LATER_FIELDS: dict[str, Any] = {"dataset.intensity": "none"}
+
+
 def differences(stored: Mapping[str, Any], current: Mapping[str, Any], keys: Iterable[str] | None = None) -> list[str]:
     """``"field: old -> new"`` for every differing field (of ``keys``, default all); weights
-    fields are compared only where both sides are present."""
+    fields are compared only where both sides are present; a :data:`LATER_FIELDS` field missing
+    from ``stored`` counts as its earlier value."""
     lines = []
     for key in sorted(set(stored) | set(current) if keys is None else keys):
-        old, new = stored.get(key), current.get(key)
+        old, new = stored.get(key, LATER_FIELDS.get(key)), current.get(key)
         if key.startswith("weights.") and ABSENT in (old, new):
             continue
         if old != new:
