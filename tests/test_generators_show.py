@@ -272,3 +272,23 @@ def test_help_has_an_example(capsys):
         main(["generators", "show", "--help"])
     out = capsys.readouterr().out
     assert "examples:\n  xreal-bench generators show noise" in out and "--case ID" in out
+
+
+@pytest.mark.parametrize(
+    ("anatomy", "step", "unavailable"),
+    [
+        ("none", "none: the run would refuse this generator", ["anatomy"]),
+        ("pspnet", "segmented by PSPNet from {image} at run time (not computed by `generators show`)", []),
+    ],
+)
+def test_anatomy_sources_for_a_case(setup, capsys, anatomy, step, unavailable):
+    config, _ = setup
+    case = cases_of(config)[1]
+    code, out, _ = show(capsys, config, "phantom", "--case", case.case_id, "--json", "--set", f"conditioning.anatomy='{anatomy}'")
+    data = json.loads(out)
+    steps = {s["key"]: s["value"] for s in data["conditioning"]}
+    assert steps["anatomy map for this case"] == step.format(image=case.image_path)
+    assert list(data["unavailable_inputs"]) == unavailable
+    assert (
+        data["condition"]["not_computed"]["anatomy"] == f"not computed by `generators show` (conditioning.anatomy = '{anatomy}')"
+    )

@@ -156,37 +156,35 @@ def resolve(cfg: BenchConfig, name: str) -> tuple[GeneratorConfig, str]:
     )
 
 
+@dataclass(frozen=True, eq=False)
+class CaseView:
+    """What ``--case`` adds: the scan, the inputs it cannot supply, the case's sources, its record and Condition."""
+
+    scan: DatasetScan
+    unavailable: dict[str, str]
+    sources: list[ProtocolStep]
+    case: dict[str, Any]
+    condition: Condition
+    not_computed: dict[str, str]
+
+
 def show_generator(cfg: BenchConfig, name: str, *, case_id: str = "", weights: WeightsManager) -> GeneratorShow:
     """What generator ``name`` would run under ``cfg`` (for case ``case_id`` when given), loading no weights."""
     from xreal_bench.generators.registry import generator_class
 
     gcfg, defined_by = resolve(cfg, name)
     cls = generator_class(gcfg.type)
-    scan = case = facts = None
-    condition: Condition | None = None
-    unavailable: dict[str, str] = {}
-    per_case: list[ProtocolStep] = []
-    condition_record = case_record = None
-    if case_id:
-        scan = scan_for_case(cfg)
-        case = find_case(cfg, scan, case_id)
-        from xreal_bench.conditioning.prepare import unavailable_inputs
-
-        unavailable = {kind: why for kind, why in unavailable_inputs(cfg, scan).items() if kind in cls.inputs}
-        facts, boxes_step, skipped = facts_without_maps(cfg, scan, case, cls.inputs)
-        per_case = [anatomy_step(cfg, case, cls.inputs), boxes_step]
-        condition = case_condition(cfg, name, facts, reads=set(cls.inputs) - set(skipped))
-        case_record = case_fields(case)
-        condition_record = {**condition_fields(condition), "not_computed": skipped}
+    view = case_view(cfg, name, case_id, cls.inputs) if case_id else None
     context = GeneratorContext(
-        cases=scan.cases if scan is not None else (),
+        cases=view.scan.cases if view is not None else (),
         dataset_kind=cfg.dataset.kind,
         resolution=cfg.run.resolution,
         square=cfg.dataset.square,
-        device=cfg.run.device,
+        device=usable_device(cfg.run.device),
         precision=cfg.run.precision,
         weights=weights,
     )
+    condition = view.condition if view is not None else None
     return GeneratorShow(
         name=name,
         type_name=cls.type_name,
@@ -194,13 +192,30 @@ def show_generator(cfg: BenchConfig, name: str, *, case_id: str = "", weights: W
         defined_by=defined_by,
         enabled=gcfg.enabled,
         inputs=tuple(sorted(cls.inputs)),
-        unavailable_inputs=unavailable,
+        unavailable_inputs=view.unavailable if view is not None else {},
         protocol=tuple(cls.protocol(gcfg.options, context, condition)),
         run=tuple(run_steps(cfg, name, gcfg)),
-        conditioning=tuple(conditioning_steps(cfg, cls.inputs) + per_case),
-        case=case_record,
-        condition=condition_record,
+        conditioning=tuple(conditioning_steps(cfg, cls.inputs) + (view.sources if view is not None else [])),
+        case=view.case if view is not None else None,
+        condition=None if view is None else {**condition_fields(view.condition), "not_computed": view.not_computed},
         weights=tuple(weights_files(cls, gcfg.options, weights)),
+    )
+
+
+def case_view(cfg: BenchConfig, name: str, case_id: str, reads: Collection[str]) -> CaseView:
+    """The case ``case_id`` as the dataset layer loads it and its sample-0 Condition for a generator reading ``reads``."""
+    from xreal_bench.conditioning.prepare import unavailable_inputs
+
+    scan = scan_for_case(cfg)
+    case = find_case(cfg, scan, case_id)
+    facts, boxes_step, skipped = facts_without_maps(cfg, scan, case, reads)
+    return CaseView(
+        scan=scan,
+        unavailable={kind: why for kind, why in unavailable_inputs(cfg, scan).items() if kind in reads},
+        sources=[anatomy_step(cfg, case, reads), boxes_step],
+        case=case_fields(case),
+        condition=case_condition(cfg, name, facts, reads=set(reads) - set(skipped)),
+        not_computed=skipped,
     )
 
 
@@ -334,6 +349,13 @@ def run_steps(cfg: BenchConfig, name: str, gcfg: GeneratorConfig) -> list[Protoc
         ProtocolStep("samples_per_condition", str(run.samples_per_condition), "run.samples_per_condition"),
         ProtocolStep("seed", str(run.seed), f"run.seed; {SEED_RULE}"),
     ]
+
+
+def usable_device(requested: str) -> str:
+    """The device a run would use here; ``requested`` itself when it cannot be used (:func:`device_text` says why)."""
+    from xreal_bench.distributed import DistInfo, device_problem, resolve_device
+
+    return requested if device_problem(requested, DistInfo()) else resolve_device(requested, DistInfo())
 
 
 def device_text(requested: str) -> str:
