@@ -140,6 +140,7 @@ def test_reference_generator_with_a_case(setup, capsys):
     assert f"  seed = {seed_for(0, 'shuffled', case.case_id, 0)}\n" in out
     assert f"  positives = [{', '.join(repr(p) for p in case.positives)}]\n" in out
     assert "  pathology boxes for this case = not read by this generator\n" in out
+    assert "  not_computed = none\n" in out
 
 
 def impression_from_file(config: Path, case) -> str:

@@ -132,7 +132,7 @@ def shown(value: Any, *, nested: bool = False) -> str:
         return "[" + ", ".join(shown(v, nested=True) for v in value) + "]"
     if isinstance(value, dict):
         text = ", ".join(f"{k}={shown(v, nested=True)}" for k, v in value.items())
-        return "{" + text + "}" if nested else text
+        return "{" + text + "}" if nested else text or "none"
     return str(value)
 
 
