@@ -22,6 +22,10 @@ from xreal_bench.metrics import table as metric_table
 from xreal_bench.reports.coverage import COUNTS_NOTE, count_text, counts, coverage_text, label, mark_footnote
 
 REFERENCE = "real"
+DEMOGRAPHICS_NOTE = (
+    "Fallback demographics (no MIMIC-IV record for the case, so the prompt carried the documented fallback values; "
+    "each image's source is in its manifest line, condition.inputs.demographics):"
+)
 NO_COVERAGE: Mapping[str, Coverage] = {}
 
 
@@ -91,10 +95,15 @@ def evaluator_notes(frame: pd.DataFrame) -> list[str]:
 
 
 def markdown(
-    frame: pd.DataFrame, decimals: int = 3, coverage: Mapping[str, Coverage] = NO_COVERAGE, *, unverified: Sequence[str] = ()
+    frame: pd.DataFrame,
+    decimals: int = 3,
+    coverage: Mapping[str, Coverage] = NO_COVERAGE,
+    *,
+    unverified: Sequence[str] = (),
+    demographics: Sequence[str] = (),
 ) -> str:
     """The leaderboard in Markdown with its footnotes (values, counts, coverage marks, evaluators,
-    weights no published hash confirms, demo evaluators)."""
+    weights no published hash confirms, images prompted with fallback demographics, demo evaluators)."""
     board = leaderboard(frame, coverage)
     overall = frame[frame.subset == "all"]
     metrics = [m for m in metric_table.headline() if m.name in board.columns]
@@ -123,6 +132,8 @@ def markdown(
             + "; ".join(unverified)
             + "."
         )
+    if demographics:
+        lines.append(f"{DEMOGRAPHICS_NOTE} " + "; ".join(demographics) + ".")
     if demo:
         lines.append(
             "**Demo evaluators** (`demo:`): small networks trained on synthetic phantoms. These numbers are NOT "
@@ -138,8 +149,9 @@ def write_leaderboard(
     coverage: Mapping[str, Coverage] = NO_COVERAGE,
     *,
     unverified: Sequence[str] = (),
+    demographics: Sequence[str] = (),
 ) -> tuple[Path, Path]:
     csv_path, md_path = out / "leaderboard.csv", out / "leaderboard.md"
     write_text_atomic(csv_path, leaderboard(frame, coverage).to_csv(index=False))
-    write_text_atomic(md_path, markdown(frame, decimals, coverage, unverified=unverified))
+    write_text_atomic(md_path, markdown(frame, decimals, coverage, unverified=unverified, demographics=demographics))
     return csv_path, md_path

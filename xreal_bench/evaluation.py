@@ -34,7 +34,7 @@ from xreal_bench.metrics.engine import (
 from xreal_bench.metrics.scoring import score
 from xreal_bench.metrics.suite import Suite, build_suite
 from xreal_bench.preflight import evaluated_problem, threshold_split_problem
-from xreal_bench.results import environment, read_results, write_results
+from xreal_bench.results import demographics_counts, environment, read_results, write_results
 from xreal_bench.rundir import GeneratorDir, generator_dirs
 from xreal_bench.weights import UNVERIFIED, VERIFIED, WeightsManager
 
@@ -177,6 +177,7 @@ def evaluate(session: Session, names: Sequence[str] | None = None, progress: boo
     rows = with_counts(score_source(REFERENCE, real), coverage[REFERENCE])
     passes = table.pixel_passes(cfg.metrics.enabled)
     failures: dict[str, list[str]] = {REFERENCE: real.failed}
+    demographics: dict[str, dict] = {}  # per generator: its scored images prompted with fallback demographics
     paired = set(real.case_ids)  # cases whose real image decoded: generated images are scored against them
     for gdir in dirs:
         t0 = time.perf_counter()
@@ -205,6 +206,8 @@ def evaluate(session: Session, names: Sequence[str] | None = None, progress: boo
             min_coverage=min_coverage,
         )
         rows += with_counts(score_source(gdir.generator, gen), coverage[gdir.generator])
+        scored = set(gen.keys)
+        demographics[gdir.generator] = demographics_counts(e for e in selection.scorable if e.key in scored)
         timings[gdir.generator] = time.perf_counter() - t0
         failures[gdir.generator] = gen.failed
     if info.is_main:
@@ -227,7 +230,10 @@ def evaluate(session: Session, names: Sequence[str] | None = None, progress: boo
                 "notes": list(session.scan.notes),
             },
             "evaluators": {"suite": suite.name, **suite.describe()},
-            "generators": {gdir.generator: generator_provenance(gdir, session.weights) for gdir in dirs},
+            "generators": {
+                gdir.generator: {**generator_provenance(gdir, session.weights), "demographics": demographics[gdir.generator]}
+                for gdir in dirs
+            },
             "demo_evaluators": suite.name == "demo",
             "thresholds": threshold_info,
             "seeds": {"run": cfg.run.seed, "bootstrap": cfg.run.seed},
@@ -296,7 +302,7 @@ def keep_other_generators(out: Path, rows: list[ResultRow], provenance: dict, ev
     kept = frame[~frame.generator.isin(evaluated | {REFERENCE})]
     rows = rows + [ResultRow(**record) for record in kept.to_dict("records")]
     others = set(kept.generator)
-    for key in ("timings_s", "undecodable"):
+    for key in ("timings_s", "undecodable", "generators"):
         provenance[key] = {**{k: v for k, v in previous.get(key, {}).items() if k in others}, **provenance[key]}
     sources = provenance["coverage"]["sources"]
     earlier = previous.get("coverage", {}).get("sources", {})

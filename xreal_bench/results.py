@@ -10,7 +10,9 @@ evaluators, ``pixels`` for MS-SSIM).
 hash), dataset fingerprint, evaluators with weight hashes and preprocessing, thresholds,
 package versions, device, world size, seeds, timings, failures, and ``coverage``: the rule
 metrics follow for uncovered cases and, per source, the planned, ok, failed, missing and
-evaluated images, the covered cases, the samples scored and the entries ignored.
+evaluated images, the covered cases, the samples scored and the entries ignored. Each generator's
+record holds ``demographics`` (:func:`demographics_counts`): how many of its scored images were
+prompted with fallback demographics, which the leaderboard names in a footnote.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import json
 import platform
 import socket
 import sys
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from importlib import metadata
@@ -30,6 +33,7 @@ import pandas as pd
 
 from xreal_bench.atomic import write_text_atomic
 from xreal_bench.coverage import Coverage
+from xreal_bench.rundir import ManifestEntry
 
 COLUMNS = ["generator", "metric", "subset", "value", "ci_low", "ci_high", "n", "failed", "missing", "evaluator", "note"]
 PACKAGES = (
@@ -138,4 +142,63 @@ def read_unverified_weights(out: Path) -> list[str]:
         for artifact, weights in record.get("weights", {}).items():
             if weights.get("status") not in ("verified", "absent"):
                 found.append(f"generator `{generator}`: `{artifact}` (sha256 {str(weights.get('sha256'))[:12]}…)")
+    return found
+
+
+#: ``condition.inputs.demographics`` of an image prompted with the case's own MIMIC-IV demographics;
+#: any other recorded value (``"fallback (age 65, ...)"``) names the fallback values used.
+MIMIC_IV_DEMOGRAPHICS = "mimic-iv"
+
+
+def recorded_demographics(entry: ManifestEntry) -> str | None:
+    """Where the demographics of the entry's prompt came from (``condition.inputs.demographics``); None if not recorded."""
+    inputs = entry.condition.get("inputs") if isinstance(entry.condition, dict) else None
+    value = inputs.get("demographics") if isinstance(inputs, dict) else None
+    return None if value in (None, "") else str(value)
+
+
+def demographics_counts(entries: Iterable[ManifestEntry]) -> dict[str, Any]:
+    """Of a generator's scored images (``entries``): how many there are, how many recorded where their
+    prompt's demographics came from, and how many used a fallback, per recorded fallback value."""
+    images, recorded, fallbacks = 0, 0, Counter[str]()
+    for entry in entries:
+        images += 1
+        value = recorded_demographics(entry)
+        if value is None:
+            continue
+        recorded += 1
+        if value != MIMIC_IV_DEMOGRAPHICS:
+            fallbacks[value] += 1
+    return {
+        "images": images,
+        "recorded": recorded,
+        "fallback": sum(fallbacks.values()),
+        "fallback_values": dict(fallbacks.most_common()),
+    }
+
+
+def fallback_text(values: dict[str, int]) -> str:
+    """``"age 65, race white, sex female"``, or with counts when several fallbacks were used."""
+    inner = {value.removeprefix("fallback (").removesuffix(")"): count for value, count in values.items()}
+    if len(inner) <= 1:
+        return next(iter(inner), "values not recorded")
+    return "; ".join(f"{value}: {count}" for value, count in inner.items())
+
+
+def read_demographics_fallbacks(out: Path) -> list[str]:
+    """Every generator behind ``results.json`` whose images used fallback demographics, as
+    ``"`<generator>`: 12 of 40 images used fallback demographics (age 65, ...)"`` lines for the leaderboard footnote."""
+    try:
+        provenance = json.loads((Path(out) / "results.json").read_text())
+    except (OSError, ValueError):
+        return []
+    found = []
+    for generator, record in provenance.get("generators", {}).items():
+        counts = record.get("demographics") if isinstance(record, dict) else None
+        if not isinstance(counts, dict) or not counts.get("fallback"):
+            continue
+        found.append(
+            f"`{generator}`: {counts['fallback']} of {counts.get('images', '?')} images used fallback demographics "
+            f"({fallback_text(counts.get('fallback_values', {}))})"
+        )
     return found
