@@ -4,8 +4,10 @@
 ``HAND_IMAGES``) covering: frontal, lateral (LATERAL, LL) and blank views, a dicom_id absent
 from the metadata CSV, uncertain (-1.0) and blank labels, a study absent from the label CSV,
 multi-image studies, train/validate/test splits, a missing file, a zero-byte file, a truncated
-JPEG, and reports with both sections, one section, neither, and no report file. ``n_random``
-adds seeded single-image test studies with random labels (for subsample tests).
+JPEG, and reports with both sections, one section, neither, and no report file; StudyDates
+in several years and one blank. ``n_random`` adds seeded single-image test studies with random
+labels (for subsample tests). ``write_mimic_iv`` writes MIMIC-IV ``hosp/patients`` and
+``hosp/admissions`` CSVs from rows given by the test.
 
 :class:`Expected` recomputes every number a loader should report with plain loops over the
 rows written here — it never calls the loader.
@@ -68,6 +70,15 @@ SECTIONS = {
     "impression": ("", "Small left pleural effusion. Right apical pneumothorax."),
     "findings": ("Lungs are clear. No effusion.", ""),
     "neither": ("", ""),
+}
+#: MaCheX's ``report`` of each fixture, worked out by hand from the rule in saiboxx/machex
+#: ``MIMICParser._get_meta_data``: after the last FINDINGS: (else IMPRESSION:, else everything),
+#: IMPRESSION: dropped, line breaks dropped (not spaced: "clear.\nNo" -> "clear.No"), spaces squeezed.
+MACHEX = {
+    "both": "The heart is enlarged. Mild pulmonary vascular congestion. Cardiomegaly with mild edema.",
+    "impression": "Small left pleural effusion. Right apical pneumothorax. NOTIFICATION: Findings discussed with Dr. ___ at 10:00.",
+    "findings": "Lungs are clear.No effusion.",
+    "neither": "FINAL REPORT HISTORY: Fever. Portable chest radiograph was obtained. No acute process.",
 }
 REPORT_TEXT = {
     "both": REPORT_BOTH,
@@ -133,6 +144,9 @@ HAND_LABELS = {
 #: The NegBio file differs in one cell so tests can tell which file was read.
 NEGBIO_CHANGES = {("50000001", "Cardiomegaly"): 0.0}
 HAND_REPORTS = {"50000001": "both", "50000003": "impression", "50000004": "findings", "50000005": "neither"}
+#: StudyDate per study (YYYYMMDD); studies not listed: DEFAULT_DATE; 50000008's is blank.
+STUDY_DATES = {"50000001": "21800506", "50000002": "21781231", "50000003": "21830101", "50000005": "21790915", "50000008": ""}
+DEFAULT_DATE = "21800506"
 
 
 @dataclass
@@ -180,6 +194,13 @@ class Expected:
             else:
                 out.append(int(value))
         return tuple(out)
+
+    def study_date(self, dicom_id: str) -> str:
+        return STUDY_DATES.get(self.row(dicom_id).study_id, DEFAULT_DATE)
+
+    def machex(self, dicom_id: str) -> str:
+        key = self.reports.get(self.row(dicom_id).study_id)
+        return MACHEX[key] if key else ""
 
     def sections(self, dicom_id: str) -> tuple[str, str]:
         key = self.reports.get(self.row(dicom_id).study_id)
@@ -256,7 +277,8 @@ def write_mimic_tree(root: Path, *, gz: bool = False, n_random: int = 0, seed: i
     write_csv(root / "mimic-cxr-2.0.0-split.csv", ("dicom_id", "study_id", "subject_id", "split"),
               [(r.dicom_id, r.study_id, r.subject_id, r.split) for r in images], gz)  # fmt: skip
     meta_rows = [
-        (r.dicom_id, r.subject_id, r.study_id, "CHEST (PA AND LAT)", r.view, r.height, r.width, "21800506",
+        (r.dicom_id, r.subject_id, r.study_id, "CHEST (PA AND LAT)", r.view, r.height, r.width,
+         STUDY_DATES.get(r.study_id, DEFAULT_DATE),
          "213014.531", "CHEST (PA AND LAT)", "postero-anterior", "Erect")
         for r in images if r.view is not None
     ]  # fmt: skip
@@ -279,3 +301,29 @@ def write_mimic_tree(root: Path, *, gz: bool = False, n_random: int = 0, seed: i
             path = root / "files" / f"p{subject[:2]}" / f"p{subject}" / f"s{study}.txt"
             path.write_text(REPORT_TEXT[key])
     return Expected(root, images, {"chexpert": chexpert, "negbio": negbio}, dict(HAND_REPORTS) if reports else {})
+
+
+PATIENTS_HEADER = ("subject_id", "gender", "anchor_age", "anchor_year", "anchor_year_group", "dod")
+ADMISSIONS_HEADER = (
+    "subject_id",
+    "hadm_id",
+    "admittime",
+    "dischtime",
+    "admission_type",
+    "insurance",
+    "race",
+    "hospital_expire_flag",
+)
+
+
+def write_mimic_iv(root: Path, patients, admissions, *, gz: bool = True, race_column: str = "race") -> Path:
+    """``root/hosp/{patients,admissions}.csv[.gz]``; ``patients`` rows are (subject, gender, anchor_age,
+    anchor_year), ``admissions`` rows (subject, admittime, race); the other columns are filled in."""
+    hosp = Path(root) / "hosp"
+    hosp.mkdir(parents=True, exist_ok=True)
+    rows = [(s, g, a, y, "2011 - 2013", "") for s, g, a, y in patients]
+    write_csv(hosp / "patients.csv", PATIENTS_HEADER, rows, gz)
+    header = tuple(race_column if c == "race" else c for c in ADMISSIONS_HEADER)
+    rows = [(s, 20000000 + i, t, t, "EW EMER.", "Medicare", race, 0) for i, (s, t, race) in enumerate(admissions)]
+    write_csv(hosp / "admissions.csv", header, rows, gz)
+    return Path(root)

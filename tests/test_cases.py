@@ -25,6 +25,7 @@ from xreal_bench.types import Box, BoxSet, Case, CaseFacts
 
 SCHEMA = {
     "case_id", "subject_id", "study_id", "split", "view", "image_path", "labels", "positives", "report", "boxes", "sample_boxes",
+    "study_date", "demographics",
 }  # fmt: skip
 
 
@@ -100,7 +101,9 @@ def test_cases_file_holds_the_dataset_facts(run, data):
         assert (record["subject_id"], record["study_id"], record["view"], record["split"]) == (
             case.subject_id, case.study_id, case.view, "test",
         )  # fmt: skip
-        assert record["report"] == {"findings": case.findings, "impression": case.impression}
+        assert record["report"] == {"findings": case.findings, "impression": case.impression, "text": case.report_text}
+        assert record["study_date"] == case.study_date and len(case.study_date) == 8
+        assert record["demographics"] is None  # [dataset].demographics is not set here
         assert record["report"]["findings"] or record["report"]["impression"]
         assert Path(record["image_path"]) == Path(case.image_path).resolve()
         assert record["sample_boxes"] == []

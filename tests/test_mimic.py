@@ -12,13 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mimic_tree import LABELS, NOT_PATHOLOGY, SECTIONS, did, write_mimic_tree
+from mimic_tree import LABELS, MACHEX, NOT_PATHOLOGY, REPORT_TEXT, SECTIONS, did, write_mimic_tree
 from PIL import Image
 
 from xreal_bench.config import LabelPolicy, config_from_dict
 from xreal_bench.data.dataset import load_dataset
 from xreal_bench.data.mimic import DatasetError, ImageCheck, check_image, scan_mimic
-from xreal_bench.data.reports import parse_report
+from xreal_bench.data.reports import machex_report, parse_report
 from xreal_bench.data.summary import SUMMARY_KEYS, format_summary, summarize
 from xreal_bench.imaging import load_grayscale
 
@@ -259,10 +259,51 @@ def test_reports_root_elsewhere(tmp_path):
 
 @pytest.mark.parametrize("key", sorted(SECTIONS))
 def test_parse_report_fixture_texts(key):
-    from mimic_tree import REPORT_TEXT
-
     got = parse_report(REPORT_TEXT[key])
     assert (got.findings, got.impression) == SECTIONS[key]
+    assert got.report_text == machex_report(REPORT_TEXT[key]) == MACHEX[key]
+
+
+def test_cases_carry_the_machex_text_of_their_report_file(tree):
+    cases = scan(tree).cases
+    assert [c.report_text for c in cases] == [tree.machex(c.case_id) for c in cases]
+    by_id = {c.case_id: c for c in cases}
+    assert by_id[did(1)].report_text == MACHEX["both"] == by_id[did(3)].report_text  # one report, two images
+    assert by_id[did(8)].report_text == "Lungs are clear.No effusion."  # FINDINGS only, a line without a leading space
+    assert by_id[did(10)].report_text == MACHEX["neither"]  # neither header: the whole text
+    assert by_id[did(13)].report_text == "" and by_id[did(15)].report_text == ""  # no report file
+
+
+def test_machex_rule_edge_cases():
+    # the last FINDINGS: wins and every IMPRESSION: header inside is dropped, its text kept
+    text = "FINDINGS: old.\nFINDINGS:\n a  b\n IMPRESSION:\n c\n IMPRESSION: d\n"
+    assert machex_report(text) == "a b c d"
+    # no FINDINGS: the text after the last IMPRESSION:
+    assert machex_report("INDICATION: x\nIMPRESSION: one\nIMPRESSION: two  three\n") == "two three"
+    # headers are case-sensitive; line breaks vanish without a space; tabs are not squeezed
+    assert machex_report("findings: a\nb\t\tc") == "findings: ab\t\tc"
+    # CRLF and CR read as the original's text mode reads them
+    assert machex_report("FINDINGS:\r\n x\r\n y\r z") == "x y z"
+    assert machex_report("") == "" and machex_report(" \n ") == ""
+
+
+def test_study_date_is_read_from_the_metadata(tree, tmp_path):
+    cases = scan(tree).cases
+    assert [c.study_date for c in cases] == [tree.study_date(c.case_id) for c in cases]
+    assert {c.study_date for c in cases} == {"21800506", "21830101", "21790915", ""}
+    bad = write_mimic_tree(tmp_path / "bad")
+    meta = bad.root / "mimic-cxr-2.0.0-metadata.csv"
+    meta.write_text(meta.read_text().replace("21830101", "2183-01-01", 1))
+    with pytest.raises(DatasetError, match=r"metadata.csv, line \d+: StudyDate '2183-01-01' is not a date written YYYYMMDD"):
+        scan(bad)
+    lines = meta.read_text().splitlines()
+    without = [",".join(c for i, c in enumerate(line.split(",")) if i != 7) for line in lines]
+    assert lines[0].split(",")[7] == "StudyDate"
+    meta.write_text("\n".join(without) + "\n")
+    assert {c.study_date for c in scan(bad).cases} == {""}  # an optional column without demographics
+    (tmp_path / "iv" / "hosp").mkdir(parents=True)
+    with pytest.raises(DatasetError, match="missing column StudyDate .needed for the age at the study"):
+        scan(bad, demographics=tmp_path / "iv")
 
 
 def test_parse_report_edge_cases():

@@ -7,14 +7,18 @@ from a generator's manifest. One JSON object per line, sorted by case id::
      "image_path": "/abs/path.jpg",
      "labels": {"Atelectasis": 0, ...},          every CheXpert label after the label policy (1, 0, -1 ignore)
      "positives": ["Cardiomegaly"],              positive pathologies (CheXpert order)
-     "report": {"findings": "...", "impression": "..."},
+     "report": {"findings": "...", "impression": "...", "text": "..."},   text: the MaCheX report text
+     "study_date": "21800506",                   StudyDate (YYYYMMDD), "" unknown
+     "demographics": {"age": 64, "sex": "female", "race": "WHITE", "source": "mimic-iv", "notes": [...]},
+                                                 null when [dataset].demographics is not set
      "boxes": {"source": "boxes_csv", "boxes": [{"label": ..., "x0": ..., "y0": ..., "x1": ..., "y1": ...}],
                "notes": [...]},                 shared by every sample; null when not computed or per sample
      "sample_boxes": [{"source": "random", ...}]}  the random fallback's boxes, one per sample index
 
 Boxes are in fractions of the square working image; ``source`` is ``boxes_csv``,
 ``anatomy_rule``, ``random`` or ``none``. When the run computes them: see
-:mod:`xreal_bench.conditioning.prepare`.
+:mod:`xreal_bench.conditioning.prepare`. Files written before ``report.text``, ``study_date`` and
+``demographics`` existed are read with those empty (``""``, ``""``, ``None``).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from typing import Any
 from xreal_bench.atomic import write_text_atomic
 from xreal_bench.errors import UserFacingError
 from xreal_bench.labels import CHEXPERT_LABELS
-from xreal_bench.types import Box, BoxSet, Case, CaseFacts
+from xreal_bench.types import Box, BoxSet, Case, CaseFacts, Demographics
 
 CASES_FILE = "cases.jsonl"
 RERUN_HINT = "re-run `xreal-bench generate` with the run's config (finished images are kept) to write it"
@@ -50,6 +54,16 @@ def box_set_from_json(data: dict[str, Any]) -> BoxSet:
     return BoxSet(data["source"], tuple(Box(**b) for b in data["boxes"]), tuple(data["notes"]))
 
 
+def demographics_to_json(found: Demographics | None) -> dict[str, Any] | None:
+    return None if found is None else {**asdict(found), "notes": list(found.notes)}
+
+
+def demographics_from_json(data: dict[str, Any] | None) -> Demographics | None:
+    if data is None:
+        return None
+    return Demographics(data["age"], data["sex"], data["race"], data["source"], tuple(data["notes"]))
+
+
 def facts_to_json(facts: CaseFacts) -> dict[str, Any]:
     case = facts.case
     return {
@@ -61,7 +75,9 @@ def facts_to_json(facts: CaseFacts) -> dict[str, Any]:
         "image_path": str(Path(case.image_path).resolve()),
         "labels": dict(zip(CHEXPERT_LABELS, case.labels)),
         "positives": list(case.positives),
-        "report": {"findings": case.findings, "impression": case.impression},
+        "report": {"findings": case.findings, "impression": case.impression, "text": case.report_text},
+        "study_date": case.study_date,
+        "demographics": demographics_to_json(case.demographics),
         "boxes": None if facts.boxes is None else box_set_to_json(facts.boxes),
         "sample_boxes": [box_set_to_json(s) for s in facts.sample_boxes],
     }
@@ -81,6 +97,9 @@ def facts_from_json(data: dict[str, Any]) -> CaseFacts:
         findings=data["report"]["findings"],
         impression=data["report"]["impression"],
         split=data["split"],
+        report_text=data["report"].get("text", ""),
+        study_date=data.get("study_date", ""),
+        demographics=demographics_from_json(data.get("demographics")),
     )
     boxes = None if data["boxes"] is None else box_set_from_json(data["boxes"])
     return CaseFacts(case, boxes=boxes, sample_boxes=tuple(box_set_from_json(s) for s in data["sample_boxes"]))

@@ -69,6 +69,7 @@ class DatasetConfig:
     kind: Literal["mimic", "synthetic"] = "synthetic"
     root: str = "runs/demo/data"
     reports_root: str = ""  # MIMIC-CXR reports tree; "" looks next to the images under root/files
+    demographics: str = ""  # MIMIC-IV root holding hosp/patients.csv(.gz) and hosp/admissions.csv(.gz); "" = none
     split: Literal["train", "validate", "test"] = "test"
     views: list[str] = field(default_factory=lambda: ["AP", "PA"])
     labeler: Literal["chexpert", "negbio"] = "chexpert"

@@ -9,11 +9,13 @@ fields named like the config keys that set them:
 - the conditioning source: ``dataset.kind`` and ``dataset.split`` (and ``dataset.synthetic.*``,
   which define the synthetic set's images and labels), plus only the keys that shape an
   input the generator declares it reads (:data:`INPUT_FIELDS`): ``labels`` → labeler, label
-  policy, prompt separator; ``text`` → report section; ``anatomy`` → anatomy source and map
+  policy, prompt separator; ``text`` → report section and, when ``dataset.demographics`` is
+  set, the digest of its MIMIC-IV files' content (field ``dataset.demographics``; absent when
+  unset, so folders made before it existed still match); ``anatomy`` → anatomy source and map
   resolution (and which lung PSPNet calls left); ``pathology`` → labeler, label policy, anatomy
   source, map resolution, box format, fallback and the box CSV's sha256. File *locations*
-  (dataset root, anatomy folder, box CSV path) are not identity, so a run can be evaluated on
-  another machine; the box CSV's content is;
+  (dataset root, anatomy folder, box CSV path, MIMIC-IV root) are not identity, so a run can be
+  evaluated on another machine; the box CSV's and the demographics files' content is;
 - code versions: ``code.xreal_bench`` (the package version), ``code.generator`` (the class's
   ``module:qualname``) and ``code.generator_version`` when the class sets a ``version`` string;
 - ``weights.<artifact>``: the sha256 of each declared artifact of the generator that is present
@@ -38,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from xreal_bench import __version__
 from xreal_bench.atomic import write_text_atomic
+from xreal_bench.data.demographics import demographics_digest
 from xreal_bench.errors import UserFacingError
 from xreal_bench.imaging import Geometry
 from xreal_bench.registry import GENERATORS, declared
@@ -98,6 +101,8 @@ def run_fields(cfg: BenchConfig, inputs: Collection[str]) -> dict[str, Any]:
         fields["metrics.pspnet_left_lung"] = cfg.metrics.pspnet_left_lung
     if "pathology" in inputs:
         fields["conditioning.boxes_csv"] = box_csv_hash(cfg)
+    if "text" in inputs and cfg.dataset.demographics:
+        fields["dataset.demographics"] = demographics_digest(cfg.dataset.demographics)
     return fields
 
 

@@ -33,6 +33,14 @@ class DatasetError(UserFacingError):
     """The dataset folder or one of its CSVs is missing or malformed."""
 
 
+def find_csv(folder: Path, name: str) -> Path | None:
+    """``folder/name`` or ``folder/name.gz``, whichever exists (plain first)."""
+    for candidate in (folder / name, folder / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 def read_bytes(path: Path) -> bytes:
     """The file's bytes, decompressed when its name ends in ``.gz``."""
     try:

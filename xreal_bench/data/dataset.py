@@ -13,8 +13,9 @@ def load_dataset(cfg: BenchConfig, split: str | None = None, progress: bool = Tr
     """Scan ``cfg.dataset`` (``split`` overrides ``[dataset].split``).
 
     For ``kind = "synthetic"`` the demo tree is written first if absent or outdated; it has
-    the MIMIC-CXR-JPG layout, so both kinds go through :func:`scan_mimic`. With ``progress``
-    and ``announce``, the scan's notes (ids read leniently, repeated rows) go to stderr.
+    the MIMIC-CXR-JPG layout (with MIMIC-IV-format demographics under ``mimic-iv/``), so both
+    kinds go through :func:`scan_mimic`; ``[dataset].demographics`` is joined for either. With
+    ``progress`` and ``announce``, the scan's notes (ids read leniently, repeated rows) go to stderr.
     """
     ds = cfg.dataset
     root = Path(ds.root)
@@ -29,6 +30,7 @@ def load_dataset(cfg: BenchConfig, split: str | None = None, progress: bool = Tr
         labeler=ds.labeler,
         policy=ds.label_policy,
         reports_root=ds.reports_root or None,
+        demographics=ds.demographics or None,
         num_cases=cfg.run.num_cases,
         seed=cfg.run.seed,
         progress=progress,

@@ -4,10 +4,13 @@ Inputs under ``root`` (each CSV may be ``.csv`` or ``.csv.gz``):
 
 - ``mimic-cxr-2.0.0-split.csv`` (dicom_id, study_id, subject_id, split),
 - ``mimic-cxr-2.0.0-chexpert.csv`` or ``-negbio.csv`` (subject_id, study_id, 14 labels),
-- ``mimic-cxr-2.0.0-metadata.csv`` (dicom_id, ViewPosition, Rows, Columns, ...),
+- ``mimic-cxr-2.0.0-metadata.csv`` (dicom_id, ViewPosition, Rows, Columns, StudyDate, ...),
 - ``files/p<first two digits>/p<subject_id>/s<study_id>/<dicom_id>.jpg``,
 - optionally reports ``files/p../p<subject_id>/s<study_id>.txt`` under ``reports_root``
-  (or under ``root`` when ``reports_root`` is empty).
+  (or under ``root`` when ``reports_root`` is empty): each case gets the FINDINGS and IMPRESSION
+  sections and the MaCheX report text of its study's file (:mod:`xreal_bench.data.reports`),
+- optionally a MIMIC-IV root (``demographics``): each case gets the demographics of its subject
+  at its StudyDate (:mod:`xreal_bench.data.demographics`).
 
 Reading the CSVs: a ``.gz`` file is decompressed in full first; a truncated or damaged
 stream, text that is not UTF-8, a row with the wrong number of fields or an unclosed quote is a
@@ -19,7 +22,8 @@ blank; a ``dicom_id`` must be a safe file name (:data:`xreal_bench.names.NAME_RU
 :attr:`DatasetScan.notes`, anything else is refused naming the line. A ``dicom_id`` listed
 twice in the split (or metadata) CSV is kept once when the rows are identical (with a note) and
 refused, naming the ids and lines, when they differ; a study listed twice in the label CSV is
-refused. Rows/Columns must be numbers or blank.
+refused. Rows/Columns must be numbers or blank; StudyDate (optional column, required with
+demographics) eight digits (YYYYMMDD) or blank.
 
 Rules, in order:
 
@@ -46,9 +50,11 @@ Rules, in order:
 
 The scan's ``fingerprint`` (the key of every cache of real-image results) is a sha256 over
 split, views, labeler and label policy plus, per kept image, its dicom_id, relative path,
-the sha256 of its bytes and its labels: it is content-derived, so replacing an image (even
-by one of equal size with the old mtime restored) or relabelling it changes the fingerprint,
-while touching a file or copying the tree does not.
+the sha256 of its bytes and its labels (and, with demographics, that they are configured and
+the image's joined age, sex, race, source and notes): it is content-derived, so replacing an
+image (even by one of equal size with the old mtime restored), relabelling it or changing its
+subject's MIMIC-IV rows changes the fingerprint, while touching a file or copying the tree does
+not. Without demographics it is what it was before they existed.
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -67,11 +74,12 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from xreal_bench.config import LabelPolicy
-from xreal_bench.data.csvfile import LINE, DatasetError, drop_identical_duplicates, numeric, read_csv
+from xreal_bench.data.csvfile import LINE, DatasetError, drop_identical_duplicates, find_csv, numeric, read_csv, refuse_rows
+from xreal_bench.data.demographics import attach_demographics
 from xreal_bench.data.reports import ReportSections, read_report, report_path
 from xreal_bench.imaging import ImageDecodeError, open_image, pil_to_gray, refuse_signed_samples
 from xreal_bench.labels import CHEXPERT_LABELS, NON_PATHOLOGY_LABELS
-from xreal_bench.types import IGNORE, Case
+from xreal_bench.types import IGNORE, Case, Demographics
 
 __all__ = ["DatasetError", "DatasetScan", "ImageCheck", "check_image", "scan_mimic"]
 
@@ -84,6 +92,8 @@ LOOKED_FOR_SHOWN = 3
 
 SPLIT_COLUMNS = ("dicom_id", "study_id", "subject_id", "split")
 METADATA_COLUMNS = ("dicom_id", "ViewPosition", "Rows", "Columns")
+STUDY_DATE = "StudyDate"  # optional column (YYYYMMDD); required with demographics
+STUDY_DATE_FORMAT = re.compile(r"\d{8}")
 LABEL_KEY_COLUMNS = ("subject_id", "study_id")
 
 
@@ -105,6 +115,7 @@ class DatasetScan:
     with_report: int = 0  # kept images whose report file was found
     split: str = "test"
     notes: list[str] = field(default_factory=list)  # what was read leniently (float ids, identical repeated rows)
+    demographics: str = ""  # the MIMIC-IV root joined onto the cases; "" none
 
 
 @dataclass(frozen=True)
@@ -115,14 +126,6 @@ class ImageCheck:
     size: int = 0
     sha256: str = ""
     reason: str = ""
-
-
-def find_csv(root: Path, name: str) -> Path | None:
-    """``root/name`` or ``root/name.gz``, whichever exists (plain first)."""
-    for candidate in (root / name, root / f"{name}.gz"):
-        if candidate.is_file():
-            return candidate
-    return None
 
 
 def locate_csvs(root: Path, labeler: str) -> dict[str, Path]:
@@ -251,8 +254,28 @@ def image_relpaths(frame: pd.DataFrame) -> pd.Series:
     return "files/p" + subject.str[:2] + "/p" + subject + "/s" + frame["study_id"] + "/" + frame["dicom_id"] + ".jpg"
 
 
-def select_images(paths: dict[str, Path], split: str, wanted_views: set[str], notes: list[str]) -> pd.DataFrame:
-    """Rows of ``split`` whose view is wanted: dicom_id, study_id, subject_id, view, Rows, Columns."""
+def study_dates(path: Path, meta: pd.DataFrame, required: bool) -> pd.Series:
+    """The StudyDate column as ``YYYYMMDD`` text (``""`` blank); refused when malformed, or absent but ``required``."""
+    if STUDY_DATE not in meta.columns:
+        if required:
+            raise DatasetError(
+                f"{path}: missing column {STUDY_DATE} (needed for the age at the study with [dataset].demographics)"
+            )
+        return pd.Series("", index=meta.index, dtype=str)
+    dates = meta[STUDY_DATE].fillna("").str.strip()
+    bad = (dates != "") & ~dates.str.fullmatch(STUDY_DATE_FORMAT.pattern).astype(bool)
+    refuse_rows(path, meta, bad, f"{STUDY_DATE} {first_value(dates, bad)!r} is not a date written YYYYMMDD")
+    return dates
+
+
+def first_value(values: pd.Series, mask: pd.Series) -> object:
+    return values[mask].iloc[0] if mask.any() else None
+
+
+def select_images(
+    paths: dict[str, Path], split: str, wanted_views: set[str], notes: list[str], *, need_dates: bool = False
+) -> pd.DataFrame:
+    """Rows of ``split`` whose view is wanted: dicom_id, study_id, subject_id, view, Rows, Columns, StudyDate."""
     split_df = read_csv(
         paths["split"],
         SPLIT_COLUMNS,
@@ -267,10 +290,14 @@ def select_images(paths: dict[str, Path], split: str, wanted_views: set[str], no
     if split not in known_splits:
         raise DatasetError(f"{paths['split']}: no image has split {split!r} (values present: {', '.join(known_splits)})")
     frame = split_df.loc[split_df["split"] == split, ["dicom_id", "study_id", "subject_id"]]
-    meta = read_csv(paths["metadata"], METADATA_COLUMNS, ("dicom_id", "ViewPosition"), keys=("dicom_id",), notes=notes)
+    text = ("dicom_id", "ViewPosition", STUDY_DATE)
+    meta = read_csv(paths["metadata"], METADATA_COLUMNS, text, keys=("dicom_id",), notes=notes)
     meta["Rows"], meta["Columns"] = numeric(paths["metadata"], meta, "Rows"), numeric(paths["metadata"], meta, "Columns")
-    meta = drop_identical_duplicates(paths["metadata"], meta, "dicom_id", METADATA_COLUMNS, notes)[list(METADATA_COLUMNS)]
+    meta[STUDY_DATE] = study_dates(paths["metadata"], meta, need_dates)
+    columns = [*METADATA_COLUMNS, STUDY_DATE]
+    meta = drop_identical_duplicates(paths["metadata"], meta, "dicom_id", columns, notes)[columns]
     frame = frame.merge(meta, on="dicom_id", how="left")
+    frame[STUDY_DATE] = frame[STUDY_DATE].fillna("")
     view = frame["ViewPosition"].fillna("").astype(str).str.strip().str.upper()
     frame["view"] = view.where(view != "", UNKNOWN_VIEW)
     return frame[frame["view"].isin(wanted_views)].drop(columns="ViewPosition")
@@ -336,18 +363,21 @@ def scan_mimic(
     labeler: str = "chexpert",
     policy: LabelPolicy | None = None,
     reports_root=None,
+    demographics: str | Path | None = None,
     num_cases: int = 0,
     seed: int = 0,
     progress: bool = True,
 ) -> DatasetScan:
-    """Scan a MIMIC-CXR-JPG root; see the module docstring for every rule applied."""
+    """Scan a MIMIC-CXR-JPG root (with ``demographics``: a MIMIC-IV root joined onto every kept
+    case); see the module docstring for every rule applied."""
     root = Path(root)
     policy = policy or LabelPolicy()
     wanted_views = {v.strip().upper() for v in ([views] if isinstance(views, str) else views)}
     paths = locate_csvs(root, labeler)
     report_root = reports_base(root, reports_root)
     notes: list[str] = []
-    frame, labels = attach_labels(select_images(paths, split, wanted_views, notes), paths["labels"], policy, notes)
+    selected = select_images(paths, split, wanted_views, notes, need_dates=bool(demographics))
+    frame, labels = attach_labels(selected, paths["labels"], policy, notes)
 
     relpaths = image_relpaths(frame).tolist()
     image_paths = [root / rel for rel in relpaths]
@@ -380,13 +410,21 @@ def scan_mimic(
                 findings=report.findings,
                 impression=report.impression,
                 split=split,
+                report_text=report.report_text,
+                study_date=rec[STUDY_DATE],
             )
         )
-        rows.append((rec["dicom_id"], relpaths[i], checks[i].sha256, case_labels))
         if pd.notna(rec["Rows"]) and pd.notna(rec["Columns"]):
             sizes[rec["dicom_id"]] = (int(rec["Rows"]), int(rec["Columns"]))
 
     settings = {"split": split, "views": sorted(wanted_views), "labeler": labeler, "policy": policy.describe()}
+    if demographics:
+        cases, demographic_notes = attach_demographics(cases, demographics)
+        notes += demographic_notes
+        settings["demographics"] = "mimic-iv"
+    for case, i in zip(cases, keep, strict=True):
+        row: tuple = (case.case_id, relpaths[i], checks[i].sha256, case.labels)
+        rows.append((*row, demographics_row(case.demographics)) if demographics else row)
     return DatasetScan(
         root=root,
         cases=cases,
@@ -402,4 +440,11 @@ def scan_mimic(
         with_report=with_report,
         split=split,
         notes=notes,
+        demographics=str(demographics or ""),
     )
+
+
+def demographics_row(found: Demographics | None) -> list:
+    """A case's joined demographics as fingerprinted."""
+    found = found or Demographics()
+    return [found.age, found.sex, found.race, found.source, list(found.notes)]

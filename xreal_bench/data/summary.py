@@ -7,11 +7,26 @@ from typing import Any
 from xreal_bench.data.mimic import DatasetScan
 
 SUMMARY_KEYS = ("cases", "by_view", "positives", "missing", "corrupt", "label_policy")
+#: With ``[dataset].demographics``: one more key, ``demographics``, holding these counts of kept images.
+DEMOGRAPHICS_KEYS = ("complete", "age", "sex", "race", "not_found")
+
+
+def demographics_counts(scan: DatasetScan) -> dict[str, int]:
+    """Kept images with complete demographics (age, sex and race), with each one, and whose subject is not in MIMIC-IV."""
+    found = [c.demographics for c in scan.cases if c.demographics is not None]
+    return {
+        "complete": sum(d.complete for d in found),
+        "age": sum(d.age is not None for d in found),
+        "sex": sum(bool(d.sex) for d in found),
+        "race": sum(bool(d.race) for d in found),
+        "not_found": sum(d.source == "none" for d in found),
+    }
 
 
 def summarize(scan: DatasetScan) -> dict[str, Any]:
-    """``cases, by_view, positives, missing, corrupt, label_policy`` (missing/corrupt are counts)."""
-    return {
+    """``cases, by_view, positives, missing, corrupt, label_policy`` (missing/corrupt are counts), and
+    ``demographics`` (:func:`demographics_counts`) when they are joined."""
+    out: dict[str, Any] = {
         "cases": len(scan.cases),
         "by_view": dict(scan.by_view),
         "positives": dict(scan.positives),
@@ -19,6 +34,9 @@ def summarize(scan: DatasetScan) -> dict[str, Any]:
         "corrupt": len(scan.corrupt),
         "label_policy": dict(scan.label_policy),
     }
+    if scan.demographics:
+        out["demographics"] = demographics_counts(scan)
+    return out
 
 
 def format_summary(scan: DatasetScan, examples: int = 5) -> str:
@@ -31,6 +49,7 @@ def format_summary(scan: DatasetScan, examples: int = 5) -> str:
         f"split:         {scan.split}",
         f"kept images:   {n}" + (f" (stratified subsample of {scan.available} usable)" if n < scan.available else ""),
         f"with report:   {scan.with_report}",
+        *demographics_lines(s.get("demographics"), n),
         f"missing files: {s['missing']}",
         f"corrupt files: {s['corrupt']}",
         f"fingerprint:   {scan.fingerprint[:16]}",
@@ -51,3 +70,12 @@ def format_summary(scan: DatasetScan, examples: int = 5) -> str:
     if scan.notes:
         lines += ["", "notes:", *(f"  {note}" for note in scan.notes)]
     return "\n".join(lines)
+
+
+def demographics_lines(counts: dict[str, int] | None, n: int) -> list[str]:
+    if counts is None:
+        return []
+    return [
+        f"demographics:  {counts['complete']} of {n} complete (age, sex and race); age {counts['age']}, sex {counts['sex']}, "
+        f"race {counts['race']}; subject not in MIMIC-IV {counts['not_found']}"
+    ]

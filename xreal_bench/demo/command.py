@@ -13,11 +13,12 @@ DEMO_OUT = "runs/demo"
 
 def demo_tables(out: str) -> dict:
     """The demo's configuration (the shipped ``bench.toml`` holds the same values, commented)."""
+    from xreal_bench.demo.synthetic import MIMIC_IV_DIR
     from xreal_bench.metrics.table import selectable_names
 
     data = f"{out}/data"
     return {
-        "dataset": {"kind": "synthetic", "root": data, "views": ["AP", "PA"]},
+        "dataset": {"kind": "synthetic", "root": data, "views": ["AP", "PA"], "demographics": f"{data}/{MIMIC_IV_DIR}"},
         "conditioning": {
             "anatomy": "folder",
             "anatomy_dir": f"{data}/anatomy",

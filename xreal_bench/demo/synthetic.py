@@ -9,7 +9,11 @@ Under ``root``:
 - ``files/p1X/p1XXXXXXX/sXXXXXXXX.txt`` — MIMIC-CXR-style report with ``FINDINGS:`` and
   ``IMPRESSION:`` naming every drawn finding and its side (about 6 % lack FINDINGS and 4 %
   IMPRESSION; the remaining section still names everything);
-- ``mimic-cxr-2.0.0-{split,chexpert,negbio,metadata}.csv.gz`` with the real columns;
+- ``mimic-cxr-2.0.0-{split,chexpert,negbio,metadata}.csv.gz`` with the real columns (the
+  metadata's ``StudyDate`` in shifted years 2110-2190, as MIMIC's);
+- ``mimic-iv/hosp/patients.csv.gz`` and ``mimic-iv/hosp/admissions.csv.gz`` -- MIMIC-IV-format
+  demographics of the subjects (:func:`write_demographics`; ``[dataset].demographics`` of the demo
+  points at ``mimic-iv``);
 - ``anatomy/<dicom_id>.png`` — ground-truth label maps (0 background, 1 patient's left lung,
   2 right lung, 3 heart, 4 aortic knob) of every frontal image;
 - ``ms-cxr-boxes.csv`` — MS-CXR-style boxes (pixels of the written image) of every drawn
@@ -71,7 +75,7 @@ from xreal_bench.imaging import quantize
 from xreal_bench.labels import CHEXPERT_LABELS
 
 #: Bump whenever rendering or layout changes: ensure_dataset then rewrites old trees.
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 STAMP_NAME = "xreal-bench-synthetic.json"
 JPEG_QUALITY = 95
 SPLIT_CSV = "mimic-cxr-2.0.0-split.csv.gz"
@@ -80,6 +84,28 @@ NEGBIO_CSV = "mimic-cxr-2.0.0-negbio.csv.gz"
 METADATA_CSV = "mimic-cxr-2.0.0-metadata.csv.gz"
 BOXES_CSV = "ms-cxr-boxes.csv"
 ANATOMY_DIR = "anatomy"
+MIMIC_IV_DIR = "mimic-iv"
+PATIENTS_CSV = f"{MIMIC_IV_DIR}/hosp/patients.csv.gz"
+ADMISSIONS_CSV = f"{MIMIC_IV_DIR}/hosp/admissions.csv.gz"
+PATIENTS_HEADER = ("subject_id", "gender", "anchor_age", "anchor_year", "anchor_year_group", "dod")
+ADMISSIONS_HEADER = (
+    "subject_id", "hadm_id", "admittime", "dischtime", "deathtime", "admission_type", "admit_provider_id",
+    "admission_location", "discharge_location", "insurance", "language", "marital_status", "race", "edregtime",
+    "edouttime", "hospital_expire_flag",
+)  # fmt: skip
+#: Per split, shares of subjects: in patients.csv with admissions, without admissions, absent from both.
+DEMOGRAPHIC_PRESENCE = (0.87, 0.05, 0.08)
+#: A subject's usual race value (MIMIC-IV strings) and its share of subjects.
+USUAL_RACE = {
+    "WHITE": 0.52, "WHITE - OTHER EUROPEAN": 0.05, "BLACK/AFRICAN AMERICAN": 0.14, "HISPANIC/LATINO - PUERTO RICAN": 0.05,
+    "HISPANIC OR LATINO": 0.03, "ASIAN": 0.04, "ASIAN - CHINESE": 0.03, "OTHER": 0.04, "AMERICAN INDIAN/ALASKA NATIVE": 0.01,
+    "UNKNOWN": 0.05, "UNABLE TO OBTAIN": 0.02, "PATIENT DECLINED TO ANSWER": 0.02,
+}  # fmt: skip
+#: What one admission records instead of the usual value, and how often.
+ADMISSION_RACE = {"usual": 0.72, "UNKNOWN": 0.1, "UNABLE TO OBTAIN": 0.04, "other": 0.14}
+YEAR_GROUPS = ("2008 - 2010", "2011 - 2013", "2014 - 2016", "2017 - 2019", "2020 - 2022")
+EXTRA_PATIENTS = 12  # MIMIC-IV patients without any chest X-ray
+CAPPED_AGE = 91  # MIMIC-IV's anchor_age for every patient over 89
 
 SPLIT_HEADER = ("dicom_id", "study_id", "subject_id", "split")
 LABEL_HEADER = ("subject_id", "study_id", *CHEXPERT_LABELS)
@@ -549,6 +575,7 @@ def write_tree(tmp: Path, n_subjects: int, seed: int, image_size: int) -> dict:
     write_gzip(tmp / CHEXPERT_CSV, csv_bytes(LABEL_HEADER, sorted(tables.chexpert)))
     write_gzip(tmp / NEGBIO_CSV, csv_bytes(LABEL_HEADER, sorted(tables.negbio)))
     (tmp / BOXES_CSV).write_bytes(csv_bytes(BOXES_HEADER, sorted(tables.boxes, key=lambda r: (r[0], r[1], r[3], r[4]))))
+    write_demographics(tmp, subjects, seed)
     (tmp / STAMP_NAME).write_text(json.dumps(stamp(n_subjects, seed, image_size), indent=2, sort_keys=True) + "\n")
     return {
         "n_studies": len(tables.chexpert),
@@ -557,6 +584,70 @@ def write_tree(tmp: Path, n_subjects: int, seed: int, image_size: int) -> dict:
         "frontal": tables.frontal,
         "positives": tables.positives,
     }
+
+
+def write_demographics(tmp: Path, subjects: list[SubjectPlan], seed: int) -> None:
+    """MIMIC-IV-format ``hosp/patients.csv.gz`` and ``hosp/admissions.csv.gz`` for the subjects.
+
+    Per split, fixed shares of subjects (:data:`DEMOGRAPHIC_PRESENCE`) are in patients.csv with
+    1-4 admissions, in patients.csv without admissions, or absent from both. Ages at the anchor
+    year run 18-97, stored capped at 91 above 89 as MIMIC-IV does; the anchor year lies within two
+    years of the subject's first study. Each admission records the subject's usual race value
+    (:data:`USUAL_RACE`, which includes the unknown values), or UNKNOWN / UNABLE TO OBTAIN, or
+    another value (:data:`ADMISSION_RACE`), so some subjects have differing values and ties. A few
+    extra patients have no chest X-ray. Drawn from a seed of their own: the images do not change.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0xDE30]))
+    presence: dict[str, int] = {}
+    for split in ("train", "validate", "test"):
+        members = [s.subject_id for s in subjects if s.split == split]
+        presence.update(zip(members, (int(k) for k in quotas(rng, len(members), DEMOGRAPHIC_PRESENCE)), strict=True))
+    extra = [(str(i), int(rng.integers(2120, 2180))) for i in unique_ids(rng, EXTRA_PATIENTS, 20_000_000, 21_000_000)]
+    first_years = [(s.subject_id, int(s.studies[0].date[:4])) for s in subjects if presence[s.subject_id] < 2]
+    patients, admissions = [], []
+    hadm_ids = iter(unique_ids(rng, 4 * (len(first_years) + len(extra)), 20_000_000, 30_000_000))
+    for subject, first_year in sorted(first_years + extra):
+        anchor_year = first_year + int(rng.integers(-2, 3))
+        age = int(rng.integers(18, 98))
+        patients.append(
+            (subject, "FM"[int(rng.integers(2))], CAPPED_AGE if age > 89 else age, anchor_year,
+             YEAR_GROUPS[int(rng.integers(len(YEAR_GROUPS)))], "" if rng.random() < 0.9 else f"{anchor_year + 3}-06-01")
+        )  # fmt: skip
+        if presence.get(subject, 0) == 0:
+            admissions += admission_rows(rng, subject, anchor_year, hadm_ids)
+    write_table(tmp / PATIENTS_CSV, PATIENTS_HEADER, patients)
+    write_table(tmp / ADMISSIONS_CSV, ADMISSIONS_HEADER, sorted(admissions, key=lambda r: (r[0], r[2])))
+
+
+def admission_rows(rng: np.random.Generator, subject: str, anchor_year: int, hadm_ids) -> list[tuple]:
+    """1-4 admissions of one subject in time order, each recording a race value."""
+    usual = str(rng.choice(list(USUAL_RACE), p=list(USUAL_RACE.values())))
+    admit = np.datetime64(f"{anchor_year - 2}-01-01T00:00") + np.timedelta64(int(rng.integers(0, 700 * 1440)), "m")
+    rows = []
+    for _ in range(int(rng.integers(1, 5))):
+        admit += np.timedelta64(int(rng.integers(1440, 500 * 1440)), "m")
+        kind = str(rng.choice(list(ADMISSION_RACE), p=list(ADMISSION_RACE.values())))
+        race = usual if kind == "usual" else str(rng.choice(list(USUAL_RACE))) if kind == "other" else kind
+        emergency = rng.random() < 0.6
+        ed_in, ed_out = admit - np.timedelta64(int(rng.integers(120, 600)), "m"), admit - np.timedelta64(30, "m")
+        rows.append(
+            (subject, next(hadm_ids), timestamp(admit), timestamp(admit + np.timedelta64(int(rng.integers(1, 12)), "D")), "",
+             "EW EMER." if emergency else "ELECTIVE", f"P{int(rng.integers(10_000, 99_999))}",
+             "EMERGENCY ROOM" if emergency else "PHYSICIAN REFERRAL", "HOME", ("Medicare", "Medicaid", "Other")[int(rng.integers(3))],
+             "ENGLISH", ("MARRIED", "SINGLE", "WIDOWED")[int(rng.integers(3))], race,
+             timestamp(ed_in) if emergency else "", timestamp(ed_out) if emergency else "", 0)
+        )  # fmt: skip
+    return rows
+
+
+def timestamp(when: np.datetime64) -> str:
+    """MIMIC-IV's ``YYYY-MM-DD HH:MM:SS``."""
+    return str(when.astype("datetime64[s]")).replace("T", " ")
+
+
+def write_table(path: Path, header: tuple[str, ...], rows: list[tuple]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_gzip(path, csv_bytes(header, rows))
 
 
 def write_study(tmp: Path, study: StudyPlan, patient: Patient, size: int, tables: Tables) -> None:
