@@ -34,11 +34,15 @@ class PromptRule:
     template: str = "{text}"
     label_separator: str = ", "
     label_set: tuple[str, ...] = PATHOLOGIES
+    #: The Demographics field ``{age}`` takes: ``age`` (at the study) or ``anchor_age`` (MIMIC-IV's, as recorded).
+    age_field: str = "age"
 
     def __post_init__(self) -> None:
         unknown = [f for f in self.chain if f not in TEXT_FIELDS]
         if unknown or not self.chain:
             raise ValueError(f"prompt rule {self.name!r}: chain {self.chain} (fields: {', '.join(TEXT_FIELDS)})")
+        if self.age_field not in ("age", "anchor_age"):
+            raise ValueError(f"prompt rule {self.name!r}: age_field {self.age_field!r} (age or anchor_age)")
         if "{text}" not in self.template:
             raise ValueError(f"prompt rule {self.name!r}: template {self.template!r} has no {{text}}")
 
@@ -99,7 +103,7 @@ def build_prompt(
         notes.append(f"prompt from {source} ({rule.chain[0]} empty)")
     demographics = ""
     if rule.demographic:
-        values, demographics = demographic_values(condition.demographics, demographics_fallback)
+        values, demographics = demographic_values(condition.demographics, demographics_fallback, age_field=rule.age_field)
         if demographics != "mimic-iv":
             notes.append(f"demographics: {demographics}")
         text = rule.template.format(text=text, **values)
@@ -108,12 +112,15 @@ def build_prompt(
     return Prompt(text=text, field=source, rule=rule.name, demographics=demographics, notes=tuple(notes))
 
 
-def demographic_values(found: Demographics | None, fallback: Demographics | None) -> tuple[dict[str, object], str]:
-    """``({age, race, sex}, provenance)``: the case's values, each unknown one from ``fallback``;
-    provenance ``"mimic-iv"`` or ``"fallback (...)"`` naming the values substituted."""
+def demographic_values(
+    found: Demographics | None, fallback: Demographics | None, *, age_field: str = "age"
+) -> tuple[dict[str, object], str]:
+    """``({age, race, sex}, provenance)``: the case's values (``age`` from ``age_field``), each
+    unknown one from ``fallback`` (its ``age``); provenance ``"mimic-iv"`` or ``"fallback (...)"``
+    naming the values substituted."""
     found = found or Demographics()
     fallback = fallback or Demographics()
-    values: dict[str, object] = {"age": found.age, "race": found.race, "sex": found.sex}
+    values: dict[str, object] = {"age": getattr(found, age_field), "race": found.race, "sex": found.sex}
     substituted = []
     for key, value in list(values.items()):
         if value in (None, ""):
@@ -149,6 +156,14 @@ PROMPT_RULES: dict[str, PromptRule] = rule_table(
         "IMPRESSION (RoentGen v2)",
         "StanfordMIMI/RoentGen-v2 demo_data/demo_inference_prompts.csv:1-11 (prompt_variation = anchor_age, "
         "' year old ', race as WHITE/BLACK/ASIAN/HISPANIC, gender F/M as female/male, '. ', impression_short)",
+        chain=("impression", "labels"),
+        template="{age} year old {race} {sex}. {text}",
+        age_field="anchor_age",
+    ),
+    PromptRule(
+        "roentgen_v2_age_at_study",
+        "as roentgen_v2, with the age at the study (anchor_age + study year - anchor_year) instead of anchor_age",
+        "not stated by the original (its prompts carry anchor_age); for users who want the age at the image",
         chain=("impression", "labels"),
         template="{age} year old {race} {sex}. {text}",
     ),

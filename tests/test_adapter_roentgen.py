@@ -48,7 +48,7 @@ OFFICIAL_PNDM = {
     "trained_betas": None,
 }
 EFFUSION = tuple(int(name == "Pleural Effusion") for name in CHEXPERT_LABELS)
-PATIENT = Demographics(age=71, sex="male", race="BLACK", source="mimic-iv")
+PATIENT = Demographics(age=74, sex="male", race="BLACK", source="mimic-iv", anchor_age=71)  # study 3 years after anchor
 
 
 def tiny_text_encoder(vocab: dict[str, int], seed: int) -> CLIPTextModel:
@@ -245,7 +245,9 @@ def test_v2_prompts_carry_each_patients_demographics_or_a_recorded_fallback():
         "prompt_field": "impression",
         "demographics": "mimic-iv",
     }
-    partial = options.prompt(condition(1, demographics=Demographics(age=80, sex="male", source="mimic-iv")))
+    at_study = RoentGenOptions(version="v2", prompt_rule="roentgen_v2_age_at_study").prompt(condition(1, demographics=PATIENT))
+    assert at_study.text == "74 year old BLACK male. small left pleural effusion." and at_study.demographics == "mimic-iv"
+    partial = options.prompt(condition(1, demographics=Demographics(anchor_age=80, sex="male", source="mimic-iv")))
     assert partial.text == "80 year old WHITE male. small left pleural effusion."
     assert partial.demographics == "fallback (race WHITE)"
     nothing = RoentGenOptions(version="v2", age=50, race="ASIAN").prompt(condition(1, impression="  "))

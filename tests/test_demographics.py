@@ -72,7 +72,7 @@ def test_age_is_anchor_age_plus_the_years_since_the_anchor(iv):
     assert t.for_case("100", "21820315").age == 52
     assert t.for_case("100", "21800101").age == 50
     assert t.for_case("100", "21771231").age == 47
-    assert t.for_case("100", "21820315") == Demographics(age=52, sex="female", race="WHITE", source="mimic-iv")
+    assert t.for_case("100", "21820315") == Demographics(age=52, sex="female", race="WHITE", source="mimic-iv", anchor_age=50)
     no_date = t.for_case("100", "")
     assert no_date.age is None and no_date.notes == ("no StudyDate for this image: age unknown",)
     before_birth = t.for_case("100", "21290101")
@@ -117,7 +117,12 @@ def test_a_winner_outside_the_vocabulary_gives_no_race(iv):
 def test_no_admission_blank_anchor_and_missing_subject(iv):
     t = table(iv)
     assert t.for_case("107", "21600101") == Demographics(
-        age=45, sex="female", race="", source="mimic-iv", notes=("no admission in hosp/admissions.csv: race unknown",)
+        age=45,
+        sex="female",
+        race="",
+        source="mimic-iv",
+        notes=("no admission in hosp/admissions.csv: race unknown",),
+        anchor_age=45,
     )
     blank = t.for_case("108", "21600101")
     assert blank.age is None and blank.notes[0] == "anchor_age or anchor_year is blank: age unknown"
@@ -185,9 +190,9 @@ def test_scan_joins_demographics_onto_every_case(tmp_path):
     assert all(c.demographics is None for c in plain.cases) and "demographics" not in summarize(plain)
     scan = scan_mimic(tree.root, demographics=hand_iv(tmp_path / "iv"), progress=False)
     got = {c.case_id: c.demographics for c in scan.cases}
-    assert got[did(1)] == Demographics(60, "female", "WHITE", "mimic-iv")  # StudyDate 2180-05-06
-    assert got[did(5)] == Demographics(93, "male", "ASIAN", "mimic-iv", (CAP_NOTE.format(93),))  # 2183
-    assert got[did(8)] == Demographics(90, "male", "ASIAN", "mimic-iv", (CAP_NOTE.format(90),))  # 2180
+    assert got[did(1)] == Demographics(60, "female", "WHITE", "mimic-iv", anchor_age=60)  # StudyDate 2180-05-06
+    assert got[did(5)] == Demographics(93, "male", "ASIAN", "mimic-iv", (CAP_NOTE.format(93),), anchor_age=91)  # 2183
+    assert got[did(8)] == Demographics(90, "male", "ASIAN", "mimic-iv", (CAP_NOTE.format(90),), anchor_age=91)  # 2180
     assert got[did(10)].age == 49 and got[did(10)].race == ""  # 2179, UNKNOWN only
     assert got[did(15)] == Demographics(source="none", notes=("subject 12000022 is not in hosp/patients.csv",))
     assert summarize(scan)["demographics"] == {"complete": 4, "age": 6, "sex": 6, "race": 4, "not_found": 1}
@@ -228,7 +233,14 @@ def test_cases_file_keeps_demographics_and_reads_older_files(tmp_path):
     back = read_cases(tmp_path / "run")
     assert [back[c.case_id].case for c in scan.cases] == scan.cases
     record = json.loads((tmp_path / "run/cases.jsonl").read_text().splitlines()[0])
-    assert record["demographics"] == {"age": 60, "sex": "female", "race": "WHITE", "source": "mimic-iv", "notes": []}
+    assert record["demographics"] == {
+        "age": 60,
+        "sex": "female",
+        "race": "WHITE",
+        "source": "mimic-iv",
+        "notes": [],
+        "anchor_age": 60,
+    }
     assert record["study_date"] == "21800506" and record["report"]["text"] == tree.machex(did(1))
     older = facts_to_json(CaseFacts(scan.cases[0]))
     del older["study_date"], older["demographics"], older["report"]["text"]

@@ -61,7 +61,9 @@ def demographics_to_json(found: Demographics | None) -> dict[str, Any] | None:
 def demographics_from_json(data: dict[str, Any] | None) -> Demographics | None:
     if data is None:
         return None
-    return Demographics(data["age"], data["sex"], data["race"], data["source"], tuple(data["notes"]))
+    return Demographics(
+        data["age"], data["sex"], data["race"], data["source"], tuple(data["notes"]), anchor_age=data.get("anchor_age")
+    )
 
 
 def facts_to_json(facts: CaseFacts) -> dict[str, Any]:

@@ -32,7 +32,9 @@ DEMOGRAPHIC_SOURCES = ("mimic-iv", "none")
 class Demographics:
     """A patient's demographics at the time of the study, as the data layer found them.
 
-    ``age`` in whole years (``None``: unknown); ``sex`` ``"female"``/``"male"`` (``""``: unknown);
+    ``age`` in whole years at the study (``None``: unknown); ``anchor_age`` MIMIC-IV's
+    ``anchor_age`` as recorded (the age in the patient's anchor year, 91 for anyone older than 89),
+    which RoentGen v2's official prompts carry; ``sex`` ``"female"``/``"male"`` (``""``: unknown);
     ``race`` in the vocabulary of RoentGen v2's prompts (``""``: unknown or not reported);
     ``source`` one of :data:`DEMOGRAPHIC_SOURCES`; ``notes`` remarks on how they were derived.
     """
@@ -42,6 +44,7 @@ class Demographics:
     race: str = ""
     source: str = "none"
     notes: tuple[str, ...] = ()
+    anchor_age: int | None = None
 
     @property
     def complete(self) -> bool:

@@ -33,7 +33,9 @@ prompt_variation``; e.g. ``86 year old BLACK female. No evidence of ...``) and
 ``demo_data/demo_datafiles/prompt_dir/*.txt``; its quality check
 (``roentgenv2/inference_code/run_inference_w_quality_check.py``, ``check_race``) compares White,
 Black and Asian. That CSV names its age column ``anchor_age``: the authors' preprocessing is
-unpublished and may have used the anchor age unadjusted; this module gives the age at the study.
+unpublished and may have used the anchor age unadjusted. This module gives both: ``age`` at the
+study and ``anchor_age`` as recorded; RoentGen v2's default prompt rule (``roentgen_v2``) takes
+``anchor_age``, as the official prompt file does, and ``roentgen_v2_age_at_study`` the age at the study.
 
 The mapping, for every value of MIMIC-IV v1.0's ``ethnicity`` and v2's ``race`` (matched
 case-insensitively, surrounding spaces ignored):
@@ -129,7 +131,12 @@ class MimicIVDemographics:
         age, age_notes = age_at(patient, study_date)
         race = self.races.get(subject_id, RaceChoice("", (f"no admission in {ADMISSIONS_CSV}: race unknown",)))
         return Demographics(
-            age=age, sex=patient.sex, race=race.race, source="mimic-iv", notes=(*patient.notes, *age_notes, *race.notes)
+            age=age,
+            sex=patient.sex,
+            race=race.race,
+            source="mimic-iv",
+            notes=(*patient.notes, *age_notes, *race.notes),
+            anchor_age=patient.anchor_age,
         )
 
 
