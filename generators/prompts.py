@@ -166,7 +166,11 @@ PROMPT_RULES: dict[str, PromptRule] = rule_table(
         "XReal's training text: every positive CheXpert label (No Finding and Support Devices included), "
         "in the CSV's column order, joined with a single space; '' when none is positive",
         f"{XREAL_REPO} xreal/data_utils.py DataVAE.get_text_labels (l.279-289) over label_cols = "
-        f"annotations_df.columns[13:-2] (l.209); {XREAL_LABEL_COLUMNS}",
+        f"annotations_df.columns[13:-2] (l.209); {XREAL_LABEL_COLUMNS}. Caveat: the released backbone config "
+        "configs/xreal-diff-t2i.yml names cond_stage_key: report (l.11), a key DataVAE fills with '' (l.343-346), and "
+        "scripts/train_t2i_backbone.py (l.157-169) passes DataVAE arguments it does not take, so that script does not "
+        "run as released; the label text follows DataVAE's text_labels (the ControlNet's training key) and the "
+        "paper's label prompts",
         chain=("labels",),
         label_separator=" ",
         label_set=CHEXPERT_LABELS,
