@@ -217,7 +217,9 @@ def build_adapters(args, folder: Path) -> dict[str, Any]:
         "xreal": XRealGenerator(
             "xreal", XRealOptions(steps=steps, anatomy_blend_steps=steps // 2, original_config=config), context
         ),
-        "controlnet": ControlNetGenerator("controlnet", ControlNetOptions(steps=steps, original_config=config), context),
+        "controlnet": ControlNetGenerator(
+            "controlnet", ControlNetOptions(steps=steps, original_config=config, backbone="file"), context
+        ),
         "cheff": CheffGenerator("cheff", CheffOptions(steps=steps, original_config=config), context),
         "roentgen": RoentGenGenerator(
             "roentgen", RoentGenOptions(steps=steps, resolution=512 if args.full_size else 64), context

@@ -21,6 +21,17 @@ TEXT_FIELDS = ("report_text", "impression", "findings", "labels")
 #: The CheXpert pathologies: every label but ``No Finding`` and ``Support Devices``.
 PATHOLOGIES = tuple(name for name in CHEXPERT_LABELS if name not in NON_PATHOLOGY_LABELS)
 
+XREAL_REPO = "BioMedIA-MBZUAI/XReal"
+#: Which CSV columns XReal's ``label_cols`` are, worked out from the preprocessing notebook.
+XREAL_LABEL_COLUMNS = (
+    "the CSV is data_preprocessing/prerprocess_mimic_cxr.ipynb cells 6-9: metadata (12 columns) joined with the "
+    "split on (subject_id, study_id, dicom_id) -> subject_id, study_id, dicom_id, 9 metadata columns, split "
+    "(13 columns); joined with mimic-cxr-2.0.0-chexpert.csv on (subject_id, study_id) -> its 14 label columns "
+    "(indices 13-26); then path_jpg, path (the 2 columns [:-2] drops). So label_cols = all 14 CheXpert labels, "
+    "No Finding and Support Devices included; a label counts when its value == 1 (l.280), so -1 (uncertain) "
+    "does not"
+)
+
 
 @dataclass(frozen=True)
 class PromptRule:
@@ -140,7 +151,7 @@ PROMPT_RULES: dict[str, PromptRule] = rule_table(
     PromptRule(
         "machex",
         "MaCheX report text: everything after FINDINGS: (findings and impression), else the impression",
-        "saiboxx/machex machex.py MaCheX._get_meta_data (the `report` field Cheff trained on)",
+        "saiboxx/machex machex.py MIMICParser._get_meta_data (l.404-428) (the `report` field Cheff trained on)",
         chain=("report_text", "labels"),
     ),
     PromptRule(
@@ -175,6 +186,31 @@ PROMPT_RULES: dict[str, PromptRule] = rule_table(
         chain=("impression", "findings", "labels"),
     ),
     PromptRule("labels", "the positive pathology names joined with ', ' (the suite's earlier default)", "", chain=("labels",)),
+    PromptRule(
+        "xreal_labels",
+        "XReal's training text: every positive CheXpert label (No Finding and Support Devices included), "
+        "in the CSV's column order, joined with a single space; '' when none is positive",
+        f"{XREAL_REPO} xreal/data_utils.py DataVAE.get_text_labels (l.279-289) over label_cols = "
+        f"annotations_df.columns[13:-2] (l.209); {XREAL_LABEL_COLUMNS}. Caveat: the released backbone config "
+        "configs/xreal-diff-t2i.yml names cond_stage_key: report (l.11), a key DataVAE fills with '' (l.343-346), and "
+        "scripts/train_t2i_backbone.py (l.157-169) passes DataVAE arguments it does not take, so that script does not "
+        "run as released; the label text follows DataVAE's text_labels (the ControlNet's training key) and the "
+        "paper's label prompts",
+        chain=("labels",),
+        label_separator=" ",
+        label_set=CHEXPERT_LABELS,
+    ),
+    PromptRule(
+        "controlnet_labels",
+        "the ControlNet baseline's training text: XReal's label text (all 14 CheXpert labels, Support Devices "
+        "included, joined with a single space)",
+        f"{XREAL_REPO} cnet/train_cnet.py DataModuleFromConfig (l.187-198: DataVAE(controlnet=True, "
+        "return_text_labels=True)) -> xreal/data_utils.py DataVAE.diffusion_ft (l.323-331) -> get_text_labels "
+        f"(l.279-289); configs/xreal-diff-t2i_cnet.yml cond_stage_key: text_labels (l.14); {XREAL_LABEL_COLUMNS}",
+        chain=("labels",),
+        label_separator=" ",
+        label_set=CHEXPERT_LABELS,
+    ),
 )
 
 

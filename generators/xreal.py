@@ -11,18 +11,39 @@ The released inference (``xRealModel.sample_controlled``), batched:
    ``anatomy_blend_steps`` (50) steps (fresh noise each time); empty prompt, no guidance;
    decode, clamp -> x̂_a.
 3. **Pathology pass.** Same sampler on target x̂_a (re-encoded, posterior sample) with
-   m = 1 - box (the pathology region at latent resolution), blended before *every* step;
-   prompt = the positive label names; classifier-free guidance 7.0 against "".
+   m = 1 - region (the pathology region at latent resolution), blended before *every* step;
+   prompt by ``prompt_rule`` (default ``xreal_labels``: the positive CheXpert labels joined with
+   a space, exactly the backbone's training text); classifier-free guidance 7.0 against "".
    Decode, clamp to [0, 1].
 
 Modes: ``full`` (1-3), ``anatomy_only`` (1-2), ``edit`` (3 on the case's real image — the
-paper's Fig. 5/6 use). Documented behaviour for incomplete inputs (each recorded as a note in the
-run log and in the output's ``notes``): no positive label, or no usable pathology region -> the anatomy
-pass image; a box partly outside the image -> clipped; entirely outside -> ignored; an anatomy
-map of the wrong size -> resized by :func:`xreal_bench.imaging.resize_label_map`.
-Differences from the original, none of which changes the images for the same noise: batches of
-any size with per-sample random streams, optional fp16/bf16 UNet on GPU, both guidance halves in
-one batched call.
+paper's Fig. 5/6 use).
+
+**Cases without a pathology region** (every "No Finding" case; a pathology without a box or
+mask): the released ``sample_controlled`` always runs step 3, with whatever mask it is given. With
+an empty mask m = 1 - 0 = 1 everywhere, so before every step the latent is *replaced* by
+``q_sample(E(x̂_a), t)``: all but the last step are overwritten, and the image is one guided DDIM
+step from the target noised to t = 1, decoded — x̂_a re-encoded (a fresh posterior sample),
+lightly denoised with the case's prompt ("No Finding" under ``xreal_labels``), decoded. That is
+the default (``no_finding = "pathology_pass"``); ``no_finding = "anatomy_image"`` returns x̂_a
+itself (the suite's earlier shortcut: also taken when the case has no positive pathology).
+
+**Multi-label cases** run *one* pathology pass whose prompt holds every positive label (the
+rule's join) and whose region is the union of the case's boxes. The released API takes one
+label and one mask per call, so reproducing a multi-label case with it would mean chained calls
+in an arbitrary order, each re-encoding the previous output and fixing the earlier regions as
+blend targets; the backbone, in contrast, was trained on exactly the joined multi-label text of
+each image (``DataVAE.get_text_labels``), so one pass with the joint text is in its training
+distribution. The paper does not say how it generated multi-label MIMIC cases.
+
+Other incomplete inputs (each recorded as a note in the run log and in the output's ``notes``):
+a box partly outside the image -> clipped; entirely outside -> ignored; an anatomy map of the
+wrong size -> resized by :func:`xreal_bench.imaging.resize_label_map`. Each image's manifest
+``inputs`` hold the anatomy prompt, whether the pathology pass ran, and when it did its prompt
+(:meth:`~xreal_bench.generators.prompts.Prompt.record`), the tokens truncation cut and whether
+its mask was empty. Differences from the original, none of which changes the images for the
+same noise: batches of any size with per-sample random streams, optional fp16/bf16 UNet on GPU,
+both guidance halves in one batched call.
 """
 
 from __future__ import annotations
@@ -35,18 +56,21 @@ import torch
 
 from xreal_bench.errors import UserFacingError
 from xreal_bench.generators.artifacts import BERT_TOKENIZER, XREAL_ANATOMY_CONTROLLER, XREAL_BACKBONE, XREAL_LDM_AE
-from xreal_bench.generators.base import Generator, GeneratorContext, GeneratorOutput
+from xreal_bench.generators.base import Generator, GeneratorContext, GeneratorOutput, ProtocolStep, cited
 from xreal_bench.generators.diffusion import original_config as oc
+from xreal_bench.generators.diffusion import protocol
 from xreal_bench.generators.diffusion.conditions import (
     Notes,
     anatomy_batch,
     pathology_region,
+    prompt_inputs,
     real_image_batch,
+    rule_prompts,
 )
 from xreal_bench.generators.diffusion.denoisers import LatentDenoiser
 from xreal_bench.generators.diffusion.images import cv2_cubic_resize
 from xreal_bench.generators.diffusion.noise import SampleNoise
-from xreal_bench.generators.diffusion.options import check_step_count, validate_sampling
+from xreal_bench.generators.diffusion.options import check_prompt_rule, check_step_count, validate_sampling
 from xreal_bench.generators.diffusion.runtime import (
     adapter_logger,
     device_and_dtype,
@@ -66,36 +90,59 @@ def anatomy_latent_mask(anatomy: torch.Tensor, size: int, soft: float) -> torch.
     return torch.where(small > 0, 1.0, soft)
 
 
+X = "BioMedIA-MBZUAI/XReal"
+INFERENCE = f"{X} xreal/ldm/inference.py"
+
+
 @dataclass
 class XRealOptions:
     #: ``full`` = anatomy + pathology pass; ``anatomy_only``; ``edit`` = add the pathology to the real image.
-    mode: Literal["full", "anatomy_only", "edit"] = "full"
+    mode: Literal["full", "anatomy_only", "edit"] = cited(
+        "full", f"{INFERENCE} xRealModel.sample_controlled (l.306-376: anatomy pass, then pathology pass)"
+    )
     #: DDIM steps (a divisor of the 1000 training steps).
-    steps: int = 100
+    steps: int = cited(100, f"{INFERENCE} xRealModel.sample_controlled sampling_steps=100 (l.312)")
     #: DDIM eta (1.0: fresh noise every step, as released).
-    eta: float = 1.0
+    eta: float = cited(1.0, f"{INFERENCE} xRealModel.sample_spatial_input eta=1.0 (l.257)")
     #: Anatomy pass: blend the anatomy target before the first this-many steps.
-    anatomy_blend_steps: int = 50
+    anatomy_blend_steps: int = cited(50, f"{INFERENCE} xRealModel.sample_controlled mask_timesteps=50 (l.360)")
     #: Latent mask value outside the organs in the anatomy pass.
-    soft_mask: float = 0.2
+    soft_mask: float = cited(0.2, f"{INFERENCE} xRealModel.__init__ soft_scale = 0.2 (l.221), used l.337")
     #: Classifier-free guidance scale of the pathology pass (1 = none).
-    guidance: float = 7.0
+    guidance: float = cited(7.0, f"{INFERENCE} xRealModel.sample_controlled unconditional_guidance_scale=7.0 (l.313)")
     #: Unconditional prompt for guidance.
-    negative_prompt: str = ""
+    negative_prompt: str = cited("", f"{INFERENCE} xRealModel.sample_controlled unconditional_conditioning='' (l.371)")
     #: Prompt of the anatomy pass.
-    anatomy_prompt: str = ""
+    anatomy_prompt: str = cited("", f"{INFERENCE} xRealModel.sample_controlled conditioning='' (l.359)")
+    #: Rule building the pathology prompt (:data:`~xreal_bench.generators.prompts.PROMPT_RULES`).
+    prompt_rule: str = cited(
+        "xreal_labels", f"{X} xreal/data_utils.py DataVAE.get_text_labels (l.279-289): the backbone's training text"
+    )
+    #: Pathology prompt when the rule finds no text.
+    fallback_prompt: str = cited("", f"{X} xreal/data_utils.py DataVAE.get_text_labels returns '' when no label is 1 (l.281)")
+    #: Cases without a pathology region (every no-finding case): ``pathology_pass`` runs it with an
+    #: empty mask as released; ``anatomy_image`` returns the anatomy-pass image (the suite's earlier shortcut).
+    no_finding: Literal["pathology_pass", "anatomy_image"] = cited(
+        "pathology_pass",
+        f"{INFERENCE} xRealModel.sample_controlled always runs the pathology pass, mask = 1 - pathology_mask (l.364-372)",
+    )
     #: BERT tokens per prompt (longer prompts are truncated, as the original does).
-    max_tokens: int = 150
+    max_tokens: int = cited(150, f"{X} xreal/ldm/modules/encoders/modules.py BERTTokenizer max_length=150 (l.76)")
     #: Use the EMA UNet weights (``model_ema.*``); the released inference uses the non-EMA ones.
-    ema: bool = False
+    ema: bool = cited(
+        False,
+        f"{X} xreal/ldm/models/diffusion/ddim.py p_sample_ddim calls model.apply_model (the non-EMA UNet); "
+        "xreal/ldm/inference.py never enters ema_scope",
+    )
     #: CompVis YAML of the backbone's architecture; "" = the released architecture.
-    original_config: str = ""
+    original_config: str = cited("", f"{INFERENCE} xRealModel._get_config_dict / _get_unet_config_dict (l.379-429)")
 
     def validate(self) -> None:
         validate_sampling(self.steps, self.eta, self.guidance, self.max_tokens)
         blend = self.anatomy_blend_steps
         require(0 <= blend <= self.steps, "anatomy_blend_steps", f"expected 0..steps ({self.steps}), got {blend}")
         require(0.0 <= self.soft_mask <= 1.0, "soft_mask", f"expected 0..1, got {self.soft_mask}")
+        check_prompt_rule(self.prompt_rule)
 
 
 class XRealGenerator(Generator):
@@ -109,6 +156,28 @@ class XRealGenerator(Generator):
     def required_artifacts(cls, options: XRealOptions) -> tuple[Artifact, ...]:
         """Edit mode starts from the real image: no anatomy controller."""
         return tuple(a for a in cls.artifacts if not (a == XREAL_ANATOMY_CONTROLLER and options.mode == "edit"))
+
+    @classmethod
+    def protocol_steps(cls, options: XRealOptions, context: GeneratorContext, condition: Condition | None) -> list[ProtocolStep]:
+        original, problem = protocol.architecture(options.original_config, oc.XREAL)
+        no_region = "pathology pass with an empty mask" if options.no_finding == "pathology_pass" else "the anatomy-pass image"
+        start = (
+            "the real image" if options.mode == "edit" else "anatomy label map / 4 -> anatomy controller (mode, decode, clamp)"
+        )
+        return [
+            protocol.prompt_step(options.prompt_rule, condition, options.fallback_prompt, "pathology_prompt"),
+            protocol.text_encoder_step(context, options.max_tokens, "xreal-backbone", X, "xreal"),
+            protocol.scheduler_step(original, problem, options.steps, options.eta, f"{X} xreal/ldm/models/diffusion/ddim.py"),
+            ProtocolStep("passes", PASSES[options.mode], f"{INFERENCE} xRealModel.sample_controlled (l.354-373)"),
+            protocol.precision_step(context),
+            protocol.preprocessing_step(context, original, reads_real_images=options.mode == "edit"),
+            ProtocolStep(
+                "conditioning",
+                f"{start}; pathology region = the union of the case's boxes, else its pathology mask; no region -> {no_region}",
+                f"{INFERENCE} xRealModel.sample_controlled (l.330-352); multi-label handling: this module's docstring",
+            ),
+            protocol.weights_step(context, cls.required_artifacts(options)),
+        ]
 
     def __init__(self, name: str, options: XRealOptions, context: GeneratorContext):
         from xreal_bench.generators.diffusion.latent_models import (
@@ -152,22 +221,32 @@ class XRealGenerator(Generator):
 
     @torch.no_grad()
     def generate(self, conditions: Sequence[Condition]) -> GeneratorOutput:
+        o = self.options
         notes = Notes(conditions, self.log, self.name)
         noise = SampleNoise.from_seeds([c.seed for c in conditions], self.device)
         size = self.model.image_size
-        if self.options.mode == "edit":
+        if o.mode == "edit":
             start = real_image_batch(conditions, size, self.context.geometry).to(self.device).expand(-1, 3, -1, -1)
+            inputs: list[dict[str, object]] = [{} for _ in conditions]
         else:
             start = self.anatomy_pass(anatomy_batch(conditions, size, notes).to(self.device), noise)
+            inputs = [{"anatomy_prompt": o.anatomy_prompt} for _ in conditions]
+        if o.mode == "anatomy_only":
+            return to_output(start, notes, [{**record, "pathology_pass": False} for record in inputs])
+        prompts = rule_prompts(o.prompt_rule, conditions, notes, fallback=o.fallback_prompt)
+        regions = self.pathology_regions(conditions, notes)
+        todo = [i for i, r in enumerate(regions) if r is not None]
         images = start
-        if self.options.mode != "anatomy_only":
-            regions, prompts = self.pathology_inputs(conditions, notes)
-            todo = [i for i, r in enumerate(regions) if r is not None]
-            if todo:
-                images = start.clone()
-                box = torch.stack([regions[i] for i in todo])[:, None].to(self.device)
-                images[todo] = self.pathology_pass(start[todo], box, [prompts[i] for i in todo], noise.subset(todo))
-        return to_output(images, notes)
+        if todo:
+            texts = [prompts[i].text for i in todo]
+            box = torch.stack([regions[i] for i in todo])[:, None].to(self.device)
+            images = start.clone()
+            images[todo] = self.pathology_pass(start[todo], box, texts, noise.subset(todo))
+            for k, (i, cut) in enumerate(zip(todo, self.prompts.tokens_cut(texts), strict=True)):
+                inputs[i].update(prompt_inputs(prompts[i], cut), empty_pathology_mask=not bool(box[k].any()))
+        for i, record in enumerate(inputs):
+            record["pathology_pass"] = i in todo
+        return to_output(images, notes, inputs)
 
     def anatomy_pass(self, anatomy: torch.Tensor, noise: SampleNoise) -> torch.Tensor:
         """Label maps ``(B, 1, S, S)`` -> anatomy-pass images ``(B, 3, S, S)`` in [0, 1]."""
@@ -193,7 +272,6 @@ class XRealGenerator(Generator):
     def pathology_pass(self, images: torch.Tensor, region: torch.Tensor, prompts: list[str], noise: SampleNoise) -> torch.Tensor:
         """Images ``(B, 3, S, S)`` in [0, 1] + regions ``(B, 1, h, w)`` -> images with the pathology generated in the region."""
         target = self.model.encode(images, noise)
-        self.prompts.tokens_cut(prompts)
         denoise = LatentDenoiser(
             self.model.unet,
             self.prompts(prompts),
@@ -211,19 +289,31 @@ class XRealGenerator(Generator):
         )
         return self.model.decode(z).clamp(0.0, 1.0)
 
-    def pathology_inputs(self, conditions: Sequence[Condition], notes: Notes) -> tuple[list[torch.Tensor | None], list[str]]:
-        """Per sample: the pathology region at latent size (None -> anatomy-pass image) and the prompt."""
-        regions: list[torch.Tensor | None] = []
-        prompts = []
+    def pathology_regions(self, conditions: Sequence[Condition], notes: Notes) -> list[torch.Tensor | None]:
+        """Per sample, the pathology region at latent size: the boxes or mask; without one, an empty
+        region (``no_finding = "pathology_pass"``) or None (the pass is skipped)."""
         latent = self.model.latent_shape[-1]
         kept = "the real image" if self.options.mode == "edit" else "the anatomy-pass image"
+        regions: list[torch.Tensor | None] = []
         for i, c in enumerate(conditions):
-            prompt = c.prompt.strip() or ", ".join(c.positives)
-            region = pathology_region(c, i, latent, notes) if prompt else None
-            if not prompt:
+            skip = self.options.no_finding == "anatomy_image"
+            if skip and not c.positives:
                 notes.add(i, f"no positive pathology label: pathology pass skipped, output is {kept}")
-            elif region is None:
+                regions.append(None)
+                continue
+            region = pathology_region(c, i, latent, notes)
+            if region is None and skip:
                 notes.add(i, f"no pathology region (no box inside the image, no mask): pathology pass skipped, output is {kept}")
+            elif region is None:
+                notes.add(i, "no pathology region (no box inside the image, no mask): pathology pass with an empty mask")
+                region = torch.zeros(latent, latent)
             regions.append(region)
-            prompts.append(prompt)
-        return regions, prompts
+        return regions
+
+
+PASSES = {
+    "full": "anatomy pass (target blended before the first anatomy_blend_steps steps, empty prompt, no guidance), then "
+    "the pathology pass (target outside the region blended before every step, guided)",
+    "anatomy_only": "the anatomy pass only",
+    "edit": "the pathology pass on the real image",
+}

@@ -264,6 +264,11 @@ class TinyLDM:
     def controlnet_checkpoint(self) -> dict[str, Any]:
         return {"state_dict": self.control_keys()}
 
+    def full_controlldm_checkpoint(self) -> dict[str, Any]:
+        """A trained ControlLDM as Lightning saves it: UNet, text encoder, autoencoder, ControlNet, schedule."""
+        state = {**self.backbone_checkpoint(with_vae=True)["state_dict"], **self.control_keys()}
+        return {"state_dict": state, "epoch": 1, "global_step": 10}
+
 
 def write_bert_vocab(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)

@@ -6,8 +6,9 @@ adjustment as a per-sample note (logged, and returned in the adapter's ``Generat
 - Pathology regions at latent resolution: the condition's boxes, clipped to the image (a box
   entirely outside is dropped), rasterised with :meth:`Box.pixels`; without boxes, the
   pathology mask through ``resize_label_map``.
-- Prompts: a chain of fallbacks (e.g. report impression -> label names -> a fixed text), with a
-  note whenever a fallback is used.
+- Prompts: a named rule (:mod:`xreal_bench.generators.prompts`) applied to each condition, a note
+  whenever the rule falls back to a later field or the fallback text, and the manifest record of
+  the exact prompt with the tokens truncation cut (:func:`prompt_inputs`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 
 from xreal_bench.errors import UserFacingError
+from xreal_bench.generators.prompts import Prompt, build_prompt, prompt_rule
 from xreal_bench.imaging import Geometry, conform, load_grayscale, resize_label_map
 from xreal_bench.types import Condition
 
@@ -113,3 +115,20 @@ def choose_prompt(index: int, candidates: Sequence[tuple[str, str]], notes: Note
                 notes.add(index, f"prompt from {source} ({candidates[0][0]} empty): {text!r}")
             return text.strip()
     return ""
+
+
+def rule_prompts(rule_name: str, conditions: Sequence[Condition], notes: Notes, *, fallback: str) -> list[Prompt]:
+    """Each condition's prompt by the named rule; every fallback the rule takes is noted with the text used."""
+    rule = prompt_rule(rule_name)
+    prompts = []
+    for i, c in enumerate(conditions):
+        prompt = build_prompt(rule, c, fallback=fallback)
+        for note in prompt.notes:
+            notes.add(i, f"{note}: {prompt.text!r}")
+        prompts.append(prompt)
+    return prompts
+
+
+def prompt_inputs(prompt: Prompt, tokens_cut: int) -> dict[str, object]:
+    """The manifest record of one image's prompt: :meth:`Prompt.record` and the tokens truncation cut."""
+    return {**prompt.record(), "tokens_truncated": tokens_cut}

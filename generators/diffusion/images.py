@@ -11,6 +11,8 @@
   ``F.interpolate(mode="bicubic", align_corners=False, antialias=False)``.
   (Maps of the wrong size *coming into* an adapter go through
   :func:`xreal_bench.imaging.resize_label_map`, the project's one rule.)
+- 8-bit round trips: :func:`pil_gray_8bit` is the Cheff notebook's
+  ``to_tensor(to_grayscale(to_pil_image(x)))``, integer arithmetic and all.
 """
 
 from __future__ import annotations
@@ -47,3 +49,20 @@ def cv2_cubic_resize(x: torch.Tensor, size: int) -> torch.Tensor:
     if x.shape[-1] == size and x.shape[-2] == size:
         return x
     return F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False, antialias=False)
+
+
+#: PIL's fixed-point RGB -> L weights (``L24`` in libImaging/Convert.c), rounding by + 0x8000 >> 16.
+PIL_LUMA_FIXED = (19595, 38470, 7471)
+
+
+def pil_gray_8bit(x: torch.Tensor) -> torch.Tensor:
+    """``(B, 3 or 1, H, W)`` in [0, 1] -> ``(B, 1, H, W)`` as ``to_tensor(to_grayscale(to_pil_image(x)))``:
+    each channel *truncated* to uint8 (``to_pil_image``: ``(x * 255).astype(uint8)``; ``mul(255).byte()``
+    in older torchvision), PIL's rounded fixed-point luma, then divided by 255."""
+    q = (x.float().clamp(0.0, 1.0) * 255).to(torch.uint8).to(torch.int64)
+    if q.shape[1] == 3:
+        r, g, b = PIL_LUMA_FIXED
+        q = (q[:, 0:1] * r + q[:, 1:2] * g + q[:, 2:3] * b + 0x8000) >> 16
+    elif q.shape[1] != 1:
+        raise ValueError(f"expected 1 or 3 channels, got {q.shape[1]}")
+    return q.to(torch.float32) / 255

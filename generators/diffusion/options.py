@@ -25,3 +25,10 @@ def validate_sampling(steps: int, eta: float, guidance: float, max_tokens: int, 
     require(eta >= 0.0, "eta", f"expected >= 0 (0 deterministic DDIM, 1 the released setting), got {eta}")
     require(guidance >= 0.0, "guidance", f"expected >= 0 (1 = no guidance), got {guidance}")
     require(1 <= max_tokens <= 512, "max_tokens", f"expected 1..512, got {max_tokens}")
+
+
+def check_prompt_rule(name: str) -> None:
+    """``prompt_rule`` must name a rule of :data:`~xreal_bench.generators.prompts.PROMPT_RULES`."""
+    from xreal_bench.generators.prompts import PROMPT_RULES
+
+    require(name in PROMPT_RULES, "prompt_rule", f"unknown prompt rule {name!r} (known: {', '.join(PROMPT_RULES)})")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -31,7 +32,8 @@ def device_and_dtype(context: GeneratorContext, log: logging.Logger) -> tuple[to
     return device, denoiser_dtype(context.precision, device, log)
 
 
-def to_output(images: torch.Tensor, notes: Notes) -> GeneratorOutput:
-    """``(B, C, H, W)`` images in [0, 1] -> one ``1 x H x W`` grayscale CPU tensor per sample, with the batch's notes."""
+def to_output(images: torch.Tensor, notes: Notes, inputs: Sequence[Mapping[str, Any]] = ()) -> GeneratorOutput:
+    """``(B, C, H, W)`` images in [0, 1] -> one ``1 x H x W`` grayscale CPU tensor per sample, with the
+    batch's notes and the model inputs used for each image."""
     gray = to_gray(images.float()).clamp(0.0, 1.0).cpu()
-    return GeneratorOutput(gray.unbind(0), notes.as_tuples())
+    return GeneratorOutput(gray.unbind(0), notes.as_tuples(), inputs)

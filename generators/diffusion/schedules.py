@@ -13,12 +13,14 @@ checks all of this against hand computation.
 
 Cheff's super-resolution model: cosine schedule over 2000 steps with betas clipped to
 [0.0001, 0.9999] (diffusers' ``squaredcos_cap_v2`` clips differently, so the betas are passed
-explicitly), DDIM on ``t = 0, c, ..., (S-1)c`` (no offset).
+explicitly), DDIM on ``t = 0, c, ..., (S-1)c`` (no offset); or ancestral DDPM over all steps with
+the coefficients of Cheff's ``BaseSchedule`` (:class:`DDPMSchedule`, float32 as the original).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -68,4 +70,38 @@ def sr3_ddim_scheduler(timesteps: int = 2000) -> DDIMScheduler:
         steps_offset=0,
         timestep_spacing="leading",
         prediction_type="epsilon",
+    )
+
+
+@dataclass(frozen=True)
+class DDPMSchedule:
+    """The per-timestep coefficients Cheff's SR ``Diffusor`` uses (``cheff/sr/schedule.py``
+    ``BaseSchedule.__init__``), computed in the same float32 operations."""
+
+    betas: torch.Tensor
+    sqrt_recip_alphas_cumprod: torch.Tensor
+    sqrt_recipm1_alphas_cumprod: torch.Tensor
+    post_mean_coef1: torch.Tensor
+    post_mean_coef2: torch.Tensor
+    post_log_var_clipped: torch.Tensor
+
+    @property
+    def timesteps(self) -> int:
+        return len(self.betas)
+
+
+def sr3_ddpm_schedule(timesteps: int = 2000) -> DDPMSchedule:
+    """Cheff SR's cosine schedule with its posterior coefficients."""
+    betas = cosine_betas(timesteps)
+    alphas = 1.0 - betas
+    abar = torch.cumprod(alphas, dim=0)
+    abar_prev = torch.cat([torch.ones(1), abar[:-1]])
+    post_var = betas * (1.0 - abar_prev) / (1.0 - abar)
+    return DDPMSchedule(
+        betas=betas,
+        sqrt_recip_alphas_cumprod=torch.sqrt(1.0 / abar),
+        sqrt_recipm1_alphas_cumprod=torch.sqrt(1.0 / abar - 1),
+        post_mean_coef1=betas * torch.sqrt(abar_prev) / (1.0 - abar),
+        post_mean_coef2=(1.0 - abar_prev) * torch.sqrt(alphas) / (1.0 - abar),
+        post_log_var_clipped=torch.log(torch.maximum(post_var, torch.tensor(1e-20))),
     )

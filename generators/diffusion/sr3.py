@@ -7,8 +7,9 @@ ResNet blocks (conv-GroupNorm(8)-SiLU, time added between the two blocks), linea
 the deepest levels, full attention in the middle, 4x4 stride-2 (transposed) convolutions for
 down/upsampling, and sinusoidal time features ``[sin, cos]``. Released settings: ``dim`` 16,
 ``dim_mults`` (1, 2, 4, 8, 16, 32, 32, 32), 5 attention levels; cosine schedule over 2000 steps;
-DDIM 100 steps with eta 0 (``CheffSRModel.sample`` defaults); input = the 256 px image in
-[-1, 1], bicubically resized to 1024; output clamped to [-1, 1].
+ancestral DDPM over all 2000 steps (the notebook's ``method='ddpm'``) or DDIM 100 steps with eta 0
+(``CheffSRModel.sample``'s defaults); input = the 256 px image in [-1, 1], bicubically resized to
+1024; output clamped to [-1, 1].
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from torch import nn
 
 from xreal_bench.generators.diffusion.images import signed_to_unit, unit_to_signed
 from xreal_bench.generators.diffusion.noise import SampleNoise
+from xreal_bench.generators.diffusion.schedules import DDPMSchedule
 
 if TYPE_CHECKING:
     from diffusers import DDIMScheduler
@@ -211,17 +213,48 @@ class SR3UNet(nn.Module):
         return self.final_conv(x)
 
 
+def ddpm_step(schedule: DDPMSchedule, eps: torch.Tensor, t: int, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """One ancestral step of Cheff's ``SR3Diffusor.p_sample``: x0 from eps, clamped to [-1, 1]; the
+    posterior mean; plus ``exp(0.5 log_var) * noise`` except at t = 0."""
+    x0 = (schedule.sqrt_recip_alphas_cumprod[t] * x - schedule.sqrt_recipm1_alphas_cumprod[t] * eps).clamp(-1.0, 1.0)
+    mean = schedule.post_mean_coef1[t] * x0 + schedule.post_mean_coef2[t] * x
+    if t == 0:
+        return mean
+    return mean + (0.5 * schedule.post_log_var_clipped[t]).exp() * noise
+
+
 @torch.no_grad()
 def super_resolve(
-    model: SR3UNet, images: torch.Tensor, scheduler: DDIMScheduler, noise: SampleNoise, *, size: int, steps: int, eta: float
+    model: SR3UNet,
+    images: torch.Tensor,
+    sampler: DDIMScheduler | DDPMSchedule,
+    noise: SampleNoise,
+    *,
+    size: int,
+    steps: int = 100,
+    eta: float = 0.0,
 ) -> torch.Tensor:
-    """``(B, 1, h, w)`` images in [0, 1] -> ``(B, 1, size, size)`` in [0, 1] (``CheffSRModel.sample``, DDIM)."""
+    """``(B, 1, h, w)`` images in [0, 1] -> ``(B, 1, size, size)`` in [0, 1] (``CheffSRModel.sample``).
+
+    ``sampler``: a DDIM scheduler (``steps``, ``eta``; ``method='ddim'``) or the DDPM schedule
+    (every training step, ``method='ddpm'``: the step noise is drawn at every step, t = 0 included,
+    as the original's ``p_sample`` does)."""
     param = next(model.parameters())
     low = F.interpolate(unit_to_signed(images.float()), size=(size, size), mode="bicubic", align_corners=False)
-    scheduler.set_timesteps(steps)
-    x = noise.randn(*low.shape[1:])
-    for t in scheduler.timesteps:
-        eps = model(torch.cat([x, low], dim=1).to(param.dtype), t.expand(len(x)).to(x.device)).float()
-        variance_noise = noise.randn(*low.shape[1:]) if eta > 0 else None
-        x = scheduler.step(eps, t, x, eta=eta, variance_noise=variance_noise).prev_sample
+    shape = low.shape[1:]
+    x = noise.randn(*shape)
+
+    def eps(t: torch.Tensor) -> torch.Tensor:
+        return model(torch.cat([x, low], dim=1).to(param.dtype), t.expand(len(x)).to(x.device)).float()
+
+    if isinstance(sampler, DDPMSchedule):
+        for step in reversed(range(sampler.timesteps)):
+            predicted = eps(torch.tensor(step))
+            x = ddpm_step(sampler, predicted, step, x, noise.randn(*shape))
+        return signed_to_unit(x)
+    sampler.set_timesteps(steps)
+    for t in sampler.timesteps:
+        predicted = eps(t)
+        variance_noise = noise.randn(*shape) if eta > 0 else None
+        x = sampler.step(predicted, t, x, eta=eta, variance_noise=variance_noise).prev_sample
     return signed_to_unit(x)
