@@ -119,7 +119,7 @@ class RoentGenOptions:
     prompt_rule: str = cited("auto", f"v1: {PROMPT_RULES['impression'].source}; v2: {PROMPT_RULES['roentgen_v2'].source}")
     #: Replaces the rule's template ({text}, {age}, {race}, {sex}); "" = the rule's own.
     prompt_template: str = cited(
-        "", "not stated by the original; chosen empty so that the rule's own template (the original's) is used"
+        "", "not stated by the original; chosen because empty means the rule's own template (the original's) is used"
     )
     #: Demographics for a case whose MIMIC-IV value is unknown (recorded per image as a fallback).
     age: int = cited(
