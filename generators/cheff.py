@@ -4,9 +4,9 @@ As ``CheffLDMT2I.sample``: the released T2I LDM (same architecture as XReal's ba
 ``cheff_autoencoder.pt`` as first stage and ``cheff_diff_t2i.pt`` as the model (whose embedded
 parts, if any, replace the autoencoder file's, as in the original load order). Prompt: by
 ``prompt_rule``, default ``machex`` — the MaCheX ``report`` text Cheff trained on
-(``Condition.report_text``: everything after ``FINDINGS:``, else after ``IMPRESSION:``), else the
-positive label names, else ``fallback_prompt`` (each fallback noted); ``labels`` puts the label
-names first. DDIM 100 steps, eta 1, no guidance; the decoded image lives in [-1, 1] and is mapped
+(``Condition.report_text``: everything after ``FINDINGS:``, else after ``IMPRESSION:``, else the
+whole report), else ``fallback_prompt`` ("", the caption MaCheX gives a study without a report;
+noted); rule ``labels`` prompts with the positive label names instead. DDIM 100 steps, eta 1, no guidance; the decoded image lives in [-1, 1] and is mapped
 to [0, 1]. Each image's manifest ``inputs`` hold its prompt record and the tokens truncation cut.
 
 ``super_resolution = true`` adds Cheff's SR stage (``cheff_sr_fine.pt``) as the notebook runs it:
@@ -72,12 +72,14 @@ class CheffOptions:
     )
     #: Prompt when the rule's fields (report text, then label names) are all empty.
     fallback_prompt: str = cited(
-        "No Finding",
-        "not stated by the original (MaCheX stores '' for a study without a report file); chosen because the CheXpert "
-        "label of a case with nothing positive names it, and the fallback is noted per image",
+        "",
+        "saiboxx/machex machex.py MIMICParser._get_meta_data sets report = '' for a study without a report file "
+        f"(l.410), which {C} cheff/machex.py passes on as the caption (l.83): Cheff trained on '' for those studies",
     )
     #: BERT tokens per prompt (longer reports are truncated, as the original does).
-    max_tokens: int = cited(150, f"{C} cheff/ldm/modules/encoders/modules.py BERTTokenizer max_length=150 (l.76)")
+    max_tokens: int = cited(
+        150, f"{C} cheff/ldm/modules/encoders/modules.py BERTEmbedder max_seq_len=150 (l.103), passed to BERTTokenizer (l.108)"
+    )
     #: Use the EMA UNet weights (``model_ema.*``) instead of the ones the original inference uses.
     ema: bool = cited(
         False,

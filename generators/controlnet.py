@@ -84,7 +84,9 @@ class ControlNetOptions:
     #: Multiplier of every ControlNet residual (ControlLDM's control_scales; 1 as released).
     control_scale: float = cited(1.0, f"{X} cldm/cldm.py ControlLDM.__init__ control_scales = [1.0] * 13 (l.313)")
     #: BERT tokens per prompt (longer prompts are truncated, as the original does).
-    max_tokens: int = cited(150, f"{X} xreal/ldm/modules/encoders/modules.py BERTTokenizer max_length=150 (l.76)")
+    max_tokens: int = cited(
+        150, f"{X} xreal/ldm/modules/encoders/modules.py BERTEmbedder max_seq_len=150 (l.103), passed to BERTTokenizer (l.108)"
+    )
     #: Use the EMA UNet weights (``model_ema.*``) instead of the ones the original inference uses.
     ema: bool = cited(
         False,

@@ -62,9 +62,11 @@ class PromptRule:
         return any(f"{{{k}}}" in self.template for k in ("age", "race", "sex"))
 
     def labels_text(self, condition: Condition) -> str:
-        """The condition's positive labels of ``label_set``, in CheXpert order, joined by ``label_separator``."""
+        """The condition's positive labels of ``label_set``, in CheXpert order, joined by ``label_separator``:
+        those the label CSV states as 1.0 (``Condition.stated``), whatever the label policy made of the others."""
         wanted = set(self.label_set)
-        names = [name for name, value in zip(CHEXPERT_LABELS, condition.labels) if value == 1 and name in wanted]
+        values = condition.stated or condition.labels
+        names = [name for name, value in zip(CHEXPERT_LABELS, values) if value == 1 and name in wanted]
         return self.label_separator.join(names)
 
 
@@ -150,9 +152,10 @@ def rule_table(*rules: PromptRule) -> dict[str, PromptRule]:
 PROMPT_RULES: dict[str, PromptRule] = rule_table(
     PromptRule(
         "machex",
-        "MaCheX report text: everything after FINDINGS: (findings and impression), else the impression",
+        "MaCheX report text: everything after FINDINGS: (findings and impression), else after IMPRESSION:, else the "
+        "whole report; no fallback to the labels ('' without a report, as MaCheX)",
         "saiboxx/machex machex.py MIMICParser._get_meta_data (l.404-428) (the `report` field Cheff trained on)",
-        chain=("report_text", "labels"),
+        chain=("report_text",),
     ),
     PromptRule(
         "impression",
@@ -166,7 +169,8 @@ PROMPT_RULES: dict[str, PromptRule] = rule_table(
         "'{age} year old {race} {sex}. {text}': the patient's age, race (capitals), sex (female/male), then the "
         "IMPRESSION (RoentGen v2)",
         "StanfordMIMI/RoentGen-v2 demo_data/demo_inference_prompts.csv:1-11 (prompt_variation = anchor_age, "
-        "' year old ', race as WHITE/BLACK/ASIAN/HISPANIC, gender F/M as female/male, '. ', impression_short)",
+        "' year old ', race as WHITE/BLACK/ASIAN/HISPANIC, gender F/M as female/male, '. ', impression_short; "
+        "how impression_short was derived from the IMPRESSION is unpublished, so the suite uses the IMPRESSION as it is)",
         chain=("impression", "labels"),
         template="{age} year old {race} {sex}. {text}",
         age_field="anchor_age",

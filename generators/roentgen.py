@@ -80,8 +80,10 @@ TEMPLATE_FIELDS = {"text": "", "age": 0, "race": "", "sex": ""}
 
 ENCODER_SOURCE = (
     f"{V2_INFERENCE}/models.py:23-36,107-141 (CLIPTextModel and CLIPTokenizer, chosen for the SD-2.1-base text "
-    "encoder of infer_config_demo.yaml:14, from the subfolder text_encoder_and_tokenizer); the save code leaves "
-    f"text_encoder/ as the base model's ({V2_REPO} roentgenv2/train_code/pipeline.py:49-59,73-79)"
+    "encoder of infer_config_demo.yaml:14, from the subfolder text_encoder_and_tokenizer; the override at l.37-51 does "
+    "not apply to stanfordmimi/RoentGen-v2, infer_config_demo.yaml:16; the config is read from the same folder, "
+    "l.81-88); the save code leaves text_encoder/ as the base model's "
+    f"({V2_REPO} roentgenv2/train_code/pipeline.py:32-36,49-59,73-79)"
 )
 SCHEDULER_SOURCE = (
     f"v1: no released inference script; diffusers' from_pretrained keeps the snapshot's scheduler/. "
@@ -99,13 +101,15 @@ class RoentGenOptions:
     steps: int = cited(
         75,
         f"v2: {V2_CONFIG}:11 (num_inference_steps); v1: not stated by the original (no released inference script); "
-        "chosen because it is v2's count and the setting commonly used with roent-gen-v1-0",
+        "chosen because it is v2's official count, and the setting reported as common for roent-gen-v1-0 (not verified "
+        "offline against a primary source: check the RoentGen paper's sampling settings before relying on it)",
     )
     #: Classifier-free guidance scale used with v1 (1 = none).
     guidance_v1: float = cited(
         4.0,
-        "not stated by the original (no released v1 inference script); chosen because it is the setting commonly used "
-        "with roent-gen-v1-0",
+        "not stated by the original (no released v1 inference script); chosen because it is the setting reported as "
+        "common for roent-gen-v1-0 (not verified offline against a primary source: check the RoentGen paper's sampling "
+        "settings before relying on it)",
     )
     #: Classifier-free guidance scale used with v2.
     guidance_v2: float = cited(3.0, f"{V2_CONFIG}:10 (guidance_scale: 3)")

@@ -13,7 +13,9 @@ The released inference (``xRealModel.sample_controlled``), batched:
 3. **Pathology pass.** Same sampler on target x̂_a (re-encoded, posterior sample) with
    m = 1 - region (the pathology region at latent resolution), blended before *every* step;
    prompt by ``prompt_rule`` (default ``xreal_labels``: the positive CheXpert labels joined with
-   a space, exactly the backbone's training text); classifier-free guidance 7.0 against "".
+   a space — ``DataVAE``'s text labels, which XReal's ControlNet training uses; that the released
+   backbone trained on them cannot be shown from the released code, see the rule's citation);
+   classifier-free guidance 7.0 against "".
    Decode, clamp to [0, 1].
 
 Modes: ``full`` (1-3), ``anatomy_only`` (1-2), ``edit`` (3 on the case's real image — the
@@ -116,7 +118,8 @@ class XRealOptions:
     anatomy_prompt: str = cited("", f"{INFERENCE} xRealModel.sample_controlled conditioning='' (l.359)")
     #: Rule building the pathology prompt (:data:`~xreal_bench.generators.prompts.PROMPT_RULES`).
     prompt_rule: str = cited(
-        "xreal_labels", f"{X} xreal/data_utils.py DataVAE.get_text_labels (l.279-289): the backbone's training text"
+        "xreal_labels",
+        f"{X} xreal/data_utils.py DataVAE.get_text_labels (l.279-289): XReal's label text (the caveat on the backbone's training key is in the rule)",
     )
     #: Pathology prompt when the rule finds no text.
     fallback_prompt: str = cited("", f"{X} xreal/data_utils.py DataVAE.get_text_labels returns '' when no label is 1 (l.281)")
@@ -127,7 +130,9 @@ class XRealOptions:
         f"{INFERENCE} xRealModel.sample_controlled always runs the pathology pass, mask = 1 - pathology_mask (l.364-372)",
     )
     #: BERT tokens per prompt (longer prompts are truncated, as the original does).
-    max_tokens: int = cited(150, f"{X} xreal/ldm/modules/encoders/modules.py BERTTokenizer max_length=150 (l.76)")
+    max_tokens: int = cited(
+        150, f"{X} xreal/ldm/modules/encoders/modules.py BERTEmbedder max_seq_len=150 (l.103), passed to BERTTokenizer (l.108)"
+    )
     #: Use the EMA UNet weights (``model_ema.*``); the released inference uses the non-EMA ones.
     ema: bool = cited(
         False,

@@ -23,7 +23,8 @@ from xreal_bench.reports.coverage import COUNTS_NOTE, count_text, counts, covera
 
 REFERENCE = "real"
 DEMOGRAPHICS_NOTE = (
-    "Fallback demographics (no MIMIC-IV record for the case, so the prompt carried the documented fallback values; "
+    "Fallback demographics (no MIMIC-IV record for the case, or its age, sex or race unknown there, so the prompt "
+    "carried the documented fallback value for each missing one; "
     "each image's source is in its manifest line, condition.inputs.demographics):"
 )
 NO_COVERAGE: Mapping[str, Coverage] = {}

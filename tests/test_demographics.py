@@ -170,6 +170,13 @@ def test_clear_errors_for_missing_files_and_columns(tmp_path):
     path.write_text(path.read_text().replace("year,", "anchor_year,", 1).replace("F,50,", "F,fifty,", 1))
     with pytest.raises(DatasetError, match=r"patients.csv, line 2: anchor_age 'fifty' is not a number"):
         read_demographics(root)
+    # an age no MIMIC-IV file holds would reach a prompt ("-5 year old ..."): refused by line
+    previous = "fifty"
+    for bad in ("-5", "1000", "99999999999999999999"):
+        path.write_text(path.read_text().replace(f"F,{previous},", f"F,{bad},", 1))
+        previous = bad
+        with pytest.raises(DatasetError, match=r"patients.csv, line 2: anchor_age is not within 0..91 \(1 row\(s\); lines 2\)"):
+            read_demographics(root)
 
 
 def hand_iv(root: Path, anchor_age_10000032: int = 60) -> Path:

@@ -221,7 +221,7 @@ def test_json_is_one_object_with_every_section(setup, capsys):
     ]
     assert {"key": "precision", "value": "bf16", "source": "run.precision"} in data["protocol"]
     assert {s["key"] for s in data["run"]} == {
-        "resolution", "bit_depth", "square", "precision", "device", "batch_size", "samples_per_condition", "seed",
+        "resolution", "bit_depth", "square", "intensity", "precision", "device", "batch_size", "samples_per_condition", "seed",
     }  # fmt: skip
     assert data["case"]["case_id"] == case.case_id and data["condition"]["sample_index"] == 0
     assert [(w["name"], w["present"]) for w in data["weights"]] == [
@@ -293,3 +293,11 @@ def test_anatomy_sources_for_a_case(setup, capsys, anatomy, step, unavailable):
     assert (
         data["condition"]["not_computed"]["anatomy"] == f"not computed by `generators show` (conditioning.anatomy = '{anatomy}')"
     )
+
+
+def test_the_geometry_shown_is_the_configs(setup, capsys):
+    config, _ = setup
+    code, out, _ = show(capsys, config, "xreal", "--set", 'dataset.square="stretch"', "--set", 'dataset.intensity="minmax"')
+    assert code == 0
+    assert "  square = stretch\n" in out and "  intensity = minmax\n      dataset.intensity: per-image rule" in out
+    assert "with dataset.square = 'stretch', dataset.intensity = 'minmax'" in out  # the adapter's own step sees it too

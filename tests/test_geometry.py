@@ -302,3 +302,20 @@ def test_the_xreal_config_reproduces_the_training_geometry():
     cfg = load_config(CONFIGS / "mimic-xreal.toml")
     assert cfg.dataset.geometry == Geometry("stretch", "minmax")
     assert cfg.dataset.views == ["AP"] and cfg.dataset.split == "test"
+
+
+def test_pspnet_anatomy_cache_is_keyed_by_which_lung_is_left(tmp_path):
+    from xreal_bench.conditioning.prepare import anatomy_source
+
+    folders = set()
+    for left in ("patient-left", "image-left"):
+        cfg = config_from_dict(
+            {
+                "run": {"out": str(tmp_path / "run")},
+                "conditioning": {"anatomy": "pspnet"},
+                "metrics": {"pspnet_left_lung": left},
+            }
+        )
+        source = anatomy_source(cfg)  # builds nothing: the segmenter is made on first use only
+        folders.add(source.map_dir("f" * 64).name)
+    assert folders == {"crop-256-left-patient-left", "crop-256-left-image-left"}

@@ -118,6 +118,14 @@ def test_label_policy_values_by_hand(tree):
     uncertain_pos = {c.case_id: c for c in scan(tree, policy=LabelPolicy(uncertain=1)).cases}
     assert uncertain_pos[did(1)].positives == ("Cardiomegaly", "Edema")
     assert uncertain_pos[did(1)].labels[LABELS.index("Support Devices")] == 1
+    # what the labeler wrote as 1.0, whatever the policy: the models' label prompts read this
+    stated = uncertain_pos[did(1)].stated
+    assert (stated[cardio], stated[edema], stated[atel]) == (1, 0, 0) and stated == by_id_stated(ignore_all)[did(1)]
+    assert uncertain_pos[did(8)].stated == (0,) * 14  # study absent from the label CSV: nothing stated
+
+
+def by_id_stated(scan_result) -> dict[str, tuple[int, ...]]:
+    return {c.case_id: c.stated for c in scan_result.cases}
 
 
 def test_labels_are_shared_by_the_images_of_a_study(tree):
@@ -293,6 +301,8 @@ def test_study_date_is_read_from_the_metadata(tree, tmp_path):
     assert {c.study_date for c in cases} == {"21800506", "21830101", "21790915", ""}
     bad = write_mimic_tree(tmp_path / "bad")
     meta = bad.root / "mimic-cxr-2.0.0-metadata.csv"
+    meta.write_text(meta.read_text().replace("21800506", "21800506.0"))  # a copy re-saved by pandas
+    assert [c.study_date for c in scan(bad).cases] == [tree.study_date(c.case_id) for c in cases]
     meta.write_text(meta.read_text().replace("21830101", "2183-01-01", 1))
     with pytest.raises(DatasetError, match=r"metadata.csv, line \d+: StudyDate '2183-01-01' is not a date written YYYYMMDD"):
         scan(bad)

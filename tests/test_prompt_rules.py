@@ -75,3 +75,12 @@ def test_generator_output_inputs_are_one_mapping_per_image():
     assert out.inputs == ({"prompt": "a"}, {"prompt": "b"})
     with pytest.raises(ValueError, match="1 inputs for 2 images"):
         GeneratorOutput(images, inputs=[{"prompt": "a"}])
+
+
+def test_label_prompts_read_the_labels_the_csv_states_not_the_policys():
+    rule = prompt_rule("labels")
+    policy_made = condition(("Edema", "Pneumonia"))  # labels after a policy counting uncertain Pneumonia as 1
+    stated = tuple(int(name == "Edema") for name in CHEXPERT_LABELS)
+    as_stated = Condition("c1", 0, 7, policy_made.labels, "", "", Path("x.jpg"), stated=stated)
+    assert build_prompt(rule, as_stated, fallback="").text == "Edema"
+    assert build_prompt(rule, policy_made, fallback="").text == "Edema, Pneumonia"  # no stated labels: the labels

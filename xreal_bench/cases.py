@@ -6,10 +6,11 @@ from a generator's manifest. One JSON object per line, sorted by case id::
     {"case_id": "...", "subject_id": "...", "study_id": "...", "split": "test", "view": "PA",
      "image_path": "/abs/path.jpg",
      "labels": {"Atelectasis": 0, ...},          every CheXpert label after the label policy (1, 0, -1 ignore)
+     "stated": {"Atelectasis": 0, ...},          1 where the label CSV says 1.0 (before the policy); null: unknown
      "positives": ["Cardiomegaly"],              positive pathologies (CheXpert order)
      "report": {"findings": "...", "impression": "...", "text": "..."},   text: the MaCheX report text
      "study_date": "21800506",                   StudyDate (YYYYMMDD), "" unknown
-     "demographics": {"age": 64, "sex": "female", "race": "WHITE", "source": "mimic-iv", "notes": [...]},
+     "demographics": {"age": 64, "anchor_age": 62, "sex": "female", "race": "WHITE", "source": "mimic-iv", "notes": [...]},
                                                  null when [dataset].demographics is not set
      "boxes": {"source": "boxes_csv", "boxes": [{"label": ..., "x0": ..., "y0": ..., "x1": ..., "y1": ...}],
                "notes": [...]},                 shared by every sample; null when not computed or per sample
@@ -76,6 +77,7 @@ def facts_to_json(facts: CaseFacts) -> dict[str, Any]:
         "view": case.view,
         "image_path": str(Path(case.image_path).resolve()),
         "labels": dict(zip(CHEXPERT_LABELS, case.labels)),
+        "stated": dict(zip(CHEXPERT_LABELS, case.stated)) if case.stated else None,
         "positives": list(case.positives),
         "report": {"findings": case.findings, "impression": case.impression, "text": case.report_text},
         "study_date": case.study_date,
@@ -96,6 +98,7 @@ def facts_from_json(data: dict[str, Any]) -> CaseFacts:
         study_id=data["study_id"],
         view=data["view"],
         labels=tuple(int(labels[name]) for name in CHEXPERT_LABELS),
+        stated=tuple(int(data["stated"][name]) for name in CHEXPERT_LABELS) if data.get("stated") else (),
         findings=data["report"]["findings"],
         impression=data["report"]["impression"],
         split=data["split"],

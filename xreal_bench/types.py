@@ -74,6 +74,10 @@ class Case:
     #: ``StudyDate`` of the MIMIC-CXR-JPG metadata (``YYYYMMDD``, shifted like MIMIC-IV); "" unknown.
     study_date: str = ""
     demographics: Demographics | None = None
+    #: Per CheXpert label, 1 where the label CSV says 1.0, else 0: the labels *before* the label
+    #: policy (which may count uncertain or blank values as positive for the metrics). The models'
+    #: label prompts read these, as their training code did; ``()``: the same as ``labels == 1``.
+    stated: tuple[int, ...] = ()
 
     @property
     def positives(self) -> tuple[str, ...]:
@@ -174,6 +178,7 @@ class Condition:
     impression: str = ""
     report_text: str = ""
     demographics: Demographics | None = None
+    stated: tuple[int, ...] = ()
 
     @property
     def positives(self) -> tuple[str, ...]:

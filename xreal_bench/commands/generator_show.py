@@ -180,6 +180,7 @@ def show_generator(cfg: BenchConfig, name: str, *, case_id: str = "", weights: W
         dataset_kind=cfg.dataset.kind,
         resolution=cfg.run.resolution,
         square=cfg.dataset.square,
+        intensity=cfg.dataset.intensity,
         device=usable_device(cfg.run.device),
         precision=cfg.run.precision,
         weights=weights,
@@ -343,6 +344,9 @@ def run_steps(cfg: BenchConfig, name: str, gcfg: GeneratorConfig) -> list[Protoc
         ProtocolStep("resolution", f"{run.resolution} px", "run.resolution: every image, real and generated, is stored at it"),
         ProtocolStep("bit_depth", f"{run.bit_depth}-bit grayscale PNG", "run.bit_depth"),
         ProtocolStep("square", cfg.dataset.square, "dataset.square: how a non-square image becomes square, real and generated"),
+        ProtocolStep(
+            "intensity", cfg.dataset.intensity, "dataset.intensity: per-image rule applied before squaring, real and generated"
+        ),
         ProtocolStep("precision", run.precision, "run.precision"),
         ProtocolStep("device", device_text(run.device), "run.device"),
         batch,

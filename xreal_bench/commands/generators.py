@@ -13,7 +13,8 @@ examples:
   xreal-bench generators show roentgen --set generators.roentgen.steps=50 --json
 
 Nothing is generated and no weights are loaded: missing weights files are listed with where they
-were looked for and how to get them. With --case the dataset is scanned as a run scans it.
+were looked for and how to get them. With --case the dataset is scanned as a run scans it (a
+synthetic data set not written yet is written first, as every command that reads it does).
 """
 
 

@@ -187,15 +187,21 @@ class SegmenterAnatomy(AnatomySource):
         resolution: int,
         geometry: Geometry,
         batch_size: int = 16,
+        *,
+        variant: str = "",
     ):
         super().__init__(resolution, geometry)
         self.factory = factory
         self.cache_dir = Path(cache_dir)
         self.batch_size = batch_size
+        self.variant = variant
         self.segmenter: Segmenter | None = None
 
     def map_dir(self, weights_hash: str) -> Path:
-        return self.cache_dir / "anatomy" / weights_hash[:16] / f"{self.geometry.tag}-{self.resolution}"
+        """The cache folder of this segmenter's weights, geometry, resolution and ``variant`` (whatever
+        else shapes its maps, e.g. which lung PSPNet's "Left Lung" channel is)."""
+        suffix = f"-{self.variant}" if self.variant else ""
+        return self.cache_dir / "anatomy" / weights_hash[:16] / f"{self.geometry.tag}-{self.resolution}{suffix}"
 
     def built_segmenter(self) -> Segmenter:
         """The segmenter, built on first use (only when maps are missing from the cache)."""

@@ -96,4 +96,5 @@ def build_condition(
         impression=case.impression,
         report_text=case.report_text,
         demographics=case.demographics,
+        stated=case.stated,
     )

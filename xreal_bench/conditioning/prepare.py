@@ -125,13 +125,17 @@ def anatomy_source(
         return None
     if cc.anatomy == "folder":
         return FolderAnatomy(Path(input_paths(cfg)[0]), cc.resolution, cfg.dataset.geometry)
+    variant = ""
     if segmenter_factory is None:
         from xreal_bench.weights import WeightsManager
 
         weights = weights or WeightsManager(cfg.weights.dir or None)
         segmenter_factory = default_segmenter_factory(weights, device, cfg.metrics.pspnet_left_lung)
+        variant = f"left-{cfg.metrics.pspnet_left_lung}"
     cache = Path(cc.cache_dir) if cc.cache_dir else cfg.out / ".cache"
-    return SegmenterAnatomy(segmenter_factory, cache, cc.resolution, cfg.dataset.geometry, cfg.metrics.batch_size)
+    return SegmenterAnatomy(
+        segmenter_factory, cache, cc.resolution, cfg.dataset.geometry, cfg.metrics.batch_size, variant=variant
+    )
 
 
 def anatomy_maps(

@@ -59,12 +59,14 @@ case-insensitively, surrounding spaces ignored):
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections import Counter
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -149,7 +151,7 @@ def age_at(patient: PatientRecord, study_date: str) -> tuple[int | None, tuple[s
     age = patient.anchor_age + int(study_date[:4]) - patient.anchor_year
     if age < 0:
         return None, (f"StudyDate {study_date} is before the birth implied by anchor_age/anchor_year: age unknown",)
-    if patient.anchor_age >= CAPPED_AGE:
+    if patient.anchor_age == CAPPED_AGE:
         return age, (f"anchor_age {patient.anchor_age} is MIMIC-IV's cap for patients over 89: age {age} is not the true age",)
     return age, ()
 
@@ -176,6 +178,15 @@ def read_patients(path: Path, subjects: Collection[str] | None, notes: list[str]
         frame[col] = numeric(path, frame, col)
         fractional = frame[col].notna() & (frame[col] % 1 != 0)
         refuse_rows(path, frame, fractional, f"{col} is not a whole number")
+    refuse_rows(
+        path,
+        frame,
+        ~frame["anchor_age"].between(0, CAPPED_AGE) & frame["anchor_age"].notna(),
+        f"anchor_age is not within 0..{CAPPED_AGE}",
+    )
+    refuse_rows(
+        path, frame, ~frame["anchor_year"].between(1, 9999) & frame["anchor_year"].notna(), "anchor_year is not within 1..9999"
+    )
     frame = drop_identical_duplicates(path, frame, "subject_id", PATIENT_COLUMNS, notes)
     out = {}
     columns = (frame[c].tolist() for c in PATIENT_COLUMNS)
@@ -262,12 +273,24 @@ def demographics_digest(root: str | Path) -> str:
     """sha256 over the decompressed content of both files (``"absent"`` when one is missing): a change of
     any row changes it, recompressing a file does not."""
     root = Path(root)
+    found = [(name, find_csv(root, name)) for name in (PATIENTS_CSV, ADMISSIONS_CSV)]
+    files = tuple((name, str(path), *file_stamp(path)) for name, path in found if path is not None)
+    return content_digest(files) if len(files) == len(found) else "absent"
+
+
+def file_stamp(path: Path) -> tuple[int, int, int, int, int]:
+    """What changes when a file is replaced or edited: device, inode, size, mtime and ctime."""
+    st = path.stat()
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+@functools.lru_cache(maxsize=8)
+def content_digest(files: tuple[tuple[Any, ...], ...]) -> str:
+    """The digest of ``(name, path, *stamp)`` files, computed once per process for the same stamps
+    (every text-reading generator's identity asks for it; the real files decompress to hundreds of MB)."""
     digest = hashlib.sha256()
-    for name in (PATIENTS_CSV, ADMISSIONS_CSV):
-        path = find_csv(root, name)
-        if path is None:
-            return "absent"
-        data = read_bytes(path)
+    for name, path, *_ in files:
+        data = read_bytes(Path(path))
         digest.update(f"{name}\0{len(data)}\0".encode())
         digest.update(data)
     return digest.hexdigest()

@@ -262,7 +262,7 @@ def study_dates(path: Path, meta: pd.DataFrame, required: bool) -> pd.Series:
                 f"{path}: missing column {STUDY_DATE} (needed for the age at the study with [dataset].demographics)"
             )
         return pd.Series("", index=meta.index, dtype=str)
-    dates = meta[STUDY_DATE].fillna("").str.strip()
+    dates = meta[STUDY_DATE].fillna("").str.strip().str.replace(r"^(\d{8})\.0+$", r"\1", regex=True)  # re-saved: 21800506.0
     bad = (dates != "") & ~dates.str.fullmatch(STUDY_DATE_FORMAT.pattern).astype(bool)
     refuse_rows(path, meta, bad, f"{STUDY_DATE} {first_value(dates, bad)!r} is not a date written YYYYMMDD")
     return dates
@@ -303,7 +303,9 @@ def select_images(
     return frame[frame["view"].isin(wanted_views)].drop(columns="ViewPosition")
 
 
-def attach_labels(frame: pd.DataFrame, path: Path, policy: LabelPolicy, notes: list[str]) -> tuple[pd.DataFrame, np.ndarray]:
+def attach_labels(
+    frame: pd.DataFrame, path: Path, policy: LabelPolicy, notes: list[str]
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     """Join the per-study label CSV; return the frame sorted by dicom_id and its [N, 14] labels."""
     labels_df = read_csv(
         path,
@@ -327,8 +329,10 @@ def attach_labels(frame: pd.DataFrame, path: Path, policy: LabelPolicy, notes: l
     frame = frame.merge(numeric_labels, on=list(LABEL_KEY_COLUMNS), how="left", indicator=True)
     frame = frame.sort_values("dicom_id", kind="stable").reset_index(drop=True)
     absent = (frame["_merge"] == "left_only").to_numpy()
-    labels = apply_label_policy(frame[list(CHEXPERT_LABELS)].to_numpy(dtype=float), absent, policy)
-    return frame.drop(columns=[*CHEXPERT_LABELS, "_merge"]), labels
+    values = frame[list(CHEXPERT_LABELS)].to_numpy(dtype=float)
+    labels = apply_label_policy(values, absent, policy)
+    stated = (values == 1.0).astype(np.int8)  # before the policy: what the labeler wrote as positive
+    return frame.drop(columns=[*CHEXPERT_LABELS, "_merge"]), labels, stated
 
 
 def refuse_if_none_found(root: Path, paths: list[Path], checks: list[ImageCheck], split: str, views: set[str]) -> None:
@@ -377,7 +381,7 @@ def scan_mimic(
     report_root = reports_base(root, reports_root)
     notes: list[str] = []
     selected = select_images(paths, split, wanted_views, notes, need_dates=bool(demographics))
-    frame, labels = attach_labels(selected, paths["labels"], policy, notes)
+    frame, labels, stated = attach_labels(selected, paths["labels"], policy, notes)
 
     relpaths = image_relpaths(frame).tolist()
     image_paths = [root / rel for rel in relpaths]
@@ -412,6 +416,7 @@ def scan_mimic(
                 split=split,
                 report_text=report.report_text,
                 study_date=rec[STUDY_DATE],
+                stated=tuple(int(v) for v in stated[i]),
             )
         )
         if pd.notna(rec["Rows"]) and pd.notna(rec["Columns"]):

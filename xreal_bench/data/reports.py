@@ -44,7 +44,7 @@ class ReportSections:
 def machex_report(text: str) -> str:
     r"""The report text as MaCheX stores it in its ``report`` field (what Cheff was trained on).
 
-    The rule of saiboxx/machex ``machex.py``, ``MIMICParser._get_meta_data`` (lines 404-431 at
+    The rule of saiboxx/machex ``machex.py``, ``MIMICParser._get_meta_data`` (lines 404-429 at
     commit e5d1a858), step by step:
 
     1. the text after the *last* ``FINDINGS:`` when the text holds one (findings, impression and
