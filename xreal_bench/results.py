@@ -112,13 +112,19 @@ def read_results(out: Path) -> pd.DataFrame:
     return frame.reindex(columns=COLUMNS)  # results written before the failed/missing columns: NaN there
 
 
+def read_provenance(out: Path) -> dict[str, Any]:
+    """``results.json`` of the run in ``out`` (empty when it is absent or unreadable: the reports then omit what it adds)."""
+    try:
+        provenance = json.loads((Path(out) / "results.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return provenance if isinstance(provenance, dict) else {}
+
+
 def read_coverage(out: Path) -> dict[str, Coverage]:
     """Each source's coverage record from ``results.json`` (empty when there is none)."""
     path = Path(out) / "results.json"
-    try:
-        section = json.loads(path.read_text()).get("coverage", {})
-    except (OSError, ValueError):
-        return {}
+    section = read_provenance(out).get("coverage", {})
     try:
         return {name: Coverage.from_dict(record) for name, record in section.get("sources", {}).items()}
     except (TypeError, AttributeError) as exc:
@@ -130,10 +136,7 @@ def read_coverage(out: Path) -> dict[str, Coverage]:
 def read_unverified_weights(out: Path) -> list[str]:
     """Every weights file behind ``results.json`` that no published hash confirms, as
     ``"<who> `<artifact>` (sha256 <prefix>…)"`` lines for the reports' footnotes."""
-    try:
-        provenance = json.loads((Path(out) / "results.json").read_text())
-    except (OSError, ValueError):
-        return []
+    provenance = read_provenance(out)
     found = []
     for role, record in provenance.get("evaluators", {}).items():
         if isinstance(record, dict) and record.get("weights_status", "verified") != "verified":
@@ -188,10 +191,7 @@ def fallback_text(values: dict[str, int]) -> str:
 def read_demographics_fallbacks(out: Path) -> list[str]:
     """Every generator behind ``results.json`` whose images used fallback demographics, as
     ``"`<generator>`: 12 of 40 images used fallback demographics (age 65, ...)"`` lines for the leaderboard footnote."""
-    try:
-        provenance = json.loads((Path(out) / "results.json").read_text())
-    except (OSError, ValueError):
-        return []
+    provenance = read_provenance(out)
     found = []
     for generator, record in provenance.get("generators", {}).items():
         counts = record.get("demographics") if isinstance(record, dict) else None

@@ -107,16 +107,6 @@ def pathology_region(condition: Condition, index: int, size: int, notes: Notes) 
     return None
 
 
-def choose_prompt(index: int, candidates: Sequence[tuple[str, str]], notes: Notes) -> str:
-    """The first non-empty ``(source, text)`` candidate; a note names the source when it is not the first."""
-    for rank, (source, text) in enumerate(candidates):
-        if text.strip():
-            if rank:
-                notes.add(index, f"prompt from {source} ({candidates[0][0]} empty): {text!r}")
-            return text.strip()
-    return ""
-
-
 def rule_prompts(rule_name: str, conditions: Sequence[Condition], notes: Notes, *, fallback: str) -> list[Prompt]:
     """Each condition's prompt by the named rule; every fallback the rule takes is noted with the text used."""
     rule = prompt_rule(rule_name)
