@@ -37,7 +37,7 @@ from typing import Literal
 from xreal_bench.reader_study.criteria import Criterion
 from xreal_bench.reader_study.layout import IMAGES
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 Role = Literal["reader", "admin"]
 Block = Literal["calibration", "rating", "turing"]
 
@@ -78,8 +78,19 @@ CREATE TABLE readers (
     name TEXT NOT NULL UNIQUE,
     role TEXT NOT NULL CHECK (role IN ('reader', 'admin')),
     token_sha256 TEXT NOT NULL UNIQUE,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    revoked_at REAL                   -- set by `study revoke`: the token signs in no more
 );
+CREATE TABLE reader_design (
+    reader_id INTEGER PRIMARY KEY REFERENCES readers (reader_id),
+    seed TEXT NOT NULL,               -- the reader's own random seed (drawn from the OS at creation)
+    design TEXT NOT NULL              -- JSON: source -> Latin-square symbol, case order, ...
+);
+CREATE TABLE sign_in_failures (
+    client TEXT NOT NULL,             -- the address a failed sign-in came from
+    at REAL NOT NULL
+);
+CREATE INDEX sign_in_failures_client ON sign_in_failures (client, at);
 CREATE TABLE assignments (
     reader_id INTEGER NOT NULL REFERENCES readers (reader_id),
     position INTEGER NOT NULL,        -- 1-based order in which the reader sees the items
@@ -135,6 +146,17 @@ CREATE TABLE audit (
 CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
 CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
 """
+
+#: Statements that bring a database of the previous schema version to this one.
+MIGRATIONS = {
+    2: [
+        "ALTER TABLE readers ADD COLUMN revoked_at REAL",
+        "CREATE TABLE reader_design (reader_id INTEGER PRIMARY KEY REFERENCES readers (reader_id), "
+        "seed TEXT NOT NULL, design TEXT NOT NULL)",
+        "CREATE TABLE sign_in_failures (client TEXT NOT NULL, at REAL NOT NULL)",
+        "CREATE INDEX sign_in_failures_client ON sign_in_failures (client, at)",
+    ]
+}
 
 
 class StorageError(RuntimeError):
@@ -218,7 +240,29 @@ class Storage:
             raise StorageError(f"{self.path}: cannot enable WAL journal (got {mode!r}); is the folder on a network filesystem?")
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA foreign_keys = ON")
+        self._migrate(conn)
         return conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        """Bring a database of an earlier schema up to :data:`SCHEMA_VERSION` (one transaction)."""
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        version = int(row[0]) if row else 0
+        if version > SCHEMA_VERSION:
+            raise StorageError(
+                f"{self.path}: study database schema {version} is newer than this xreal-bench's ({SCHEMA_VERSION}); upgrade it"
+            )
+        if version == SCHEMA_VERSION:
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if version < 2:
+                for statement in MIGRATIONS[2]:
+                    conn.execute(statement)
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
 
     def close(self) -> None:
         if self._conn is not None:

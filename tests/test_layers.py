@@ -28,6 +28,7 @@ CORE = [
     "xreal_bench.identity",
     "xreal_bench.names",
     "xreal_bench.coverage",
+    "xreal_bench.tables",
     "xreal_bench.data",
     "xreal_bench.data.dataset",
     "xreal_bench.data.mimic",

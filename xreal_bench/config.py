@@ -225,6 +225,13 @@ class StudyConfig:
     calibration_items: int = 0
     duplicate_fraction: float = 0.1
     turing_test: bool = True
+    # The real-or-generated block reads its own cases (none of them rated before), one image each.
+    turing_cases: int = 12
+    turing_real_fraction: float = 0.5  # share of the block's images that are real
+    turing_show_label: bool = False  # show the pathology label in that block
+    turing_show_prevalence: bool = False  # state the real share on the block's instruction page
+    min_case_gap: int = 0  # least items between two images of one case; 0 = half the study's cases (>= 2)
+    calibration_feedback: bool = False  # after a calibration item, show whether it was real or generated
     allow_back: bool = False
     show_box: bool = False
     image_size: int = 512
@@ -236,6 +243,11 @@ class StudyConfig:
         require(bool(self.title.strip()), "title", "expected a non-empty title")
         require(self.n_cases >= 1, "n_cases", f"expected >= 1, got {self.n_cases}")
         require(self.calibration_items >= 0, "calibration_items", f"expected >= 0, got {self.calibration_items}")
+        require(self.turing_cases >= 1, "turing_cases", f"expected >= 1, got {self.turing_cases}")
+        require(
+            0.0 < self.turing_real_fraction < 1.0, "turing_real_fraction", f"expected 0 < x < 1, got {self.turing_real_fraction}"
+        )
+        require(self.min_case_gap >= 0, "min_case_gap", f"expected >= 0 (0 = automatic), got {self.min_case_gap}")
         require(0.0 <= self.duplicate_fraction <= 0.5, "duplicate_fraction", f"expected 0..0.5, got {self.duplicate_fraction}")
         require(bool(self.readers), "readers", "expected at least one reader name")
         for i, name in enumerate(self.readers):
