@@ -207,7 +207,7 @@ def run_add_reader(args: argparse.Namespace) -> int:
 
 def serve_command(study_dir: Path, port: int, host: str) -> tuple[list[str], dict[str, str]]:
     """The ``streamlit run`` command line and environment that serve ``study_dir``."""
-    from xreal_bench.reader_study.layout import APP_SCRIPT, STUDY_DIR_ENV
+    from xreal_bench.reader_study.layout import APP_SCRIPT, APP_SERVER_OPTIONS, STUDY_DIR_ENV
 
     command = [
         sys.executable, "-m", "streamlit", "run", str(APP_SCRIPT),
@@ -218,6 +218,7 @@ def serve_command(study_dir: Path, port: int, host: str) -> tuple[list[str], dic
         "--client.toolbarMode", "minimal",
         "--server.fileWatcherType", "none",
         "--global.developmentMode", "false",
+        *APP_SERVER_OPTIONS,
     ]  # fmt: skip
     env = {**os.environ, STUDY_DIR_ENV: str(Path(study_dir).resolve())}
     return command, env

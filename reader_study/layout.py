@@ -7,3 +7,5 @@ STUDY_DB = "study.sqlite"  # key, accounts, assignments, responses, audit
 IMAGES = "images"  # images/<opaque id>.png
 STUDY_DIR_ENV = "XREAL_BENCH_STUDY_DIR"  # the served study folder, set by `study serve`
 APP_SCRIPT = Path(__file__).with_name("app.py")
+#: Extra ``streamlit run`` options the app needs (theme, ...); ``study serve`` passes them on.
+APP_SERVER_OPTIONS: tuple[str, ...] = ()
