@@ -18,12 +18,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import uuid
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
+from xreal_bench.reader_study.access import run_storage, sign_in
 from xreal_bench.reader_study.form import ItemForm, Navigation, widget_key
 from xreal_bench.reader_study.layout import STUDY_DB, STUDY_DIR_ENV, STUDY_JSON
 from xreal_bench.reader_study.storage import Account, ItemView, Storage, StorageError
@@ -38,37 +38,15 @@ def main() -> None:
     if not os.environ.get(STUDY_DIR_ENV) or not (study_dir / STUDY_DB).is_file():
         st.error("This server has no study to show. Start it with `xreal-bench study serve STUDY_DIR`.")
         st.stop()
-    if "storage" not in st.session_state:  # one connection per browser session
-        st.session_state.storage = Storage(study_dir / STUDY_DB)
-        st.session_state.session_id = uuid.uuid4().hex
-    storage: Storage = st.session_state.storage
-    account = sign_in(storage)
-    if account is None:
-        return
-    settings = json.loads((study_dir / STUDY_JSON).read_text())
-    if account.role == "admin":
-        admin_page(storage, settings)
-    else:
-        reader_page(storage, account, settings)
-
-
-def sign_in(storage: Storage) -> Account | None:
-    """The signed-in account, or the sign-in form (and nothing of the study) when there is none."""
-    token = st.query_params.get("token")
-    account = storage.authenticate(token) if token else None
-    if account is not None:
-        return account
-    st.title("Sign in")
-    if token:
-        st.error("The token in this link is not valid. Check the link, or ask the study organiser for a new one.")
-    with st.form("sign_in"):
-        entered = st.text_input("Access token", type="password")
-        if st.form_submit_button("Sign in"):
-            if storage.authenticate(entered) is not None:
-                st.query_params["token"] = entered.strip()
-                st.rerun()
-            st.error("That token is not valid.")
-    return None
+    with run_storage(study_dir / STUDY_DB) as storage:  # the connection is closed when this run ends
+        account = sign_in(storage)
+        if account is None:
+            return
+        settings = json.loads((study_dir / STUDY_JSON).read_text())
+        if account.role == "admin":
+            admin_page(storage, settings)
+        else:
+            reader_page(storage, account, settings)
 
 
 # -- reader ------------------------------------------------------------------------------------

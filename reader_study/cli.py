@@ -8,8 +8,6 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-DEFAULT_URL = "http://localhost:8501"
-
 EPILOG = """\
 workflow:
   xreal-bench study create --runs runs/demo --out studies/demo      prints one link per reader (once)
@@ -17,6 +15,14 @@ workflow:
   xreal-bench study status studies/demo                             progress per reader
   xreal-bench study add-reader studies/demo dr_lee                  another reader, later
   xreal-bench study analyze studies/demo                            tables, figures, tidy CSV
+
+links and access:
+  xreal-bench study create ... --base-url http://10.0.0.5:8611      links for the network; prints the matching
+                                                                    `study serve ... --port 8611 --host 0.0.0.0`
+  xreal-bench study links studies/demo                              accounts, active or revoked
+  xreal-bench study links studies/demo dr_lee                       a new link for dr_lee (the old one stops working)
+  xreal-bench study links studies/demo admin                        a new link for the organiser's admin page
+  xreal-bench study revoke studies/demo dr_lee                      dr_lee signs in no more; ratings are kept
 """
 
 
@@ -24,6 +30,9 @@ def register(sub) -> None:
     from xreal_bench.commands.args import HelpFormatter, add_config_args, subparser
     from xreal_bench.config import StudyConfig
     from xreal_bench.names import name_argument
+    from xreal_bench.reader_study.address import DEFAULT_BASE_URL as DEFAULT_URL
+    from xreal_bench.reader_study.address import base_url_argument
+    from xreal_bench.reader_study.storage import SIGN_IN_LIMIT, SIGN_IN_WINDOW_S
 
     study = subparser(
         sub,
@@ -113,23 +122,74 @@ def register(sub) -> None:
     add_config_args(create)
     create.set_defaults(handler=run_create)
 
+    base_url_help = (
+        "address readers open, http://HOST[:PORT][/PATH] (served directly) or https://... (behind a TLS proxy "
+        "forwarding to localhost:8501); default: the study's last one, else " + DEFAULT_URL
+    )
     add = actions.add_parser(
-        "add-reader", help="add a reader to an existing study (prints the link once)", formatter_class=HelpFormatter
+        "add-reader",
+        help="add a reader to an existing study (prints the link once)",
+        description="Add a reader with their own item order and print their sign-in link once (stored hashed), "
+        "with the `study serve` command under which the link works.",
+        formatter_class=HelpFormatter,
     )
     add.add_argument("study_dir", type=Path, metavar="STUDY_DIR")
     add.add_argument("name", type=name_argument("reader name"), help="reader name (unique in the study)")
-    add.add_argument("--base-url", default=DEFAULT_URL, help="address readers will open")
+    add.add_argument("--base-url", type=base_url_argument, default=None, help=base_url_help)
     add.set_defaults(handler=run_add_reader)
 
-    serve = actions.add_parser("serve", help="run the rating app (Streamlit) for a study", formatter_class=HelpFormatter)
-    serve.add_argument("study_dir", type=Path, metavar="STUDY_DIR")
-    serve.add_argument("--port", type=int, default=8501, help="port to listen on")
-    serve.add_argument(
-        "--host", default="localhost", help="address to bind (0.0.0.0 for every interface; put TLS in front for remote readers)"
+    links = actions.add_parser(
+        "links",
+        help="re-issue a reader's (or the organiser's) link; list accounts",
+        description="With NAME: give that account a new token and print its link once; the previous link stops "
+        "signing in at once (open tabs too), and a revoked account is re-activated. Ratings are kept. "
+        "NAME `admin` is the organiser's admin page. Without NAME: list the accounts, active or revoked.",
+        formatter_class=HelpFormatter,
     )
+    links.add_argument("study_dir", type=Path, metavar="STUDY_DIR")
+    links.add_argument("name", nargs="?", type=name_argument("account name"), help="reader name, or admin")
+    links.add_argument("--base-url", type=base_url_argument, default=None, help=base_url_help)
+    links.set_defaults(handler=run_links)
+
+    revoke = actions.add_parser(
+        "revoke",
+        help="stop a reader's link from signing in (ratings are kept)",
+        description="NAME's token signs in no more, from the next page action on (open tabs too); the ratings "
+        "stay in the study and its analysis. `xreal-bench study links STUDY_DIR NAME` re-activates the "
+        "account with a new link.",
+        formatter_class=HelpFormatter,
+    )
+    revoke.add_argument("study_dir", type=Path, metavar="STUDY_DIR")
+    revoke.add_argument("name", type=name_argument("account name"), help="reader name, or admin")
+    revoke.set_defaults(handler=run_revoke)
+
+    serve = actions.add_parser(
+        "serve",
+        help="run the rating app (Streamlit) for a study",
+        description="Serve the study's rating app. Port and address follow the base URL the links were made "
+        "for (--base-url, else the study's): http://HOST:PORT is served on PORT, on every interface unless HOST "
+        "is localhost; https://... is served on localhost:8501 for a TLS proxy in front. Links carry the "
+        "token once: the server moves it into a browser cookie and out of the address bar. Failed sign-ins "
+        f"are limited per client address ({SIGN_IN_LIMIT} in {SIGN_IN_WINDOW_S / 60:.0f} minutes). Streamlit's "
+        "metrics endpoint (/_stcore/metrics) answers only with the admin token (Authorization: Bearer TOKEN).",
+        formatter_class=HelpFormatter,
+    )
+    serve.add_argument("study_dir", type=Path, metavar="STUDY_DIR")
+    serve.add_argument("--port", type=int, default=None, help="port to listen on (default: from the base URL)")
+    serve.add_argument(
+        "--host",
+        default=None,
+        help="address to bind (default: from the base URL; 0.0.0.0 for every interface; put TLS in front for remote readers)",
+    )
+    serve.add_argument("--base-url", type=base_url_argument, default=None, help=base_url_help)
     serve.set_defaults(handler=run_serve)
 
-    status = actions.add_parser("status", help="progress per reader", formatter_class=HelpFormatter)
+    status = actions.add_parser(
+        "status",
+        help="progress per reader",
+        description="Items done per reader; revoked readers are marked.",
+        formatter_class=HelpFormatter,
+    )
     status.add_argument("study_dir", type=Path, metavar="STUDY_DIR")
     status.set_defaults(handler=run_status)
 
@@ -181,39 +241,134 @@ def toml_value(value) -> str:
 
 
 def run_create(args: argparse.Namespace) -> int:
+    from xreal_bench.reader_study.address import parse_base_url, remember_base_url, serve_hint
     from xreal_bench.reader_study.builder import create_study
+    from xreal_bench.reader_study.layout import STUDY_DB
+    from xreal_bench.reader_study.storage import Storage
 
-    created = create_study(args.runs, args.out, study_settings(args), base_url=args.base_url)
+    base = parse_base_url(args.base_url)
+    created = create_study(args.runs, args.out, study_settings(args), base_url=base.url)
+    with Storage(created.study_dir / STUDY_DB) as storage:
+        remember_base_url(storage, base)
     print(
         f"created {created.study_dir}: {created.n_cases} cases x {created.n_sources} sources, "
         f"{created.items_per_reader} items per reader"
     )
-    print("reader links (shown once; tokens are stored hashed):")
+    print(f"reader links (shown once, stored hashed; `xreal-bench study links {created.study_dir} NAME` issues a new one):")
     for reader in created.readers:
-        print(f"  {reader.name}: {reader.link}")
+        print(f"  {printable(reader.name)}: {reader.link}")
     print(f"  admin: {created.admin.link}")
-    print(f"serve with: {created.serve_command}")
+    print(f"serve with: {serve_hint(created.study_dir, base)}")
     return 0
+
+
+def study_base_url(study_dir: Path, given):
+    """``given`` (remembered in the study), else the study's remembered base URL, else the default."""
+    from xreal_bench.reader_study.address import DEFAULT_BASE_URL, parse_base_url, remember_base_url, stored_base_url
+    from xreal_bench.reader_study.layout import STUDY_DB
+    from xreal_bench.reader_study.storage import Storage
+
+    with Storage(study_dir / STUDY_DB) as storage:
+        if given is not None:
+            remember_base_url(storage, given)
+            return given
+        return stored_base_url(storage) or parse_base_url(DEFAULT_BASE_URL)
 
 
 def run_add_reader(args: argparse.Namespace) -> int:
+    from xreal_bench.reader_study.address import serve_hint
     from xreal_bench.reader_study.builder import add_reader
 
-    reader = add_reader(args.study_dir, args.name, args.base_url)
-    print(f"{reader.name}: {reader.link}")
-    print("(shown once; the token is stored hashed)")
+    check_study_dir(args.study_dir)
+    base = study_base_url(args.study_dir, args.base_url)
+    reader = add_reader(args.study_dir, args.name, base.url)
+    print(f"{printable(reader.name)}: {reader.link}")
+    print(f"(shown once; the token is stored hashed; `xreal-bench study links {args.study_dir} {reader.name}` issues a new one)")
+    print(f"serve with: {serve_hint(args.study_dir, base)}")
     return 0
 
 
-def serve_command(study_dir: Path, port: int, host: str) -> tuple[list[str], dict[str, str]]:
+def run_links(args: argparse.Namespace) -> int:
+    from xreal_bench.errors import UserFacingError
+    from xreal_bench.reader_study.layout import STUDY_DB
+    from xreal_bench.reader_study.storage import Storage, StorageError
+
+    check_study_dir(args.study_dir)
+    base = study_base_url(args.study_dir, args.base_url)
+    with Storage(args.study_dir / STUDY_DB) as storage:
+        if args.name is None:
+            done = {p.name: p for p in storage.progress()}
+            print(f"accounts of {args.study_dir} (`xreal-bench study links {args.study_dir} NAME` issues a new link):")
+            for a in storage.accounts():
+                state = "active" if a.revoked_at is None else f"revoked {utc(a.revoked_at)}"
+                work = f", {done[a.name].done} / {done[a.name].total} done" if a.role == "reader" and a.name in done else ""
+                print(f"  {printable(a.name)} ({a.role}): {state}{work}")
+            return 0
+        try:
+            rotated = storage.rotate_token(args.name)
+        except StorageError as exc:
+            raise UserFacingError(f"{args.study_dir}: {exc}") from None
+    print(f"{printable(rotated.name)}: {base.link(rotated.token)}")
+    again = "" if rotated.reactivated_from is None else f"; re-activated (revoked {utc(rotated.reactivated_from)})"
+    print(f"(shown once, stored hashed; the previous link no longer signs in{again})")
+    return 0
+
+
+def run_revoke(args: argparse.Namespace) -> int:
+    from xreal_bench.errors import UserFacingError
+    from xreal_bench.reader_study.layout import STUDY_DB
+    from xreal_bench.reader_study.storage import Storage, StorageError
+
+    check_study_dir(args.study_dir)
+    with Storage(args.study_dir / STUDY_DB) as storage:
+        try:
+            before = storage.revoke(args.name)
+        except StorageError as exc:
+            raise UserFacingError(f"{args.study_dir}: {exc}") from None
+    name = printable(args.name)
+    if before is not None:
+        print(f"{name} was already revoked ({utc(before)}); nothing changed")
+    else:
+        print(f"revoked {name}: their link signs in no more; their ratings are kept")
+    print(f"`xreal-bench study links {args.study_dir} {args.name}` re-activates {name} with a new link")
+    return 0
+
+
+def utc(seconds: float) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def printable(text: str) -> str:
+    """``text`` for a terminal: control, format (bidi) and unassigned characters and backslashes escaped."""
+    import unicodedata
+
+    def shown(c: str) -> str:
+        if c == "\\":
+            return "\\\\"
+        if not unicodedata.category(c).startswith("C"):
+            return c
+        code = ord(c)
+        return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+    return "".join(shown(c) for c in text)
+
+
+LAUNCHER = Path(__file__).with_name("server.py")  # the app behind the study gate (reader_study/server.py)
+
+
+def serve_command(study_dir: Path, port: int, host: str, *, base_path: str = "") -> tuple[list[str], dict[str, str]]:
     """The ``streamlit run`` command line and environment that serve ``study_dir``."""
-    from xreal_bench.reader_study.layout import APP_SCRIPT, APP_SERVER_OPTIONS, STUDY_DIR_ENV
+    from xreal_bench.reader_study.layout import APP_SERVER_OPTIONS, STUDY_DIR_ENV
 
     command = [
-        sys.executable, "-m", "streamlit", "run", str(APP_SCRIPT),
+        sys.executable, "-m", "streamlit", "run", str(LAUNCHER),
         "--server.port", str(port),
         "--server.address", host,
+        "--server.baseUrlPath", base_path.strip("/"),
         "--server.headless", "true",
+        "--server.enableAgentApi", "false",
         "--browser.gatherUsageStats", "false",
         "--client.toolbarMode", "minimal",
         "--server.fileWatcherType", "none",
@@ -235,12 +390,17 @@ def check_study_dir(study_dir: Path) -> None:
 
 def run_serve(args: argparse.Namespace) -> NoReturn:
     check_study_dir(args.study_dir)
-    command, env = serve_command(args.study_dir, args.port, args.host)
-    shown = "localhost" if args.host in ("0.0.0.0", "::") else args.host
+    base = study_base_url(args.study_dir, args.base_url)
+    port = base.serve_port if args.port is None else args.port
+    host = base.serve_host if args.host is None else args.host
+    if not base.proxied and port != base.serve_port:
+        print(f"warning: the links point at {base.url} but this server listens on port {port}", file=sys.stderr)
     print(
-        f"serving {args.study_dir} at http://{shown}:{args.port} (Ctrl+C stops; answers are saved as they are submitted)",
+        f"serving {args.study_dir} on {host}:{port}; readers open their links at {base.url}/ "
+        f"(Ctrl+C stops; answers are saved as they are submitted; admin link: xreal-bench study links {args.study_dir} admin)",
         flush=True,
     )
+    command, env = serve_command(args.study_dir, port, host, base_path=base.path)
     os.execve(command[0], command, env)  # Streamlit replaces this process: signals reach it directly
 
 
@@ -250,10 +410,12 @@ def run_status(args: argparse.Namespace) -> int:
 
     check_study_dir(args.study_dir)
     with Storage(args.study_dir / STUDY_DB) as storage:
+        revoked = {a.name for a in storage.accounts() if a.revoked_at is not None}
         for p in storage.progress():
             if p.role == "reader":
                 median = "" if p.median_seconds is None else f", median {p.median_seconds:.1f} s/item"
-                print(f"{p.name}: {p.done} / {p.total}{median}")
+                mark = " (revoked)" if p.name in revoked else ""
+                print(f"{printable(p.name)}: {p.done} / {p.total}{median}{mark}")
     return 0
 
 

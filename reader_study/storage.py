@@ -5,8 +5,9 @@ reload). Durability and concurrency rules:
 
 - WAL journal with ``synchronous=FULL``: a submit that returned is on disk, so killing the
   server (or the machine) loses nothing that was acknowledged;
-- one connection per :class:`Storage` object; the app keeps one per browser session (a
-  session's script runs are serial), never shares one between sessions;
+- one connection per :class:`Storage` object, opened lazily; the app keeps one object per
+  browser session (a session's script runs are serial), never shares one between sessions,
+  and closes its connection at the end of every script run (:mod:`~xreal_bench.reader_study.access`);
 - every write is one ``BEGIN IMMEDIATE`` transaction (the write lock is taken up front, so two
   writers never deadlock on a lock upgrade) with a ``busy_timeout`` to wait for the lock;
 - ``UNIQUE(reader_id, item_id, criterion)`` on responses and the submissions primary key make a
@@ -39,6 +40,9 @@ from xreal_bench.reader_study.layout import IMAGES
 
 SCHEMA_VERSION = 2
 Role = Literal["reader", "admin"]
+#: Failed sign-ins one client may make within :data:`SIGN_IN_WINDOW_S` seconds before it is refused.
+SIGN_IN_LIMIT = 5
+SIGN_IN_WINDOW_S = 600.0
 Block = Literal["calibration", "rating", "turing"]
 
 SCHEMA = """
@@ -168,6 +172,21 @@ class Account:
     reader_id: int
     name: str
     role: Role
+
+
+@dataclass(frozen=True)
+class AccountStatus:
+    name: str
+    role: Role
+    created_at: float
+    revoked_at: float | None  # None: the token signs in
+
+
+@dataclass(frozen=True)
+class RotatedToken:
+    name: str
+    token: str  # shown once; stored hashed
+    reactivated_from: float | None  # when the account had been revoked (None: it was active)
 
 
 @dataclass(frozen=True)
@@ -337,15 +356,82 @@ class Storage:
         return self._criteria["turing" if block == "turing" else "rating"]
 
     def authenticate(self, token: str | None) -> Account | None:
-        """The account whose token hashes to the stored hash, compared in constant time."""
+        """The active (not revoked) account whose token hashes to the stored hash, compared in constant time."""
         if not token or not token.strip():
             return None
         digest = hash_token(token)
         found = None
-        for row in self.conn.execute("SELECT reader_id, name, role, token_sha256 FROM readers"):
-            if hmac.compare_digest(digest, row["token_sha256"]):  # no early exit: every row compared
+        for row in self.conn.execute("SELECT reader_id, name, role, token_sha256, revoked_at FROM readers"):
+            if hmac.compare_digest(digest, row["token_sha256"]) and row["revoked_at"] is None:  # every row compared
                 found = Account(int(row["reader_id"]), row["name"], row["role"])
         return found
+
+    def retired_token(self, token: str) -> bool:
+        """Whether ``token`` once signed in (revoked, or replaced by `study links`): not a guess."""
+        digest = hash_token(token)
+        if self.conn.execute("SELECT 1 FROM readers WHERE token_sha256 = ? AND revoked_at IS NOT NULL", (digest,)).fetchone():
+            return True
+        query = "SELECT 1 FROM audit WHERE action = 'rotate_token' AND json_extract(detail, '$.retired_sha256') = ?"
+        return self.conn.execute(query, (digest,)).fetchone() is not None
+
+    # -- accounts (`study links`, `study revoke`) -------------------------------------------
+    def accounts(self) -> list[AccountStatus]:
+        """Every account in creation order, with when it was revoked (None: active)."""
+        rows = self.conn.execute("SELECT name, role, created_at, revoked_at FROM readers ORDER BY reader_id")
+        return [AccountStatus(r["name"], r["role"], r["created_at"], r["revoked_at"]) for r in rows]
+
+    def _account_row(self, conn: sqlite3.Connection, name: str) -> sqlite3.Row:
+        row = conn.execute("SELECT reader_id, revoked_at FROM readers WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            known = ", ".join(r[0] for r in conn.execute("SELECT name FROM readers ORDER BY reader_id"))
+            raise StorageError(f"no account named {name!r} in this study (accounts: {known})")
+        return row
+
+    def rotate_token(self, name: str) -> RotatedToken:
+        """Give ``name`` a new token (the old one stops signing in at once) and re-activate a revoked account."""
+        token = new_token()
+        with self.write() as conn:
+            row = self._account_row(conn, name)
+            retired = conn.execute("SELECT token_sha256 FROM readers WHERE reader_id = ?", (row["reader_id"],)).fetchone()[0]
+            conn.execute(
+                "UPDATE readers SET token_sha256 = ?, revoked_at = NULL WHERE reader_id = ?",
+                (hash_token(token), row["reader_id"]),
+            )
+            detail = {"name": name, "retired_sha256": retired, "reactivated": row["revoked_at"] is not None}
+            audit(conn, "rotate_token", reader_id=row["reader_id"], item_id=None, session=None, detail=detail)
+        return RotatedToken(name, token, reactivated_from=row["revoked_at"])
+
+    def revoke(self, name: str, *, now: float | None = None) -> float | None:
+        """Stop ``name``'s token from signing in (ratings are kept); the time it was revoked before, if it was."""
+        with self.write() as conn:
+            row = self._account_row(conn, name)
+            if row["revoked_at"] is not None:
+                return float(row["revoked_at"])
+            at = time.time() if now is None else now
+            conn.execute("UPDATE readers SET revoked_at = ? WHERE reader_id = ?", (at, row["reader_id"]))
+            audit(conn, "revoke", reader_id=row["reader_id"], item_id=None, session=None, detail={"name": name})
+        return None
+
+    # -- failed sign-ins --------------------------------------------------------------------
+    def sign_in_wait(self, client: str, *, now: float) -> float:
+        """Seconds until ``client`` may try a token again: 0 unless it failed :data:`SIGN_IN_LIMIT` times
+        in the last :data:`SIGN_IN_WINDOW_S` seconds (then until the oldest of those leaves the window)."""
+        times = [
+            row[0]
+            for row in self.conn.execute(
+                "SELECT at FROM sign_in_failures WHERE client = ? AND at > ? ORDER BY at DESC LIMIT ?",
+                (client, now - SIGN_IN_WINDOW_S, SIGN_IN_LIMIT),
+            )
+        ]
+        if len(times) < SIGN_IN_LIMIT:
+            return 0.0
+        return max(0.0, times[-1] + SIGN_IN_WINDOW_S - now)
+
+    def record_sign_in_failure(self, client: str, *, now: float) -> None:
+        """Log a failed sign-in from ``client`` and forget failures older than the window (of every client)."""
+        with self.write() as conn:
+            conn.execute("DELETE FROM sign_in_failures WHERE at <= ?", (now - SIGN_IN_WINDOW_S,))
+            conn.execute("INSERT INTO sign_in_failures (client, at) VALUES (?, ?)", (client, now))
 
     def total(self, reader_id: int) -> int:
         return self.conn.execute("SELECT COUNT(*) FROM assignments WHERE reader_id = ?", (reader_id,)).fetchone()[0]
