@@ -18,10 +18,13 @@ import argparse
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from xreal_bench.errors import UserFacingError
-from xreal_bench.reader_study.storage import Storage
+
+if TYPE_CHECKING:
+    from xreal_bench.reader_study.storage import Storage
 
 DEFAULT_BASE_URL = "http://localhost:8501"
 PROXIED_PORT = 8501  # where the study server listens behind an https proxy

@@ -6,7 +6,10 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
+
+if TYPE_CHECKING:
+    from xreal_bench.reader_study.address import BaseUrl
 
 EPILOG = """\
 workflow:
@@ -134,7 +137,7 @@ def register(sub) -> None:
         formatter_class=HelpFormatter,
     )
     add.add_argument("study_dir", type=Path, metavar="STUDY_DIR")
-    add.add_argument("name", type=name_argument("reader name"), help="reader name (unique in the study)")
+    add.add_argument("name", metavar="NAME", type=name_argument("reader name"), help="reader name (unique in the study)")
     add.add_argument("--base-url", type=base_url_argument, default=None, help=base_url_help)
     add.set_defaults(handler=run_add_reader)
 
@@ -147,7 +150,9 @@ def register(sub) -> None:
         formatter_class=HelpFormatter,
     )
     links.add_argument("study_dir", type=Path, metavar="STUDY_DIR")
-    links.add_argument("name", nargs="?", type=name_argument("account name"), help="reader name, or admin")
+    links.add_argument(
+        "name", nargs="?", metavar="NAME", type=name_argument("account name"), help="reader name, or admin (omit to list)"
+    )
     links.add_argument("--base-url", type=base_url_argument, default=None, help=base_url_help)
     links.set_defaults(handler=run_links)
 
@@ -160,7 +165,7 @@ def register(sub) -> None:
         formatter_class=HelpFormatter,
     )
     revoke.add_argument("study_dir", type=Path, metavar="STUDY_DIR")
-    revoke.add_argument("name", type=name_argument("account name"), help="reader name, or admin")
+    revoke.add_argument("name", metavar="NAME", type=name_argument("account name"), help="reader name, or admin")
     revoke.set_defaults(handler=run_revoke)
 
     serve = actions.add_parser(
@@ -262,7 +267,7 @@ def run_create(args: argparse.Namespace) -> int:
     return 0
 
 
-def study_base_url(study_dir: Path, given):
+def study_base_url(study_dir: Path, given: BaseUrl | None) -> BaseUrl:
     """``given`` (remembered in the study), else the study's remembered base URL, else the default."""
     from xreal_bench.reader_study.address import DEFAULT_BASE_URL, parse_base_url, remember_base_url, stored_base_url
     from xreal_bench.reader_study.layout import STUDY_DB
