@@ -101,6 +101,13 @@ def offered_token() -> tuple[str, str] | None:
     return None
 
 
+def current_account(storage: Storage) -> Account | None:
+    """The account this browser session signed in as, checked again now: None once its token was revoked
+    or replaced. Widget callbacks run before the page's sign-in check, so a callback that writes calls this."""
+    token = st.session_state.get(SESSION_TOKEN)
+    return storage.authenticate(token) if token else None
+
+
 def sign_in(storage: Storage, *, clock: Callable[[], float] = time.time) -> Account | None:
     """The signed-in account, or the sign-in form (and nothing of the study) when there is none."""
     state = st.session_state
@@ -114,7 +121,7 @@ def sign_in(storage: Storage, *, clock: Callable[[], float] = time.time) -> Acco
             return outcome
         message = outcome
     elif state.get(SESSION_TOKEN):
-        account = storage.authenticate(state[SESSION_TOKEN])
+        account = current_account(storage)
         if account is not None:
             return account
         del state[SESSION_TOKEN]
