@@ -226,6 +226,16 @@ def test_every_readers_order_is_re_derived_from_the_database(built):
     assert plan.items_per_reader == len(stored)
 
 
+def test_design_of_a_study_made_before_the_held_out_block_still_reads():
+    old = {"seed": 0, "n_sources": 2, "rating": [["a0", "a1"], ["b0", "b1"]], "duplicates": [["a0", "d"]],
+           "calibration": [], "turing": [["t0", 0], ["t1", 0]]}  # fmt: skip
+    plan = Design.from_json(json.dumps(old))
+    assert plan.turing == ["t0", "t1"] and plan.duplicates == [("a0", "d")] and plan.min_case_gap == 0
+    order = plan.reader(12345)
+    assert sorted(order.items) == ["a0", "a1", "b0", "b1", "d", "t0", "t1"] and order.items[-2:] in (["t0", "t1"], ["t1", "t0"])
+    assert order == plan.reader(12345)
+
+
 def test_public_seed_fixes_the_item_sets_not_the_orders(tmp_path):
     a = sample_study(tmp_path / "a", seed=5, readers=["r1"])
     b = sample_study(tmp_path / "b", seed=5, readers=["r1"])
