@@ -6,11 +6,18 @@
     STUDY_DIR/study.sqlite    the key, assignments, accounts (hashed tokens), responses, audit
     STUDY_DIR/images/<id>.png every image re-encoded alike, under an opaque random id
 
-Every study image goes through the one imaging path (:mod:`xreal_bench.imaging`): decoded,
-centre-squared, optionally brought down to the smallest native resolution of all study images
-(``match_resolution``: a 256-px generator and a 2048-px radiograph then carry the same detail),
-resized to ``image_size`` and written as an 8-bit grayscale PNG with the same encoder settings
-and no metadata, so nothing in a file tells its source.
+Every study image, real ones included, goes through one re-encoding chain (:func:`encode`):
+decoded (:mod:`xreal_bench.imaging`), centre-squared and resampled to the common intermediate
+size (the smallest native side over all study images with ``match_resolution``, else
+``image_size``), quantised to 8 bits there, resampled to ``image_size``, quantised again and
+written as a grayscale PNG with fixed encoder settings and no metadata. A 256-px generator and a
+2048-px radiograph then carry the same detail and the same 8-bit rounding, so nothing in a file
+tells its source. Byte-identical or near-identical images across sources are reported
+(:mod:`xreal_bench.reader_study.similarity`).
+
+The study's cases, calibration cases, held-out real-or-generated cases and planted duplicates
+follow the public ``[study] seed``; every reader's order follows the reader's own seed, drawn
+from the OS and kept in ``reader_design`` (:meth:`Design.reader`, :mod:`.design`).
 
 The folder is built under a temporary name and renamed into place at the end: a failed build
 leaves nothing behind.
@@ -26,8 +33,9 @@ import shutil
 import sqlite3
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -38,6 +46,7 @@ from xreal_bench.config import StudyConfig
 from xreal_bench.errors import UserFacingError
 from xreal_bench.imaging import (
     ImageDecodeError,
+    dequantize,
     load_grayscale,
     quantize,
     save_png,
@@ -47,12 +56,14 @@ from xreal_bench.names import check_name
 from xreal_bench.reader_study import design
 from xreal_bench.reader_study.criteria import rating_criteria, turing_criteria
 from xreal_bench.reader_study.layout import IMAGES, STUDY_DB, STUDY_JSON
+from xreal_bench.reader_study.similarity import NearDuplicate, StudyImage, near_duplicates, study_image, warning_text
 from xreal_bench.reader_study.storage import Storage, StorageError
 from xreal_bench.rundir import GeneratorDir, generator_dirs
 from xreal_bench.types import CaseFacts
 
 REAL = "real"
 ADMIN = "admin"
+READER_SEED_BITS = 64
 
 
 @dataclass(frozen=True)
@@ -81,22 +92,35 @@ class StudyCreated:
     items_per_reader: int
     n_cases: int
     n_sources: int
+    turing_items: int = 0
+    min_case_gap: int = 0
+    near_duplicates: list[NearDuplicate] = field(default_factory=list)
 
     @property
     def serve_command(self) -> str:
         return f"xreal-bench study serve {self.study_dir}"
 
 
+@dataclass(frozen=True)
+class ReaderOrder:
+    """One reader's item order and the record it is re-derived from (``reader_design.design``)."""
+
+    items: list[str]
+    record: dict[str, Any]
+
+
 @dataclass
 class Design:
-    """The item lists a reader's assignment is built from (stored in the database's meta)."""
+    """The study's item lists (the database's meta ``design``); each reader's order comes from
+    these and the reader's own seed (:meth:`reader`)."""
 
-    seed: int
+    seed: int  # the public [study] seed the item lists were drawn with
     n_sources: int
     rating: list[list[str]]  # rating[case index][source index] -> item id
     duplicates: list[tuple[str, str]]  # (original item, planted duplicate item)
     calibration: list[str]
-    turing: list[tuple[str, int]]  # (item id, case index)
+    turing: list[str]  # the held-out real-or-generated items, one per case
+    min_case_gap: int = 0  # as configured (0 = automatic, see design.case_gap)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -105,17 +129,44 @@ class Design:
     def from_json(text: str) -> Design:
         data = json.loads(text)
         data["duplicates"] = [tuple(p) for p in data["duplicates"]]
-        data["turing"] = [tuple(p) for p in data["turing"]]
+        # studies made before the held-out block stored (item, case index) pairs
+        data["turing"] = [p[0] if isinstance(p, list) else p for p in data["turing"]]
         return Design(**data)
 
-    def sequence(self, reader_index: int) -> list[str]:
-        """Reader ``reader_index``'s item order: calibration, ratings (+ duplicates), Turing test."""
-        rng = np.random.default_rng([self.seed, 1, reader_index])
+    @property
+    def gap(self) -> int:
+        """The least distance between two images of one case in every reader's order."""
+        return design.case_gap(self.min_case_gap, len(self.rating))
+
+    @property
+    def items_per_reader(self) -> int:
+        return len(self.calibration) + len(self.rating) * self.n_sources + len(self.duplicates) + len(self.turing)
+
+    def reader(self, seed: int) -> ReaderOrder:
+        """A reader's order from the reader's seed: calibration, ratings (+ duplicates), then the
+        real-or-generated block, each in its own random order (see :mod:`.design`)."""
+        rng = np.random.default_rng(seed)
         n_cases = len(self.rating)
-        ratings = [self.rating[k][s] for k, s in design.rating_order(n_cases, self.n_sources, reader_index, rng)]
-        ratings = design.plant_duplicates(ratings, self.duplicates, rng, min_gap=max(1, len(ratings) // 3))
-        turing = [item for item, _ in design.shuffle_apart(self.turing, key=lambda pair: pair[1], rng=rng)]
-        return [*self.calibration, *ratings, *turing]
+        table = design.source_table(n_cases, self.n_sources, rng)
+        rounds = design.round_orders(n_cases, self.n_sources, self.gap, rng)
+        case_of = {item: k for k, row in enumerate(self.rating) for item in row}
+        case_of.update({duplicate: case_of[original] for original, duplicate in self.duplicates})
+        ratings = [self.rating[k][table.sources[k][j]] for j, order in enumerate(rounds) for k in order]
+        ratings = design.plant_duplicates(ratings, self.duplicates, rng, gap=self.gap, key=case_of.__getitem__)
+        calibration = [int(i) for i in rng.permutation(len(self.calibration))]
+        turing = [int(i) for i in rng.permutation(len(self.turing))]
+        record = {
+            "symbols": table.symbols,
+            "start_rows": table.start_rows,
+            "sources": table.sources,
+            "rounds": rounds,
+            "calibration": calibration,
+            "turing": turing,
+            "min_case_gap": self.gap,
+            "achieved_gap": design.smallest_gap([case_of[item] for item in ratings]),
+        }
+        items = [*(self.calibration[i] for i in calibration), *ratings, *(self.turing[i] for i in turing)]
+        return ReaderOrder(items, record)
 
 
 def link_for(base_url: str, token: str) -> str:
@@ -199,16 +250,21 @@ def standard_size(paths: list[Path], image_size: int, match_resolution: bool) ->
     return smallest
 
 
-def encode(path: Path, native: int, size: int, out: Path) -> str:
-    """Re-encode one run image into the study format; return the file's sha256."""
+def reencode(pixels: np.ndarray, intermediate: int, size: int) -> np.ndarray:
+    """The study's one chain after decoding: square and resample to ``intermediate``, quantise to
+    8 bits, resample to ``size``, quantise to 8 bits (every step runs for every image)."""
+    common = quantize(to_square(pixels, intermediate), 8)
+    return quantize(to_square(dequantize(common), size), 8)
+
+
+def encode(path: Path, intermediate: int, size: int, out: Path) -> tuple[str, np.ndarray]:
+    """Re-encode one run image into the study format; return the file's sha256 and its pixels."""
     try:
-        pixels = load_grayscale(path)
+        pixels = reencode(load_grayscale(path), intermediate, size)
     except ImageDecodeError as exc:
         raise UserFacingError(str(exc)) from None
-    if native < size:
-        pixels = to_square(pixels, native)
-    save_png(out, quantize(to_square(pixels, size), 8))
-    return hashlib.sha256(out.read_bytes()).hexdigest()
+    save_png(out, pixels)
+    return hashlib.sha256(out.read_bytes()).hexdigest(), pixels
 
 
 def new_id(taken: set[str]) -> str:
@@ -220,36 +276,46 @@ def new_id(taken: set[str]) -> str:
 
 @dataclass(frozen=True)
 class Selection:
-    """What goes into a study: sources (real first), study cases, calibration (source, case) pairs."""
+    """What goes into a study: sources (real first), rating cases, calibration and held-out
+    real-or-generated ``(source, case)`` images, and every chosen case's stratum."""
 
     sources: list[str]
     cases: list[str]
     calibration: list[tuple[str, str]]
+    turing: list[tuple[str, str]]
     strata: dict[str, str]
 
     def images(self) -> list[tuple[str, str]]:
-        return [(s, c) for c in self.cases for s in self.sources] + self.calibration
+        return [(s, c) for c in self.cases for s in self.sources] + self.calibration + self.turing
 
 
 def select(
     images: dict[str, dict[str, SourceImage]], facts: dict[str, CaseFacts], settings: StudyConfig, rng: np.random.Generator
 ) -> Selection:
-    """Seeded, pathology-stratified study cases, then calibration cases from the rest."""
+    """Seeded, pathology-stratified rating cases, then calibration cases and the held-out
+    real-or-generated cases from the rest (no case serves two roles)."""
     sources = list(images)  # real first, then generators in the given order
     eligible = eligible_cases(images, facts)
-    if len(eligible) < settings.n_cases + settings.calibration_items:
+    n_turing = settings.turing_cases if settings.turing_test else 0
+    if len(eligible) < settings.n_cases + settings.calibration_items + n_turing:
         counts = ", ".join(f"{s}: {len(images[s])}" for s in sources)
+        block = f" + {n_turing} real-or-generated cases (held out: none of them is rated)" if n_turing else ""
         raise UserFacingError(
             f"only {len(eligible)} cases have an image from every source ({counts}); the study needs "
-            f"{settings.n_cases} cases + {settings.calibration_items} calibration cases. Lower --n-cases/--calibration "
-            "or choose fewer generators"
+            f"{settings.n_cases} cases + {settings.calibration_items} calibration cases{block}. Lower --n-cases/--calibration"
+            f"{'/--turing-cases' if n_turing else ''} or choose fewer generators"
         )
     strata = {c: design.primary_pathology(list(facts[c].case.positives)) for c in eligible}
     cases = design.select_cases(strata, settings.n_cases, rng)
     rest = {c: s for c, s in strata.items() if c not in set(cases)}
     calibration_cases = design.select_cases(rest, settings.calibration_items, rng)
     calibration = [(sources[i % len(sources)], c) for i, c in zip(rng.permutation(len(calibration_cases)), calibration_cases)]
-    return Selection(sources, cases, calibration, {c: strata[c] for c in [*cases, *calibration_cases]})
+    rest = {c: s for c, s in rest.items() if c not in set(calibration_cases)}
+    turing_cases = design.select_cases(rest, n_turing, rng)
+    turing_sources = design.turing_sources(n_turing, len(sources) - 1, settings.turing_real_fraction, rng) if n_turing else []
+    turing = [(sources[j], c) for j, c in zip(turing_sources, turing_cases, strict=True)]
+    chosen_cases = [*cases, *calibration_cases, *turing_cases]
+    return Selection(sources, cases, calibration, turing, {c: strata[c] for c in chosen_cases})
 
 
 def create_study(
@@ -265,50 +331,65 @@ def create_study(
     facts = case_facts(images, settings.show_box)
     rng = np.random.default_rng([settings.seed, 0])
     chosen = select(images, facts, settings, rng)
+    if settings.min_case_gap > len(chosen.cases):
+        print(
+            f"note: min_case_gap {settings.min_case_gap} is more than {len(chosen.cases)} cases allow "
+            f"(a case's images are one round of {len(chosen.cases)} items apart at most); using {len(chosen.cases)}"
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.creating-", dir=out.parent))
     try:
         storage = Storage.create(work / STUDY_DB)
         with storage.write() as conn:
             write_cases(conn, images, facts, chosen)
-            native = write_images(conn, work, images, chosen, settings)
+            native, similar = write_images(conn, work, images, chosen, settings)
             write_criteria(conn, settings)
             plan = write_items(conn, chosen, settings, rng)
+            conn.execute("INSERT INTO meta VALUES (?, ?)", ("near_duplicates", json.dumps([p.to_dict() for p in similar])))
             readers = [add_reader_in(conn, storage, plan, name, base_url) for name in settings.readers]
             _, admin_token = storage.add_account(conn, ADMIN, "admin")
         storage.close()
-        items_per_reader = len(plan.sequence(0))
-        write_study_json(work, settings, plan, items_per_reader=items_per_reader, native=native)
+        write_study_json(work, settings, plan, chosen, native=native, near_duplicates=len(similar))
         if out.exists():
             out.rmdir()  # empty (checked above)
         os.replace(work, out)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
+    if similar:
+        print(warning_text(similar))
     admin = ReaderLink(ADMIN, admin_token, link_for(base_url, admin_token))
-    return StudyCreated(out, readers, admin, items_per_reader, len(chosen.cases), len(chosen.sources))
+    return StudyCreated(
+        out, readers, admin, plan.items_per_reader, len(chosen.cases), len(chosen.sources),
+        turing_items=len(plan.turing), min_case_gap=plan.gap, near_duplicates=similar,
+    )  # fmt: skip
 
 
-def write_images(conn: sqlite3.Connection, work: Path, images, chosen: Selection, settings: StudyConfig) -> int:
-    """Re-encode every study image under a random id; return the intermediate size used."""
+def write_images(
+    conn: sqlite3.Connection, work: Path, images, chosen: Selection, settings: StudyConfig
+) -> tuple[int, list[NearDuplicate]]:
+    """Re-encode every study image under a random id; return the intermediate size used and the
+    near-identical pairs across sources."""
     needed = chosen.images()
     native = standard_size([images[s][c].path for s, c in needed], settings.image_size, settings.match_resolution)
     (work / IMAGES).mkdir()
     taken: set[str] = set()
+    encoded: list[StudyImage] = []
     for s, c in tqdm(needed, desc="study images", unit="img"):
         src = images[s][c]
         image_id = new_id(taken)
-        digest = encode(src.path, native, settings.image_size, work / IMAGES / f"{image_id}.png")
+        digest, pixels = encode(src.path, native, settings.image_size, work / IMAGES / f"{image_id}.png")
+        encoded.append(study_image(s, c, digest, pixels))
         conn.execute(
             "INSERT INTO images VALUES (?, ?, ?, ?, ?, ?)", (image_id, s, c, src.sample_index, str(src.path.resolve()), digest)
         )
-    return native
+    return native, near_duplicates(encoded)
 
 
 def write_cases(conn: sqlite3.Connection, images, facts: dict[str, CaseFacts], chosen: Selection) -> None:
     """Each case's label, boxes and view from the run's case facts (shared by all sources). Boxes
     that differ per sample (random fallback) are those of the lowest sample index a generator shows."""
-    calibration = {c for _, c in chosen.calibration}
+    role = {c: "calibration" for _, c in chosen.calibration} | {c: "turing" for _, c in chosen.turing}
     for c, stratum in chosen.strata.items():
         case = facts[c]
         boxes = []
@@ -317,9 +398,8 @@ def write_cases(conn: sqlite3.Connection, images, facts: dict[str, CaseFacts], c
             boxes = [asdict(b) for b in case.boxes_for(sample).boxes]
         conn.execute(
             "INSERT INTO cases VALUES (?, ?, ?, ?, ?, ?)",
-            (c, "calibration" if c in calibration else "study", stratum, json.dumps(list(case.case.positives)),
-             json.dumps(boxes), case.case.view),
-        )  # fmt: skip
+            (c, role.get(c, "study"), stratum, json.dumps(list(case.case.positives)), json.dumps(boxes), case.case.view),
+        )
 
 
 def write_criteria(conn: sqlite3.Connection, settings: StudyConfig) -> None:
@@ -335,7 +415,7 @@ def write_criteria(conn: sqlite3.Connection, settings: StudyConfig) -> None:
 
 
 def write_items(conn: sqlite3.Connection, chosen: Selection, settings: StudyConfig, rng: np.random.Generator) -> Design:
-    """Rating items (one per case x source), planted duplicates, calibration and Turing items."""
+    """Rating items (one per case x source), planted duplicates, calibration and held-out items."""
     image_of = {(s, c): i for i, s, c in conn.execute("SELECT image_id, source, case_id FROM images")}
     taken: set[str] = set()
 
@@ -352,10 +432,8 @@ def write_items(conn: sqlite3.Connection, chosen: Selection, settings: StudyConf
     )
     duplicates = [(rating[k][j], add(sources[j], cases[k], "rating", rating[k][j])) for k, j in (flat[i] for i in chosen_dups)]
     calibration = [add(s, c, "calibration") for s, c in chosen.calibration]
-    turing = []
-    if settings.turing_test:
-        turing = [(add(sources[j], cases[k], "turing"), k) for k, j in design.turing_pairs(len(cases), len(sources) - 1, rng)]
-    plan = Design(settings.seed, len(sources), rating, duplicates, calibration, turing)
+    turing = [add(s, c, "turing") for s, c in chosen.turing]
+    plan = Design(settings.seed, len(sources), rating, duplicates, calibration, turing, settings.min_case_gap)
     conn.executemany(
         "INSERT INTO meta VALUES (?, ?)",
         [("design", plan.to_json()), ("sources", json.dumps(sources)), ("created_at", str(time.time()))],
@@ -363,8 +441,11 @@ def write_items(conn: sqlite3.Connection, chosen: Selection, settings: StudyConf
     return plan
 
 
-def write_study_json(work: Path, settings: StudyConfig, plan: Design, *, items_per_reader: int, native: int) -> None:
+def write_study_json(
+    work: Path, settings: StudyConfig, plan: Design, chosen: Selection, *, native: int, near_duplicates: int
+) -> None:
     """Non-secret settings the app and the analysis read (no source names, no case ids)."""
+    real_share = sum(s == REAL for s, _ in chosen.turing) / len(chosen.turing) if chosen.turing else None
     info = {
         "format": 1,
         "title": settings.title,
@@ -372,14 +453,21 @@ def write_study_json(work: Path, settings: StudyConfig, plan: Design, *, items_p
         "n_cases": len(plan.rating),
         "n_sources": plan.n_sources,
         "calibration_items": len(plan.calibration),
+        "calibration_feedback": settings.calibration_feedback,
         "duplicates": len(plan.duplicates),
         "turing_test": settings.turing_test,
-        "items_per_reader": items_per_reader,
+        "turing_items": len(plan.turing),
+        "turing_real_fraction": real_share,
+        "turing_show_label": settings.turing_show_label,
+        "turing_show_prevalence": settings.turing_show_prevalence,
+        "items_per_reader": plan.items_per_reader,
+        "min_case_gap": plan.gap,
         "criteria": list(settings.criteria),
         "allow_back": settings.allow_back,
         "show_box": settings.show_box,
         "image_size": settings.image_size,
         "intermediate_size": native,
+        "near_duplicates": near_duplicates,
         "bootstrap": settings.bootstrap,
         "seed": settings.seed,
     }
@@ -387,17 +475,20 @@ def write_study_json(work: Path, settings: StudyConfig, plan: Design, *, items_p
 
 
 def add_reader_in(conn: sqlite3.Connection, storage: Storage, plan: Design, name: str, base_url: str) -> ReaderLink:
-    """Create a reader account with its own balanced item order (inside ``conn``'s transaction)."""
+    """Create a reader account with its own random, balanced item order (inside ``conn``'s
+    transaction); the reader's seed comes from the OS and is kept in ``reader_design``."""
     check_name(name, what="reader name")
-    index = conn.execute("SELECT COUNT(*) FROM readers WHERE role = 'reader'").fetchone()[0]
     try:
         reader_id, token = storage.add_account(conn, name, "reader")
     except StorageError as exc:
         raise UserFacingError(str(exc)) from None
+    seed = secrets.randbits(READER_SEED_BITS)
+    order = plan.reader(seed)
     conn.executemany(
         "INSERT INTO assignments VALUES (?, ?, ?)",
-        [(reader_id, position, item) for position, item in enumerate(plan.sequence(index), start=1)],
+        [(reader_id, position, item) for position, item in enumerate(order.items, start=1)],
     )
+    conn.execute("INSERT INTO reader_design VALUES (?, ?, ?)", (reader_id, str(seed), json.dumps(order.record)))
     return ReaderLink(name, token, link_for(base_url, token))
 
 

@@ -51,8 +51,9 @@ def register(sub) -> None:
         "create",
         help="build a study folder from one or more run directories",
         description="Choose cases (seeded, stratified by pathology), copy each case's real image and every "
-        "chosen generator's image into STUDY_DIR under opaque ids (re-encoded alike), assign balanced item "
-        "orders to readers and print each reader's sign-in link once. Defaults come from [study] in the config.",
+        "chosen generator's image into STUDY_DIR under opaque ids (every image through one re-encoding chain; "
+        "near-identical images across sources are reported), give every reader a random, balanced order of "
+        "their own and print each reader's sign-in link once. Defaults come from [study] in the config.",
         formatter_class=HelpFormatter,
     )
     S = argparse.SUPPRESS  # absent flags fall back to the config, whose defaults the help shows
@@ -118,9 +119,62 @@ def register(sub) -> None:
         "--turing",
         action=argparse.BooleanOptionalAction,
         default=S,
-        help=f"add the real-or-generated block (study.turing_test; default {d.turing_test})",
+        help=f"end with the real-or-generated block (study.turing_test; default {d.turing_test})",
     )
-    create.add_argument("--seed", type=int, default=S, help=f"design seed (study.seed; default {d.seed})")
+    create.add_argument(
+        "--turing-cases",
+        type=int,
+        default=S,
+        metavar="N",
+        help="cases of the real-or-generated block, held out: none of them is rated before, so the block never "
+        "shows an image the reader has already judged; one image per case, the same images for every reader "
+        f"(readers x cases fully crossed, as MRMC analysis needs) (study.turing_cases; default {d.turing_cases})",
+    )
+    create.add_argument(
+        "--turing-real-fraction",
+        type=float,
+        default=S,
+        metavar="SHARE",
+        help="share of the block's images that are real, the rest split evenly over the generators; 0.5 makes "
+        f"'real' and 'generated' equally likely (study.turing_real_fraction; default {d.turing_real_fraction})",
+    )
+    create.add_argument(
+        "--turing-show-label",
+        action=argparse.BooleanOptionalAction,
+        default=S,
+        help="show the pathology label during the real-or-generated block; off, the reader judges the image alone "
+        f"(study.turing_show_label; default {d.turing_show_label})",
+    )
+    create.add_argument(
+        "--turing-show-prevalence",
+        action=argparse.BooleanOptionalAction,
+        default=S,
+        help="state the block's real share on its instruction page (readers then need not guess the base rate) "
+        f"(study.turing_show_prevalence; default {d.turing_show_prevalence})",
+    )
+    create.add_argument(
+        "--min-case-gap",
+        type=int,
+        default=S,
+        metavar="N",
+        help="least number of items between two images of one case (planted repeats included), so images of a "
+        "case are never compared side by side; 0 = automatic, half the study's cases and at least 2, capped at the "
+        f"number of cases (study.min_case_gap; default {d.min_case_gap})",
+    )
+    create.add_argument(
+        "--calibration-feedback",
+        action=argparse.BooleanOptionalAction,
+        default=S,
+        help="after each calibration item, show whether it was real or generated (training; calibration is never "
+        f"analysed) (study.calibration_feedback; default {d.calibration_feedback})",
+    )
+    create.add_argument(
+        "--seed",
+        type=int,
+        default=S,
+        help="seed of the study's cases, held-out block and planted repeats; each reader's order comes from the "
+        f"reader's own random seed (kept in the database), not from this (study.seed; default {d.seed})",
+    )
     create.add_argument("--base-url", default=DEFAULT_URL, help="address readers will open (for the printed links)")
     add_config_args(create)
     create.set_defaults(handler=run_create)
@@ -227,6 +281,12 @@ def study_settings(args: argparse.Namespace):
         "calibration_items": "calibration",
         "duplicate_fraction": "duplicates",
         "turing_test": "turing",
+        "turing_cases": "turing_cases",
+        "turing_real_fraction": "turing_real_fraction",
+        "turing_show_label": "turing_show_label",
+        "turing_show_prevalence": "turing_show_prevalence",
+        "min_case_gap": "min_case_gap",
+        "calibration_feedback": "calibration_feedback",
         "seed": "seed",
     }
     overrides = [

@@ -1,23 +1,37 @@
 """The study design as pure, seeded functions (no files, no database).
 
-- :func:`select_cases`: N cases stratified by primary pathology, as equal per stratum as the
-  strata allow (round robin over strata in a seeded order, seeded order inside each stratum).
-- :func:`balanced_latin_square`: a Williams design; every source takes every ordinal position
-  equally often, and (for an even number of sources) each source follows every other equally often.
-- :func:`rating_order`: one reader's order of the (case, source) rating items. Items come in
-  rounds; in each round every case appears once, with the source given by the case's row of the
-  Latin square (row offset by the reader index). So the images of one case are a round apart,
-  and no source is systematically first, neither within a case nor within a round.
-- :func:`plant_duplicates`: insert planted repeats at least ``min_gap`` positions from their original.
-- :func:`turing_pairs` / :func:`shuffle_apart`: the visual Turing test block (each case's real
-  image and one generated image, generators balanced; the two never adjacent).
+Study level (drawn from the public ``[study] seed``; the same for every reader):
+
+- :func:`select_cases`: N cases stratified by primary pathology.
+- :func:`choose_duplicates`: which rating items are repeated, spread evenly over sources.
+- :func:`turing_sources`: the held-out real-or-generated block, one image per case: real with
+  the configured share, the rest split evenly over the generators.
+
+Reader level (drawn from the reader's own secret seed, see ``builder.Design.reader``):
+
+- :func:`source_table`: which source each case shows in each round. It starts from a Williams
+  square under a random source -> symbol mapping (so ``real`` is not symbol 0) with a random
+  square row per case, then applies many random *balanced swaps* (two cases exchange the same
+  two sources between the same two rounds), so cases do not share one row pattern and knowing
+  where a source sits in one case says nothing certain about another. What holds exactly, for
+  every reader: every case shows every source once, one per round; in every round every source
+  appears equally often (``n_cases / n_sources`` times; when that is not whole, the counts differ
+  by at most one); and the table's distribution is the same under any relabelling of sources,
+  so the round (hence the position) of the real image within its case is, given where every
+  other source is, a fair coin between the slots left. First-order carry-over between a case's
+  rounds is randomised (balanced on average over readers), no longer balanced exactly per reader.
+- :func:`round_orders`: the case order of each round; a case's image in the next round stands
+  at least ``gap`` items after its image in this round, so a case's images are spread apart and
+  interleaved with other cases.
+- :func:`plant_duplicates`: planted repeats, at least ``gap`` items from every image of their
+  case (and, where possible, a third of the block from their original).
 """
 
 from __future__ import annotations
 
-import itertools
 from collections import defaultdict
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
@@ -25,6 +39,9 @@ import numpy as np
 T = TypeVar("T")
 
 NO_FINDING = "No Finding"
+
+#: Balanced swaps proposed per table cell (see :func:`source_table`).
+SWAPS_PER_CELL = 40
 
 
 def primary_pathology(positives: Sequence[str]) -> str:
@@ -77,22 +94,71 @@ def balanced_latin_square(n: int) -> list[list[int]]:
     return rows
 
 
-def rating_order(n_cases: int, n_sources: int, reader_index: int, rng: np.random.Generator) -> list[tuple[int, int]]:
-    """One reader's order of rating items as ``(case index, source index)`` pairs.
+@dataclass(frozen=True)
+class SourceTable:
+    """One reader's sources per case and round (indices into the study's source list)."""
 
-    Round ``j`` shows every case once, case ``k`` with source ``square[(k + reader) % rows][j]``;
-    cases are shuffled inside each round, and a round never starts with the case that ended
-    the previous one.
-    """
+    symbols: list[int]  # symbols[s]: the Latin-square symbol source s starts as (random per reader)
+    start_rows: list[int]  # start_rows[k]: the Williams row case k starts from
+    sources: list[list[int]]  # sources[k][j]: the source case k shows in round j
+
+
+def source_table(n_cases: int, n_sources: int, rng: np.random.Generator) -> SourceTable:
+    """A random balanced case x round table of sources (see the module docstring for what holds)."""
     square = balanced_latin_square(n_sources)
-    order: list[tuple[int, int]] = []
-    for j in range(n_sources):
-        cases = [int(k) for k in rng.permutation(n_cases)]
-        if order and n_cases > 1 and cases[0] == order[-1][0]:
-            swap = int(rng.integers(1, n_cases))
-            cases[0], cases[swap] = cases[swap], cases[0]
-        order += [(k, square[(k + reader_index) % len(square)][j]) for k in cases]
-    return order
+    symbols = [int(x) for x in rng.permutation(n_sources)]
+    source_of = {symbol: source for source, symbol in enumerate(symbols)}
+    # Rows are dealt one Latin square at a time (the Williams design is one square for an even
+    # number of sources, two for an odd one), so any leftover rows come from one square and
+    # every round's counts stay within one of each other.
+    squares = [list(range(i, i + n_sources)) for i in range(0, len(square), n_sources)]
+    dealt: list[int] = []
+    while len(dealt) < n_cases:
+        for which in rng.permutation(len(squares)):
+            dealt += [squares[which][i] for i in rng.permutation(n_sources)]
+    start_rows = [0] * n_cases
+    for case, row in zip(rng.permutation(n_cases), dealt, strict=False):
+        start_rows[int(case)] = row
+    table = [[source_of[symbol] for symbol in square[row]] for row in start_rows]
+    proposals = SWAPS_PER_CELL * n_cases * n_sources
+    cases = rng.integers(n_cases, size=(proposals, 2)).tolist()
+    rounds = rng.integers(n_sources, size=(proposals, 2)).tolist()
+    for (c1, c2), (a, b) in zip(cases, rounds, strict=True):
+        first, second = table[c1], table[c2]
+        if first[a] == second[b] and first[b] == second[a] and first[a] != first[b]:
+            first[a], first[b] = first[b], first[a]
+            second[a], second[b] = second[b], second[a]
+    return SourceTable(symbols, start_rows, table)
+
+
+def case_gap(configured: int, n_cases: int) -> int:
+    """The least distance between two images of one case: ``configured``, or when 0 the automatic
+    ``max(2, n_cases // 2)``; capped at ``n_cases`` (the most a round structure allows)."""
+    wanted = configured or max(2, n_cases // 2)
+    return max(1, min(wanted, n_cases))
+
+
+def round_orders(n_cases: int, n_rounds: int, gap: int, rng: np.random.Generator) -> list[list[int]]:
+    """Case order of each round; each case's next image stands >= ``gap`` items after its last one.
+
+    Round 0 is a random order. In the next round, slot ``p`` takes a random case among those not
+    yet placed whose distance ``n_cases - previous + p`` is at least ``gap``; for ``gap <= n_cases``
+    there are always ``n_cases - gap + 1`` such cases, so the construction never gets stuck.
+    """
+    if not 1 <= gap <= max(1, n_cases):
+        raise ValueError(f"gap must be 1..{n_cases}, got {gap}")
+    orders = [[int(k) for k in rng.permutation(n_cases)]]
+    for _ in range(1, n_rounds):
+        previous = {case: p for p, case in enumerate(orders[-1])}
+        remaining = list(orders[-1])
+        order: list[int] = []
+        for slot in range(n_cases):
+            eligible = [k for k in remaining if n_cases - previous[k] + slot >= gap]
+            pick = eligible[int(rng.integers(len(eligible)))]
+            remaining.remove(pick)
+            order.append(pick)
+        orders.append(order)
+    return orders
 
 
 def duplicate_count(n_items: int, fraction: float) -> int:
@@ -116,47 +182,51 @@ def choose_duplicates(sources: Sequence[int], count: int, rng: np.random.Generat
     return chosen
 
 
-def plant_duplicates(sequence: list[T], repeats: list[tuple[T, T]], rng: np.random.Generator, min_gap: int) -> list[T]:
-    """Insert each ``(original, duplicate)``'s duplicate at a random place >= ``min_gap`` away.
-
-    Insertions only push items apart, so every earlier pair keeps its distance. ``min_gap`` is
-    capped at ``(len + 1) // 2`` so a place always exists.
+def plant_duplicates(
+    sequence: list[T], repeats: list[tuple[T, T]], rng: np.random.Generator, *, gap: int, key: Callable[[T], Hashable]
+) -> list[T]:
+    """Insert each ``(original, duplicate)``'s duplicate at a random place >= ``gap`` items from
+    every item with the same ``key`` (its case), preferring places a third of the block or more
+    from its original. Where no place keeps ``gap`` (tiny studies), the places farthest from the
+    case's other images are used. Insertions only push items apart, so earlier spacing holds.
     """
     result = list(sequence)
+    far = len(sequence) // 3
     for original, duplicate in repeats:
-        p = result.index(original)
-        gap = max(1, min(min_gap, (len(result) + 1) // 2))
-        # inserting at i puts the duplicate at i; the original moves to p + 1 when i <= p
-        slots = [i for i in range(len(result) + 1) if (i > p and i - p >= gap) or (i <= p and p + 1 - i >= gap)]
-        result.insert(int(slots[rng.integers(len(slots))]), duplicate)
+        same = [p for p, item in enumerate(result) if key(item) == key(duplicate)]
+        at = result.index(original)
+        # inserting at slot i puts the duplicate at i and moves items at p >= i to p + 1
+        spacing = [min((i - p if p < i else p + 1 - i) for p in same) for i in range(len(result) + 1)]
+        need = min(gap, max(spacing))
+        slots = [i for i, s in enumerate(spacing) if s >= need]
+        preferred = [i for i in slots if (i - at if at < i else at + 1 - i) >= far]
+        choice = preferred or slots
+        result.insert(choice[int(rng.integers(len(choice)))], duplicate)
     return result
 
 
-def turing_pairs(n_cases: int, n_generators: int, rng: np.random.Generator) -> list[tuple[int, int]]:
-    """Each case's real image (source 0) and one generated image (sources 1..G, balanced)."""
-    if n_generators < 1:
-        raise ValueError("the visual Turing test needs at least one generator")
-    perm = rng.permutation(n_cases)
-    pairs: list[tuple[int, int]] = []
-    for k in range(n_cases):
-        pairs += [(k, 0), (k, 1 + int(perm[k]) % n_generators)]
-    return pairs
-
-
-def shuffle_apart(items: list[T], key, rng: np.random.Generator, attempts: int = 200) -> list[T]:
-    """Shuffle so that no two neighbours share ``key(item)`` when that is possible."""
-    best: list[T] = list(items)
-    best_clashes = len(items)
-    for _ in range(attempts):
-        order = [items[i] for i in rng.permutation(len(items))]
-        clashes = adjacent_clashes(order, key)
-        if clashes < best_clashes:
-            best, best_clashes = order, clashes
-        if clashes == 0:
-            break
+def smallest_gap(keys: Sequence[Hashable]) -> int | None:
+    """The least distance between two equal keys in ``keys`` (``None`` if all differ)."""
+    last: dict[Hashable, int] = {}
+    best: int | None = None
+    for position, key in enumerate(keys):
+        if key in last:
+            distance = position - last[key]
+            best = distance if best is None else min(best, distance)
+        last[key] = position
     return best
 
 
-def adjacent_clashes(order: Sequence[T], key) -> int:
-    keys: list[Hashable] = [key(x) for x in order]
-    return sum(a == b for a, b in itertools.pairwise(keys))
+def turing_sources(n_cases: int, n_generators: int, real_fraction: float, rng: np.random.Generator) -> list[int]:
+    """The source of each held-out case's one image: 0 (real) for ``round(real_fraction * n)``
+    cases (at least one of each kind when ``n >= 2``), generators 1..G for the rest, split evenly
+    (round robin from a seeded start), all in seeded random order."""
+    if n_generators < 1:
+        raise ValueError("the real-or-generated block needs at least one generator")
+    n_real = int(real_fraction * n_cases + 0.5)
+    if n_cases >= 2:
+        n_real = min(max(n_real, 1), n_cases - 1)
+    start = int(rng.integers(n_generators))
+    generated = [1 + (start + i) % n_generators for i in range(n_cases - n_real)]
+    sources = [0] * n_real + generated
+    return [sources[int(i)] for i in rng.permutation(n_cases)]

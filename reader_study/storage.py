@@ -49,7 +49,7 @@ SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE cases (
     case_id TEXT PRIMARY KEY,
-    role TEXT NOT NULL CHECK (role IN ('study', 'calibration')),
+    role TEXT NOT NULL CHECK (role IN ('study', 'calibration', 'turing')),  -- turing: held-out real-or-generated case
     stratum TEXT NOT NULL,
     positives TEXT NOT NULL,          -- JSON list of pathology names
     boxes TEXT NOT NULL,              -- JSON list of {label, x0, y0, x1, y1} (image fractions)

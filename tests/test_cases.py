@@ -138,7 +138,7 @@ def test_study_with_show_box_has_the_boxes_of_the_run(run, tmp_path):
     created = create_study([Path(cfg.run.out)], tmp_path / "study", settings)
     con = sqlite3.connect(created.study_dir / "study.sqlite")
     try:
-        rows = con.execute("SELECT case_id, positives, boxes, view FROM cases").fetchall()
+        rows = con.execute("SELECT case_id, positives, boxes, view FROM cases WHERE role = 'study'").fetchall()
     finally:
         con.close()
     assert len(rows) == 4

@@ -49,7 +49,7 @@ def rated(tmp_path_factory):
     created = sample_study(root, n_run_cases=12, n_cases=8, readers=READERS, duplicate_fraction=0.1, calibration_items=1)
     rng = np.random.default_rng(7)
     base = {"real": 4.2, "xreal": 3.6, "cheff": 2.4}
-    case_effect = {f"case{k:04d}": rng.normal(0, 0.6) for k in range(12)}
+    case_effect = {f"case{k:04d}": rng.normal(0, 0.6) for k in range(15)}  # 8 rated + 1 calibration + 6 held-out
     bias = {"ann": 0.3, "bob": 0.0, "cat": -0.4}
     con = sqlite3.connect(created.study_dir / "study.sqlite")
     key = {

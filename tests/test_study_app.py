@@ -254,7 +254,8 @@ def test_server_without_a_study_says_how_to_start(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize("show_box", [False, True])
 def test_box_region_only_when_configured(tmp_path, monkeypatch, show_box):
-    created = sample_study(tmp_path, n_cases=2, readers=["r1"], duplicate_fraction=0.0, show_box=show_box)
+    # seed 1 rates two cases that both have a box (each reader's order of them is random)
+    created = sample_study(tmp_path, n_cases=2, readers=["r1"], duplicate_fraction=0.0, show_box=show_box, seed=1)
     monkeypatch.setenv(STUDY_DIR_ENV, str(created.study_dir))
     at = AppTest.from_file(str(APP_SCRIPT), default_timeout=30)
     at.query_params["token"] = created.readers[0].token

@@ -15,9 +15,9 @@ from xreal_bench.cli import main
 from xreal_bench.config import StudyConfig
 from xreal_bench.demo.study import sample_study, write_sample_run
 from xreal_bench.errors import UserFacingError
-from xreal_bench.imaging import load_grayscale
+from xreal_bench.imaging import dequantize, load_grayscale, quantize, to_square
 from xreal_bench.names import InvalidNameError
-from xreal_bench.reader_study import add_reader, create_study
+from xreal_bench.reader_study import add_reader, create_study, design
 from xreal_bench.reader_study.builder import Design
 from xreal_bench.reader_study.storage import Storage, hash_token
 from xreal_bench.rundir import GeneratorDir, ManifestEntry, append_line
@@ -48,8 +48,9 @@ def key_rows(study_dir: Path, sql: str, args=()):
 def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("builder")
     created = sample_study(
-        root, n_run_cases=14, n_cases=6, calibration_items=2, duplicate_fraction=0.2, readers=["ann", "bob", "cat"]
-    )
+        root, n_run_cases=14, n_cases=6, calibration_items=2, duplicate_fraction=0.2, turing_cases=6,
+        readers=["ann", "bob", "cat"],
+    )  # fmt: skip
     return root, created
 
 
@@ -60,20 +61,25 @@ def test_study_folder_and_summary(built):
     assert sorted(p.name for p in study.iterdir()) == ["images", "study.json", "study.sqlite"]
     assert not any(p.name.startswith(".study.creating") for p in root.iterdir())
     assert created.n_cases == 6 and created.n_sources == 3
-    # 2 calibration + 18 ratings + round(0.2 * 18) = 4 duplicates + 12 Turing items
-    assert created.items_per_reader == 2 + 18 + 4 + 12
+    # 2 calibration + 18 ratings + round(0.2 * 18) = 4 duplicates + 6 held-out real-or-generated items
+    assert created.items_per_reader == 2 + 18 + 4 + 6
+    assert created.turing_items == 6 and created.min_case_gap == 3 and created.near_duplicates == []
     assert [r.name for r in created.readers] == ["ann", "bob", "cat"]
     assert created.serve_command == f"xreal-bench study serve {study}"
     for reader in created.readers:
         assert reader.link == f"http://localhost:8501/?token={reader.token}"
     info = json.loads((study / "study.json").read_text())
     assert info["items_per_reader"] == created.items_per_reader and info["duplicates"] == 4
+    assert {k: info[k] for k in ("turing_items", "turing_real_fraction", "turing_show_label", "turing_show_prevalence")} == {
+        "turing_items": 6, "turing_real_fraction": 0.5, "turing_show_label": False, "turing_show_prevalence": False
+    }  # fmt: skip
+    assert info["calibration_feedback"] is False and info["min_case_gap"] == 3 and info["near_duplicates"] == 0
 
 
 def test_images_are_uniform_and_carry_nothing_of_their_source(built):
     _, created = built
     files = sorted((created.study_dir / "images").iterdir())
-    assert len(files) == 6 * 3 + 2  # study cases x sources + calibration images
+    assert len(files) == 6 * 3 + 2 + 6  # study cases x sources + calibration images + held-out block
     for f in files:
         assert len(f.stem) == 16 and int(f.stem, 16) >= 0 and f.suffix == ".png"
         with Image.open(f) as img:
@@ -85,56 +91,70 @@ def test_images_are_uniform_and_carry_nothing_of_their_source(built):
     assert not any(c in n for c in case_ids for n in names)
 
 
-def test_real_and_generated_pass_through_the_same_resolution(built):
-    """Real images are 128 px, generated 64 px: both are brought to 64 px before 96 px."""
+def test_real_and_generated_pass_through_the_same_chain(built):
+    """Real images are 128 px, generated 64 px: both are brought to 64 px and 8 bits before 96 px."""
     _, created = built
     info = json.loads((created.study_dir / "study.json").read_text())
     assert info["intermediate_size"] == 64
-    image_id, origin = key_rows(created.study_dir, "SELECT image_id, origin FROM images WHERE source = 'real' LIMIT 1")[0]
-    from xreal_bench.imaging import quantize, to_square
+    for source in ("real", "xreal"):
+        image_id, origin = key_rows(created.study_dir, "SELECT image_id, origin FROM images WHERE source = ? LIMIT 1", (source,))[
+            0
+        ]
+        at_64 = quantize(to_square(load_grayscale(origin), 64), 8)  # the identity for the 64-px generator file
+        expected = quantize(to_square(dequantize(at_64), 96), 8)
+        stored = np.asarray(Image.open(created.study_dir / "images" / f"{image_id}.png"))
+        assert np.array_equal(stored, expected)
 
-    expected = quantize(to_square(to_square(load_grayscale(origin), 64), 96), 8)
-    stored = np.asarray(Image.open(created.study_dir / "images" / f"{image_id}.png"))
-    assert np.array_equal(stored, expected)
 
-
-def test_every_reader_sees_every_source_equally_often(built):
-    _, created = built
+def reader_rows(study_dir: Path) -> dict[str, list[tuple]]:
+    """name -> [(position, block, source, case, duplicate_of, item)] in order."""
     rows = key_rows(
-        created.study_dir,
+        study_dir,
         """SELECT r.name, a.position, i.block, m.source, m.case_id, i.duplicate_of, i.item_id
            FROM assignments a JOIN readers r USING (reader_id) JOIN items i USING (item_id)
            JOIN images m USING (image_id) ORDER BY r.name, a.position""",
     )
-    by_reader = {}
-    for name, position, block, source, case, dup, item in rows:
-        by_reader.setdefault(name, []).append((position, block, source, case, dup, item))
+    by_reader: dict[str, list[tuple]] = {}
+    for name, *rest in rows:
+        by_reader.setdefault(name, []).append(tuple(rest))
+    return by_reader
+
+
+def test_every_reader_sees_every_source_equally_often_and_cases_spaced(built):
+    _, created = built
+    by_reader = reader_rows(created.study_dir)
     assert set(by_reader) == {"ann", "bob", "cat"}
-    first_sources = []
     for seq in by_reader.values():
-        assert [p for p, *_ in seq] == list(range(1, 37))
+        assert [p for p, *_ in seq] == list(range(1, 31))
         blocks = [b for _, b, *_ in seq]
-        assert blocks == ["calibration"] * 2 + ["rating"] * 22 + ["turing"] * 12  # calibration first, Turing last
+        assert blocks == ["calibration"] * 2 + ["rating"] * 22 + ["turing"] * 6  # calibration first, held-out block last
         main_ratings = [(s, c) for _, b, s, c, d, _ in seq if b == "rating" and d is None]
         assert Counter(s for s, _ in main_ratings) == {"real": 6, "xreal": 6, "cheff": 6}
         assert len(set(main_ratings)) == 18
-        position_of = {item: p for p, _, _, _, _, item in seq}
-        for p, _, _, _, dup, _ in seq:
-            if dup is not None:
-                assert abs(p - position_of[dup]) >= 18 // 3  # spaced apart (a third of the rating block)
-        turing = [s for _, b, s, *_ in seq if b == "turing"]
-        assert Counter(s == "real" for s in turing) == {True: 6, False: 6}
-        first_sources.append(tuple(s for _, b, s, c, d, _ in seq if b == "rating")[:6])
-    assert len(set(first_sources)) > 1  # orders differ between readers
-    # the Latin square rotates which source each case shows first across readers
-    first_of_case = {}
-    for name, seq in by_reader.items():
-        seen = {}
-        for _, b, s, c, d, _ in seq:
-            if b == "rating" and d is None:
-                seen.setdefault(c, s)
-        first_of_case[name] = seen
-    assert first_of_case["ann"] != first_of_case["bob"]
+        # rounds of 6: every case once per round, every source twice per round
+        for r in range(3):
+            block = main_ratings[6 * r : 6 * r + 6]
+            assert len({c for _, c in block}) == 6 and set(Counter(s for s, _ in block).values()) == {2}
+        # a case's images, planted repeats included, stand >= min_case_gap (auto: 6 // 2 = 3) apart
+        rating_cases = [c for _, b, _, c, _, _ in seq if b == "rating"]
+        assert design.smallest_gap(rating_cases) >= 3
+    orders = {tuple(item for *_, item in seq) for seq in by_reader.values()}
+    assert len(orders) == 3  # every reader has an order of their own
+    turing_sets = {frozenset(item for _, b, *_, item in seq if b == "turing") for seq in by_reader.values()}
+    assert len(turing_sets) == 1  # the same held-out images for every reader (fully crossed)
+
+
+def test_held_out_block_has_its_own_cases(built):
+    _, created = built
+    roles = dict(key_rows(created.study_dir, "SELECT case_id, role FROM cases"))
+    assert Counter(roles.values()) == {"study": 6, "calibration": 2, "turing": 6}
+    for seq in reader_rows(created.study_dir).values():
+        rated_cases = {c for _, b, _, c, _, _ in seq if b != "turing"}
+        turing = [(s, c) for _, b, s, c, _, _ in seq if b == "turing"]
+        assert not rated_cases & {c for _, c in turing}  # no held-out case was rated (or calibrated) before
+        assert all(roles[c] == "turing" for _, c in turing) and len({c for _, c in turing}) == 6  # one image per case
+        assert Counter(s == "real" for s, _ in turing) == {True: 3, False: 3}
+        assert Counter(s for s, _ in turing if s != "real") in ({"xreal": 2, "cheff": 1}, {"xreal": 1, "cheff": 2})
 
 
 def test_tokens_are_stored_hashed_only(built):
@@ -167,6 +187,10 @@ def test_add_reader_gets_a_full_balanced_assignment(built):
            JOIN images m USING (image_id) WHERE r.name = 'dan' AND i.block = 'rating' AND i.duplicate_of IS NULL""",
     )
     assert Counter(s for (s,) in rows) == {"real": 6, "xreal": 6, "cheff": 6}
+    ((seed, record),) = key_rows(
+        created.study_dir, "SELECT seed, design FROM reader_design JOIN readers USING (reader_id) WHERE name = 'dan'"
+    )
+    assert int(seed) > 0 and json.loads(record)["min_case_gap"] == 3
     with pytest.raises(UserFacingError, match="already exists"):
         add_reader(created.study_dir, "dan")
     with pytest.raises(UserFacingError, match="not found"):
@@ -182,30 +206,62 @@ def test_add_reader_refuses_names_outside_the_rule(built, name):
     assert key_rows(created.study_dir, "SELECT COUNT(*) FROM readers") == before
 
 
-def test_design_is_reproducible_from_the_database(built):
+def test_every_readers_order_is_re_derived_from_the_database(built):
     _, created = built
     with Storage(created.study_dir / "study.sqlite") as storage:
-        plan = Design.from_json(storage.meta("design"))
-    stored = [i for (i,) in key_rows(created.study_dir, "SELECT item_id FROM assignments WHERE reader_id = 2 ORDER BY position")]
-    assert plan.sequence(1) == stored  # reader index 1 = bob (reader ids start at 1)
+        plan = Design.from_json(storage.required_meta("design"))
+        designs = storage.conn.execute("SELECT reader_id, seed, design FROM reader_design ORDER BY reader_id").fetchall()
+    assert len(designs) == len(key_rows(created.study_dir, "SELECT 1 FROM readers WHERE role = 'reader'")) >= 3
+    assert len({seed for _, seed, _ in designs}) == len(designs)
+    for reader_id, seed, record in designs:
+        stored = [
+            i
+            for (i,) in key_rows(
+                created.study_dir, "SELECT item_id FROM assignments WHERE reader_id = ? ORDER BY position", (reader_id,)
+            )
+        ]
+        order = plan.reader(int(seed))
+        assert order.items == stored and order.record == json.loads(record)
+        assert plan.reader(int(seed) + 1).items != stored  # the seed, not the reader's index, fixes the order
+    assert plan.items_per_reader == len(stored)
 
 
-def test_seed_fixes_the_design(tmp_path):
-    a = sample_study(tmp_path / "a", seed=5)
-    b = sample_study(tmp_path / "b", seed=5)
+def test_design_of_a_study_made_before_the_held_out_block_still_reads():
+    old = {"seed": 0, "n_sources": 2, "rating": [["a0", "a1"], ["b0", "b1"]], "duplicates": [["a0", "d"]],
+           "calibration": [], "turing": [["t0", 0], ["t1", 0]]}  # fmt: skip
+    plan = Design.from_json(json.dumps(old))
+    assert plan.turing == ["t0", "t1"] and plan.duplicates == [("a0", "d")] and plan.min_case_gap == 0
+    order = plan.reader(12345)
+    assert sorted(order.items) == ["a0", "a1", "b0", "b1", "d", "t0", "t1"] and order.items[-2:] in (["t0", "t1"], ["t1", "t0"])
+    assert order == plan.reader(12345)
+
+
+def test_public_seed_fixes_the_item_sets_not_the_orders(tmp_path):
+    a = sample_study(tmp_path / "a", seed=5, readers=["r1"])
+    b = sample_study(tmp_path / "b", seed=5, readers=["r1"])
+    sets = "SELECT i.block, m.source, m.case_id, i.duplicate_of IS NULL FROM items i JOIN images m USING (image_id) ORDER BY 1, 2, 3, 4"
+    assert key_rows(a.study_dir, sets) == key_rows(b.study_dir, sets)
     order = "SELECT m.source, m.case_id FROM assignments a JOIN items i USING (item_id) JOIN images m USING (image_id) WHERE a.reader_id = 1 ORDER BY a.position"
-    assert key_rows(a.study_dir, order) == key_rows(b.study_dir, order)
+    assert key_rows(a.study_dir, order) != key_rows(b.study_dir, order)  # each reader's order has its own seed
     ids = "SELECT image_id FROM images ORDER BY image_id"
     assert key_rows(a.study_dir, ids) != key_rows(b.study_dir, ids)  # ids are random, not seeded
 
 
 def test_errors_name_the_problem(tmp_path):
     run = write_sample_run(tmp_path / "run", n_cases=4)
-    settings = StudyConfig(n_cases=3, image_size=64)
+    settings = StudyConfig(n_cases=3, turing_cases=1, image_size=64)
     with pytest.raises(UserFacingError, match=r"generator\(s\) \['dalle'\] not found; available: cheff, xreal"):
         create_study([run], tmp_path / "s1", StudyConfig(n_cases=3, generators=["dalle"]))
     with pytest.raises(UserFacingError, match="only 4 cases have an image from every source"):
-        create_study([run], tmp_path / "s2", StudyConfig(n_cases=3, calibration_items=2))
+        create_study([run], tmp_path / "s2", StudyConfig(n_cases=3, calibration_items=2, turing_test=False))
+    with pytest.raises(
+        UserFacingError,
+        match=re.escape(
+            "the study needs 2 cases + 0 calibration cases + 3 real-or-generated cases (held out: none of them is rated). "
+            "Lower --n-cases/--calibration/--turing-cases or choose fewer generators"
+        ),
+    ):
+        create_study([run], tmp_path / "s2", StudyConfig(n_cases=2, turing_cases=3))
     with pytest.raises(UserFacingError, match="'admin' is the study organiser's account"):
         create_study([run], tmp_path / "s0", StudyConfig(n_cases=3, readers=["ann", "admin"]))
     with pytest.raises(UserFacingError, match="run directory .*missing not found"):
@@ -233,7 +289,7 @@ def test_missing_image_file_is_reported_and_nothing_is_left(tmp_path):
     run = write_sample_run(tmp_path / "run", n_cases=4)
     (run / "cheff" / "images" / "case0001_0.png").write_bytes(b"")
     with pytest.raises(UserFacingError, match=r"case0001_0.png: file is empty"):
-        create_study([run], tmp_path / "study", StudyConfig(n_cases=4, image_size=64, match_resolution=False))
+        create_study([run], tmp_path / "study", StudyConfig(n_cases=4, turing_test=False, image_size=64, match_resolution=False))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
@@ -257,6 +313,34 @@ def test_cli_create_prints_links_once_and_add_reader(tmp_path, capsys, monkeypat
     assert "r3: http://localhost:8501/?token=" in capsys.readouterr().out
     assert main(["study", "status", str(tmp_path / "study")]) == 0
     assert capsys.readouterr().out.splitlines() == ["r1: 0 / 8", "r2: 0 / 8", "r3: 0 / 8"]
+
+
+def test_cli_flags_of_the_held_out_block_spacing_and_feedback(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run = write_sample_run(tmp_path / "run", n_cases=9)
+    code = main([
+        "study", "create", "--runs", str(run), "--out", str(tmp_path / "study"), "--n-cases", "4", "--duplicates", "0",
+        "--turing-cases", "5", "--turing-real-fraction", "0.4", "--turing-show-label", "--turing-show-prevalence",
+        "--min-case-gap", "9", "--calibration-feedback", "--set", "study.image_size=64",
+    ])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0
+    assert (
+        "note: min_case_gap 9 is more than 4 cases allow (a case's images are one round of 4 items apart at most); using 4" in out
+    )
+    info = json.loads((tmp_path / "study" / "study.json").read_text())
+    assert {k: info[k] for k in ("turing_items", "turing_real_fraction", "turing_show_label", "turing_show_prevalence")} == {
+        "turing_items": 5, "turing_real_fraction": 0.4, "turing_show_label": True, "turing_show_prevalence": True
+    }  # fmt: skip
+    assert info["min_case_gap"] == 4 and info["calibration_feedback"] is True and info["items_per_reader"] == 4 * 3 + 5
+    assert main([
+        "study", "create", "--runs", str(run), "--out", str(tmp_path / "s2"), "--n-cases", "4", "--turing-cases", "6",
+    ]) == 2  # fmt: skip
+    assert "the study needs 4 cases + 0 calibration cases + 6 real-or-generated cases" in capsys.readouterr().err
+    assert main(["study", "create", "--runs", str(run), "--out", str(tmp_path / "s3"), "--turing-real-fraction", "1"]) == 2
+    assert "study.turing_real_fraction: expected 0 < x < 1, got 1.0" in capsys.readouterr().err
+    assert main(["study", "create", "--runs", str(run), "--out", str(tmp_path / "s3"), "--min-case-gap", "-1"]) == 2
+    assert "study.min_case_gap: expected >= 0 (0 = automatic), got -1" in capsys.readouterr().err
 
 
 def test_cli_rejects_bad_flags_with_config_errors(tmp_path, capsys, monkeypatch):

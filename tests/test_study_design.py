@@ -1,6 +1,6 @@
-"""The study design functions: stratified selection, Latin squares, orders, duplicates, Turing block."""
+"""The study design functions: stratified selection, Latin squares, per-reader source tables, spacing,
+duplicates, the held-out real-or-generated block."""
 
-import itertools
 from collections import Counter
 
 import numpy as np
@@ -44,22 +44,60 @@ def test_primary_pathology():
     assert design.primary_pathology([]) == "No Finding"
 
 
-@pytest.mark.parametrize("n_sources,n_cases", [(3, 12), (4, 8), (2, 6)])
-def test_rating_order_balance(n_sources, n_cases):
-    rows = len(design.balanced_latin_square(n_sources))
-    for reader in range(3):
-        order = design.rating_order(n_cases, n_sources, reader, np.random.default_rng(reader))
-        assert sorted(order) == [(k, s) for k in range(n_cases) for s in range(n_sources)]
-        for j in range(n_sources):  # round j: every case once, sources balanced
-            block = order[j * n_cases : (j + 1) * n_cases]
-            assert sorted(k for k, _ in block) == list(range(n_cases))
-            if n_cases % rows == 0:
-                assert set(Counter(s for _, s in block).values()) == {n_cases // n_sources}
-        # no case twice in a row, so the same case's images are never neighbours
-        assert all(a[0] != b[0] for a, b in itertools.pairwise(order))
-    # which source a case shows first rotates between readers
-    first = [dict(design.rating_order(n_cases, n_sources, r, np.random.default_rng(9))[:n_cases]) for r in range(2)]
-    assert first[0] != first[1]
+def round_counts(table: list[list[int]], n_sources: int) -> list[Counter]:
+    return [Counter(row[j] for row in table) for j in range(n_sources)]
+
+
+@pytest.mark.parametrize("n_cases,n_sources", [(12, 4), (8, 4), (9, 3), (7, 3), (6, 2), (5, 5), (1, 3)])
+def test_source_table_is_balanced_for_every_seed(n_cases, n_sources):
+    for seed in range(40):
+        table = design.source_table(n_cases, n_sources, np.random.default_rng(seed))
+        assert sorted(table.symbols) == list(range(n_sources))
+        assert len(table.sources) == n_cases
+        for row in table.sources:  # every case shows every source once, one per round
+            assert sorted(row) == list(range(n_sources))
+        for counts in round_counts(table.sources, n_sources):  # every round: each source n/S times (+-1)
+            values = [counts.get(s, 0) for s in range(n_sources)]
+            assert max(values) - min(values) <= 1, (seed, values)
+            if n_cases % n_sources == 0:
+                assert set(values) == {n_cases // n_sources}
+
+
+def test_source_table_differs_between_readers_and_real_is_not_symbol_zero():
+    tables = [design.source_table(12, 4, np.random.default_rng(seed)) for seed in range(200)]
+    symbols = Counter(t.symbols[0] for t in tables)  # the symbol of source 0 ('real')
+    assert set(symbols) == {0, 1, 2, 3} and min(symbols.values()) > 30
+    assert len({tuple(map(tuple, t.sources)) for t in tables}) == 200
+    # the swaps break the square's rows: cases show more than the square's 4 row patterns
+    patterns = [len({tuple(row) for row in t.sources}) for t in tables]
+    assert np.mean(patterns) > 6
+    # over readers, real stands in every round of a case equally often
+    first_case_round = Counter(t.sources[0].index(0) for t in tables)
+    assert set(first_case_round) == {0, 1, 2, 3} and min(first_case_round.values()) > 30
+
+
+@pytest.mark.parametrize("configured,n_cases,expected", [(0, 12, 6), (0, 3, 2), (0, 2, 2), (0, 1, 1), (5, 12, 5), (30, 12, 12)])
+def test_case_gap_automatic_and_capped(configured, n_cases, expected):
+    assert design.case_gap(configured, n_cases) == expected
+
+
+@pytest.mark.parametrize("n_cases,n_rounds,gap", [(12, 4, 6), (12, 4, 12), (7, 3, 2), (6, 3, 3), (2, 3, 2), (1, 3, 1)])
+def test_round_orders_keep_the_gap_for_every_seed(n_cases, n_rounds, gap):
+    for seed in range(50):
+        orders = design.round_orders(n_cases, n_rounds, gap, np.random.default_rng(seed))
+        assert len(orders) == n_rounds and all(sorted(o) == list(range(n_cases)) for o in orders)
+        flat = [k for order in orders for k in order]
+        if n_cases > 1:
+            assert design.smallest_gap(flat) >= gap
+    if n_cases > gap:  # below the cap the rounds are not one fixed order repeated
+        assert len({tuple(design.round_orders(n_cases, n_rounds, gap, np.random.default_rng(s))[1]) for s in range(20)}) > 1
+    with pytest.raises(ValueError, match="gap must be"):
+        design.round_orders(n_cases, n_rounds, n_cases + 1, np.random.default_rng(0))
+
+
+def test_smallest_gap():
+    assert design.smallest_gap(["a", "b", "a", "c", "b"]) == 2
+    assert design.smallest_gap(["a", "b"]) is None
 
 
 def test_duplicates_count_spread_and_gap():
@@ -71,29 +109,39 @@ def test_duplicates_count_spread_and_gap():
     assert len(set(chosen)) == 6
     assert Counter(sources[i] for i in chosen) == {0: 2, 1: 2, 2: 2}
 
+
+@pytest.mark.parametrize("n_cases,n_sources,n_dups", [(12, 4, 5), (6, 3, 4), (4, 2, 2)])
+def test_planted_duplicates_keep_the_case_gap_for_every_seed(n_cases, n_sources, n_dups):
+    gap = design.case_gap(0, n_cases)
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        orders = design.round_orders(n_cases, n_sources, gap, rng)
+        sequence = [(k, j) for j, order in enumerate(orders) for k in order]
+        repeats = [(sequence[i], (sequence[i][0], f"dup{i}")) for i in rng.choice(len(sequence), n_dups, replace=False)]
+        planted = design.plant_duplicates(sequence, repeats, rng, gap=gap, key=lambda item: item[0])
+        assert len(planted) == len(sequence) + n_dups and set(sequence) <= set(planted)
+        assert design.smallest_gap([k for k, _ in planted]) >= gap, seed
+
+
+def test_plant_duplicates_prefers_a_third_of_the_block_from_the_original():
     seq = [f"i{k}" for k in range(30)]
-    repeats = [(seq[i], f"d{i}") for i in chosen]
-    planted = design.plant_duplicates(seq, repeats, np.random.default_rng(3), min_gap=10)
-    assert len(planted) == 36 and set(seq) <= set(planted)
-    for original, dup in repeats:
-        assert abs(planted.index(original) - planted.index(dup)) >= 10
+    for seed in range(20):
+        planted = design.plant_duplicates(seq, [("i5", "d5")], np.random.default_rng(seed), gap=1, key=lambda x: x[1:])
+        assert abs(planted.index("d5") - planted.index("i5")) >= 10
 
 
-def test_plant_duplicates_caps_gap_so_short_sequences_still_get_one():
-    planted = design.plant_duplicates(["a", "b"], [("a", "a2")], np.random.default_rng(0), min_gap=50)
-    assert sorted(planted) == ["a", "a2", "b"]
+def test_plant_duplicates_uses_the_farthest_place_when_the_gap_cannot_hold():
+    planted = design.plant_duplicates(["a", "b"], [("a", "a2")], np.random.default_rng(0), gap=50, key=lambda x: x[0])
+    assert planted == ["a", "b", "a2"]
 
 
-def test_turing_pairs_balanced():
-    pairs = design.turing_pairs(12, 3, np.random.default_rng(0))
-    assert Counter(s for _, s in pairs) == {0: 12, 1: 4, 2: 4, 3: 4}
-    assert all(Counter(k for k, _ in pairs)[k] == 2 for k in range(12))
-    with pytest.raises(ValueError):
-        design.turing_pairs(3, 0, np.random.default_rng(0))
-
-
-def test_shuffle_apart_separates_same_key():
-    items = [(k, s) for k in range(10) for s in range(2)]
-    order = design.shuffle_apart(items, key=lambda x: x[0], rng=np.random.default_rng(4))
-    assert sorted(order) == sorted(items)
-    assert design.adjacent_clashes(order, key=lambda x: x[0]) == 0
+@pytest.mark.parametrize("n,generators,fraction,n_real", [(12, 3, 0.5, 6), (12, 2, 0.25, 3), (5, 2, 0.5, 3), (2, 1, 0.9, 1)])
+def test_turing_sources_share_and_generator_balance(n, generators, fraction, n_real):
+    for seed in range(10):
+        sources = design.turing_sources(n, generators, fraction, np.random.default_rng(seed))
+        counts = Counter(sources)
+        assert len(sources) == n and counts[0] == n_real
+        generated = [counts.get(g, 0) for g in range(1, generators + 1)]
+        assert sum(generated) == n - n_real and max(generated) - min(generated) <= 1
+    with pytest.raises(ValueError, match="needs at least one generator"):
+        design.turing_sources(3, 0, 0.5, np.random.default_rng(0))

@@ -4,6 +4,7 @@ and trying the reader study without generating images first."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -38,9 +39,11 @@ def write_sample_run(
     real_size: int = 128,
     generated_size: int = 64,
     seed: int = 0,
+    draw: Callable[[str, int], np.ndarray] | None = None,
 ) -> Path:
     """Write ``real`` plus ``generators`` folders with one image per case and the run's
-    ``cases.jsonl`` (each pathology with one box); return ``out``."""
+    ``cases.jsonl`` (each pathology with one box); return ``out``. ``draw(source, k)``, when
+    given, supplies case ``k``'s stored pixels (uint8 or uint16) instead of a random blob image."""
     out = Path(out)
     rng = np.random.default_rng(seed)
     facts = [sample_facts(GeneratorDir(out, "real").image_path(f"case{k:04d}", 0), k) for k in range(n_cases)]
@@ -48,9 +51,10 @@ def write_sample_run(
     for source in ("real", *generators):
         gdir = GeneratorDir(out, source)
         size = real_size if source == "real" else generated_size
-        for case in (f.case for f in facts):
+        for k, case in enumerate(f.case for f in facts):
             case_id, positives = case.case_id, list(case.positives)
-            save_png(gdir.image_path(case_id, 0), quantize(sample_image(rng, size)))
+            pixels = quantize(sample_image(rng, size)) if draw is None else draw(source, k)
+            save_png(gdir.image_path(case_id, 0), pixels)
             condition = {
                 "positives": positives,
                 "prompt": ", ".join(positives),
@@ -77,16 +81,19 @@ def sample_facts(image_path: Path, k: int) -> CaseFacts:
     return CaseFacts(case, boxes=boxes)
 
 
-def sample_study(root: str | Path, n_run_cases: int = 12, **settings):
+def sample_study(root: str | Path, n_run_cases: int | None = None, **settings):
     """A sample run under ``root/run`` and a study built from it at ``root/study``.
 
-    ``settings`` are :class:`~xreal_bench.config.StudyConfig` fields (small images by default).
+    ``settings`` are :class:`~xreal_bench.config.StudyConfig` fields (small images, 6 rating cases
+    and 6 held-out real-or-generated cases by default). The run has ``n_run_cases`` cases, or more
+    when the study needs more (rating + calibration + held-out cases).
     """
     from xreal_bench.config import StudyConfig
     from xreal_bench.reader_study.builder import create_study
 
     root = Path(root)
-    run = write_sample_run(root / "run", n_cases=n_run_cases)
-    config = StudyConfig(**{"image_size": 96, "n_cases": 6, **settings})
+    config = StudyConfig(**{"image_size": 96, "n_cases": 6, "turing_cases": 6, **settings})
     config.validate()
+    needed = config.n_cases + config.calibration_items + (config.turing_cases if config.turing_test else 0)
+    run = write_sample_run(root / "run", n_cases=max(n_run_cases or 0, needed))
     return create_study([run], root / "study", config)
