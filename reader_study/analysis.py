@@ -314,9 +314,10 @@ def reliability(ratings: pd.DataFrame, criteria: list[str]) -> pd.DataFrame:
         else:
             long = complete.reset_index().melt(id_vars="item", var_name="reader", value_name="score")
             try:
-                with warnings.catch_warnings():  # pingouin's own pandas deprecation warnings
+                with warnings.catch_warnings():  # pingouin's pandas deprecations; 0/0 on constant ratings gives NaN
                     warnings.simplefilter("ignore", FutureWarning)
                     warnings.simplefilter("ignore", DeprecationWarning)
+                    warnings.simplefilter("ignore", RuntimeWarning)
                     icc = pingouin.intraclass_corr(data=long, targets="item", raters="reader", ratings="score").set_index("Type")
                 a1, ak = icc.loc["ICC(A,1)"], icc.loc["ICC(A,k)"]
                 row.update(

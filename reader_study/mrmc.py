@@ -151,9 +151,7 @@ def delong_covariance(parts: list[Group]) -> np.ndarray:
     return a.T @ a / ((m - 1) * m) + b.T @ b / ((n - 1) * n)
 
 
-def fit_auc(
-    data: pd.DataFrame, *, covariance: Covariance = "jackknife", treatments: Sequence[str] | None = None
-) -> AUCFit:
+def fit_auc(data: pd.DataFrame, *, covariance: Covariance = "jackknife", treatments: Sequence[str] | None = None) -> AUCFit:
     """AUC of every treatment x reader and their covariances (``treatments`` fixes their order)."""
     frame = prepare(data)
     order = tuple(str(t) for t in treatments) if treatments is not None else tuple(sorted(frame["treatment"].unique()))
@@ -191,7 +189,9 @@ class VarianceComponents:
 
     @property
     def correlations(self) -> tuple[float, float, float]:
-        return self.cov1 / self.var_error, self.cov2 / self.var_error, self.cov3 / self.var_error
+        with np.errstate(divide="ignore", invalid="ignore"):
+            var = np.float64(self.var_error)
+            return float(self.cov1 / var), float(self.cov2 / var), float(self.cov3 / var)
 
 
 @dataclass(frozen=True)
@@ -276,9 +276,11 @@ def interval(label: str, estimate: float, se: float, df: float, confidence: floa
     dist = stats.norm if np.isinf(df) else stats.t(df)
     with np.errstate(divide="ignore", invalid="ignore"):
         half = dist.ppf((1 + confidence) / 2) * se
-        statistic = (estimate - null) / se
-    p = float(2 * dist.sf(abs(statistic))) if np.isfinite(statistic) else np.nan
-    return Interval(label, float(estimate), float(se), float(df), float(estimate - half), float(estimate + half), null, float(statistic), p)
+        statistic = np.float64(estimate - null) / np.float64(se)
+    p = np.nan if np.isnan(statistic) else float(2 * dist.sf(abs(statistic)))
+    return Interval(
+        label, float(estimate), float(se), float(df), float(estimate - half), float(estimate + half), null, float(statistic), p
+    )
 
 
 def truncated(value: float) -> float:
@@ -289,7 +291,7 @@ def truncated(value: float) -> float:
 def hillis_df(denominator: float, mean_square: float, df: float) -> float:
     """Satterthwaite-type df of ``denominator`` when only ``mean_square`` (with ``df``) is random (Hillis 2007)."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        return float(denominator**2 / (mean_square**2 / df))
+        return float(np.float64(denominator) ** 2 / (np.float64(mean_square) ** 2 / df))
 
 
 def or_analysis(
@@ -312,7 +314,8 @@ def or_analysis(
             den, df2 = var - cov1 + (r - 1) * truncated(cov2 - cov3), np.inf
         else:
             den, df2 = ms_tr, float((t - 1) * (r - 1))
-        statistic = ms_t / den
+        with np.errstate(divide="ignore", invalid="ignore"):
+            statistic = np.float64(ms_t) / np.float64(den)
         p = stats.chi2.sf(statistic * (t - 1), t - 1) if np.isinf(df2) else stats.f.sf(statistic, t - 1, df2)
         test = GlobalTest(ms_t, den, statistic, t - 1, df2, float(p))
         pair_se, pair_df = np.sqrt(2 / r * den), df2
@@ -333,14 +336,20 @@ def or_analysis(
         else:
             se, df = np.sqrt(ms_r_i / r), float(r - 1)
         singles.append(interval(name, float(means[i]), float(se), df, confidence, null_auc))
-    reader_differences = ()
+    reader_differences: tuple[Interval, ...] = ()
     if random == "cases":
         reader_differences = tuple(
             interval(
                 f"{reader}: {fit.treatments[a]} - {fit.treatments[b]}",
                 fit.auc[a, j] - fit.auc[b, j],
-                np.sqrt(max(fit.covariance[a * r + j, a * r + j] + fit.covariance[b * r + j, b * r + j]
-                            - 2 * fit.covariance[a * r + j, b * r + j], 0.0)),
+                np.sqrt(
+                    max(
+                        fit.covariance[a * r + j, a * r + j]
+                        + fit.covariance[b * r + j, b * r + j]
+                        - 2 * fit.covariance[a * r + j, b * r + j],
+                        0.0,
+                    )
+                ),
                 np.inf,
                 confidence,
             )  # fmt: skip

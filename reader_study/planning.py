@@ -84,7 +84,8 @@ def power(
         den = reader_part + scale * (pilot.var_error + (readers - 1) * shared)
         ms = reader_part + scale * (pilot.var_error - shared)
         ncp = readers * effect**2 / den
-    ddf = den**2 * (readers - 1) / ms**2
+    with np.errstate(divide="ignore"):
+        ddf = den**2 * (readers - 1) / ms**2
     critical = stats.f.ppf(1 - alpha, 1, ddf)
     values = stats.ncf.sf(critical, 1, ddf, ncp)
     return [Power(readers, int(c), float(p), float(n), float(d)) for c, p, n, d in zip(k, values, ncp, ddf)]
@@ -142,14 +143,14 @@ def pilot_from_study(study_dir: Path, *, generator: str | None = None, compare: 
     generators = [s for s in sources if s != "real" and s in set(calls["source"])]
     if not generators:
         raise UserFacingError(f"{study_dir}: no real-or-generated answers to plan from")
-    if compare is None and generator is None:
-        if len(generators) > 1:
-            raise UserFacingError(f"name --generator or --compare A B (the study's generators: {', '.join(generators)})")
-        generator = generators[0]
-    chosen = list(compare) if compare is not None else [generator]
+    if compare is None and generator is None and len(generators) > 1:
+        raise UserFacingError(f"name --generator or --compare A B (the study's generators: {', '.join(generators)})")
+    chosen = list(compare) if compare is not None else [generator or generators[0]]
     unknown = [g for g in chosen if g not in generators]
     if unknown:
-        raise UserFacingError(f"no real-or-generated answers for {', '.join(map(repr, unknown))} (the study's: {', '.join(generators)})")
+        raise UserFacingError(
+            f"no real-or-generated answers for {', '.join(map(repr, unknown))} (the study's: {', '.join(generators)})"
+        )
     try:
         result = fit_generators(calls, chosen, confidence=0.95)
     except ValueError as exc:

@@ -227,3 +227,15 @@ def test_design_errors_are_explained(vandyke):
     few = vandyke[(vandyke["truth"] == 0) | (vandyke["case"] == vandyke[vandyke["truth"] == 1]["case"].min())]
     with pytest.raises(ValueError, match="two positive and two negative"):
         mrmc.fit_auc(few)
+
+
+def test_perfect_separation_gives_numbers_not_errors():
+    """Every reader separates perfectly: AUC 1, zero variances; the analysis reports, it does not divide by zero."""
+    rows = [(r, t, f"c{k}", int(k < 4), 5 if k < 4 else 1) for r in ("a", "b") for t in ("x", "y") for k in range(8)]
+    data = pd.DataFrame(rows, columns=list(mrmc.COLUMNS))
+    for covariance in ("jackknife", "DeLong"):
+        result = mrmc.or_analysis(mrmc.fit_auc(data, covariance=covariance))
+        assert result.fit.auc.tolist() == [[1.0, 1.0], [1.0, 1.0]]
+        assert result.components.var_error == 0 and np.isnan(result.components.correlations[0])
+        assert result.treatments[0].estimate == 1.0 and result.treatments[0].se == 0
+        assert np.isnan(result.test.p) and np.isnan(result.differences[0].p)

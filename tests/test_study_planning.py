@@ -148,7 +148,9 @@ def test_cli_plans_from_a_pilot_study(pilot_study, capsys):
     out = capsys.readouterr().out
     n_cases = components.loc["xreal", "n_cases"]
     assert f"AUC of xreal vs 0.5 (3 readers, {n_cases} cases, jackknife)" in out
-    assert f"Var(R)={components.loc['xreal', 'var_r']:.6g} " in out and f"Var(e)={components.loc['xreal', 'var_error']:.6g} " in out
+    assert (
+        f"Var(R)={components.loc['xreal', 'var_r']:.6g} " in out and f"Var(e)={components.loc['xreal', 'var_error']:.6g} " in out
+    )
     assert f"AUC - 0.5 = {auc['xreal', 'reader average'] - 0.5:.4g} " in out
     assert main(["study", "plan", str(pilot_study), "--compare", "xreal", "cheff", "--effect", "0.1"]) == 0
     out = capsys.readouterr().out
