@@ -12,9 +12,18 @@ are left out of everything but the intra-reader table.
   labels 1..5), Krippendorff's alpha (ordinal, ``krippendorff`` package) over all readers, and
   the ICC (``pingouin``; two-way random, absolute agreement) on the items rated by every reader.
 - Intra-reader agreement on planted duplicates: exact agreement, mean |difference|, weighted kappa.
+- Mixed model per criterion: score ~ source (real = reference) + (1|reader) + (1|case), crossed
+  random effects (statsmodels ``MixedLM``, REML, Wald intervals): each generator's difference
+  from real with its CI and p, and the variance components.
 - Visual Turing test ("generated" is the positive class): accuracy, sensitivity, specificity
-  with Wilson intervals and a two-sided binomial test of accuracy against 0.5 (the design
-  shows as many real as generated images); detection rate per generator.
+  with Wilson intervals and a two-sided binomial test of accuracy against 0.5 (these treat every
+  call as independent); detection rate per generator.
+- Visual Turing test as an MRMC ROC study: the call and its confidence make one 10-level score
+  (generated with confidence c -> 5 + c, real -> 6 - c); per generator (positives = its images,
+  negatives = the block's real images) each reader's AUC and the reader-averaged AUC with an
+  Obuchowski-Rockette CI (readers and cases random, Hillis df; DeLong covariances where every
+  reader read every case once, else the jackknife) and a test of AUC = 0.5; generators compared
+  with each other by one OR analysis (jackknife: the real images are shared, generated ones not).
 - Timing per reader and block (server-side seconds from display to submit).
 """
 
@@ -32,7 +41,10 @@ from scipy import stats
 from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import cohen_kappa_score
 
+from xreal_bench import tables as safe
+from xreal_bench.atomic import write_text_atomic
 from xreal_bench.errors import UserFacingError
+from xreal_bench.reader_study import mrmc
 from xreal_bench.reader_study.criteria import CALL_GENERATED, TURING_CALL, TURING_CONFIDENCE
 from xreal_bench.reader_study.layout import STUDY_DB, STUDY_JSON
 from xreal_bench.reader_study.storage import Storage
@@ -54,6 +66,7 @@ class AnalysisResult:
     n_ratings: int
     n_readers: int
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    turing_fits: dict[str, mrmc.ORResult] = field(default_factory=dict)
 
 
 # -- data --------------------------------------------------------------------------------------
@@ -301,9 +314,10 @@ def reliability(ratings: pd.DataFrame, criteria: list[str]) -> pd.DataFrame:
         else:
             long = complete.reset_index().melt(id_vars="item", var_name="reader", value_name="score")
             try:
-                with warnings.catch_warnings():  # pingouin's own pandas deprecation warnings
+                with warnings.catch_warnings():  # pingouin's pandas deprecations; 0/0 on constant ratings gives NaN
                     warnings.simplefilter("ignore", FutureWarning)
                     warnings.simplefilter("ignore", DeprecationWarning)
+                    warnings.simplefilter("ignore", RuntimeWarning)
                     icc = pingouin.intraclass_corr(data=long, targets="item", raters="reader", ratings="score").set_index("Type")
                 a1, ak = icc.loc["ICC(A,1)"], icc.loc["ICC(A,k)"]
                 row.update(
@@ -358,15 +372,24 @@ def proportion(prefix: str, k: int, n: int, confidence: float) -> dict:
     return {f"{prefix}": k / n if n else np.nan, f"{prefix}_ci_low": low, f"{prefix}_ci_high": high}
 
 
+CALL_COLUMNS = ["reader", "item", "case", "source", "call", "confidence", "score"]
+
+
+def generated_score(call: pd.Series, confidence: pd.Series) -> pd.Series:
+    """The call and its confidence as one 1..10 score, higher = more sure the image is generated."""
+    return pd.Series(np.where(call == CALL_GENERATED, 5 + confidence, 6 - confidence), index=call.index)
+
+
 def turing_calls(tidy: pd.DataFrame) -> pd.DataFrame:
-    """One row per Turing answer: reader, item, source, call (1 = generated), confidence."""
+    """One row per Turing answer: reader, item, case, source, call (1 = generated), confidence, score."""
     rows = tidy[tidy["block"] == "turing"]
-    wide = rows.pivot_table(index=["reader", "item", "source"], columns="criterion", values="score").reset_index()
-    if wide.empty:
-        return pd.DataFrame(columns=["reader", "item", "source", "call", "confidence"])
-    return wide.rename(columns={TURING_CALL: "call", TURING_CONFIDENCE: "confidence"})[
-        ["reader", "item", "source", "call", "confidence"]
-    ]
+    if rows.empty:
+        return pd.DataFrame(columns=CALL_COLUMNS)
+    wide = rows.pivot_table(index=["reader", "item", "case", "source"], columns="criterion", values="score")
+    wide = wide.reindex(columns=[TURING_CALL, TURING_CONFIDENCE]).reset_index()
+    wide = wide.rename(columns={TURING_CALL: "call", TURING_CONFIDENCE: "confidence"})
+    wide["score"] = generated_score(wide["call"], wide["confidence"])
+    return wide[CALL_COLUMNS]
 
 
 def turing_summary(calls: pd.DataFrame, confidence: float) -> pd.DataFrame:
@@ -410,6 +433,185 @@ def turing_by_source(calls: pd.DataFrame, sources: list[str], confidence: float)
     return pd.DataFrame(out)
 
 
+# -- visual Turing test as an MRMC ROC study --------------------------------------------------
+AVERAGE = "reader average"
+
+
+def generator_reads(calls: pd.DataFrame, generator: str) -> pd.DataFrame:
+    """MRMC reads for one generator: its images (positive) and the real images, rated by the 10-level score."""
+    rows = calls[calls["source"].isin([REAL, generator]) & calls["score"].notna()]
+    return pd.DataFrame(
+        {"reader": rows["reader"], "treatment": generator, "case": rows["case"], "truth": rows["source"] != REAL,
+         "rating": rows["score"]}
+    )  # fmt: skip
+
+
+def usable_readers(reads: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The reads of readers with at least two positive and two negative reads per treatment, and who was left out."""
+    counts = reads.groupby(["reader", "treatment"])["truth"].agg(["sum", "size"])
+    enough = (counts["sum"] >= 2) & (counts["size"] - counts["sum"] >= 2)
+    per_reader = enough.groupby(level="reader").all()
+    keep = per_reader[per_reader].index
+    return reads[reads["reader"].isin(keep)], sorted(per_reader[~per_reader].index)
+
+
+def fit_generators(calls: pd.DataFrame, generators: list[str], *, confidence: float) -> mrmc.ORResult:
+    """OR analysis of the generators' AUCs (one generator: DeLong if factorial; several: jackknife).
+
+    Readers and cases are random with two or more readers; a single reader gives the fixed-reader
+    analysis (z intervals)."""
+    reads, _ = usable_readers(pd.concat([generator_reads(calls, g) for g in generators], ignore_index=True))
+    if reads.empty:
+        raise ValueError("no reader has two real and two generated images rated with confidence")
+    method: mrmc.Covariance = "DeLong" if len(generators) == 1 and mrmc.is_factorial(reads) else "jackknife"
+    fit = mrmc.fit_auc(reads, covariance=method, treatments=generators)
+    random: mrmc.Random = "readers and cases" if len(fit.readers) > 1 else "cases"
+    return mrmc.or_analysis(fit, random=random, confidence=confidence, null_auc=0.5)
+
+
+def analysis_name(result: mrmc.ORResult) -> str:
+    factors = "random readers and cases" if result.random == "readers and cases" else "fixed readers, random cases"
+    return f"OR, {factors}, {result.fit.method}"
+
+
+def turing_auc(
+    calls: pd.DataFrame, sources: list[str], *, confidence: float
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, mrmc.ORResult]]:
+    """Per generator: each reader's AUC (normal interval from its variance) and the reader average
+    (OR interval, test of AUC = 0.5); and the OR comparison of the generators with each other."""
+    generators = [s for s in sources if s != REAL and s in set(calls["source"])]
+    rows, fits = [], {}
+    for generator in generators:
+        reads = generator_reads(calls, generator)
+        kept, left_out = usable_readers(reads)
+        note = f"left out (fewer than 2 real or 2 generated reads): {', '.join(left_out)}" if left_out else ""
+        base = {"generator": generator, "n_generated": int(reads["truth"].sum()), "n_real": int((~reads["truth"]).sum())}
+        try:
+            result = fit_generators(calls, [generator], confidence=confidence)
+        except ValueError as exc:
+            rows.append({**base, "reader": AVERAGE, "note": f"{note}; {exc}".strip("; ")})
+            continue
+        fits[generator] = result
+        fit = result.fit
+        for j, reader in enumerate(fit.readers):
+            mine = kept[kept["reader"] == reader]
+            se = float(np.sqrt(fit.covariance[j, j]))
+            one = mrmc.interval(reader, float(fit.auc[0, j]), se, np.inf, confidence, 0.5)
+            rows.append({**base, "reader": reader, "n_generated": int(mine["truth"].sum()),
+                         "n_real": int((~mine["truth"]).sum()), **interval_columns(one), "analysis": "normal, one reader"})  # fmt: skip
+        average = result.treatments[0]
+        rows.append({**base, "reader": AVERAGE, **interval_columns(average), "analysis": analysis_name(result), "note": note})
+    columns = ["generator", "reader", "n_generated", "n_real", "auc", "se", "df", "ci_low", "ci_high", "p_vs_0.5",
+               "analysis", "note"]  # fmt: skip
+    table = pd.DataFrame(rows, columns=columns)
+    table["note"] = table["note"].fillna("")
+    return table, generator_comparison(calls, list(fits), confidence=confidence), fits
+
+
+def interval_columns(estimate: mrmc.Interval) -> dict[str, float]:
+    return {"auc": estimate.estimate, "se": estimate.se, "df": estimate.df, "ci_low": estimate.ci_low,
+            "ci_high": estimate.ci_high, "p_vs_0.5": estimate.p}  # fmt: skip
+
+
+COMPARISON_COLUMNS = ["comparison", "estimate", "se", "df", "ci_low", "ci_high", "statistic", "p", "analysis", "note"]
+
+
+def generator_comparison(calls: pd.DataFrame, generators: list[str], *, confidence: float) -> pd.DataFrame:
+    """Equal AUC of all generators (F, or chi-square with one reader) and every pairwise difference."""
+    if len(generators) < 2:
+        return pd.DataFrame(columns=COMPARISON_COLUMNS)
+    try:
+        result = fit_generators(calls, generators, confidence=confidence)
+    except ValueError as exc:
+        return pd.DataFrame([{"comparison": "all generators", "note": str(exc)}], columns=COMPARISON_COLUMNS)
+    test = result.test
+    assert test is not None  # two or more treatments
+    name = analysis_name(result)
+    finite = np.isfinite(test.df2)
+    rows = [
+        {"comparison": "equal AUC, all generators", "df": test.df2, "statistic": test.statistic if finite else test.chi_square,
+         "p": test.p, "analysis": name,
+         "note": f"F({test.df1:g}, {test.df2:.2f})" if finite else f"chi-square({test.df1:g})"}
+    ]  # fmt: skip
+    rows += [
+        {"comparison": d.label, "estimate": d.estimate, "se": d.se, "df": d.df, "ci_low": d.ci_low, "ci_high": d.ci_high,
+         "statistic": d.statistic, "p": d.p, "analysis": name, "note": "t" if np.isfinite(d.df) else "z"}
+        for d in result.differences
+    ]  # fmt: skip
+    return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+
+
+def turing_components(fits: dict[str, mrmc.ORResult]) -> pd.DataFrame:
+    """The OR variance components of each generator's analysis (the input of ``study plan``)."""
+    rows = []
+    for generator, result in fits.items():
+        c = result.components
+        rows.append(
+            {"generator": generator, "covariance": result.fit.method, "n_readers": len(result.fit.readers),
+             "n_cases": result.fit.n_cases, "var_r": c.var_r, "var_error": c.var_error, "cov2": c.cov2,
+             "corr2": c.correlations[1]}
+        )  # fmt: skip
+    return pd.DataFrame(rows, columns=["generator", "covariance", "n_readers", "n_cases", "var_r", "var_error", "cov2", "corr2"])
+
+
+# -- mixed model for the ratings -----------------------------------------------------------------
+MIXED_COLUMNS = ["criterion", "generator", "estimate", "se", "ci_low", "ci_high", "z", "p"]
+VARIANCE_COLUMNS = ["criterion", "n", "n_readers", "n_cases", "intercept", "var_reader", "var_case", "var_residual", "note"]
+
+
+def dummies(values: pd.Series) -> tuple[np.ndarray, list[str]]:
+    codes, levels = pd.factorize(values, sort=True)
+    return np.eye(len(levels))[codes], [str(v) for v in levels]
+
+
+def mixed_model(
+    ratings: pd.DataFrame, sources: list[str], criteria: list[str], *, confidence: float
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per criterion: score ~ source + (1|reader) + (1|case), crossed random effects, REML.
+
+    Fixed effects: each generator minus real (Wald CI and p); variance components of reader,
+    case and residual. A factor with one level has no variance component."""
+    from statsmodels.regression.mixed_linear_model import MixedLM, VCSpec
+    from statsmodels.tools.sm_exceptions import ConvergenceWarning
+
+    effects, variances = [], []
+    for criterion in criteria:
+        rows = ratings[ratings["criterion"] == criterion]
+        generators = [s for s in sources if s != REAL and s in set(rows["source"])]
+        info = {"criterion": criterion, "n": len(rows), "n_readers": rows["reader"].nunique(), "n_cases": rows["case"].nunique()}
+        if REAL not in set(rows["source"]) or not generators or len(rows) < len(generators) + 3:
+            variances.append({**info, "note": "needs real and generated ratings"})
+            continue
+        exog = pd.DataFrame({"real": 1.0, **{g: (rows["source"] == g).to_numpy(float) for g in generators}})
+        factors = [f for f in ("reader", "case") if rows[f].nunique() > 1]
+        mats = [dummies(rows[f]) for f in factors]
+        spec = VCSpec(factors, [[names] for _, names in mats], [[m] for m, _ in mats])
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                fit = MixedLM(rows["score"].to_numpy(float), exog, groups=np.zeros(len(rows)), exog_vc=spec).fit(reml=True)
+            except (ValueError, np.linalg.LinAlgError) as exc:
+                variances.append({**info, "note": f"model failed: {exc}"})
+                continue
+        notes = sorted({str(w.message).split("\n")[0] for w in caught if issubclass(w.category, ConvergenceWarning)})
+        if not fit.converged:
+            notes.insert(0, "did not converge")
+        ci = fit.conf_int(1 - confidence)
+        for g in generators:
+            effects.append(
+                {"criterion": criterion, "generator": g, "estimate": fit.fe_params[g], "se": fit.bse_fe[g],
+                 "ci_low": ci.loc[g, 0], "ci_high": ci.loc[g, 1], "z": fit.tvalues[g], "p": fit.pvalues[g]}
+            )  # fmt: skip
+        vcomp = dict(zip(factors, fit.vcomp))
+        variances.append(
+            {**info, "intercept": fit.fe_params["real"], "var_reader": vcomp.get("reader", np.nan),
+             "var_case": vcomp.get("case", np.nan), "var_residual": fit.scale, "note": "; ".join(notes)}
+        )  # fmt: skip
+    variance = pd.DataFrame(variances, columns=VARIANCE_COLUMNS)
+    variance["note"] = variance["note"].fillna("")
+    return pd.DataFrame(effects, columns=MIXED_COLUMNS), variance
+
+
 # -- timing ------------------------------------------------------------------------------------
 def timing(tidy: pd.DataFrame) -> pd.DataFrame:
     items = tidy.drop_duplicates(["reader", "item"])
@@ -429,39 +631,37 @@ def timing(tidy: pd.DataFrame) -> pd.DataFrame:
 TABLE_TITLES = {
     "summary": "Scores per source and criterion (mean ± SD, median, two-way bootstrap CI)",
     "comparisons": "Paired comparisons (Wilcoxon signed-rank on case means, Holm-corrected per criterion)",
+    "mixed_model": "Mixed model per criterion: score ~ source + (1|reader) + (1|case); each generator minus real "
+    "(REML, Wald CI and p)",
+    "mixed_model_variance": "Mixed model per criterion: intercept (real) and variance components (reader, case, residual)",
     "inter_reader": "Inter-reader agreement per reader pair (quadratic-weighted Cohen's kappa)",
     "reliability": "Reliability over all readers (Krippendorff's alpha, ordinal; ICC two-way random, absolute agreement)",
     "intra_reader": "Intra-reader agreement on planted duplicates",
-    "turing": "Visual Turing test (positive = generated; Wilson CIs; binomial test vs 0.5)",
-    "turing_by_source": "Visual Turing test: share called generated per source",
+    "turing": "Visual Turing test (positive = generated; Wilson CIs and binomial test vs 0.5 treat every call as independent)",
+    "turing_by_source": "Visual Turing test: share called generated per source (Wilson CIs treat calls as independent)",
+    "turing_auc": "Visual Turing test, MRMC: AUC of telling each generator's images from real ones (call x confidence "
+    "score; reader average: Obuchowski-Rockette CI and test of AUC = 0.5)",
+    "turing_auc_comparison": "Visual Turing test, MRMC: generators compared (Obuchowski-Rockette, jackknife)",
+    "turing_auc_components": "Visual Turing test, MRMC: OR variance components per generator (input of `study plan`)",
     "per_reader": "Mean score per reader (t-interval over cases)",
     "timing": "Seconds per item (display to submit, server clock)",
 }
 
 
 def write_table(df: pd.DataFrame, out: Path, name: str) -> list[Path]:
+    """``name`` as CSV, Markdown and LaTeX, every cell neutralised or escaped (:mod:`xreal_bench.tables`)."""
     paths = [out / f"{name}.csv", out / f"{name}.md", out / f"{name}.tex"]
-    df.to_csv(paths[0], index=False)
-    paths[1].write_text(markdown(df) + "\n")
-    paths[2].write_text(
-        df.to_latex(
-            index=False, float_format="%.3f", na_rep="--", escape=True, caption=TABLE_TITLES[name], label=f"tab:study-{name}"
-        )
-    )
+    write_text_atomic(paths[0], safe.to_csv(df))
+    write_text_atomic(paths[1], safe.to_markdown(df) + "\n")
+    write_text_atomic(paths[2], safe.to_latex(df, caption=TABLE_TITLES[name], label=f"tab:study-{name}"))
     return paths
-
-
-def markdown(df: pd.DataFrame) -> str:
-    if df.empty:
-        return "_no data_"
-    return df.to_markdown(index=False, floatfmt=".3f")
 
 
 def analyze_study(
     study_dir: Path, out: Path | None = None, *, bootstrap: int | None = None, confidence: float = 0.95, seed: int = 0
 ) -> AnalysisResult:
     """Run every analysis on ``study_dir`` and write tables, figures and the tidy CSV to ``out``."""
-    from xreal_bench.reader_study.figures import likert_figure, reader_figure
+    from xreal_bench.reader_study.figures import auc_figure, likert_figure, reader_figure, roc_figure
 
     study_dir = Path(study_dir)
     if not 0.5 < confidence < 1:
@@ -477,31 +677,44 @@ def analyze_study(
     out.mkdir(parents=True, exist_ok=True)
     ratings = rating_rows(tidy)
     calls = turing_calls(tidy)
+    mixed, mixed_variance = mixed_model(ratings, sources, criteria, confidence=confidence)
+    auc, auc_comparison, fits = turing_auc(calls, sources, confidence=confidence)
     tables = {
         "summary": summarize(ratings, sources, criteria, n_boot=n_boot, confidence=confidence, seed=seed),
         "comparisons": paired_comparisons(ratings, sources, criteria),
+        "mixed_model": mixed,
+        "mixed_model_variance": mixed_variance,
         "inter_reader": pairwise_kappa(ratings, criteria),
         "reliability": reliability(ratings, criteria),
         "intra_reader": intra_reader(tidy, criteria),
         "turing": turing_summary(calls, confidence),
         "turing_by_source": turing_by_source(calls, sources, confidence),
+        "turing_auc": auc,
+        "turing_auc_comparison": auc_comparison,
+        "turing_auc_components": turing_components(fits),
         "per_reader": per_reader(ratings, sources, criteria, confidence=confidence),
         "timing": timing(tidy),
     }
     files = [out / "responses.csv"]
-    tidy.to_csv(files[0], index=False)
-    report = [f"# {settings.get('title', 'Reader study')}: analysis", ""]
+    write_text_atomic(files[0], safe.to_csv(tidy))
+    report = [f"# {safe.markdown_cell(settings.get('title', 'Reader study'))}: analysis", ""]
     for name, df in tables.items():
         files += write_table(df, out, name)
-        report += [f"## {TABLE_TITLES[name]}", "", markdown(df), ""]
+        report += [f"## {TABLE_TITLES[name]}", "", safe.to_markdown(df), ""]
     figures = []
     if not ratings.empty:
-        figures = [
+        figures += [
             likert_figure(ratings, sources, criteria, out / "likert.png"),
             reader_figure(tables["per_reader"], sources, criteria, out / "readers.png"),
         ]
+    if fits:
+        figures += [
+            auc_figure(auc, list(fits), out / "turing_auc.png"),
+            roc_figure({g: generator_reads(calls, g) for g in fits}, out / "turing_roc.png"),
+        ]
+    if figures:
         report += ["## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figures]
     files += figures
-    (out / "report.md").write_text("\n".join(report) + "\n")
+    write_text_atomic(out / "report.md", "\n".join(report) + "\n")
     files.append(out / "report.md")
-    return AnalysisResult(out, files, len(tidy), tidy["reader"].nunique(), tables)
+    return AnalysisResult(out, files, len(tidy), tidy["reader"].nunique(), tables, fits)

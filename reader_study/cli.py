@@ -18,6 +18,7 @@ workflow:
   xreal-bench study status studies/demo                             progress per reader
   xreal-bench study add-reader studies/demo dr_lee                  another reader, later
   xreal-bench study analyze studies/demo                            tables, figures, tidy CSV
+  xreal-bench study plan studies/demo --generator xreal             readers x cases for the next study
 
 links and access:
   xreal-bench study create ... --base-url http://10.0.0.5:8611      links for the network; prints the matching
@@ -40,9 +41,10 @@ def register(sub) -> None:
     study = subparser(
         sub,
         "study",
-        "blinded radiologist reader study: create, serve, analyze",
+        "blinded radiologist reader study: create, serve, analyze, plan",
         "Build a blinded reader study from run directories, serve it to radiologists in the browser "
-        "(Streamlit, SQLite), and analyse the ratings with agreement statistics.",
+        "(Streamlit, SQLite), analyse the ratings (agreement, mixed models, MRMC ROC analysis of the "
+        "real-or-generated block) and plan the readers x cases of the next study.",
     )
     study.epilog = EPILOG
     actions = study.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -256,8 +258,10 @@ def register(sub) -> None:
         "analyze",
         help="statistics, tables and figures from the ratings",
         description="Writes STUDY_DIR/analysis (or --out): responses.csv (tidy, one row per rating), tables "
-        "(CSV, Markdown, LaTeX) for scores per source, paired comparisons, inter- and intra-reader agreement, "
-        "the visual Turing test and timing, report.md, and figures.",
+        "(CSV, Markdown, LaTeX; cells neutralised for spreadsheets and escaped) for scores per source, paired "
+        "comparisons, a mixed model per criterion, inter- and intra-reader agreement, the visual Turing test "
+        "(calls, and per generator an Obuchowski-Rockette MRMC ROC analysis of call x confidence) and timing, "
+        "report.md, and figures. `study plan` turns the MRMC variance components into readers x cases.",
         formatter_class=HelpFormatter,
     )
     analyze.add_argument("study_dir", type=Path, metavar="STUDY_DIR")
@@ -266,6 +270,8 @@ def register(sub) -> None:
     analyze.add_argument("--confidence", type=float, default=0.95, help="confidence level of intervals")
     analyze.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     analyze.set_defaults(handler=run_analyze)
+
+    add_plan_parser(actions)
 
 
 def study_settings(args: argparse.Namespace):
@@ -492,4 +498,131 @@ def run_analyze(args: argparse.Namespace) -> int:
     print(f"{result.n_ratings} ratings from {result.n_readers} readers -> {result.out}")
     for path in result.files:
         print(f"  {path}")
+    return 0
+
+
+# -- study plan ----------------------------------------------------------------------------------
+PLAN_DESCRIPTION = """\
+Power of the Obuchowski-Rockette test (readers and cases random, Hillis df, non-central F;
+Hillis, Obuchowski & Berbaum 2011) for a table of readers x cases, and the cases each reader
+count needs for --power. The components come from a pilot: a study folder (its real-or-generated
+block: --generator G plans a test of G's AUC against --null-auc, --compare A B a test of the
+difference of two generators' AUCs) or stated OR components estimated on --pilot-cases cases
+(--var-tr given: difference of two AUCs, needing --cov1 --cov2 --cov3 --var-error; otherwise one
+AUC against a value, needing --var-r --cov2 --var-error; --corr1/2/3 may replace --cov1/2/3 as
+multiples of --var-error). `study analyze` writes a study's components to turing_auc_components."""
+
+PLAN_EXAMPLES = """\
+examples:
+  xreal-bench study plan studies/pilot --generator xreal --effect 0.1
+  xreal-bench study plan --pilot-cases 114 --effect 0.05 --var-tr 0.0002 --var-error 0.0008 \\
+      --cov1 0.00035 --cov2 0.00034 --cov3 0.00024 --readers 5 10 --cases 100 200
+"""
+
+
+def add_plan_parser(actions) -> None:
+    from xreal_bench.commands.args import HelpFormatter
+    from xreal_bench.names import name_argument
+
+    plan = actions.add_parser(
+        "plan",
+        help="readers x cases needed to detect an AUC difference (MRMC sample size)",
+        description=PLAN_DESCRIPTION,
+        epilog=PLAN_EXAMPLES,
+        formatter_class=HelpFormatter,
+    )
+    plan.add_argument("study_dir", type=Path, nargs="?", metavar="STUDY_DIR", help="pilot study (or give the components)")
+    which = plan.add_mutually_exclusive_group()
+    which.add_argument("--generator", type=name_argument("generator name"), help="plan a test of this generator's AUC")
+    which.add_argument(
+        "--compare", nargs=2, type=name_argument("generator name"), metavar=("A", "B"), help="plan a test of AUC(A) - AUC(B)"
+    )
+    plan.add_argument("--effect", type=float, help="AUC difference to detect (or AUC - null AUC); default: the pilot's")
+    plan.add_argument("--null-auc", type=float, default=0.5, help="AUC under the null for a single generator")
+    plan.add_argument("--power", type=float, default=0.8, help="target power")
+    plan.add_argument("--alpha", type=float, default=0.05, help="significance level (two-sided)")
+    plan.add_argument("--readers", type=int, nargs="+", default=[3, 4, 5, 6, 8, 10], metavar="J", help="reader counts")
+    plan.add_argument(
+        "--cases", type=int, nargs="+", default=[50, 100, 200, 400], metavar="K", help="case counts (images, real included)"
+    )
+    stated = plan.add_argument_group("stated OR components (instead of STUDY_DIR)")
+    stated.add_argument("--pilot-cases", type=int, metavar="K*", help="cases the components were estimated on")
+    for name, text in (
+        ("var-r", "reader variance Var(R)"),
+        ("var-tr", "treatment x reader variance Var(TR)"),
+        ("var-error", "error variance Var(e)"),
+        ("cov1", "Cov1: same reader, different treatments"),
+        ("cov2", "Cov2: same treatment, different readers"),
+        ("cov3", "Cov3: different treatments and readers"),
+        ("corr1", "Cov1 / Var(e)"),
+        ("corr2", "Cov2 / Var(e)"),
+        ("corr3", "Cov3 / Var(e)"),
+    ):
+        stated.add_argument(f"--{name}", type=float, metavar="X", help=text)
+    plan.set_defaults(handler=run_plan)
+
+
+STATED = ("pilot_cases", "var_r", "var_tr", "var_error", "cov1", "cov2", "cov3", "corr1", "corr2", "corr3")
+
+
+def stated_components(args: argparse.Namespace):
+    from xreal_bench.errors import UserFacingError
+    from xreal_bench.reader_study.planning import PilotComponents
+
+    if args.pilot_cases is None or args.var_error is None:
+        raise UserFacingError("give a pilot STUDY_DIR or stated components with --pilot-cases and --var-error")
+    if args.pilot_cases < 2:
+        raise UserFacingError(f"--pilot-cases must be >= 2, got {args.pilot_cases}")
+    covs = {}
+    for k in (1, 2, 3):
+        cov, corr = getattr(args, f"cov{k}"), getattr(args, f"corr{k}")
+        if cov is not None and corr is not None:
+            raise UserFacingError(f"give --cov{k} or --corr{k}, not both")
+        covs[k] = cov if cov is not None else (corr * args.var_error if corr is not None else float("nan"))
+    nan = float("nan")
+    return PilotComponents(
+        args.pilot_cases, args.var_error, covs[2], covs[1], covs[3],
+        nan if args.var_tr is None else args.var_tr, nan if args.var_r is None else args.var_r,
+    )  # fmt: skip
+
+
+def run_plan(args: argparse.Namespace) -> int:
+    import math
+
+    from xreal_bench.errors import UserFacingError
+    from xreal_bench.reader_study import planning
+    from xreal_bench.tables import to_markdown
+
+    given = [name for name in STATED if getattr(args, name) is not None]
+    if args.study_dir is not None:
+        if given:
+            raise UserFacingError(f"give a pilot STUDY_DIR or stated components, not both (--{given[0].replace('_', '-')})")
+        check_study_dir(args.study_dir)
+        pilot = planning.pilot_from_study(args.study_dir, generator=args.generator, compare=args.compare, null_auc=args.null_auc)
+    else:
+        if args.generator or args.compare:
+            raise UserFacingError("--generator and --compare choose from a pilot STUDY_DIR")
+        pilot = planning.pilot_from_components(stated_components(args))
+    effect = args.effect if args.effect is not None else pilot.observed
+    if math.isnan(effect) or effect == 0:
+        raise UserFacingError("give --effect, the AUC difference to detect (non-zero)")
+    for flag, value in (("--power", args.power), ("--alpha", args.alpha)):
+        if not 0 < value < 1:
+            raise UserFacingError(f"{flag} must be in (0, 1), got {value}")
+    if min(args.readers) < 2 or min(args.cases) < 2:
+        raise UserFacingError("--readers and --cases must be >= 2 (random readers need two)")
+    table = planning.power_table(
+        pilot.components, test=pilot.test, readers=sorted(set(args.readers)), cases=sorted(set(args.cases)),
+        effect=effect, target=args.power, alpha=args.alpha,
+    )  # fmt: skip
+    c = pilot.components
+    print(f"pilot: {pilot.description}")
+    print(
+        f"components: Var(R)={c.var_r:.6g} Var(TR)={c.var_tr:.6g} Var(e)={c.var_error:.6g} "
+        f"Cov1={c.cov1:.6g} Cov2={c.cov2:.6g} Cov3={c.cov3:.6g} (pilot cases {c.n_cases})"
+    )
+    kind = "AUC difference" if pilot.test == "difference" else f"AUC - {args.null_auc:g}"
+    print(f"power to detect {kind} = {effect:.4g} at alpha {args.alpha:g} (two-sided), readers and cases random:")
+    counts = [c for c in table.columns if not str(c).endswith(" cases")]
+    print(to_markdown(table.astype(dict.fromkeys(counts, str)), floatfmt=".3f"))
     return 0

@@ -1,6 +1,8 @@
 """Analysis statistics against independent references (scipy, scikit-learn, krippendorff,
 statsmodels, closed-form formulas) on hand-made ratings submitted through the storage layer."""
 
+import csv
+import re
 import sqlite3
 
 import krippendorff
@@ -8,13 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
-from sklearn.metrics import cohen_kappa_score
+from sklearn.metrics import cohen_kappa_score, roc_auc_score
 from statsmodels.stats.multitest import multipletests
 
 from xreal_bench.cli import main
 from xreal_bench.demo.study import sample_study
 from xreal_bench.errors import UserFacingError
-from xreal_bench.reader_study import analysis
+from xreal_bench.reader_study import analysis, figures, mrmc
 from xreal_bench.reader_study.analysis import analyze_study, holm, two_way_bootstrap_means
 from xreal_bench.reader_study.storage import Storage
 
@@ -218,10 +220,15 @@ def test_outputs_tidy_csv_tables_and_figures(rated):
     for name in analysis.TABLE_TITLES:
         assert (out / f"{name}.csv").is_file() and (out / f"{name}.md").read_text().startswith("|")
         assert "\\begin{tabular}" in (out / f"{name}.tex").read_text()
-    for fig in ("likert.png", "readers.png"):
+    for fig in ("likert.png", "readers.png", "turing_auc.png", "turing_roc.png"):
         assert (out / fig).read_bytes()[:4] == b"\x89PNG"
+        assert f"![{fig[:-4]}]({fig})" in (out / "report.md").read_text()
     report = (out / "report.md").read_text()
-    assert "## Visual Turing test" in report and "![likert](likert.png)" in report
+    assert (
+        "## Visual Turing test (positive = generated; Wilson CIs and binomial test vs 0.5 treat every call as independent)"
+        in report
+    )
+    assert "## Visual Turing test, MRMC: AUC of telling each generator's images from real ones" in report
     timing = result.tables["timing"]
     assert set(timing["block"]) == {"calibration", "rating", "turing"}
     assert timing[timing["block"] == "rating"]["n_items"].tolist() == [26, 26, 26]
@@ -269,3 +276,199 @@ def test_cli_analyze_writes_to_out(rated, tmp_path, capsys):
     assert "ratings from 3 readers" in out and str(tmp_path / "a" / "summary.csv") in out
     assert main(["study", "analyze", str(created.study_dir), "--confidence", "1.5"]) == 2
     assert "--confidence must be in (0.5, 1)" in capsys.readouterr().err
+
+
+# -- visual Turing test as MRMC ----------------------------------------------------------------
+def test_generated_score_orders_calls_by_confidence():
+    call = pd.Series([1, 1, 1, 0, 0, 0])
+    confidence = pd.Series([5, 3, 1, 1, 3, 5])
+    assert analysis.generated_score(call, confidence).tolist() == [10, 8, 6, 5, 3, 1]
+
+
+def test_turing_auc_on_the_study(rated):
+    """Per reader: the AUC of the 10-level score (sklearn); reader average: mean with the OR interval."""
+    _, result, _, _, calls = rated
+    table = result.tables["turing_auc"]
+    assert list(table["generator"].unique()) == ["cheff", "xreal"]
+    for generator in ("cheff", "xreal"):
+        rows = table[table["generator"] == generator].set_index("reader")
+        assert list(rows.index) == [*READERS, "reader average"]
+        aucs = []
+        for reader in READERS:
+            mine = [
+                (s != "real", (5 + c) if said else (6 - c)) for r, s, said, c in calls if r == reader and s in ("real", generator)
+            ]
+            truth, score = zip(*mine)
+            aucs.append(roc_auc_score(truth, score))
+            assert rows.loc[reader, "auc"] == pytest.approx(aucs[-1])
+            assert rows.loc[reader, "n_generated"] == sum(truth) and rows.loc[reader, "n_real"] == len(truth) - sum(truth)
+        average = rows.loc["reader average"]
+        assert average["auc"] == pytest.approx(np.mean(aucs))
+        assert average["analysis"] == "OR, random readers and cases, jackknife"  # a case holds a real and a generated image
+        half = stats.t.ppf(0.975, average["df"]) * average["se"]
+        assert (average["ci_low"], average["ci_high"]) == (
+            pytest.approx(average["auc"] - half),
+            pytest.approx(average["auc"] + half),
+        )
+        assert average["p_vs_0.5"] == pytest.approx(2 * stats.t.sf(abs(average["auc"] - 0.5) / average["se"], average["df"]))
+        fit = result.turing_fits[generator]
+        assert fit.treatments[0].estimate == pytest.approx(average["auc"])
+    comparison = result.tables["turing_auc_comparison"]
+    assert comparison["comparison"].tolist() == ["equal AUC, all generators", "cheff - xreal"]
+    by_generator = table[table["reader"] == "reader average"].set_index("generator")["auc"]
+    assert comparison.loc[1, "estimate"] == pytest.approx(by_generator["cheff"] - by_generator["xreal"])
+    assert comparison.loc[0, "p"] == pytest.approx(comparison.loc[1, "p"])  # two treatments: F = t^2
+
+
+def one_image_per_case(readers: list[str], skill: dict[str, float], seed: int = 0) -> pd.DataFrame:
+    """Tidy Turing rows of the held-out design: one image per case, every reader the same images."""
+    rng = np.random.default_rng(seed)
+    sources = ["real"] * 10 + ["g1"] * 5 + ["g2"] * 5
+    rows = []
+    for reader in readers:
+        for k, source in enumerate(sources):
+            generated = source != "real"
+            evidence = rng.normal(skill[source] if generated else 0, 1)
+            said = int(evidence > skill[source] / 2) if generated else int(evidence > 0.5)
+            confidence = int(np.clip(1 + abs(evidence) * 2, 1, 5))
+            for criterion, score in (("turing_call", said), ("turing_confidence", confidence)):
+                rows.append({"reader": reader, "item": f"t{k}", "case": f"held{k}", "source": source, "block": "turing",
+                             "criterion": criterion, "score": score})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_turing_auc_uses_delong_on_the_held_out_design_and_compares_generators():
+    tidy = one_image_per_case(["r1", "r2", "r3", "r4"], {"g1": 2.0, "g2": 0.2})
+    calls = analysis.turing_calls(tidy)
+    table, comparison, fits = analysis.turing_auc(calls, ["real", "g1", "g2"], confidence=0.95)
+    average = table[table["reader"] == "reader average"].set_index("generator")
+    assert average["analysis"].tolist() == ["OR, random readers and cases, DeLong"] * 2
+    assert average.loc["g1", "auc"] > 0.7 and average.loc["g1", "p_vs_0.5"] < 0.05  # told apart
+    assert average.loc["g1", "ci_low"] > average.loc["g2", "ci_low"]
+    reads = analysis.generator_reads(calls, "g1")
+    expected = mrmc.or_analysis(mrmc.fit_auc(reads, covariance="DeLong")).treatments[0]
+    assert average.loc["g1", "se"] == pytest.approx(expected.se) and average.loc["g1", "df"] == pytest.approx(expected.df)
+    assert comparison.loc[0, "analysis"] == "OR, random readers and cases, jackknife"
+    both = pd.concat([analysis.generator_reads(calls, g) for g in ("g1", "g2")])
+    (diff,) = mrmc.or_analysis(mrmc.fit_auc(both, treatments=["g1", "g2"])).differences
+    assert comparison.loc[1, "estimate"] == pytest.approx(diff.estimate) and comparison.loc[1, "se"] == pytest.approx(diff.se)
+    components = analysis.turing_components(fits).set_index("generator")
+    assert components.loc["g1", "n_cases"] == 15 and components.loc["g1", "covariance"] == "DeLong"
+
+
+def test_turing_auc_with_one_reader_and_with_too_few_reads():
+    tidy = one_image_per_case(["solo"], {"g1": 2.0, "g2": 0.2})
+    table, comparison, _ = analysis.turing_auc(analysis.turing_calls(tidy), ["real", "g1", "g2"], confidence=0.95)
+    average = table[table["reader"] == "reader average"].iloc[0]
+    assert average["analysis"] == "OR, fixed readers, random cases, DeLong" and np.isinf(average["df"])
+    assert comparison.loc[0, "note"] == "chi-square(1)"
+    partial = one_image_per_case(["r1", "r2"], {"g1": 2.0, "g2": 0.2})
+    partial = partial[~((partial["reader"] == "r2") & (partial["source"] == "g2") & (partial["case"] != "held15"))]
+    table, _, fits = analysis.turing_auc(analysis.turing_calls(partial), ["real", "g1", "g2"], confidence=0.95)
+    g2 = table[(table["generator"] == "g2") & (table["reader"] == "reader average")].iloc[0]
+    assert g2["note"] == "left out (fewer than 2 real or 2 generated reads): r2"
+    assert g2["analysis"] == "OR, fixed readers, random cases, DeLong" and list(fits["g2"].fit.readers) == ["r1"]
+
+
+# -- mixed model -------------------------------------------------------------------------------
+def test_mixed_model_recovers_simulated_effects_and_variances():
+    rng = np.random.default_rng(4)
+    readers, cases = [f"r{k}" for k in range(8)], [f"c{k}" for k in range(40)]
+    reader_effect = dict(zip(readers, rng.normal(0, 0.5, len(readers))))
+    case_effect = dict(zip(cases, rng.normal(0, 0.7, len(cases))))
+    shift = {"real": 0.0, "a": -1.0, "b": -0.4}
+    rows = [
+        {"reader": r, "case": c, "source": s, "criterion": "q",
+         "score": 3.5 + shift[s] + reader_effect[r] + case_effect[c] + rng.normal(0, 0.6)}
+        for r in readers for c in cases for s in shift
+    ]  # fmt: skip
+    effects, variance = analysis.mixed_model(pd.DataFrame(rows), ["real", "a", "b"], ["q"], confidence=0.95)
+    effects = effects.set_index("generator")
+    for generator in ("a", "b"):
+        row = effects.loc[generator]
+        assert abs(row["estimate"] - shift[generator]) < 3 * row["se"] and row["se"] < 0.06
+        assert row["ci_low"] < row["estimate"] < row["ci_high"] and row["p"] < 1e-6
+    v = variance.iloc[0]
+    assert (v["n"], v["n_readers"], v["n_cases"], v["note"]) == (960, 8, 40, "")
+    assert v["var_residual"] == pytest.approx(0.36, rel=0.15)
+    assert v["var_reader"] == pytest.approx(np.var(list(reader_effect.values()), ddof=1), rel=0.25)
+    assert v["var_case"] == pytest.approx(np.var(list(case_effect.values()), ddof=1), rel=0.25)
+
+
+def test_mixed_model_on_the_study_and_without_generated_ratings(rated):
+    _, result, scores, _, _ = rated
+    effects = result.tables["mixed_model"]
+    assert effects[["criterion", "generator"]].values.tolist() == [[c, g] for c in CRITERIA for g in ("cheff", "xreal")]
+    cheff = effects[effects["generator"] == "cheff"]
+    assert (cheff["estimate"] < -1).all() and (cheff["ci_high"] < 0).all()  # the hand-made effect
+    # balanced data: the fixed effect is the difference of the source means
+    for row in effects.itertuples():
+        diff = np.mean([v for (_, s, _, c), v in scores.items() if s == row.generator and c == row.criterion]) - np.mean(
+            [v for (_, s, _, c), v in scores.items() if s == "real" and c == row.criterion]
+        )
+        assert row.estimate == pytest.approx(diff, abs=1e-6)
+    only_real = pd.DataFrame([{"reader": "a", "case": c, "source": "real", "criterion": "q", "score": 3} for c in "xyz"])
+    effects, variance = analysis.mixed_model(only_real, ["real", "g"], ["q"], confidence=0.95)
+    assert effects.empty and variance.loc[0, "note"] == "needs real and generated ratings"
+
+
+# -- safe output -------------------------------------------------------------------------------
+HOSTILE_READER = '=HYPERLINK("x")|a_b'
+HOSTILE_COMMENT = "=1+1 | looks | odd\nsecond line"
+
+
+def test_tables_neutralise_formulas_and_escape_cells(tmp_path):
+    created = sample_study(tmp_path, n_cases=4, readers=["ann", "bob"], calibration_items=0, duplicate_fraction=0)
+    with Storage(created.study_dir / "study.sqlite") as s:
+        criteria = [c.name for c in s.criteria("rating")]
+        for reader in created.readers:
+            account = s.authenticate(reader.token)
+            items = [r[0] for r in s.conn.execute("SELECT item_id FROM assignments WHERE reader_id = ?", (account.reader_id,))]
+            for k, item in enumerate(items):
+                block = s.conn.execute("SELECT block FROM items WHERE item_id = ?", (item,)).fetchone()[0]
+                answer = (
+                    {"turing_call": k % 2, "turing_confidence": 1 + k % 5} if block == "turing"
+                    else {c: 1 + (k + len(reader.name)) % 5 for c in criteria}
+                )  # fmt: skip
+                s.record_view(account.reader_id, item, "t")
+                assert (
+                    s.submit(account.reader_id, item, answer, session="t", comment=HOSTILE_COMMENT if k == 0 else "").status
+                    == "recorded"
+                )
+    con = sqlite3.connect(created.study_dir / "study.sqlite")
+    with con:
+        con.execute("UPDATE readers SET name = ? WHERE name = 'ann'", (HOSTILE_READER,))
+    con.close()
+    result = analyze_study(created.study_dir, bootstrap=20)
+    out = result.out
+    raw = (out / "responses.csv").read_bytes().decode()
+    assert "\r\n" in raw and "\n=" not in raw.replace("\r\n", "\n") and "\n=" not in raw
+    with open(out / "responses.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["reader"] for r in rows} == {"'" + HOSTILE_READER, "bob"}
+    assert {r["comment"] for r in rows if r["comment"]} == {"'" + HOSTILE_COMMENT}  # one cell, newline kept inside
+    for name in ("per_reader", "timing", "turing", "turing_auc", "inter_reader"):
+        with open(out / f"{name}.csv", newline="") as f:
+            cells = [cell for row in csv.reader(f) for cell in row]
+        assert "'" + HOSTILE_READER in cells and HOSTILE_READER not in cells
+        md = (out / f"{name}.md").read_text().splitlines()
+        assert any(r'=HYPERLINK\("x"\)\|a\_b' in line for line in md)
+        pipes = {len(re.findall(r"(?<!\\)\|", line)) for line in md}
+        assert len(pipes) == 1  # every row has the header's columns
+        tex = (out / f"{name}.tex").read_text()
+        assert r'=HYPERLINK("x")|a\_b' in tex
+    report = (out / "report.md").read_text()
+    assert HOSTILE_READER not in report and r'=HYPERLINK\("x"\)\|a\_b' in report
+    for figure in ("turing_auc.png", "turing_roc.png", "likert.png", "readers.png"):
+        assert (out / figure).read_bytes()[:4] == b"\x89PNG"
+    assert "![turing_roc](turing_roc.png)" in report
+
+
+def test_figures_draw_names_literally(tmp_path):
+    reads = pd.DataFrame({"reader": [r"$\frac$"] * 6, "truth": [1, 1, 1, 0, 0, 0], "rating": [9, 7, 3, 4, 2, 1]}).astype(
+        {"truth": bool}
+    )
+    path = figures.roc_figure({"g$x": reads}, tmp_path / "roc.png")
+    assert path.read_bytes()[:4] == b"\x89PNG"
+    fpr, tpr = figures.roc_points(reads["truth"].to_numpy(), reads["rating"].to_numpy(float))
+    assert fpr.tolist() == [0, 0, 0, 1 / 3, 1 / 3, 2 / 3, 1] and tpr.tolist() == [0, 1 / 3, 2 / 3, 2 / 3, 1, 1, 1]
