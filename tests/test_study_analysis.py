@@ -48,10 +48,12 @@ def rated(tmp_path_factory):
     """A study with 3 readers, 8 cases, 2 generators, duplicates, calibration and Turing block,
     every item answered with hand-made scores that are remembered for the reference computations."""
     root = tmp_path_factory.mktemp("analysis")
-    created = sample_study(root, n_run_cases=12, n_cases=8, readers=READERS, duplicate_fraction=0.1, calibration_items=1)
+    created = sample_study(
+        root, n_run_cases=12, n_cases=8, readers=READERS, duplicate_fraction=0.1, calibration_items=1, turing_cases=12
+    )
     rng = np.random.default_rng(7)
     base = {"real": 4.2, "xreal": 3.6, "cheff": 2.4}
-    case_effect = {f"case{k:04d}": rng.normal(0, 0.6) for k in range(15)}  # 8 rated + 1 calibration + 6 held-out
+    case_effect = {f"case{k:04d}": rng.normal(0, 0.6) for k in range(21)}  # 8 rated + 1 calibration + 12 held-out
     bias = {"ann": 0.3, "bob": 0.0, "cat": -0.4}
     con = sqlite3.connect(created.study_dir / "study.sqlite")
     key = {
@@ -304,7 +306,7 @@ def test_turing_auc_on_the_study(rated):
             assert rows.loc[reader, "n_generated"] == sum(truth) and rows.loc[reader, "n_real"] == len(truth) - sum(truth)
         average = rows.loc["reader average"]
         assert average["auc"] == pytest.approx(np.mean(aucs))
-        assert average["analysis"] == "OR, random readers and cases, jackknife"  # a case holds a real and a generated image
+        assert average["analysis"] == "OR, random readers and cases, DeLong"  # one image per held-out case, read by all
         half = stats.t.ppf(0.975, average["df"]) * average["se"]
         assert (average["ci_low"], average["ci_high"]) == (
             pytest.approx(average["auc"] - half),
