@@ -116,7 +116,9 @@ def test_cli_explains_bad_input(capsys, extra, message):
 @pytest.fixture(scope="module")
 def pilot_study(tmp_path_factory):
     """A study of 3 readers whose real-or-generated answers follow the truth more often than not."""
-    created = sample_study(tmp_path_factory.mktemp("plan"), n_run_cases=12, n_cases=8, readers=["ann", "bob", "cat"])
+    created = sample_study(
+        tmp_path_factory.mktemp("plan"), n_run_cases=12, n_cases=4, turing_cases=16, readers=["ann", "bob", "cat"]
+    )
     con = sqlite3.connect(created.study_dir / "study.sqlite")
     key = dict(con.execute("SELECT i.item_id, m.source FROM items i JOIN images m USING (image_id) WHERE i.block = 'turing'"))
     con.close()
@@ -147,7 +149,7 @@ def test_cli_plans_from_a_pilot_study(pilot_study, capsys):
     assert main(["study", "plan", str(pilot_study), "--generator", "xreal", "--readers", "4", "--cases", "40"]) == 0
     out = capsys.readouterr().out
     n_cases = components.loc["xreal", "n_cases"]
-    assert f"AUC of xreal vs 0.5 (3 readers, {n_cases} cases, jackknife)" in out
+    assert f"AUC of xreal vs 0.5 (3 readers, {n_cases} cases, DeLong)" in out
     assert (
         f"Var(R)={components.loc['xreal', 'var_r']:.6g} " in out and f"Var(e)={components.loc['xreal', 'var_error']:.6g} " in out
     )
