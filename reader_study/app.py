@@ -5,12 +5,21 @@ with the token from their link (``?token=...``) or a form. The database is the s
 truth: every run of this script asks it where the reader is, so a reload, a second tab or
 another device resumes at the first unanswered item. Nothing that identifies an image's
 source or case ever reaches the browser: the page gets the re-encoded image, the pathology
-label, the criteria and the progress.
+label, the criteria and the progress (and, for a calibration item whose rating is stored and
+only when ``calibration_feedback`` is on, whether it was real).
 
-Keyboard: digits score the highlighted criterion (the first one not yet rated), Backspace
-clears the last score, Enter submits once every criterion is rated. Keys typed faster than
-the page reruns are queued in the browser and applied in order (``viewer.html``,
-:mod:`xreal_bench.reader_study.form`).
+Integrity: every button, control and key press is bound to the item it was made on (widget
+keys carry a per-session tag of the item; callbacks get the item's form as an argument). A
+press, click or submit whose item is no longer the reader's current one (another tab answered
+it) stores nothing and shows the current item with a notice; :meth:`Storage.submit` applies
+the same rule on its own.
+
+The reading room (``room.css``, ``viewer.html``, ``page.js``): a dark page, the image viewer as
+tall as the viewport with the rating panel beside it, one row of anchored buttons per criterion.
+Keyboard: digits score the highlighted criterion (the first one not yet rated), Backspace undoes
+the last score, Enter submits from anywhere (in the comment box too; Shift+Enter is a newline
+there and digits stay text). Keys typed faster than the page reruns are queued in the browser.
+Reader names and comments are shown as plain text only.
 """
 
 from __future__ import annotations
@@ -26,7 +35,7 @@ import pandas as pd
 import streamlit as st
 
 from xreal_bench.reader_study.criteria import Criterion
-from xreal_bench.reader_study.form import BLOCK_DONE, ItemForm, Navigation, progress_text
+from xreal_bench.reader_study.form import ItemForm, Navigation, done_text, progress_text
 from xreal_bench.reader_study.layout import STUDY_DB, STUDY_DIR_ENV, STUDY_JSON
 from xreal_bench.reader_study.storage import Account, Block, BlockProgress, ItemView, Storage, StorageError
 from xreal_bench.reader_study.viewer import keys_html, viewer_html
@@ -305,25 +314,26 @@ def keys_frame(forward: dict[str, str]) -> None:
 
 def turing_instructions(ctx: Reading, blocks: list[BlockProgress], turing: BlockProgress) -> None:
     """The real-or-generated block's instruction page; starting it is recorded in the audit trail."""
-    st.subheader("Next: real or generated?")
-    header(ctx, blocks, turing.first_position)
-    show_label = ctx.settings.get("turing_show_label", False)
-    lines = [
-        f"You will now see {turing.total} radiographs, one at a time. For each, decide whether it is a **real** "
-        "radiograph or one **generated** by a model (key 1 = real, 2 = generated), then say how confident you are "
-        "(1 = pure guess … 5 = certain). Enter submits.",
-        "The pathology label is shown with each image."
-        if show_label
-        else "The pathology label is **not** shown in this block: judge each image on its own.",
-    ]
-    if ctx.settings.get("turing_show_prevalence", False):
-        share = round(100 * float(ctx.settings.get("turing_real_fraction", 0.5)))
-        lines.append(f"About {share} % of the images in this block are real; the rest are generated.")
-    else:
-        lines.append("How many of them are real is not disclosed.")
-    for line in lines:
-        st.markdown(line)
-    st.button("Start (Enter)", key="start_turing", type="primary", on_click=start_block, args=(ctx, "turing"))
+    with st.container(key="page_text"):
+        st.subheader("Next: real or generated?")
+        header(ctx, blocks, turing.first_position)
+        show_label = ctx.settings.get("turing_show_label", False)
+        lines = [
+            f"You will now see {turing.total} radiographs, one at a time. For each, decide whether it is a **real** "
+            "radiograph or one **generated** by a model (key 1 = real, 2 = generated), then say how confident you are "
+            "(1 = pure guess … 5 = certain). Enter submits.",
+            "The pathology label is shown with each image."
+            if show_label
+            else "The pathology label is **not** shown in this block: judge each image on its own.",
+        ]
+        if ctx.settings.get("turing_show_prevalence", False):
+            share = round(100 * float(ctx.settings.get("turing_real_fraction", 0.5)))
+            lines.append(f"About {share} % of the images in this block are real; the rest are generated.")
+        else:
+            lines.append("How many of them are real is not disclosed.")
+        for line in lines:
+            st.markdown(line)
+        st.button("Start (Enter)", key="start_turing", type="primary", on_click=start_block, args=(ctx, "turing"))
     keys_frame({"Enter": "start_turing"})
 
 
@@ -348,17 +358,14 @@ def feedback_page(ctx: Reading, blocks: list[BlockProgress], item_id: str, posit
 
 
 def end_page(ctx: Reading, blocks: list[BlockProgress]) -> None:
-    st.subheader("All done — thank you!")
-    header(ctx, blocks, None)
-    done = ", ".join(f"{b.done} {BLOCK_DONE[b.block]}" for b in blocks)
-    total = sum(b.total for b in blocks)
-    st.success(f"All {total} items are done: {done}. Every answer is saved on the study server.")
-    st.markdown(
-        "There is nothing else to do: close this tab or the browser window. "
-        "Your link stays valid; opening it again shows this page."
-    )
-    if ctx.settings["allow_back"] and total:
-        st.button("◀ Previous", key="previous", on_click=step_back, args=(ctx, total + 1))
+    with st.container(key="page_text"):
+        st.subheader("All done — thank you!")
+        header(ctx, blocks, None)
+        total = sum(b.total for b in blocks)
+        st.success(f"All {total} items are done: {done_text(blocks)}. Every answer is saved on the study server.")
+        st.markdown("There is nothing else to do: you can close this tab or the browser window now.")
+        if ctx.settings["allow_back"] and total:
+            st.button("◀ Previous", key="previous", on_click=step_back, args=(ctx, total + 1))
     keys_frame({})
 
 

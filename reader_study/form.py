@@ -26,7 +26,12 @@ from xreal_bench.reader_study.storage import BlockProgress, ItemView
 #: How the progress line names each block: while in it, and when it is still to come.
 BLOCK_NOW = {"calibration": "Calibration", "rating": "Realism ratings", "turing": "Real or generated"}
 BLOCK_LATER = {"calibration": "calibration items", "rating": "realism ratings", "turing": "real-or-generated"}
-BLOCK_DONE = {"calibration": "calibration items", "rating": "realism ratings", "turing": "real-or-generated calls"}
+#: What the end page says was done in each block (singular, plural).
+BLOCK_DONE = {
+    "calibration": ("calibration item", "calibration items"),
+    "rating": ("realism rating", "realism ratings"),
+    "turing": ("real-or-generated call", "real-or-generated calls"),
+}
 
 
 def item_tag(item_id: str, salt: str) -> str:
@@ -116,3 +121,8 @@ def progress_text(blocks: list[BlockProgress], position: int | None) -> str:
     parts = [f"{BLOCK_NOW[current.block]} {position - current.first_position + 1} / {current.total}"]
     parts += [f"then {b.total} {BLOCK_LATER[b.block]}" for b in blocks if b.first_position > position]
     return " · ".join(parts)
+
+
+def done_text(blocks: list[BlockProgress]) -> str:
+    """``3 calibration items, 60 realism ratings, 24 real-or-generated calls``."""
+    return ", ".join(f"{b.done} {BLOCK_DONE[b.block][b.done != 1]}" for b in blocks)

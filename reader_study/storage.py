@@ -12,11 +12,14 @@ reload). Durability and concurrency rules:
 - ``UNIQUE(reader_id, item_id, criterion)`` on responses and the submissions primary key make a
   double click or two tabs idempotent: the second submit of an item is reported as a duplicate
   and writes nothing;
+- a first submit is stored only for the reader's current item (the first unanswered one), so a
+  rating made on a page that another tab has moved past can never land on another image;
 - the ``audit`` table is append-only (triggers refuse UPDATE and DELETE);
 - all timestamps are the server's clock (Unix seconds).
 
 The key (item -> image -> source, case) lives here only. :meth:`Storage.item_view` returns
-what a reader may see; no method used by the reader-facing app returns a source or a case id.
+what a reader may see; no method used by the reader-facing app returns a source or a case id,
+except :meth:`Storage.calibration_truth` (real or generated, for an answered calibration item).
 """
 
 from __future__ import annotations

@@ -123,7 +123,11 @@ def answers(created, name: str) -> list[tuple[int, str, int]]:
 
 
 def rated(position: int, anatomy: int, pathology: int, quality: int) -> list[tuple[int, str, int]]:
-    return [(position, "anatomy_realism", anatomy), (position, "image_quality", quality), (position, "pathology_realism", pathology)]
+    return [
+        (position, "anatomy_realism", anatomy),
+        (position, "image_quality", quality),
+        (position, "pathology_realism", pathology),
+    ]
 
 
 def item_shown(page, previous_keys: str | None = None) -> str:
@@ -272,7 +276,9 @@ def test_the_reading_room_fills_the_viewport_with_the_image_and_keeps_submit_vis
         page, _ = open_reader(context, url, token_of(created, "room"))
         with explained(page, log):
             frame = page.locator(".st-key-viewer iframe").bounding_box()
-            x, y, w, h = map(float, page.frame_locator(".st-key-viewer iframe").locator("canvas#view").get_attribute("data-drawn").split(","))
+            x, y, w, h = map(
+                float, page.frame_locator(".st-key-viewer iframe").locator("canvas#view").get_attribute("data-drawn").split(",")
+            )
             image = {"x": frame["x"] + x, "y": frame["y"] + y, "width": w, "height": h}
             submit = page.get_by_role("button", name="Submit").bounding_box()
             for box in (frame, image, submit):
