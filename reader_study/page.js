@@ -6,7 +6,8 @@
 //    after the rerun of the press before it has finished. A press is bound to the item on screen
 //    when it was made: the frame of each item publishes its own button keys
 //    (documentElement.dataset.readerKeys), the target is looked up at keydown, and a press whose
-//    button is gone when its turn comes (the page moved on to another item) is dropped with a notice.
+//    item is no longer the published one when its turn comes (the page moved on to another item)
+//    is dropped with a notice.
 // 2. Enter submits from anywhere. In the comment box Enter first commits the text (blur), then
 //    submits; Shift+Enter is a newline and digits stay text.
 // 3. A "connection lost" banner while the server does not answer its health check.
@@ -56,6 +57,15 @@
     }
     const button = document.querySelector(".st-key-" + action.key + " button");
     if (!button) {
+      // Still one of the shown item's keys: the page is being drawn, try again shortly. Else the
+      // item it was pressed for is gone: drop it.
+      action.tries = (action.tries || 0) + 1;
+      if (published().includes(action.key) && action.tries <= 50) {
+        queue.unshift(action);
+        waiting = true;
+        timer = setTimeout(done, 100);
+        return;
+      }
       notify("Key ignored: it was pressed for an image that is no longer shown. Rate the image now on screen.");
       return pump();
     }
@@ -69,9 +79,9 @@
     else pump();
   }).observe(document.body, { subtree: true, attributes: true, attributeOldValue: true, attributeFilter: [STATE] });
 
-  function target(key) {
-    return JSON.parse(document.documentElement.dataset.readerKeys || "{}")[key];
-  }
+  function keys() { return JSON.parse(document.documentElement.dataset.readerKeys || "{}"); }
+  function target(key) { return keys()[key]; }
+  function published() { return Object.values(keys()); }
   window.readerKeysIdle = () => !waiting && !queue.length && !running();  // every press sent and answered
   window.readerKeyPress = (key) => {
     const found = target(key);
