@@ -197,8 +197,8 @@ def rating_panel(ctx: Reading, form: ItemForm) -> None:
                 format_func=lambda v, c=c: option_text(c, v),
                 default=form.scores[c.name],
                 key=form.control_key(c.name),
-                on_change=check_current,
-                args=(ctx, form),
+                on_change=ctx.holds,  # a click on an item another tab answered: a notice
+                args=(form,),
                 width="stretch",
                 wrap=False,
             )
@@ -245,10 +245,6 @@ MARKDOWN_SPECIAL = frozenset("\\`*_{}[]()<>#+-.!|~:$")
 
 
 # -- callbacks: they edit plain objects first and call Streamlit last (see form.py) -------------
-def check_current(ctx: Reading, form: ItemForm) -> None:
-    ctx.holds(form)
-
-
 def press_digit(ctx: Reading, form: ItemForm, digit: str) -> None:
     if not ctx.holds(form):
         return
