@@ -13,11 +13,14 @@ reload). Durability and concurrency rules:
 - ``UNIQUE(reader_id, item_id, criterion)`` on responses and the submissions primary key make a
   double click or two tabs idempotent: the second submit of an item is reported as a duplicate
   and writes nothing;
+- a first submit is stored only for the reader's current item (the first unanswered one), so a
+  rating made on a page that another tab has moved past can never land on another image;
 - the ``audit`` table is append-only (triggers refuse UPDATE and DELETE);
 - all timestamps are the server's clock (Unix seconds).
 
 The key (item -> image -> source, case) lives here only. :meth:`Storage.item_view` returns
-what a reader may see; no method used by the reader-facing app returns a source or a case id.
+what a reader may see; no method used by the reader-facing app returns a source or a case id,
+except :meth:`Storage.calibration_truth` (real or generated, for an answered calibration item).
 """
 
 from __future__ import annotations
@@ -205,10 +208,31 @@ class ItemView:
     comment: str = ""
 
 
+#: What :meth:`Storage.submit` did. Only ``recorded`` and ``revised`` stored anything:
+#: ``duplicate`` = the item was already answered (a double click, or a second tab that still showed it);
+#: ``not_current`` = the item is not the reader's current one (a press made on a page that moved on).
+SubmitStatus = Literal["recorded", "revised", "duplicate", "not_current"]
+NOT_STORED: frozenset[str] = frozenset({"duplicate", "not_current"})
+
+
 @dataclass(frozen=True)
 class SubmitResult:
-    status: Literal["recorded", "duplicate", "revised"]
+    status: SubmitStatus
     seconds: float | None
+
+    @property
+    def stored(self) -> bool:
+        return self.status not in NOT_STORED
+
+
+@dataclass(frozen=True)
+class BlockProgress:
+    """One block of a reader's list (blocks are contiguous: calibration, ratings, real-or-generated)."""
+
+    block: Block
+    first_position: int
+    total: int
+    done: int
 
 
 @dataclass(frozen=True)
@@ -484,7 +508,47 @@ class Storage:
             comment="" if comment is None else comment["text"],
         )
 
+    def block_progress(self, reader_id: int) -> list[BlockProgress]:
+        """The reader's blocks in the order they come, each with its items assigned and answered."""
+        rows = self.conn.execute(
+            """SELECT i.block, MIN(a.position) AS first_position, COUNT(*) AS total, COUNT(s.item_id) AS done
+               FROM assignments a JOIN items i ON i.item_id = a.item_id
+               LEFT JOIN submissions s ON s.reader_id = a.reader_id AND s.item_id = a.item_id
+               WHERE a.reader_id = ? GROUP BY i.block ORDER BY first_position""",
+            (reader_id,),
+        )
+        return [BlockProgress(r["block"], int(r["first_position"]), int(r["total"]), int(r["done"])) for r in rows]
+
+    def instructions_seen(self, reader_id: int, block: Block) -> bool:
+        """Whether the reader has confirmed the instruction page of ``block`` (an audit row)."""
+        row = self.conn.execute(
+            "SELECT 1 FROM audit WHERE reader_id = ? AND action = 'instructions' AND detail = ?",
+            (reader_id, json.dumps({"block": block})),
+        ).fetchone()
+        return row is not None
+
+    def calibration_truth(self, reader_id: int, item_id: str) -> Literal["real", "generated"] | None:
+        """The reference answer of a calibration item, once the reader's submit of it is stored.
+
+        The one reader-facing method that looks at a source, and only this far: whether the image
+        is real. ``None`` for any other block, or before the item was answered.
+        """
+        row = self.conn.execute(
+            """SELECT m.source FROM submissions s JOIN items i ON i.item_id = s.item_id
+               JOIN images m ON m.image_id = i.image_id
+               WHERE s.reader_id = ? AND s.item_id = ? AND i.block = 'calibration'""",
+            (reader_id, item_id),
+        ).fetchone()
+        if row is None:
+            return None
+        return "real" if row["source"] == "real" else "generated"
+
     # -- writing ----------------------------------------------------------------------------
+    def record_instructions(self, reader_id: int, block: Block, session: str) -> None:
+        """Log that the reader read the instruction page of ``block`` and started it."""
+        with self.write() as conn:
+            audit(conn, "instructions", reader_id=reader_id, item_id=None, session=session, detail={"block": block})
+
     def record_view(self, reader_id: int, item_id: str, session: str) -> None:
         """Log that the server showed ``item_id`` to the reader (server time)."""
         with self.write() as conn:
@@ -503,14 +567,16 @@ class Storage:
         session: str = "",
         revise: bool = False,
     ) -> SubmitResult:
-        """Record all scores of one item atomically.
+        """Record all scores of one item atomically, if it is the reader's current item.
 
-        A second submit of the same item is a no-op reported as ``"duplicate"`` unless
-        ``revise`` (back-navigation allowed), which replaces the scores and logs the old ones.
+        A first submit is stored only for the reader's first unanswered item (:meth:`next_position`);
+        for any other unanswered item nothing is stored and the status is ``"not_current"``. A second
+        submit of an answered item is a no-op reported as ``"duplicate"`` unless ``revise``
+        (back-navigation allowed), which replaces the scores and logs the old ones.
         """
         with self.write() as conn:
             row = conn.execute(
-                """SELECT i.block FROM assignments a JOIN items i ON i.item_id = a.item_id
+                """SELECT i.block, a.position FROM assignments a JOIN items i ON i.item_id = a.item_id
                    WHERE a.reader_id = ? AND a.item_id = ?""",
                 (reader_id, item_id),
             ).fetchone()
@@ -523,6 +589,9 @@ class Storage:
             ).fetchone()
             if previous is not None and not revise:
                 return SubmitResult("duplicate", None)
+            if previous is None and row["position"] != self.next_position(reader_id):  # read inside this transaction
+                audit(conn, "refused", reader_id=reader_id, item_id=item_id, session=session, detail={"scores": scores})
+                return SubmitResult("not_current", None)
             first, last, n_views = conn.execute(
                 "SELECT MIN(at), MAX(at), COUNT(*) FROM views WHERE reader_id = ? AND item_id = ?", (reader_id, item_id)
             ).fetchone()
