@@ -33,7 +33,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from xreal_bench.reader_study.access import run_storage, sign_in
+from xreal_bench.reader_study.access import current_account, run_storage, sign_in
 from xreal_bench.reader_study.criteria import Criterion
 from xreal_bench.reader_study.form import ItemForm, Navigation, done_text, progress_text
 from xreal_bench.reader_study.layout import STUDY_DB, STUDY_DIR_ENV, STUDY_JSON
@@ -248,6 +248,9 @@ def step_back(ctx: Reading, position: int) -> None:
 def submit(ctx: Reading, form: ItemForm) -> None:
     if not ctx.holds(form):
         return
+    account = current_account(ctx.storage)  # callbacks run before the page's sign-in check
+    if account is None or account.reader_id != ctx.reader:
+        return  # the link was revoked or replaced since the page was drawn: nothing is stored, the page says why
     form.take_control_values(st.session_state)  # a click in a control may not have been rendered yet
     comment = st.session_state.get(form.comment_key) or ""
     scores = {k: v for k, v in form.scores.items() if v is not None}  # no Streamlit call from here until stored

@@ -5,6 +5,7 @@ metrics endpoint behind the admin token."""
 import http.client
 import json
 import os
+import re
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -123,6 +124,19 @@ def progress(at: AppTest) -> str:
     return at.get("progress")[0].proto.text
 
 
+FIRST = "Calibration 1 / 1 · then "  # the progress line on a new reader's first item (the study below)
+
+
+def at_first_item(at: AppTest) -> bool:
+    return progress(at).startswith(FIRST)
+
+
+def button(at: AppTest, name: str):
+    """The shown item's button ``name``: its key carries a per-session tag of the item."""
+    (found,) = [b for b in at.button if b.key and re.fullmatch(rf"i[0-9a-f]{{12}}_{name}", b.key)]
+    return found
+
+
 def failures(study) -> list[str]:
     con = sqlite3.connect(study.study_dir / "study.sqlite")
     rows = [r[0] for r in con.execute("SELECT client FROM sign_in_failures")]
@@ -134,9 +148,9 @@ def test_link_token_leaves_the_address_and_the_session_stays_signed_in(app, stud
     reader = add_reader(study.study_dir, "linked")
     at = app(reader.token)
     assert "token" not in at.query_params
-    assert progress(at) == f"1 / {study.items_per_reader}"
+    assert at_first_item(at)
     at.run()  # later runs sign in from the session, not the address
-    assert progress(at) == f"1 / {study.items_per_reader}" and not at.error
+    assert at_first_item(at) and not at.error
 
 
 def test_sixth_attempt_is_refused_without_checking_the_token(app, study):
@@ -154,13 +168,13 @@ def test_sixth_attempt_is_refused_without_checking_the_token(app, study):
         assert at.error[-1].value == "too many failed sign-ins from this address; try again in 10 minutes"
         assert [t.value for t in at.title] == ["Sign in"]
     assert len(failures(study)) == before + 5
-    assert progress(app(reader.token)) == f"1 / {study.items_per_reader}"  # another client signs in
+    assert at_first_item(app(reader.token))  # another client signs in
 
 
 def test_rotation_and_revocation_sign_out_open_sessions_at_once(app, study):
     reader = add_reader(study.study_dir, "rotated")
     at = app(reader.token)
-    assert progress(at) == f"1 / {study.items_per_reader}"
+    assert at_first_item(at)
     with Storage(study.study_dir / "study.sqlite") as s:
         new = s.rotate_token("rotated").token
     at.run()
@@ -169,7 +183,7 @@ def test_rotation_and_revocation_sign_out_open_sessions_at_once(app, study):
     old_link = app(reader.token)
     assert old_link.error[0].value == RETIRED and len(failures(study)) == before  # a retired token is no guess
     fresh = app(new)
-    assert progress(fresh) == f"1 / {study.items_per_reader}"
+    assert at_first_item(fresh)
     with Storage(study.study_dir / "study.sqlite") as s:
         s.revoke("rotated")
     fresh.run()
@@ -187,6 +201,22 @@ def open_files(db: Path) -> int:
     return count
 
 
+def test_a_tab_opened_before_its_link_was_replaced_stores_nothing(app, study):
+    reader = add_reader(study.study_dir, "stale_tab")
+    at = app(reader.token)
+    for key in ("digit_4", "digit_3", "digit_5"):
+        button(at, key).click().run()
+    submit = button(at, "submit")
+    with Storage(study.study_dir / "study.sqlite") as s:
+        s.rotate_token("stale_tab")
+    submit.click().run()  # the submit callback runs before the page signs the session out
+    assert [t.value for t in at.title] == ["Sign in"] and at.error[0].value == WITHDRAWN
+    con = sqlite3.connect(study.study_dir / "study.sqlite")
+    (stored,) = con.execute("SELECT COUNT(*) FROM submissions JOIN readers USING (reader_id) WHERE name = 'stale_tab'").fetchone()
+    con.close()
+    assert stored == 0
+
+
 def test_connections_are_closed_with_their_script_runs(app, study):
     db = study.study_dir / "study.sqlite"
     with Storage(db) as probe:
@@ -199,7 +229,7 @@ def test_connections_are_closed_with_their_script_runs(app, study):
         at = app(reader.token)
         if k < 3:  # a submit runs in a callback at the start of the next run (the connection reopens)
             for key in ("digit_4", "digit_3", "digit_5", "submit"):
-                at.button(key=key).click().run()
+                button(at, key).click().run()
         sessions.append(at)
         assert open_files(db) == before
     con = sqlite3.connect(db)
@@ -209,7 +239,7 @@ def test_connections_are_closed_with_their_script_runs(app, study):
     ).fetchone()
     con.close()
     assert done == 3 and views >= 30  # the sessions really used the database
-    assert progress(sessions[-1]) == f"4 / {study.items_per_reader}"
+    assert progress(sessions[-1]).startswith("Realism ratings 3 / 6 · then ")  # calibration and 2 ratings done
 
 
 # -- the served study (HTTP; browser) ----------------------------------------------------------------
@@ -296,19 +326,19 @@ def test_browser_link_sign_in_leaves_no_token_in_the_address(served):
     from playwright.sync_api import sync_playwright
 
     created, port, proc, _ = served
-    url, total = f"http://127.0.0.1:{port}", created.items_per_reader
+    url = f"http://127.0.0.1:{port}"
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page()
             page.set_default_timeout(30_000)
             page.goto(f"{url}/?token={created.readers[0].token}")
-            page.get_by_text(f"1 / {total}", exact=True).wait_for()
-            page.frame_locator("iframe").locator("canvas#view").wait_for()
+            page.locator('[data-testid="stProgress"]', has_text="Realism ratings 1 / ").wait_for()
+            page.frame_locator(".st-key-viewer iframe").locator("canvas#view").wait_for()
             assert page.url == f"{url}/"
             assert page.evaluate("history.length") == 2  # about:blank and the address without the token
             page.reload()  # the cookie signs the new session in
-            page.get_by_text(f"1 / {total}", exact=True).wait_for()
+            page.locator('[data-testid="stProgress"]', has_text="Realism ratings 1 / ").wait_for()
             page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]').wait_for()
             assert server_files(proc.pid, created.study_dir / "study.sqlite") == 0  # idle sessions hold no connection
             assert "xreal_study_token" not in page.evaluate("document.cookie")  # HttpOnly: hidden from scripts
