@@ -12,12 +12,13 @@ are left out of everything but the intra-reader table.
   labels 1..5), Krippendorff's alpha (ordinal, ``krippendorff`` package) over all readers, and
   the ICC (``pingouin``; two-way random, absolute agreement) on the items rated by every reader.
 - Intra-reader agreement on planted duplicates: exact agreement, mean |difference|, weighted kappa.
-- Mixed model per criterion: score ~ source (real = reference) + (1|reader) + (1|case), crossed
-  random effects (statsmodels ``MixedLM``, REML, Wald intervals): each generator's difference
+- Mixed model per criterion: score ~ source (real = reference) + (1|reader) + (1|case) +
+  (1|case:source) + (1|reader:source), crossed random effects (statsmodels ``MixedLM``, REML, Wald intervals): each generator's difference
   from real with its CI and p, and the variance components.
 - Visual Turing test ("generated" is the positive class): accuracy, sensitivity, specificity
-  with Wilson intervals and a two-sided binomial test of accuracy against 0.5 (these treat every
-  call as independent); detection rate per generator.
+  with Wilson intervals and, per reader, a two-sided binomial test of accuracy against chance
+  (always answering the block's majority class; 0.5 when half the images are real); these
+  treat a reader's calls as independent and the pooled row has no test; detection rate per generator.
 - Visual Turing test as an MRMC ROC study: the call and its confidence make one 10-level score
   (generated with confidence c -> 5 + c, real -> 6 - c); per generator (positives = its images,
   negatives = the block's real images) each reader's AUC and the reader-averaged AUC with an
@@ -392,7 +393,14 @@ def turing_calls(tidy: pd.DataFrame) -> pd.DataFrame:
     return wide[CALL_COLUMNS]
 
 
+def chance_test(correct: int, n: int, majority: int) -> float:
+    """Two-sided binomial p of one reader's accuracy against always answering the majority class."""
+    return float(stats.binomtest(correct, n, majority / n).pvalue) if n else np.nan
+
+
 def turing_summary(calls: pd.DataFrame, confidence: float) -> pd.DataFrame:
+    """Accuracy, sensitivity, specificity per reader (and pooled, descriptive only: pooled calls on
+    shared images are not independent, so that row has no p; the MRMC AUC table is the test)."""
     out = []
     groups = [(reader, rows) for reader, rows in calls.groupby("reader")]
     if calls["reader"].nunique() > 1:
@@ -406,7 +414,8 @@ def turing_summary(calls: pd.DataFrame, confidence: float) -> pd.DataFrame:
         tn, n_real = int((~generated & ~said_generated).sum()), int((~generated).sum())
         out.append(
             {"reader": reader, "n": n, **proportion("accuracy", correct, n, confidence),
-             "p_binom_vs_0.5": float(stats.binomtest(correct, n, 0.5).pvalue) if n else np.nan,
+             "chance_accuracy": max(n_gen, n_real) / n if n else np.nan,
+             "p_binom_vs_chance": chance_test(correct, n, max(n_gen, n_real)) if reader != "all readers" else np.nan,
              "n_generated": n_gen, **proportion("sensitivity", tp, n_gen, confidence),
              "n_real": n_real, **proportion("specificity", tn, n_real, confidence),
              "mean_confidence": rows["confidence"].mean()}
@@ -556,7 +565,8 @@ def turing_components(fits: dict[str, mrmc.ORResult]) -> pd.DataFrame:
 
 # -- mixed model for the ratings -----------------------------------------------------------------
 MIXED_COLUMNS = ["criterion", "generator", "estimate", "se", "ci_low", "ci_high", "z", "p"]
-VARIANCE_COLUMNS = ["criterion", "n", "n_readers", "n_cases", "intercept", "var_reader", "var_case", "var_residual", "note"]
+VARIANCE_COLUMNS = ["criterion", "n", "n_readers", "n_cases", "intercept", "var_reader", "var_case", "var_image",
+                    "var_reader_source", "var_residual", "note"]  # fmt: skip
 
 
 def dummies(values: pd.Series) -> tuple[np.ndarray, list[str]]:
@@ -567,10 +577,14 @@ def dummies(values: pd.Series) -> tuple[np.ndarray, list[str]]:
 def mixed_model(
     ratings: pd.DataFrame, sources: list[str], criteria: list[str], *, confidence: float
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per criterion: score ~ source + (1|reader) + (1|case), crossed random effects, REML.
+    """Per criterion: score ~ source + (1|reader) + (1|case) + (1|case:source) + (1|reader:source),
+    crossed random effects, REML.
 
-    Fixed effects: each generator minus real (Wald CI and p); variance components of reader,
-    case and residual. A factor with one level has no variance component."""
+    The image term (case:source) carries what all readers see in one image, so several readers'
+    ratings of it are not counted as independent evidence; the reader:source term lets readers
+    differ in how they judge a source, so the test generalises to new readers. Fixed effects: each
+    generator minus real (Wald z: CI and p); variance components. A term with one level, or one
+    observation per level, has no variance component."""
     from statsmodels.regression.mixed_linear_model import MixedLM, VCSpec
     from statsmodels.tools.sm_exceptions import ConvergenceWarning
 
@@ -583,8 +597,14 @@ def mixed_model(
             variances.append({**info, "note": "needs real and generated ratings"})
             continue
         exog = pd.DataFrame({"real": 1.0, **{g: (rows["source"] == g).to_numpy(float) for g in generators}})
-        factors = [f for f in ("reader", "case") if rows[f].nunique() > 1]
-        mats = [dummies(rows[f]) for f in factors]
+        terms = {
+            "reader": rows["reader"],
+            "case": rows["case"],
+            "image": rows["case"].astype(str) + "/" + rows["source"],
+            "reader_source": rows["reader"].astype(str) + "/" + rows["source"],
+        }
+        factors = [f for f, levels in terms.items() if 1 < levels.nunique() < len(rows)]
+        mats = [dummies(terms[f]) for f in factors]
         spec = VCSpec(factors, [[names] for _, names in mats], [[m] for m, _ in mats])
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -605,7 +625,8 @@ def mixed_model(
         vcomp = dict(zip(factors, fit.vcomp))
         variances.append(
             {**info, "intercept": fit.fe_params["real"], "var_reader": vcomp.get("reader", np.nan),
-             "var_case": vcomp.get("case", np.nan), "var_residual": fit.scale, "note": "; ".join(notes)}
+             "var_case": vcomp.get("case", np.nan), "var_image": vcomp.get("image", np.nan),
+             "var_reader_source": vcomp.get("reader_source", np.nan), "var_residual": fit.scale, "note": "; ".join(notes)}
         )  # fmt: skip
     variance = pd.DataFrame(variances, columns=VARIANCE_COLUMNS)
     variance["note"] = variance["note"].fillna("")
@@ -631,13 +652,15 @@ def timing(tidy: pd.DataFrame) -> pd.DataFrame:
 TABLE_TITLES = {
     "summary": "Scores per source and criterion (mean ± SD, median, two-way bootstrap CI)",
     "comparisons": "Paired comparisons (Wilcoxon signed-rank on case means, Holm-corrected per criterion)",
-    "mixed_model": "Mixed model per criterion: score ~ source + (1|reader) + (1|case); each generator minus real "
-    "(REML, Wald CI and p)",
-    "mixed_model_variance": "Mixed model per criterion: intercept (real) and variance components (reader, case, residual)",
+    "mixed_model": "Mixed model per criterion: score ~ source + (1|reader) + (1|case) + (1|case:source) + "
+    "(1|reader:source); each generator minus real (REML, Wald z CI and p)",
+    "mixed_model_variance": "Mixed model per criterion: intercept (real) and variance components (reader, case, image, "
+    "reader x source, residual)",
     "inter_reader": "Inter-reader agreement per reader pair (quadratic-weighted Cohen's kappa)",
     "reliability": "Reliability over all readers (Krippendorff's alpha, ordinal; ICC two-way random, absolute agreement)",
     "intra_reader": "Intra-reader agreement on planted duplicates",
-    "turing": "Visual Turing test (positive = generated; Wilson CIs and binomial test vs 0.5 treat every call as independent)",
+    "turing": "Visual Turing test (positive = generated; Wilson CIs and the per-reader binomial test vs chance treat "
+    "every call as independent; the pooled row is descriptive)",
     "turing_by_source": "Visual Turing test: share called generated per source (Wilson CIs treat calls as independent)",
     "turing_auc": "Visual Turing test, MRMC: AUC of telling each generator's images from real ones (call x confidence "
     "score; reader average: Obuchowski-Rockette CI and test of AUC = 0.5)",

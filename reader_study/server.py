@@ -63,8 +63,8 @@ class StudyGate:
         await self.app(scope, receive, send)
 
     async def token_to_cookie(self, scope: Scope, send: Send, token: str, rest: list[tuple[str, str]]) -> None:
-        path = scope.get("raw_path", scope["path"].encode()).decode("latin-1")
-        location = scope.get("root_path", "") + path + (f"?{urlencode(rest)}" if rest else "")
+        path = same_site_path(scope.get("root_path", "") + scope.get("raw_path", scope["path"].encode()).decode("latin-1"))
+        location = path + (f"?{urlencode(rest)}" if rest else "")
         secure = "; Secure" if scope.get("scheme") == "https" else ""
         cookie = f"{TOKEN_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict{secure}"
         headers = [
@@ -96,6 +96,12 @@ class StudyGate:
             if account is None and not storage.retired_token(token):
                 storage.record_sign_in_failure(client, now=now)
         return 401, "not the study's admin token\n"
+
+
+def same_site_path(path: str) -> str:
+    """``path`` as a redirect target that stays on this server: leading ``/`` and ``\\`` collapse into
+    one ``/`` (a browser reads ``//host`` and ``/\\host`` as another site)."""
+    return "/" + path.lstrip("/\\")
 
 
 async def respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:

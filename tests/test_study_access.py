@@ -291,6 +291,9 @@ def test_link_token_moves_into_an_httponly_cookie(served):
     assert status == 303 and headers["location"] == "/?embed=true"
     assert headers["set-cookie"] == f"xreal_study_token={token}; Path=/; HttpOnly; SameSite=Strict"
     assert headers["cache-control"] == "no-store" and headers["referrer-policy"] == "no-referrer"
+    for hostile in ("//evil.example/", "/\\evil.example/", "///evil.example/"):  # no open redirect to another site
+        status, headers, _ = get(port, f"{hostile}?token={token}")
+        assert status == 303 and headers["location"] == "/evil.example/", hostile
     status, headers, _ = get(port, "/?token=not%20a%20token")  # not a token's shape: left to the app
     assert status == 200 and "set-cookie" not in headers
 
