@@ -86,8 +86,15 @@ def power(
         ncp = readers * effect**2 / den
     with np.errstate(divide="ignore"):
         ddf = den**2 * (readers - 1) / ms**2
-    critical = stats.f.ppf(1 - alpha, 1, ddf)
-    values = stats.ncf.sf(critical, 1, ddf, ncp)
+    if np.any(den <= 0):
+        raise ValueError("the components give a non-positive variance of the mean AUC: check that Var(error) > Cov1 and Cov2")
+    finite = np.isfinite(ddf)  # infinite ddf (no reader-level variance left): the non-central chi-square limit
+    safe_ddf = np.where(finite, ddf, 1.0)
+    values = np.where(
+        finite,
+        stats.ncf.sf(stats.f.ppf(1 - alpha, 1, safe_ddf), 1, safe_ddf, ncp),
+        stats.ncx2.sf(stats.chi2.ppf(1 - alpha, 1), 1, ncp),
+    )
     return [Power(readers, int(c), float(p), float(n), float(d)) for c, p, n, d in zip(k, values, ncp, ddf)]
 
 
@@ -172,4 +179,13 @@ def pilot_from_components(components: PilotComponents) -> Pilot:
     if missing:
         flags = ", ".join("--" + name.replace("_", "-") for name in missing)
         raise UserFacingError(f"the {'difference' if test == 'difference' else 'single-AUC'} test also needs {flags}")
+    covariances = {name: getattr(components, name) for name in ("cov1", "cov2", "cov3")}
+    too_large = [
+        f"--{name} {value:g}" for name, value in covariances.items() if not np.isnan(value) and value >= components.var_error
+    ]
+    if too_large:
+        raise UserFacingError(
+            f"a covariance must be smaller than --var-error {components.var_error:g} (it is a correlation times it): "
+            + ", ".join(too_large)
+        )
     return Pilot(components, test, np.nan, f"stated components from {components.n_cases} pilot cases")

@@ -297,7 +297,8 @@ class Storage:
         if version == SCHEMA_VERSION:
             return
         conn.execute("BEGIN IMMEDIATE")
-        try:
+        try:  # read again under the write lock: another connection may have migrated meanwhile
+            version = int(conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0])
             if version < 2:
                 for statement in MIGRATIONS[2]:
                     conn.execute(statement)

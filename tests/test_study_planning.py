@@ -173,3 +173,25 @@ def test_help_mentions_plan(capsys):
     with pytest.raises(SystemExit):
         main(["study", "plan", "--help"])
     assert "Hillis, Obuchowski & Berbaum 2011" in capsys.readouterr().out
+
+
+def test_power_with_no_reader_variance_uses_the_chi_square_limit():
+    """Var(R) <= 0 and Cov2 = Var(e): the denominator's mean square is 0, ddf infinite; the F test
+    becomes a chi-square test of the same non-centrality."""
+    from scipy import stats
+
+    from xreal_bench.reader_study.planning import PilotComponents, power
+
+    pilot = PilotComponents(100, 0.001, 0.001, var_r=0.0)
+    (row,) = power(pilot, test="auc", readers=5, cases=[100], effect=0.05)
+    expected = stats.ncx2.sf(stats.chi2.ppf(0.95, 1), 1, row.ncp)
+    assert np.isinf(row.ddf) and row.power == pytest.approx(expected) and 0 < row.power < 1
+
+
+def test_stated_covariances_larger_than_the_error_variance_are_refused(capsys):
+    args = ["study", "plan", "--var-r", "0.001", "--var-error", "0.001", "--cov1", "0.002", "--cov2", "0.0005",
+            "--cov3", "0.0002", "--var-tr", "0.0002", "--pilot-cases", "100", "--effect", "0.05"]  # fmt: skip
+    assert main(args) == 2
+    assert "a covariance must be smaller than --var-error 0.001 (it is a correlation times it): --cov1 0.002" in (
+        capsys.readouterr().err
+    )

@@ -34,3 +34,9 @@ def test_latex_cells_and_caption_are_escaped():
     text = to_latex(pd.DataFrame({"reader": ["x_y\\z&#%$"], "v": [0.5]}), caption="a_b & c", label="tab:t")
     assert r"x\_y\textbackslash z\&\#\%\$" in text
     assert r"\caption{a\_b \& c}" in text
+
+
+def test_markdown_keeps_text_that_looks_like_a_number():
+    text = to_markdown(pd.DataFrame({"reader": ["007", "10", "1e3"], "score": [1.0, 2.5, 3.0]}))
+    rows = [line.split("|")[1:3] for line in text.splitlines()[2:]]
+    assert [(r.strip(), s.strip()) for r, s in rows] == [("007", "1.000"), ("10", "2.500"), ("1e3", "3.000")]

@@ -55,11 +55,14 @@ def to_markdown(frame: pd.DataFrame, *, floatfmt: str = ".3f", empty: str = "_no
     if frame.empty:
         return empty
     safe = frame.copy()
-    for column in safe.columns:
+    text_columns = []
+    for k, column in enumerate(safe.columns):
         if safe[column].dtype == object or isinstance(safe[column].dtype, pd.StringDtype):
             safe[column] = safe[column].map(lambda v: v if v is None or isinstance(v, float) else markdown_cell(v))
+            text_columns.append(k)
     safe.columns = [markdown_cell(c) for c in safe.columns]
-    return safe.to_markdown(index=False, floatfmt=floatfmt)
+    # text stays text: tabulate would otherwise print reader "007" as 7.000
+    return safe.to_markdown(index=False, floatfmt=floatfmt, disable_numparse=text_columns or False)
 
 
 def to_latex(frame: pd.DataFrame, *, caption: str, label: str, float_format: str = "%.3f") -> str:
