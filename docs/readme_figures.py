@@ -6,8 +6,8 @@ scores = source effect + case effect + reader bias + noise; real-or-generated ca
 through one generator more often than the other), ``study analyze`` runs, and its figures are
 copied to ``docs/images/``. The reading-room screenshots come from the browser test::
 
-    python docs/readme_figures.py                          # docs/images/study-*.png
-    XREAL_BENCH_SCREENSHOTS=docs/images pytest -q tests/test_study_browser.py -k viewport
+    python docs/readme_figures.py                          # docs/images/study-*.png (the two figures in the README)
+    XREAL_BENCH_SCREENSHOTS=docs/images pytest -q tests/test_study_browser.py -k viewport   # reading-room-*.png
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import numpy as np
 
 QUALITY = {"real": 4.2, "xreal": 3.6, "cheff": 2.8}  # mean Likert score per source
 SEEN_THROUGH = {"real": 0.0, "xreal": 0.55, "cheff": 1.1}  # how far a reader's "generated" belief shifts
-FIGURES = {"likert.png": "study-likert.png", "turing_auc.png": "study-turing-auc.png", "turing_roc.png": "study-turing-roc.png"}
+FIGURES = {"likert.png": "study-likert.png", "turing_auc.png": "study-turing-auc.png"}
 
 
 def simulate(study_dir: Path, readers: list, seed: int) -> None:
