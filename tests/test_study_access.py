@@ -5,20 +5,19 @@ metrics endpoint behind the admin token."""
 import http.client
 import json
 import os
-import re
 import sqlite3
 import subprocess
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
+from study_apptest import app_starter, button, progress
 from test_study_browser import CHROMIUM, CHROMIUM_ARGS, free_port, wait_healthy
 
 from xreal_bench.demo.study import sample_study
 from xreal_bench.reader_study import add_reader
 from xreal_bench.reader_study.access import RETIRED, WITHDRAWN, too_many
 from xreal_bench.reader_study.cli import serve_command
-from xreal_bench.reader_study.layout import APP_SCRIPT, STUDY_DIR_ENV
 from xreal_bench.reader_study.storage import SIGN_IN_WINDOW_S, Storage, StorageError, hash_token
 
 T0 = 1_700_000_000.0
@@ -109,19 +108,7 @@ def study(tmp_path_factory):
 
 @pytest.fixture
 def app(study, monkeypatch):
-    monkeypatch.setenv(STUDY_DIR_ENV, str(study.study_dir))
-
-    def start(token: str | None = None) -> AppTest:
-        at = AppTest.from_file(str(APP_SCRIPT), default_timeout=30)
-        if token:
-            at.query_params["token"] = token
-        return at.run()
-
-    return start
-
-
-def progress(at: AppTest) -> str:
-    return at.get("progress")[0].proto.text
+    return app_starter(study.study_dir, monkeypatch)
 
 
 FIRST = "Calibration 1 / 1 · then "  # the progress line on a new reader's first item (the study below)
@@ -129,12 +116,6 @@ FIRST = "Calibration 1 / 1 · then "  # the progress line on a new reader's firs
 
 def at_first_item(at: AppTest) -> bool:
     return progress(at).startswith(FIRST)
-
-
-def button(at: AppTest, name: str):
-    """The shown item's button ``name``: its key carries a per-session tag of the item."""
-    (found,) = [b for b in at.button if b.key and re.fullmatch(rf"i[0-9a-f]{{12}}_{name}", b.key)]
-    return found
 
 
 def failures(study) -> list[str]:

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
+from study_apptest import app_starter, button, progress
 
 from xreal_bench.demo.study import sample_study
 from xreal_bench.reader_study import add_reader
@@ -28,15 +29,7 @@ def study(tmp_path_factory):
 
 @pytest.fixture
 def app(study, monkeypatch):
-    monkeypatch.setenv(STUDY_DIR_ENV, str(study.study_dir))
-
-    def start(token: str | None = None) -> AppTest:
-        at = AppTest.from_file(str(APP_SCRIPT), default_timeout=30)
-        if token:
-            at.query_params["token"] = token
-        return at.run()
-
-    return start
+    return app_starter(study.study_dir, monkeypatch)
 
 
 def rendered(at: AppTest) -> str:
@@ -59,17 +52,6 @@ def secrets_of(study) -> set[str]:
     items = [r[0] for r in con.execute("SELECT item_id FROM items")]
     con.close()
     return {*GENERATORS, *(r[0] for r in rows), *(r[1] for r in rows), *items, str(study.study_dir)}
-
-
-def progress(at: AppTest) -> str:
-    return at.get("progress")[0].proto.text
-
-
-def button(at: AppTest, name: str):
-    """The shown item's button ``name`` (``submit``, ``digit_3``, ...): its key carries the item's tag."""
-    found = [b for b in at.button if b.key and re.fullmatch(rf"i[0-9a-f]{{12}}_{name}", b.key)]
-    assert len(found) == 1, [b.key for b in at.button]
-    return found[0]
 
 
 def comment_box(at: AppTest):
