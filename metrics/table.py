@@ -47,7 +47,7 @@ class Metric:
     per_subset: bool = False  # rows per pathology subset as well as ``all``
     pathology_table: bool = False  # a per-pathology table and heatmap in the reports
     headline: bool = False  # a leaderboard column
-    main_table: bool = False  # a column of the paper's main table (Table I)
+    main_column: int = 0  # its column in the paper's main table (Table I), 1 = first; 0: not there
     default: bool = False  # in the default ``metrics.enabled``
     thresholds: bool = False  # needs classification decision thresholds
     ranks: bool = False  # the leaderboard orders generators by it
@@ -82,7 +82,7 @@ DICE = Metric(
     per_subset=True,
     pathology_table=True,
     headline=True,
-    main_table=True,
+    main_column=4,
     default=True,
     parts=tuple(
         Metric(
@@ -120,7 +120,7 @@ METRICS: tuple[Metric, ...] = (
         per_subset=True,
         pathology_table=True,
         headline=True,
-        main_table=True,
+        main_column=2,
         default=True,
         ranks=True,
         compute=frechet_rows,
@@ -136,7 +136,7 @@ METRICS: tuple[Metric, ...] = (
         ci="fid_bootstrap",
         per_subset=True,
         headline=True,
-        main_table=True,
+        main_column=3,
         default=True,
         compute=frechet_rows,
     ),
@@ -164,7 +164,7 @@ METRICS: tuple[Metric, ...] = (
         per_subset=True,
         pathology_table=True,
         headline=True,
-        main_table=True,
+        main_column=1,
         default=True,
         compute=paired_ms_ssim_rows,
     ),
@@ -190,7 +190,7 @@ METRICS: tuple[Metric, ...] = (
         n_unit="cases",
         role="classifier",
         headline=True,
-        main_table=True,
+        main_column=5,
         default=True,
         thresholds=True,
         per_class="f1",
@@ -205,7 +205,7 @@ METRICS: tuple[Metric, ...] = (
         n_unit="cases",
         role="classifier",
         headline=True,
-        main_table=True,
+        main_column=6,
         default=True,
         per_class="auc",
         compute=auc_rows,
@@ -275,8 +275,8 @@ def headline() -> tuple[Metric, ...]:
 
 
 def main_table() -> tuple[Metric, ...]:
-    """Columns of the paper's main table, in order."""
-    return tuple(m for m in rows() if m.main_table)
+    """Columns of the paper's main table, in its order (MS-SSIM, FID, FID-XRV, Dice, F1, AUC as XReal's Table I)."""
+    return tuple(sorted((m for m in rows() if m.main_column), key=lambda m: m.main_column))
 
 
 def pathology_tables() -> tuple[Metric, ...]:

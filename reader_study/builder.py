@@ -55,7 +55,7 @@ from xreal_bench.imaging import (
 from xreal_bench.names import check_name
 from xreal_bench.reader_study import design
 from xreal_bench.reader_study.criteria import rating_criteria, turing_criteria
-from xreal_bench.reader_study.layout import IMAGES, STUDY_DB, STUDY_JSON
+from xreal_bench.reader_study.layout import IMAGES, RUNS_META, STUDY_DB, STUDY_JSON
 from xreal_bench.reader_study.similarity import NearDuplicate, StudyImage, near_duplicates, study_image, warning_text
 from xreal_bench.reader_study.storage import Storage, StorageError
 from xreal_bench.rundir import GeneratorDir, generator_dirs
@@ -318,6 +318,19 @@ def select(
     return Selection(sources, cases, calibration, turing, {c: strata[c] for c in chosen_cases})
 
 
+def run_record(run_dir: Path) -> dict:
+    """What identifies a run the study's images came from (meta ``runs``): reports match a study to its runs by it."""
+    from xreal_bench.results import read_provenance
+
+    provenance = read_provenance(run_dir)
+    return {
+        "path": str(run_dir.resolve()),
+        "run_id": provenance.get("run_id"),
+        "config_hash": provenance.get("config_hash"),
+        "dataset_fingerprint": provenance.get("dataset", {}).get("fingerprint"),
+    }
+
+
 def create_study(
     run_dirs: list[Path], out: Path, settings: StudyConfig, *, base_url: str = "http://localhost:8501"
 ) -> StudyCreated:
@@ -346,6 +359,7 @@ def create_study(
             write_criteria(conn, settings)
             plan = write_items(conn, chosen, settings, rng)
             conn.execute("INSERT INTO meta VALUES (?, ?)", ("near_duplicates", json.dumps([p.to_dict() for p in similar])))
+            conn.execute("INSERT INTO meta VALUES (?, ?)", (RUNS_META, json.dumps([run_record(Path(r)) for r in run_dirs])))
             readers = [add_reader_in(conn, storage, plan, name, base_url) for name in settings.readers]
             _, admin_token = storage.add_account(conn, ADMIN, "admin")
         storage.close()

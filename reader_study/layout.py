@@ -4,6 +4,7 @@ from pathlib import Path
 
 STUDY_JSON = "study.json"  # non-secret settings
 STUDY_DB = "study.sqlite"  # key, accounts, assignments, responses, audit
+RUNS_META = "runs"  # meta key: the run directories the images came from (path, run id, config hash, dataset fingerprint)
 IMAGES = "images"  # images/<opaque id>.png
 STUDY_DIR_ENV = "XREAL_BENCH_STUDY_DIR"  # the served study folder, set by `study serve`
 APP_SCRIPT = Path(__file__).with_name("app.py")

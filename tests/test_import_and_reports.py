@@ -103,8 +103,8 @@ def test_leaderboard_order_arrows_and_ci():
 
 def test_latex_marks_best_generator_not_the_reference():
     tex = to_latex(main_table(results_frame()), 2, "caption", "tab:x")
-    assert "Real images & 0.00 & 1.00 \\\\" in tex
-    assert "good & \\textbf{10.00} & \\textbf{0.70} \\\\" in tex
+    assert "Real images & 1.00 & 0.00 \\\\" in tex
+    assert "good & \\textbf{0.70} & \\textbf{10.00} \\\\" in tex
     assert "FID $\\downarrow$" in tex and "\\toprule" in tex
 
 

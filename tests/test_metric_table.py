@@ -68,7 +68,7 @@ def test_table_order_and_lookups():
     pixels = ["ms_ssim", "ms_ssim_diversity"]
     dice = ["dice_lungs", "dice_heart", "dice_aorta", "dice"]
     assert [m.name for m in table.headline()] == ["fid", "fid_xrv", "kid", *pixels, *dice, "f1_macro", "auc_macro"]
-    assert [m.name for m in table.main_table()] == ["fid", "fid_xrv", "ms_ssim", "dice", "f1_macro", "auc_macro"]
+    assert [m.name for m in table.main_table()] == ["ms_ssim", "fid", "fid_xrv", "dice", "f1_macro", "auc_macro"]
     assert table.selectable_names() == ("fid", "fid_xrv", "kid", "ms_ssim", "ms_ssim_diversity", "dice", "f1_macro", "auc_macro")
     assert table.default_enabled() == ["fid", "fid_xrv", "ms_ssim", "ms_ssim_diversity", "dice", "f1_macro", "auc_macro"]
     assert [m.name for m in table.pathology_tables()] == ["fid", "ms_ssim", "dice"]
@@ -109,7 +109,7 @@ SHARPNESS = table.Metric(
     n_unit="images",
     pixels="paired",
     headline=True,
-    main_table=True,
+    main_column=2,  # after MS-SSIM; beside FID in table order
     default=True,
     compute=lambda ctx, metric, subset: [ctx.row(metric, 0.5, subset=subset[0], n=len(subset[1]))],
 )
@@ -162,8 +162,8 @@ def test_a_new_entry_appears_in_leaderboard_main_table_and_latex(with_sharpness)
     columns = [c for c in leaderboard(frame).columns if not c.endswith(("_ci_low", "_ci_high"))]
     assert columns == ["generator", "n", "failed", "missing", "coverage", "coverage_note", "fid", "sharpness", "ms_ssim"]
     assert "| generator | n | failed | missing | coverage | fid ↓ | sharpness ↑ | ms_ssim ↑ |" in markdown(frame)
-    assert list(main_table(frame)["value"].columns) == ["fid", "sharpness", "ms_ssim"]
-    assert "Model & FID $\\downarrow$ & Sharp $\\uparrow$ & MS-SSIM $\\uparrow$ \\\\" in to_latex(main_table(frame), 3, "c", "l")
+    assert list(main_table(frame)["value"].columns) == ["ms_ssim", "fid", "sharpness"]
+    assert "Model & MS-SSIM $\\uparrow$ & FID $\\downarrow$ & Sharp $\\uparrow$ \\\\" in to_latex(main_table(frame), 3, "c", "l")
 
 
 def test_latex_names_come_from_the_table(monkeypatch):

@@ -23,6 +23,9 @@ COMMAND_MODULES = (
     "xreal_bench.demo.command",
     "xreal_bench.commands.config",
     "xreal_bench.commands.pipeline",
+    "xreal_bench.commands.report",
+    "xreal_bench.commands.leaderboard",
+    "xreal_bench.commands.dashboard",
     "xreal_bench.commands.data",
     "xreal_bench.commands.generators",
     "xreal_bench.commands.weights",
@@ -33,6 +36,8 @@ EPILOG = """\
 typical use:
   xreal-bench demo                          synthetic data, reference generators, every metric
   xreal-bench run --config bench.toml       generate + evaluate + leaderboard for a config
+  xreal-bench report runs/demo               Table I, figures, sample grid -> runs/demo/report
+  xreal-bench leaderboard runs/a runs/b --out board    one leaderboard across runs
   xreal-bench data summary --root /data/mimic-cxr-jpg/2.0.0
   xreal-bench weights list                  which model files are present / missing
   torchrun --nproc-per-node=4 -m xreal_bench run --config bench.toml

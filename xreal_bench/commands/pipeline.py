@@ -1,4 +1,4 @@
-"""``xreal-bench run | generate | evaluate | report | import``."""
+"""``xreal-bench run | generate | evaluate | import``."""
 
 from __future__ import annotations
 
@@ -44,13 +44,6 @@ def register(sub) -> None:
             )
         p.add_argument("--strict", action="store_true", help=STRICT_HELP)
         p.set_defaults(handler=handler)
-
-    report = subparser(sub, "report", "rebuild leaderboard, tables and figures from RUN_DIR/results.csv")
-    report.add_argument("run_dir", help="run directory holding results.csv")
-    report.add_argument("--formats", nargs="+", default=["md", "csv", "tex"], choices=["md", "csv", "tex"], help="table formats")
-    report.add_argument("--no-figures", action="store_true", help="skip the figures")
-    report.add_argument("--decimals", type=int, default=3, help="decimals in tables")
-    report.set_defaults(handler=run_report)
 
     imp = subparser(
         sub,
@@ -168,15 +161,6 @@ def report_and_print(cfg) -> None:
     print(
         f"results: {out / 'results.csv'} (+ results.json provenance), leaderboard: {out / 'leaderboard.md'}, tables: {out / 'tables'}"
     )
-
-
-def run_report(args: argparse.Namespace) -> int:
-    from xreal_bench.reports import write_reports
-
-    written = write_reports(Path(args.run_dir), args.formats, not args.no_figures, args.decimals)
-    for path in written:
-        print(path)
-    return 0
 
 
 def run_import(args: argparse.Namespace) -> int:
