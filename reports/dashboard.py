@@ -23,7 +23,7 @@ from xreal_bench.imaging import load_grayscale
 from xreal_bench.labels import ANATOMY_CLASSES, CHEXPERT_LABELS
 from xreal_bench.metrics import table as metric_table
 from xreal_bench.reports.runs import REFERENCE, Run
-from xreal_bench.types import CaseFacts
+from xreal_bench.types import BoxSet, CaseFacts
 
 APP_SCRIPT = Path(__file__).with_name("dashboard_app.py")
 RUNS_ENV = "XREAL_BENCH_DASHBOARD_RUNS"  # run directories, os.pathsep-separated (used when no arguments are given)
@@ -60,6 +60,7 @@ def dashboard_command(run_dirs: Sequence[Path], *, port: int, address: str) -> l
         "--browser.gatherUsageStats", "false",
         "--server.fileWatcherType", "none",
         "--global.developmentMode", "false",
+        "--client.toolbarMode", "minimal",
         "--",
         *(str(Path(d).resolve()) for d in run_dirs),
     ]  # fmt: skip
@@ -163,6 +164,12 @@ def leaderboard_rows(
     return board[columns].reset_index(drop=True)
 
 
+def ci_label(runs: Sequence[Run]) -> str:
+    """``95 % CI``: the runs' bootstrap confidence (each level named when runs differ)."""
+    levels = sorted({float(run.provenance.get("bootstrap", {}).get("confidence", 0.95)) for run in runs})
+    return " or ".join(f"{100 * level:g} %" for level in levels) + " CI"
+
+
 def fmt(value: float, decimals: int) -> str:
     return MISSING if value is None or math.isnan(value) else f"{value:.{decimals}f}"
 
@@ -238,7 +245,9 @@ def pathology_table(rows: pd.DataFrame) -> pd.DataFrame:
     """Sources (rows: generator, or ``generator · run`` for several runs) × pathologies (columns, CheXpert order)."""
     several = rows["run"].nunique() > 1
     series = [series_name(g, r, several) for g, r in zip(rows["generator"], rows["run"])]
-    wide = rows.assign(source=series).pivot_table(index="source", columns="pathology", values="value", aggfunc="first", sort=False, dropna=False)
+    wide = rows.assign(source=series).pivot_table(
+        index="source", columns="pathology", values="value", aggfunc="first", sort=False, dropna=False
+    )
     wide = wide.reindex(index=list(dict.fromkeys(series)), columns=sorted(wide.columns, key=pathology_order))
     wide.index.name, wide.columns.name = "source", None
     return wide
@@ -301,11 +310,8 @@ def grid_panels(run: Run, case_id: str, generators: Sequence[str]) -> list[Panel
 
 def box_rows(facts: CaseFacts) -> pd.DataFrame:
     """The case's pathology boxes (fractions of the square image) with their source; sample 0's for per-sample boxes."""
-    boxes = facts.boxes or (facts.sample_boxes[0] if facts.sample_boxes else None)
-    records = [
-        {"label": b.label, "x0": b.x0, "y0": b.y0, "x1": b.x1, "y1": b.y1, "source": boxes.source}
-        for b in (boxes.boxes if boxes is not None else ())
-    ]
+    boxes = facts.boxes or (facts.sample_boxes[0] if facts.sample_boxes else BoxSet())
+    records = [{"label": b.label, "x0": b.x0, "y0": b.y0, "x1": b.x1, "y1": b.y1, "source": boxes.source} for b in boxes.boxes]
     return pd.DataFrame(records, columns=["label", "x0", "y0", "x1", "y1", "source"])
 
 

@@ -70,19 +70,23 @@ def leaderboard_tab(runs: list[Run], names: list[str], filters: Filters) -> None
     if not filters.metrics:
         st.info("Choose one or more metrics in the sidebar.")
         return
-    board = dash.leaderboard_rows(runs, metrics=filters.metrics, generators=filters.generators, subset=filters.subset, names=names)
+    board = dash.leaderboard_rows(
+        runs, metrics=filters.metrics, generators=filters.generators, subset=filters.subset, names=names
+    )
     if board.empty:
         st.info("No rows: choose runs and generators in the sidebar.")
         return
-    by = dash.rank_metric(filters.metrics)
+    by = dash.rank_metric(filters.metrics) or filters.metrics[0]
     subset = "all cases" if filters.subset == dash.OVERALL else f"subset {filters.subset}"
-    st.caption(markdown_cell(f"{subset}; sorted by {dash.metric_label(by or '')}, real images first; value [95 % CI]."))
-    st.dataframe(dash.leaderboard_display(board, metrics=filters.metrics, decimals=DECIMALS), hide_index=True, key="leaderboard")
+    st.caption(markdown_cell(f"{subset}; sorted by {dash.metric_label(by)}, real images first; value [{dash.ci_label(runs)}]."))
+    with st.container(key="leaderboard"):  # the page's anchor for the table (.st-key-leaderboard)
+        st.dataframe(dash.leaderboard_display(board, metrics=filters.metrics, decimals=DECIMALS), hide_index=True)
     st.caption(dash.MERGE_NOTE)
 
 
 def grid_tab(runs: list[Run], names: list[str], filters: Filters) -> None:
-    position = st.selectbox("Run", list(range(len(runs))), format_func=names.__getitem__, key="grid_run")
+    """``runs`` and ``names`` are all the runs: a run keeps its position (and its case picker) while others are filtered."""
+    position = st.selectbox("Run", filters.runs, format_func=names.__getitem__, key="grid_run")
     if position is None:
         return
     run = runs[position]
@@ -91,7 +95,11 @@ def grid_tab(runs: list[Run], names: list[str], filters: Filters) -> None:
         return
     ids = sorted(run.cases)
     case_id = st.selectbox(
-        "Case", ids, format_func=lambda c: dash.case_text(run.cases[c]), key=f"case_{position}", help="positive labels after each case id"
+        "Case",
+        ids,
+        format_func=lambda c: dash.case_text(run.cases[c]),
+        key=f"case_{position}",
+        help="positive labels after each case id",
     )
     facts = run.cases[case_id]
     panels = dash.grid_panels(run, case_id, filters.generators)
@@ -157,7 +165,7 @@ def main() -> None:
     with board:
         leaderboard_tab(chosen, chosen_names, filters)
     with grid:
-        grid_tab(chosen, chosen_names, filters)
+        grid_tab(runs, names, filters)
     with pathology:
         pathology_tab(chosen, chosen_names, filters)
     with provenance:

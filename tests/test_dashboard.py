@@ -1,6 +1,7 @@
 """The results dashboard, headless (streamlit.testing.v1.AppTest: real script runs over constructed runs), its
 table shaping and the `xreal-bench dashboard` command line."""
 
+import dataclasses
 import json
 import shlex
 import sys
@@ -136,7 +137,7 @@ def test_changing_the_subset_shows_the_pathology_rows(run_dir, monkeypatch):
     assert list(board["generator"]) == ["real", "xreal", "cheff", "roentgen"]
     assert list(board["FID ↓"]) == ["–", "12.000 [11.000, 13.000]", "25.000 [24.000, 26.000]", "30.000 [29.000, 31.000]"]
     assert list(board["n (FID ↓)"]) == ["–", "4 images", "4 images", "4 images"]
-    assert "all cases" not in at.caption[0].value and "subset Edema" in at.caption[0].value
+    assert at.caption[0].value == markdown_cell("subset Edema; sorted by FID ↓, real images first; value [95 % CI].")
     subset.set_value(HOSTILE).run()  # a subset name from the file is shown as escaped text, never as a link
     shown = at.caption[0].value
     assert markdown_cell(HOSTILE) in shown and "[x](" not in shown and "**b**" not in shown
@@ -235,7 +236,9 @@ def test_runs_filter_demo_warning_and_different_data(tmp_path, monkeypatch):
 def test_a_run_dir_without_results_is_a_clear_error_not_a_traceback(tmp_path, monkeypatch):
     (tmp_path / "empty").mkdir()
     at = start(monkeypatch, tmp_path / "empty")
-    assert [e.value for e in at.error] == [markdown_cell(f"no results at {tmp_path / 'empty' / 'results.csv'}; run `xreal-bench evaluate` (or `run`) first")]
+    assert [e.value for e in at.error] == [
+        markdown_cell(f"no results at {tmp_path / 'empty' / 'results.csv'}; run `xreal-bench evaluate` (or `run`) first")
+    ]
     assert not at.dataframe and not at.exception
     at = start(monkeypatch, tmp_path / "absent")
     assert [e.value for e in at.error] == [markdown_cell(f"{tmp_path / 'absent'}: not a run directory (no such folder)")]
@@ -252,9 +255,7 @@ def test_run_dirs_come_from_the_scripts_arguments_else_the_environment(tmp_path)
 
 
 def test_run_names_stay_distinct_for_folders_of_the_same_name(tmp_path):
-    runs = [
-        load_run(write_run(tmp_path / p / "run", sources=sources({"xreal": 1.0}), run_id=f"id-{p}")) for p in ("a", "b")
-    ]
+    runs = [load_run(write_run(tmp_path / p / "run", sources=sources({"xreal": 1.0}), run_id=f"id-{p}")) for p in ("a", "b")]
     assert dash.run_names(runs) == ["run (2026-11-20) [id-a]", "run (2026-11-20) [id-b]"]
 
 
@@ -270,6 +271,7 @@ def test_print_command_is_the_streamlit_command_line(run_dir, capsys):
         "--browser.gatherUsageStats": "false",
         "--server.fileWatcherType": "none",
         "--global.developmentMode": "false",
+        "--client.toolbarMode": "minimal",
     }
     assert command[command.index("--") + 1 :] == [str(run_dir.resolve())]
     assert main(["dashboard", str(run_dir), "--print-command"]) == 0
@@ -279,7 +281,31 @@ def test_print_command_is_the_streamlit_command_line(run_dir, capsys):
 
 def test_the_command_refuses_a_run_without_results_and_a_bad_port(tmp_path, run_dir, capsys):
     assert main(["dashboard", str(tmp_path), "--print-command"]) == 2
-    assert capsys.readouterr().err == f"error: no results at {tmp_path / 'results.csv'}; run `xreal-bench evaluate` (or `run`) first\n"
+    assert (
+        capsys.readouterr().err
+        == f"error: no results at {tmp_path / 'results.csv'}; run `xreal-bench evaluate` (or `run`) first\n"
+    )
     with pytest.raises(SystemExit) as exit_:
         main(["dashboard", str(run_dir), "--port", "70000"])
     assert exit_.value.code == 2 and "port 70000 is outside 1..65535" in capsys.readouterr().err
+
+
+def test_the_grid_keeps_its_run_and_case_when_another_run_is_filtered_out(run_dir, tmp_path, monkeypatch):
+    ids = case_ids(8)
+    other = write_run(tmp_path / "other", sources=sources({"real": 0.0, "cheff": 3.0}), n_cases=4)
+    at = start(monkeypatch, other, run_dir)
+    widget(at.selectbox, "Run").set_value(1).run()
+    widget(at.selectbox, "Case").set_value(ids[6]).run()
+    widget(at.multiselect, "Runs").set_value([1]).run()  # the first run goes; the grid's run stays
+    assert not at.exception
+    assert widget(at.selectbox, "Run").value == 1 and widget(at.selectbox, "Case").value == ids[6]
+    assert captions(at)[0] == f"real · {ids[6]}" and all(ids[6] in c for c in captions(at))
+    widget(at.multiselect, "Runs").set_value([0]).run()  # now the grid's run is filtered out: the other run's cases
+    assert not at.exception and widget(at.selectbox, "Run").value == 0
+    assert len(widget(at.selectbox, "Case").options) == 4 and not any(ids[6] in c for c in captions(at))
+
+
+def test_the_ci_label_names_each_runs_confidence(run_dir):
+    run = load_run(run_dir)
+    other = dataclasses.replace(run, provenance={**run.provenance, "bootstrap": {"confidence": 0.9}})
+    assert dash.ci_label([run]) == "95 % CI" and dash.ci_label([run, other]) == "90 % or 95 % CI"

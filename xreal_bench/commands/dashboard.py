@@ -35,7 +35,9 @@ def register(sub) -> None:
     dash.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="run directories holding results.csv")
     dash.add_argument("--port", type=port_number, default=DEFAULT_PORT, help="port the page is served on")
     dash.add_argument(
-        "--address", default=DEFAULT_ADDRESS, help="address the server listens on (0.0.0.0 makes it reachable from other machines)"
+        "--address",
+        default=DEFAULT_ADDRESS,
+        help="address the server listens on (0.0.0.0 makes it reachable from other machines)",
     )
     dash.add_argument("--print-command", action="store_true", help="print the `streamlit run` command instead of running it")
     dash.set_defaults(handler=run_dashboard)
