@@ -8,10 +8,11 @@ text escaped once with :func:`xreal_bench.tables.latex_text`; the suite's own ma
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from xreal_bench.reports.table_model import DAGGER, Cell, CIStyle, Note, PaperTable, Symbol, value_text
+from xreal_bench.reports.table_model import DAGGER, Cell, CIStyle, Note, PaperTable, Symbol, fmt, value_text
 from xreal_bench.tables import latex_text
 
 
@@ -19,9 +20,22 @@ def note_latex(note: Note) -> str:
     return "".join(part.latex if isinstance(part, Symbol) else latex_text(part) for part in note)
 
 
+MARKUP = {"best": "\\textbf", "second": "\\underline", "": ""}
+
+
 def latex_cell(cell: Cell, *, decimals: int, ci: CIStyle) -> str:
-    text = value_text(cell.estimate, decimals=decimals, ci=ci, pm="$\\pm$", missing="--")
-    return f"\\textbf{{{text}}}" if cell.mark == "best" else f"\\underline{{{text}}}" if cell.mark == "second" else text
+    """The cell's value, bold or underlined by its mark; a bracketed CI goes on a second, smaller line
+    (a one-column inner tabular, the kernel's way to stack lines in a cell) so wide tables keep their width."""
+    markup = MARKUP[cell.mark]
+
+    def marked(text: str) -> str:
+        return f"{markup}{{{text}}}" if markup else text
+
+    e = cell.estimate
+    if ci == "brackets" and e is not None and e.finite and e.has_ci:
+        interval = f"[{fmt(e.low, decimals)}, {fmt(e.high, decimals)}]"
+        return f"\\begin{{tabular}}[c]{{@{{}}c@{{}}}}{marked(fmt(e.value, decimals))}\\\\ {{\\scriptsize {marked(interval)}}}\\end{{tabular}}"
+    return marked(value_text(e, decimals=decimals, ci=ci, pm="$\\pm$", missing="--"))
 
 
 def latex_table(table: PaperTable, *, decimals: int, ci: CIStyle, label: str) -> str:
@@ -200,6 +214,8 @@ class Checker:
         if name == "tabular*":
             width = group_argument(self.text, after)
             after = width[1] if width else after
+        position = re.match(r"\s*\[[^\]]*\]", self.text[after:])  # the optional vertical position: [t], [c], [b]
+        after += position.end() if position else 0
         spec = group_argument(self.text, after)
         if spec is None:
             self.problem(line, f"\\begin{{{name}}} without a column spec")

@@ -204,7 +204,7 @@ def run_notes(runs: Sequence[Run]) -> list[Note]:
         if text := loss_footnote(run.coverage):
             notes.append((*prefix, Data(text)))
     if len(runs) > 1:
-        described = "; ".join(f"{run.label} = run {run.run_id}, seed {run.seed}" for run in runs)
+        described = "; ".join(f"{run.label} = run {run.run_id}, seed {'?' if run.seed is None else run.seed}" for run in runs)
         notes.append(("Runs: ", Data(described), "."))
     return notes
 

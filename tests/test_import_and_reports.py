@@ -108,9 +108,12 @@ def test_leaderboard_order_arrows_and_ci():
 def test_latex_marks_best_generator_not_the_reference(tmp_path):
     run = Run(path=tmp_path, frame=results_frame(), provenance={}, coverage={}, per_image=None)
     tex = latex_table(main_table([run], ReportOptions()), decimals=2, ci="brackets", label="tab:x")
-    assert "Real images & 1.00 [1.00, 1.00] & 0.00 \\\\" in tex
-    assert "good & \\textbf{0.70 [0.65, 0.75]} & \\textbf{10.00 [8.00, 12.00]} \\\\" in tex
-    assert "bad & \\underline{0.20 [0.10, 0.30]} & \\underline{90.00 [80.00, 99.00]} \\\\" in tex
+    stacked = "\\begin{tabular}[c]{@{}c@{}}"  # value, then its CI on a second, smaller line
+    assert f"Real images & {stacked}1.00\\\\ {{\\scriptsize [1.00, 1.00]}}\\end{{tabular}} & 0.00 \\\\" in tex
+    good = f"good & {stacked}\\textbf{{0.70}}\\\\ {{\\scriptsize \\textbf{{[0.65, 0.75]}}}}\\end{{tabular}} & "
+    assert good + f"{stacked}\\textbf{{10.00}}\\\\ {{\\scriptsize \\textbf{{[8.00, 12.00]}}}}\\end{{tabular}} \\\\" in tex
+    bad = f"bad & {stacked}\\underline{{0.20}}\\\\ {{\\scriptsize \\underline{{[0.10, 0.30]}}}}\\end{{tabular}} & "
+    assert bad + f"{stacked}\\underline{{90.00}}\\\\ {{\\scriptsize \\underline{{[80.00, 99.00]}}}}\\end{{tabular}} \\\\" in tex
     assert "MS-SSIM $\\uparrow$ & FID $\\downarrow$" in tex and "\\toprule" in tex and check_latex(tex) == []
 
 
@@ -171,7 +174,7 @@ def test_report_marks_sources_below_min_coverage_from_results_json(tmp_path):
     assert "† coverage below metrics.min_coverage = 0.9: bad (22 of 25 cases, 3 failed, 2 missing)" in board
     assert "| real | 50 | 0 | 0 | – |" in board  # no record: counts from results.csv, coverage unknown
     tex = (tmp_path / "tables" / "table_main.tex").read_text()
-    assert "bad$^\\dagger$ & \\underline{0.200 [0.100, 0.300]} & \\underline{90.000 [80.000, 99.000]}" in tex
+    assert "bad$^\\dagger$ & \\begin{tabular}[c]{@{}c@{}}\\underline{0.200}\\\\ {\\scriptsize \\underline{[0.100, 0.300]}}" in tex
     assert "$^\\dagger$ coverage below metrics.min\\_coverage = 0.9: bad (22 of 25 cases, 3 failed, 2 missing)" in tex
     assert "Failed / missing images of planned: bad 3 / 2 of 50." in tex and check_latex(tex) == []
     assert "| Pathology | Real images | bad† | good |" in (tmp_path / "tables" / "table_pathology_ms_ssim.md").read_text()

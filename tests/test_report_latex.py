@@ -27,7 +27,7 @@ GOOD = r"""\begin{table}[t]
 Model & FID $\downarrow$ & F1\textsubscript{x} & $x_1^2$ \\
 \midrule
 \multicolumn{4}{l}{\textit{Group}} \\
-a & \textbf{1.0} & \underline{2.0} & 3 \\
+a & \textbf{1.0} & \underline{2.0} & \begin{tabular}[c]{@{}c@{}}3\\ {\scriptsize [2, 4]}\end{tabular} \\
 \multicolumn{2}{l}{both} & 1 & 2 \\
 \bottomrule
 \end{tabular}

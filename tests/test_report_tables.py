@@ -91,8 +91,12 @@ def test_best_bold_second_underlined_ties_by_overlapping_cis(run):
     assert "| a | <u>0.60 [0.60, 0.60]</u> | **10.00 [" in md
     assert "| d | – | 20.00 [" in md and "| <u>0.70 [" in md
     tex = latex_table(table, decimals=2, ci="brackets", label="tab:main")
-    assert "a & \\underline{0.60 [0.60, 0.60]} & \\textbf{10.00 [" in tex
-    assert "d & -- & 20.00 [" in tex
+    stacked = "\\begin{tabular}[c]{@{}c@{}}"  # a bracketed CI goes on a second, smaller line of the cell
+    assert (
+        f"a & {stacked}\\underline{{0.60}}\\\\ {{\\scriptsize \\underline{{[0.60, 0.60]}}}}\\end{{tabular}} & {stacked}\\textbf{{10.00}}\\\\"
+        in tex
+    )
+    assert f"d & -- & {stacked}20.00\\\\ " in tex
 
 
 def estimate(value: float, low: float = math.nan, high: float = math.nan) -> Estimate:
@@ -126,7 +130,11 @@ def test_nan_and_missing_metrics_show_a_dash_and_are_never_marked(tmp_path):
     md = markdown_table(table, decimals=1, ci="brackets")
     assert "| a | – | **0.7 [" in md and "| b | **12.0 [" in md and "| Real images | 0.0 [" in md
     tex = latex_table(table, decimals=1, ci="brackets", label="x")
-    assert "a & -- & \\textbf{0.7 [" in tex and "b & \\textbf{12.0 [" in tex and "& --" in tex.split("b &")[1].split("\n")[0]
+    stacked = "\\begin{tabular}[c]{@{}c@{}}"
+    assert (
+        f"a & -- & {stacked}\\textbf{{0.7}}\\\\ {{\\scriptsize \\textbf{{[" in tex and f"b & {stacked}\\textbf{{12.0}}\\\\" in tex
+    )
+    assert tex.split("b &")[1].split("\n")[0].endswith("& -- \\\\")
     frame = csv_frame(table)
     row = frame[(frame.generator == "a") & (frame.metric == "fid")].iloc[0]
     assert math.isnan(row["value"]) and row["mark"] == ""
