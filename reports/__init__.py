@@ -10,18 +10,23 @@ from xreal_bench.reports.tables import write_tables
 
 
 def write_reports(out: Path, formats=("md", "csv", "tex"), figures: bool = True, decimals: int = 3) -> list[Path]:
-    """Leaderboard, tables and (optionally) figures for the run directory ``out``."""
-    from xreal_bench.results import read_coverage, read_demographics_fallbacks, read_results, read_unverified_weights
+    """Leaderboard, tables (``tables/``) and (optionally) figures for the run directory ``out``."""
+    from xreal_bench.reports.options import ReportOptions
+    from xreal_bench.reports.runs import load_run
+    from xreal_bench.results import read_demographics_fallbacks, read_unverified_weights
 
-    frame = read_results(out)
-    coverage = read_coverage(out)  # each source's counts and coverage; {} for results written elsewhere
-    demo = frame["evaluator"].str.startswith("demo:").any()
+    run = load_run(out)
     written = list(
         write_leaderboard(
-            out, frame, decimals, coverage, unverified=read_unverified_weights(out), demographics=read_demographics_fallbacks(out)
+            out,
+            run.frame,
+            decimals,
+            run.coverage,
+            unverified=read_unverified_weights(out),
+            demographics=read_demographics_fallbacks(out),
         )
     )
-    written += write_tables(out, frame, formats, decimals, demo, coverage)
+    written += write_tables([run], out / "tables", ReportOptions(decimals=decimals, formats=tuple(formats), figures=figures))
     if figures:
-        written += write_figures(out, frame, coverage)
+        written += write_figures(out, run.frame, run.coverage)
     return written

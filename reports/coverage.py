@@ -17,7 +17,6 @@ import pandas as pd
 from xreal_bench.coverage import Coverage
 
 MARK = "†"
-LATEX_MARK = "$^\\dagger$"
 COUNTS_NOTE = (
     "n: images scored; failed: generation failures and undecodable files; missing: planned images without a file; "
     "coverage: share of the cases with a scored image. Every metric is computed on the cases a generator covers, "

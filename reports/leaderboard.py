@@ -19,7 +19,8 @@ import pandas as pd
 from xreal_bench.atomic import write_text_atomic
 from xreal_bench.coverage import Coverage
 from xreal_bench.metrics import table as metric_table
-from xreal_bench.reports.coverage import COUNTS_NOTE, count_text, counts, coverage_text, label, mark_footnote
+from xreal_bench.reports.coverage import COUNTS_NOTE, MARK, count_text, counts, coverage_text, is_marked, mark_footnote
+from xreal_bench.tables import markdown_cell, to_csv
 
 REFERENCE = "real"
 DEMOGRAPHICS_NOTE = (
@@ -86,13 +87,31 @@ def leaderboard(frame: pd.DataFrame, coverage: Mapping[str, Coverage] = NO_COVER
 
 
 def evaluator_notes(frame: pd.DataFrame) -> list[str]:
+    """``name: evaluator`` per headline metric, each evaluator name escaped (results.csv text is data)."""
     overall = frame[frame.subset == "all"]
     notes = []
     for m in metric_table.headline():
-        evaluators = sorted(set(overall[overall.metric == m.name]["evaluator"]))
+        evaluators = sorted(set(overall[overall.metric == m.name]["evaluator"].astype(str)))
         if evaluators:
-            notes.append(f"`{m.name}`: {', '.join(evaluators)}")
+            notes.append(f"`{m.name}`: {', '.join(map(markdown_cell, evaluators))}")
     return notes
+
+
+def unit_note(frame: pd.DataFrame) -> str:
+    """What each headline metric's ``n`` counts in results.csv (its ``n_unit`` column, else the metric table)."""
+    overall = frame[frame.subset == "all"]
+    units: dict[str, list[str]] = {}
+    for m in metric_table.headline():
+        rows = overall[overall.metric == m.name]
+        if rows.empty:
+            continue
+        recorded = sorted({u for u in rows["n_unit"] if isinstance(u, str) and u}) if "n_unit" in rows else []
+        units.setdefault(" / ".join(recorded) or m.n_unit, []).append(f"`{m.name}`")
+    return "; ".join(f"{unit} for {', '.join(names)}" for unit, names in units.items())
+
+
+def markdown_label(generator: str, coverage: Mapping[str, Coverage]) -> str:
+    return markdown_cell(generator) + (MARK if is_marked(generator, coverage) else "")
 
 
 def markdown(
@@ -113,7 +132,7 @@ def markdown(
     for _, rec in board.iterrows():
         g = str(rec["generator"])
         rows = overall[overall.generator == g].set_index("metric")
-        cells = [label(g, coverage), str(rec["n"]), count_text(float(rec["failed"])), count_text(float(rec["missing"]))]
+        cells = [markdown_label(g, coverage), str(rec["n"]), count_text(float(rec["failed"])), count_text(float(rec["missing"]))]
         cells.append(coverage_text(float(rec["coverage"])))
         cells += [cell(rows.loc[m.name] if m.name in rows.index else None, decimals) for m in metrics]
         lines.append("| " + " | ".join(cells) + " |")
@@ -125,6 +144,8 @@ def markdown(
     ]
     if footnote := mark_footnote(coverage):
         lines.append(footnote)
+    if units := unit_note(frame):
+        lines.append(f"Each metric's n in results.csv counts {units}.")
     if notes := evaluator_notes(frame):
         lines.append("Evaluators: " + "; ".join(notes) + ".")
     if unverified:
@@ -153,6 +174,6 @@ def write_leaderboard(
     demographics: Sequence[str] = (),
 ) -> tuple[Path, Path]:
     csv_path, md_path = out / "leaderboard.csv", out / "leaderboard.md"
-    write_text_atomic(csv_path, leaderboard(frame, coverage).to_csv(index=False))
+    write_text_atomic(csv_path, to_csv(leaderboard(frame, coverage)))
     write_text_atomic(md_path, markdown(frame, decimals, coverage, unverified=unverified, demographics=demographics))
     return csv_path, md_path

@@ -1,227 +1,485 @@
-"""Paper tables from ``results.csv``: the main table (as XReal's Table I: FID, MS-SSIM, Dice,
-F1, AUC) and a per-pathology table, each in Markdown, LaTeX (booktabs, best value in bold)
-and CSV.
+"""The paper tables of one or more comparable runs, each in Markdown, LaTeX (booktabs) and tidy CSV:
 
-Every table carries the sources' counts: Markdown and CSV as ``n``, ``failed``, ``missing`` and
-``coverage`` columns, LaTeX in a footnote naming each source with failed or missing images. A
-source below ``metrics.min_coverage`` is marked († in Markdown, a dagger in LaTeX, a
-``coverage_note`` column in CSV) and named in a footnote. A selection without any main-table
-metric writes no main table (and no per-pathology table without per-pathology rows)."""
+- ``table_main``: XReal's Table I — rows grouped by model type (reference; text-to-image; text +
+  spatial control), columns MS-SSIM, FID, FID-XRV, Dice, F1, AUC (those in the data, in the metric
+  table's order) plus the radiologists' Anatomy and Pathology scores when an analysed reader study
+  of these runs exists (:mod:`xreal_bench.reports.study_scores`);
+- ``table_pathology_<metric>``: pathologies × sources, for per-class metrics (F1, AUC) and for
+  metrics with per-pathology subsets (FID, MS-SSIM, Dice), with the overall value as the last row;
+- ``table_<metric>_organs``: sources × the metric's parts and itself (Dice per structure);
+- ``table_subgroups``: per-image metrics by sex, age band and race (:mod:`xreal_bench.reports.subgroups`).
+
+Best in bold, second underlined, real images excluded, ties by overlapping CIs
+(:func:`xreal_bench.reports.table_model.marks`). Footnotes give the CI convention, the marking
+rule, ``n`` with its unit and the evaluator (name and weights sha256 prefix) per column, the demo
+warning, coverage marks and, for several runs, which run is which. A source present in several
+runs is shown once per run as ``<generator> (<run label>)``.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 
 from xreal_bench.atomic import write_text_atomic
 from xreal_bench.coverage import Coverage
+from xreal_bench.labels import CHEXPERT_LABELS
 from xreal_bench.metrics import table as metric_table
-from xreal_bench.reports.coverage import (
-    COUNTS_NOTE,
-    LATEX_MARK,
-    count_text,
-    counts,
-    coverage_text,
-    is_marked,
-    label,
-    loss_footnote,
-    mark_footnote,
-    mark_text,
+from xreal_bench.reports.coverage import loss_footnote, mark_text
+from xreal_bench.reports.latex import latex_table
+from xreal_bench.reports.leaderboard import NO_COVERAGE, generator_order
+from xreal_bench.reports.options import ReportOptions
+from xreal_bench.reports.runs import GROUPS, REFERENCE, Run
+from xreal_bench.reports.study_scores import READER_COLUMNS, ReaderScores, reader_scores
+from xreal_bench.reports.subgroups import AGE_EDGES, Subgroup, case_subgroups, ordered, subgroup_means
+from xreal_bench.reports.table_model import (
+    ARROWS,
+    DAGGER,
+    MISSING,
+    REFERENCE_LABEL,
+    Cell,
+    Column,
+    Data,
+    Estimate,
+    Note,
+    PaperTable,
+    Row,
+    Source,
+    Symbol,
+    csv_table,
+    markdown_table,
+    with_marks,
 )
-from xreal_bench.reports.leaderboard import NO_COVERAGE, REFERENCE, fmt, generator_order
+from xreal_bench.tables import latex_text
 
-LATEX_ARROWS = {"lower": "$\\downarrow$", "higher": "$\\uparrow$"}
+OVERALL = "all"
+OVERALL_GROUP = "Overall"
+SUBGROUP_RESAMPLES = 1000
+SUBGROUP_SEED = 0
+PIXELS = "computed from pixels (no network)"
+DEMO_NOTE = (
+    "DEMO evaluators (demo:): small networks trained on synthetic phantoms, scored on synthetic data. These numbers "
+    "are NOT Inception-FID or torchxrayvision scores and are not comparable with published results."
+)
 
 
-def main_table(frame: pd.DataFrame, coverage: Mapping[str, Coverage] = NO_COVERAGE) -> pd.DataFrame:
-    """Generators × main metrics (values, with CI columns), reference row first; empty without a main metric."""
-    overall = frame[frame.subset == "all"]
-    metrics = [m.name for m in metric_table.main_table() if m.name in set(overall.metric)]
-    if not metrics:
-        return pd.DataFrame()
-    table = overall[overall.metric.isin(metrics)].pivot(
-        index="generator", columns="metric", values=["value", "ci_low", "ci_high"]
+# -- what the runs hold -----------------------------------------------------------------------
+class Results:
+    """Every run's results rows as estimates, keyed by (generator, metric row, subset)."""
+
+    def __init__(self, runs: Sequence[Run]):
+        self.runs = list(runs)
+        self.rows: dict[Path, dict[tuple[str, str, str], Estimate]] = {run.path: estimates(run.frame) for run in runs}
+
+    def get(self, source: Source, metric: str, subset: str = OVERALL) -> Estimate | None:
+        return self.rows[source.run.path].get((source.generator, metric, subset))
+
+    def keys(self) -> set[tuple[str, str, str]]:
+        return {key for rows in self.rows.values() for key in rows}
+
+
+def table_entry(row_name: str) -> metric_table.Metric | None:
+    """The metric table's entry behind a result row (None: a metric this version does not know)."""
+    try:
+        return metric_table.row_metric(row_name)
+    except KeyError:
+        return None
+
+
+def estimates(frame: pd.DataFrame) -> dict[tuple[str, str, str], Estimate]:
+    """results.csv rows as estimates; ``n``'s unit from the row's ``n_unit`` column when present, else the metric table."""
+    out = {}
+    has_unit = "n_unit" in frame.columns
+    for row in frame.to_dict("records"):
+        unit = row.get("n_unit") if has_unit else None
+        if not isinstance(unit, str) or not unit:
+            entry = table_entry(str(row["metric"]))
+            unit = entry.n_unit if entry else ""
+        out[(str(row["generator"]), str(row["metric"]), str(row["subset"]))] = Estimate(
+            value=float(row["value"]), low=float(row["ci_low"]), high=float(row["ci_high"]), n=float(row["n"]), n_unit=unit
+        )
+    return out
+
+
+def sources_of(runs: Sequence[Run]) -> list[Source]:
+    """Every (run, generator), by Table I group, the real images first, then by name and run order."""
+    counts: dict[str, int] = {}
+    for run in runs:
+        for g in run.generators:
+            counts[g] = counts.get(g, 0) + 1
+    found = []
+    for k, run in enumerate(runs):
+        for g in run.generators:
+            name = REFERENCE_LABEL if g == REFERENCE else g
+            label = f"{name} ({run.label})" if counts[g] > 1 else name
+            found.append((Source(run=run, generator=g, label=label, group=run.group(g)), k))
+    found.sort(key=lambda item: (GROUPS.index(item[0].group), not item[0].reference, item[0].generator, item[1]))
+    return [source for source, _ in found]
+
+
+# -- footnotes ----------------------------------------------------------------------------------
+def confidence_text(runs: Sequence[Run]) -> str:
+    levels = sorted({float(run.provenance.get("bootstrap", {}).get("confidence", 0.95)) for run in runs})
+    return " / ".join(f"{100 * c:g} %" for c in levels)
+
+
+def values_note(runs: Sequence[Run], options: ReportOptions) -> Note:
+    level = confidence_text(runs)
+    if options.ci == "pm":
+        return (
+            "Values: point estimate ",
+            Symbol("±", "$\\pm$"),
+            f" half the width of its {level} bootstrap CI over cases; ",
+            Symbol(MISSING, "--"),
+            ": not computed.",
+        )
+    return (f"Values: point estimate [{level} bootstrap CI over cases]; ", Symbol(MISSING, "--"), ": not computed.")
+
+
+def marks_note(runs: Sequence[Run], compare: str) -> Note:
+    within = "column" if compare == "columns" else "row"
+    return (
+        f"Per {within}: bold best, underlined second (the real images are not ranked; ",
+        ARROWS["higher"],
+        " higher is better, ",
+        ARROWS["lower"],
+        f" lower is better). Ties: every model whose {confidence_text(runs)} CI overlaps the best's CI is bold too; "
+        "second is the best of the rest and every model whose CI overlaps it; without CIs only equal values tie.",
     )
-    table = table.reindex(generator_order(overall, coverage))
-    return table.reindex(columns=metrics, level="metric")
 
 
-def counts_columns(frame: pd.DataFrame, generators, coverage: Mapping[str, Coverage]) -> pd.DataFrame:
-    """``n``, ``failed``, ``missing``, ``coverage`` and ``coverage_note`` of each generator (for CSV tables)."""
-    records = {}
-    for g in generators:
-        c = counts(frame, g, coverage)
-        records[g] = {"n": c.n, "failed": c.failed, "missing": c.missing, "coverage": c.coverage, "coverage_note": c.note}
-    return pd.DataFrame.from_dict(records, orient="index")
+def span_text(values: Iterable[float]) -> str:
+    found = sorted({int(v) for v in values if math.isfinite(v)})
+    if not found:
+        return ""
+    return str(found[0]) if len(found) == 1 else f"{found[0]} to {found[-1]}"
 
 
-def counts_cells(frame: pd.DataFrame, g: str, coverage: Mapping[str, Coverage]) -> list[str]:
-    c = counts(frame, g, coverage)
-    return [str(c.n), count_text(c.failed), count_text(c.missing), coverage_text(c.coverage)]
+def n_note(title: str, cells: Sequence[Cell], per: str = "generator") -> str:
+    """``title: n = 128 images per generator (64 real)`` ("" when no cell has an ``n``)."""
+    known = [c for c in cells if c.estimate is not None]
+    generated = span_text(c.estimate.n for c in known if c.estimate and not c.source.reference)
+    reference = span_text(c.estimate.n for c in known if c.estimate and c.source.reference)
+    units = " / ".join(sorted({c.estimate.n_unit for c in known if c.estimate and c.estimate.n_unit}))
+    if not generated and not reference:
+        return ""
+    text = f"{title}: n = {generated or reference} {units} per {per if generated else 'source'}"
+    return text + (f" ({reference} real)" if generated and reference and reference != generated else "")
 
 
-def markdown_notes(coverage: Mapping[str, Coverage]) -> str:
-    return "\n" + "\n".join(filter(None, [COUNTS_NOTE, mark_footnote(coverage)])) + "\n"
+def evaluator_text(runs: Sequence[Run], metric: metric_table.Metric) -> list[str]:
+    """Who computed ``metric``: the evaluator name and weights sha256 prefix from provenance (results.csv's name else)."""
+    if metric.role is None:
+        return [PIXELS]
+    found = []
+    for run in runs:
+        record = run.provenance.get("evaluators", {}).get(metric.role)
+        if isinstance(record, dict) and record.get("name"):
+            digest = str(record.get("weights_sha256") or "")[:12]
+            found.append(f"{metric.role} {record['name']}" + (f" (weights sha256 {digest}...)" if digest else ""))
+        else:
+            rows = run.frame[run.frame.metric.map(lambda m: getattr(table_entry(str(m)), "name", None)) == metric.name]
+            found += [f"{metric.role} {e}" for e in sorted(set(rows["evaluator"].astype(str)))]
+    return list(dict.fromkeys(found))
 
 
-def latex_notes(coverage: Mapping[str, Coverage]) -> list[str]:
-    """Footnote lines under a LaTeX table: marked sources and every source's failed/missing images."""
-    marked, losses = mark_text(coverage), loss_footnote(coverage)
-    parts = ([f"{LATEX_MARK} {latex_escape(marked)}"] if marked else []) + ([latex_escape(losses)] if losses else [])
-    return ["\\par\\smallskip\\footnotesize " + " ".join(parts)] if parts else []
+def column_note(runs: Sequence[Run], metric: metric_table.Metric, title: str, cells: Sequence[Cell]) -> Note:
+    counted = n_note(title, cells)
+    return (counted or f"{title}: n unknown", "; ", Data(", ".join(evaluator_text(runs, metric))), ".")
 
 
-def best_per_column(values: pd.DataFrame) -> dict[str, str]:
-    """Best generator per metric (reference row excluded), following the metric's direction."""
-    best = {}
-    for m in values.columns:
-        col = values[m].drop(REFERENCE, errors="ignore").dropna()
-        if len(col):
-            best[m] = col.idxmin() if metric_table.row_metric(m).lower_is_better else col.idxmax()
-    return best
+def run_notes(runs: Sequence[Run]) -> list[Note]:
+    """The demo warning, coverage marks and losses per run, and (several runs) which run is which."""
+    notes: list[Note] = []
+    if any(run.demo for run in runs):
+        notes.append((DEMO_NOTE,))
+    for run in runs:
+        prefix: Note = (Data(run.label), ": ") if len(runs) > 1 else ()
+        if text := mark_text(run.coverage):
+            notes.append((DAGGER, " ", *prefix, Data(text)))
+        if text := loss_footnote(run.coverage):
+            notes.append((*prefix, Data(text)))
+    if len(runs) > 1:
+        described = "; ".join(f"{run.label} = run {run.run_id}, seed {'?' if run.seed is None else run.seed}" for run in runs)
+        notes.append(("Runs: ", Data(described), "."))
+    return notes
 
 
-def with_ci(table: pd.DataFrame, g: str, m: str, decimals: int, sep: str = "–") -> str:
-    v, lo, hi = table.loc[g, ("value", m)], table.loc[g, ("ci_low", m)], table.loc[g, ("ci_high", m)]
-    text = fmt(v, decimals)
-    if not (math.isnan(lo) or math.isnan(hi)):
-        text += f" ({fmt(lo, decimals)}{sep}{fmt(hi, decimals)})"
-    return text
+# -- the tables ---------------------------------------------------------------------------------
+def metric_column(metric: metric_table.Metric) -> Column:
+    return Column(text=f"{metric.display} {metric.arrow}", latex=f"{metric.latex} {ARROWS[metric.direction].latex}")
 
 
-def to_markdown(table: pd.DataFrame, decimals: int, frame: pd.DataFrame, coverage: Mapping[str, Coverage] = NO_COVERAGE) -> str:
-    metrics = list(table["value"].columns)
-    best = best_per_column(table["value"])
-    arrows = [metric_table.row_metric(m).arrow for m in metrics]
-    head = ["generator", "n", "failed", "missing", "coverage", *(f"{m} {a}" for m, a in zip(metrics, arrows))]
-    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
-    for g in table.index:
-        cells = [f"**{with_ci(table, g, m, decimals)}**" if best.get(m) == g else with_ci(table, g, m, decimals) for m in metrics]
-        lines.append(f"| {label(g, coverage)} | " + " | ".join(counts_cells(frame, g, coverage) + cells) + " |")
-    return "\n".join(lines) + "\n" + markdown_notes(coverage)
+def source_column(source: Source) -> Column:
+    dagger = source.below_coverage
+    return Column(
+        text=source.label + (DAGGER.text if dagger else ""), latex=latex_text(source.label) + (DAGGER.latex if dagger else "")
+    )
 
 
-def latex_escape(text: str) -> str:
-    return text.replace("\\", "\\textbackslash{}").replace("_", "\\_").replace("%", "\\%").replace("&", "\\&").replace("#", "\\#")
+def present(results: Results, names: Iterable[str]) -> list[str]:
+    keys = {(m, s) for _, m, s in results.keys()}
+    return [name for name in names if (name, OVERALL) in keys]
 
 
-def to_latex(table: pd.DataFrame, decimals: int, caption: str, tag: str, coverage: Mapping[str, Coverage] = NO_COVERAGE) -> str:
-    metrics = list(table["value"].columns)
-    best = best_per_column(table["value"])
-    entries = [metric_table.row_metric(m) for m in metrics]
-    head = " & ".join(f"{m.latex} {LATEX_ARROWS[m.direction]}" for m in entries)
-    lines = [
-        "\\begin{table}[t]",
-        "\\centering",
-        f"\\caption{{{latex_escape(caption)}}}",
-        f"\\label{{{tag}}}",
-        "\\begin{tabular}{l" + "c" * len(metrics) + "}",
-        "\\toprule",
-        f"Model & {head} \\\\",
-        "\\midrule",
+def source_rows(
+    results: Results, sources: Sequence[Source], metrics: Sequence[metric_table.Metric], reader: ReaderScores | None = None
+) -> tuple[Row, ...]:
+    rows = []
+    for source in sources:
+        cells = [Cell(source=source, metric=m.name, estimate=results.get(source, m.name), direction=m.direction) for m in metrics]
+        for criterion in reader.criteria if reader else ():
+            estimate = reader.get(source.run, source.generator, criterion) if reader else None
+            cells.append(Cell(source=source, metric=criterion, estimate=estimate, direction="higher"))
+        rows.append(Row(label=source.label, cells=tuple(cells), group=source.group, dagger=source.below_coverage))
+    return tuple(rows)
+
+
+def main_table(runs: Sequence[Run], options: ReportOptions, reader: ReaderScores | None = None) -> PaperTable | None:
+    """Table I (None when the runs hold no main-table metric)."""
+    results = Results(runs)
+    wanted = {m.name: m for m in metric_table.main_table()}
+    metrics = [wanted[name] for name in present(results, wanted)]
+    if not metrics:
+        return None
+    sources = sources_of(runs)
+    columns = [metric_column(m) for m in metrics]
+    columns += [
+        Column(text=f"{READER_COLUMNS[c]} ↑", latex=f"{READER_COLUMNS[c]} $\\uparrow$")
+        for c in (reader.criteria if reader else ())
     ]
-    for g in table.index:
-        cells = []
-        for m in metrics:
-            v = fmt(table.loc[g, ("value", m)], decimals)
-            cells.append(f"\\textbf{{{v}}}" if best.get(m) == g else v)
-        name = latex_name(g, coverage)
-        lines.append(f"{name} & " + " & ".join(cells) + " \\\\")
-        if g == REFERENCE:
-            lines.append("\\midrule")
-    lines += ["\\bottomrule", "\\end{tabular}", *latex_notes(coverage), "\\end{table}"]
-    return "\n".join(lines) + "\n"
-
-
-def latex_name(g: str, coverage: Mapping[str, Coverage]) -> str:
-    name = "Real images" if g == REFERENCE else latex_escape(g)
-    return name + LATEX_MARK if is_marked(g, coverage) else name
-
-
-def per_pathology(frame: pd.DataFrame, metric: str, coverage: Mapping[str, Coverage] = NO_COVERAGE) -> pd.DataFrame:
-    """Generators × pathologies for one metric (values)."""
-    sub = frame[(frame.metric == metric) & (frame.subset != "all")]
-    if sub.empty:
-        return pd.DataFrame()
-    table = sub.pivot(index="generator", columns="subset", values="value")
-    return table.reindex([g for g in generator_order(frame, coverage) if g in table.index])
-
-
-def with_counts_csv(table: pd.DataFrame, frame: pd.DataFrame, coverage: Mapping[str, Coverage]) -> str:
-    """A table's CSV with each generator's counts and coverage note as extra columns."""
-    extra = counts_columns(frame, table.index, coverage)
-    if isinstance(table.columns, pd.MultiIndex):
-        extra.columns = pd.MultiIndex.from_tuples([(c, "") for c in extra.columns])
-    return pd.concat([table, extra], axis=1).to_csv()
-
-
-def write_tables(
-    out: Path, frame: pd.DataFrame, formats, decimals: int, demo: bool, coverage: Mapping[str, Coverage] = NO_COVERAGE
-) -> list[Path]:
-    """Write ``tables/main.*`` and ``tables/per_pathology_<metric>.*`` in the requested formats."""
-    folder = out / "tables"
-    written = []
-    table = main_table(frame, coverage)
-    caption = "Comparison on the evaluation split (point estimate with 95\\% bootstrap CI in the Markdown/CSV tables)."
-    if demo:
+    rows = source_rows(results, sources, metrics, reader)
+    notes = [values_note(runs, options), marks_note(runs, "columns")]
+    notes += [column_note(runs, m, m.display, [r.cells[k] for r in rows]) for k, m in enumerate(metrics)]
+    if reader:
+        titles = " and ".join(READER_COLUMNS[c] for c in reader.criteria)
+        cells = [r.cells[k] for r in rows for k in range(len(metrics), len(columns))]
+        notes.append(
+            (
+                f"{titles}: radiologists' mean Likert score (1 = clearly artificial, 5 = indistinguishable from real) "
+                f"with the study analysis's two-way (reader x case) bootstrap CI; {reader.readers} readers, "
+                f"{reader.cases} cases; reader study ",
+                Data(str(reader.study)),
+                ".",
+            )
+        )
+        notes.append((n_note(titles, cells) + ".",))
+    caption = (
+        f"Generated chest X-rays against the real test images: {', '.join(m.display for m in metrics)}"
+        + (" and the radiologists' scores" if reader else "")
+        + ", by model type."
+    )
+    if any(run.demo for run in runs):
         caption += " DEMO evaluators on synthetic data: not comparable with published numbers."
-    outputs = {
-        "md": lambda: to_markdown(table, decimals, frame, coverage),
-        "tex": lambda: to_latex(table, decimals, caption, "tab:xreal-bench-main", coverage),
-        "csv": lambda: with_counts_csv(table, frame, coverage),
-    }
-    for ext in formats if not table.empty else ():
-        path = folder / f"main.{ext}"
-        write_text_atomic(path, outputs[ext]())
-        written.append(path)
-    for metric in [m.name for m in metric_table.pathology_tables()]:
-        pt = per_pathology(frame, metric, coverage)
-        if pt.empty:
-            continue
-        for ext in formats:
-            path = folder / f"per_pathology_{metric}.{ext}"
-            if ext == "csv":
-                text = with_counts_csv(pt, frame, coverage)
-            elif ext == "md":
-                text = simple_markdown(pt, decimals, frame, coverage)
-            else:
-                caption = f"{metric} per pathology (generated from cases positive for it)."
-                text = simple_latex(pt, decimals, caption, coverage)
-            write_text_atomic(path, text)
+    table = PaperTable(
+        name="table_main",
+        caption=caption,
+        corner="Model",
+        columns=tuple(columns),
+        rows=rows,
+        notes=tuple(notes + run_notes(runs)),
+    )
+    return with_marks(table)
+
+
+def filled(sources: Sequence[Source], rows: Sequence[Row]) -> tuple[tuple[Column, ...], tuple[Row, ...]]:
+    """Source columns and rows without the sources that have no value in any row."""
+    keep = [k for k in range(len(sources)) if any(r.cells[k].estimate is not None for r in rows)]
+    columns = tuple(source_column(sources[k]) for k in keep)
+    return columns, tuple(replace(r, cells=tuple(r.cells[k] for k in keep)) for r in rows)
+
+
+def label_order(labels: Iterable[str]) -> list[str]:
+    """CheXpert labels in their order, any others after them by name."""
+    found = set(labels)
+    return [x for x in CHEXPERT_LABELS if x in found] + sorted(found - set(CHEXPERT_LABELS))
+
+
+def pathology_table(runs: Sequence[Run], options: ReportOptions, metric: metric_table.Metric) -> PaperTable | None:
+    """Pathologies × sources: per-class rows (``f1/<label>``) or per-pathology subsets, then the overall value."""
+    results = Results(runs)
+    if metric.per_class:
+        prefix = f"{metric.per_class}/"
+        names = {m[len(prefix) :] for _, m, s in results.keys() if m.startswith(prefix) and s == OVERALL}
+        lines = [(label, f"{prefix}{label}", OVERALL, "") for label in label_order(names)]
+        overall = "Macro average"
+    else:
+        names = {s for _, m, s in results.keys() if m == metric.name and s != OVERALL}
+        lines = [(label, metric.name, label, "") for label in label_order(names)]
+        overall = "All cases"
+    if not lines:
+        return None
+    lines.append((overall, metric.name, OVERALL, OVERALL_GROUP))
+    sources = sources_of(runs)
+    rows = tuple(
+        Row(
+            label=label,
+            group=group,
+            cells=tuple(
+                Cell(source=s, metric=name, subset=subset, estimate=results.get(s, name, subset), direction=metric.direction)
+                for s in sources
+            ),
+        )
+        for label, name, subset, group in lines
+    )
+    what = "per class (one-vs-rest over all cases)" if metric.per_class else "per pathology (the cases positive for it)"
+    units = " / ".join(sorted({c.estimate.n_unit for r in rows for c in r.cells if c.estimate and c.estimate.n_unit}))
+    notes = [
+        values_note(runs, options),
+        marks_note(runs, "rows"),
+        (
+            f"{metric.display} {what}; n ({units}) of every cell is in the CSV table; ",
+            Data(", ".join(evaluator_text(runs, metric))),
+            ".",
+        ),
+    ]
+    columns, rows = filled(sources, rows)
+    table = PaperTable(
+        name=f"table_pathology_{metric.name}",
+        caption=f"{metric.display} {what} for each model.",
+        corner="Pathology",
+        columns=columns,
+        rows=rows,
+        notes=tuple(notes + run_notes(runs)),
+        compare="rows",
+    )
+    return with_marks(table)
+
+
+def organ_table(runs: Sequence[Run], options: ReportOptions, metric: metric_table.Metric) -> PaperTable | None:
+    """Sources × the metric's parts (Dice per structure) and the metric itself."""
+    results = Results(runs)
+    wanted = {m.name: m for m in (*metric.parts, metric)}
+    entries = [wanted[name] for name in present(results, wanted)]
+    if not any(m in metric.parts for m in entries):
+        return None
+    rows = source_rows(results, sources_of(runs), entries)
+    notes = [values_note(runs, options), marks_note(runs, "columns")]
+    notes += [column_note(runs, m, m.display, [r.cells[k] for r in rows]) for k, m in enumerate(entries)]
+    table = PaperTable(
+        name=f"table_{metric.name}_organs",
+        caption=f"{metric.display} per anatomical structure for each model.",
+        corner="Model",
+        columns=tuple(metric_column(m) for m in entries),
+        rows=rows,
+        notes=tuple(notes + run_notes(runs)),
+    )
+    return with_marks(table)
+
+
+def subgroup_table(
+    runs: Sequence[Run], options: ReportOptions, *, age_edges: Sequence[int] = AGE_EDGES
+) -> PaperTable | str | None:
+    """Per-image main-table metrics by subgroup × sources; None without demographics, the reason when per_image.csv is absent."""
+    groups = case_subgroups(runs[0].cases, age_edges=age_edges)
+    if not groups:
+        return None
+    if all(run.per_image is None for run in runs):
+        return "No per-subgroup table: the runs have no per_image.csv (run `xreal-bench evaluate` again to write it)."
+    metrics = [m for m in metric_table.main_table() if any(run.per_image is not None and m.name in run.per_image for run in runs)]
+    if not metrics:
+        return None
+    confidence = float(runs[0].provenance.get("bootstrap", {}).get("confidence", 0.95))
+    values: dict[Path, dict[tuple[str, str, Subgroup], Estimate]] = {}
+    for run in runs:
+        if run.per_image is not None:
+            values[run.path] = subgroup_means(
+                run.per_image,
+                case_subgroups(run.cases, age_edges=age_edges),
+                [m.name for m in metrics],
+                resamples=SUBGROUP_RESAMPLES,
+                confidence=confidence,
+                seed=SUBGROUP_SEED,
+            )
+    sizes: dict[Subgroup, int] = {}
+    for members in groups.values():
+        for subgroup in members:
+            sizes[subgroup] = sizes.get(subgroup, 0) + 1
+    sources = sources_of(runs)
+    rows = []
+    for metric in metrics:
+        for subgroup in ordered(set(sizes), age_edges=age_edges):
+            cells = tuple(
+                Cell(
+                    source=s,
+                    metric=metric.name,
+                    subset=f"{subgroup.attribute}={subgroup.value}",
+                    estimate=values.get(s.run.path, {}).get((s.generator, metric.name, subgroup)),
+                    direction=metric.direction,
+                )
+                for s in sources
+            )
+            label = f"{subgroup.value} (n = {sizes[subgroup]})"
+            rows.append(Row(label=label, cells=cells, group=f"{metric.display} by {subgroup.attribute}"))
+    bands = ", ".join(f"[{a}, {b})" for a, b in zip(age_edges, age_edges[1:])) + f", {age_edges[-1]}+"
+    notes: list[Note] = [
+        (
+            f"Mean over the subgroup's cases of each case's per-image value (samples averaged first), with a "
+            f"{100 * confidence:g} % percentile bootstrap CI over those cases ({SUBGROUP_RESAMPLES} resamples, seed "
+            f"{SUBGROUP_SEED}); n = cases of the subgroup in the run (the CSV has each cell's n). Age bands in years at "
+            f"the study: {bands}; sex and race as cases.jsonl records them; unknown: not recorded.",
+        ),
+        marks_note(runs, "rows"),
+    ]
+    columns, kept = filled(sources, rows)
+    table = PaperTable(
+        name="table_subgroups",
+        caption=f"{' and '.join(m.display for m in metrics)} by patient subgroup (sex, age band, race) for each model.",
+        corner="Subgroup",
+        columns=columns,
+        rows=kept,
+        notes=tuple(notes + run_notes(runs)),
+        compare="rows",
+    )
+    return with_marks(table)
+
+
+def paper_tables(runs: Sequence[Run], options: ReportOptions) -> list[PaperTable]:
+    """Every table the runs hold data for, Table I first."""
+    reader = reader_scores(runs, options.study)
+    main = main_table(runs, options, reader)
+    tables = [
+        *(pathology_table(runs, options, m) for m in metric_table.METRICS if m.per_class),
+        *(pathology_table(runs, options, m) for m in metric_table.pathology_tables()),
+        *(organ_table(runs, options, m) for m in metric_table.METRICS if m.parts),
+    ]
+    subgroups = subgroup_table(runs, options)
+    if isinstance(subgroups, str) and main is not None:
+        main = replace(main, notes=(*main.notes, (subgroups,)))
+    elif isinstance(subgroups, PaperTable):
+        tables.append(subgroups)
+    return [t for t in [main, *tables] if isinstance(t, PaperTable)]
+
+
+def render(table: PaperTable, ext: str, options: ReportOptions) -> str:
+    if ext == "md":
+        return markdown_table(table, decimals=options.decimals, ci=options.ci)
+    if ext == "tex":
+        return latex_table(
+            table, decimals=options.decimals, ci=options.ci, label="tab:" + table.name.removeprefix("table_").replace("_", "-")
+        )
+    return csv_table(table)
+
+
+def write_tables(runs: Sequence[Run], out: Path, options: ReportOptions) -> list[Path]:
+    """Write every table of ``runs`` (comparable runs: one section) into ``out`` in ``options.formats``."""
+    written = []
+    for table in paper_tables(runs, options):
+        for ext in options.formats:
+            path = out / f"{table.name}.{ext}"
+            write_text_atomic(path, render(table, ext, options))
             written.append(path)
     return written
 
 
-def simple_markdown(
-    table: pd.DataFrame, decimals: int, frame: pd.DataFrame, coverage: Mapping[str, Coverage] = NO_COVERAGE
-) -> str:
-    head = ["generator", "n", "failed", "missing", "coverage", *map(str, table.columns)]
-    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
-    for g, row in table.iterrows():
-        cells = counts_cells(frame, str(g), coverage) + [fmt(v, decimals) for v in row]
-        lines.append(f"| {label(str(g), coverage)} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n" + markdown_notes(coverage)
-
-
-def simple_latex(table: pd.DataFrame, decimals: int, caption: str, coverage: Mapping[str, Coverage] = NO_COVERAGE) -> str:
-    lines = [
-        "\\begin{table}[t]",
-        "\\centering",
-        f"\\caption{{{latex_escape(caption)}}}",
-        "\\begin{tabular}{l" + "c" * len(table.columns) + "}",
-        "\\toprule",
-        "Model & " + " & ".join(latex_escape(str(c)) for c in table.columns) + " \\\\",
-        "\\midrule",
-        *(
-            f"{latex_name(str(g), coverage)} & " + " & ".join(fmt(v, decimals) for v in row) + " \\\\"
-            for g, row in table.iterrows()
-        ),
-        "\\bottomrule",
-        "\\end{tabular}",
-        *latex_notes(coverage),
-        "\\end{table}",
-    ]
-    return "\n".join(lines) + "\n"
+def per_pathology(frame: pd.DataFrame, metric: str, coverage: Mapping[str, Coverage] = NO_COVERAGE) -> pd.DataFrame:
+    """Generators × pathologies for one metric of one run's results (values), for the heatmaps."""
+    sub = frame[(frame.metric == metric) & (frame.subset != OVERALL)]
+    if sub.empty:
+        return pd.DataFrame()
+    table = sub.pivot(index="generator", columns="subset", values="value")
+    return table.reindex([g for g in generator_order(frame, coverage) if g in table.index])

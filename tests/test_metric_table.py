@@ -20,8 +20,11 @@ from xreal_bench.metrics.context import ScoringSettings
 from xreal_bench.metrics.engine import SourceOutputs
 from xreal_bench.metrics.scoring import score
 from xreal_bench.metrics.suite import Suite
+from xreal_bench.reports.latex import latex_table
 from xreal_bench.reports.leaderboard import leaderboard, markdown
-from xreal_bench.reports.tables import main_table, to_latex
+from xreal_bench.reports.options import ReportOptions
+from xreal_bench.reports.runs import Run
+from xreal_bench.reports.tables import main_table
 from xreal_bench.results import COLUMNS
 from xreal_bench.types import Case
 from xreal_bench.validation import ConfigError
@@ -148,6 +151,10 @@ def test_a_new_entry_is_scored_by_its_compute_function(with_sharpness):
     assert [(r.metric, r.value, r.n, r.evaluator) for r in rows] == [("sharpness", 0.5, 2, "pixels")]
 
 
+def frame_run(frame: pd.DataFrame) -> Run:
+    return Run(path=Path("run"), frame=frame, provenance={}, coverage={}, per_image=None)
+
+
 def test_a_new_entry_appears_in_leaderboard_main_table_and_latex(with_sharpness):
     frame = pd.DataFrame(
         [
@@ -162,12 +169,16 @@ def test_a_new_entry_appears_in_leaderboard_main_table_and_latex(with_sharpness)
     columns = [c for c in leaderboard(frame).columns if not c.endswith(("_ci_low", "_ci_high"))]
     assert columns == ["generator", "n", "failed", "missing", "coverage", "coverage_note", "fid", "sharpness", "ms_ssim"]
     assert "| generator | n | failed | missing | coverage | fid ↓ | sharpness ↑ | ms_ssim ↑ |" in markdown(frame)
-    assert list(main_table(frame)["value"].columns) == ["ms_ssim", "fid", "sharpness"]
-    assert "Model & MS-SSIM $\\uparrow$ & FID $\\downarrow$ & Sharp $\\uparrow$ \\\\" in to_latex(main_table(frame), 3, "c", "l")
+    paper = main_table([frame_run(frame)], ReportOptions())
+    assert [c.metric for c in paper.rows[0].cells] == ["ms_ssim", "fid", "sharpness"]
+    assert [c.text for c in paper.columns] == ["MS-SSIM ↑", "FID ↓", "Sharpness ↑"]
+    tex = latex_table(paper, decimals=3, ci="brackets", label="l")
+    assert "Model & MS-SSIM $\\uparrow$ & FID $\\downarrow$ & Sharp $\\uparrow$ \\\\" in tex
 
 
 def test_latex_names_come_from_the_table(monkeypatch):
     renamed = [dataclasses.replace(m, latex="Dice\\textsuperscript{new}") if m.name == "dice" else m for m in table.METRICS]
     monkeypatch.setattr(table, "METRICS", tuple(renamed))
     frame = pd.DataFrame([("good", "dice", "all", 0.7, 0.6, 0.8, 4, 0, 0, "seg", "")], columns=COLUMNS)
-    assert "Model & Dice\\textsuperscript{new} $\\uparrow$ \\\\" in to_latex(main_table(frame), 3, "c", "l")
+    paper = main_table([frame_run(frame)], ReportOptions())
+    assert "Model & Dice\\textsuperscript{new} $\\uparrow$ \\\\" in latex_table(paper, decimals=3, ci="brackets", label="l")
