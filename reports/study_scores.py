@@ -10,7 +10,9 @@ first). ``--study`` names the study; without it ``RUN_DIR/study`` of each run is
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +23,6 @@ import pandas as pd
 from xreal_bench.errors import UserFacingError
 from xreal_bench.names import NAME_RULE, is_valid_name
 from xreal_bench.reader_study.layout import RUNS_META, STUDY_DB
-from xreal_bench.reader_study.storage import Storage, StorageError
 from xreal_bench.reports.runs import Run
 from xreal_bench.reports.table_model import Estimate
 
@@ -64,14 +65,15 @@ def matches(run: Run, record: Mapping[str, Any]) -> bool:
 
 
 def study_runs(study: Path) -> list[dict[str, Any]]:
-    """The run records of the study's database (meta ``runs``)."""
-    storage = Storage(study / STUDY_DB)
+    """The run records of the study's database (meta ``runs``), read through a read-only connection: a report never
+    migrates, journals or otherwise writes a study it reads."""
+    db = study / STUDY_DB
     try:
-        value = storage.meta(RUNS_META)
-    except (StorageError, OSError) as exc:
-        raise UserFacingError(f"{study / STUDY_DB}: cannot read the study database ({exc})") from None
-    finally:
-        storage.close()
+        with contextlib.closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)) as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = ?", (RUNS_META,)).fetchone()
+    except sqlite3.Error as exc:
+        raise UserFacingError(f"{db}: cannot read the study database ({exc})") from None
+    value = row[0] if row else None
     try:
         records = json.loads(value) if value is not None else []
     except json.JSONDecodeError:
