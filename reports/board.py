@@ -6,6 +6,7 @@ same cells and notes, so every format says the same thing.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -39,7 +40,8 @@ class Header:
 
 
 def number(value: object) -> float:
-    return float(value) if isinstance(value, int | float) else math.nan
+    """``value`` as a float (numpy numbers included); NaN when it is not a number."""
+    return float(value) if isinstance(value, numbers.Real) else math.nan
 
 
 def metric_cell(row: pd.Series, metric: str, decimals: int) -> Cell:

@@ -54,16 +54,13 @@ def rank_intervals(
     if not ranked:
         return table
     table.loc[ranked, "rank"] = rankdata([sign * points[e] for e in ranked], method="min").astype(float)
-    sampled = [e for e in ranked if (d := draws.get(e)) is not None and len(d) > 0]
+    sampled = {e: np.asarray(d, np.float64) for e in ranked if (d := draws.get(e)) is not None and len(d) > 0}
     for e in ranked:
         if e not in sampled:
             table.loc[e, "rank_note"] = f"no bootstrap draws of {metric_name}: rank interval not available"
     if sampled:
-        length = min(len(draws[e]) for e in sampled)  # type: ignore[arg-type]
-        columns = [
-            sign * np.asarray(draws[e], np.float64)[:length] if e in sampled else np.full(length, sign * points[e])  # type: ignore[index]
-            for e in ranked
-        ]
+        length = min(len(d) for d in sampled.values())
+        columns = [sign * sampled[e][:length] if e in sampled else np.full(length, sign * points[e]) for e in ranked]
         matrix = np.column_stack(columns)
         matrix = matrix[~np.isnan(matrix).any(axis=1)]
         if len(matrix):

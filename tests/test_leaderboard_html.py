@@ -58,6 +58,7 @@ def test_files_and_the_page_is_self_contained(board_dir):
     assert not re.search(r"<link|@import|url\(|https?://|//cdn", page, re.IGNORECASE)
     assert page.count("data:image/png;base64,") == 2  # the rank plot and the sample grid
     assert "10.00 [" in page and "15.00 [" in page  # values with their CIs
+    assert '<td class="num" data-sort="16.0">16</td>' in page  # n sorts as a number
 
 
 def test_text_from_the_runs_is_escaped_everywhere(board_dir):
