@@ -10,20 +10,44 @@ DESCRIPTION = (
     "(dataset fingerprint or case set, evaluator weights, preprocessing, resolution, label or threshold policy) are "
     "refused with each difference named, or put in separate sections with --allow-mixed. A generator appears once "
     "per run (run id and date), or once with the mean and spread over seeds when its runs differ only in the seed. "
-    "Ranks come with bootstrap intervals; ties where they overlap."
+    "Ranks come with bootstrap intervals; ties where they overlap. Without --out the Markdown is printed."
 )
 
 
 def register(sub) -> None:
     from xreal_bench.commands.args import subparser
+    from xreal_bench.metrics import table as metric_table
 
     board = subparser(sub, "leaderboard", "merge runs into one leaderboard (CSV, Markdown, one-file HTML)", DESCRIPTION)
     board.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="run directories holding results.csv")
     board.add_argument("--out", type=Path, default=None, help="write leaderboard.{csv,md,html} and the rank plot here")
     board.add_argument("--allow-mixed", action="store_true", help="put runs that are not comparable in separate sections")
     board.add_argument("--decimals", type=int, default=3, help="decimals in tables")
+    board.add_argument(
+        "--rank-by",
+        choices=[m.name for m in metric_table.headline()],
+        default=metric_table.ranking().name,
+        help="the metric ranks and rank intervals are computed on (default: %(default)s)",
+    )
+    board.add_argument("--grid", type=Path, default=None, metavar="PNG", help="a sample grid image to show in the HTML page")
     board.set_defaults(handler=run_leaderboard)
 
 
 def run_leaderboard(args: argparse.Namespace) -> int:
-    raise NotImplementedError  # the leaderboard helper writes this
+    from xreal_bench.errors import UserFacingError
+    from xreal_bench.reports.board import markdown
+    from xreal_bench.reports.leaderboard_files import write_leaderboard_files
+    from xreal_bench.reports.merge import merge_runs
+    from xreal_bench.reports.runs import load_runs
+
+    if args.decimals < 0:
+        raise UserFacingError("--decimals must be >= 0")
+    if args.grid is not None and not args.grid.is_file():
+        raise UserFacingError(f"--grid {args.grid}: no such file")
+    merged = merge_runs(load_runs(args.run_dirs), allow_mixed=args.allow_mixed, rank_metric=args.rank_by)
+    if args.out is None:
+        print(markdown(merged, args.decimals), end="")
+        return 0
+    for path in write_leaderboard_files(merged, args.out, decimals=args.decimals, grid_png=args.grid):
+        print(path)
+    return 0
