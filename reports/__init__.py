@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from xreal_bench.reports.figures import write_figures
+from xreal_bench.reports.figures import write_run_figures
 from xreal_bench.reports.leaderboard import write_leaderboard
 from xreal_bench.reports.tables import write_tables
 
@@ -23,5 +23,5 @@ def write_reports(out: Path, formats=("md", "csv", "tex"), figures: bool = True,
     )
     written += write_tables(out, frame, formats, decimals, demo, coverage)
     if figures:
-        written += write_figures(out, frame, coverage)
+        written += write_run_figures(out, frame, coverage)
     return written
