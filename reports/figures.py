@@ -47,7 +47,7 @@ from xreal_bench.reports.coverage import mark_footnote
 from xreal_bench.reports.options import ReportOptions
 from xreal_bench.reports.palette import HEATMAP_CMAP, SourceStyle, source_styles, text_colour
 from xreal_bench.reports.runs import GROUPS, REFERENCE, Run
-from xreal_bench.reports.scatter import Panel, Point, rank_correlations, scatter_figure
+from xreal_bench.reports.scatter import Panel, Point, error_bars, rank_correlations, scatter_figure
 from xreal_bench.tables import to_csv
 
 DPI = 200
@@ -73,6 +73,7 @@ CORRELATION_SEED = 0
 READER_CRITERIA = {"anatomy_realism": "Reader anatomy ↑", "pathology_realism": "Reader pathology ↑"}
 READER_COLUMNS = ("generator", "criterion", "mean", "ci_low", "ci_high")
 CLINICAL_FAMILIES = ("anatomy", "pathology", "fidelity")
+DEMO_NOTE = "DEMO evaluators on synthetic data: not comparable with published numbers."
 SCATTER_COLUMNS = (
     "distance",
     "clinical",
@@ -112,7 +113,7 @@ def literal(text: object) -> str:
 
 
 def entries(runs: Sequence[Run]) -> list[Entry]:
-    """Every source of every run: Table I groups in order (real images first), then run order, then name."""
+    """Every source of every run: Table I groups in order (real images first), then by name, then in run order."""
     several = len(runs) > 1
     found = []
     for r, run in enumerate(runs):
@@ -125,9 +126,10 @@ def entries(runs: Sequence[Run]) -> list[Entry]:
     return [Entry(run, g, name, style) for (_, run, g, name), style in zip(found, styles)]
 
 
-def footnote(runs: Iterable[Run], entries_shown: Sequence[Entry]) -> str:
+def footnote(runs: Sequence[Run], entries_shown: Sequence[Entry]) -> str:
+    """What goes under a figure: the demo warning, and why sources carry †."""
     shown = {(id(e.run), e.generator) for e in entries_shown}
-    notes = []
+    notes = [DEMO_NOTE] if any(run.demo for run in runs) else []
     for run in runs:
         marked = {g: c for g, c in run.coverage.items() if (id(run), g) in shown}
         if text := mark_footnote(marked):
@@ -144,14 +146,6 @@ def wrapped(text: str, width_in: float, font_pt: float = MIN_FONT_PT) -> str:
 def add_footnote(fig: Figure, text: str) -> None:
     if text:
         fig.supxlabel(literal(wrapped(text, fig.get_figwidth())), fontsize=MIN_FONT_PT, ha="center")
-
-
-def error_bars(values: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
-    """``2 x n`` bar lengths, 0 where the CI is unknown, clipped at 0 (a bootstrap interval need not contain the
-    point estimate: FID's is biased upwards)."""
-    below = np.clip(np.nan_to_num(values - low, nan=0.0), 0.0, None)
-    above = np.clip(np.nan_to_num(high - values, nan=0.0), 0.0, None)
-    return np.vstack([below, above])
 
 
 @matplotlib.rc_context(STYLE)
@@ -373,8 +367,9 @@ def correlation_table(panels: Sequence[Panel]) -> pd.DataFrame:
 
 
 @matplotlib.rc_context(STYLE)
-def fid_vs_clinical_figure(panels: Sequence[Panel]) -> Figure | None:
-    return scatter_figure(panels, note=SCATTER_NOTE) if panels else None
+def fid_vs_clinical_figure(panels: Sequence[Panel], *, notes: str = "") -> Figure | None:
+    """The scatter of ``panels`` with the method note (and ``notes``: demo warning, coverage marks) on top."""
+    return scatter_figure(panels, note=" ".join(filter(None, [SCATTER_NOTE, notes]))) if panels else None
 
 
 def save(fig: Figure, folder: Path, stem: str, formats: Sequence[str] = FORMATS) -> list[Path]:
@@ -506,7 +501,7 @@ def write_figures(
         if (fig := heatmap_figure(shown, metric, runs)) is not None:
             written += save(fig, folder, f"pathology_{metric.name}")
     panels = scatter_panels(shown, reader_scores)
-    if (fig := fid_vs_clinical_figure(panels)) is not None:
+    if (fig := fid_vs_clinical_figure(panels, notes=footnote(runs, shown))) is not None:
         written += save(fig, folder, "fid_vs_clinical")
         csv = Path(out) / "fid_vs_clinical.csv"
         write_text_atomic(csv, to_csv(correlation_table(panels)))

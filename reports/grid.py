@@ -119,7 +119,17 @@ def show(ax: Axes, pixels: np.ndarray) -> None:
 
 
 def note(ax: Axes, text: str) -> None:
-    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=MIN_FONT_PT, color="#444444")
+    ax.text(
+        0.5,
+        0.5,
+        text,
+        transform=ax.transAxes,
+        ha="center",
+        va="center",
+        fontsize=MIN_FONT_PT,
+        color="black",
+        bbox={"facecolor": "white", "edgecolor": "none", "pad": 1.5, "alpha": 0.85},
+    )
 
 
 def anatomy_overlay(label_map: np.ndarray) -> np.ndarray:

@@ -25,6 +25,9 @@ from scipy.stats import rankdata
 from xreal_bench.reports.palette import SourceStyle
 
 FEW_GENERATORS = "fewer than 3 generators"
+PANEL_IN = 2.3  # panel width and height, inches
+SMALL_PT = 7.0  # correlations, legend and note
+CHAR_EM = 0.6  # average character width of the sans-serif font, in ems
 NO_VARIATION = "no variation in one of the metrics"
 
 
@@ -138,20 +141,20 @@ def correlation_text(c: RankCorrelation) -> str:
     )
 
 
-def error_extent(value: float, low: float, high: float) -> tuple[float, float]:
-    """Error-bar lengths below and above ``value`` (0 when the CI is unknown; clipped at 0 because a bootstrap
-    interval need not contain the point estimate)."""
-    below = 0.0 if math.isnan(low) else max(value - low, 0.0)
-    above = 0.0 if math.isnan(high) else max(high - value, 0.0)
-    return below, above
+def error_bars(values: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """``2 x n`` error-bar lengths below and above ``values``: 0 where the CI is unknown, clipped at 0 (a bootstrap
+    interval need not contain the point estimate: FID's is biased upwards)."""
+    below = np.clip(np.nan_to_num(values - low, nan=0.0), 0.0, None)
+    above = np.clip(np.nan_to_num(high - values, nan=0.0), 0.0, None)
+    return np.vstack([below, above])
 
 
 def draw_panel(ax, panel: Panel) -> None:
     for point in panel.points:
         if math.isnan(point.x) or math.isnan(point.y):
             continue
-        xerr = np.array(error_extent(point.x, point.x_low, point.x_high)).reshape(2, 1)
-        yerr = np.array(error_extent(point.y, point.y_low, point.y_high)).reshape(2, 1)
+        xerr = error_bars(np.array([point.x]), np.array([point.x_low]), np.array([point.x_high]))
+        yerr = error_bars(np.array([point.y]), np.array([point.y_low]), np.array([point.y_high]))
         ax.errorbar([point.x], [point.y], xerr=xerr, yerr=yerr, fmt="none", ecolor="#555555", elinewidth=0.8, capsize=2, zorder=1)
         ax.plot(
             [point.x],
@@ -166,7 +169,7 @@ def draw_panel(ax, panel: Panel) -> None:
         )
     ax.set_xlabel(panel.x_title)
     ax.set_ylabel(panel.y_title)
-    ax.set_title(correlation_text(panel.correlation), fontsize=7)
+    ax.set_title(correlation_text(panel.correlation), fontsize=SMALL_PT)
     ax.grid(True, linewidth=0.4, color="#DDDDDD")
     ax.margins(0.12)
 
@@ -175,8 +178,8 @@ def scatter_figure(panels: Sequence[Panel], *, note: str) -> Figure:
     """Rows = distance metrics, columns = clinical metrics (in first-seen order); one legend for all points."""
     distances = list(dict.fromkeys(p.distance for p in panels))
     clinical = list(dict.fromkeys(p.clinical for p in panels))
-    width, height = 2.3 * len(clinical), 2.3 * len(distances) + 0.9
-    fig = Figure(figsize=(max(width, 4.6), height), layout="constrained")
+    width = max(PANEL_IN * len(clinical), 2 * PANEL_IN)
+    fig = Figure(figsize=(width, PANEL_IN * len(distances) + 0.9), layout="constrained")
     axes = fig.subplots(len(distances), len(clinical), squeeze=False)
     placed = {(p.distance, p.clinical): p for p in panels}
     for r, distance in enumerate(distances):
@@ -195,6 +198,8 @@ def scatter_figure(panels: Sequence[Panel], *, note: str) -> Figure:
         for label, s in seen.items()
     ]
     if handles:
-        fig.legend(handles=handles, loc="outside lower center", ncol=max(1, min(len(handles), int(width // 2.3) or 1)))
-    fig.suptitle("\n".join(textwrap.wrap(note, width=max(40, int(width * 72 / 4.6)))), fontsize=7)
+        entry_in = (max(len(h.get_label()) for h in handles) * CHAR_EM * SMALL_PT + 36) / 72  # marker, gaps, text
+        fig.legend(handles=handles, loc="outside lower center", ncol=max(1, min(len(handles), int(0.95 * width / entry_in))))
+    chars = int(width * 72 / (CHAR_EM * SMALL_PT))
+    fig.suptitle("\n".join(textwrap.wrap(note, width=chars, break_long_words=False)), fontsize=SMALL_PT)
     return fig

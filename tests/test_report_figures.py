@@ -304,3 +304,13 @@ def test_saved_files_are_reproducible(tmp_path):
     second = figures.save(fig, tmp_path / "b", "f")
     assert [p.read_bytes() for p in first] == [p.read_bytes() for p in second]
     assert [p.name for p in first] == ["f.png", "f.pdf"]
+
+
+def test_demo_runs_carry_the_warning_under_each_figure(tmp_path):
+    run = make_run(tmp_path / "demo", generators=("cheff",), evaluator="demo:demo-classifier")
+    shown = figures.entries([run])
+    assert figures.footnote([run], shown) == figures.DEMO_NOTE
+    fig = figures.metrics_bars_figure(shown, [run])
+    assert fig.get_supxlabel() == figures.DEMO_NOTE
+    scatter = figures.fid_vs_clinical_figure(figures.scatter_panels(shown, None), notes=figures.footnote([run], shown))
+    assert scatter.get_suptitle().replace("\n", " ").endswith(figures.DEMO_NOTE)
