@@ -198,7 +198,7 @@ def scatter_figure(panels: Sequence[Panel], *, note: str) -> Figure:
         for label, s in seen.items()
     ]
     if handles:
-        entry_in = (max(len(h.get_label()) for h in handles) * CHAR_EM * SMALL_PT + 36) / 72  # marker, gaps, text
+        entry_in = (max(len(label) for label in seen) * CHAR_EM * SMALL_PT + 36) / 72  # marker, gaps, text
         fig.legend(handles=handles, loc="outside lower center", ncol=max(1, min(len(handles), int(0.95 * width / entry_in))))
     chars = int(width * 72 / (CHAR_EM * SMALL_PT))
     fig.suptitle("\n".join(textwrap.wrap(note, width=chars, break_long_words=False)), fontsize=SMALL_PT)
