@@ -1,16 +1,18 @@
-"""Reports from ``results.csv`` (counts and coverage from ``results.json``): leaderboard, paper tables, figures."""
+"""Reports: the run directory's leaderboard (``leaderboard.{md,csv}``) and the report folder
+(:mod:`xreal_bench.reports.folder`: Table I and the other paper tables, figures, sample grid,
+leaderboard page, machine-readable results), from ``results.csv`` and the files beside it."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from xreal_bench.reports.figures import write_figures
-from xreal_bench.reports.leaderboard import write_leaderboard
-from xreal_bench.reports.tables import write_tables
+REPORT_DIR = "report"
 
 
 def write_reports(out: Path, formats=("md", "csv", "tex"), figures: bool = True, decimals: int = 3) -> list[Path]:
-    """Leaderboard, tables (``tables/``) and (optionally) figures for the run directory ``out``."""
+    """``leaderboard.{md,csv}`` in the run directory ``out`` and its report folder ``out/report``."""
+    from xreal_bench.reports.folder import write_report_folder
+    from xreal_bench.reports.leaderboard import write_leaderboard
     from xreal_bench.reports.options import ReportOptions
     from xreal_bench.reports.runs import load_run
     from xreal_bench.results import read_demographics_fallbacks, read_unverified_weights
@@ -26,7 +28,5 @@ def write_reports(out: Path, formats=("md", "csv", "tex"), figures: bool = True,
             demographics=read_demographics_fallbacks(out),
         )
     )
-    written += write_tables([run], out / "tables", ReportOptions(decimals=decimals, formats=tuple(formats), figures=figures))
-    if figures:
-        written += write_figures(out, run.frame, run.coverage)
-    return written
+    options = ReportOptions(decimals=decimals, formats=tuple(formats), figures=figures)
+    return written + write_report_folder([run], out / REPORT_DIR, options)

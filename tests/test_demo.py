@@ -42,8 +42,8 @@ def test_demo_writes_everything_and_prints_where(demo):
         "results.json",
         "leaderboard.md",
         "leaderboard.csv",
-        "tables/table_main.tex",
-        "figures/headline.png",
+        "report/table_main.tex",
+        "report/figures/metrics_bars.png",
         "study/study.sqlite",
     ):
         assert (out / name).is_file(), name
@@ -123,5 +123,5 @@ def test_every_metric_alone_evaluates_and_reports(tiny_demo, name):
     assert not df[df.generator == "noise"].empty
     assert f"| noise | {2 * n} | 0 | 0 | 1.000 |" in (out / "leaderboard.md").read_text()
     assert f"| real | {n} | 0 | 0 | 1.000 |" in (out / "leaderboard.md").read_text()
-    assert ("tables/table_main.md" in written) == bool(entry.main_column)
-    assert "figures/headline.png" in written
+    assert ("report/table_main.md" in written) == bool(entry.main_column)
+    assert "report/figures/metrics_bars.png" in written

@@ -274,24 +274,24 @@ def test_leaderboard_and_tables_mark_the_low_coverage_generator(evaluated):
     csv = pd.read_csv(evaluated.out / "leaderboard.csv").fillna({"coverage_note": ""}).set_index("generator")
     assert (csv.loc["partial", "n"], csv.loc["partial", "failed"], csv.loc["partial", "missing"]) == (e.evaluated, e.failed, 1)
     assert csv.loc["partial", "coverage_note"].startswith("† coverage") and csv.loc["noise", "coverage_note"] == ""
-    assert "| partial† | " in files["tables/table_main.md"]
-    assert "| noise | " in files["tables/table_main.md"] and "noise†" not in files["tables/table_main.md"]
+    assert "| partial† | " in files["report/table_main.md"]
+    assert "| noise | " in files["report/table_main.md"] and "noise†" not in files["report/table_main.md"]
     assert (
         f"† coverage below metrics.min\\_coverage = 0.95: partial \\({len(e.covered)} of {e.cases} cases"
-        in files["tables/table_main.md"]
+        in files["report/table_main.md"]
     )
-    tex = files["tables/table_main.tex"]
+    tex = files["report/table_main.tex"]
     assert "partial$^\\dagger$ &" in tex and "noise &" in tex and "\n$^\\dagger$ coverage below" in tex
     assert f"partial {e.failed} / 1 of {e.planned}" in tex
     main_csv = pd.read_csv(evaluated.out / "tables" / "table_main.csv")
     assert set(main_csv[main_csv.generator == "partial"].below_min_coverage) == {True}
     assert set(main_csv[main_csv.generator != "partial"].below_min_coverage) == {False}
-    pathology = [k for k in files if k.startswith("tables/table_pathology_") and k.endswith(".md")]
+    pathology = [k for k in files if k.startswith("report/table_pathology_") and k.endswith(".md")]
     assert pathology
     for name in pathology:
         header = next(line for line in files[name].splitlines() if line.startswith("| Pathology |"))
         assert " partial† |" in header and " noise |" in header
-    assert (evaluated.out / "figures" / "headline.png").stat().st_size > 0
+    assert (evaluated.out / "report" / "figures" / "metrics_bars.png").stat().st_size > 0
 
 
 def test_no_marker_above_min_coverage_and_strict_exit(evaluated, capsys_module):

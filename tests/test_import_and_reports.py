@@ -123,12 +123,12 @@ def test_write_reports_and_cli(tmp_path, capsys):
     assert {
         "leaderboard.md",
         "leaderboard.csv",
-        "tables/table_main.tex",
-        "tables/table_main.md",
-        "tables/table_main.csv",
-        "figures/headline.png",
+        "report/table_main.tex",
+        "report/table_main.md",
+        "report/table_main.csv",
+        "report/figures/metrics_bars.png",
     } <= written
-    assert "tables/table_pathology_ms_ssim.md" in written and "figures/per_pathology_ms_ssim.png" in written
+    assert "report/table_pathology_ms_ssim.md" in written and "report/figures/pathology_ms_ssim.png" in written
     caption = (tmp_path / "tables" / "table_main.md").read_text().splitlines()[0]
     assert caption == "**Generated chest X-rays against the real test images: MS-SSIM, FID, by model type.**"
 
