@@ -29,4 +29,6 @@ def write_reports(out: Path, formats=("md", "csv", "tex"), figures: bool = True,
         )
     )
     options = ReportOptions(decimals=decimals, formats=tuple(formats), figures=figures)
-    return written + write_report_folder([run], out / REPORT_DIR, options)
+    command = ["xreal-bench", "report", str(out), "--decimals", str(decimals), "--formats", *formats]
+    command += [] if figures else ["--no-figures"]
+    return written + write_report_folder([run], out / REPORT_DIR, options, command=command)

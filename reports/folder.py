@@ -11,7 +11,6 @@ given, generators carry names checked by the safe-name rule when the run was loa
 from __future__ import annotations
 
 import shlex
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,8 +29,11 @@ DEMO_WARNING = (
 )
 
 
-def write_report_folder(runs: Sequence[Run], out: Path, options: ReportOptions, *, allow_mixed: bool = False) -> list[Path]:
-    """Write the report folder for ``runs`` at ``out``; returns every file written."""
+def write_report_folder(
+    runs: Sequence[Run], out: Path, options: ReportOptions, *, command: Sequence[str], allow_mixed: bool = False
+) -> list[Path]:
+    """Write the report folder for ``runs`` at ``out``; returns every file written. ``command``: the command line that
+    makes this folder (shown in its README)."""
     from xreal_bench.reports.merge import merge_runs
 
     merged = merge_runs(runs, allow_mixed=allow_mixed)
@@ -39,14 +41,14 @@ def write_report_folder(runs: Sequence[Run], out: Path, options: ReportOptions, 
     number = {id(run): k for k, run in enumerate(runs, start=1)}  # run-<k>: the order given, in every section
     if len(merged.sections) == 1:
         written = write_section(merged, merged.sections[0], out, options, number)
-        written.append(write_readme(out, [(out, merged.sections[0])], runs, written, options))
+        written.append(write_readme(out, [(out, merged.sections[0])], runs, written, options, command))
         return written
     written, parts = [], []
     for k, section in enumerate(merged.sections, start=1):
         folder = out / f"section-{k}"
         written += write_section(merged, section, folder, options, number)
         parts.append((folder, section))
-    written.append(write_readme(out, parts, runs, written, options))
+    written.append(write_readme(out, parts, runs, written, options, command))
     return written
 
 
@@ -57,7 +59,8 @@ def write_section(merged: Merged, section: Section, out: Path, options: ReportOp
     from xreal_bench.reports.grid import write_samples_grid
     from xreal_bench.reports.leaderboard_files import write_leaderboard_files
     from xreal_bench.reports.study_scores import reader_scores
-    from xreal_bench.reports.tables import write_tables
+    from xreal_bench.reports.table_image import write_table_image
+    from xreal_bench.reports.tables import main_table, write_tables
 
     runs = list(section.runs)
     out.mkdir(parents=True, exist_ok=True)
@@ -71,6 +74,8 @@ def write_section(merged: Merged, section: Section, out: Path, options: ReportOp
         grid = write_samples_grid(runs, out, options)
         written += grid
         grid_png = next((p for p in grid if p.suffix == ".png"), None)
+        if (table := main_table(runs, options, scores)) is not None:
+            written.append(write_table_image(table, out / "table_main.png", options))
     one = Merged(sections=(section,), rank_metric=merged.rank_metric)
     written += write_leaderboard_files(one, out, decimals=options.decimals, grid_png=grid_png)
     for run in runs:
@@ -92,10 +97,6 @@ def scores_frame(scores: ReaderScores | None, runs: Sequence[Run]) -> pd.DataFra
         if (e := scores.get(run, g, c)) is not None
     ]
     return pd.DataFrame(rows, columns=["run_id", "generator", "criterion", "mean", "ci_low", "ci_high"])
-
-
-def command_line() -> str:
-    return " ".join(shlex.quote(a) for a in ["xreal-bench", *sys.argv[1:]])
 
 
 def code(text: object) -> str:
@@ -151,20 +152,23 @@ FILE_NOTES = {
 
 
 def describe(path: Path) -> str:
-    stem = path.stem
+    stem = path.name
     for prefix, note in FILE_NOTES.items():
         if stem.startswith(prefix):
             return note
-    if path.suffix == ".yaml":
+    if stem.endswith(".model-index"):
         return "Hugging Face model card `model-index` block of one generator (paste into the model's README)"
     return ""
 
 
-def write_readme(out: Path, parts, runs: Sequence[Run], written: list[Path], options: ReportOptions) -> Path:
+def write_readme(
+    out: Path, parts, runs: Sequence[Run], written: list[Path], options: ReportOptions, command: Sequence[str]
+) -> Path:
     lines = ["# xreal-bench report", ""]
     if any(run.demo for run in runs):
         lines += [DEMO_WARNING, ""]
-    lines += ["Made by:", "", f"    {command_line()}", ""]
+    shown = [f"    {line}" for line in shlex.join(command).splitlines()]  # every line indented: literal code, never markup
+    lines += ["Made by (run it again to regenerate this folder):", "", *shown, ""]
     lines += [f"Tables: CI style `{options.ci}`, {options.decimals} decimals. Every number traces to the runs below.", ""]
     if len(parts) > 1:
         lines += ["The runs are not all comparable (`--allow-mixed`): each section holds one comparable group.", ""]
@@ -173,9 +177,13 @@ def write_readme(out: Path, parts, runs: Sequence[Run], written: list[Path], opt
             lines += [f"  - {code(d.message())}" for d in section.differences]
         lines.append("")
     lines += ["## Files", ""]
+    stems: dict[Path, list[str]] = {}
     for path in sorted(written):
-        note = describe(path)
-        lines.append(f"- `{path.relative_to(out).as_posix()}`" + (f": {note}" if note else ""))
+        stems.setdefault(path.relative_to(out).with_suffix(""), []).append(path.suffix.lstrip("."))
+    for stem, suffixes in stems.items():
+        name = f"{stem.as_posix()}.{suffixes[0]}" if len(suffixes) == 1 else f"{stem.as_posix()}.{{{','.join(suffixes)}}}"
+        note = describe(out / stem)
+        lines.append(f"- `{name}`" + (f": {note}" if note else ""))
     lines += ["", "## Runs", ""]
     for k, run in enumerate(runs, start=1):
         lines += run_lines(k, run)

@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.command_line = ["xreal-bench", *(sys.argv[1:] if argv is None else argv)]  # as typed, for provenance
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()

@@ -153,14 +153,13 @@ def run_all(args: argparse.Namespace) -> int:
 
 
 def report_and_print(cfg) -> None:
-    from xreal_bench.reports import write_reports
+    from xreal_bench.reports import REPORT_DIR, write_reports
 
     out = Path(cfg.run.out)
     write_reports(out, cfg.report.formats, cfg.report.figures, cfg.report.decimals)
     print((out / "leaderboard.md").read_text())
-    print(
-        f"results: {out / 'results.csv'} (+ results.json provenance), leaderboard: {out / 'leaderboard.md'}, tables: {out / 'tables'}"
-    )
+    print(f"results: {out / 'results.csv'} (+ results.json provenance), leaderboard: {out / 'leaderboard.md'}")
+    print(f"report: {out / REPORT_DIR} (Table I, tables, figures, sample grid; its README.md says what each file is)")
 
 
 def run_import(args: argparse.Namespace) -> int:

@@ -62,6 +62,6 @@ def run_report(args: argparse.Namespace) -> int:
         study=args.study,
     )
     out = args.out or runs[0].path / "report"
-    written = write_report_folder(runs, out, options, allow_mixed=args.allow_mixed)
+    written = write_report_folder(runs, out, options, command=args.command_line, allow_mixed=args.allow_mixed)
     print(f"report: {out} ({len(written)} files; {out / 'README.md'} says what each is)")
     return 0
