@@ -75,14 +75,14 @@ def test_import_cli_bad_folder(tmp_path, capsys):
 def results_frame(demo: bool = False) -> pd.DataFrame:
     ev = "demo:net" if demo else "inception"
     rows = [
-        ("real", "fid", "all", 0.0, np.nan, np.nan, 50, 0, 0, ev, ""),
-        ("good", "fid", "all", 10.0, 8.0, 12.0, 50, 0, 0, ev, ""),
-        ("bad", "fid", "all", 90.0, 80.0, 99.0, 50, 3, 2, ev, ""),
-        ("real", "ms_ssim", "all", 1.0, 1.0, 1.0, 50, 0, 0, "pixels", ""),
-        ("good", "ms_ssim", "all", 0.7, 0.65, 0.75, 50, 0, 0, "pixels", ""),
-        ("bad", "ms_ssim", "all", 0.2, 0.1, 0.3, 50, 3, 2, "pixels", ""),
-        ("good", "ms_ssim", "Edema", 0.6, 0.5, 0.7, 12, 0, 0, "pixels", ""),
-        ("bad", "ms_ssim", "Edema", 0.1, 0.0, 0.2, 12, 3, 2, "pixels", ""),
+        ("real", "fid", "all", 0.0, np.nan, np.nan, 50, "images", 0, 0, ev, ""),
+        ("good", "fid", "all", 10.0, 8.0, 12.0, 50, "images", 0, 0, ev, ""),
+        ("bad", "fid", "all", 90.0, 80.0, 99.0, 50, "images", 3, 2, ev, ""),
+        ("real", "ms_ssim", "all", 1.0, 1.0, 1.0, 50, "cases", 0, 0, "pixels", ""),
+        ("good", "ms_ssim", "all", 0.7, 0.65, 0.75, 50, "cases", 0, 0, "pixels", ""),
+        ("bad", "ms_ssim", "all", 0.2, 0.1, 0.3, 50, "cases", 3, 2, "pixels", ""),
+        ("good", "ms_ssim", "Edema", 0.6, 0.5, 0.7, 12, "cases", 0, 0, "pixels", ""),
+        ("bad", "ms_ssim", "Edema", 0.1, 0.0, 0.2, 12, "cases", 3, 2, "pixels", ""),
     ]
     return pd.DataFrame(rows, columns=COLUMNS)
 
