@@ -108,7 +108,7 @@ def frechet_rows(ctx: ScoringContext, metric: Metric, subset: Subset) -> list[Re
 
 def kid_rows(ctx: ScoringContext, metric: Metric, subset: Subset) -> list[ResultRow]:
     """Kernel inception distance (unbiased MMD², polynomial kernel): the mean over random subsets, with a
-    bootstrap CI over cases of the all-pairs U-statistic shifted to that mean (:class:`CaseKernelSums`)."""
+    bias-corrected bootstrap CI over cases of the all-pairs U-statistic, centred on that mean (:func:`kid_bootstrap`)."""
     name, idx = subset
     pair = feature_pair(ctx, metric, idx)
     if pair is None:
@@ -124,7 +124,7 @@ def kid_rows(ctx: ScoringContext, metric: Metric, subset: Subset) -> list[Result
     cases = np.array(sorted({ctx.case_position[c] for c in ctx.groups[idx]}), dtype=np.int64)
     sums = ctx.kernel_sums(feature_role(metric)).subset(cases)
     ci = kid_bootstrap(sums, result.mean, resamples, s.confidence, s.seed)
-    note += f"; CI: case bootstrap of the all-pairs MMD² ({sums.all_pairs():.3g}), shifted by the subset mean minus it"
+    note += f"; bias-corrected case bootstrap CI of the all-pairs MMD² ({sums.all_pairs():.3g}), centred on the subset mean"
     return [ctx.row(metric, result.mean, subset=name, n=n, note=note, ci=(ci.low, ci.high), draws=ci.draws)]
 
 

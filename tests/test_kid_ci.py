@@ -78,11 +78,26 @@ def test_interval_covers_the_subset_mean_on_shifted_data_and_shrinks_with_more_c
         assert ci.estimate == point and ci.low < point < ci.high
         assert ci.low > 0  # the shift is detected: the interval excludes 0
         assert (ci.low, ci.high) == percentile_interval(ci.draws, 0.95)[:2]
-        # the draws are the all-pairs statistic shifted by (point - all pairs): their spread is the bootstrap's
+        # the draws are the resampled all-pairs statistic shifted to have the point estimate as their mean
         raw = sums.mmd2(multiplicities(n_cases, 300, seed=0))
-        np.testing.assert_allclose(ci.draws - raw, point - sums.all_pairs(), atol=1e-12)
+        np.testing.assert_allclose(ci.draws - raw, point - raw.mean(), atol=1e-12)
+        assert ci.draws.mean() == pytest.approx(point, abs=1e-12)
         widths.append(ci.high - ci.low)
     assert widths[1] < 0.6 * widths[0]  # ~ 1/sqrt(8)
+
+
+def test_bias_correction_keeps_the_truth_of_identical_distributions_inside_the_interval():
+    """A case drawn twice pairs copies of one image: the resampled all-pairs MMD² is biased upwards, and its
+    plain percentile interval misses the true 0 of two identical distributions; the corrected one covers it."""
+    covered = plain_covered = 0
+    for rep in range(40):
+        gen, gen_case, real, real_case = toy_run(60, seed=100 + rep, max_samples=2)
+        sums = CaseKernelSums.of(gen, gen_case, real, real_case, 60)
+        ci = kid_bootstrap(sums, sums.all_pairs(), 200, 0.95, seed=rep)
+        covered += ci.low <= 0.0 <= ci.high
+        low, high, _ = percentile_interval(sums.mmd2(multiplicities(60, 200, seed=rep)), 0.95)
+        plain_covered += low <= 0.0 <= high
+    assert covered >= 38 and plain_covered <= 10  # seeded: 40 and 8
 
 
 def test_resample_b_draws_the_same_cases_as_the_mean_bootstrap():

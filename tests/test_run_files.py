@@ -148,7 +148,7 @@ def test_stored_draws_are_the_intervals(out):
         low, high, _ = percentile_interval(draws, 0.95)
         assert (r.ci_low, r.ci_high) == pytest.approx((low, high), abs=1e-12), (r.generator, r.metric, r.subset)
     kid = run.frame[(run.frame.generator == "noise") & (run.frame.metric == "kid") & (run.frame.subset == "all")].iloc[0]
-    assert kid.ci_low < kid.value < kid.ci_high and "case bootstrap of the all-pairs MMD²" in kid.note
+    assert kid.ci_low < kid.value < kid.ci_high and "bias-corrected case bootstrap CI of the all-pairs MMD²" in kid.note
 
 
 def test_n_unit_column_and_run_id(out):
