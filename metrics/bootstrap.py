@@ -8,13 +8,19 @@ Two forms:
 
 With ``groups`` (one id per sample, e.g. the case id when a case has several samples), whole
 groups are resampled with replacement and their samples stay together; otherwise each sample
-is its own group. The same ``seed`` gives the same resamples, hence the same interval.
+is its own group. Groups are numbered in sorted order of their ids and resample *b* draws group
+positions ``case_picks(G, B, seed)[b]``: the same seed gives the same resamples, hence the same
+interval, and two sources with the same groups (the cases they cover) are resampled in pairs —
+draw *b* of one and draw *b* of the other rest on the same cases.
+
+Every interval keeps its resampled statistics (:attr:`BootstrapCI.draws`); ``evaluate`` stores
+them in ``bootstrap.npz`` for rank intervals and paired comparisons.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -29,26 +35,45 @@ class BootstrapCI:
     confidence: float
     n_resamples: int
     n_failed: int = 0  # resamples whose statistic was NaN (left out of the percentiles)
+    #: The resampled statistics the percentiles were taken from (bias-corrected where the interval is), NaN where undefined.
+    draws: np.ndarray = field(default_factory=lambda: np.empty(0), repr=False, compare=False)
 
 
 def group_members(n: int, groups: Sequence | np.ndarray | None) -> list[np.ndarray]:
-    """Sample indices of each group (in order of first appearance); one group per sample if None."""
+    """Sample indices of each group, groups in sorted order of their ids; one group per sample if None."""
     if groups is None:
         return [np.array([i]) for i in range(n)]
     groups = np.asarray(groups)
     if groups.shape != (n,):
         raise ValueError(f"groups must have one entry per sample ({n}), got shape {groups.shape}")
-    _, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
-    by_group = np.split(np.argsort(inverse, kind="stable"), np.cumsum(np.bincount(inverse))[:-1])
-    return [by_group[g] for g in np.argsort(first)]
+    _, inverse = np.unique(groups, return_inverse=True)
+    return np.split(np.argsort(inverse, kind="stable"), np.cumsum(np.bincount(inverse))[:-1])
+
+
+def case_picks(n_groups: int, n_resamples: int, seed: int) -> np.ndarray:
+    """``[n_resamples, n_groups]`` group positions drawn with replacement: row *b* is resample *b*."""
+    return np.random.default_rng(seed).integers(0, n_groups, size=(n_resamples, n_groups))
+
+
+def multiplicities(n_groups: int, n_resamples: int, seed: int) -> np.ndarray:
+    """``[n_resamples, n_groups]`` float64: how often resample *b* draws each group (rows of :func:`case_picks`)."""
+    picks = case_picks(n_groups, n_resamples, seed)
+    flat = (picks + n_groups * np.arange(n_resamples)[:, None]).ravel()
+    return np.bincount(flat, minlength=n_resamples * n_groups).reshape(n_resamples, n_groups).astype(np.float64)
+
+
+def sample_weights(n: int, n_resamples: int, seed: int, groups=None) -> np.ndarray:
+    """``[n_resamples, n]`` float64: how often resample *b* draws each sample (its group's multiplicity)."""
+    group_of = np.empty(n, dtype=np.int64)
+    for g, members in enumerate(group_members(n, groups)):
+        group_of[members] = g
+    return multiplicities(int(group_of.max()) + 1 if n else 0, n_resamples, seed)[:, group_of]
 
 
 def resample_indices(n: int, n_resamples: int, seed: int, groups=None):
     """Yield ``n_resamples`` sample-index arrays, each from groups drawn with replacement."""
     members = group_members(n, groups)
-    rng = np.random.default_rng(seed)
-    for _ in range(n_resamples):
-        picks = rng.integers(0, len(members), size=len(members))
+    for picks in case_picks(len(members), n_resamples, seed):
         yield np.concatenate([members[g] for g in picks])
 
 
@@ -91,10 +116,10 @@ def bootstrap_ci(
     members = group_members(values.size, groups)
     sums = np.array([values[m].sum() for m in members])
     counts = np.array([m.size for m in members], dtype=np.float64)
-    picks = np.random.default_rng(seed).integers(0, len(members), size=(n_resamples, len(members)))
+    picks = case_picks(len(members), n_resamples, seed)
     stats = sums[picks].sum(axis=1) / counts[picks].sum(axis=1)
     low, high, failed = percentile_interval(stats, confidence)
-    return BootstrapCI(float(values.mean()), low, high, confidence, n_resamples, failed)
+    return BootstrapCI(float(values.mean()), low, high, confidence, n_resamples, failed, stats)
 
 
 def bootstrap_statistic(
@@ -119,13 +144,13 @@ def bootstrap_statistic(
     """
     check_args(n, n_resamples, confidence)
     estimate = float(statistic(np.arange(n)))
-    draws = resample_indices(n, n_resamples, seed, groups)
+    resamples = resample_indices(n, n_resamples, seed, groups)
     if progress:
         from tqdm import tqdm
 
-        draws = tqdm(draws, total=n_resamples, desc="bootstrap", unit="resample")
-    stats = np.array([float(statistic(idx)) for idx in draws])
+        resamples = tqdm(resamples, total=n_resamples, desc="bootstrap", unit="resample")
+    stats = np.array([float(statistic(idx)) for idx in resamples])
     if bias_corrected and not np.isnan(stats).all():
         stats = stats - (np.nanmean(stats) - estimate)
     low, high, failed = percentile_interval(stats, confidence)
-    return BootstrapCI(estimate, low, high, confidence, n_resamples, failed)
+    return BootstrapCI(estimate, low, high, confidence, n_resamples, failed, stats)

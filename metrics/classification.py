@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from sklearn.metrics import f1_score, precision_recall_curve, roc_auc_score, roc_curve
 
-from xreal_bench.metrics.bootstrap import percentile_interval, resample_indices
+from xreal_bench.metrics.bootstrap import percentile_interval, sample_weights
 
 THRESHOLD_POLICIES: tuple[str, ...] = ("calibrated", "youden", "f1", "fixed")
 IGNORE_LABEL = -1
@@ -195,12 +195,17 @@ def evaluate_classification(
 
 @dataclass(frozen=True)
 class ClassificationCI:
-    """Percentile bootstrap intervals ``(low, high)`` per class and for the macro averages."""
+    """Percentile bootstrap intervals ``(low, high)`` per class and for the macro averages, and the
+    resampled statistics behind each (``[resamples]``, NaN where a resample leaves it undefined)."""
 
     auc: dict[str, tuple[float, float]]
     f1: dict[str, tuple[float, float]]
     auc_macro: tuple[float, float]
     f1_macro: tuple[float, float]
+    auc_draws: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
+    f1_draws: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
+    auc_macro_draws: np.ndarray = field(default_factory=lambda: np.empty(0), repr=False, compare=False)
+    f1_macro_draws: np.ndarray = field(default_factory=lambda: np.empty(0), repr=False, compare=False)
 
 
 def weighted_auc(y: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -250,10 +255,7 @@ def bootstrap_classification(
     """
     names = list(label_names)
     scores, labels = check_inputs(scores, labels, names)
-    n = scores.shape[0]
-    weights = np.stack([np.bincount(idx, minlength=n) for idx in resample_indices(n, n_resamples, seed, groups)]).astype(
-        np.float64
-    )
+    weights = sample_weights(scores.shape[0], n_resamples, seed, groups)
     auc_draws, f1_draws = {}, {}
     for c, name in enumerate(names):
         keep = ~np.isnan(labels[:, c])
@@ -266,17 +268,21 @@ def bootstrap_classification(
         low, high, _ = percentile_interval(draws, confidence)
         return low, high
 
-    def macro(draws: dict[str, np.ndarray]) -> tuple[float, float]:
+    def macro(draws: dict[str, np.ndarray]) -> np.ndarray:
         if not draws:
-            return float("nan"), float("nan")
-        stacked = np.stack(list(draws.values()))
+            return np.full(n_resamples, np.nan)
         with np.errstate(invalid="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # resamples where every class is undefined
-            return interval(np.nanmean(stacked, axis=0))
+            return np.nanmean(np.stack(list(draws.values())), axis=0)
 
+    auc_macro, f1_macro = macro(auc_draws), macro(f1_draws)
     return ClassificationCI(
         auc={k: interval(v) for k, v in auc_draws.items()},
         f1={k: interval(v) for k, v in f1_draws.items()},
-        auc_macro=macro(auc_draws),
-        f1_macro=macro(f1_draws),
+        auc_macro=interval(auc_macro),
+        f1_macro=interval(f1_macro),
+        auc_draws=auc_draws,
+        f1_draws=f1_draws,
+        auc_macro_draws=auc_macro,
+        f1_macro_draws=f1_macro,
     )

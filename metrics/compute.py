@@ -22,13 +22,13 @@ on real images only.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from xreal_bench.metrics.bootstrap import bootstrap_statistic
+from xreal_bench.metrics.bootstrap import bootstrap_statistic, percentile_interval
 from xreal_bench.metrics.context import NO_CI, Classification, ResultRow, ScoringContext, Subset, count
-from xreal_bench.metrics.fid import fid_from_stats, frechet_distance, kid
+from xreal_bench.metrics.fid import fid_from_stats, frechet_distance, kid, kid_bootstrap
 from xreal_bench.metrics.stats import FeatureStats
 
 if TYPE_CHECKING:
@@ -100,12 +100,15 @@ def frechet_rows(ctx: ScoringContext, metric: Metric, subset: Subset) -> list[Re
 
     s = ctx.settings
     ci = bootstrap_statistic(len(idx), statistic, resamples, s.confidence, s.seed, groups=case_of, bias_corrected=True)
+    draws = np.maximum(ci.draws, 0.0)  # a distance: a bias-corrected draw below 0 counts as 0
+    low, high, _ = percentile_interval(draws, s.confidence)
     note = "; ".join(filter(None, [note, "bias-corrected bootstrap CI"]))
-    return [ctx.row(metric, value, subset=name, n=n, note=note, ci=(max(ci.low, 0.0), ci.high))]
+    return [ctx.row(metric, value, subset=name, n=n, note=note, ci=(low, high), draws=draws)]
 
 
 def kid_rows(ctx: ScoringContext, metric: Metric, subset: Subset) -> list[ResultRow]:
-    """Kernel inception distance (unbiased MMD², polynomial kernel) over random subsets."""
+    """Kernel inception distance (unbiased MMD², polynomial kernel): the mean over random subsets, with a
+    bias-corrected bootstrap CI over cases of the all-pairs U-statistic, centred on that mean (:func:`kid_bootstrap`)."""
     name, idx = subset
     pair = feature_pair(ctx, metric, idx)
     if pair is None:
@@ -113,8 +116,16 @@ def kid_rows(ctx: ScoringContext, metric: Metric, subset: Subset) -> list[Result
     g_feat, r_feat = pair
     s = ctx.settings
     result = kid(r_feat, g_feat, s.kid_subsets, s.kid_subset_size, seed=s.seed)
+    n = count(metric.n_unit, ctx.groups[idx])
     note = f"unbiased MMD² (<= 0: indistinguishable); std over subsets {result.std:.3g}"
-    return [ctx.row(metric, result.mean, subset=name, n=count(metric.n_unit, ctx.groups[idx]), note=note)]
+    resamples = ctx.resamples(metric)
+    if not resamples:
+        return [ctx.row(metric, result.mean, subset=name, n=n, note=f"{note}; CI off (metrics.{metric.ci} = 0)")]
+    cases = np.array(sorted({ctx.case_position[c] for c in ctx.groups[idx]}), dtype=np.int64)
+    sums = ctx.kernel_sums(feature_role(metric)).subset(cases)
+    ci = kid_bootstrap(sums, result.mean, resamples, s.confidence, s.seed)
+    note += f"; bias-corrected case bootstrap CI of the all-pairs MMD² ({sums.all_pairs():.3g}), centred on the subset mean"
+    return [ctx.row(metric, result.mean, subset=name, n=n, note=note, ci=(ci.low, ci.high), draws=ci.draws)]
 
 
 def paired_ms_ssim_rows(ctx: ScoringContext, metric: Metric, subset: Subset) -> list[ResultRow]:
@@ -144,6 +155,18 @@ def dice_rows(ctx: ScoringContext, metric: Metric, subset: Subset) -> list[Resul
     return [row for row in rows if row]
 
 
+class ClassIntervals(NamedTuple):
+    """F1's or AUC's intervals from the classification bootstrap and the draws behind each."""
+
+    macro: tuple[float, float]
+    per_class: dict[str, tuple[float, float]]
+    macro_draws: np.ndarray | None
+    class_draws: dict[str, np.ndarray]
+
+
+NO_INTERVALS = ClassIntervals(NO_CI, {}, None, {})
+
+
 def class_rows(
     ctx: ScoringContext,
     c: Classification,
@@ -151,21 +174,32 @@ def class_rows(
     per_class: dict[str, float],
     skipped: dict[str, str],
     macro: float,
-    macro_ci: tuple[float, float] | None,
-    class_ci: dict[str, tuple[float, float]] | None,
+    ci: ClassIntervals,
     note: str,
 ) -> list[ResultRow]:
-    """The macro row (when a class was evaluated) and one ``<prefix>/<label>`` row per evaluated class."""
+    """The macro row (when a class was evaluated) and one ``<prefix>/<label>`` row per evaluated class
+    (``n``: its labelled cases)."""
+    macro_ci, class_ci, macro_draws, class_draws = ci
     skipped_note = f"skipped: {', '.join(f'{k} ({v})' for k, v in skipped.items())}" if skipped else ""
     note = "; ".join(filter(None, [note, skipped_note]))
-    rows = [ctx.row(metric, macro, n=c.n_cases, note=note, ci=macro_ci or NO_CI)] if per_class else []
-    n_valid, n_positive = c.result.n_valid, c.result.n_positive
+    rows = [ctx.row(metric, macro, n=c.n_cases, note=note, ci=macro_ci, draws=macro_draws)] if per_class else []
     evaluator = ctx.suite.label(metric.name)
     for label, value in per_class.items():
-        low, high = (class_ci or {}).get(label, NO_CI)
-        row_name = f"{metric.per_class}/{label}"
-        note = f"{n_positive[label]} positive"
-        rows.append(ResultRow(ctx.generator, row_name, value, low, high, n_valid[label], "all", evaluator, note))
+        labelled, positive = c.class_cases[label]
+        rows.append(
+            ResultRow(
+                ctx.generator,
+                f"{metric.per_class}/{label}",
+                value,
+                *class_ci.get(label, NO_CI),
+                labelled,
+                "all",
+                evaluator,
+                f"{positive} positive cases",
+                n_unit="cases",
+                draws=class_draws.get(label),
+            )
+        )
     return rows
 
 
@@ -176,7 +210,8 @@ def f1_rows(ctx: ScoringContext, metric: Metric, subset: Subset) -> list[ResultR
         return []
     r, ci = c.result, c.ci
     note = f"thresholds: {r.thresholds.policy} ({r.thresholds.source})"
-    return class_rows(ctx, c, metric, r.f1, r.skipped_f1, r.f1_macro, ci.f1_macro if ci else None, ci.f1 if ci else None, note)
+    intervals = ClassIntervals(ci.f1_macro, ci.f1, ci.f1_macro_draws, ci.f1_draws) if ci else NO_INTERVALS
+    return class_rows(ctx, c, metric, r.f1, r.skipped_f1, r.f1_macro, intervals, note)
 
 
 def auc_rows(ctx: ScoringContext, metric: Metric, subset: Subset) -> list[ResultRow]:
@@ -185,4 +220,5 @@ def auc_rows(ctx: ScoringContext, metric: Metric, subset: Subset) -> list[Result
     if c is None:
         return []
     r, ci = c.result, c.ci
-    return class_rows(ctx, c, metric, r.auc, r.skipped_auc, r.auc_macro, ci.auc_macro if ci else None, ci.auc if ci else None, "")
+    intervals = ClassIntervals(ci.auc_macro, ci.auc, ci.auc_macro_draws, ci.auc_draws) if ci else NO_INTERVALS
+    return class_rows(ctx, c, metric, r.auc, r.skipped_auc, r.auc_macro, intervals, "")

@@ -2,13 +2,14 @@
 :class:`ResultRow` values it returns (one per generator, metric and subset).
 
 Work shared by several metrics of a generator (the pathology subsets, the one vectorised
-classification bootstrap behind F1 and AUC) is computed once per context, on first use.
+classification bootstrap behind F1 and AUC, KID's case kernel sums) is computed once per context,
+on first use.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING
 
@@ -23,6 +24,7 @@ from xreal_bench.metrics.classification import (
     bootstrap_classification,
     evaluate_classification,
 )
+from xreal_bench.metrics.fid import CaseKernelSums
 
 if TYPE_CHECKING:
     from xreal_bench.metrics.engine import SourceOutputs
@@ -40,6 +42,8 @@ Subset = tuple[str, np.ndarray]  # (``all`` or a pathology, indices into the gen
 
 @dataclass
 class ResultRow:
+    """One ``results.csv`` row; ``draws`` (the resampled statistics behind the CI) go to ``bootstrap.npz``."""
+
     generator: str
     metric: str
     value: float
@@ -51,6 +55,8 @@ class ResultRow:
     note: str = ""
     failed: int = 0  # the generator's failed images (generation failures + undecodable files), on each of its rows
     missing: int = 0  # the generator's planned images with no file, on each of its rows
+    n_unit: str = ""  # what ``n`` counts ("images" / "cases"; "" = as the metric table says)
+    draws: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,7 @@ class Classification:
     result: ClassificationResult
     ci: ClassificationCI | None
     n_cases: int
+    class_cases: dict[str, tuple[int, int]]  # label -> (cases labelled, positive cases)
 
 
 def evaluated_labels(label_set: Sequence[str], classifier_labels: Sequence[str]) -> list[str]:
@@ -114,6 +121,11 @@ class ScoringContext:
         return np.asarray(self.gen.case_ids)
 
     @cached_property
+    def case_position(self) -> dict[str, int]:
+        """Position of each covered case in sorted order (the bootstrap's group positions)."""
+        return {c: k for k, c in enumerate(sorted(set(self.groups)))}
+
+    @cached_property
     def real_index(self) -> dict[str, int]:
         """Row of each case in the real outputs."""
         return {k[0]: i for i, k in enumerate(self.real.keys)}
@@ -136,10 +148,19 @@ class ScoringContext:
         return getattr(self.settings, metric.ci) if metric.ci else 0
 
     def row(
-        self, metric: Metric, value: float, *, n: int, subset: str = "all", note: str = "", ci: tuple[float, float] = NO_CI
+        self,
+        metric: Metric,
+        value: float,
+        *,
+        n: int,
+        subset: str = "all",
+        note: str = "",
+        ci: tuple[float, float] = NO_CI,
+        draws: np.ndarray | None = None,
     ) -> ResultRow:
-        """A row of ``metric`` for this generator, labelled with the evaluator behind it."""
-        return ResultRow(self.generator, metric.name, value, *ci, n, subset, self.suite.label(metric.name), note)
+        """A row of ``metric`` for this generator, labelled with the evaluator behind it and the unit of ``n``."""
+        label = self.suite.label(metric.name)
+        return ResultRow(self.generator, metric.name, value, *ci, n, subset, label, note, n_unit=metric.n_unit, draws=draws)
 
     def mean_row(self, metric: Metric, values, groups, *, subset: str = "all", note: str = "") -> ResultRow | None:
         """Mean of per-image (or per-case) values, NaN excluded and counted, with a grouped bootstrap CI."""
@@ -155,7 +176,7 @@ class ScoringContext:
         if not resamples:
             return self.row(metric, float(v.mean()), subset=subset, n=n, note=note)
         ci = bootstrap_ci(v, resamples, self.settings.confidence, self.settings.seed, groups=g)
-        return self.row(metric, ci.estimate, subset=subset, n=n, note=note, ci=(ci.low, ci.high))
+        return self.row(metric, ci.estimate, subset=subset, n=n, note=note, ci=(ci.low, ci.high), draws=ci.draws)
 
     @cached_property
     def classification(self) -> Classification | None:
@@ -173,4 +194,28 @@ class ScoringContext:
             ci = bootstrap_classification(
                 scores, labels, names, thresholds, s.bootstrap, s.confidence, s.seed, self.groups, s.f1_zero_division
             )
-        return Classification(result, ci, len(set(self.groups)))
+        labelled = ~np.isnan(labels) & (labels != -1)
+        class_cases = {
+            name: (len(set(self.groups[labelled[:, j]])), len(set(self.groups[labels[:, j] == 1])))
+            for j, name in enumerate(names)
+        }
+        return Classification(result, ci, len(set(self.groups)), class_cases)
+
+    def kernel_sums(self, role: str) -> CaseKernelSums:
+        """KID's kernel block sums over the cases this generator covers, in sorted order (real side: each case's
+        real features once); a pathology subset takes its cases' rows and columns."""
+        if role not in self._kernel_sums:
+            position = self.case_position
+            with_real = [c for c in position if c in self.real_index]
+            self._kernel_sums[role] = CaseKernelSums.of(
+                self.gen.features[role],
+                np.array([position[c] for c in self.groups], dtype=np.int64),
+                self.real.features[role][np.array([self.real_index[c] for c in with_real], dtype=np.int64)],
+                np.array([position[c] for c in with_real], dtype=np.int64),
+                len(position),
+            )
+        return self._kernel_sums[role]
+
+    @cached_property
+    def _kernel_sums(self) -> dict[str, CaseKernelSums]:
+        return {}

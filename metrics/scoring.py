@@ -5,16 +5,24 @@ function, on ``all`` and, for metrics with per-subset rows, on each pathology su
 cases the generator covers (the rule in :mod:`xreal_bench.metrics.compute`). Point estimates
 come with seeded bootstrap CIs over cases (a case's samples resampled together). A source with
 no scored image keeps one NaN row per enabled metric (``n = 0``), so it stays in every table.
+
+:func:`per_image_frame` gives the per-image values the rows average (``per_image.csv``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
 
 from xreal_bench.metrics import table
 from xreal_bench.metrics.context import ResultRow, ScoringContext, ScoringSettings
 
 NAN = float("nan")
+#: Column prefix of the classifier's probability for a label in ``per_image.csv``.
+SCORE_PREFIX = "score/"
 
 if TYPE_CHECKING:
     from xreal_bench.metrics.classification import Thresholds
@@ -37,7 +45,7 @@ def score(
     if not gen.keys:
         note = "not computed: no image of this source could be scored"
         return [
-            ResultRow(generator, m.name, NAN, n=0, evaluator=suite.label(m.name), note=note)
+            ResultRow(generator, m.name, NAN, n=0, evaluator=suite.label(m.name), note=note, n_unit=m.n_unit)
             for m in table.enabled(settings.enabled)
         ]
     ctx = ScoringContext(generator, gen, real, cases, suite, settings, thresholds)
@@ -48,3 +56,34 @@ def score(
                 raise ValueError(f"metric {metric.name!r} is selectable but has no compute function")
             rows += metric.compute(ctx, metric, subset)
     return rows
+
+
+def per_image_values(outputs: SourceOutputs, entry: table.Metric) -> np.ndarray | None:
+    """An entry's value for each image of ``outputs`` (None: it has no per-image values there)."""
+    if entry.pixels == "paired":
+        return outputs.ms_ssim
+    if entry.role == "segmenter":
+        return outputs.dice.get(entry.key)
+    return None
+
+
+def per_image_frame(
+    generator: str, outputs: SourceOutputs, *, enabled: Iterable[str], classifier_labels: Sequence[str]
+) -> pd.DataFrame:
+    """One row per scored image of a source: ``generator``, ``case_id``, ``sample_index``, each enabled entry's per-image value
+    (named after the entry, parts before their metric; NaN where undefined) and the classifier's
+    probabilities ``score/<label>`` (float64, as scoring used them)."""
+    columns: dict[str, object] = {
+        "generator": [generator] * len(outputs.keys),
+        "case_id": [k[0] for k in outputs.keys],
+        "sample_index": np.array([k[1] for k in outputs.keys], dtype=np.int64),
+    }
+    for metric in table.enabled(enabled):
+        for entry in (*metric.parts, metric):
+            values = per_image_values(outputs, entry)
+            if values is not None:
+                columns[entry.name] = np.asarray(values, dtype=np.float64)
+    if outputs.scores is not None:
+        for j, label in enumerate(classifier_labels):
+            columns[f"{SCORE_PREFIX}{label}"] = outputs.scores[:, j].astype(np.float64)
+    return pd.DataFrame(columns)

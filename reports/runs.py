@@ -8,8 +8,9 @@ a run written before them loads without them, and whatever needs them says what 
   ``sample_index``, then each per-image metric value (``ms_ssim``, ``dice_<structure>``,
   ``dice``) and the classifier's probabilities ``score/<label>``; blank where undefined.
 - ``bootstrap.npz``: the resampled statistics behind every CI, key
-  ``<generator>|<metric>|<subset>`` -> float64 ``[resamples]``, and ``__meta__`` (JSON text:
-  ``format``, ``seed``, ``confidence``, and per generator the sha256 of its covered case ids).
+  ``<generator>|<metric>|<subset>`` -> float64 ``[resamples]`` (NaN where a resample leaves the
+  statistic undefined), and ``__meta__`` (JSON text: ``format``, ``seed``, ``confidence``,
+  ``run_id``, and per generator the sha256 of its covered case ids).
   Resample *b* of every generator draws the same case positions (one seed, cases in sorted
   order), so generators that cover the same cases have paired draws.
 
@@ -33,14 +34,18 @@ from xreal_bench.cases import CasesFileError, read_cases
 from xreal_bench.coverage import Coverage
 from xreal_bench.errors import UserFacingError
 from xreal_bench.names import NAME_RULE, is_valid_name
-from xreal_bench.results import read_coverage, read_provenance, read_results
+from xreal_bench.results import (
+    DRAW_KEY_SEPARATOR,
+    DRAWS_FILE,
+    DRAWS_META,
+    PER_IMAGE_FILE,
+    read_coverage,
+    read_provenance,
+    read_results,
+)
 from xreal_bench.rundir import GeneratorDir
 from xreal_bench.types import CaseFacts
 
-PER_IMAGE_FILE = "per_image.csv"
-DRAWS_FILE = "bootstrap.npz"
-DRAWS_META = "__meta__"
-DRAW_KEY_SEPARATOR = "|"
 REFERENCE = "real"
 
 #: Model-type groups of the paper's Table I, in row order.
@@ -54,10 +59,6 @@ SPATIAL_INPUTS = frozenset({"anatomy", "pathology", "image", "mask"})
 REFERENCE_MODULES = ("xreal_bench.generators.reference:", "xreal_bench.demo.generator:")
 
 DrawKey = tuple[str, str, str]  # (generator, metric, subset)
-
-
-def draw_key(generator: str, metric: str, subset: str) -> str:
-    return DRAW_KEY_SEPARATOR.join((generator, metric, subset))
 
 
 @dataclass(frozen=True, eq=False)

@@ -79,14 +79,14 @@ def test_import_cli_bad_folder(tmp_path, capsys):
 def results_frame(demo: bool = False) -> pd.DataFrame:
     ev = "demo:net" if demo else "inception"
     rows = [
-        ("real", "fid", "all", 0.0, np.nan, np.nan, 50, 0, 0, ev, ""),
-        ("good", "fid", "all", 10.0, 8.0, 12.0, 50, 0, 0, ev, ""),
-        ("bad", "fid", "all", 90.0, 80.0, 99.0, 50, 3, 2, ev, ""),
-        ("real", "ms_ssim", "all", 1.0, 1.0, 1.0, 50, 0, 0, "pixels", ""),
-        ("good", "ms_ssim", "all", 0.7, 0.65, 0.75, 50, 0, 0, "pixels", ""),
-        ("bad", "ms_ssim", "all", 0.2, 0.1, 0.3, 50, 3, 2, "pixels", ""),
-        ("good", "ms_ssim", "Edema", 0.6, 0.5, 0.7, 12, 0, 0, "pixels", ""),
-        ("bad", "ms_ssim", "Edema", 0.1, 0.0, 0.2, 12, 3, 2, "pixels", ""),
+        ("real", "fid", "all", 0.0, np.nan, np.nan, 50, "images", 0, 0, ev, ""),
+        ("good", "fid", "all", 10.0, 8.0, 12.0, 50, "images", 0, 0, ev, ""),
+        ("bad", "fid", "all", 90.0, 80.0, 99.0, 50, "images", 3, 2, ev, ""),
+        ("real", "ms_ssim", "all", 1.0, 1.0, 1.0, 50, "cases", 0, 0, "pixels", ""),
+        ("good", "ms_ssim", "all", 0.7, 0.65, 0.75, 50, "cases", 0, 0, "pixels", ""),
+        ("bad", "ms_ssim", "all", 0.2, 0.1, 0.3, 50, "cases", 3, 2, "pixels", ""),
+        ("good", "ms_ssim", "Edema", 0.6, 0.5, 0.7, 12, "cases", 0, 0, "pixels", ""),
+        ("bad", "ms_ssim", "Edema", 0.1, 0.0, 0.2, 12, "cases", 3, 2, "pixels", ""),
     ]
     return pd.DataFrame(rows, columns=COLUMNS)
 
@@ -129,16 +129,19 @@ def test_write_reports_and_cli(tmp_path, capsys):
         "report/figures/metrics_bars.png",
     } <= written
     assert "report/table_pathology_ms_ssim.md" in written and "report/figures/pathology_ms_ssim.png" in written
-    caption = (tmp_path / "tables" / "table_main.md").read_text().splitlines()[0]
+    caption = (tmp_path / "report" / "table_main.md").read_text().splitlines()[0]
     assert caption == "**Generated chest X-rays against the real test images: MS-SSIM, FID, by model type.**"
 
 
 def test_report_cli(tmp_path, capsys):
-    pytest.importorskip("xreal_bench.reports.folder", reason="the report folder writer (reports/folder.py) lands with issue 14")
     results_frame().to_csv(tmp_path / "results.csv", index=False)
     assert main(["report", str(tmp_path), "--no-figures", "--formats", "md"]) == 0
+    assert (tmp_path / "report" / "table_main.md").is_file() and not (tmp_path / "report" / "table_main.tex").exists()
+    (tmp_path / "empty").mkdir()
     assert main(["report", str(tmp_path / "empty")]) == 2
     assert "no results at" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "absent")]) == 2
+    assert "not a run directory" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("decimals", [1, 4])
@@ -173,11 +176,11 @@ def test_report_marks_sources_below_min_coverage_from_results_json(tmp_path):
     assert "| bad† | 45 | 3 | 2 | 0.880 | 90.000" in board and "| good | 50 | 0 | 0 | 1.000 |" in board
     assert "† coverage below metrics.min_coverage = 0.9: bad (22 of 25 cases, 3 failed, 2 missing)" in board
     assert "| real | 50 | 0 | 0 | – |" in board  # no record: counts from results.csv, coverage unknown
-    tex = (tmp_path / "tables" / "table_main.tex").read_text()
+    tex = (tmp_path / "report" / "table_main.tex").read_text()
     assert "bad$^\\dagger$ & \\begin{tabular}[c]{@{}c@{}}\\underline{0.200}\\\\ {\\scriptsize \\underline{[0.100, 0.300]}}" in tex
     assert "$^\\dagger$ coverage below metrics.min\\_coverage = 0.9: bad (22 of 25 cases, 3 failed, 2 missing)" in tex
     assert "Failed / missing images of planned: bad 3 / 2 of 50." in tex and check_latex(tex) == []
-    assert "| Pathology | Real images | bad† | good |" in (tmp_path / "tables" / "table_pathology_ms_ssim.md").read_text()
+    assert "| Pathology | Real images | bad† | good |" in (tmp_path / "report" / "table_pathology_ms_ssim.md").read_text()
     del sources["bad"]["evaluated"]
     (tmp_path / "results.json").write_text(json.dumps({"coverage": {"sources": sources}}))
     with pytest.raises(UserFacingError, match="unreadable coverage record"):

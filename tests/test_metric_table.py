@@ -158,11 +158,11 @@ def frame_run(frame: pd.DataFrame) -> Run:
 def test_a_new_entry_appears_in_leaderboard_main_table_and_latex(with_sharpness):
     frame = pd.DataFrame(
         [
-            ("real", "fid", "all", 0.0, np.nan, np.nan, 4, 0, 0, "inception", ""),
-            ("good", "fid", "all", 10.0, 8.0, 12.0, 4, 0, 0, "inception", ""),
-            ("real", "sharpness", "all", 1.0, np.nan, np.nan, 4, 0, 0, "pixels", ""),
-            ("good", "sharpness", "all", 0.5, 0.4, 0.6, 4, 0, 0, "pixels", ""),
-            ("good", "ms_ssim", "all", 0.7, 0.6, 0.8, 4, 0, 0, "pixels", ""),
+            ("real", "fid", "all", 0.0, np.nan, np.nan, 4, "images", 0, 0, "inception", ""),
+            ("good", "fid", "all", 10.0, 8.0, 12.0, 4, "images", 0, 0, "inception", ""),
+            ("real", "sharpness", "all", 1.0, np.nan, np.nan, 4, "images", 0, 0, "pixels", ""),
+            ("good", "sharpness", "all", 0.5, 0.4, 0.6, 4, "images", 0, 0, "pixels", ""),
+            ("good", "ms_ssim", "all", 0.7, 0.6, 0.8, 4, "cases", 0, 0, "pixels", ""),
         ],
         columns=COLUMNS,
     )
@@ -179,6 +179,6 @@ def test_a_new_entry_appears_in_leaderboard_main_table_and_latex(with_sharpness)
 def test_latex_names_come_from_the_table(monkeypatch):
     renamed = [dataclasses.replace(m, latex="Dice\\textsuperscript{new}") if m.name == "dice" else m for m in table.METRICS]
     monkeypatch.setattr(table, "METRICS", tuple(renamed))
-    frame = pd.DataFrame([("good", "dice", "all", 0.7, 0.6, 0.8, 4, 0, 0, "seg", "")], columns=COLUMNS)
+    frame = pd.DataFrame([("good", "dice", "all", 0.7, 0.6, 0.8, 4, "cases", 0, 0, "seg", "")], columns=COLUMNS)
     paper = main_table([frame_run(frame)], ReportOptions())
     assert "Model & Dice\\textsuperscript{new} $\\uparrow$ \\\\" in latex_table(paper, decimals=3, ci="brackets", label="l")

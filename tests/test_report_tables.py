@@ -1,7 +1,7 @@
 """The paper tables (reports/tables.py) on constructed runs with known orders: Table I layout and groups,
 bold / underline / ties by overlapping CIs in both directions, missing values, reader-study columns,
 footnotes (n with its unit, evaluators, demo, coverage), several runs, CI styles, per-pathology,
-per-organ and per-subgroup tables, and the per-run ``tables/`` folder."""
+per-organ and per-subgroup tables, and the run directory's ``report/`` folder."""
 
 from __future__ import annotations
 
@@ -319,8 +319,8 @@ def test_subset_and_organ_tables(tmp_path):
     per_case = {"a": {"dice_lungs": [0.8] * 8, "dice_heart": [0.5] * 8, "dice": [0.65] * 8}, "b": {"dice_lungs": [0.9] * 8}}
     one = make_run(tmp_path / "run", sources=sources, per_case=per_case, inputs={})
     rows = [
-        ("a", "fid", "Edema", 12.0, 11.0, 13.0, 4, 0, 0, "inception", ""),
-        ("b", "fid", "Edema", 11.5, 11.2, 11.8, 4, 0, 0, "inception", ""),
+        ("a", "fid", "Edema", 12.0, 11.0, 13.0, 4, "images", 0, 0, "inception", ""),
+        ("b", "fid", "Edema", 11.5, 11.2, 11.8, 4, "images", 0, 0, "inception", ""),
     ]
     frame = pd.concat([one.frame, pd.DataFrame(rows, columns=one.frame.columns)], ignore_index=True)
     tables = {t.name: t for t in paper_tables([dataclasses.replace(one, frame=frame)], OPTIONS)}
@@ -406,16 +406,16 @@ def test_write_tables_writes_every_format_and_tidy_csv(tmp_path, run):
     assert {p.suffix for p in only} == {".md"}
 
 
-def test_per_run_reports_write_the_tables_folder(tmp_path):
+def test_per_run_reports_write_the_report_folder(tmp_path):
     one = make_run(tmp_path / "run")
     written = {p.relative_to(one.path).as_posix() for p in write_reports(one.path, figures=False)}
     assert {
         "leaderboard.md",
         "leaderboard.csv",
-        "tables/table_main.md",
-        "tables/table_main.tex",
-        "tables/table_main.csv",
+        "report/table_main.md",
+        "report/table_main.tex",
+        "report/table_main.csv",
     } <= written
-    assert "tables/table_pathology_f1_macro.md" in written and "tables/table_subgroups.csv" in written
+    assert "report/table_pathology_f1_macro.md" in written and "report/table_subgroups.csv" in written
     board = (one.path / "leaderboard.md").read_text()
     assert "Each metric's n in results.csv counts images for `fid`; cases for `ms_ssim`, `f1_macro`." in board

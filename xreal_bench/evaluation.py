@@ -1,11 +1,13 @@
 """``xreal-bench evaluate``: the real side once (cached), each generator's images once, metrics,
-results files with provenance. The real test images are always the ``real`` reference row."""
+results files with provenance, the per-image values and the bootstrap draws behind the rows
+(:mod:`xreal_bench.results`). The real test images are always the ``real`` reference row."""
 
 from __future__ import annotations
 
 import json
 import sys
 import time
+import zipfile
 from collections.abc import Sequence
 from dataclasses import replace
 from functools import partial
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 
 from xreal_bench.coverage import COVERAGE_RULE, Coverage, Plan, coverage_of, select_planned
 from xreal_bench.errors import UserFacingError
@@ -31,10 +34,23 @@ from xreal_bench.metrics.engine import (
     evaluate_real,
     real_fingerprint,
 )
-from xreal_bench.metrics.scoring import score
+from xreal_bench.metrics.scoring import per_image_frame, score
 from xreal_bench.metrics.suite import Suite, build_suite
 from xreal_bench.preflight import evaluated_problem, threshold_split_problem
-from xreal_bench.results import demographics_counts, environment, read_results, write_results
+from xreal_bench.results import (
+    DRAW_KEY_SEPARATOR,
+    DRAWS_FILE,
+    DRAWS_META,
+    PER_IMAGE_FILE,
+    case_set_hash,
+    demographics_counts,
+    environment,
+    new_run_id,
+    read_results,
+    write_draws,
+    write_per_image,
+    write_results,
+)
 from xreal_bench.rundir import GeneratorDir, generator_dirs
 from xreal_bench.weights import UNVERIFIED, VERIFIED, WeightsManager
 
@@ -175,6 +191,11 @@ def evaluate(session: Session, names: Sequence[str] | None = None, progress: boo
         )
     }
     rows = with_counts(score_source(REFERENCE, real), coverage[REFERENCE])
+    images = partial(
+        per_image_frame, enabled=cfg.metrics.enabled, classifier_labels=suite.classifier.labels if suite.classifier else ()
+    )
+    per_image = [images(REFERENCE, real)]
+    covered = {REFERENCE: case_set_hash(real.case_ids)}
     passes = table.pixel_passes(cfg.metrics.enabled)
     failures: dict[str, list[str]] = {REFERENCE: real.failed}
     demographics: dict[str, dict] = {}  # per generator: its scored images prompted with fallback demographics
@@ -206,6 +227,8 @@ def evaluate(session: Session, names: Sequence[str] | None = None, progress: boo
             min_coverage=min_coverage,
         )
         rows += with_counts(score_source(gdir.generator, gen), coverage[gdir.generator])
+        per_image.append(images(gdir.generator, gen))
+        covered[gdir.generator] = case_set_hash(gen.case_ids)
         scored = set(gen.keys)
         demographics[gdir.generator] = demographics_counts(e for e in selection.scorable if e.key in scored)
         timings[gdir.generator] = time.perf_counter() - t0
@@ -214,7 +237,9 @@ def evaluate(session: Session, names: Sequence[str] | None = None, progress: boo
         for name, c in coverage.items():
             if c.lossy or c.ignored:
                 print(f"warning: {c.describe(name)}" + ignored_note(c), file=sys.stderr)
+        run_id = new_run_id()
         provenance = {
+            "run_id": run_id,
             "command": sys.argv,
             "config_source": cfg.source,
             "config_hash": cfg.hash(),
@@ -253,8 +278,14 @@ def evaluate(session: Session, names: Sequence[str] | None = None, progress: boo
             "undecodable": {k: v for k, v in failures.items() if v},
             "timings_s": {**{k: round(v, 3) for k, v in timings.items()}, "total": round(time.perf_counter() - started, 3)},
         }
+        images_frame = pd.concat(per_image, ignore_index=True)
         if names:
-            rows, provenance = keep_other_generators(out, rows, provenance, {d.generator for d in dirs})
+            rows, provenance, images_frame, covered = keep_other_generators(
+                out, rows, provenance, {d.generator for d in dirs}, images_frame, covered
+            )
+        write_per_image(out, images_frame)
+        m = cfg.metrics
+        write_draws(out, rows, run_id=run_id, seed=cfg.run.seed, confidence=m.confidence, cases=covered)
         write_results(out, rows, provenance)
     return rows
 
@@ -284,27 +315,58 @@ def ignored_note(c: Coverage) -> str:
     return f"; {c.ignored} manifest entries outside the plan ignored" if c.ignored else ""
 
 
-def keep_other_generators(out: Path, rows: list[ResultRow], provenance: dict, evaluated: set[str]):
-    """With ``--generators``, keep earlier rows of the other generators when they came from the
-    same config and data (same config hash and dataset fingerprint); otherwise drop them."""
+def keep_other_generators(
+    out: Path, rows: list[ResultRow], provenance: dict, evaluated: set[str], images: pd.DataFrame, covered: dict[str, str]
+):
+    """With ``--generators``, keep the other generators' earlier rows (with their draws), per-image rows and
+    covered-case hashes when they came from the same config and data (same config hash and dataset
+    fingerprint); otherwise drop them."""
     try:
         previous = json.loads((out / "results.json").read_text())
         frame = read_results(out)
     except (OSError, ValueError, UserFacingError):
-        return rows, provenance
+        return rows, provenance, images, covered
     same = (
         previous.get("config_hash") == provenance["config_hash"]
         and previous.get("dataset", {}).get("fingerprint") == provenance["dataset"]["fingerprint"]
     )
     if not same:
         print("earlier results come from another config or data set: they are replaced, not merged", file=sys.stderr)
-        return rows, provenance
+        return rows, provenance, images, covered
     kept = frame[~frame.generator.isin(evaluated | {REFERENCE})]
-    rows = rows + [ResultRow(**record) for record in kept.to_dict("records")]
     others = set(kept.generator)
+    draws, earlier_cases = earlier_draws(out, others)
+    rows = rows + [
+        ResultRow(**record, draws=draws.get((record["generator"], record["metric"], record["subset"])))
+        for record in kept.to_dict("records")
+    ]
+    covered = {**{k: v for k, v in earlier_cases.items() if k in others}, **covered}
+    earlier_images = earlier_per_image(out, others)
+    if earlier_images is not None:
+        images = pd.concat([images, earlier_images], ignore_index=True)
     for key in ("timings_s", "undecodable", "generators"):
         provenance[key] = {**{k: v for k, v in previous.get(key, {}).items() if k in others}, **provenance[key]}
     sources = provenance["coverage"]["sources"]
     earlier = previous.get("coverage", {}).get("sources", {})
     provenance["coverage"]["sources"] = {**{k: v for k, v in earlier.items() if k in others}, **sources}
-    return rows, provenance
+    return rows, provenance, images, covered
+
+
+def earlier_draws(out: Path, generators: set[str]) -> tuple[dict[tuple[str, ...], np.ndarray], dict[str, str]]:
+    """The earlier ``bootstrap.npz`` draws of ``generators`` and its covered-case hashes (empty when unreadable)."""
+    try:
+        with np.load(out / DRAWS_FILE, allow_pickle=False) as archive:
+            cases = json.loads(str(archive[DRAWS_META])).get("cases", {})
+            keys = [k for k in archive.files if k != DRAWS_META and k.split(DRAW_KEY_SEPARATOR)[0] in generators]
+            return {tuple(k.split(DRAW_KEY_SEPARATOR)): np.asarray(archive[k], dtype=np.float64) for k in keys}, cases
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        return {}, {}
+
+
+def earlier_per_image(out: Path, generators: set[str]) -> pd.DataFrame | None:
+    """The earlier ``per_image.csv`` rows of ``generators`` (None when there is no readable file)."""
+    try:
+        frame = pd.read_csv(out / PER_IMAGE_FILE, dtype={"generator": str, "case_id": str})
+    except (OSError, ValueError):
+        return None
+    return frame[frame.generator.isin(generators)]
