@@ -30,8 +30,8 @@ RUNS_ENV = "XREAL_BENCH_DASHBOARD_RUNS"  # run directories, os.pathsep-separated
 OVERALL = "all"
 MISSING = "–"
 MERGE_NOTE = (
-    "Rows are per (generator, run). The cross-run merge rules — which runs are comparable, how seeds combine, "
-    "rank intervals — are those of `xreal-bench leaderboard`."
+    "Rows are per (generator, run). The merged leaderboard below follows `xreal-bench leaderboard`: comparable runs "
+    "only (others in their own section), runs differing only in the seed combined, ranks with bootstrap intervals."
 )
 #: Anatomy label -> RGB (Okabe-Ito: distinguishable for colour-blind readers).
 ANATOMY_COLOURS = {
@@ -195,6 +195,35 @@ def leaderboard_display(board: pd.DataFrame, *, metrics: Sequence[str], decimals
         ]
         shown[f"n ({label})"] = [count_with_unit(n, m) for n in board[f"{m} n"]]
     return shown
+
+
+def merged_sections(
+    runs: Sequence[Run], *, metrics: Sequence[str], generators: Sequence[str], decimals: int = 3
+) -> list[tuple[str, pd.DataFrame]]:
+    """The merged leaderboard (``merge_runs`` with separate sections for runs that are not comparable), shown as text:
+    entry, seeds, rank [interval] and tie group on the ranking metric, then ``value [low, high]`` per chosen metric."""
+    from xreal_bench.reports.merge import merge_runs
+
+    ranking = rank_metric(metrics)
+    merged = merge_runs(runs, allow_mixed=True, rank_metric=ranking)
+    shown = []
+    for section in merged.sections:
+        board = section.board[section.board["generator"].isin(generators)]
+        table = pd.DataFrame({"entry": board["entry"], "seeds": board["seeds"]})
+        table["rank"] = [rank_text(r, lo, hi) for r, lo, hi in zip(board["rank"], board["rank_low"], board["rank_high"])]
+        table["tie"] = board["tie"]
+        for m in metrics:
+            if m in board:
+                cells = zip(board[m], board[f"{m}_ci_low"], board[f"{m}_ci_high"])
+                table[metric_label(m)] = [value_with_ci(v, lo, hi, decimals) for v, lo, hi in cells]
+        shown.append((section.title, table.reset_index(drop=True)))
+    return shown
+
+
+def rank_text(rank: float, low: float, high: float) -> str:
+    if not math.isfinite(rank):
+        return "–"
+    return f"{rank:.0f} [{low:.0f}, {high:.0f}]" if math.isfinite(low) and math.isfinite(high) else f"{rank:.0f}"
 
 
 def pathology_metrics(runs: Sequence[Run]) -> list[str]:

@@ -82,6 +82,11 @@ def leaderboard_tab(runs: list[Run], names: list[str], filters: Filters) -> None
     with st.container(key="leaderboard"):  # the page's anchor for the table (.st-key-leaderboard)
         st.dataframe(dash.leaderboard_display(board, metrics=filters.metrics, decimals=DECIMALS), hide_index=True)
     st.caption(dash.MERGE_NOTE)
+    st.subheader("Merged leaderboard")
+    for title, table in dash.merged_sections(runs, metrics=filters.metrics, generators=filters.generators, decimals=DECIMALS):
+        st.markdown(markdown_cell(title))
+        with st.container(key=f"merged_{title.replace(' ', '_').lower()}"):
+            st.dataframe(table, hide_index=True)
 
 
 def grid_tab(runs: list[Run], names: list[str], filters: Filters) -> None:

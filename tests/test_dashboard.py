@@ -309,3 +309,19 @@ def test_the_ci_label_names_each_runs_confidence(run_dir):
     run = load_run(run_dir)
     other = dataclasses.replace(run, provenance={**run.provenance, "bootstrap": {"confidence": 0.9}})
     assert dash.ci_label([run]) == "95 % CI" and dash.ci_label([run, other]) == "90 % or 95 % CI"
+
+
+def test_merged_leaderboard_combines_seeds_and_ranks(tmp_path):
+    """Two runs that differ only in the seed: one merged row per generator with both seeds and a rank interval."""
+    from report_runs import write_run
+
+    from xreal_bench.reports import dashboard as dash
+    from xreal_bench.reports.runs import load_run
+
+    sources = {"real": {"fid": 0.0}, "a": {"fid": 10.0}, "b": {"fid": 30.0}}
+    runs = [load_run(write_run(tmp_path / f"s{seed}", sources=sources, seed=seed, run_id=f"r{seed}")) for seed in (0, 1)]
+    [(title, table)] = dash.merged_sections(runs, metrics=["fid"], generators=["real", "a", "b"])
+    assert title == "Comparable runs"
+    assert table["seeds"].tolist()[1:] == ["0, 1", "0, 1"]
+    assert table["rank"].tolist()[1:] == ["1 [1, 1]", "2 [2, 2]"]
+    assert table[dash.metric_label("fid")].tolist()[1].startswith("10.000 [")
