@@ -136,8 +136,8 @@ class MetricsConfig:
     fixed_threshold: float = 0.5
     f1_zero_division: Literal[0, 1] = 0
     dice_reference: Literal["real", "input"] = "real"
-    bootstrap: int = 1000  # resamples for every CI except FID's
-    fid_bootstrap: int = 0  # resamples for FID / FID-XRV CIs (costly at d=2048; 0 = no FID CI)
+    bootstrap: int = 1000  # resamples for every CI except the feature distances'
+    fid_bootstrap: int = 0  # resamples for FID / FID-XRV / KID CIs and rank intervals (FID costly at d=2048; 0 = none)
     kid_subsets: int = 100
     kid_subset_size: int = 1000
     confidence: float = 0.95
