@@ -1,5 +1,5 @@
 """The merged leaderboard for people: its cells (:func:`display_table`: text and the key it sorts by),
-footnotes (:func:`notes`), Markdown and CSV. The HTML page (:mod:`xreal_bench.reports.html`) shows the
+footnotes (:func:`notes`), Markdown and CSV. The HTML page (:mod:`xreal_bench.reports.html_page`) shows the
 same cells and notes, so every format says the same thing.
 """
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from xreal_bench.atomic import write_text_atomic
 from xreal_bench.metrics import table as metric_table
 from xreal_bench.reports.board import csv_frame, markdown
-from xreal_bench.reports.html import page
+from xreal_bench.reports.html_page import page
 from xreal_bench.reports.merge import Merged
 from xreal_bench.reports.ranks import rank_plot
 from xreal_bench.tables import to_csv

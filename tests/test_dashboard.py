@@ -325,3 +325,15 @@ def test_merged_leaderboard_combines_seeds_and_ranks(tmp_path):
     assert table["seeds"].tolist()[1:] == ["0, 1", "0, 1"]
     assert table["rank"].tolist()[1:] == ["1 [1, 1]", "2 [2, 2]"]
     assert table[dash.metric_label("fid")].tolist()[1].startswith("10.000 [")
+
+
+def test_no_module_beside_a_streamlit_script_shadows_the_standard_library():
+    """``streamlit run`` puts the script's folder first on sys.path: a reports/html.py there replaced the stdlib
+    ``html`` for Starlette and the dashboard could not start."""
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).parents[1]
+    for folder in ("reports", "reader_study"):
+        clashes = sorted(p.stem for p in (root / folder).glob("*.py") if p.stem in sys.stdlib_module_names)
+        assert clashes == [], f"{folder}/{clashes} shadow standard-library modules under `streamlit run`"

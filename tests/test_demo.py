@@ -48,6 +48,8 @@ def test_demo_writes_everything_and_prints_where(demo):
     ):
         assert (out / name).is_file(), name
     assert f"results: {out / 'results.csv'}" in printed
+    assert printed.rstrip().splitlines()[-1].startswith(f"report folder: {out / 'report'} ")  # the demo ends with it
+    assert (out / "report" / "README.md").is_file() and (out / "report" / "samples_grid.png").is_file()
     assert "xreal-bench study serve" in printed and printed.count("?token=") >= 2
     assert "Demo evaluators" in (out / "leaderboard.md").read_text()
     provenance = json.loads((out / "results.json").read_text())

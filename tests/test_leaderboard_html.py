@@ -15,7 +15,7 @@ from PIL import Image
 from report_runs import write_run
 
 from xreal_bench.cli import main
-from xreal_bench.reports.html import CSP
+from xreal_bench.reports.html_page import CSP
 from xreal_bench.reports.leaderboard_files import write_leaderboard_files
 from xreal_bench.reports.merge import merge_runs
 from xreal_bench.reports.runs import load_runs

@@ -82,6 +82,9 @@ def run_demo(args: argparse.Namespace) -> int:
     report_and_print(cfg)
     if not args.no_study:
         demo_study(Path(cfg.run.out), cfg.study)
+    from xreal_bench.reports import REPORT_DIR
+
+    print(f"\nreport folder: {Path(cfg.run.out) / REPORT_DIR} (open its README.md; table_main.png, samples_grid.png, figures/)")
     print(f"demo finished in {time.perf_counter() - started:.0f}s", file=sys.stderr)
     return 0
 
