@@ -4,48 +4,16 @@ chromium driven by Playwright, then Ctrl+C. Skipped (with the reason) when /usr/
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+from browser import CHROMIUM, CHROMIUM_ARGS, IDLE, NEEDS_CHROMIUM, free_port, wait_healthy
 from report_runs import write_run
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
-IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (apt-get install -y chromium)"
-    ),
-]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"the dashboard exited with {proc.returncode}:\n{log.read_text()}")
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=1).read() == b"ok":
-                return
-        except OSError:
-            time.sleep(0.2)
-    pytest.fail(f"no health answer from {url} in {timeout} s:\n{log.read_text()}")
+pytestmark = [pytest.mark.browser, NEEDS_CHROMIUM]
 
 
 def page_text(url: str, log: Path) -> tuple[str, str, list[str]]:
@@ -85,7 +53,7 @@ def test_the_dashboard_command_serves_the_leaderboard_and_stops_on_ctrl_c(tmp_pa
         cli = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_healthy(url, cli, log)
+        wait_healthy(url, cli, log, what="the dashboard")
         text, cells, errors = page_text(url, log)
         os.killpg(cli.pid, signal.SIGINT)  # Ctrl+C: SIGINT to every process of the foreground group
         assert cli.wait(timeout=30) == 0, log.read_text()

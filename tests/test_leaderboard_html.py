@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from browser import CHROMIUM, CHROMIUM_ARGS, NEEDS_CHROMIUM
 from PIL import Image
 from report_runs import write_run
 
@@ -20,8 +21,6 @@ from xreal_bench.reports.leaderboard_files import write_leaderboard_files
 from xreal_bench.reports.merge import merge_runs
 from xreal_bench.reports.runs import load_runs
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
 HOSTILE = 'odd<b>bold<img src=x>&"quote'  # a folder name (no "/": that would be a subfolder)
 
 
@@ -83,7 +82,7 @@ def sort_state(page) -> dict[str, str]:
 
 
 @pytest.mark.browser
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (apt-get install -y chromium)")
+@NEEDS_CHROMIUM
 def test_page_loads_without_network_and_sorts(board_dir):
     from playwright.sync_api import sync_playwright
 

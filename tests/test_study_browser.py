@@ -11,56 +11,25 @@ import hashlib
 import http.server
 import os
 import re
-import socket
 import sqlite3
 import subprocess
 import threading
 import time
-import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from browser import CHROMIUM, CHROMIUM_ARGS, IDLE, NEEDS_CHROMIUM, free_port, wait_healthy
 
 from xreal_bench.demo.study import sample_study
 from xreal_bench.reader_study.cli import serve_command
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
 READERS = ["keys", "tabs", "room", "order1", "order2", "markdown"]
 VIEWPORTS = [(1366, 768), (1920, 1080), (2560, 1440)]
-IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 STALE = "Not saved: that rating was made on an item that was already answered"
 RATING = {"anatomy_realism", "pathology_realism", "image_quality"}
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (apt-get install -y chromium)"
-    ),
-]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"streamlit exited with {proc.returncode}:\n{log.read_text()}")
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=1).read() == b"ok":
-                return
-        except OSError:
-            time.sleep(0.2)
-    pytest.fail(f"no health answer from {url} in {timeout} s:\n{log.read_text()}")
+pytestmark = [pytest.mark.browser, NEEDS_CHROMIUM]
 
 
 @contextmanager
