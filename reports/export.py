@@ -112,14 +112,21 @@ def dataset_record(run: Run) -> dict[str, str]:
 
 def model_index(run: Run, generator: str) -> dict[str, Any]:
     """The ``model-index`` block of a Hugging Face model card for ``generator``'s results in ``run``:
-    every headline metric it has a value for, named with its evaluator, unverified."""
+    every headline metric it has a value for, named with its evaluator (and the demo warning, and the
+    coverage when images failed or are missing: the numbers rest on the cases it covers), unverified."""
     rows = run.frame[(run.frame.generator == generator) & (run.frame.subset == "all")].set_index("metric")
+    caveats = [DEMO_NOTE] if run.demo else []
+    record = run.coverage.get(generator)
+    if record is not None and (record.failed or record.missing):
+        caveats.append(
+            f"on {record.covered_cases} of {record.cases} cases: {record.failed} failed, {record.missing} missing images"
+            + (f", below min_coverage {record.min_coverage:g}" if record.below_min_coverage else "")
+        )
     metrics = []
     for m in metric_table.headline():
         if m.name not in rows.index or not math.isfinite(float(rows.loc[m.name, "value"])):
             continue
-        name = f"{m.display} ({rows.loc[m.name, 'evaluator']}"
-        name += f"; {DEMO_NOTE})" if run.demo else ")"
+        name = "; ".join([f"{m.display} ({rows.loc[m.name, 'evaluator']}", *caveats]) + ")"
         metrics.append({"type": m.name, "value": float(rows.loc[m.name, "value"]), "name": name, "verified": False})
     source = {"name": f"xreal-bench {suite_version()}"}
     if (url := project_url()) is not None:

@@ -329,18 +329,34 @@ def scatter_panels(shown: Sequence[Entry], reader_scores: pd.DataFrame | None) -
             usable = [p for p in points if not (math.isnan(p.x) or math.isnan(p.y))]
             if not usable:
                 continue
-            correlation = rank_correlations(
-                [p.x for p in points], [p.y for p in points], resamples=CORRELATION_RESAMPLES, seed=CORRELATION_SEED
-            )
+            gx, gy = per_generator_means(generated, points)
+            correlation = rank_correlations(gx, gy, resamples=CORRELATION_RESAMPLES, seed=CORRELATION_SEED)
             panels.append(Panel(distance.name, name, f"{distance.display} {distance.arrow}", title, points, correlation))
     return panels
 
 
-SCATTER_NOTE = (
-    "One point per generator (real images left out), error bars: 95 % CIs. ρ: Spearman, τ: Kendall τ-b over the "
-    f"generators, [95 % bootstrap CI: generators resampled with replacement, {CORRELATION_RESAMPLES} resamples, "
-    f"seed {CORRELATION_SEED}]. A lower-is-better distance that tracks a higher-is-better clinical metric gives ρ < 0."
-)
+def per_generator_means(entries: Sequence[Entry], points: Sequence[Point]) -> tuple[list[float], list[float]]:
+    """One (x, y) per generator: the mean over its runs (a model repeated over seeds is one model, not several)."""
+    by_generator: dict[str, list[Point]] = {}
+    for entry, point in zip(entries, points, strict=True):
+        by_generator.setdefault(entry.generator, []).append(point)
+
+    def mean(values: list[float]) -> float:
+        finite = [v for v in values if not math.isnan(v)]
+        return sum(finite) / len(finite) if finite else math.nan
+
+    xs = [mean([p.x for p in ps]) for ps in by_generator.values()]
+    ys = [mean([p.y for p in ps]) for ps in by_generator.values()]
+    return xs, ys
+
+
+def scatter_note(level: str) -> str:
+    return (
+        f"One point per generator and run (real images left out), error bars: {level} CIs. ρ: Spearman, τ: Kendall τ-b "
+        "over the generators (a generator in several runs counts once, at the mean of its runs), [95 % bootstrap CI: "
+        f"generators resampled with replacement, {CORRELATION_RESAMPLES} resamples, seed {CORRELATION_SEED}]. A "
+        "lower-is-better distance that tracks a higher-is-better clinical metric gives ρ < 0."
+    )
 
 
 def correlation_table(panels: Sequence[Panel]) -> pd.DataFrame:
@@ -365,9 +381,10 @@ def correlation_table(panels: Sequence[Panel]) -> pd.DataFrame:
 
 
 @matplotlib.rc_context(STYLE)
-def fid_vs_clinical_figure(panels: Sequence[Panel], *, notes: str = "") -> Figure | None:
-    """The scatter of ``panels`` with the method note (and ``notes``: demo warning, coverage marks) on top."""
-    return scatter_figure(panels, note=" ".join(filter(None, [SCATTER_NOTE, notes]))) if panels else None
+def fid_vs_clinical_figure(panels: Sequence[Panel], *, notes: str = "", level: str = "95 %") -> Figure | None:
+    """The scatter of ``panels`` with the method note (``level``: the runs' CI level; ``notes``: demo warning,
+    coverage marks) on top."""
+    return scatter_figure(panels, note=" ".join(filter(None, [scatter_note(level), notes]))) if panels else None
 
 
 def save(fig: Figure, folder: Path, stem: str, formats: Sequence[str] = FORMATS) -> list[Path]:
@@ -499,7 +516,8 @@ def write_figures(
         if (fig := heatmap_figure(shown, metric, runs)) is not None:
             written += save(fig, folder, f"pathology_{metric.name}")
     panels = scatter_panels(shown, reader_scores)
-    if (fig := fid_vs_clinical_figure(panels, notes=footnote(runs, shown))) is not None:
+    level = f"{100 * float(runs[0].provenance.get('bootstrap', {}).get('confidence', 0.95)):g} %"
+    if (fig := fid_vs_clinical_figure(panels, notes=footnote(runs, shown), level=level)) is not None:
         written += save(fig, folder, "fid_vs_clinical")
         csv = Path(out) / "fid_vs_clinical.csv"
         write_text_atomic(csv, to_csv(correlation_table(panels)))

@@ -33,7 +33,7 @@ import pandas as pd
 from xreal_bench.cases import CasesFileError, read_cases
 from xreal_bench.coverage import Coverage
 from xreal_bench.errors import UserFacingError
-from xreal_bench.names import NAME_RULE, is_valid_name
+from xreal_bench.names import NAME_RULE, inside, is_valid_name
 from xreal_bench.results import (
     DRAW_KEY_SEPARATOR,
     DRAWS_FILE,
@@ -133,12 +133,14 @@ class Run:
         return GROUP_SPATIAL if inputs & SPATIAL_INPUTS else GROUP_TEXT
 
     def image_path(self, generator: str, case_id: str, sample_index: int = 0) -> Path | None:
-        """The stored image of (case, sample) of a source, if its manifest says it was made; else None."""
+        """The stored image of (case, sample) of a source, if its manifest says it was made; else None. A manifest
+        ``file`` that resolves outside the generator's folder is never followed."""
         entry = self.manifest(generator).get((case_id, sample_index))
         if entry is None or entry.status != "ok" or not entry.file:
             return None
-        path = self.path / generator / str(entry.file)
-        return path if path.is_file() else None
+        folder = self.path / generator
+        path = folder / str(entry.file)
+        return path if inside(folder, path) and path.is_file() else None
 
     def manifest(self, generator: str) -> dict:
         if generator not in self._manifests:

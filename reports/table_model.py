@@ -149,8 +149,13 @@ def _estimate(cell: Cell) -> Estimate:
 
 
 def marks(cells: Sequence[Cell]) -> list[Mark]:
-    """Best and second of one comparison line: the real images never compete, nor does a missing or NaN value."""
-    competing = [i for i, c in enumerate(cells) if not c.source.reference and c.estimate is not None and c.estimate.finite]
+    """Best and second of one comparison line: the real images never compete, nor does a source below
+    ``metrics.min_coverage`` (its numbers rest on part of the cases) or a missing or NaN value."""
+    competing = [
+        i
+        for i, c in enumerate(cells)
+        if not c.source.reference and not c.source.below_coverage and c.estimate is not None and c.estimate.finite
+    ]
     best = tier(cells, competing)
     second = tier(cells, [i for i in competing if i not in best])
     return ["best" if i in best else "second" if i in second else "" for i in range(len(cells))]

@@ -142,8 +142,14 @@ def values_note(runs: Sequence[Run], options: ReportOptions) -> Note:
 
 def marks_note(runs: Sequence[Run], compare: str) -> Note:
     within = "column" if compare == "columns" else "row"
+    marked = any(c.below_min_coverage for run in runs for c in run.coverage.values())
+    unranked: Note = (
+        ("the real images and models below metrics.min_coverage (", DAGGER, ") are") if marked else ("the real images are",)
+    )
     return (
-        f"Per {within}: bold best, underlined second (the real images are not ranked; ",
+        f"Per {within}: bold best, underlined second (",
+        *unranked,
+        " not ranked; ",
         ARROWS["higher"],
         " higher is better, ",
         ARROWS["lower"],

@@ -141,3 +141,22 @@ def test_model_index_files_and_demo_names(tmp_path):
         "FID (demo:classifier; demo evaluators, not comparable)",
         "AUC (macro) (demo:classifier; demo evaluators, not comparable)",
     ]
+
+
+def test_model_index_names_failed_and_missing_images(tmp_path):
+    """A generator that lost images publishes its numbers with the cases they rest on, never as if complete."""
+    from xreal_bench.coverage import Coverage
+
+    path = write_run(tmp_path / "lossy", sources=SOURCES)
+    record = Coverage(
+        planned=8, ok=3, manifest_failed=4, undecodable=1, missing=0, no_reference=0, evaluated=3, cases=8,
+        covered_cases=3, samples_per_condition=1, samples_scored=(0,), ignored=0, min_coverage=0.95,
+    )  # fmt: skip
+    provenance = json.loads((path / "results.json").read_text())
+    provenance["coverage"] = {"sources": {"alpha": record.to_dict()}}
+    (path / "results.json").write_text(json.dumps(provenance))
+    names = [m["name"] for m in model_index(load_run(path), "alpha")["model-index"][0]["results"][0]["metrics"]]
+    assert (
+        names[0]
+        == "FID (torchxrayvision:densenet121-res224-all; on 3 of 8 cases: 5 failed, 0 missing images, below min_coverage 0.95)"
+    )

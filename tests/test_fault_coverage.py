@@ -36,7 +36,7 @@ from xreal_bench.metrics.evaluators.registry import register_evaluator
 from xreal_bench.registry import EVALUATORS
 from xreal_bench.rundir import GeneratorDir
 
-RESOLUTION, SAMPLES, SEED = 192, 2, 3
+RESOLUTION, SAMPLES, SEED, BOOTSTRAP_SEED = 192, 2, 3, 4
 KID_SUBSETS, KID_SIZE, FID_RESAMPLES = 4, 6, 20
 
 
@@ -113,6 +113,7 @@ kid_subsets = {kid_subsets}
 kid_subset_size = {kid_size}
 min_subset_n = 3
 num_workers = 0
+bootstrap_seed = {bootstrap_seed}
 [run]
 out = "{out}"
 seed = {seed}
@@ -153,6 +154,7 @@ def run(tmp_path_factory) -> Run:
             data=root / "data",
             out=out,
             seed=SEED,
+            bootstrap_seed=BOOTSTRAP_SEED,
             samples=SAMPLES,
             resolution=RESOLUTION,
             fid_resamples=FID_RESAMPLES,
@@ -283,7 +285,7 @@ def test_leaderboard_and_tables_mark_the_low_coverage_generator(evaluated):
     tex = files["report/table_main.tex"]
     assert "partial$^\\dagger$ &" in tex and "noise &" in tex and "\n$^\\dagger$ coverage below" in tex
     assert f"partial {e.failed} / 1 of {e.planned}" in tex
-    main_csv = pd.read_csv(evaluated.out / "tables" / "table_main.csv")
+    main_csv = pd.read_csv(evaluated.out / "report" / "table_main.csv")
     assert set(main_csv[main_csv.generator == "partial"].below_min_coverage) == {True}
     assert set(main_csv[main_csv.generator != "partial"].below_min_coverage) == {False}
     pathology = [k for k in files if k.startswith("report/table_pathology_") and k.endswith(".md")]
@@ -313,7 +315,7 @@ def test_no_marker_above_min_coverage_and_strict_exit(evaluated, capsys_module):
     assert len(strict) == 1 and strict[0].startswith(f"strict: partial: {e.failed} failed ({e.manifest_failed} at generation")
     assert f"{e.missing} missing of {e.planned} planned images" in strict[0] and "below" not in strict[0]
     out = evaluated.out
-    assert "†" not in (out / "leaderboard.md").read_text() and "dagger" not in (out / "tables" / "main.tex").read_text()
+    assert "†" not in (out / "leaderboard.md").read_text() and "dagger" not in (out / "report" / "table_main.tex").read_text()
     assert json.loads((out / "results.json").read_text())["coverage"]["sources"]["partial"]["below_min_coverage"] is False
 
 
@@ -369,7 +371,7 @@ def test_fid_and_kid_use_the_covered_real_cases(evaluated, images):
     assert abs(frechet(r_all, g) / frechet(r_covered, g) - 1) > 1e-3  # all real cases would give another number
     assert value(df, "noise", "fid")["note"].count("real side") == 0
     # KID: torch-fidelity's unbiased MMD² with its subset draws (RandomState(seed): real rows, then generated rows).
-    rng, m, values = np.random.RandomState(SEED), min(KID_SIZE, len(r_covered), len(g)), []
+    rng, m, values = np.random.RandomState(BOOTSTRAP_SEED), min(KID_SIZE, len(r_covered), len(g)), []
     for _ in range(KID_SUBSETS):
         x, y = r_covered[rng.choice(len(r_covered), m, replace=False)], g[rng.choice(len(g), m, replace=False)]
         k = [(u @ v.T / x.shape[1] + 1) ** 3 for u, v in ((x, x), (x, y), (y, y))]
@@ -390,7 +392,7 @@ def test_fid_point_estimate_and_ci_rest_on_the_same_cases(evaluated, images):
     def statistic(sel: np.ndarray) -> float:
         return frechet(np.stack([real_of[case_of[j]] for j in sel if first[j]]), g[sel])
 
-    ci = bootstrap_statistic(len(g), statistic, FID_RESAMPLES, 0.95, SEED, groups=case_of, bias_corrected=True)
+    ci = bootstrap_statistic(len(g), statistic, FID_RESAMPLES, 0.95, BOOTSTRAP_SEED, groups=case_of, bias_corrected=True)
     assert ci.estimate == pytest.approx(row["value"], rel=1e-6)
     assert (row["ci_low"], row["ci_high"]) == (pytest.approx(max(ci.low, 0.0), rel=1e-6), pytest.approx(ci.high, rel=1e-6))
 

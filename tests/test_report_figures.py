@@ -308,3 +308,21 @@ def test_demo_runs_carry_the_warning_under_each_figure(tmp_path):
     assert fig.get_supxlabel() == figures.DEMO_NOTE
     scatter = figures.fid_vs_clinical_figure(figures.scatter_panels(shown, None), notes=figures.footnote([run], shown))
     assert scatter.get_suptitle().replace("\n", " ").endswith(figures.DEMO_NOTE)
+
+
+def test_a_generator_repeated_over_runs_counts_once_in_the_correlations(tmp_path):
+    """Three generators in three seed runs are three points for ρ and τ, not nine."""
+    from report_runs import write_run
+
+    from xreal_bench.reports.runs import load_run
+
+    runs = []
+    for seed in range(3):
+        sources = {
+            "real": {"fid": 0.0},
+            **{g: {"fid": 10.0 * (k + 1) + seed, "f1_macro": 0.9 - 0.1 * k} for k, g in enumerate("abc")},
+        }
+        runs.append(load_run(write_run(tmp_path / f"s{seed}", sources=sources, seed=seed, run_id=f"r{seed}")))
+    [panel] = [p for p in figures.scatter_panels(figures.entries(runs), None) if (p.distance, p.clinical) == ("fid", "f1_macro")]
+    assert len(panel.points) == 9 and panel.correlation.n == 3
+    assert panel.correlation.spearman == pytest.approx(-1.0)

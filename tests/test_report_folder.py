@@ -153,3 +153,17 @@ def test_a_command_with_line_breaks_stays_inside_the_code_block(tmp_path):
     lines = (out / "README.md").read_text().splitlines()
     assert not [line for line in lines if line.startswith(("# injected", "<b>"))]
     assert "    # injected" in lines
+
+
+def test_a_manifest_file_outside_the_generator_folder_is_never_shown(tmp_path):
+    run = run_dir(tmp_path / "run")
+    secret = tmp_path / "secret.png"
+    Image.new("L", (8, 8), 255).save(secret)
+    manifest = run / "xreal" / "manifest.jsonl"
+    lines = manifest.read_text().splitlines()
+    first = {**json.loads(lines[0]), "file": "../../secret.png"}
+    manifest.write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n")
+    loaded = load_run(run)
+    assert (run / "xreal" / first["file"]).resolve() == secret.resolve()
+    assert loaded.image_path("xreal", first["case_id"]) is None
+    assert loaded.image_path("cheff", first["case_id"]) is not None

@@ -27,7 +27,7 @@ from xreal_bench.pipeline import generate, open_session
 from xreal_bench.reports.runs import load_run
 from xreal_bench.results import COLUMNS, read_results, write_per_image
 
-RESAMPLES, FID_RESAMPLES, SEED = 40, 30, 3
+RESAMPLES, FID_RESAMPLES, SEED, BOOTSTRAP_SEED = 40, 30, 3, 5  # the CIs' seed is metrics.bootstrap_seed, not run.seed
 SCORE_COLUMNS = ["score/Cardiomegaly", "score/Edema", "score/Pneumonia"]  # the toy classifier's labels
 
 
@@ -54,6 +54,7 @@ def make_config(data: Path, out: Path, **metrics):
                 "enabled": ["fid", "fid_xrv", "kid", "ms_ssim", "ms_ssim_diversity", "dice", "f1_macro", "auc_macro"],
                 "bootstrap": RESAMPLES,
                 "fid_bootstrap": FID_RESAMPLES,
+                "bootstrap_seed": BOOTSTRAP_SEED,
                 "min_subset_n": 3,
                 "kid_subsets": 5,
                 "kid_subset_size": 8,
@@ -163,7 +164,8 @@ def test_n_unit_column_and_run_id(out):
     run = load_run(out)
     assert re.fullmatch(r"\d{8}T\d{6}-[0-9a-f]{8}", run.run_id)
     assert run.draws_meta["run_id"] == run.run_id
-    assert (run.draws_meta["format"], run.draws_meta["seed"], run.draws_meta["confidence"]) == (1, SEED, 0.95)
+    assert (run.draws_meta["format"], run.draws_meta["seed"], run.draws_meta["confidence"]) == (1, BOOTSTRAP_SEED, 0.95)
+    assert run.provenance["seeds"] == {"run": SEED, "bootstrap": BOOTSTRAP_SEED}
     for generator in run.generators:
         covered = sorted(set(run.per_image[run.per_image.generator == generator].case_id))
         assert run.draws_meta["cases"][generator] == hashlib.sha256("\n".join(covered).encode()).hexdigest()
@@ -194,7 +196,7 @@ def test_draw_b_of_every_generator_resamples_the_same_cases(out):
     cases = sorted(set(rows.case_id))
     sums = rows.groupby("case_id")["ms_ssim"].sum().loc[cases].to_numpy()
     counts = rows.groupby("case_id").size().loc[cases].to_numpy()
-    picks = case_picks(len(cases), RESAMPLES, SEED)
+    picks = case_picks(len(cases), RESAMPLES, BOOTSTRAP_SEED)
     np.testing.assert_allclose(noise, sums[picks].sum(axis=1) / counts[picks].sum(axis=1), rtol=1e-12)
 
 

@@ -138,6 +138,7 @@ class MetricsConfig:
     dice_reference: Literal["real", "input"] = "real"
     bootstrap: int = 1000  # resamples for every CI except the feature distances'
     fid_bootstrap: int = 0  # resamples for FID / FID-XRV / KID CIs and rank intervals (FID costly at d=2048; 0 = none)
+    bootstrap_seed: int = 0  # seed of every CI's case resamples: runs with other run.seed values resample the same cases
     kid_subsets: int = 100
     kid_subset_size: int = 1000
     confidence: float = 0.95
@@ -154,6 +155,7 @@ class MetricsConfig:
             require(name in names, f"enabled[{i}]", f"expected one of {', '.join(map(repr, names))}, got {name!r}")
         require(self.bootstrap >= 0, "bootstrap", f"expected >= 0 resamples, got {self.bootstrap}")
         require(self.fid_bootstrap >= 0, "fid_bootstrap", f"expected >= 0 resamples, got {self.fid_bootstrap}")
+        require(self.bootstrap_seed >= 0, "bootstrap_seed", f"expected >= 0, got {self.bootstrap_seed}")
         require(self.kid_subsets >= 1, "kid_subsets", f"expected >= 1, got {self.kid_subsets}")
         require(self.kid_subset_size >= 2, "kid_subset_size", f"expected >= 2, got {self.kid_subset_size}")
         require(0.5 < self.confidence < 1.0, "confidence", f"expected a level in (0.5, 1), got {self.confidence}")

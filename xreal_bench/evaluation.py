@@ -71,7 +71,7 @@ def settings(session: Session) -> ScoringSettings:
         bootstrap=m.bootstrap,
         fid_bootstrap=m.fid_bootstrap,
         confidence=m.confidence,
-        seed=session.cfg.run.seed,
+        seed=session.cfg.metrics.bootstrap_seed,
         subsets=m.subsets,
         min_subset_n=m.min_subset_n,
         kid_subsets=m.kid_subsets,
@@ -261,7 +261,7 @@ def evaluate(session: Session, names: Sequence[str] | None = None, progress: boo
             },
             "demo_evaluators": suite.name == "demo",
             "thresholds": threshold_info,
-            "seeds": {"run": cfg.run.seed, "bootstrap": cfg.run.seed},
+            "seeds": {"run": cfg.run.seed, "bootstrap": cfg.metrics.bootstrap_seed},
             "bootstrap": {
                 "resamples": cfg.metrics.bootstrap,
                 "fid_resamples": cfg.metrics.fid_bootstrap,
@@ -285,7 +285,7 @@ def evaluate(session: Session, names: Sequence[str] | None = None, progress: boo
             )
         write_per_image(out, images_frame)
         m = cfg.metrics
-        write_draws(out, rows, run_id=run_id, seed=cfg.run.seed, confidence=m.confidence, cases=covered)
+        write_draws(out, rows, run_id=run_id, seed=m.bootstrap_seed, confidence=m.confidence, cases=covered)
         write_results(out, rows, provenance)
     return rows
 
