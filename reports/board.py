@@ -13,16 +13,20 @@ from dataclasses import dataclass
 import pandas as pd
 
 from xreal_bench.metrics import table as metric_table
-from xreal_bench.reports.leaderboard import fmt
+from xreal_bench.reports.coverage import COUNTS_NOTE, MARK, count_text, coverage_text, mark_text
+from xreal_bench.reports.leaderboard import DEMOGRAPHICS_NOTE, fmt
 from xreal_bench.reports.merge import Merged, Section
-from xreal_bench.reports.ranks import rank_text
+from xreal_bench.reports.ranks import NOT_PAIRED, rank_text
+from xreal_bench.reports.runs import Run
+from xreal_bench.results import read_demographics_fallbacks, read_unverified_weights
 from xreal_bench.tables import markdown_cell
 
 DEMO_WARNING = (
     "Demo evaluators (demo:): small networks trained on synthetic phantoms. These numbers are NOT Inception-FID or "
     "torchxrayvision scores and are not comparable with published results."
 )
-TEXT_COLUMNS = (("Tie", "tie"), ("Entry", "entry"), ("Group", "group"), ("Run", "run_id"), ("Date", "date"), ("Seeds", "seeds"))
+TEXT_COLUMNS = (("Group", "group"), ("Run", "run_id"), ("Date", "date"), ("Seeds", "seeds"))
+UNVERIFIED_NOTE = "Unverified weights (no published hash to check the file against; its sha256 is in results.json)"
 
 SortKey = float | str
 
@@ -62,14 +66,19 @@ def metric_cell(row: pd.Series, metric: str, decimals: int) -> Cell:
 def display_table(
     section: Section, metrics: Sequence[metric_table.Metric], decimals: int
 ) -> tuple[list[Header], list[list[Cell]]]:
-    """Headers and cells of a section's board: rank, text columns, ``n``, then each metric."""
-    headers = [Header("Rank", True), *(Header(h, False) for h, _ in TEXT_COLUMNS), Header("n", True)]
+    """Headers and cells of a section's board: rank, tie, entry (``†`` below ``metrics.min_coverage``), text columns,
+    the counts (``n``, failed, missing, coverage), then each metric."""
+    headers = [Header("Rank", True), Header("Tie", False), Header("Entry", False)]
+    headers += [*(Header(h, False) for h, _ in TEXT_COLUMNS), *(Header(h, True) for h in ("n", "failed", "missing", "coverage"))]
     headers += [Header(f"{m.display} {m.arrow}", True) for m in metrics]
     rows = []
     for _, row in section.board.iterrows():
-        cells = [Cell(rank_text(row.to_dict()), number(row["rank"]))]
+        entry = str(row["entry"]) + (MARK if row["below_min_coverage"] else "")
+        cells = [Cell(rank_text(row.to_dict()), number(row["rank"])), Cell(str(row["tie"]), str(row["tie"])), Cell(entry, entry)]
         cells += [Cell(str(row[key]), str(row[key])) for _, key in TEXT_COLUMNS]
         cells.append(Cell(str(row["n"]), number(row["n"])))
+        cells += [Cell(count_text(number(row[key])), number(row[key])) for key in ("failed", "missing")]
+        cells.append(Cell(coverage_text(number(row["coverage"])), number(row["coverage"])))
         cells += [metric_cell(row, m.name, decimals) for m in metrics]
         rows.append(cells)
     return headers, rows
@@ -87,30 +96,90 @@ def evaluators(merged: Merged) -> list[str]:
     return lines
 
 
+def level(merged: Merged) -> str:
+    """The CI level of the sections' runs: ``95 %``, or per section when sections differ."""
+    levels = {s.title: f"{100 * s.confidence:g} %" for s in merged.sections}
+    if len(set(levels.values())) == 1:
+        return next(iter(levels.values()))
+    return "level per section: " + ", ".join(f"{title} {value}" for title, value in levels.items())
+
+
+def entry_notes(merged: Merged, column: str) -> list[str]:
+    """``<entries>: <note>.`` for each distinct note of ``column`` (its entries joined)."""
+    entries_by_note: dict[str, list[str]] = {}
+    for section in merged.sections:
+        for entry, note in zip(section.board["entry"], section.board[column]):
+            if note:
+                entries_by_note.setdefault(str(note), []).append(str(entry))
+    return [f"{'; '.join(entries)}: {note}." for note, entries in entries_by_note.items()]
+
+
+def shown_generators(section: Section, run: Run) -> list[str]:
+    """The generators whose rows in ``section`` come (in part) from ``run``."""
+    return list(
+        dict.fromkeys(
+            str(g)
+            for g, entry in zip(section.board["generator"], section.board["entry"])
+            if run in section.sources.get(str(entry), ())
+        )
+    )
+
+
+def coverage_notes(merged: Merged) -> list[str]:
+    """Per run with a shown generator below ``metrics.min_coverage``: † and why (:func:`reports.coverage.mark_text`)."""
+    lines = []
+    for section in merged.sections:
+        for run in section.runs:
+            shown = {g: run.coverage[g] for g in shown_generators(section, run) if g in run.coverage}
+            if text := mark_text(shown):
+                lines.append(f"{MARK} run {run.run_id}: {text} Not ranked.")
+    return lines
+
+
+def run_notes(merged: Merged) -> list[str]:
+    """Each run's unverified weights and images prompted with fallback demographics (as the per-run leaderboard)."""
+    lines = []
+    for run in merged.runs:
+        if unverified := read_unverified_weights(run.path):
+            lines.append(f"{UNVERIFIED_NOTE}, run {run.run_id}: " + "; ".join(unverified) + ".")
+        if fallbacks := read_demographics_fallbacks(run.path):
+            lines.append(f"{DEMOGRAPHICS_NOTE} run {run.run_id}: " + "; ".join(fallbacks) + ".")
+    return lines
+
+
 def notes(merged: Merged) -> list[str]:
-    """The footnotes, plain text: what values, ranks, ties and seed rows mean, evaluators, rank notes, demo warning."""
+    """The footnotes, plain text: what values, counts, ranks, ties and seed rows mean, coverage marks, rank and CI
+    notes, evaluators, unverified weights, fallback demographics, demo warning."""
     ranking = metric_table.metric(merged.rank_metric)
-    confidence = merged.runs[0].provenance.get("bootstrap", {}).get("confidence", 0.95)
+    ci = level(merged)
     lines = [
-        f"Values: point estimate [{100 * confidence:g} % bootstrap CI over cases]; – no value. "
-        "n: images scored in the entry's (first) run. real: the real test images (reference row, not ranked).",
-        f"Rank: by {ranking.display} {ranking.arrow} from the point estimates; [low, high]: the {100 * confidence:g} % "
-        "interval of the ranks over the bootstrap resamples. Entries with the same tie label (T1, T2, ...) have "
-        "overlapping rank intervals.",
+        f"Values: point estimate [{ci} bootstrap CI over cases]; – no value. "
+        "real: the real test images (reference row, not ranked).",
+        COUNTS_NOTE,
+        f"Rank: by {ranking.display} {ranking.arrow} from the point estimates; [low, high]: the {ci} interval of the ranks "
+        "over the bootstrap resamples (the entries ranked within each resample). Ties: entries share a label (T1, T2, "
+        "...) when a chain of overlapping rank intervals links them (A overlaps B and B overlaps C: A, B and C share "
+        "one label even if A and C do not overlap).",
     ]
     if any(c.endswith("_spread") for s in merged.sections for c in s.board.columns):
         lines.append(
             "Rows over several seeds (runs identical but for run.seed): value = mean over the seeds; SD = their "
-            "standard deviation; CI = percentile interval of the seeds' bootstrap draws averaged per resample index."
+            "standard deviation; n, failed, missing = summed over the seeds' runs, coverage = the lowest; CI = "
+            "percentile interval of the seeds' bootstrap draws averaged per resample index, given only where every "
+            "seed's run drew the same resamples (same bootstrap seed and covered cases; the paired bootstrap of the "
+            "mean over seeds), else no CI."
         )
-    entries_by_note: dict[str, list[str]] = {}
-    for section in merged.sections:
-        for entry, note in zip(section.board["entry"], section.board["rank_note"]):
-            if note:
-                entries_by_note.setdefault(str(note), []).append(str(entry))
-    lines += [f"{'; '.join(entries)}: {note}." for note, entries in entries_by_note.items()]
+    lines += coverage_notes(merged)
+    if any(str(n).startswith(NOT_PAIRED) for s in merged.sections for n in s.board["rank_note"]):
+        lines.append(
+            "Rank intervals compare entries resample by resample; where entries' runs drew different resamples "
+            "(another bootstrap seed or other covered cases) their draws are not paired, so the interval ignores "
+            "their correlation and is conservative (wider than a paired one)."
+        )
+    lines += entry_notes(merged, "rank_note") + entry_notes(merged, "ci_note")
     if found := evaluators(merged):
         lines.append("Evaluators: " + "; ".join(found) + ".")
+    lines += run_notes(merged)
     if merged.demo:
         lines.append(DEMO_WARNING)
     return lines

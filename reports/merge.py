@@ -3,15 +3,25 @@
 Two runs are comparable when they agree in every kind of :data:`KINDS` (:func:`comparison_facts`
 says where each comes from in ``results.json`` / ``cases.jsonl``). Runs that are not are refused
 with every difference named, or (``allow_mixed``) put in separate sections, each run in the first
-section whose first run it matches.
+section whose first run it matches. A dataset fingerprint or case set that neither run records is
+a difference too ("not recorded in either run"): nothing says the runs agree.
 
 Seed merging: runs whose recorded config is equal except ``run.seed`` (and the locations
 :data:`LOCATION_KEYS`) and whose folders of a generator have equal identities except ``run.seed``,
 with distinct seeds, are combined per generator into one row: value = the mean of the runs'
-values, ``<metric>_spread`` = their SD (ddof 1), CI = the percentile interval of the runs' draws
-averaged per resample index (draw *b* of each seed's run, over the first ``min(B)`` resamples),
-i.e. the bootstrap distribution of the mean over seeds with each seed's cases resampled.
+values, ``<metric>_spread`` = their SD (ddof 1). Its CI pools the runs' bootstrap draws only when
+every run drew the same resamples: the same bootstrap seed (``bootstrap.npz`` ``__meta__.seed``),
+the same covered cases for the generator (``__meta__.cases``) and the same number of resamples.
+Then resample *b* picks the same cases in every run, and the runs' draws averaged per resample
+index are the paired bootstrap distribution of the mean over seeds; the CI is its percentile
+interval. Otherwise the row has no CI and ``ci_note`` says why.
 ``real`` is shown once per section, from the section's first run.
+
+Entries (a row's name, the key of its ranks and draws) are ``<generator> · <folder> (<date>)``;
+where two rows would share one, the run id is added, and where that still collides, the run's
+position among the runs given. A row whose run is below ``metrics.min_coverage`` for its generator
+(summed over the runs of a seed row) is marked (``below_min_coverage``, ``coverage_note``) and not
+ranked.
 """
 
 from __future__ import annotations
@@ -29,10 +39,10 @@ import pandas as pd
 from xreal_bench.errors import UserFacingError
 from xreal_bench.metrics import table as metric_table
 from xreal_bench.reports.coverage import counts
-from xreal_bench.reports.ranks import add_ranks
+from xreal_bench.reports.ranks import DrawsKey, add_ranks
 from xreal_bench.reports.runs import REFERENCE, Run
 
-DATASET, CASES, WEIGHTS, PREPROCESSING, RESOLUTION, LABELS, THRESHOLDS = (
+DATASET, CASES, WEIGHTS, PREPROCESSING, RESOLUTION, LABELS, THRESHOLDS, STATISTICS = (
     "dataset fingerprint",
     "case set",
     "evaluator weights",
@@ -40,10 +50,29 @@ DATASET, CASES, WEIGHTS, PREPROCESSING, RESOLUTION, LABELS, THRESHOLDS = (
     "resolution",
     "label policy",
     "threshold policy",
+    "statistics",
 )
 #: Every kind of difference that makes two runs' numbers not comparable, in the order they are named.
-KINDS = (DATASET, CASES, WEIGHTS, PREPROCESSING, RESOLUTION, LABELS, THRESHOLDS)
+KINDS = (DATASET, CASES, WEIGHTS, PREPROCESSING, RESOLUTION, LABELS, THRESHOLDS, STATISTICS)
+#: Kinds whose absence from both runs is a difference: without them nothing says the runs scored the same images.
+MUST_BE_RECORDED = (DATASET, CASES)
+#: Settings that change how numbers are computed (images per case, zero-division, bootstrap, subsets, marks).
+STATISTICS_KEYS = (
+    "run.samples_per_condition",
+    "metrics.dice_reference",
+    "metrics.f1_zero_division",
+    "metrics.kid_subsets",
+    "metrics.kid_subset_size",
+    "metrics.confidence",
+    "metrics.bootstrap",
+    "metrics.fid_bootstrap",
+    "metrics.bootstrap_seed",
+    "metrics.min_subset_n",
+    "metrics.subsets",
+    "metrics.min_coverage",
+)
 NOT_RECORDED = "not recorded"
+NOT_RANKED_BELOW_COVERAGE = "below metrics.min_coverage: not ranked"
 #: Config keys that say where files are, not what was computed (the dataset's content is its fingerprint).
 LOCATION_KEYS = ("run.out", "dataset.root", "dataset.reports_root", "conditioning.cache_dir", "metrics.cache_dir")
 SEED_KEY = "run.seed"
@@ -67,6 +96,8 @@ class Difference:
 
     def message(self) -> str:
         what = f"{self.what} " if self.what else ""
+        if self.first_value == self.second_value == NOT_RECORDED:
+            return f"runs {self.first} and {self.second} differ in {self.kind}: {what}not recorded in either run"
         return (
             f"runs {self.first} and {self.second} differ in {self.kind}: "
             f"{what}{short(self.first_value)} vs {short(self.second_value)}"
@@ -82,6 +113,12 @@ class Section:
     board: pd.DataFrame
     differences: tuple[Difference, ...] = ()
     draws: Mapping[str, Mapping[str, np.ndarray]] = field(default_factory=dict)  # entry -> metric -> draws
+    sources: Mapping[str, tuple[Run, ...]] = field(default_factory=dict)  # entry -> the runs behind its row
+
+    @property
+    def confidence(self) -> float:
+        """The CI level of the section's runs (comparable runs agree on ``metrics.confidence``)."""
+        return confidence(self.runs[0])
 
 
 @dataclass(frozen=True)
@@ -122,6 +159,13 @@ def case_set_digest(run: Run) -> str:
     return hashlib.sha256("\n".join(ids).encode()).hexdigest() if ids else NOT_RECORDED
 
 
+def setting(config: Mapping[str, Any], key: str) -> str:
+    """The recorded value of a dotted config key (``metrics.confidence``) as text."""
+    section, _, name = key.partition(".")
+    values = config.get(section, {})
+    return text(values.get(name) if isinstance(values, Mapping) else None)
+
+
 def comparison_facts(run: Run) -> Facts:
     """What two runs must share for their numbers to be comparable, by kind (values as text)."""
     provenance = run.provenance
@@ -147,19 +191,25 @@ def comparison_facts(run: Run) -> Facts:
             "dataset.intensity": text(dataset.get("intensity")),
         },
         RESOLUTION: {"run.resolution": text(settings.get("resolution"))},
-        LABELS: {"dataset.labeler": text(dataset.get("labeler")), "dataset.label_policy": text(dataset.get("label_policy"))},
+        LABELS: {
+            "dataset.labeler": text(dataset.get("labeler")),
+            "dataset.label_policy": text(dataset.get("label_policy")),
+            "metrics.label_set": text(metrics.get("label_set")),
+        },
         THRESHOLDS: thresholds,
+        STATISTICS: {key: setting(config, key) for key in STATISTICS_KEYS},
     }
 
 
 def differences(first: Run, second: Run) -> list[Difference]:
-    """Every fact in which ``second`` differs from ``first`` (a fact only one run records counts as a difference)."""
+    """Every fact in which ``second`` differs from ``first`` (a fact only one run records counts as a difference,
+    and so does a fact of :data:`MUST_BE_RECORDED` that neither records)."""
     a, b = comparison_facts(first), comparison_facts(second)
     found = []
     for kind in KINDS:
         for what in dict.fromkeys([*a[kind], *b[kind]]):
             va, vb = a[kind].get(what, NOT_RECORDED), b[kind].get(what, NOT_RECORDED)
-            if va != vb:
+            if va != vb or (kind in MUST_BE_RECORDED and va == NOT_RECORDED):
                 found.append(Difference(kind, what, str(first.path), str(second.path), va, vb))
     return found
 
@@ -227,13 +277,42 @@ def metric_row(run: Run, generator: str, metric: str) -> tuple[float, float, flo
     return float(first["value"]), float(first["ci_low"]), float(first["ci_high"])
 
 
-def pooled_draws(group: Sequence[Run], generator: str, metric: str) -> np.ndarray | None:
-    """The draws of each run averaged per resample index (first ``min(B)``); None when a run has none."""
+def draws_key(run: Run, generator: str) -> DrawsKey:
+    """Which resamples the run drew for ``generator``: its bootstrap seed and the hash of the cases it covers."""
+    cases = run.draws_meta.get("cases")
+    return DrawsKey(run.draws_meta.get("seed"), cases.get(generator) if isinstance(cases, Mapping) else None, str(run.path))
+
+
+def pooling_problem(group: Sequence[Run], generator: str) -> str:
+    """Why the group's draws are not paired resample by resample ("" when they are)."""
+    keys = [draws_key(run, generator) for run in group]
+    problems = []
+    seeds = [k.seed for k in keys]
+    if None in seeds:
+        problems.append("a run does not record its bootstrap seed")
+    elif len(set(map(str, seeds))) > 1:
+        problems.append("the runs' bootstrap seeds differ (" + ", ".join(map(str, seeds)) + ")")
+    cases = [k.cases for k in keys]
+    if None in cases:
+        problems.append("a run does not record the cases it covers")
+    elif len(set(cases)) > 1:
+        problems.append("the runs cover different cases")
+    return "; ".join(problems)
+
+
+def pooled_draws(group: Sequence[Run], generator: str, metric: str) -> tuple[np.ndarray | None, str]:
+    """The runs' draws averaged per resample index when they are paired (see the module docstring), else None and why
+    (None and "" when a run has no draws of ``metric``); one run's draws as they are."""
     draws = [run.draws_for(generator, metric) for run in group]
     if any(d is None or len(d) == 0 for d in draws):
-        return None
-    length = min(len(d) for d in draws if d is not None)
-    return np.mean([d[:length] for d in draws if d is not None], axis=0)
+        return None, ""
+    if len(draws) == 1:
+        return draws[0], ""
+    if problem := pooling_problem(group, generator):
+        return None, problem
+    if len({len(d) for d in draws if d is not None}) > 1:
+        return None, "the runs drew different numbers of resamples"
+    return np.mean([d for d in draws if d is not None], axis=0), ""
 
 
 def confidence(run: Run) -> float:
@@ -249,8 +328,23 @@ def entry_name(generator: str, group: Sequence[Run]) -> str:
     return f"{generator}{ENTRY_SEPARATOR}{label}"
 
 
+def coverage_columns(generator: str, group: Sequence[Run]) -> dict[str, Any]:
+    """``n``, ``failed``, ``missing`` (summed over the group's runs), ``coverage`` (the lowest), the mark and why."""
+    found = [(run, counts(run.frame, generator, run.coverage)) for run in group]
+    notes = [f"{run.run_id}: {c.note}" if len(group) > 1 else c.note for run, c in found if c.marked]
+    shares = [c.coverage for _, c in found if not math.isnan(c.coverage)]
+    return {
+        "n": sum(c.n for _, c in found),
+        "failed": float(sum(c.failed for _, c in found)),
+        "missing": float(sum(c.missing for _, c in found)),
+        "coverage": min(shares) if len(shares) == len(found) else math.nan,
+        "below_min_coverage": bool(notes),
+        "coverage_note": "; ".join(notes),
+    }
+
+
 def board_row(generator: str, group: Sequence[Run], metrics: Sequence[str], spread: bool) -> tuple[dict, dict[str, np.ndarray]]:
-    """One board row and its draws per metric (pooled over seeds for a combined group)."""
+    """One board row and its draws per metric (pooled over seeds for a combined group, when paired)."""
     first = group[0]
     record: dict[str, Any] = {
         "generator": generator,
@@ -259,17 +353,20 @@ def board_row(generator: str, group: Sequence[Run], metrics: Sequence[str], spre
         "date": ", ".join(dict.fromkeys(r.date for r in group)),
         "seeds": ", ".join("" if r.seed is None else str(r.seed) for r in group),
         "group": first.group(generator),
-        "n": counts(first.frame, generator, first.coverage).n,
+        **coverage_columns(generator, group),
     }
     draws: dict[str, np.ndarray] = {}
+    problems: list[str] = []
     for metric in metrics:
         values = np.array([metric_row(r, generator, metric) for r in group])
-        pooled = pooled_draws(group, generator, metric)
+        pooled, problem = pooled_draws(group, generator, metric)
         if pooled is not None:
             draws[metric] = pooled
         if len(group) == 1:
             value, low, high = values[0]
         else:
+            if problem and problem not in problems:
+                problems.append(problem)
             present = values[:, 0][~np.isnan(values[:, 0])]
             value = float(present.mean()) if len(present) else math.nan
             low = high = math.nan
@@ -280,10 +377,28 @@ def board_row(generator: str, group: Sequence[Run], metrics: Sequence[str], spre
         if spread:
             present = values[:, 0][~np.isnan(values[:, 0])]
             record[f"{metric}_spread"] = float(present.std(ddof=1)) if len(group) > 1 and len(present) > 1 else math.nan
+    record["ci_note"] = f"no seed-combined CI ({'; '.join(problems)})" if problems else ""
     return record, draws
 
 
-def section_board(runs: Sequence[Run], rank_metric: metric_table.Metric) -> tuple[pd.DataFrame, dict[str, dict[str, np.ndarray]]]:
+def unique_entries(rows: Sequence[tuple[str, Sequence[Run]]], base: Sequence[str], position: Mapping[Run, int]) -> list[str]:
+    """``base`` names made unique: a colliding name gets its runs' ids, one still colliding also their positions."""
+    names = list(base)
+    for extra in (
+        lambda group: "run id " + ", ".join(r.run_id for r in group),
+        lambda group: (
+            "run id " + ", ".join(r.run_id for r in group) + ", RUN_DIR #" + ", #".join(str(position[r]) for r in group)
+        ),
+    ):
+        taken = [names.count(name) > 1 for name in names]
+        names = [f"{base[k]} [{extra(group)}]" if taken[k] else names[k] for k, (_, group) in enumerate(rows)]
+    return names
+
+
+def section_board(
+    runs: Sequence[Run], rank_metric: metric_table.Metric, position: Mapping[Run, int]
+) -> tuple[pd.DataFrame, dict[str, dict[str, np.ndarray]], dict[str, tuple[Run, ...]]]:
+    """The section's board (ranked), each entry's draws and the runs behind each entry."""
     present = {m for r in runs for m in r.frame.loc[r.frame.subset == "all", "metric"]}
     metrics = [m.name for m in metric_table.headline() if m.name in present]
     generators = list(dict.fromkeys(g for r in runs for g in r.generators))
@@ -291,15 +406,20 @@ def section_board(runs: Sequence[Run], rank_metric: metric_table.Metric) -> tupl
     if REFERENCE in generators:  # shown once, from the first run that has it
         groups[REFERENCE] = [[next(r for r in runs if REFERENCE in r.generators)]]
     spread = any(len(group) > 1 for g in groups.values() for group in g)
-    records, draws = [], {}
-    for generator in generators:
-        for group in groups[generator]:
-            record, entry_draws = board_row(generator, group, metrics, spread)
-            records.append(record)
-            draws[record["entry"]] = entry_draws
-    board = pd.DataFrame(records)
-    board = add_ranks(board, draws, rank_metric, reference=REFERENCE, confidence=confidence(runs[0]))
-    return order_rows(board, rank_metric), draws
+    rows = [(generator, group) for generator in generators for group in groups[generator]]
+    built = [board_row(generator, group, metrics, spread) for generator, group in rows]
+    entries = unique_entries(rows, [record["entry"] for record, _ in built], position)
+    for (record, _), entry in zip(built, entries):
+        record["entry"] = entry
+    draws = {entry: entry_draws for entry, (_, entry_draws) in zip(entries, built)}
+    sources = {entry: tuple(group) for entry, (_, group) in zip(entries, rows)}
+    board = pd.DataFrame([record for record, _ in built])
+    keys = {entry: draws_key(group[0], generator) for entry, (generator, group) in zip(entries, rows)}
+    unranked = {entry: NOT_RANKED_BELOW_COVERAGE for entry, (record, _) in zip(entries, built) if record["below_min_coverage"]}
+    board = add_ranks(
+        board, draws, rank_metric, reference=REFERENCE, confidence=confidence(runs[0]), pairing=keys, unranked=unranked
+    )
+    return order_rows(board, rank_metric), draws, sources
 
 
 def order_rows(board: pd.DataFrame, rank_metric: metric_table.Metric) -> pd.DataFrame:
@@ -329,10 +449,11 @@ def merge_runs(runs: Sequence[Run], *, allow_mixed: bool = False, rank_metric: s
     groups = group_sections(runs)
     if len(groups) > 1 and not allow_mixed:
         raise refusal(comparability(runs))
+    position = {run: k for k, run in enumerate(runs, 1)}
     sections = []
     for k, members in enumerate(groups, 1):
-        board, draws = section_board(members, ranking)
-        found = tuple(differences(groups[0][0], members[0]))
+        board, draws, sources = section_board(members, ranking, position)
+        found = tuple(differences(groups[0][0], members[0])) if k > 1 else ()
         title = "Comparable runs" if len(groups) == 1 else f"Section {k} of {len(groups)}"
-        sections.append(Section(title, tuple(members), board, found, draws))
+        sections.append(Section(title, tuple(members), board, found, draws, sources))
     return Merged(tuple(sections), ranking.name)

@@ -6,15 +6,25 @@ Per resample *b*, the generators (the reference excluded) are ranked on the rank
 so the bounds are whole ranks), its point rank comes from the point estimates. Draws are matched by
 resample index over the shortest set; resamples where any draw is NaN are left out. A generator
 without draws keeps its point value in every resample (so the others are still ranked against
-it) and gets no interval, with a note. Ties: in point-rank order, a generator whose interval
-overlaps the interval of any generator of the current group joins it (chains join); groups of
-two or more are labelled ``T1``, ``T2``, ...
+it) and gets no interval, with a note. Entries given as ``unranked`` (with the reason) are left out.
+
+Pairing: ranking per resample index compares entries on the same resample only when their runs
+drew the same resamples (:class:`DrawsKey`: the same bootstrap seed and covered cases). Entries
+whose keys differ were resampled independently; they are still ranked per resample, and each
+gets a note naming the entries it is not paired with: its interval ignores the correlation
+between them and is conservative (wider than a paired one).
+
+Ties: in point-rank order, a generator whose interval overlaps the interval of any generator of
+the current group joins it, so entries linked by a chain of overlapping intervals share a label
+even where the first and the last do not overlap; groups of two or more are labelled ``T1``,
+``T2``, ...
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -31,6 +41,43 @@ from xreal_bench.metrics import table as metric_table  # noqa: E402
 RANK_COLUMNS = ("rank", "rank_low", "rank_high", "tie", "rank_note")
 #: Okabe & Ito's colour-blind-safe blue and orange; black points read in grayscale print.
 POINT_COLOUR, BAND_COLOURS = "#000000", ("#E69F00", "#56B4E9")
+NOT_PAIRED = "draws not paired with"
+
+
+@dataclass(frozen=True)
+class DrawsKey:
+    """Which resamples an entry's draws come from: the bootstrap seed and the hash of the covered cases (None: not
+    recorded), and the run they come from (one run resamples every generator with one seed, recorded or not)."""
+
+    seed: object
+    cases: object
+    run: str = ""
+
+    def mismatch(self, other: DrawsKey) -> list[str]:
+        """What makes the two sets of draws unpaired, e.g. ``["different bootstrap seed"]`` (empty: paired)."""
+        one_run_seed = bool(self.run) and self.run == other.run and self.seed is None and other.seed is None
+        found = [] if one_run_seed else component("bootstrap seed", self.seed, other.seed)
+        return found + component("covered cases", self.cases, other.cases)
+
+
+def component(what: str, mine: object, theirs: object) -> list[str]:
+    """``["unrecorded <what>"]`` or ``["different <what>"]`` when the two values do not show equal resamples."""
+    if mine is None or theirs is None:
+        return [f"unrecorded {what}"]
+    return [f"different {what}"] if str(mine) != str(theirs) else []
+
+
+def pairing_notes(keys: Mapping[str, DrawsKey]) -> dict[str, str]:
+    """Per entry whose draws are not paired with some others': ``draws not paired with <entries>: <why>; interval
+    conservative``."""
+    found = {}
+    for entry, key in keys.items():
+        others = {other: key.mismatch(theirs) for other, theirs in keys.items() if other != entry}
+        unpaired = {other: why for other, why in others.items() if why}
+        if unpaired:
+            reasons = list(dict.fromkeys(reason for why in unpaired.values() for reason in why))
+            found[entry] = f"{NOT_PAIRED} {', '.join(unpaired)}: {' and '.join(reasons)}; interval conservative"
+    return found
 
 
 def rank_intervals(
@@ -40,16 +87,22 @@ def rank_intervals(
     lower_is_better: bool,
     confidence: float = 0.95,
     metric_name: str = "the ranking metric",
+    pairing: Mapping[str, DrawsKey] | None = None,
+    unranked: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
-    """Rank, rank interval, tie label and note per entry of ``points`` (entry -> point estimate)."""
+    """Rank, rank interval, tie label and note per entry of ``points`` (entry -> point estimate); ``pairing``: each
+    entry's :class:`DrawsKey` (none: all paired); ``unranked``: entries not to rank -> why."""
     entries = list(points)
+    unranked = unranked or {}
     table = pd.DataFrame(index=pd.Index(entries, name="entry"), columns=list(RANK_COLUMNS), dtype=object)
     table[["rank", "rank_low", "rank_high"]] = math.nan
     table[["tie", "rank_note"]] = ""
     sign = 1.0 if lower_is_better else -1.0
-    ranked = [e for e in entries if math.isfinite(points[e])]
+    ranked = [e for e in entries if math.isfinite(points[e]) and e not in unranked]
     for e in entries:
-        if e not in ranked:
+        if e in unranked:
+            table.loc[e, "rank_note"] = unranked[e]
+        elif e not in ranked:
             table.loc[e, "rank_note"] = f"no value of {metric_name}: not ranked"
     if not ranked:
         return table
@@ -70,6 +123,9 @@ def rank_intervals(
                 if e in sampled:
                     table.loc[e, "rank_low"] = float(np.quantile(ranks[:, k], alpha, method="lower"))
                     table.loc[e, "rank_high"] = float(np.quantile(ranks[:, k], 1 - alpha, method="higher"))
+            if pairing is not None:
+                for e, note in pairing_notes({e: pairing[e] for e in sampled}).items():
+                    table.loc[e, "rank_note"] = note
         else:
             for e in sampled:
                 table.loc[e, "rank_note"] = f"every bootstrap resample of {metric_name} has a NaN: rank interval not available"
@@ -103,15 +159,24 @@ def add_ranks(
     *,
     reference: str,
     confidence: float = 0.95,
+    pairing: Mapping[str, DrawsKey] | None = None,
+    unranked: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
-    """``board`` with :data:`RANK_COLUMNS` on ``metric`` (empty for the reference row)."""
+    """``board`` with :data:`RANK_COLUMNS` on ``metric`` (empty for the reference row); ``pairing`` and ``unranked`` as
+    for :func:`rank_intervals`."""
     board = board.copy()
     ranked = board[board["generator"] != reference]
     values = ranked[metric.name] if metric.name in ranked else pd.Series(math.nan, index=ranked.index)
     points = {str(e): float(v) for e, v in zip(ranked["entry"], values)}
     entry_draws = {e: draws.get(e, {}).get(metric.name) for e in points}
     table = rank_intervals(
-        points, entry_draws, lower_is_better=metric.lower_is_better, confidence=confidence, metric_name=metric.display
+        points,
+        entry_draws,
+        lower_is_better=metric.lower_is_better,
+        confidence=confidence,
+        metric_name=metric.display,
+        pairing=pairing,
+        unranked=unranked,
     )
     for column in RANK_COLUMNS:
         blank: object = "" if column in ("tie", "rank_note") else math.nan

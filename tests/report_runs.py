@@ -77,13 +77,17 @@ def write_run(
     written: str = "2026-11-20T10:00:00+00:00",
     run_id: str | None = None,
     config_extra: Mapping[str, object] | None = None,
+    bootstrap_seed: int | None = None,
 ) -> Path:
     """Write a run directory at ``out``.
 
     ``sources``: generator -> {metric: value} for metrics without per-image values (fid, f1_macro, ...);
     ``per_case``: generator -> {per-image metric: one value per case} (ms_ssim, dice_*), scored as the
-    mean with a draw-based CI; ``inputs``: generator -> its recorded conditioning inputs (Table I group).
+    mean with a draw-based CI; ``inputs``: generator -> its recorded conditioning inputs (Table I group);
+    ``bootstrap_seed``: the seed of the case resamples (recorded as ``metrics.bootstrap_seed``), default ``seed``
+    (not recorded in the config, as runs written before the setting existed).
     """
+    resample_seed = seed if bootstrap_seed is None else bootstrap_seed
     out.mkdir(parents=True, exist_ok=True)
     facts = make_cases(n_cases, out / "data")
     ids = [f.case_id for f in facts]
@@ -104,7 +108,7 @@ def write_run(
             draws[f"{generator}|{metric}|all"] = d
         columns = {m: np.asarray(v, dtype=np.float64) for m, v in per_case.get(generator, {}).items()}
         for metric, values in columns.items():
-            d = draws_for(values, resamples, seed)
+            d = draws_for(values, resamples, resample_seed)
             low, high = np.percentile(d, [2.5, 97.5])
             rows.append(ResultRow(generator, metric, float(values.mean()), float(low), float(high), n_cases, "all", "pixels"))
             draws[f"{generator}|{metric}|all"] = d
@@ -116,7 +120,12 @@ def write_run(
     config = {
         "dataset": {"kind": "mimic", "root": str(out / "data"), "split": "test", "square": "crop", "labeler": "chexpert"},
         "conditioning": {"anatomy": "none", "resolution": 32},
-        "metrics": {"evaluators": "standard", "thresholds": "youden", "bootstrap": resamples},
+        "metrics": {
+            "evaluators": "standard",
+            "thresholds": "youden",
+            "bootstrap": resamples,
+            **({} if bootstrap_seed is None else {"bootstrap_seed": bootstrap_seed}),
+        },
         "run": {"out": str(out), "seed": seed, "resolution": 32, "samples_per_condition": 1},
         **(config_extra or {}),
     }
@@ -130,7 +139,7 @@ def write_run(
         "evaluators": {"suite": "standard", "classifier": {"name": evaluator, "weights_sha256": "a" * 64}},
         "generators": {g: {"identity": json.loads((out / g / "identity.json").read_text()), "weights": {}} for g in names},
         "thresholds": {"policy": "youden"},
-        "seeds": {"run": seed, "bootstrap": seed},
+        "seeds": {"run": seed, "bootstrap": resample_seed},
         "bootstrap": {"resamples": resamples, "fid_resamples": resamples, "confidence": 0.95},
     }
     write_results(out, rows, provenance)
@@ -141,7 +150,7 @@ def write_run(
     pd.DataFrame(per_image).to_csv(out / "per_image.csv", index=False)
     meta = {
         "format": 1,
-        "seed": seed,
+        "seed": resample_seed,
         "confidence": 0.95,
         "cases": {g: hashlib.sha256("\n".join(ids).encode()).hexdigest() for g in names},
     }

@@ -319,7 +319,10 @@ def test_merged_leaderboard_combines_seeds_and_ranks(tmp_path):
     from xreal_bench.reports.runs import load_run
 
     sources = {"real": {"fid": 0.0}, "a": {"fid": 10.0}, "b": {"fid": 30.0}}
-    runs = [load_run(write_run(tmp_path / f"s{seed}", sources=sources, seed=seed, run_id=f"r{seed}")) for seed in (0, 1)]
+    runs = [
+        load_run(write_run(tmp_path / f"s{seed}", sources=sources, seed=seed, bootstrap_seed=0, run_id=f"r{seed}"))
+        for seed in (0, 1)
+    ]  # one bootstrap seed: the seeds' draws are paired and pooled
     [(title, table)] = dash.merged_sections(runs, metrics=["fid"], generators=["real", "a", "b"])
     assert title == "Comparable runs"
     assert table["seeds"].tolist()[1:] == ["0, 1", "0, 1"]

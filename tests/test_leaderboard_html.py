@@ -6,6 +6,7 @@ refused and recorded; skipped (with the reason) when /usr/bin/chromium is absent
 
 from __future__ import annotations
 
+import base64
 import re
 from pathlib import Path
 
@@ -146,9 +147,35 @@ def test_cli_prints_markdown_or_writes_files(board_dir, tmp_path, capsys):
     out = tmp_path / "cli"
     assert main(["leaderboard", *map(str, runs), "--out", str(out), "--rank-by", "ms_ssim"]) == 0
     written = capsys.readouterr().out.splitlines()
-    assert written == [
-        str(out / n) for n in ("rank_plot.png", "rank_plot.pdf", "leaderboard.csv", "leaderboard.md", "leaderboard.html")
-    ]
+    files = ("rank_plot.png", "rank_plot.pdf", "leaderboard.csv", "leaderboard.md", "leaderboard.html")
+    assert written == [str(out / n) for n in ("samples_grid.png", "samples_grid.pdf", *files)]
     assert "Rank: by MS-SSIM ↑" in (out / "leaderboard.md").read_text()
+    grid = (out / "samples_grid.png").read_bytes()  # the grid the command drew is the one the page shows
+    assert (out / "leaderboard.html").read_text().count(f"data:image/png;base64,{base64.b64encode(grid).decode()}") == 1
     assert main(["leaderboard", str(runs[0]), "--grid", str(tmp_path / "absent.png")]) == 2
     assert f"error: --grid {tmp_path / 'absent.png'}: no such file" in capsys.readouterr().err
+
+
+def test_cli_grid_options(board_dir, tmp_path, capsys):
+    _, runs = board_dir
+    given = tmp_path / "given.png"
+    Image.fromarray(np.full((10, 12, 3), 90, np.uint8)).save(given)
+    assert main(["leaderboard", *map(str, runs), "--out", str(tmp_path / "given"), "--grid", str(given)]) == 0
+    page = (tmp_path / "given" / "leaderboard.html").read_text()
+    assert f"data:image/png;base64,{base64.b64encode(given.read_bytes()).decode()}" in page
+    assert not (tmp_path / "given" / "samples_grid.png").exists()
+    assert main(["leaderboard", *map(str, runs), "--out", str(tmp_path / "none"), "--no-grid"]) == 0
+    assert not (tmp_path / "none" / "samples_grid.png").exists()
+    assert (tmp_path / "none" / "leaderboard.html").read_text().count("data:image/png;base64,") == 1  # the rank plot only
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["leaderboard", str(runs[0]), "--out", str(tmp_path / "x"), "--grid", str(given), "--no-grid"])
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_cli_without_case_facts_writes_no_grid(tmp_path, capsys):
+    run = write_run(tmp_path / "run", sources={"real": {"fid": 0.5}, "alpha": {"fid": 10.0}})
+    (run / "cases.jsonl").unlink()
+    assert main(["leaderboard", str(run), "--out", str(tmp_path / "out")]) == 0
+    assert [Path(line).name for line in capsys.readouterr().out.splitlines()][:1] == ["rank_plot.png"]
+    assert not (tmp_path / "out" / "samples_grid.png").exists()

@@ -1,5 +1,6 @@
 """Rank intervals from bootstrap draws: a known order gives degenerate intervals, near-equal
-generators tie, missing draws give no interval (with a note), and the rank plot is drawn."""
+generators tie, missing draws give no interval (with a note), draws of other resamples are noted
+as not paired, and the rank plot is drawn."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import pytest
 from PIL import Image
 from report_runs import write_run
 
+from xreal_bench.reports.board import notes
 from xreal_bench.reports.merge import merge_runs
-from xreal_bench.reports.ranks import rank_intervals, rank_plot
+from xreal_bench.reports.ranks import DrawsKey, pairing_notes, rank_intervals, rank_plot
 from xreal_bench.reports.runs import load_runs
 
 #: Inserted out of order on purpose; FID (lower is better) puts them b, d, a, c.
@@ -109,3 +111,78 @@ def test_identical_draws_never_tie_separated_generators(confidence):
     table = rank_intervals({"x": 1.0, "y": 2.0, "z": 3.0}, draws, lower_is_better=False, confidence=confidence)
     assert table["rank"].tolist() == [3.0, 2.0, 1.0] and table["rank_low"].tolist() == [3.0, 2.0, 1.0]
     assert set(table["tie"]) == {""}
+
+
+def paired_runs(tmp_path, other_seed: int) -> list:
+    """``a`` and ``b`` (b 0.01 better on every case) in two runs; the second resamples with ``other_seed``."""
+    values = np.random.default_rng(5).uniform(0.2, 0.9, 40)
+    a = write_run(tmp_path / "x", sources={}, per_case={"a": {"ms_ssim": list(values)}}, n_cases=40, resamples=400)
+    b = write_run(
+        tmp_path / "y", sources={}, per_case={"b": {"ms_ssim": list(values + 0.01)}}, n_cases=40, resamples=400, seed=other_seed
+    )
+    return load_runs([a, b])
+
+
+def test_paired_draws_rank_a_uniformly_better_entry_first_in_every_resample(tmp_path):
+    board = merge_runs(paired_runs(tmp_path, 0), rank_metric="ms_ssim").sections[0].board
+    assert board["entry"].tolist() == ["b · y (2026-11-20)", "a · x (2026-11-20)"]
+    assert board["rank_low"].tolist() == [1.0, 2.0] and board["rank_high"].tolist() == [1.0, 2.0]
+    assert board["rank_note"].tolist() == ["", ""] and board["tie"].tolist() == ["", ""]
+
+
+def test_draws_of_another_bootstrap_seed_are_ranked_but_noted_as_not_paired(tmp_path):
+    merged = merge_runs(paired_runs(tmp_path, 7), rank_metric="ms_ssim")
+    board = merged.sections[0].board
+    assert board["rank_low"].tolist() == [1.0, 1.0] and board["rank_high"].tolist() == [2.0, 2.0]  # conservative
+    assert board["rank_note"].tolist() == [
+        "draws not paired with a · x (2026-11-20): different bootstrap seed; interval conservative",
+        "draws not paired with b · y (2026-11-20): different bootstrap seed; interval conservative",
+    ]
+    footnotes = notes(merged)
+    assert any(line.startswith("Rank intervals compare entries resample by resample; where entries' runs") for line in footnotes)
+    assert (
+        "b · y (2026-11-20): draws not paired with a · x (2026-11-20): different bootstrap seed; interval conservative."
+        in footnotes
+    )
+
+
+def test_pairing_notes_name_each_unpaired_entry_and_why():
+    keys = {"p": DrawsKey(0, "h1"), "q": DrawsKey(0, "h1"), "r": DrawsKey(0, "h2"), "s": DrawsKey(None, "h1")}
+    assert pairing_notes(keys) == {
+        "p": "draws not paired with r, s: different covered cases and unrecorded bootstrap seed; interval conservative",
+        "q": "draws not paired with r, s: different covered cases and unrecorded bootstrap seed; interval conservative",
+        "r": "draws not paired with p, q, s: different covered cases and unrecorded bootstrap seed; interval conservative",
+        "s": "draws not paired with p, q, r: unrecorded bootstrap seed and different covered cases; interval conservative",
+    }
+    assert pairing_notes({"p": DrawsKey(3, "h"), "q": DrawsKey(3, "h")}) == {}
+
+
+def test_unranked_entries_are_left_out_of_the_ranks_of_the_others():
+    draws = {"a": np.full(10, 1.0), "b": np.full(10, 2.0), "c": np.full(10, 0.5)}
+    table = rank_intervals({"a": 1.0, "b": 2.0, "c": 0.5}, draws, lower_is_better=True, unranked={"c": "marked: not ranked"})
+    assert table.loc[["a", "b"], "rank"].tolist() == [1.0, 2.0] and table.loc[["a", "b"], "rank_high"].tolist() == [1.0, 2.0]
+    assert math.isnan(table.loc["c", "rank"]) and table.loc["c", "rank_note"] == "marked: not ranked"
+
+
+def test_one_run_without_a_recorded_seed_still_pairs_its_generators_on_the_seed():
+    same_run = {"p": DrawsKey(None, "h", "runs/a"), "q": DrawsKey(None, "h", "runs/a")}
+    assert pairing_notes(same_run) == {}
+    other_run = {"p": DrawsKey(None, "h", "runs/a"), "q": DrawsKey(None, "h", "runs/b")}
+    assert pairing_notes(other_run)["p"] == "draws not paired with q: unrecorded bootstrap seed; interval conservative"
+    assert pairing_notes({"p": DrawsKey(None, None, "runs/a"), "q": DrawsKey(None, None, "runs/a")})["q"] == (
+        "draws not paired with p: unrecorded covered cases; interval conservative"
+    )
+
+
+def test_a_run_without_draws_metadata_still_ranks_with_intervals(tmp_path):
+    run = write_run(tmp_path / "run", sources=SEPARATED, spread=0.5, resamples=200)
+    archive = dict(np.load(run / "bootstrap.npz"))
+    del archive["__meta__"]
+    np.savez(run / "bootstrap.npz", **archive)
+    board = merge_runs(load_runs([run])).sections[0].board
+    assert board["rank_low"].tolist()[1:] == [1.0, 2.0, 3.0, 4.0]
+    ranked = board["entry"].tolist()[1:]
+    for entry, note in zip(ranked, board["rank_note"].tolist()[1:]):  # one run: seed shared; covered cases unknown
+        named, why = note.removeprefix("draws not paired with ").split(": ")
+        assert sorted(named.split(", ")) == sorted(e for e in ranked if e != entry)
+        assert why == "unrecorded covered cases; interval conservative"
