@@ -212,10 +212,14 @@ def merged_sections(
         table = pd.DataFrame({"entry": board["entry"], "seeds": board["seeds"]})
         table["rank"] = [rank_text(r, lo, hi) for r, lo, hi in zip(board["rank"], board["rank_low"], board["rank_high"])]
         table["tie"] = board["tie"]
+        for column in ("failed", "missing", "coverage"):
+            table[column] = board[column].map(lambda v: "–" if pd.isna(v) else f"{v:g}")
         for m in metrics:
             if m in board:
                 cells = zip(board[m], board[f"{m}_ci_low"], board[f"{m}_ci_high"])
                 table[metric_label(m)] = [value_with_ci(v, lo, hi, decimals) for v, lo, hi in cells]
+        notes = [board[c].fillna("") for c in ("coverage_note", "rank_note", "ci_note") if c in board]
+        table["note"] = ["; ".join(filter(None, parts)) for parts in zip(*notes)] if notes else ""
         shown.append((section.title, table.reset_index(drop=True)))
     return shown
 

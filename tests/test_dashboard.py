@@ -327,6 +327,7 @@ def test_merged_leaderboard_combines_seeds_and_ranks(tmp_path):
     assert title == "Comparable runs"
     assert table["seeds"].tolist()[1:] == ["0, 1", "0, 1"]
     assert table["rank"].tolist()[1:] == ["1 [1, 1]", "2 [2, 2]"]
+    assert {"failed", "missing", "coverage", "note"} <= set(table.columns)
     assert table[dash.metric_label("fid")].tolist()[1].startswith("10.000 [")
 
 
