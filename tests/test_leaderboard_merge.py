@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from report_runs import case_ids, draws_for, write_run
+from report_runs import case_ids, draws_for, edit, write_run
 
 from xreal_bench.cli import main
 from xreal_bench.errors import UserFacingError
@@ -19,15 +19,6 @@ from xreal_bench.reports.merge import KINDS, STATISTICS_KEYS, comparability, mer
 from xreal_bench.reports.runs import load_run, load_runs
 
 SOURCES = {"real": {"fid": 0.5}, "alpha": {"fid": 10.0}, "beta": {"fid": 20.0}}
-
-
-def edit(run: Path, change: Callable[[dict], None]) -> Path:
-    """Change the run's results.json in place (what a different evaluate would have recorded)."""
-    path = run / "results.json"
-    document = json.loads(path.read_text())
-    change(document)
-    path.write_text(json.dumps(document))
-    return run
 
 
 def case_digest(n: int) -> str:

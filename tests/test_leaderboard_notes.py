@@ -4,27 +4,17 @@ fallback demographics per run."""
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
-from pathlib import Path
 
 import pandas as pd
-from report_runs import write_run
+from report_runs import edit, write_run
 
 from xreal_bench.reports.board import markdown, notes
 from xreal_bench.reports.coverage import COUNTS_NOTE
 from xreal_bench.reports.leaderboard_files import write_leaderboard_files
 from xreal_bench.reports.merge import merge_runs
 from xreal_bench.reports.runs import load_runs
-
-
-def edit(run: Path, change: Callable[[dict], None]) -> Path:
-    path = run / "results.json"
-    document = json.loads(path.read_text())
-    change(document)
-    path.write_text(json.dumps(document))
-    return run
 
 
 def covered(generator: str, covered_cases: int, failed: int = 0, cases: int = 8) -> Callable[[dict], None]:
