@@ -48,6 +48,7 @@ def main() -> None:
     if not os.environ.get(STUDY_DIR_ENV) or not (study_dir / STUDY_DB).is_file():
         st.error("This server has no study to show. Start it with `xreal-bench study serve STUDY_DIR`.")
         st.stop()
+        return
     with run_storage(study_dir / STUDY_DB) as storage:  # the connection is closed when this run ends
         account = sign_in(storage)
         if account is None:
@@ -378,4 +379,5 @@ def admin_page(storage: Storage, settings: dict) -> None:
     )
 
 
-main()
+if __name__ == "__main__":  # Streamlit runs the script as __main__; a spawned worker importing it must not
+    main()

@@ -152,11 +152,13 @@ def main() -> None:
     if not dirs:
         st.error("No run directories: start this page with `xreal-bench dashboard RUN_DIR...`.")
         st.stop()
+        return
     try:
         runs = cached_runs(tuple(str(d) for d in dirs), tuple(results_stamp(d) for d in dirs))
     except UserFacingError as exc:
         st.error(markdown_cell(str(exc)))
         st.stop()
+        return
     names = dash.run_names(runs)
     filters = sidebar(runs, names)
     chosen = [runs[k] for k in filters.runs]
@@ -177,4 +179,5 @@ def main() -> None:
         provenance_tab(chosen, chosen_names)
 
 
-main()
+if __name__ == "__main__":  # Streamlit runs the script as __main__; a spawned worker importing it must not
+    main()

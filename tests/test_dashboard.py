@@ -341,3 +341,15 @@ def test_no_module_beside_a_streamlit_script_shadows_the_standard_library():
     for folder in ("reports", "reader_study"):
         clashes = sorted(p.stem for p in (root / folder).glob("*.py") if p.stem in sys.stdlib_module_names)
         assert clashes == [], f"{folder}/{clashes} shadow standard-library modules under `streamlit run`"
+
+
+def test_importing_the_streamlit_scripts_runs_nothing(monkeypatch):
+    """A worker spawned after an AppTest re-imports ``__main__`` by path (as ``__mp_main__``): the scripts must not
+    run their page then (a torch.multiprocessing test failed that way)."""
+    import runpy
+    from pathlib import Path
+
+    root = Path(__file__).parents[1]
+    for script in (root / "reports" / "dashboard_app.py", root / "reader_study" / "app.py"):
+        namespace = runpy.run_path(str(script), run_name="__mp_main__")
+        assert callable(namespace["main"])
