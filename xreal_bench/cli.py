@@ -36,8 +36,9 @@ EPILOG = """\
 typical use:
   xreal-bench demo                          synthetic data, reference generators, every metric
   xreal-bench run --config bench.toml       generate + evaluate + leaderboard for a config
-  xreal-bench report runs/demo               Table I, figures, sample grid -> runs/demo/report
-  xreal-bench leaderboard runs/a runs/b --out board    one leaderboard across runs
+  xreal-bench report runs/demo              Table I, figures, sample grid -> runs/demo/report
+  xreal-bench leaderboard runs/a runs/b     one leaderboard across runs (--out DIR: CSV, Markdown, HTML)
+  xreal-bench dashboard runs/a runs/b       browse them in a local Streamlit page
   xreal-bench data summary --root /data/mimic-cxr-jpg/2.0.0
   xreal-bench weights list                  which model files are present / missing
   torchrun --nproc-per-node=4 -m xreal_bench run --config bench.toml
