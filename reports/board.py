@@ -14,10 +14,11 @@ import pandas as pd
 
 from xreal_bench.metrics import table as metric_table
 from xreal_bench.reports.coverage import COUNTS_NOTE, MARK, count_text, coverage_text, mark_text
-from xreal_bench.reports.leaderboard import DEMOGRAPHICS_NOTE, fmt
+from xreal_bench.reports.leaderboard import DEMOGRAPHICS_NOTE
 from xreal_bench.reports.merge import Merged, Section
 from xreal_bench.reports.ranks import NOT_PAIRED, rank_text
 from xreal_bench.reports.runs import Run
+from xreal_bench.reports.table_model import MISSING, Estimate, fmt, value_text
 from xreal_bench.results import read_demographics_fallbacks, read_unverified_weights
 from xreal_bench.tables import markdown_cell
 
@@ -52,11 +53,9 @@ def metric_cell(row: pd.Series, metric: str, decimals: int) -> Cell:
     """``value [low, high]`` (``; SD s`` over seeds); ``–`` when there is no value."""
     value = number(row.get(metric))
     if math.isnan(value):
-        return Cell("–", math.nan)
-    text = fmt(value, decimals)
+        return Cell(MISSING, math.nan)
     low, high = number(row.get(f"{metric}_ci_low")), number(row.get(f"{metric}_ci_high"))
-    if not (math.isnan(low) or math.isnan(high)):
-        text += f" [{fmt(low, decimals)}, {fmt(high, decimals)}]"
+    text = value_text(Estimate(value=value, low=low, high=high), decimals=decimals, ci="brackets")
     spread = number(row.get(f"{metric}_spread"))
     if not math.isnan(spread):
         text += f"; SD {fmt(spread, decimals)}"

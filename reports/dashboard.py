@@ -18,29 +18,27 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.colors import to_rgb
 
-from xreal_bench.imaging import load_grayscale
-from xreal_bench.labels import ANATOMY_CLASSES, CHEXPERT_LABELS
+from xreal_bench.labels import CHEXPERT_LABELS
 from xreal_bench.metrics import table as metric_table
+from xreal_bench.reports import palette
+from xreal_bench.reports.grid import gray_pixels
+from xreal_bench.reports.ranks import rank_text
 from xreal_bench.reports.runs import REFERENCE, Run
+from xreal_bench.reports.table_model import MISSING, Estimate, value_text
 from xreal_bench.types import BoxSet, CaseFacts
 
 APP_SCRIPT = Path(__file__).with_name("dashboard_app.py")
 RUNS_ENV = "XREAL_BENCH_DASHBOARD_RUNS"  # run directories, os.pathsep-separated (used when no arguments are given)
 OVERALL = "all"
-MISSING = "–"
 MERGE_NOTE = (
     "Rows are per (generator, run). The merged leaderboard below follows `xreal-bench leaderboard`: comparable runs "
     "only (others in their own section), runs differing only in the seed combined, ranks with bootstrap intervals."
 )
-#: Anatomy label -> RGB (Okabe-Ito: distinguishable for colour-blind readers).
-ANATOMY_COLOURS = {
-    ANATOMY_CLASSES["left_lung"]: (0, 114, 178),
-    ANATOMY_CLASSES["right_lung"]: (86, 180, 233),
-    ANATOMY_CLASSES["heart"]: (213, 94, 0),
-    ANATOMY_CLASSES["aorta"]: (240, 228, 66),
-}
-ANATOMY_LEGEND = "left lung dark blue, right lung light blue, heart orange, aorta yellow (patient's sides)"
+#: Anatomy label -> RGB: the report's sample-grid colours (:data:`xreal_bench.reports.palette.ANATOMY_COLOURS`).
+ANATOMY_COLOURS = {label: tuple(round(255 * c) for c in to_rgb(colour)) for label, colour in palette.ANATOMY_COLOURS.items()}
+ANATOMY_LEGEND = "left lung blue, right lung green, heart orange, aorta yellow (patient's sides), as in the report's sample grid"
 
 
 def run_dirs_from(argv: Sequence[str], environ: Mapping[str, str]) -> list[Path]:
@@ -170,15 +168,8 @@ def ci_label(runs: Sequence[Run]) -> str:
     return " or ".join(f"{100 * level:g} %" for level in levels) + " CI"
 
 
-def fmt(value: float, decimals: int) -> str:
-    return MISSING if value is None or math.isnan(value) else f"{value:.{decimals}f}"
-
-
 def value_with_ci(value: float, low: float, high: float, decimals: int) -> str:
-    text = fmt(value, decimals)
-    if text != MISSING and not (math.isnan(low) or math.isnan(high)):
-        text += f" [{fmt(low, decimals)}, {fmt(high, decimals)}]"
-    return text
+    return value_text(Estimate(value=value, low=low, high=high), decimals=decimals, ci="brackets")
 
 
 def count_with_unit(n: float, metric: str) -> str:
@@ -210,7 +201,7 @@ def merged_sections(
     for section in merged.sections:
         board = section.board[section.board["generator"].isin(generators)]
         table = pd.DataFrame({"entry": board["entry"], "seeds": board["seeds"]})
-        table["rank"] = [rank_text(r, lo, hi) for r, lo, hi in zip(board["rank"], board["rank_low"], board["rank_high"])]
+        table["rank"] = [rank_text(row) for row in board.to_dict("records")]
         table["tie"] = board["tie"]
         for column in ("failed", "missing", "coverage"):
             table[column] = board[column].map(lambda v: "–" if pd.isna(v) else f"{v:g}")
@@ -222,12 +213,6 @@ def merged_sections(
         table["note"] = ["; ".join(filter(None, parts)) for parts in zip(*notes)] if notes else ""
         shown.append((section.title, table.reset_index(drop=True)))
     return shown
-
-
-def rank_text(rank: float, low: float, high: float) -> str:
-    if not math.isfinite(rank):
-        return "–"
-    return f"{rank:.0f} [{low:.0f}, {high:.0f}]" if math.isfinite(low) and math.isfinite(high) else f"{rank:.0f}"
 
 
 def pathology_metrics(runs: Sequence[Run]) -> list[str]:
@@ -301,16 +286,6 @@ def case_text(facts: CaseFacts) -> str:
     return f"{facts.case_id} — {labels}"
 
 
-def read_pixels(path: Path | None) -> np.ndarray | None:
-    """An image as uint8 gray (the suite's decode rules), or None when absent or unreadable."""
-    if path is None or not path.is_file():
-        return None
-    try:
-        return np.round(load_grayscale(path) * 255).astype(np.uint8)
-    except (RuntimeError, OSError, ValueError):
-        return None
-
-
 def colour_anatomy(label_map: np.ndarray) -> np.ndarray:
     """An anatomy label map as an RGB image (black background, :data:`ANATOMY_COLOURS`)."""
     rgb = np.zeros((*label_map.shape, 3), np.uint8)
@@ -330,13 +305,13 @@ def real_image_path(run: Run, case_id: str) -> Path | None:
 
 def grid_panels(run: Run, case_id: str, generators: Sequence[str]) -> list[Panel]:
     """The case's row of the sample grid: real image, anatomy map (when the run has one), each generator's sample 0."""
-    panels = [Panel("real", f"real · {case_id}", read_pixels(real_image_path(run, case_id)))]
+    panels = [Panel("real", f"real · {case_id}", gray_pixels(real_image_path(run, case_id)))]
     label_map = run.anatomy_map(case_id)
     if label_map is not None:
         panels.append(Panel("anatomy map", f"anatomy map · {case_id}", colour_anatomy(label_map)))
     for generator in generators:
         if generator != REFERENCE and generator in run.generators:
-            pixels = read_pixels(run.image_path(generator, case_id))
+            pixels = gray_pixels(run.image_path(generator, case_id))
             panels.append(Panel(generator, f"{generator} · {case_id} · sample 0", pixels))
     return panels
 

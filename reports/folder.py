@@ -60,12 +60,13 @@ def write_section(merged: Merged, section: Section, out: Path, options: ReportOp
     from xreal_bench.reports.leaderboard_files import write_leaderboard_files
     from xreal_bench.reports.study_scores import reader_scores
     from xreal_bench.reports.table_image import write_table_image
-    from xreal_bench.reports.tables import main_table, write_tables
+    from xreal_bench.reports.tables import paper_tables, write_table_files
 
     runs = list(section.runs)
     out.mkdir(parents=True, exist_ok=True)
     scores = reader_scores(runs, options.study)
-    written = list(write_tables(runs, out, options))
+    tables = paper_tables(runs, options)
+    written = write_table_files(tables, out, options)
     grid_png = None
     if options.figures:
         written += write_figures(
@@ -74,7 +75,7 @@ def write_section(merged: Merged, section: Section, out: Path, options: ReportOp
         grid = write_samples_grid(runs, out, options)
         written += grid
         grid_png = next((p for p in grid if p.suffix == ".png"), None)
-        if (table := main_table(runs, options, scores)) is not None:
+        if (table := next((t for t in tables if t.name == "table_main"), None)) is not None:
             written.append(write_table_image(table, out / "table_main.png", options))
     one = Merged(sections=(section,), rank_metric=merged.rank_metric)
     written += write_leaderboard_files(one, out, decimals=options.decimals, grid_png=grid_png)

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 from matplotlib.colors import to_rgb
 
+from xreal_bench.labels import ANATOMY_CLASSES
+
 #: Okabe & Ito (2008) colours without black, ordered so that neighbours differ in luminance by >= 0.11.
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#F0E442", "#D55E00", "#56B4E9", "#CC79A7")
 #: Hatches paired with the colours; 10 patterns against 7 colours give 70 distinct pairs.
@@ -29,8 +31,13 @@ MIN_LUMINANCE_STEP = 0.1
 #: Relative luminance above which dark text contrasts more than light text (where both ratios are equal).
 TEXT_THRESHOLD = (1.05 * 0.05) ** 0.5 - 0.05
 #: Anatomy label value -> colour (patient's sides; :mod:`xreal_bench.conditioning.anatomy`).
-ANATOMY_COLOURS = {1: "#0072B2", 2: "#009E73", 3: "#D55E00", 4: "#F0E442"}
-ANATOMY_NAMES = {1: "left lung", 2: "right lung", 3: "heart", 4: "aorta"}
+ANATOMY_COLOURS = {
+    ANATOMY_CLASSES["left_lung"]: "#0072B2",
+    ANATOMY_CLASSES["right_lung"]: "#009E73",
+    ANATOMY_CLASSES["heart"]: "#D55E00",
+    ANATOMY_CLASSES["aorta"]: "#F0E442",
+}
+ANATOMY_NAMES = {ANATOMY_CLASSES[k]: k.replace("_", " ") for k in ("left_lung", "right_lung", "heart", "aorta")}
 BOX_COLOUR = "#E69F00"
 #: Scatter markers, one per source (with the source's colour).
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")

@@ -473,8 +473,13 @@ def render(table: PaperTable, ext: str, options: ReportOptions) -> str:
 
 def write_tables(runs: Sequence[Run], out: Path, options: ReportOptions) -> list[Path]:
     """Write every table of ``runs`` (comparable runs: one section) into ``out`` in ``options.formats``."""
+    return write_table_files(paper_tables(runs, options), out, options)
+
+
+def write_table_files(tables: Sequence[PaperTable], out: Path, options: ReportOptions) -> list[Path]:
+    """Write built ``tables`` into ``out`` in ``options.formats``."""
     written = []
-    for table in paper_tables(runs, options):
+    for table in tables:
         for ext in options.formats:
             path = out / f"{table.name}.{ext}"
             write_text_atomic(path, render(table, ext, options))
