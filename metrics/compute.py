@@ -45,7 +45,7 @@ def feature_pair(ctx: ScoringContext, metric: Metric, idx: np.ndarray) -> tuple[
 
     The reference row has no distance to itself: distributions of real vs real are left out.
     """
-    role = feature_role(metric)
+    role = feature_role(metric, ctx)
     if ctx.is_reference or role not in ctx.gen.features:
         return None
     r_idx = covered_real_rows(ctx, idx)
@@ -54,10 +54,15 @@ def feature_pair(ctx: ScoringContext, metric: Metric, idx: np.ndarray) -> tuple[
     return ctx.gen.features[role][idx], ctx.real.features[role][r_idx]
 
 
-def feature_role(metric: Metric) -> str:
-    """The feature space a distance metric compares (its table entry's evaluator role)."""
+def feature_role(metric: Metric, ctx: ScoringContext | None = None) -> str:
+    """The feature space a metric compares: its table entry's evaluator role, ``embedding`` resolved
+    to the role ``metrics.embedding`` names."""
     if metric.role is None:
         raise ValueError(f"metric {metric.name!r} compares features but declares no evaluator role")
+    if metric.role == "embedding":
+        if ctx is None:
+            raise ValueError(f"metric {metric.name!r} uses the embedding features: pass the scoring context")
+        return ctx.settings.embedding
     return metric.role
 
 
@@ -73,7 +78,7 @@ def frechet_rows(ctx: ScoringContext, metric: Metric, subset: Subset) -> list[Re
     if pair is None:
         return []
     g_feat, r_feat = pair
-    role, n = feature_role(metric), count(metric.n_unit, ctx.groups[idx])
+    role, n = feature_role(metric, ctx), count(metric.n_unit, ctx.groups[idx])
     every_case = len(r_feat) == len(ctx.real.keys)
     if name == "all" and every_case:
         value = fid_from_stats(ctx.real.stats[role], ctx.gen.stats[role])  # exactly merged streaming statistics
@@ -122,7 +127,7 @@ def kid_rows(ctx: ScoringContext, metric: Metric, subset: Subset) -> list[Result
     if not resamples:
         return [ctx.row(metric, result.mean, subset=name, n=n, note=f"{note}; CI off (metrics.{metric.ci} = 0)")]
     cases = np.array(sorted({ctx.case_position[c] for c in ctx.groups[idx]}), dtype=np.int64)
-    sums = ctx.kernel_sums(feature_role(metric)).subset(cases)
+    sums = ctx.kernel_sums(feature_role(metric, ctx)).subset(cases)
     ci = kid_bootstrap(sums, result.mean, resamples, s.confidence, s.seed)
     note += f"; bias-corrected case bootstrap CI of the all-pairs MMD² ({sums.all_pairs():.3g}), centred on the subset mean"
     return [ctx.row(metric, result.mean, subset=name, n=n, note=note, ci=(ci.low, ci.high), draws=ci.draws)]
@@ -152,6 +157,18 @@ def dice_rows(ctx: ScoringContext, metric: Metric, subset: Subset) -> list[Resul
     if not ctx.gen.dice:
         return []
     rows = [ctx.mean_row(row, ctx.gen.dice[row.key][idx], ctx.groups[idx], subset=name) for row in (*metric.parts, metric)]
+    return [row for row in rows if row]
+
+
+def per_image_rows(ctx: ScoringContext, metric: Metric, subset: Subset) -> list[ResultRow]:
+    """Mean of per-image values computed beside the pass (``SourceOutputs.extra``: memorization, lesion
+    adherence) for each part and the metric, NaN (undefined) excluded and counted."""
+    name, idx = subset
+    rows = []
+    for entry in (*metric.parts, metric):
+        values = ctx.gen.extra.get(entry.key)
+        if values is not None:
+            rows.append(ctx.mean_row(entry, values[idx], ctx.groups[idx], subset=name))
     return [row for row in rows if row]
 
 

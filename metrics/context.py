@@ -72,6 +72,10 @@ class ScoringSettings:
     kid_subset_size: int
     label_set: Sequence[str]
     f1_zero_division: float
+    embedding: str = "dinov2"  # feature role of PRDC, Vendi and memorization (``metrics.embedding``)
+    prdc_k: int = 5
+    subgroups: bool = True  # rows per demographic subgroup when the cases have demographics
+    age_edges: tuple[int, ...] = (0, 40, 60, 80)
 
 
 @dataclass(frozen=True)
@@ -159,7 +163,7 @@ class ScoringContext:
         draws: np.ndarray | None = None,
     ) -> ResultRow:
         """A row of ``metric`` for this generator, labelled with the evaluator behind it and the unit of ``n``."""
-        label = self.suite.label(metric.name)
+        label = self.suite.label(metric.name, embedding=self.settings.embedding)
         return ResultRow(self.generator, metric.name, value, *ci, n, subset, label, note, n_unit=metric.n_unit, draws=draws)
 
     def mean_row(self, metric: Metric, values, groups, *, subset: str = "all", note: str = "") -> ResultRow | None:
@@ -218,4 +222,9 @@ class ScoringContext:
 
     @cached_property
     def _kernel_sums(self) -> dict[str, CaseKernelSums]:
+        return {}
+
+    @cached_property
+    def memo(self) -> dict:
+        """Work shared by several metrics of this generator, keyed by the module computing it."""
         return {}

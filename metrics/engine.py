@@ -84,6 +84,9 @@ class SourceOutputs:
     ms_ssim: np.ndarray | None = None  # [N] paired with the real image of the case
     dice: dict[str, np.ndarray] = field(default_factory=dict)  # structure -> [N]
     diversity: dict[str, float] = field(default_factory=dict)  # case_id -> mean pairwise MS-SSIM
+    #: Per-image values computed beside the pass, keyed by metric-table entry key (memorization, lesion
+    #: adherence): float64 [N], NaN where undefined. Added on every rank after :func:`finish`.
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
     failed: list[str] = field(default_factory=list)  # "<file>: <error>" for undecodable images
 
     @property
@@ -393,5 +396,6 @@ def reorder(out: SourceOutputs, order: np.ndarray) -> SourceOutputs:
         ms_ssim=out.ms_ssim[order] if out.ms_ssim is not None else None,
         dice={k: v[order] for k, v in out.dice.items()},
         diversity=out.diversity,
+        extra={k: v[order] for k, v in out.extra.items()},
         failed=out.failed,
     )

@@ -45,7 +45,15 @@ def score(
     if not gen.keys:
         note = "not computed: no image of this source could be scored"
         return [
-            ResultRow(generator, m.name, NAN, n=0, evaluator=suite.label(m.name), note=note, n_unit=m.n_unit)
+            ResultRow(
+                generator,
+                m.name,
+                NAN,
+                n=0,
+                evaluator=suite.label(m.name, embedding=settings.embedding),
+                note=note,
+                n_unit=m.n_unit,
+            )
             for m in table.enabled(settings.enabled)
         ]
     ctx = ScoringContext(generator, gen, real, cases, suite, settings, thresholds)
@@ -64,7 +72,7 @@ def per_image_values(outputs: SourceOutputs, entry: table.Metric) -> np.ndarray 
         return outputs.ms_ssim
     if entry.role == "segmenter":
         return outputs.dice.get(entry.key)
-    return None
+    return outputs.extra.get(entry.key)
 
 
 def per_image_frame(

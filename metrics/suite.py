@@ -21,22 +21,45 @@ if TYPE_CHECKING:
     from xreal_bench.config import MetricsConfig
     from xreal_bench.weights import WeightsManager
 
-ROLE_KINDS = {"features": "feature", "domain_features": "feature", "segmenter": "segmenter", "classifier": "classifier"}
+ROLE_KINDS = {
+    **dict.fromkeys(table.FEATURE_ROLES, "feature"),
+    "segmenter": "segmenter",
+    "classifier": "classifier",
+}
 
 SUITES: dict[str, dict[str, str]] = {
     "standard": {
         "features": "inception",
         "domain_features": "xrv-densenet-features",
+        "dinov2": "dinov2-vitl14",
+        "raddino": "rad-dino",
+        "clip": "clip-vitl14-336",
         "segmenter": "xrv-pspnet",
         "classifier": "xrv-densenet-mimic_ch",
     },
     "demo": {
         "features": "demo-classifier-features",
         "domain_features": "demo-segmenter-features",
+        "dinov2": "demo-pixels",
+        "raddino": "demo-classifier-block2",
+        "clip": "demo-segmenter-encoder",
         "segmenter": "demo-segmenter",
         "classifier": "demo-classifier",
     },
 }
+
+
+def resolve_role(role: str, cfg: MetricsConfig) -> str:
+    """``embedding`` -> the feature role ``metrics.embedding`` names; other roles as they are."""
+    return cfg.embedding if role == table.EMBEDDING else role
+
+
+def chosen_evaluators(cfg: MetricsConfig) -> dict[str, tuple[str, str]]:
+    """``role -> (kind, name)`` of every evaluator the enabled metrics need (``embedding`` resolved):
+    the ``[metrics]`` override of the role, else the suite's default."""
+    defaults = SUITES[cfg.evaluators]
+    roles = {resolve_role(role, cfg) for role in table.roles(cfg.enabled)}
+    return {role: (ROLE_KINDS[role], getattr(cfg, role) or defaults[role]) for role in sorted(roles)}
 
 
 @dataclass
@@ -54,12 +77,13 @@ class Suite:
         ev = {"segmenter": self.segmenter, "classifier": self.classifier}.get(role)
         return ev.name if ev is not None else ""
 
-    def label(self, metric: str) -> str:
-        """The ``evaluator`` column for a metric: evaluator name, prefixed ``demo:`` in the demo suite."""
+    def label(self, metric: str, *, embedding: str = "dinov2") -> str:
+        """The ``evaluator`` column for a metric: evaluator name, prefixed ``demo:`` in the demo suite
+        (``embedding``: the feature role ``metrics.embedding`` names)."""
         role = table.row_metric(metric).role
         if role is None:
             return "pixels"
-        name = self.evaluator_name(role)
+        name = self.evaluator_name(embedding if role == table.EMBEDDING else role)
         return f"demo:{name}" if self.name == "demo" else name
 
     def describe(self) -> dict[str, dict[str, str]]:
@@ -74,18 +98,9 @@ class Suite:
 
 def build_suite(cfg: MetricsConfig, weights: WeightsManager, device) -> Suite:
     """Build the evaluators needed by ``cfg.enabled`` (missing weights raise here, before any pass)."""
-    defaults = SUITES[cfg.evaluators]
-    chosen = {
-        "features": cfg.features or defaults["features"],
-        "domain_features": cfg.domain_features or defaults["domain_features"],
-        "segmenter": cfg.segmenter or defaults["segmenter"],
-        "classifier": cfg.classifier or defaults["classifier"],
-    }
-    roles = table.roles(cfg.enabled)
     suite = Suite(cfg.evaluators)
     built: dict[tuple[str, str], Evaluator] = {}
-    for role in sorted(roles):
-        key = (ROLE_KINDS[role], chosen[role])
+    for role, key in chosen_evaluators(cfg).items():
         if key not in built:
             options = {"pspnet_left_lung": cfg.pspnet_left_lung} if key == ("segmenter", "xrv-pspnet") else {}
             built[key] = build_evaluator(*key, weights=weights, device=device, **options)

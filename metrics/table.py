@@ -17,14 +17,31 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from xreal_bench.metrics.compute import auc_rows, dice_rows, diversity_rows, f1_rows, frechet_rows, kid_rows, paired_ms_ssim_rows
+from xreal_bench.metrics.cmmd import cmmd_rows
+from xreal_bench.metrics.compute import (
+    auc_rows,
+    dice_rows,
+    diversity_rows,
+    f1_rows,
+    frechet_rows,
+    kid_rows,
+    paired_ms_ssim_rows,
+    per_image_rows,
+)
+from xreal_bench.metrics.prdc import prdc_rows
+from xreal_bench.metrics.vendi import vendi_rows
 
 if TYPE_CHECKING:
     from xreal_bench.metrics.context import ResultRow, ScoringContext, Subset
 
 Direction = Literal["lower", "higher"]
-Family = Literal["distribution", "fidelity", "anatomy", "pathology", "diversity"]
-Role = Literal["features", "domain_features", "segmenter", "classifier"]
+Family = Literal["distribution", "fidelity", "anatomy", "pathology", "diversity", "memorization", "adherence"]
+#: Evaluator roles. Feature roles: ``features`` (Inception, ``fid``), ``domain_features`` (torchxrayvision,
+#: ``fid_xrv``), ``dinov2``, ``raddino``, ``clip``; ``embedding`` stands for the feature role named by
+#: ``metrics.embedding`` (PRDC, Vendi, memorization; DINOv2 by default).
+Role = Literal["features", "domain_features", "dinov2", "raddino", "clip", "embedding", "segmenter", "classifier"]
+FEATURE_ROLES: tuple[str, ...] = ("features", "domain_features", "dinov2", "raddino", "clip")
+EMBEDDING: Role = "embedding"
 PixelPass = Literal["paired", "diversity"]
 Unit = Literal["images", "cases"]
 Resamples = Literal["bootstrap", "fid_bootstrap"]
@@ -45,6 +62,7 @@ class Metric:
     pixels: PixelPass | None = None  # pixel metrics: what the evaluation pass computes
     ci: Resamples | None = "bootstrap"  # the [metrics] setting holding its CI's resamples; None: no CI
     per_subset: bool = False  # rows per pathology subset as well as ``all``
+    per_subgroup: bool = True  # rows per demographic subgroup (sex, age band, race) and their fairness gaps
     pathology_table: bool = False  # a per-pathology table and heatmap in the reports
     headline: bool = False  # a leaderboard column
     main_column: int = 0  # its column in the paper's main table (Table I), 1 = first; 0: not there
@@ -106,6 +124,82 @@ DICE = Metric(
     compute=dice_rows,
 )
 
+
+def fd(name: str, role: Role, display: str, latex: str) -> Metric:
+    """A Fréchet distance on one encoder's features (one function over any encoder's streaming statistics)."""
+    return Metric(
+        name=name,
+        direction="lower",
+        family="distribution",
+        display=display,
+        latex=latex,
+        n_unit="images",
+        role=role,
+        ci="fid_bootstrap",
+        per_subset=True,
+        compute=frechet_rows,
+    )
+
+
+def prdc(name: str, direction: Direction, display: str, latex: str) -> Metric:
+    """One of Naeem et al.'s (2020) k-NN manifold metrics on the ``embedding`` features."""
+    return Metric(
+        name=name,
+        direction=direction,
+        family="distribution",
+        display=display,
+        latex=latex,
+        n_unit="images",
+        role=EMBEDDING,
+        compute=prdc_rows,
+    )
+
+
+def memorization_part(name: str, direction: Direction, display: str, latex: str) -> Metric:
+    return Metric(
+        name=name, direction=direction, family="memorization", display=display, latex=latex, n_unit="cases", role=EMBEDDING
+    )
+
+
+def adherence_part(name: str, display: str, latex: str) -> Metric:
+    return Metric(
+        name=name, direction="higher", family="adherence", display=display, latex=latex, n_unit="cases", role="classifier"
+    )
+
+
+#: Memorization audit: per generated image, cosine similarity to its nearest training images (the
+#: ``embedding`` features of ``dataset.train_split``); the rate counts images above the null's quantile.
+MEMORIZATION = Metric(
+    name="memorization_rate",
+    direction="lower",
+    family="memorization",
+    display="Memorization rate",
+    latex="Mem.\\ rate",
+    n_unit="cases",
+    role=EMBEDDING,
+    parts=(
+        memorization_part("memorization_similarity", "lower", "NN similarity", "NN sim."),
+        memorization_part("memorization_ssim", "lower", "NN SSIM (aligned)", "NN SSIM"),
+    ),
+    compute=per_image_rows,
+)
+
+#: Lesion-in-box adherence: the classifier's Grad-CAM evidence for the box's label on the image.
+LESION = Metric(
+    name="lesion_in_box",
+    direction="higher",
+    family="adherence",
+    display="Evidence in box",
+    latex="In-box",
+    n_unit="cases",
+    role="classifier",
+    parts=(
+        adherence_part("pointing_game", "Pointing game", "Pointing"),
+        adherence_part("lesion_laterality", "Laterality", "Laterality"),
+    ),
+    compute=per_image_rows,
+)
+
 #: The selectable metrics (``metrics.enabled``), in column order; parts come before their metric.
 METRICS: tuple[Metric, ...] = (
     Metric(
@@ -153,6 +247,24 @@ METRICS: tuple[Metric, ...] = (
         headline=True,
         compute=kid_rows,
     ),
+    fd("fd_dinov2", "dinov2", "FD (DINOv2)", "FD\\textsubscript{DINOv2}"),
+    fd("fd_raddino", "raddino", "FD (RAD-DINO)", "FD\\textsubscript{RAD-DINO}"),
+    Metric(
+        name="cmmd",
+        direction="lower",
+        family="distribution",
+        display="CMMD",
+        latex="CMMD",
+        n_unit="images",
+        role="clip",
+        ci="fid_bootstrap",
+        per_subset=True,
+        compute=cmmd_rows,
+    ),
+    prdc("prdc_precision", "higher", "Precision", "Prec."),
+    prdc("prdc_recall", "higher", "Recall", "Rec."),
+    prdc("prdc_density", "higher", "Density", "Dens."),
+    prdc("prdc_coverage", "higher", "Coverage", "Cov."),
     Metric(
         name="ms_ssim",
         direction="higher",
@@ -179,6 +291,16 @@ METRICS: tuple[Metric, ...] = (
         headline=True,
         default=True,
         compute=diversity_rows,
+    ),
+    Metric(
+        name="vendi",
+        direction="higher",
+        family="diversity",
+        display="Vendi",
+        latex="Vendi",
+        n_unit="images",
+        role=EMBEDDING,
+        compute=vendi_rows,
     ),
     DICE,
     Metric(
@@ -210,6 +332,8 @@ METRICS: tuple[Metric, ...] = (
         per_class="auc",
         compute=auc_rows,
     ),
+    MEMORIZATION,
+    LESION,
 )
 
 
@@ -256,8 +380,13 @@ def enabled(names: Iterable[str]) -> tuple[Metric, ...]:
 
 
 def roles(names: Iterable[str]) -> set[str]:
-    """Evaluator roles the enabled metrics need."""
+    """Evaluator roles the enabled metrics need (``embedding`` as itself: see :func:`suite.resolve_role`)."""
     return {m.role for m in enabled(names) if m.role is not None}
+
+
+def frechet_distances() -> tuple[Metric, ...]:
+    """The Fréchet distances, one per encoder (the encoder-agreement pairs)."""
+    return tuple(m for m in METRICS if m.compute is frechet_rows)
 
 
 def pixel_passes(names: Iterable[str]) -> set[str]:

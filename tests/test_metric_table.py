@@ -72,7 +72,12 @@ def test_table_order_and_lookups():
     dice = ["dice_lungs", "dice_heart", "dice_aorta", "dice"]
     assert [m.name for m in table.headline()] == ["fid", "fid_xrv", "kid", *pixels, *dice, "f1_macro", "auc_macro"]
     assert [m.name for m in table.main_table()] == ["ms_ssim", "fid", "fid_xrv", "dice", "f1_macro", "auc_macro"]
-    assert table.selectable_names() == ("fid", "fid_xrv", "kid", "ms_ssim", "ms_ssim_diversity", "dice", "f1_macro", "auc_macro")
+    distribution = ["fd_dinov2", "fd_raddino", "cmmd", "prdc_precision", "prdc_recall", "prdc_density", "prdc_coverage"]
+    assert table.selectable_names() == (
+        *("fid", "fid_xrv", "kid", *distribution, "ms_ssim", "ms_ssim_diversity", "vendi", "dice", "f1_macro", "auc_macro"),
+        *("memorization_rate", "lesion_in_box"),
+    )
+    assert [m.name for m in table.frechet_distances()] == ["fid", "fid_xrv", "fd_dinov2", "fd_raddino"]
     assert table.default_enabled() == ["fid", "fid_xrv", "ms_ssim", "ms_ssim_diversity", "dice", "f1_macro", "auc_macro"]
     assert [m.name for m in table.pathology_tables()] == ["fid", "ms_ssim", "dice"]
     assert table.row_metric("auc/Edema").name == "auc_macro" and table.row_metric("f1/Edema").name == "f1_macro"

@@ -71,6 +71,7 @@ class DatasetConfig:
     reports_root: str = ""  # MIMIC-CXR reports tree; "" looks next to the images under root/files
     demographics: str = ""  # MIMIC-IV root holding hosp/patients.csv(.gz) and hosp/admissions.csv(.gz); "" = none
     split: Literal["train", "validate", "test"] = "test"
+    train_split: Literal["train", "validate", "test"] = "train"  # the memorization audit's training images
     views: list[str] = field(default_factory=lambda: ["AP", "PA"])
     labeler: Literal["chexpert", "negbio"] = "chexpert"
     label_policy: LabelPolicy = field(default_factory=LabelPolicy)
@@ -127,6 +128,17 @@ class MetricsConfig:
     domain_features: str = ""  # fid_xrv feature extractor; "" = the suite's (standard: xrv-densenet-features)
     segmenter: str = ""  # "" = the suite's (standard: xrv-pspnet)
     classifier: str = ""  # "" = the suite's (standard: xrv-densenet-mimic_ch)
+    dinov2: str = ""  # fd_dinov2 encoder; "" = the suite's (standard: dinov2-vitl14)
+    raddino: str = ""  # fd_raddino encoder; "" = the suite's (standard: rad-dino)
+    clip: str = ""  # cmmd encoder; "" = the suite's (standard: clip-vitl14-336)
+    # The feature role PRDC, Vendi and the memorization audit use (DINOv2 by default, Stein et al. 2023).
+    embedding: Literal["features", "domain_features", "dinov2", "raddino", "clip"] = "dinov2"
+    prdc_k: int = 5  # k of precision/recall/density/coverage (Naeem et al. 2020)
+    memorization_quantile: float = 0.999  # a generated image counts as memorized above this quantile of the null
+    memorization_top_k: int = 5  # nearest training images kept per generated image (pixel re-check, pairs grid)
+    memorization_train_n: int = 0  # training images searched: 0 = the whole dataset.train_split, else a seeded subsample
+    subgroups: bool = True  # rows per sex, age band and race (when the cases have demographics) with fairness gaps
+    age_edges: list[int] = field(default_factory=lambda: [0, 40, 60, 80])  # age bands [0,40), [40,60), [60,80), 80+
     # Which lung torchxrayvision PSPNet's "Left Lung" output covers (UNCERTAIN upstream): the
     # patient's left (radiological convention, default) or the image's left. Dice is unaffected.
     pspnet_left_lung: Literal["patient-left", "image-left"] = "patient-left"
@@ -163,6 +175,22 @@ class MetricsConfig:
         require(self.batch_size >= 1, "batch_size", f"expected a positive integer, got {self.batch_size}")
         require(self.num_workers >= 0, "num_workers", f"expected >= 0, got {self.num_workers}")
         require(self.min_subset_n >= 2, "min_subset_n", f"expected >= 2, got {self.min_subset_n}")
+        require(self.prdc_k >= 1, "prdc_k", f"expected >= 1, got {self.prdc_k}")
+        require(
+            0.5 <= self.memorization_quantile < 1.0,
+            "memorization_quantile",
+            f"expected a quantile in [0.5, 1), got {self.memorization_quantile}",
+        )
+        require(self.memorization_top_k >= 1, "memorization_top_k", f"expected >= 1, got {self.memorization_top_k}")
+        require(
+            self.memorization_train_n >= 0, "memorization_train_n", f"expected >= 0 (0 = all), got {self.memorization_train_n}"
+        )
+        edges = self.age_edges
+        require(
+            len(edges) >= 1 and all(a < b for a, b in zip(edges, edges[1:])) and edges[0] >= 0,
+            "age_edges",
+            f"expected increasing ages >= 0, e.g. [0, 40, 60, 80], got {edges}",
+        )
         require(
             0.0 < self.min_coverage <= 1.0, "min_coverage", f"expected a share of the cases in (0, 1], got {self.min_coverage}"
         )

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import pandas as pd
@@ -23,6 +23,7 @@ from xreal_bench.identity import ABSENT, check_generator_dirs, read_identity
 from xreal_bench.imaging import resize_label_map
 from xreal_bench.labels import label_index
 from xreal_bench.metrics import table
+from xreal_bench.metrics.agreement import encoder_agreement
 from xreal_bench.metrics.classification import Thresholds, fit_thresholds
 from xreal_bench.metrics.context import ResultRow, ScoringSettings, evaluated_labels
 from xreal_bench.metrics.dice import label_map_to_masks
@@ -60,6 +61,30 @@ if TYPE_CHECKING:
 REFERENCE = "real"
 
 
+class BesidePass(Protocol):
+    """Per-image values computed beside the evaluation pass into ``SourceOutputs.extra`` (the
+    memorization audit, lesion-in-box adherence): the real side first, then each generator."""
+
+    #: Its section of ``results.json``.
+    key: str
+
+    def annotate(self, source: str, outputs: SourceOutputs, items: Sequence[ImageItem]) -> None: ...
+
+    def provenance(self) -> dict: ...
+
+    def write(self, out: Path) -> None:
+        """Its files in the run folder (rank 0)."""
+
+
+def beside_pass(session: Session, suite: Suite, progress: bool) -> list[BesidePass]:
+    """The computations beside the pass that the enabled metrics need (set up before any pass)."""
+    from xreal_bench.lesion_audit import lesion_audit
+    from xreal_bench.memorization_audit import memorization_audit
+
+    found = [memorization_audit(session, suite, progress), lesion_audit(session, suite, progress)]
+    return [hook for hook in found if hook is not None]
+
+
 def cache_root(session: Session) -> Path:
     return Path(session.cfg.metrics.cache_dir or Path(session.cfg.run.out) / ".cache")
 
@@ -78,6 +103,10 @@ def settings(session: Session) -> ScoringSettings:
         kid_subset_size=m.kid_subset_size,
         label_set=m.label_set,
         f1_zero_division=float(m.f1_zero_division),
+        embedding=m.embedding,
+        prdc_k=m.prdc_k,
+        subgroups=m.subgroups,
+        age_edges=tuple(m.age_edges),
     )
 
 
@@ -178,8 +207,11 @@ def evaluate(session: Session, names: Sequence[str] | None = None, progress: boo
     plan = Plan.of((c.case_id for c in session.scan.cases), cfg.run.samples_per_condition)
     min_coverage = cfg.metrics.min_coverage
     timings: dict[str, float] = {}
+    hooks = beside_pass(session, suite, progress)
     t0 = time.perf_counter()
     real = pass_real(session, suite, session.scan, progress)
+    for hook in hooks:
+        hook.annotate(REFERENCE, real, real_items(c for c in session.scan.cases if c.case_id in set(real.case_ids)))
     timings["real"] = time.perf_counter() - t0
     thresholds, threshold_info = thresholds_for(session, suite, progress)
     cases = {c.case_id: c for c in session.scan.cases}
@@ -218,6 +250,8 @@ def evaluate(session: Session, names: Sequence[str] | None = None, progress: boo
             reference_masks=reference_masks,
             progress=progress,
         )
+        for hook in hooks:
+            hook.annotate(gdir.generator, gen, items)
         coverage[gdir.generator] = coverage_of(
             plan,
             selection=selection,
@@ -277,6 +311,8 @@ def evaluate(session: Session, names: Sequence[str] | None = None, progress: boo
             },
             "undecodable": {k: v for k, v in failures.items() if v},
             "timings_s": {**{k: round(v, 3) for k, v in timings.items()}, "total": round(time.perf_counter() - started, 3)},
+            **{hook.key: hook.provenance() for hook in hooks},
+            "encoder_agreement": encoder_agreement(rows, confidence=cfg.metrics.confidence),
         }
         images_frame = pd.concat(per_image, ignore_index=True)
         if names:
@@ -284,6 +320,8 @@ def evaluate(session: Session, names: Sequence[str] | None = None, progress: boo
                 out, rows, provenance, {d.generator for d in dirs}, images_frame, covered
             )
         write_per_image(out, images_frame)
+        for hook in hooks:
+            hook.write(out)
         m = cfg.metrics
         write_draws(out, rows, run_id=run_id, seed=m.bootstrap_seed, confidence=m.confidence, cases=covered)
         write_results(out, rows, provenance)

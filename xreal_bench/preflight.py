@@ -276,21 +276,13 @@ def evaluator_problems(cfg: BenchConfig, scan: DatasetScan | None, needed: Neede
     :func:`~xreal_bench.metrics.suite.build_suite` without building a network; the reference
     anatomy maps of ``dice_reference = 'input'``."""
     from xreal_bench.metrics import table
-    from xreal_bench.metrics.suite import ROLE_KINDS, SUITES
+    from xreal_bench.metrics.suite import chosen_evaluators, resolve_role
     from xreal_bench.registry import EVALUATORS, RegistryError
 
     m = cfg.metrics
-    overrides = {
-        "features": m.features,
-        "domain_features": m.domain_features,
-        "segmenter": m.segmenter,
-        "classifier": m.classifier,
-    }
     problems = []
-    for role in sorted(table.roles(m.enabled)):
-        name = overrides[role] or SUITES[m.evaluators][role]
-        kind = ROLE_KINDS[role]
-        metrics = ", ".join(x.name for x in table.enabled(m.enabled) if x.role == role)
+    for role, (kind, name) in chosen_evaluators(m).items():
+        metrics = ", ".join(x.name for x in table.enabled(m.enabled) if x.role and resolve_role(x.role, m) == role)
         try:
             artifacts = evaluator_artifacts(EVALUATORS[kind], name)
         except RegistryError as exc:
