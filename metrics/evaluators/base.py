@@ -12,14 +12,28 @@ runs under ``torch.no_grad``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 
+from xreal_bench.errors import UserFacingError
 from xreal_bench.metrics.dice import MASK_CHANNELS
+from xreal_bench.metrics.gradcam import grad_cam, upsample
 from xreal_bench.weights import UNVERIFIED, WeightsLoadError
 
-__all__ = ["Classifier", "Evaluator", "FeatureExtractor", "Segmenter", "WeightsLoadError", "check_images"]
+__all__ = [
+    "Classifier",
+    "Evaluator",
+    "EvidenceTarget",
+    "FeatureExtractor",
+    "NoEvidenceMapsError",
+    "Segmenter",
+    "WeightsLoadError",
+    "check_images",
+    "no_evidence_message",
+]
 
 
 def check_images(images: torch.Tensor, evaluator: str) -> None:
@@ -117,3 +131,58 @@ class Classifier(Evaluator):
             raise RuntimeError(
                 f"{self.name} returned {out.dtype} {tuple(out.shape)}, expected float32 [{images.shape[0]}, {len(self.labels)}]"
             )
+
+    #: The feature map Grad-CAM reads (provenance); "" when the classifier gives no evidence maps.
+    evidence_layer: str = ""
+
+    def evidence_target(self, images: torch.Tensor) -> EvidenceTarget:
+        """The last convolutional feature map and the pre-sigmoid logits (``labels`` order) of
+        validated ``images`` on ``self.device``, computed with gradients. Classifiers that give
+        evidence maps override it and set :attr:`evidence_layer`."""
+        raise NoEvidenceMapsError(no_evidence_message(self.name))
+
+    def evidence_maps(self, images: torch.Tensor, label_indices: Sequence[int] | torch.Tensor) -> torch.Tensor:
+        """``float32 [B, H, W]`` Grad-CAM maps (:mod:`xreal_bench.metrics.gradcam`) of each image's label
+        ``labels[label_indices[b]]`` at the input size, on the CPU: the gradient of that label's pre-sigmoid
+        logit with respect to :attr:`evidence_layer`. Input validated as for ``__call__``; runs with grad."""
+        check_images(images, self.name)
+        b, _, h, w = images.shape
+        indices = torch.as_tensor(label_indices, dtype=torch.long)
+        if indices.shape != (b,) or (b and (int(indices.min()) < 0 or int(indices.max()) >= len(self.labels))):
+            raise ValueError(
+                f"{self.name}: label_indices must be {b} indices into its {len(self.labels)} labels, got {indices.tolist()}"
+            )
+        with torch.enable_grad():
+            target = self.evidence_target(images.detach().to(self.device, torch.float32).requires_grad_(True))
+            if target.logits.shape != (b, len(self.labels)) or target.activations.ndim != 4:
+                raise RuntimeError(
+                    f"{self.name}: evidence target gave logits {tuple(target.logits.shape)} and activations "
+                    f"{tuple(target.activations.shape)}, expected [{b}, {len(self.labels)}] and [{b}, C, h, w]"
+                )
+            scores = target.logits.gather(1, indices.to(target.logits.device)[:, None])[:, 0]
+            cams = grad_cam(target.activations, scores)
+        top, left, height, width = target.region or (0, 0, h, w)
+        maps = torch.zeros((b, h, w), dtype=torch.float32)
+        maps[:, top : top + height, left : left + width] = upsample(cams.float(), (height, width)).cpu()
+        return maps
+
+
+def no_evidence_message(classifier: str) -> str:
+    return (
+        f"classifier {classifier!r} gives no Grad-CAM evidence maps: it does not expose its last convolutional "
+        "feature map (Classifier.evidence_target); use one that does (xrv-densenet-*, demo-classifier)"
+    )
+
+
+class NoEvidenceMapsError(UserFacingError):
+    """The classifier cannot give Grad-CAM evidence maps."""
+
+
+@dataclass(frozen=True)
+class EvidenceTarget:
+    """What Grad-CAM needs of a classifier's forward pass on a batch."""
+
+    activations: torch.Tensor  # [B, C, h, w] last convolutional feature map, in the graph of ``logits``
+    logits: torch.Tensor  # [B, len(labels)] pre-sigmoid, ``labels`` order
+    #: ``(top, left, height, width)`` of the input image the feature map covers (a centre crop); None: all of it.
+    region: tuple[int, int, int, int] | None = None

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from xreal_bench.labels import CHEXPERT_LABELS
 from xreal_bench.metrics.evaluators.base import (
     Classifier,
+    EvidenceTarget,
     FeatureExtractor,
     Segmenter,
     WeightsLoadError,
@@ -165,6 +166,15 @@ class XRVDenseNetClassifier(Classifier):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(xrv_input(images, DENSENET_RESOLUTION))[:, self.columns].float()
+
+    evidence_layer = "features: the last dense block after norm5 and the ReLU of features2 (7x7 at 224 px), before pooling"
+
+    def evidence_target(self, images: torch.Tensor) -> EvidenceTarget:
+        """``features2`` and the classifier head written out, so the feature map stays in the graph."""
+        activations = F.relu(self.model.features(xrv_input(images, DENSENET_RESOLUTION)))
+        logits = self.model.classifier(F.adaptive_avg_pool2d(activations, 1).flatten(1))[:, self.columns]
+        top, left, side = centre_crop_box(*images.shape[-2:])
+        return EvidenceTarget(activations, logits, region=(top, left, side, side))
 
 
 class XRVDenseNetFeatures(FeatureExtractor):

@@ -29,6 +29,7 @@ from torch import nn
 from xreal_bench.labels import ANATOMY_CLASSES, CHEXPERT_LABELS
 from xreal_bench.metrics.evaluators.base import (
     Classifier,
+    EvidenceTarget,
     FeatureExtractor,
     Segmenter,
     WeightsLoadError,
@@ -273,6 +274,12 @@ class DemoClassifier(Classifier):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.model(demo_input(images))).float()
+
+    evidence_layer = "body: the last convolutional stage after its ReLU (8x8 at the 128 px input), before global pooling"
+
+    def evidence_target(self, images: torch.Tensor) -> EvidenceTarget:
+        activations = self.model.body(demo_input(images))
+        return EvidenceTarget(activations, self.model.head(activations.mean(dim=(2, 3))))
 
 
 class DemoClassifierFeatures(FeatureExtractor):
