@@ -368,3 +368,27 @@ def test_the_lesion_section_follows_the_results_schema(demo_run):
     validator.validate(document)
     document["provenance"]["lesion"]["images"]["real"].pop("undecodable")
     assert not validator.is_valid(document)
+
+
+def test_boxes_are_written_for_the_metric_and_their_absence_is_named(tmp_path, capsys):
+    """A generator that reads no boxes: ``cases.jsonl`` gets them only when the metric is enabled at generation."""
+    tables = demo_tables(str(tmp_path / "run"))
+    tables["dataset"]["synthetic"] = {"n_subjects": 12, "image_size": 192}
+    tables["generators"] = {"shuffled": {}}
+    tables["metrics"].update(enabled=["auc_macro"], bootstrap=10)
+    tables["run"].update(resolution=192, samples_per_condition=1)
+    out = tmp_path / "run"
+    generate(open_session(config_from_dict(tables), progress=False), progress=False)
+    tables["metrics"]["enabled"] = [table.LESION.name]
+    session = open_session(config_from_dict(tables), progress=False)
+    capsys.readouterr()
+    evaluate(session, progress=False)
+    assert f"warning: {table.LESION.name}: cases.jsonl holds no pathology boxes" in capsys.readouterr().err
+    assert json.loads((out / "results.json").read_text())["lesion"]["boxed_cases"] == 0
+    assert pd.read_csv(out / "results.csv").empty
+    generate(session, progress=False)  # images kept; case facts written again, now with boxes
+    evaluate(session, progress=False)
+    assert "no pathology boxes" not in capsys.readouterr().err
+    assert json.loads((out / "results.json").read_text())["lesion"]["boxed_cases"] > 0
+    rows = pd.read_csv(out / "results.csv")
+    assert set(rows.generator) == {"real", "shuffled"} and set(rows.metric) == {table.LESION.name, POINTING.name, LATERALITY.name}

@@ -23,6 +23,7 @@ stored) and sent through the classifier with gradients; with several ranks each 
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -55,6 +56,10 @@ if TYPE_CHECKING:
 #: The only box source scored: annotated lesions.
 ANNOTATED = "boxes_csv"
 GRADIENT_TARGET = "pre-sigmoid logit of the box's label"
+NO_BOXES = (
+    "cases.jsonl holds no pathology boxes (no box source, or generated before this metric was enabled); "
+    "set [conditioning].boxes_csv and re-run `xreal-bench generate` (finished images are kept) to write them"
+)
 POINTING, LATERALITY = table.LESION.parts
 
 
@@ -211,7 +216,10 @@ def lesion_audit(session: Session, suite: Suite, progress: bool) -> BesidePass |
         raise NoEvidenceMapsError(f"{table.LESION.name}: {no_evidence_message(classifier.name)}")
     cfg = session.cfg
     evaluated = [c.case_id for c in session.scan.cases]
-    targets, skipped, unscored = lesion_targets(read_cases(cfg.run.out), evaluated, classifier.labels)
+    facts = read_cases(cfg.run.out)
+    if session.info.is_main and not any(f.has_boxes for f in facts.values()):
+        print(f"warning: {table.LESION.name}: {NO_BOXES}", file=sys.stderr)
+    targets, skipped, unscored = lesion_targets(facts, evaluated, classifier.labels)
     source = anatomy_source(cfg, weights=session.weights, device=session.device)
     anatomy, note = None, "no anatomy maps ([conditioning].anatomy = 'none'): laterality is NaN"
     if source is not None:

@@ -134,12 +134,13 @@ def prepare_generation(session: Session, chosen: dict, *, progress: bool = True)
     the facts of this rank's cases for the union of what the chosen generators read, and write
     ``<run.out>/cases.jsonl`` (rank 0, every case; :mod:`xreal_bench.cases`).
 
-    Boxes are computed when a chosen generator reads ``pathology``, else when an enabled one does
-    or ``[study].show_box`` is on and they can be supplied.
+    Boxes are computed when a chosen generator reads ``pathology``, else when an enabled one does,
+    ``[study].show_box`` is on or lesion-in-box adherence is enabled, and they can be supplied.
     """
     from xreal_bench.cases import write_cases
     from xreal_bench.conditioning import available_inputs, prepare_case_facts
     from xreal_bench.generators.registry import generator_class
+    from xreal_bench.preflight import boxes_wanted
 
     cfg, info = session.cfg, session.info
     classes = {name: generator_class(gcfg.type) for name, gcfg in chosen.items()}
@@ -152,7 +153,7 @@ def prepare_generation(session: Session, chosen: dict, *, progress: bool = True)
         cfg,
         session.scan,
         reads=reads,
-        want_boxes="pathology" in enabled_reads or cfg.study.show_box,
+        want_boxes=boxes_wanted(cfg, enabled_reads),
         cases=rank_cases(session.scan.cases, cfg.run.samples_per_condition, info),
         weights=session.weights,
         device=session.device,

@@ -204,12 +204,20 @@ def generator_problems(
             problems.append(f"{exc}\n" + "\n".join(f"  {kind}: {why[kind]}" for kind in lacking))
     reads = frozenset().union(*(cls.inputs for cls in classes.values())) - set(why)
     enabled_reads = frozenset().union(*(generator_class(g.type).inputs for g in cfg.enabled_generators().values()))
-    want_boxes = "pathology" in enabled_reads or cfg.study.show_box
+    want_boxes = boxes_wanted(cfg, enabled_reads)
     problem, needs_maps = boxes_need_maps(cfg, scan, reads, want_boxes)
     problems += [problem] if problem else []
     if "anatomy" in reads or needs_maps:
         problems += map_problems(cfg, scan, needed, "anatomy maps for the generators' conditions")
     return problems
+
+
+def boxes_wanted(cfg: BenchConfig, enabled_reads: frozenset[str]) -> bool:
+    """Whether ``cases.jsonl`` should hold pathology boxes: an enabled generator reads them, the reader
+    study shows them, or a metric scores images against them (lesion-in-box adherence)."""
+    from xreal_bench.metrics import table
+
+    return "pathology" in enabled_reads or cfg.study.show_box or table.LESION.name in cfg.metrics.enabled
 
 
 def boxes_need_maps(cfg: BenchConfig, scan: DatasetScan, reads: frozenset[str], want_boxes: bool) -> tuple[str | None, bool]:
