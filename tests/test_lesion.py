@@ -370,14 +370,14 @@ def test_the_lesion_section_follows_the_results_schema(demo_run):
     assert not validator.is_valid(document)
 
 
-def test_boxes_are_written_for_the_metric_and_their_absence_is_named(tmp_path, capsys):
+def test_boxes_are_written_for_the_metric_and_their_absence_is_named(demo_run, tmp_path, capsys):
     """A generator that reads no boxes: ``cases.jsonl`` gets them only when the metric is enabled at generation."""
-    tables = demo_tables(str(tmp_path / "run"))
-    tables["dataset"]["synthetic"] = {"n_subjects": 12, "image_size": 192}
+    session, _ = demo_run
+    out = tmp_path / "run"
+    tables = session.cfg.to_dict()
     tables["generators"] = {"shuffled": {}}
     tables["metrics"].update(enabled=["auc_macro"], bootstrap=10)
-    tables["run"].update(resolution=192, samples_per_condition=1)
-    out = tmp_path / "run"
+    tables["run"]["out"] = str(out)
     generate(open_session(config_from_dict(tables), progress=False), progress=False)
     tables["metrics"]["enabled"] = [table.LESION.name]
     session = open_session(config_from_dict(tables), progress=False)
