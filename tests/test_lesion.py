@@ -241,13 +241,13 @@ def test_target_choice_union_and_skipped_boxes():
         "d": facts("d", BoxSet("boxes_csv", (Box("Fracture", 0, 0, 1, 1),))),
         "e": facts("e", BoxSet("none")),
     }
-    targets, skipped_all, unscored = lesion_targets(cases, ["a", "b", "c", "d", "e", "missing"], labels)
-    assert list(targets) == ["a"]
-    assert skipped_all == {
+    plan = lesion_targets(cases, ["a", "b", "c", "d", "e", "missing"], labels)
+    assert list(plan.targets) == ["a"]
+    assert plan.skipped == {
         "label 'Fracture' is not a classifier label": 2,
         "label 'Pneumothorax': the case is scored on a label first in CheXpert order": 1,
     }
-    assert unscored == {"anatomy_rule": 1, "random": 1, "boxes_csv without a classifier label": 1, "none": 2}
+    assert plan.unscored == {"anatomy_rule": 1, "random": 1, "boxes_csv without a classifier label": 1, "none": 2}
 
 
 # ---------------------------------------------------------------- the classifiers' hooks

@@ -91,8 +91,17 @@ def choose_target(box_set: BoxSet, labels: Sequence[str]) -> tuple[LesionTarget 
     return LesionTarget(label, list(labels).index(label), tuple(b for b in usable if b.label == label)), skipped
 
 
-def lesion_targets(facts: Mapping[str, CaseFacts], case_ids: Sequence[str], labels: Sequence[str]):
-    """``(targets by case id, skipped boxes by reason, unscored cases by box source)`` of ``case_ids``."""
+@dataclass(frozen=True)
+class TargetPlan:
+    """The evaluated cases' targets, the boxes left out (by reason) and the cases without a target (by box source)."""
+
+    targets: dict[str, LesionTarget]
+    skipped: dict[str, int]
+    unscored: dict[str, int]
+
+
+def lesion_targets(facts: Mapping[str, CaseFacts], case_ids: Sequence[str], labels: Sequence[str]) -> TargetPlan:
+    """The targets of ``case_ids`` for a classifier of ``labels``."""
     targets: dict[str, LesionTarget] = {}
     skipped: Counter[str] = Counter()
     unscored: Counter[str] = Counter()
@@ -109,7 +118,7 @@ def lesion_targets(facts: Mapping[str, CaseFacts], case_ids: Sequence[str], labe
             unscored["boxes_csv without a classifier label"] += 1
         else:
             targets[case_id] = target
-    return targets, skipped, unscored
+    return TargetPlan(targets, dict(skipped), dict(unscored))
 
 
 def image_values(cam: np.ndarray, box: np.ndarray, lungs: tuple[np.ndarray, np.ndarray] | None) -> tuple[float, float, float]:
@@ -126,21 +135,19 @@ class LesionAudit:
     def __init__(
         self,
         classifier: Classifier,
-        targets: dict[str, LesionTarget],
+        plan: TargetPlan,
         *,
         prep: Preprocessing,
         anatomy: AnatomyMaps | None,
         info: distributed.DistInfo,
         batch_size: int,
         evaluator: str,
-        skipped: Mapping[str, int],
-        unscored: Mapping[str, int],
         anatomy_note: str,
         progress: bool = False,
     ):
-        self.classifier, self.targets, self.prep, self.anatomy = classifier, targets, prep, anatomy
+        self.classifier, self.plan, self.targets, self.prep = classifier, plan, plan.targets, prep
         self.info, self.batch_size, self.evaluator, self.progress = info, max(1, batch_size), evaluator, progress
-        self.skipped, self.unscored, self.anatomy_note = dict(skipped), dict(unscored), anatomy_note
+        self.anatomy, self.anatomy_note = anatomy, anatomy_note
         self.images: dict[str, dict[str, int]] = {}
 
     def annotate(self, source: str, outputs: SourceOutputs, items: Sequence[ImageItem]) -> None:
@@ -197,8 +204,8 @@ class LesionAudit:
             "box_source": ANNOTATED,
             "boxed_cases": len(self.targets),
             "labels": dict(sorted(Counter(t.label for t in self.targets.values()).items())),
-            "unscored_cases": self.unscored,
-            "skipped_boxes": self.skipped,
+            "unscored_cases": self.plan.unscored,
+            "skipped_boxes": self.plan.skipped,
             "laterality": self.anatomy_note,
             "images": self.images,
         }
@@ -219,23 +226,21 @@ def lesion_audit(session: Session, suite: Suite, progress: bool) -> BesidePass |
     facts = read_cases(cfg.run.out)
     if session.info.is_main and not any(f.has_boxes for f in facts.values()):
         print(f"warning: {table.LESION.name}: {NO_BOXES}", file=sys.stderr)
-    targets, skipped, unscored = lesion_targets(facts, evaluated, classifier.labels)
+    plan = lesion_targets(facts, evaluated, classifier.labels)
     source = anatomy_source(cfg, weights=session.weights, device=session.device)
     anatomy, note = None, "no anatomy maps ([conditioning].anatomy = 'none'): laterality is NaN"
     if source is not None:
-        boxed = [c for c in session.scan.cases if c.case_id in targets]
+        boxed = [c for c in session.scan.cases if c.case_id in plan.targets]
         anatomy = source.maps(boxed, progress and session.info.is_main)
         note = f"lungs from the conditioning's anatomy maps ([conditioning].anatomy = {cfg.conditioning.anatomy!r})"
     return LesionAudit(
         classifier,
-        targets,
+        plan,
         prep=preprocessing(session),
         anatomy=anatomy,
         info=session.info,
         batch_size=cfg.metrics.batch_size,
         evaluator=suite.label(table.LESION.name),
-        skipped=skipped,
-        unscored=unscored,
         anatomy_note=note,
         progress=progress and session.info.is_main,
     )
