@@ -123,12 +123,12 @@ def nearest(
     index = np.full((n_queries, k), -1, dtype=np.int64)
     dev = torch.device(device)
     for q0 in range(0, n_queries, query_block):
-        block = unit_rows(torch.as_tensor(np.asarray(queries[q0 : q0 + query_block], dtype=np.float32), device=dev))
+        block = unit_rows(torch.as_tensor(np.array(queries[q0 : q0 + query_block], dtype=np.float32), device=dev))
         best_v = torch.full((len(block), 0), float("-inf"), device=dev)
         best_i = torch.zeros((len(block), 0), dtype=torch.int64, device=dev)
         groups = None if exclude is None else torch.as_tensor(exclude.queries[q0 : q0 + query_block], device=dev)
         for t0 in range(0, n_train, chunk):
-            rows = unit_rows(torch.as_tensor(np.asarray(train[t0 : t0 + chunk], dtype=np.float32), device=dev))
+            rows = unit_rows(torch.as_tensor(np.array(train[t0 : t0 + chunk], dtype=np.float32), device=dev))
             mask = None if groups is None else groups[:, None] == torch.as_tensor(exclude.train[t0 : t0 + chunk], device=dev)
             if used == "faiss":
                 extra = 0 if mask is None else int(mask.sum(dim=1).max())

@@ -9,9 +9,10 @@ generator (whose images are drawn from the same set), so both see exactly the sa
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -68,3 +69,13 @@ def load_training_set(cfg: BenchConfig, *, progress: bool = False) -> TrainingSe
         )
     cases = subsample_training(scan.cases, m.memorization_train_n, m.bootstrap_seed)
     return TrainingSet(split, cases, len(scan.cases), m.memorization_train_n, m.bootstrap_seed, scan.fingerprint)
+
+
+def training_loader(cfg: BenchConfig) -> Callable[[], tuple[Case, ...]]:
+    """The training cases of ``cfg``, scanned on the first call only (for a generator's context)."""
+
+    @functools.cache
+    def cases() -> tuple[Case, ...]:
+        return load_training_set(cfg).cases
+
+    return cases
