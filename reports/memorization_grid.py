@@ -59,6 +59,12 @@ def draw_image(ax: Axes, pixels: np.ndarray | None) -> None:
 
 def write_memorization_grid(runs: Sequence[Run], out: Path, options: ReportOptions) -> list[Path]:
     """``memorization_pairs.{png,pdf}`` in ``out`` when any run has a pairs file; [] otherwise."""
+    fig = memorization_figure(runs)
+    return [] if fig is None else save(fig, out, STEM)
+
+
+def memorization_figure(runs: Sequence[Run]) -> Figure | None:
+    """The pairs grid (None when no run has pairs)."""
     rows: list[tuple[Run, str, pd.Series]] = []
     for k, run in enumerate(runs, start=1):
         pairs = read_pairs(run)
@@ -69,7 +75,7 @@ def write_memorization_grid(runs: Sequence[Run], out: Path, options: ReportOptio
             top = group.sort_values("similarity", ascending=False, kind="stable").head(PAIRS_SHOWN)
             rows += [(run, label, pair) for _, pair in top.iterrows()]
     if not rows:
-        return []
+        return None
     fig = Figure(figsize=(3 * CELL_INCHES, CELL_INCHES * len(rows)))
     axes = fig.subplots(len(rows), 3, squeeze=False)
     for (run, label, pair), (generated, train, text) in zip(rows, axes, strict=True):
@@ -88,4 +94,4 @@ def write_memorization_grid(runs: Sequence[Run], out: Path, options: ReportOptio
         )
         text.set_axis_off()
     fig.tight_layout()
-    return save(fig, out, STEM)
+    return fig
