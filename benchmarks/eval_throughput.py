@@ -54,8 +54,8 @@ from xreal_bench.metrics.engine import (
     run_evaluators,
     to_float,
 )
-from xreal_bench.metrics.neighbours import nearest, search_memory_bytes
 from xreal_bench.metrics.evaluators.testing import unpublished_release_artifacts, write_random_release_files
+from xreal_bench.metrics.neighbours import nearest, search_memory_bytes
 from xreal_bench.metrics.suite import build_suite
 from xreal_bench.pipeline import generate, open_session
 from xreal_bench.rundir import GeneratorDir

@@ -67,7 +67,9 @@ def overlap(image: torch.Tensor, reference: torch.Tensor, shift: tuple[int, int]
     return a, b
 
 
-def aligned_ssim(image: np.ndarray, references: list[np.ndarray], *, device: str = "cpu", max_shift: int | None = None) -> list[Aligned]:
+def aligned_ssim(
+    image: np.ndarray, references: list[np.ndarray], *, device: str = "cpu", max_shift: int | None = None
+) -> list[Aligned]:
     """SSIM of ``image`` with each reference after alignment (all ``[H, W]`` in [0, 1], one size)."""
     if not references:
         return []

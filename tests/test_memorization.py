@@ -176,12 +176,15 @@ def test_pairs_csv_holds_the_closest_pairs(run):
     generator = MemorizerGenerator("memorizer", None, GeneratorContext(training_cases=lambda: tuple(training.values())))
     cases = {c.case_id: c for c in session.scan.cases}
     manifest = [json.loads(line) for line in (Path(cfg.run.out) / "memorizer" / "manifest.jsonl").read_text().splitlines()]
-    donors = {m["case_id"]: generator.donor(type("C", (), {"labels": cases[m["case_id"]].labels, "seed": m["seed"]})).case_id for m in manifest}
+    donors = {
+        m["case_id"]: generator.donor(type("C", (), {"labels": cases[m["case_id"]].labels, "seed": m["seed"]})).case_id
+        for m in manifest
+    }
     for pair in memorizer.itertuples():
         assert pair.train_case_id == donors[pair.case_id]  # the nearest training image is the one it copied
         assert pair.train_image == str(training[pair.train_case_id].image_path)
         assert pair.ssim == pytest.approx(1.0, abs=1e-6)
-    for name, group in pairs.groupby("generator"):
+    for _, group in pairs.groupby("generator"):
         assert list(group.similarity) == sorted(group.similarity, reverse=True)
 
 

@@ -38,7 +38,12 @@ class TrainingSet:
     def fingerprint(self) -> str:
         """sha256 over the split scan's fingerprint, the subsample rule and the chosen case ids."""
         blob = json.dumps(
-            {"scan": self.scan_fingerprint, "subsample": self.subsample, "seed": self.seed, "cases": [c.case_id for c in self.cases]}
+            {
+                "scan": self.scan_fingerprint,
+                "subsample": self.subsample,
+                "seed": self.seed,
+                "cases": [c.case_id for c in self.cases],
+            }
         )
         return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -62,7 +67,9 @@ def load_training_set(cfg: BenchConfig, *, progress: bool = False) -> TrainingSe
     try:
         scan = load_dataset(whole, split=split, progress=progress, announce=False)
     except DatasetError as exc:
-        raise UserFacingError(f"memorization audit: the training split (dataset.train_split = {split!r}) cannot be read: {exc}")
+        raise UserFacingError(
+            f"memorization audit: the training split (dataset.train_split = {split!r}) cannot be read: {exc}"
+        ) from exc
     if not scan.cases:
         raise UserFacingError(
             f"memorization audit: no usable image in the training split (dataset.train_split = {split!r}) under {scan.root}"
