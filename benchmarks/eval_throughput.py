@@ -55,7 +55,7 @@ from xreal_bench.metrics.engine import (
     to_float,
 )
 from xreal_bench.metrics.evaluators.testing import unpublished_release_artifacts, write_random_release_files
-from xreal_bench.metrics.neighbours import nearest, search_memory_bytes
+from xreal_bench.metrics.neighbours import Backend, nearest, search_memory_bytes
 from xreal_bench.metrics.suite import build_suite
 from xreal_bench.pipeline import generate, open_session
 from xreal_bench.rundir import GeneratorDir
@@ -180,7 +180,7 @@ def random_unit_matrix(path: Path, n: int, dim: int, seed: int, chunk: int = 819
     return np.load(path, mmap_mode="r")
 
 
-def search_peak(queries: np.ndarray, train: np.ndarray, device: str, k: int) -> tuple[float, int, str]:
+def search_peak(queries: np.ndarray, train: np.ndarray, device: str, k: int, backend: Backend) -> tuple[float, int, str]:
     """Seconds and peak working memory (bytes) of one search."""
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -196,7 +196,7 @@ def search_peak(queries: np.ndarray, train: np.ndarray, device: str, k: int) -> 
     watcher = threading.Thread(target=sample, daemon=True)
     watcher.start()
     t0 = time.perf_counter()
-    found = nearest(queries, train, k=k, device=device)
+    found = nearest(queries, train, k=k, device=device, backend=backend)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
@@ -207,7 +207,7 @@ def search_peak(queries: np.ndarray, train: np.ndarray, device: str, k: int) -> 
     return seconds, peak[0], found.backend
 
 
-def neighbour_search(sizes: list[int], *, dim: int, queries: int, k: int, device: str) -> None:
+def neighbour_search(sizes: list[int], *, dim: int, queries: int, k: int, device: str, backend: Backend = "auto") -> None:
     """(d): search time and peak memory vs training-set size, extrapolated linearly to :data:`MIMIC_TRAIN`."""
     q = np.random.default_rng(0).standard_normal((queries, dim), dtype=np.float32)
     times = []
@@ -216,11 +216,11 @@ def neighbour_search(sizes: list[int], *, dim: int, queries: int, k: int, device
     with tempfile.TemporaryDirectory() as tmp:
         for n in sizes:
             train = random_unit_matrix(Path(tmp) / f"train_{n}.npy", n, dim, seed=n)
-            nearest(q[:2], train[:2], k=1, device=device)  # warm-up (kernels, threads)
-            seconds, peak, backend = search_peak(q, train, device, k)
+            nearest(q[:2], train[:2], k=1, device=device, backend=backend)  # warm-up (kernels, threads)
+            seconds, peak, used = search_peak(q, train, device, k, backend)
             times.append(seconds)
             print(f"  N = {n:7d}: {seconds:9.4f}s   peak working memory {peak / 2**20:8.1f} MB "
-                  f"(bound {bound / 2**20:.0f} MB, backend {backend})")  # fmt: skip
+                  f"(bound {bound / 2**20:.0f} MB, backend {used})")  # fmt: skip
             del train
     n, t = np.asarray(sizes, dtype=np.float64), np.asarray(times)
     slope = float((n * t).sum() / (n * n).sum())  # least squares through the origin: the search is linear in N
@@ -242,6 +242,7 @@ def main() -> None:
     )
     parser.add_argument("--subjects", type=int, default=120, help="synthetic subjects (120 give 64 test images)")
     parser.add_argument("--neighbours", action="store_true", help="only (d): nearest-neighbour search vs training-set size")
+    parser.add_argument("--search-backend", choices=["auto", "torch", "faiss"], default="auto", help="backend of (d)")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes (10 subjects, samples 1 2, batch 4): does it run?")
     args = parser.parse_args()
     sizes, dim, queries = [1_000, 10_000, 100_000], 1024, 1000
@@ -249,7 +250,7 @@ def main() -> None:
         args.subjects, args.samples, args.eval_batch = 10, [1, 2], 4
         sizes, dim, queries = [2_000, 6_000], 64, 200
     if args.neighbours:
-        neighbour_search(sizes, dim=dim, queries=queries, k=5, device=args.device)
+        neighbour_search(sizes, dim=dim, queries=queries, k=5, device=args.device, backend=args.search_backend)
         return
     with tempfile.TemporaryDirectory() as tmp:
         r = measure(Path(tmp), args.suite, args.samples[0], args.device, args.cases, args.eval_batch, args.subjects)
@@ -264,7 +265,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             n, mb = peak_rss(Path(tmp), args.suite, samples, args.device, args.cases, args.eval_batch, args.subjects)
         print(f"peak RSS of a full evaluation with N = {n:5d} (batch {args.eval_batch}): {mb:8.0f} MB")
-    neighbour_search(sizes, dim=dim, queries=queries, k=5, device=args.device)
+    neighbour_search(sizes, dim=dim, queries=queries, k=5, device=args.device, backend=args.search_backend)
 
 
 if __name__ == "__main__":

@@ -126,10 +126,12 @@ def nearest(
         block = unit_rows(torch.as_tensor(np.array(queries[q0 : q0 + query_block], dtype=np.float32), device=dev))
         best_v = torch.full((len(block), 0), float("-inf"), device=dev)
         best_i = torch.zeros((len(block), 0), dtype=torch.int64, device=dev)
-        groups = None if exclude is None else torch.as_tensor(exclude.queries[q0 : q0 + query_block], device=dev)
         for t0 in range(0, n_train, chunk):
             rows = unit_rows(torch.as_tensor(np.array(train[t0 : t0 + chunk], dtype=np.float32), device=dev))
-            mask = None if groups is None else groups[:, None] == torch.as_tensor(exclude.train[t0 : t0 + chunk], device=dev)
+            mask = None
+            if exclude is not None:
+                groups = torch.as_tensor(exclude.queries[q0 : q0 + query_block], device=dev)
+                mask = groups[:, None] == torch.as_tensor(exclude.train[t0 : t0 + chunk], device=dev)
             if used == "faiss":
                 extra = 0 if mask is None else int(mask.sum(dim=1).max())
                 values, columns = faiss_top(block, rows, min(k + extra, len(rows)))

@@ -28,7 +28,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
 import pandas as pd
@@ -57,7 +57,7 @@ PAIRS_PER_GENERATOR = 8
 CONSOLIDATE_CHUNK = 4096
 FEATURES_FILE = "features.npy"
 IDS_FILE = "case_ids.json"
-QUANTILE_METHOD = "linear"
+QUANTILE_METHOD: Final = "linear"
 
 
 @dataclass(frozen=True)
