@@ -7,7 +7,12 @@ Prints, for N generated images:
   (c) evaluating 4 generators with the cached real side vs recomputing the real side for each
       generator — target >= 1.6x;
 and the peak memory (RSS) of the full evaluation for two N (it must not grow with N beyond the
-per-image outputs).
+per-image outputs); and (d) the memorization audit's nearest-neighbour search
+(:func:`xreal_bench.metrics.neighbours.nearest`) vs training-set size N = 10^3, 10^4, 10^5 (random unit
+vectors, d = 1024, 1000 queries, k = 5, read memory-mapped from a .npy as the audit does): seconds, peak
+working memory (CUDA: allocated; CPU: anonymous RSS above the start, sampled every 5 ms) beside the
+N-independent bound, and a linear extrapolation (least squares through 0) to MIMIC-CXR's ~370k training images.
+``--neighbours`` runs (d) alone.
 
 ``--suite demo`` (default) uses the demo's small networks; ``--suite standard`` uses the real
 evaluators (Inception, torchxrayvision DenseNet and PSPNet) with RANDOM weights written to a
@@ -15,6 +20,7 @@ temporary weights folder — valid for timing only, never for numbers.
 
     python benchmarks/eval_throughput.py [--suite demo|standard] [--samples 2 4] [--device cpu] [--cases N] [--eval-batch B]
                                          [--subjects 120]
+    python benchmarks/eval_throughput.py --neighbours [--device cuda]   # (d) only
     python benchmarks/eval_throughput.py --smoke     # tiny sizes: checks that it runs, the numbers mean nothing
 
 The real side of (c) costs as much per image as the generated side, so with S samples per case
@@ -28,9 +34,11 @@ import json
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from xreal_bench.config import config_from_dict
@@ -47,6 +55,7 @@ from xreal_bench.metrics.engine import (
     to_float,
 )
 from xreal_bench.metrics.evaluators.testing import unpublished_release_artifacts, write_random_release_files
+from xreal_bench.metrics.neighbours import Backend, nearest, search_memory_bytes
 from xreal_bench.metrics.suite import build_suite
 from xreal_bench.pipeline import generate, open_session
 from xreal_bench.rundir import GeneratorDir
@@ -143,6 +152,82 @@ def peak_rss(tmp: Path, suite: str, samples: int, device: str, cases: int, eval_
     return n, mb
 
 
+#: MIMIC-CXR-JPG's training split, about (images).
+MIMIC_TRAIN = 370_000
+
+
+def anonymous_rss() -> int:
+    """This process's anonymous resident memory in bytes (Linux; 0 elsewhere): file-backed pages of the
+    memory-mapped training matrix are not counted."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def random_unit_matrix(path: Path, n: int, dim: int, seed: int, chunk: int = 8192) -> np.ndarray:
+    """``n`` random unit vectors written chunk by chunk to a .npy, returned memory-mapped."""
+    rng = np.random.default_rng(seed)
+    matrix = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, dim))
+    for start in range(0, n, chunk):
+        rows = rng.standard_normal((min(chunk, n - start), dim), dtype=np.float32)
+        matrix[start : start + len(rows)] = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+    matrix.flush()
+    del matrix
+    return np.load(path, mmap_mode="r")
+
+
+def search_peak(queries: np.ndarray, train: np.ndarray, device: str, k: int, backend: Backend) -> tuple[float, int, str]:
+    """Seconds and peak working memory (bytes) of one search."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    peak, stop, start_rss = [0], threading.Event(), anonymous_rss()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], anonymous_rss() - start_rss)
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=sample, daemon=True)
+    watcher.start()
+    t0 = time.perf_counter()
+    found = nearest(queries, train, k=k, device=device, backend=backend)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - t0
+    stop.set()
+    watcher.join()
+    if device.startswith("cuda"):
+        peak[0] = torch.cuda.max_memory_allocated() - base
+    return seconds, peak[0], found.backend
+
+
+def neighbour_search(sizes: list[int], *, dim: int, queries: int, k: int, device: str, backend: Backend = "auto") -> None:
+    """(d): search time and peak memory vs training-set size, extrapolated linearly to :data:`MIMIC_TRAIN`."""
+    q = np.random.default_rng(0).standard_normal((queries, dim), dtype=np.float32)
+    times = []
+    bound = search_memory_bytes(dim=dim, k=k)
+    print(f"(d) nearest-neighbour search, d = {dim}, {queries} queries, k = {k}, on {device}:")
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in sizes:
+            train = random_unit_matrix(Path(tmp) / f"train_{n}.npy", n, dim, seed=n)
+            nearest(q[:2], train[:2], k=1, device=device, backend=backend)  # warm-up (kernels, threads)
+            seconds, peak, used = search_peak(q, train, device, k, backend)
+            times.append(seconds)
+            print(f"  N = {n:7d}: {seconds:9.4f}s   peak working memory {peak / 2**20:8.1f} MB "
+                  f"(bound {bound / 2**20:.0f} MB, backend {used})")  # fmt: skip
+            del train
+    n, t = np.asarray(sizes, dtype=np.float64), np.asarray(times)
+    slope = float((n * t).sum() / (n * n).sum())  # least squares through the origin: the search is linear in N
+    print(f"  extrapolated to N = {MIMIC_TRAIN}: {slope * MIMIC_TRAIN:.2f}s "
+          f"({slope * 1e6:.4f} us per training image, linear least squares through 0); memory stays at the bound")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--suite", choices=["demo", "standard"], default="demo")
@@ -156,10 +241,17 @@ def main() -> None:
         help="evaluation batch size; keep N >= 2x this so peak memory compares N, not the batch",
     )
     parser.add_argument("--subjects", type=int, default=120, help="synthetic subjects (120 give 64 test images)")
+    parser.add_argument("--neighbours", action="store_true", help="only (d): nearest-neighbour search vs training-set size")
+    parser.add_argument("--search-backend", choices=["auto", "torch", "faiss"], default="auto", help="backend of (d)")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes (10 subjects, samples 1 2, batch 4): does it run?")
     args = parser.parse_args()
+    sizes, dim, queries = [1_000, 10_000, 100_000], 1024, 1000
     if args.smoke:
         args.subjects, args.samples, args.eval_batch = 10, [1, 2], 4
+        sizes, dim, queries = [2_000, 6_000], 64, 200
+    if args.neighbours:
+        neighbour_search(sizes, dim=dim, queries=queries, k=5, device=args.device, backend=args.search_backend)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         r = measure(Path(tmp), args.suite, args.samples[0], args.device, args.cases, args.eval_batch, args.subjects)
     print(f"suite {args.suite!r} on {args.device}, N = {r['n']} generated images")
@@ -173,6 +265,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             n, mb = peak_rss(Path(tmp), args.suite, samples, args.device, args.cases, args.eval_batch, args.subjects)
         print(f"peak RSS of a full evaluation with N = {n:5d} (batch {args.eval_batch}): {mb:8.0f} MB")
+    neighbour_search(sizes, dim=dim, queries=queries, k=5, device=args.device, backend=args.search_backend)
 
 
 if __name__ == "__main__":

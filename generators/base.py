@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -93,6 +93,8 @@ class GeneratorContext:
     precision: str = "fp32"
     weights: WeightsManager | None = None
     log: Any = None
+    #: The memorization audit's training cases (``dataset.train_split``, its seeded subsample), loaded on first call.
+    training_cases: Callable[[], Sequence[Case]] | None = None
 
     def torch_device(self) -> torch.device:
         import torch

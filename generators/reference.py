@@ -4,6 +4,9 @@
 - ``noise``: smooth random structure around the dataset's mean intensity — the lower bound.
 - ``shuffled``: the real image of a *different* case chosen by seed — perfectly realistic but
   unconditioned: FID close to ``real``, Dice / F1 at chance.
+- ``memorizer``: the real image of a *training* case (``dataset.train_split``, the memorization
+  audit's subsample) sharing the condition's first positive pathology, chosen by seed — a model
+  that memorized its training set: the memorization rate must be near 100 %.
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from xreal_bench.data.mimic import strata
 from xreal_bench.errors import UserFacingError
-from xreal_bench.generators.base import Generator, GeneratorContext, GeneratorOutput, cited
+from xreal_bench.generators.base import Generator, GeneratorContext, GeneratorOutput, ProtocolStep, cited
 from xreal_bench.imaging import conform, load_grayscale
 from xreal_bench.types import Condition
 from xreal_bench.validation import require
@@ -100,6 +104,43 @@ class ShuffledGenerator(Generator):
         k = int(np.random.default_rng(condition.seed).integers(len(self.pool) - 1))
         own = self.position.get(condition.case_id, len(self.pool))
         return self.pool[k + 1 if k >= own else k]
+
+    def generate(self, conditions: Sequence[Condition]) -> GeneratorOutput:
+        return GeneratorOutput([load_grayscale(self.donor(c).image_path) for c in conditions])
+
+
+def first_pathology(labels: tuple[int, ...]) -> str:
+    """The first positive pathology in CheXpert order, else ``"No Finding"`` (the scan's strata rule)."""
+    return strata(np.array([labels]))[0]
+
+
+class MemorizerGenerator(Generator):
+    type_name = "memorizer"
+    description = "a training image of the condition's first positive pathology, chosen by seed (memorization sanity row)"
+    inputs = frozenset({"labels"})
+
+    @classmethod
+    def protocol_steps(cls, options, context: GeneratorContext, condition: Condition | None) -> list[ProtocolStep]:
+        rule = "a training image sharing the condition's first positive pathology (else any), uniform by the image seed"
+        return [ProtocolStep("donor", rule, OWN + "chosen because a model that copies its training set must score near 100 %")]
+
+    def __init__(self, name: str, options, context: GeneratorContext):
+        super().__init__(name, options, context)
+        if context.training_cases is None:
+            raise UserFacingError("the memorizer generator needs the training cases (dataset.train_split) in its context")
+        pool = sorted(context.training_cases(), key=lambda c: c.case_id)
+        if not pool:
+            raise UserFacingError("the memorizer generator found no training case (dataset.train_split)")
+        self.pool = pool
+        self.by_pathology: dict[str, list] = {}
+        for case in pool:
+            self.by_pathology.setdefault(first_pathology(case.labels), []).append(case)
+
+    def donor(self, condition: Condition):
+        """The training case returned for ``condition``: uniform (by seed) over those sharing its first
+        positive pathology, else over all training cases."""
+        candidates = self.by_pathology.get(first_pathology(condition.labels)) or self.pool
+        return candidates[int(np.random.default_rng(condition.seed).integers(len(candidates)))]
 
     def generate(self, conditions: Sequence[Condition]) -> GeneratorOutput:
         return GeneratorOutput([load_grayscale(self.donor(c).image_path) for c in conditions])

@@ -74,6 +74,9 @@ def write_section(merged: Merged, section: Section, out: Path, options: ReportOp
         )
         grid = write_samples_grid(runs, out, options)
         written += grid
+        from xreal_bench.reports.memorization_grid import write_memorization_grid
+
+        written += write_memorization_grid(runs, out, options)
         grid_png = next((p for p in grid if p.suffix == ".png"), None)
         if (table := next((t for t in tables if t.name == "table_main"), None)) is not None:
             written.append(write_table_image(table, out / "table_main.png", options))

@@ -34,6 +34,8 @@ SMOKES = {
         rf"^\(b\) full evaluation: .* ratio \(b\)/\(a\) = {NUM} ": 1,
         rf"^\(c\) 4 generators, cached real side: {NUM}s vs recomputed per generator {NUM}s +speed-up {NUM}x ": 1,
         rf"^peak RSS of a full evaluation with N = +{NUM} \(batch \d+\): +{NUM} MB$": 2,
+        rf"^  N = +{NUM}: +{NUM}s +peak working memory +{SIGNED} MB \(bound {NUM} MB, backend (?:torch|faiss)\)$": 2,
+        rf"^  extrapolated to N = 370000: {NUM}s \({NUM} us per training image": 1,
     }),
     "harness_overhead.py": Smoke({
         rf"^ +(?:1|4|16) +{NUM} +{NUM} +{NUM} +{NUM} +{SIGNED}%$": 3,  # images, wall s, pure s, ratio, overhead

@@ -29,6 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from xreal_bench import distributed
+from xreal_bench.data.training import training_loader
 from xreal_bench.distributed import DistInfo
 from xreal_bench.errors import UserFacingError
 from xreal_bench.generators.base import Generator, GeneratorContext, GeneratorOutput
@@ -293,6 +294,7 @@ def run_generator(
             precision=cfg.run.precision,
             weights=weights,
             log=log,
+            training_cases=training_loader(cfg),
         )
         generator = cls(name, gcfg.options, context)
         batch_size = gcfg.batch_size or cfg.run.batch_size

@@ -116,6 +116,7 @@ GENERATORS = Registry(
         "real": "xreal_bench.generators.reference:RealGenerator",
         "noise": "xreal_bench.generators.reference:NoiseGenerator",
         "shuffled": "xreal_bench.generators.reference:ShuffledGenerator",
+        "memorizer": "xreal_bench.generators.reference:MemorizerGenerator",
         "phantom": "xreal_bench.demo.generator:PhantomGenerator",
         "xreal": "xreal_bench.generators.xreal:XRealGenerator",
         "controlnet": "xreal_bench.generators.controlnet:ControlNetGenerator",

@@ -26,7 +26,7 @@ def demo_tables(out: str) -> dict:
             "boxes_format": "ms-cxr",
             "box_fallback": "anatomy",
         },
-        "generators": {"real": {}, "phantom": {}, "shuffled": {}, "noise": {}},
+        "generators": {"real": {}, "phantom": {}, "shuffled": {}, "noise": {}, "memorizer": {}},
         "metrics": {
             "evaluators": "demo",
             "enabled": list(selectable_names()),  # every metric
@@ -50,7 +50,7 @@ def register(sub) -> None:
         "demo",
         "run the offline demo end to end (synthetic data, reference generators, every metric)",
         "Writes a synthetic chest X-ray data set in the MIMIC-CXR-JPG layout, runs the reference generators "
-        "(real, phantom, shuffled, noise), evaluates every metric with the demo's own evaluators, writes results, "
+        "(real, phantom, shuffled, noise, memorizer), evaluates every metric with the demo's own evaluators, writes results, "
         "leaderboard, tables and figures, and builds a small reader study. Needs no weights and no network.",
     )
     demo.add_argument("--out", default=DEMO_OUT, help="output folder")
