@@ -117,7 +117,7 @@ def first_pathology(labels: tuple[int, ...]) -> str:
 class MemorizerGenerator(Generator):
     type_name = "memorizer"
     description = "a training image of the condition's first positive pathology, chosen by seed (memorization sanity row)"
-    inputs = frozenset({"labels"})
+    inputs = frozenset({"labels", "training"})
 
     @classmethod
     def protocol_steps(cls, options, context: GeneratorContext, condition: Condition | None) -> list[ProtocolStep]:

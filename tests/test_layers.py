@@ -35,6 +35,7 @@ CORE = [
     "xreal_bench.data.csvfile",
     "xreal_bench.data.reports",
     "xreal_bench.data.summary",
+    "xreal_bench.data.training",
     "xreal_bench.conditioning",
     "xreal_bench.conditioning.anatomy",
     "xreal_bench.conditioning.boxes",

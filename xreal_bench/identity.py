@@ -13,7 +13,8 @@ fields named like the config keys that set them:
   set, the digest of its MIMIC-IV files' content (field ``dataset.demographics``; absent when
   unset, so folders made before it existed still match); ``anatomy`` → anatomy source and map
   resolution (and which lung PSPNet calls left); ``pathology`` → labeler, label policy, anatomy
-  source, map resolution, box format, fallback and the box CSV's sha256. File *locations*
+  source, map resolution, box format, fallback and the box CSV's sha256; ``training`` → the training
+  split and its seeded subsample (size and seed). File *locations*
   (dataset root, anatomy folder, box CSV path, MIMIC-IV root) are not identity, so a run can be
   evaluated on another machine; the box CSV's and the demographics files' content is;
 - code versions: ``code.xreal_bench`` (the package version), ``code.generator`` (the class's
@@ -70,6 +71,7 @@ INPUT_FIELDS: dict[str, tuple[str, ...]] = {
     "anatomy": ANATOMY_FIELDS,
     "pathology": (*LABEL_FIELDS, *ANATOMY_FIELDS, "conditioning.boxes_format", "conditioning.box_fallback"),
     "image": (),
+    "training": ("dataset.train_split", "metrics.memorization_train_n", "metrics.bootstrap_seed"),
 }
 
 

@@ -21,6 +21,7 @@ INPUT_KINDS: dict[str, str] = {
     "anatomy": "anatomy label map (lungs, heart, aorta)",
     "pathology": "pathology mask / boxes",
     "image": "the case's real image",
+    "training": "training-split images (dataset.train_split, its seeded subsample)",
 }
 
 
