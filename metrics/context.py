@@ -174,7 +174,8 @@ class ScoringContext:
             return None
         excluded = int((~keep).sum())
         if excluded:
-            note = "; ".join(filter(None, [note, f"{excluded} undefined (both masks empty) excluded"]))
+            why = f" ({metric.undefined})" if metric.undefined else ""
+            note = "; ".join(filter(None, [note, f"{excluded} undefined{why} excluded"]))
         v, g = values[keep], np.asarray(groups)[keep]
         n, resamples = count(metric.n_unit, g), self.resamples(metric)
         if not resamples:

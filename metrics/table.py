@@ -71,6 +71,7 @@ class Metric:
     ranks: bool = False  # the leaderboard orders generators by it
     per_class: str = ""  # prefix of its per-class rows (``f1`` -> ``f1/<label>``)
     output_key: str = ""  # a part: the key of its metric's per-image output it reports ("" = name)
+    undefined: str = ""  # why a per-image value can be undefined (NaN: excluded and counted in the row's note)
     parts: tuple[Metric, ...] = ()  # component rows its compute function also returns (not selectable)
     compute: Compute | None = None  # None for parts
 
@@ -101,6 +102,7 @@ DICE = Metric(
     pathology_table=True,
     headline=True,
     main_column=4,
+    undefined="both masks empty",
     default=True,
     parts=tuple(
         Metric(
@@ -114,6 +116,7 @@ DICE = Metric(
             per_subset=True,
             headline=True,
             output_key=structure,
+            undefined="both masks empty",
         )
         for name, structure, display, latex in (
             ("dice_lungs", "lungs", "Dice lungs", "Dice\\textsubscript{lungs}"),
@@ -161,9 +164,20 @@ def memorization_part(name: str, direction: Direction, display: str, latex: str)
     )
 
 
+#: Why a lesion-adherence value can be undefined.
+NO_EVIDENCE = "no annotated box, an all-zero evidence map, or (laterality) a box in neither lung or no anatomy"
+
+
 def adherence_part(name: str, display: str, latex: str) -> Metric:
     return Metric(
-        name=name, direction="higher", family="adherence", display=display, latex=latex, n_unit="cases", role="classifier"
+        name=name,
+        direction="higher",
+        family="adherence",
+        display=display,
+        latex=latex,
+        n_unit="cases",
+        role="classifier",
+        undefined=NO_EVIDENCE,
     )
 
 
@@ -193,6 +207,7 @@ LESION = Metric(
     latex="In-box",
     n_unit="cases",
     role="classifier",
+    undefined=NO_EVIDENCE,
     parts=(
         adherence_part("pointing_game", "Pointing game", "Pointing"),
         adherence_part("lesion_laterality", "Laterality", "Laterality"),
