@@ -75,19 +75,19 @@ def pair_agreement(a: str, b: str, rows_a: Sequence[ResultRow], rows_b: Sequence
         return record
     record["tau"] = finite_or_none(tau_b([value_a[g] for g in generators], [value_b[g] for g in generators]))
     if record["tau"] is None:
-        record["note"] = "τ undefined: every generator ties on one metric"
+        record["note"] = "tau undefined: every generator ties on one metric"
         return record
     draws_a, why_a = stacked_draws([r for r in rows_a if r.generator in value_a], generators)
     draws_b, why_b = stacked_draws([r for r in rows_b if r.generator in value_b], generators)
     if draws_a is None or draws_b is None or draws_a.shape != draws_b.shape:
         reason = why_a or why_b or "bootstrap draw counts differ between the metrics"
-        record["note"] = f"Kendall τ-b over {len(generators)} generators; no CI ({reason})"
+        record["note"] = f"Kendall tau-b over {len(generators)} generators; no CI ({reason})"
         return record
     taus = paired_taus(draws_a, draws_b)
     low, high, failed = percentile_interval(taus, confidence)
     record.update(ci_low=finite_or_none(low), ci_high=finite_or_none(high), resamples=int(len(taus) - failed))
     record["note"] = (
-        f"Kendall τ-b over {len(generators)} generators; {100 * confidence:g} % percentile CI of τ per paired bootstrap "
+        f"Kendall tau-b over {len(generators)} generators; {100 * confidence:g} % percentile CI of tau per paired bootstrap "
         f"draw ({len(taus) - failed} of {len(taus)} draws defined)"
     )
     return record

@@ -59,7 +59,7 @@ def test_tau_matches_scipy_and_the_ci_is_tau_per_paired_draw():
     low, high = np.percentile(by_hand, [5, 95])
     assert (record["ci_low"], record["ci_high"]) == pytest.approx((low, high), abs=1e-12)
     assert record["resamples"] == 40 and record["ci_low"] < record["tau"] <= record["ci_high"] + 1e-12
-    assert "Kendall τ-b over 5 generators" in record["note"]
+    assert "Kendall tau-b over 5 generators" in record["note"]
 
 
 def test_ties_use_tau_b_and_every_pair_of_encoders_is_reported():
@@ -69,7 +69,8 @@ def test_ties_use_tau_b_and_every_pair_of_encoders_is_reported():
     records = {(r["a"], r["b"]): r for r in encoder_agreement(rows, confidence=0.95)}
     assert list(records) == [(FID, DINO), (FID, RAD), (DINO, RAD)]
     assert records[FID, DINO]["tau"] == pytest.approx(kendalltau([1, 2, 3, 4, 4], [1, 1, 2, 3, 4]).statistic)
-    assert records[FID, RAD]["tau"] == pytest.approx(-1.0)  # reversed order (with a tie): tau-b is still -1
+    # reversed order with one tie in FID: tau-b = -9 / sqrt(9 * 10), not tau-a's -9 / 10
+    assert records[FID, RAD]["tau"] == pytest.approx(-9 / np.sqrt(90), abs=1e-12)
     assert records[FID, DINO]["ci_low"] is None and "no CI (no bootstrap draws)" in records[FID, DINO]["note"]
 
 
@@ -111,9 +112,11 @@ def test_the_report_table_of_encoder_agreement(tmp_path):
     written = write_agreement_table([run], tmp_path, ReportOptions(decimals=2))
     assert sorted(p.name for p in written) == [f"table_encoder_agreement.{e}" for e in ("csv", "md", "tex")]
     md = (tmp_path / "table_encoder_agreement.md").read_text()
+    cells = [[c.strip() for c in line.strip("| ").split(" | ")] for line in md.splitlines() if line.startswith("| ")]
     tau, low, high = records[0]["tau"], records[0]["ci_low"], records[0]["ci_high"]
-    assert f"| FID | FD (DINOv2) | {tau:.2f} \\[{low:.2f}, {high:.2f}\\] | 5 |" in md
-    assert "| FD (RAD-DINO) | fd\\_future | – | 2 | =skipped \\| \\<b\\>x\\</b\\> |" in md  # escaped, unknown name kept
+    assert cells[0][:4] == ["Encoder A", "Encoder B", "Kendall tau-b", "Generators"]
+    assert cells[1][:4] == ["FID", "FD \\(DINOv2\\)", f"{tau:.2f} \\[{low:.2f}, {high:.2f}\\]", "5"]
+    assert cells[2] == ["FD \\(RAD-DINO\\)", "fd\\_future", "–", "2", "=skipped \\| \\<b\\>x\\</b\\>"]  # escaped
     csv = pd.read_csv(tmp_path / "table_encoder_agreement.csv")
     assert list(csv.columns) == ["run", "run_id", "a", "b", "tau", "ci_low", "ci_high", "n_generators", "resamples", "note"]
     assert csv["tau"].iloc[0] == pytest.approx(tau) and csv["note"].iloc[1] == "'=skipped | <b>x</b>"
