@@ -284,7 +284,14 @@ def kid_bootstrap(sums: CaseKernelSums, estimate: float, n_resamples: int, confi
 
 
 def mmd_bootstrap(
-    sums: CaseKernelSums, estimate: float, n_resamples: int, confidence: float, seed: int, *, unbiased: bool, floor: float | None = None
+    sums: CaseKernelSums,
+    estimate: float,
+    n_resamples: int,
+    confidence: float,
+    seed: int,
+    *,
+    unbiased: bool,
+    floor: float | None = None,
 ) -> BootstrapCI:
     """The case bootstrap of the all-pairs MMD² (U- or V-statistic) shifted so that the draws' mean is ``estimate``;
     ``floor``: draws below it (a squared norm below 0) count as it."""

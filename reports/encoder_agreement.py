@@ -99,7 +99,10 @@ def write_agreement_table(runs: Sequence[Run], out: Path, options: ReportOptions
     if frame.empty:
         return []
     several = len(runs) > 1
-    shown, plain = shown_frame(frame, options, several_runs=several, pm="±"), shown_frame(frame, options, several_runs=several, pm="+/-")
+    shown, plain = (
+        shown_frame(frame, options, several_runs=several, pm="±"),
+        shown_frame(frame, options, several_runs=several, pm="+/-"),
+    )
     texts = {
         "csv": safe.to_csv(frame),
         "md": f"**{safe.markdown_cell(CAPTION)}**\n\n{safe.to_markdown(shown)}\n\n{safe.markdown_cell(FOOTNOTE)}\n",

@@ -60,7 +60,9 @@ def settings(*enabled: str, bootstrap: int = 0, fid_bootstrap: int = 0, seed: in
 
 def scored(generator: str, gen: SourceOutputs, real: SourceOutputs, s: ScoringSettings) -> dict[str, object]:
     cases = {c: case(c) for c in {*gen.case_ids, *real.case_ids}}
-    return {r.metric: r for r in score(generator, gen, real=real, cases=cases, suite=Suite("standard"), settings=s, thresholds=None)}
+    return {
+        r.metric: r for r in score(generator, gen, real=real, cases=cases, suite=Suite("standard"), settings=s, thresholds=None)
+    }
 
 
 # ------------------------------------------------------------------------------------------ PRDC
@@ -144,7 +146,10 @@ def test_vendi_rows_for_generators_and_the_real_images_with_a_bias_corrected_cas
         row = scored(name, source, real, s)["vendi"]
         assert row.value == pytest.approx(vendi.score_X(source.features["dinov2"].astype(np.float64)), rel=1e-8)
         raw = np.array(
-            [vendi.score_X(source.features["dinov2"][i].astype(np.float64)) for i in resample_indices(len(source.keys), 100, 1, source.case_ids)]
+            [
+                vendi.score_X(source.features["dinov2"][i].astype(np.float64))
+                for i in resample_indices(len(source.keys), 100, 1, source.case_ids)
+            ]
         )
         assert raw.mean() < row.value  # duplicates lower diversity: the uncorrected draws sit below
         np.testing.assert_allclose(row.draws, raw - raw.mean() + row.value, rtol=1e-7)

@@ -82,7 +82,9 @@ def test_too_few_generators_or_constant_values_are_reported_not_guessed():
     [record] = encoder_agreement(rows, confidence=0.95)
     assert record["tau"] is None and "ties" in record["note"]
     uneven = [ResultRow(g, FID, v, draws=np.ones(5 + (g == "c"))) for g, v in zip("abc", (1.0, 2.0, 3.0))]
-    [record] = encoder_agreement(uneven + [ResultRow(g, DINO, v, draws=np.ones(5)) for g, v in zip("abc", (1.0, 2.0, 3.0))], confidence=0.95)
+    [record] = encoder_agreement(
+        uneven + [ResultRow(g, DINO, v, draws=np.ones(5)) for g, v in zip("abc", (1.0, 2.0, 3.0))], confidence=0.95
+    )
     assert record["tau"] == pytest.approx(1.0) and record["ci_low"] is None and "draw counts differ" in record["note"]
     assert encoder_agreement([ResultRow(g, FID, 1.0) for g in "abcd"], confidence=0.95) == []  # one encoder: no pair
 
@@ -129,7 +131,10 @@ def test_the_distribution_table_holds_every_encoder_and_family_when_a_new_metric
     names = [table.metric(n).name for n in ("fid", "fd_dinov2", "cmmd", "prdc_precision", "vendi")]
     records = [("real", names[-1], "all", 30.0, 28.0, 32.0, 50, "images", 0, 0, "dinov2-vitl14", "")]
     for g, shift in (("a", 0.0), ("b", 1.0)):
-        records += [(g, n, "all", 1.0 + k + shift, 0.5 + k + shift, 1.5 + k + shift, 50, "images", 0, 0, "ev", "") for k, n in enumerate(names)]
+        records += [
+            (g, n, "all", 1.0 + k + shift, 0.5 + k + shift, 1.5 + k + shift, 50, "images", 0, 0, "ev", "")
+            for k, n in enumerate(names)
+        ]
     tables = {t.name: t for t in paper_tables([frame_run(pd.DataFrame(records, columns=COLUMNS), {})], ReportOptions())}
     dist = tables["table_distribution"]
     assert [c.text for c in dist.columns] == ["FID ↓", "FD (DINOv2) ↓", "CMMD ↓", "Precision ↑", "Vendi ↑"]
@@ -138,4 +143,6 @@ def test_the_distribution_table_holds_every_encoder_and_family_when_a_new_metric
     assert (a["cmmd"].estimate.value, a["cmmd"].estimate.low, a["cmmd"].mark) == (3.0, 2.5, "best")  # lower is better
     assert dist.rows[2].cells[3].mark == "best"  # precision: higher is better
     fid_only = [r for r in records if r[1] == "fid"]
-    assert "table_distribution" not in {t.name for t in paper_tables([frame_run(pd.DataFrame(fid_only, columns=COLUMNS), {})], ReportOptions())}
+    assert "table_distribution" not in {
+        t.name for t in paper_tables([frame_run(pd.DataFrame(fid_only, columns=COLUMNS), {})], ReportOptions())
+    }
