@@ -141,7 +141,7 @@ def test_vendi_rows_for_generators_and_the_real_images_with_a_bias_corrected_cas
     ids = [f"c{i:02d}" for i in range(20)]
     real = outputs(ids, {"dinov2": rng.normal(size=(20, 6)).astype(np.float32)})
     gen = outputs(ids, {"dinov2": rng.normal(size=(40, 6)).astype(np.float32)}, samples=2)
-    s = settings("vendi", bootstrap=100, seed=1)
+    s = settings("vendi", fid_bootstrap=100, seed=1)
     for name, source in (("g", gen), ("real", real)):
         row = scored(name, source, real, s)["vendi"]
         assert row.value == pytest.approx(vendi.score_X(source.features["dinov2"].astype(np.float64)), rel=1e-8)
@@ -216,7 +216,7 @@ def test_a_new_encoder_role_is_scored_and_matches_scipy_and_torch_fidelity():
 
 def test_fd_infinity_recovers_the_intercept_of_an_exact_one_over_n_bias(monkeypatch):
     """With FD(N) = 2 + 30/N exactly, the fit returns 2 (and the sizes span N/5..N)."""
-    monkeypatch.setattr("xreal_bench.metrics.fid.frechet_distance", lambda m1, s1, m2, s2: 2.0 + 30.0 / s2.shape[0])
+    monkeypatch.setattr("xreal_bench.metrics.fid.frechet_distance", lambda m1, s1, m2, s2, root1: 2.0 + 30.0 / s2.shape[0])
     monkeypatch.setattr("xreal_bench.metrics.fid.FeatureStats.cov", lambda stats: np.zeros((stats.n, stats.n)))
     out = fd_infinity(np.zeros((500, 3)), np.zeros(3), np.eye(3), seed=0)
     assert out.value == pytest.approx(2.0, abs=1e-9) and out.sizes.tolist() == [100, 200, 300, 400, 500]
