@@ -28,7 +28,7 @@ import numpy as np
 
 from xreal_bench.metrics.bootstrap import bootstrap_statistic, percentile_interval
 from xreal_bench.metrics.context import NO_CI, Classification, ResultRow, ScoringContext, Subset, count
-from xreal_bench.metrics.fid import fid_from_stats, frechet_distance, kid, kid_bootstrap
+from xreal_bench.metrics.fid import FD_INFINITY_MIN_IMAGES, fd_infinity, fid_from_stats, frechet_distance, kid, kid_bootstrap
 from xreal_bench.metrics.stats import FeatureStats
 
 if TYPE_CHECKING:
@@ -80,14 +80,17 @@ def frechet_rows(ctx: ScoringContext, metric: Metric, subset: Subset) -> list[Re
     g_feat, r_feat = pair
     role, n = feature_role(metric, ctx), count(metric.n_unit, ctx.groups[idx])
     every_case = len(r_feat) == len(ctx.real.keys)
-    if name == "all" and every_case:
-        value = fid_from_stats(ctx.real.stats[role], ctx.gen.stats[role])  # exactly merged streaming statistics
-    else:  # the covered cases' real features (float64 statistics)
-        g_stats = ctx.gen.stats[role] if name == "all" else FeatureStats.from_features(g_feat)
-        value = fid_from_stats(FeatureStats.from_features(r_feat), g_stats)
+    # the exactly merged streaming statistics of all real cases, else the covered cases' real features (float64)
+    r_stats = ctx.real.stats[role] if name == "all" and every_case else FeatureStats.from_features(r_feat)
+    g_stats = ctx.gen.stats[role] if name == "all" else FeatureStats.from_features(g_feat)
+    value = fid_from_stats(r_stats, g_stats)
     note = f"n < feature dim {g_feat.shape[1]}: covariance singular, FID biased" if len(idx) <= g_feat.shape[1] else ""
     if name == "all" and not every_case:
         note = "; ".join(filter(None, [note, f"real side: the {len(r_feat)} covered of {len(ctx.real.keys)} real cases"]))
+    if name == "all" and len(idx) >= FD_INFINITY_MIN_IMAGES:
+        inf = fd_infinity(g_feat, r_stats.mean(), r_stats.cov(), seed=ctx.settings.seed)
+        sizes = f"N = {inf.sizes[0]}..{inf.sizes[-1]} generated images"
+        note = "; ".join(filter(None, [note, f"FD∞ ≈ {inf.value:.4g} (Chong & Forsyth 2020: linear fit of FD vs 1/N, {sizes})"]))
     resamples = ctx.resamples(metric)
     if not resamples:
         note = "; ".join(filter(None, [note, f"CI off (metrics.{metric.ci} = 0)"]))

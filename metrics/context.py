@@ -24,7 +24,7 @@ from xreal_bench.metrics.classification import (
     bootstrap_classification,
     evaluate_classification,
 )
-from xreal_bench.metrics.fid import CaseKernelSums
+from xreal_bench.metrics.fid import KID_KERNEL, CaseKernelSums, Kernel
 
 if TYPE_CHECKING:
     from xreal_bench.metrics.engine import SourceOutputs
@@ -206,23 +206,24 @@ class ScoringContext:
         }
         return Classification(result, ci, len(set(self.groups)), class_cases)
 
-    def kernel_sums(self, role: str) -> CaseKernelSums:
-        """KID's kernel block sums over the cases this generator covers, in sorted order (real side: each case's
-        real features once); a pathology subset takes its cases' rows and columns."""
-        if role not in self._kernel_sums:
+    def kernel_sums(self, role: str, kernel: Kernel = KID_KERNEL) -> CaseKernelSums:
+        """A kernel's (KID's by default) block sums over the cases this generator covers, in sorted order (real side:
+        each case's real features once); a pathology subset takes its cases' rows and columns."""
+        if (role, kernel) not in self._kernel_sums:
             position = self.case_position
             with_real = [c for c in position if c in self.real_index]
-            self._kernel_sums[role] = CaseKernelSums.of(
+            self._kernel_sums[role, kernel] = CaseKernelSums.of(
                 self.gen.features[role],
                 np.array([position[c] for c in self.groups], dtype=np.int64),
                 self.real.features[role][np.array([self.real_index[c] for c in with_real], dtype=np.int64)],
                 np.array([position[c] for c in with_real], dtype=np.int64),
                 len(position),
+                kernel,
             )
-        return self._kernel_sums[role]
+        return self._kernel_sums[role, kernel]
 
     @cached_property
-    def _kernel_sums(self) -> dict[str, CaseKernelSums]:
+    def _kernel_sums(self) -> dict[tuple[str, Kernel], CaseKernelSums]:
         return {}
 
     @cached_property

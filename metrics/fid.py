@@ -17,13 +17,19 @@ estimates — made exact and cheap by case-level kernel block sums: with ``S[c, 
 summed over the images of cases ``c`` and ``d`` and ``m`` the multiplicities of a resample, the
 sum over pairs of distinct positions of the resampled sample is ``mᵀ S m − Σ_c m_c diag_c``, so
 every resample is a few matrix products (vectorised over resamples). Memory: three ``C x C`` float64 matrices for ``C``
-cases (5,000 cases: 600 MB); time: one pass over all kernel pairs (chunked) plus ``O(B C²)``.
+cases (5,000 cases: 600 MB); time: one pass over all kernel pairs (chunked) plus ``O(B C²)``. The sums take any
+:class:`Kernel` (KID's polynomial kernel; CMMD's Gaussian kernel in :mod:`xreal_bench.metrics.cmmd`) and give the
+unbiased U-statistic (KID) or the biased V-statistic over all pairs, diagonal included (CMMD).
+
+FD∞ (:func:`fd_infinity`, Chong & Forsyth 2020, "Effectively unbiased FID and Inception Score and where to find
+them"): FD's bias is close to linear in 1/N, so FD at several generated-sample sizes N_i, fitted linearly against
+1/N_i, extrapolates to N = ∞ (the intercept).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
@@ -37,16 +43,17 @@ def psd_sqrt(matrix: np.ndarray) -> np.ndarray:
     return (eigvecs * np.sqrt(np.clip(eigvals, 0.0, None))) @ eigvecs.T
 
 
-def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
-    """``tr sqrt(sigma1 @ sigma2)`` for symmetric PSD matrices, via ``sqrt(S1) S2 sqrt(S1)``."""
-    root1 = psd_sqrt(sigma1)
+def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray, root1: np.ndarray | None = None) -> float:
+    """``tr sqrt(sigma1 @ sigma2)`` for symmetric PSD matrices, via ``sqrt(S1) S2 sqrt(S1)`` (``root1``: ``sqrt(S1)``
+    when already known)."""
+    root1 = psd_sqrt(sigma1) if root1 is None else root1
     middle = root1 @ sigma2 @ root1
     eigvals = np.linalg.eigvalsh((middle + middle.T) / 2)
     return float(np.sqrt(np.clip(eigvals, 0.0, None)).sum())
 
 
-def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
-    """``|mu1 - mu2|² + tr(S1) + tr(S2) - 2 tr sqrt(S1 S2)`` in float64.
+def frechet_distance(mu1, sigma1, mu2, sigma2, *, root1: np.ndarray | None = None) -> float:
+    """``|mu1 - mu2|² + tr(S1) + tr(S2) - 2 tr sqrt(S1 S2)`` in float64 (``root1``: ``sqrt(S1)`` when already known).
 
     May be a tiny negative number (rounding) for identical inputs; it is returned as is.
     """
@@ -62,7 +69,7 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
         if not np.isfinite(arr).all():
             raise ValueError(f"{name} contains NaN or infinite values")
     diff = mu1 - mu2
-    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * trace_sqrt_product(sigma1, sigma2))
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * trace_sqrt_product(sigma1, sigma2, root1))
 
 
 def fid_from_stats(a: FeatureStats, b: FeatureStats) -> float:
@@ -134,9 +141,26 @@ def kid(
 KERNEL_CHUNK = 1 << 22
 
 
-def kid_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+class Kernel(Protocol):
+    """A positive-definite kernel: all pairs of rows of two float64 matrices, and each row with itself."""
+
+    def __call__(self, x: np.ndarray, y: np.ndarray) -> np.ndarray: ...
+
+    def diagonal(self, x: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class KIDKernel:
     """KID's kernel ``(xᵀy / d + 1)³`` (torch-fidelity's defaults, as :func:`kid` uses)."""
-    return polynomial_kernel(x, y, 3, 1.0 / x.shape[1], 1.0)
+
+    def __call__(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return polynomial_kernel(x, y, 3, 1.0 / x.shape[1], 1.0)
+
+    def diagonal(self, x: np.ndarray) -> np.ndarray:
+        return (np.einsum("ij,ij->i", x, x) / x.shape[1] + 1.0) ** 3
+
+
+KID_KERNEL = KIDKernel()
 
 
 def case_starts(case: np.ndarray) -> np.ndarray:
@@ -144,8 +168,11 @@ def case_starts(case: np.ndarray) -> np.ndarray:
     return np.flatnonzero(np.r_[True, case[1:] != case[:-1]])
 
 
-def block_sums(x: np.ndarray, x_case: np.ndarray, y: np.ndarray, y_case: np.ndarray, n_cases: int) -> np.ndarray:
-    """``S[c, d] = Σ_{i of case c, j of case d} k(x_i, y_j)``; ``x_case`` / ``y_case`` sorted case positions."""
+def block_sums(
+    x: np.ndarray, x_case: np.ndarray, y: np.ndarray, y_case: np.ndarray, n_cases: int, kernel: Kernel = KID_KERNEL
+) -> np.ndarray:
+    """``S[c, d] = Σ_{i of case c, j of case d} k(x_i, y_j)``; ``x_case`` / ``y_case`` sorted case positions;
+    at most :data:`KERNEL_CHUNK` kernel entries in memory at once."""
     out = np.zeros((n_cases, n_cases))
     if not len(x) or not len(y):
         return out
@@ -153,7 +180,7 @@ def block_sums(x: np.ndarray, x_case: np.ndarray, y: np.ndarray, y_case: np.ndar
     rows = max(1, KERNEL_CHUNK // len(y))
     for start in range(0, len(x), rows):
         stop = min(start + rows, len(x))
-        by_y_case = np.add.reduceat(kid_kernel(x[start:stop], y), y_starts, axis=1)  # [rows, cases of y]
+        by_y_case = np.add.reduceat(kernel(x[start:stop], y), y_starts, axis=1)  # [rows, cases of y]
         x_starts = case_starts(x_case[start:stop])
         out[np.ix_(x_case[start:stop][x_starts], y_case[y_starts])] += np.add.reduceat(by_y_case, x_starts, axis=0)
     return out
@@ -161,7 +188,7 @@ def block_sums(x: np.ndarray, x_case: np.ndarray, y: np.ndarray, y_case: np.ndar
 
 @dataclass(frozen=True)
 class CaseKernelSums:
-    """KID's kernel summed within and between the cases of a generated and a real feature set.
+    """A kernel (KID's by default) summed within and between the cases of a generated and a real feature set.
 
     Case ``c`` has ``gen_count[c]`` generated and ``real_count[c]`` real images; ``gg``, ``rr``,
     ``rg`` are the block sums (generated-generated, real-real, real-generated) and ``gen_self`` /
@@ -177,7 +204,15 @@ class CaseKernelSums:
     rg: np.ndarray
 
     @classmethod
-    def of(cls, gen: np.ndarray, gen_case: np.ndarray, real: np.ndarray, real_case: np.ndarray, n_cases: int) -> CaseKernelSums:
+    def of(
+        cls,
+        gen: np.ndarray,
+        gen_case: np.ndarray,
+        real: np.ndarray,
+        real_case: np.ndarray,
+        n_cases: int,
+        kernel: Kernel = KID_KERNEL,
+    ) -> CaseKernelSums:
         """Sums over ``n_cases`` cases; ``gen_case`` / ``real_case`` give each feature row's case position."""
         g, r = as_float64_matrix(gen, "gen"), as_float64_matrix(real, "real")
         if g.shape[1] != r.shape[1]:
@@ -187,17 +222,16 @@ class CaseKernelSums:
         r, rc = r[r_order], np.asarray(real_case)[r_order]
 
         def self_sums(x: np.ndarray, case: np.ndarray) -> np.ndarray:
-            diagonal = (np.einsum("ij,ij->i", x, x) / x.shape[1] + 1.0) ** 3
-            return np.bincount(case, weights=diagonal, minlength=n_cases)
+            return np.bincount(case, weights=kernel.diagonal(x), minlength=n_cases)
 
         return cls(
             gen_count=np.bincount(gc, minlength=n_cases).astype(np.float64),
             real_count=np.bincount(rc, minlength=n_cases).astype(np.float64),
             gen_self=self_sums(g, gc),
             real_self=self_sums(r, rc),
-            gg=block_sums(g, gc, g, gc, n_cases),
-            rr=block_sums(r, rc, r, rc, n_cases),
-            rg=block_sums(r, rc, g, gc, n_cases),
+            gg=block_sums(g, gc, g, gc, n_cases, kernel),
+            rr=block_sums(r, rc, r, rc, n_cases, kernel),
+            rg=block_sums(r, rc, g, gc, n_cases, kernel),
         )
 
     def subset(self, cases: np.ndarray) -> CaseKernelSums:
@@ -213,27 +247,33 @@ class CaseKernelSums:
             self.rg[block],
         )
 
-    def mmd2(self, m: np.ndarray) -> np.ndarray:
-        """Unbiased MMD² on all pairs of the sample drawing case ``c`` ``m[b, c]`` times, per row ``b``
-        (NaN where a side has fewer than 2 images)."""
+    def mmd2(self, m: np.ndarray, *, unbiased: bool = True) -> np.ndarray:
+        """MMD² on all pairs of the sample drawing case ``c`` ``m[b, c]`` times, per row ``b``: the unbiased
+        U-statistic (pairs of distinct positions; NaN where a side has fewer than 2 images) or the biased
+        V-statistic (every pair, a position with itself included; NaN where a side is empty)."""
         m = np.atleast_2d(np.asarray(m, dtype=np.float64))
         n_g, n_r = m @ self.gen_count, m @ self.real_count
-        gg = np.einsum("bc,bc->b", m @ self.gg, m) - m @ self.gen_self
-        rr = np.einsum("bc,bc->b", m @ self.rr, m) - m @ self.real_self
+        gg = np.einsum("bc,bc->b", m @ self.gg, m)
+        rr = np.einsum("bc,bc->b", m @ self.rr, m)
         rg = np.einsum("bc,bc->b", m @ self.rg, m)
-        ok = (n_g >= 2) & (n_r >= 2)
+        if unbiased:
+            gg, rr = gg - m @ self.gen_self, rr - m @ self.real_self
+            pairs_g, pairs_r, least = n_g * (n_g - 1), n_r * (n_r - 1), 2
+        else:
+            pairs_g, pairs_r, least = n_g * n_g, n_r * n_r, 1
+        ok = (n_g >= least) & (n_r >= least)
         with np.errstate(invalid="ignore", divide="ignore"):
-            value = gg / (n_g * (n_g - 1)) + rr / (n_r * (n_r - 1)) - 2.0 * rg / (n_g * n_r)
+            value = gg / pairs_g + rr / pairs_r - 2.0 * rg / (n_g * n_r)
         return np.where(ok, value, np.nan)
 
-    def all_pairs(self) -> float:
-        """The unbiased MMD² on all pairs of the full sample (every case once)."""
-        return float(self.mmd2(np.ones(len(self.gen_count)))[0])
+    def all_pairs(self, *, unbiased: bool = True) -> float:
+        """MMD² (:meth:`mmd2`) on all pairs of the full sample (every case once)."""
+        return float(self.mmd2(np.ones(len(self.gen_count)), unbiased=unbiased)[0])
 
 
 def kid_bootstrap(sums: CaseKernelSums, estimate: float, n_resamples: int, confidence: float, seed: int) -> BootstrapCI:
-    """KID's interval: the all-pairs MMD² of each case resample (:func:`multiplicities`, the same case positions
-    as every other bootstrap of the run), bias-corrected as FID's: shifted so that their mean is ``estimate``.
+    """KID's interval: the all-pairs unbiased MMD² of each case resample (:func:`multiplicities`, the same case
+    positions as every other bootstrap of the run), bias-corrected as FID's: shifted so that their mean is ``estimate``.
 
     Resampling biases the all-pairs statistic upwards (a case drawn twice pairs copies of the same image,
     whose kernel value is large) by about one standard error: for two identical distributions (60 cases
@@ -241,8 +281,60 @@ def kid_bootstrap(sums: CaseKernelSums, estimate: float, n_resamples: int, confi
     the corrected one in all 150 (``tests/test_kid_ci.py`` checks 40 runs). The draws are the shifted
     statistics.
     """
+    return mmd_bootstrap(sums, estimate, n_resamples, confidence, seed, unbiased=True)
+
+
+def mmd_bootstrap(
+    sums: CaseKernelSums,
+    estimate: float,
+    n_resamples: int,
+    confidence: float,
+    seed: int,
+    *,
+    unbiased: bool,
+    floor: float | None = None,
+) -> BootstrapCI:
+    """The case bootstrap of the all-pairs MMD² (U- or V-statistic) shifted so that the draws' mean is ``estimate``;
+    ``floor``: draws below it (a squared norm below 0) count as it."""
     check_args(len(sums.gen_count), n_resamples, confidence)
-    raw = sums.mmd2(multiplicities(len(sums.gen_count), n_resamples, seed))
+    raw = sums.mmd2(multiplicities(len(sums.gen_count), n_resamples, seed), unbiased=unbiased)
     draws = raw - (np.nanmean(raw) - estimate) if not np.isnan(raw).all() else raw
+    if floor is not None:
+        draws = np.where(np.isnan(draws), draws, np.maximum(draws, floor))
     low, high, failed = percentile_interval(draws, confidence)
     return BootstrapCI(estimate, low, high, confidence, n_resamples, failed, draws)
+
+
+class FDInfinity(NamedTuple):
+    """FD∞: the intercept of the linear fit of FD against 1/N over generated subsample sizes ``sizes``."""
+
+    value: float
+    sizes: np.ndarray
+    distances: np.ndarray
+
+
+#: Generated images from which an FD row gets the FD∞ note, and the subsample sizes it fits.
+FD_INFINITY_MIN_IMAGES = 200
+FD_INFINITY_SIZES = 5
+
+
+def fd_infinity(gen: np.ndarray, real_mean: np.ndarray, real_cov: np.ndarray, *, seed: int) -> FDInfinity:
+    """Chong & Forsyth's FD∞ against fixed real moments: FD of the first ``N_i`` images of one seeded permutation
+    for :data:`FD_INFINITY_SIZES` sizes evenly spaced from ``N/5`` to ``N`` (their 5k..50k spans the same ratio),
+    fitted by least squares as ``FD = FD∞ + b / N``. Only the generated side's size is extrapolated; the real
+    moments keep their own sample size. Cost: one pass of moment updates over the images (nested subsamples)
+    and one ``d x d`` eigen-decomposition per size (``sqrt`` of the real covariance computed once)."""
+    n = len(gen)
+    sizes = np.unique(np.linspace(max(2, n // 5), n, FD_INFINITY_SIZES).round().astype(np.int64))
+    if len(sizes) < 2:
+        raise ValueError(f"FD∞ needs at least two subsample sizes, got {n} images")
+    order = np.random.default_rng(seed).permutation(n)
+    root = psd_sqrt(np.asarray(real_cov, dtype=np.float64))
+    stats, taken = FeatureStats.empty(gen.shape[1]), 0
+    distances = np.empty(len(sizes))
+    for k, size in enumerate(sizes):
+        stats.update(gen[order[taken:size]])
+        taken = size
+        distances[k] = frechet_distance(real_mean, real_cov, stats.mean(), stats.cov(), root1=root)
+    _, intercept = np.polyfit(1.0 / sizes, distances, 1)
+    return FDInfinity(float(intercept), sizes, distances)

@@ -54,6 +54,7 @@ def write_report_folder(
 
 def write_section(merged: Merged, section: Section, out: Path, options: ReportOptions, number: dict[int, int]) -> list[Path]:
     """Tables, figures, sample grid, leaderboard page and machine-readable results of one comparable group of runs."""
+    from xreal_bench.reports.encoder_agreement import write_agreement_table
     from xreal_bench.reports.export import write_model_index, write_run_json
     from xreal_bench.reports.figures import write_figures
     from xreal_bench.reports.grid import write_samples_grid
@@ -67,6 +68,7 @@ def write_section(merged: Merged, section: Section, out: Path, options: ReportOp
     scores = reader_scores(runs, options.study)
     tables = paper_tables(runs, options)
     written = write_table_files(tables, out, options)
+    written += write_agreement_table(runs, out, options)
     grid_png = None
     if options.figures:
         written += write_figures(
@@ -144,6 +146,8 @@ FILE_NOTES = {
     "table_pathology": "per-pathology table of one metric",
     "table_dice_organs": "Dice per organ (lungs, heart, aorta) and their mean",
     "table_subgroups": "per-image metrics per sex, age band and race, with n and CIs",
+    "table_distribution": "Fréchet distance per encoder, KID, CMMD, precision/recall/density/coverage and diversity, with CIs",
+    "table_encoder_agreement": "Kendall's tau between the generator rankings of each pair of Fréchet distances, with CIs",
     "metrics_bars": "headline metrics, one bar per generator with its 95 % CI",
     "pathology": "per-pathology heatmap of one metric",
     "fid_vs_clinical": "Fréchet distances against the clinical metrics and reader scores, with rank correlations",

@@ -7,6 +7,8 @@
 - ``table_pathology_<metric>``: pathologies × sources, for per-class metrics (F1, AUC) and for
   metrics with per-pathology subsets (FID, MS-SSIM, Dice), with the overall value as the last row;
 - ``table_<metric>_organs``: sources × the metric's parts and itself (Dice per structure);
+- ``table_distribution``: sources × the distribution and diversity metrics (Fréchet distance per encoder,
+  KID, CMMD, precision/recall/density/coverage, MS-SSIM diversity, Vendi), when one beyond Table I's is there;
 - ``table_subgroups``: per-image metrics by sex, age band and race (:mod:`xreal_bench.reports.subgroups`).
 
 Best in bold, second underlined, real images excluded, ties by overlapping CIs
@@ -356,25 +358,47 @@ def pathology_table(runs: Sequence[Run], options: ReportOptions, metric: metric_
     return with_marks(table)
 
 
-def organ_table(runs: Sequence[Run], options: ReportOptions, metric: metric_table.Metric) -> PaperTable | None:
-    """Sources × the metric's parts (Dice per structure) and the metric itself."""
-    results = Results(runs)
-    wanted = {m.name: m for m in (*metric.parts, metric)}
-    entries = [wanted[name] for name in present(results, wanted)]
-    if not any(m in metric.parts for m in entries):
-        return None
-    rows = source_rows(results, sources_of(runs), entries)
+def columns_table(
+    runs: Sequence[Run], options: ReportOptions, metrics: Sequence[metric_table.Metric], *, name: str, caption: str
+) -> PaperTable:
+    """Sources × ``metrics`` (those present), best / second per column, a footnote per column."""
+    rows = source_rows(Results(runs), sources_of(runs), metrics)
     notes = [values_note(runs, options), marks_note(runs, "columns")]
-    notes += [column_note(runs, m, m.display, [r.cells[k] for r in rows]) for k, m in enumerate(entries)]
+    notes += [column_note(runs, m, m.display, [r.cells[k] for r in rows]) for k, m in enumerate(metrics)]
     table = PaperTable(
-        name=f"table_{metric.name}_organs",
-        caption=f"{metric.display} per anatomical structure for each model.",
+        name=name,
+        caption=caption,
         corner="Model",
-        columns=tuple(metric_column(m) for m in entries),
+        columns=tuple(metric_column(m) for m in metrics),
         rows=rows,
         notes=tuple(notes + run_notes(runs)),
     )
     return with_marks(table)
+
+
+def organ_table(runs: Sequence[Run], options: ReportOptions, metric: metric_table.Metric) -> PaperTable | None:
+    """Sources × the metric's parts (Dice per structure) and the metric itself."""
+    wanted = {m.name: m for m in (*metric.parts, metric)}
+    entries = [wanted[name] for name in present(Results(runs), wanted)]
+    if not any(m in metric.parts for m in entries):
+        return None
+    caption = f"{metric.display} per anatomical structure for each model."
+    return columns_table(runs, options, entries, name=f"table_{metric.name}_organs", caption=caption)
+
+
+#: Families of ``table_distribution``'s columns.
+DISTRIBUTION_FAMILIES = ("distribution", "diversity")
+
+
+def distribution_table(runs: Sequence[Run], options: ReportOptions) -> PaperTable | None:
+    """Sources × the distribution and diversity metrics present (Fréchet distance per encoder, KID, CMMD,
+    precision/recall/density/coverage, MS-SSIM diversity, Vendi); None unless one of them is not in Table I."""
+    wanted = {m.name: m for m in metric_table.METRICS if m.family in DISTRIBUTION_FAMILIES}
+    metrics = [wanted[name] for name in present(Results(runs), wanted)]
+    if not any(m.family == "distribution" and not m.main_column for m in metrics):
+        return None
+    caption = f"Distribution and diversity of the generated images: {', '.join(m.display for m in metrics)}, for each model."
+    return columns_table(runs, options, metrics, name="table_distribution", caption=caption)
 
 
 def subgroup_table(
@@ -452,6 +476,7 @@ def paper_tables(runs: Sequence[Run], options: ReportOptions) -> list[PaperTable
         *(pathology_table(runs, options, m) for m in metric_table.METRICS if m.per_class),
         *(pathology_table(runs, options, m) for m in metric_table.pathology_tables()),
         *(organ_table(runs, options, m) for m in metric_table.METRICS if m.parts),
+        distribution_table(runs, options),
     ]
     subgroups = subgroup_table(runs, options)
     if isinstance(subgroups, str) and main is not None:

@@ -312,13 +312,13 @@ def evaluate(session: Session, names: Sequence[str] | None = None, progress: boo
             "undecodable": {k: v for k, v in failures.items() if v},
             "timings_s": {**{k: round(v, 3) for k, v in timings.items()}, "total": round(time.perf_counter() - started, 3)},
             **{hook.key: hook.provenance() for hook in hooks},
-            "encoder_agreement": encoder_agreement(rows, confidence=cfg.metrics.confidence),
         }
         images_frame = pd.concat(per_image, ignore_index=True)
         if names:
             rows, provenance, images_frame, covered = keep_other_generators(
                 out, rows, provenance, {d.generator for d in dirs}, images_frame, covered
             )
+        provenance["encoder_agreement"] = encoder_agreement(rows, confidence=cfg.metrics.confidence)  # every generator kept
         write_per_image(out, images_frame)
         for hook in hooks:
             hook.write(out)
