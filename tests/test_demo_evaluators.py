@@ -29,6 +29,7 @@ from xreal_bench.demo.evaluators import (
 from xreal_bench.demo.phantoms import DRAWN_FINDINGS
 from xreal_bench.demo.train_evaluators import SPLITS, render_sample
 from xreal_bench.imaging import dequantize
+from xreal_bench.metrics import table
 from xreal_bench.metrics.dice import (
     dice_scores,
     label_map_to_masks,
@@ -41,7 +42,6 @@ from xreal_bench.metrics.evaluators import (
     build_feature_extractor,
     build_segmenter,
 )
-from xreal_bench.metrics import table
 from xreal_bench.metrics.fid import kid
 from xreal_bench.metrics.suite import SUITES, build_suite
 from xreal_bench.weights import Artifact, MissingWeightsError, WeightsManager

@@ -16,6 +16,7 @@ import torchvision.transforms as T
 from PIL import Image
 
 from xreal_bench.demo.evaluators import DemoClassifierFeatures
+from xreal_bench.imaging import quantize
 from xreal_bench.metrics.evaluators import WeightsLoadError, build_feature_extractor
 from xreal_bench.results import read_unverified_weights
 from xreal_bench.weights import WEIGHT_FREE, MissingWeightsError, WeightsManager, collect_artifacts
@@ -27,9 +28,9 @@ CLIP_SIZE = 28  # the tiny snapshot's crop size (the real one: 336)
 
 @pytest.fixture(scope="module")
 def images():
-    """Two non-square 8-bit-exact images (so rounding is exact): noise with a black and a white block."""
+    """Two non-square images: noise with a black and a white block."""
     g = torch.Generator().manual_seed(5)
-    x = torch.randint(0, 256, (2, 1, 60, 84), generator=g).float() / 255
+    x = torch.rand(2, 1, 60, 84, generator=g)
     x[..., 4:20, 6:30], x[..., 40:56, 50:80] = 0.0, 1.0
     return x
 
@@ -71,7 +72,7 @@ def weights(tmp_path_factory):
 
 
 def gray_uint8(images: torch.Tensor) -> list[np.ndarray]:
-    return [np.rint(x[0].numpy() * 255).astype(np.uint8) for x in images]
+    return list(quantize(images[:, 0].numpy()))
 
 
 # ---------------------------------------------------------------- DINOv2 (dgm-eval)
@@ -208,7 +209,9 @@ def test_corrupt_snapshot_is_a_load_error(weights, tmp_path):
 
 def test_snapshot_of_another_model_is_refused(weights, tmp_path):
     manager, folder = copy_snapshot(weights, tmp_path, "dinov2-vitl14", source="clip-vitl14-336")
-    with pytest.raises(WeightsLoadError, match="not a complete DINOv2 snapshot: config model_type 'clip', expected 'dinov2'; missing"):
+    with pytest.raises(
+        WeightsLoadError, match="not a complete DINOv2 snapshot: config model_type 'clip', expected 'dinov2'; missing"
+    ):
         build_feature_extractor("dinov2-vitl14", weights=manager)
 
 
@@ -271,7 +274,7 @@ def test_demo_network_encoders(phantoms):
     assert bool((a >= 0).all()) and bool((b >= 0).all()) and float(a.std()) > 0  # pooled ReLU activations, not constant
     # block 2 is an earlier layer than the 64-d penultimate features, read from the same shipped file
     assert block2.weights_hash == penultimate.weights_hash and penultimate(phantoms).shape == (3, 64)
-    x = (phantoms * 2 - 1)
+    x = phantoms * 2 - 1
     x = F.interpolate(x, size=(128, 128), mode="bilinear", antialias=True) if x.shape[-1] != 128 else x
     with torch.no_grad():
         stage2 = penultimate.model.body[:5](x).mean(dim=(2, 3))
@@ -289,3 +292,14 @@ def test_weight_free_encoder_is_not_an_unverified_weights_footnote(tmp_path):
     }
     (tmp_path / "results.json").write_text(json.dumps(provenance))
     assert read_unverified_weights(tmp_path) == ["raddino `rad-dino` (sha256 abababababab…)"]
+
+
+def test_encoder_input_rounds_like_the_suites_quantize():
+    from xreal_bench.metrics.evaluators.snapshots import gray_pil_images
+
+    x = torch.rand(2, 1, 9, 7, generator=torch.Generator().manual_seed(1))
+    halfway = torch.tensor([0.5, 1.5, 2.5, 127.5, 254.5, 255.0]) / 255  # ties round half to even, as np.rint
+    x[0, 0, 0, :6] = halfway
+    rounded = np.stack([np.asarray(im) for im in gray_pil_images(x)])
+    assert rounded.dtype == np.uint8 and np.array_equal(rounded, quantize(x[:, 0].numpy()))
+    assert rounded[0, 0, :6].tolist() == np.rint(halfway.numpy() * np.float32(255)).astype(int).tolist()

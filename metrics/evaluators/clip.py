@@ -77,7 +77,9 @@ class ClipFeatures(FeatureExtractor):
             raise MissingWeightsError(weights.missing_message(ARTIFACT, [folder / PROCESSOR_FILE]))
         trust = weights.trust(ARTIFACT)
         processor = pil_processor(folder, what="CLIP")
-        model = load_model(CLIPVisionModelWithProjection, folder, what="CLIP", model_type="clip_vision_model", allow_unexpected=True)
+        model = load_model(
+            CLIPVisionModelWithProjection, folder, what="CLIP", model_type="clip_vision_model", allow_unexpected=True
+        )
         self.size = int(processor.crop_size["height"])
         self.mean, self.std = tuple(processor.image_mean), tuple(processor.image_std)
         self.resize = square_resize(self.size)

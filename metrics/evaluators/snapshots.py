@@ -7,7 +7,7 @@ randomly initialised (transformers only logs a warning for missing keys).
 the model cards' ``AutoImageProcessor`` returned when they were written (transformers 4.x; 5.x
 defaults to a torchvision implementation whose resize differs by up to one grey level).
 :func:`gray_pil_images` turns the suite's ``[B, 1, H, W]`` [0, 1] input into the 8-bit images
-the reference pipelines read from PNG files (rounding ``x * 255``, :func:`xreal_bench.imaging.quantize`).
+the reference pipelines read from PNG files (rounding ``x * 255`` as :func:`xreal_bench.imaging.quantize`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from xreal_bench.imaging import quantize
 from xreal_bench.weights import WeightsLoadError
 
 #: Threads resizing one batch with Pillow (which releases the GIL while resampling).
@@ -70,8 +69,9 @@ def pil_processor(folder: Path, *, what: str) -> Any:
 
 
 def gray_pil_images(images: torch.Tensor) -> list[Image.Image]:
-    """``[B, 1, H, W]`` floats in [0, 1] -> 8-bit grey (mode ``L``) Pillow images, ``round(x * 255)``."""
-    pixels = quantize(images[:, 0].detach().cpu().numpy())
+    """``[B, 1, H, W]`` floats in [0, 1] -> 8-bit grey (mode ``L``) Pillow images: ``round(x * 255)``, half to
+    even, as :func:`xreal_bench.imaging.quantize` (computed where the images are, then copied as bytes)."""
+    pixels = torch.round(images[:, 0].detach().clamp(0, 1) * 255).to(torch.uint8).cpu().numpy()
     return [Image.fromarray(p) for p in pixels]
 
 

@@ -314,7 +314,9 @@ class DemoClassifierBlock2(FeatureExtractor):
 
     artifacts = (CLASSIFIER,)
 
-    preprocessing = f"{PREPROCESSING}; classifier activations after stage {CLASSIFIER_FEATURE_STAGE} (32 px, ReLU), global average pool"
+    preprocessing = (
+        f"{PREPROCESSING}; classifier activations after stage {CLASSIFIER_FEATURE_STAGE} (32 px, ReLU), global average pool"
+    )
 
     def __init__(self, *, weights: WeightsManager, device: torch.device):
         self.model = load_classifier_net(weights, device)[0]
