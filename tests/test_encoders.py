@@ -106,7 +106,7 @@ def test_dinov2_features_follow_dgm_eval(weights, images):
     from transformers import Dinov2Model
 
     extractor = build_feature_extractor("dinov2-vitl14", weights=weights)
-    assert extractor.dim == 32 and extractor.describe()["name"] == "dinov2-vitl14"
+    assert extractor.dim == 32 and extractor.describe()["name"] == "dinov2-vitl14" and not extractor.normalized
     feats = extractor(images)
     assert feats.shape == (2, 32) and feats.dtype == torch.float32
     reference = dgm_eval_pixels(images)

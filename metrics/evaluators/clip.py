@@ -29,7 +29,7 @@ import torch
 from PIL import Image
 
 from xreal_bench.metrics.evaluators.base import FeatureExtractor
-from xreal_bench.metrics.evaluators.snapshots import load_model, normalized, pil_processor, resized_batch
+from xreal_bench.metrics.evaluators.snapshots import load_model, model_input, pil_processor, resized_batch
 from xreal_bench.weights import Artifact, MissingWeightsError, WeightsManager
 
 ARTIFACT = Artifact(
@@ -91,7 +91,7 @@ class ClipFeatures(FeatureExtractor):
 
     def pixel_values(self, images: torch.Tensor) -> torch.Tensor:
         """The model input CMMD builds: float32 ``[B, 3, size, size]``."""
-        return normalized(resized_batch(images, self.resize).to(self.device), self.mean, self.std)
+        return model_input(resized_batch(images, self.resize).to(self.device), self.mean, self.std)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         embeds = self.model(pixel_values=self.pixel_values(images)).image_embeds.float()

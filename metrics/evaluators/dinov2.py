@@ -37,7 +37,7 @@ from PIL import Image
 from torch import nn
 
 from xreal_bench.metrics.evaluators.base import FeatureExtractor
-from xreal_bench.metrics.evaluators.snapshots import load_model, normalized, resized_batch
+from xreal_bench.metrics.evaluators.snapshots import load_model, model_input, resized_batch
 from xreal_bench.weights import Artifact, WeightsManager
 
 ARTIFACT = Artifact(
@@ -107,7 +107,7 @@ class DinoV2Features(FeatureExtractor):
 
     def pixel_values(self, images: torch.Tensor) -> torch.Tensor:
         """The model input dgm-eval builds: float32 ``[B, 3, 224, 224]``."""
-        return normalized(resized_batch(images, dgm_eval_resize).to(self.device), IMAGENET_MEAN, IMAGENET_STD)
+        return model_input(resized_batch(images, dgm_eval_resize).to(self.device), IMAGENET_MEAN, IMAGENET_STD)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(pixel_values=self.pixel_values(images)).pooler_output.float()

@@ -83,7 +83,7 @@ def resized_batch(images: torch.Tensor, resize: Callable[[Image.Image], Image.Im
     return torch.from_numpy(np.stack([np.asarray(im, dtype=np.uint8) for im in resized]))
 
 
-def normalized(pixels: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+def model_input(pixels: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """``uint8 [B, h, w]`` -> float32 ``[B, 3, h, w]``: ``x / 255`` on 3 identical channels, then ``(x - mean) / std``
     per channel (torchvision's ``ToTensor`` then ``Normalize``, in float32)."""
     x = pixels.to(torch.float32).div(255)[:, None].expand(-1, len(mean), -1, -1)
