@@ -19,13 +19,17 @@ from xreal_bench.demo.evaluators import (
     CLASSIFIER_ARTIFACT,
     SEGMENTER_ARTIFACT,
     DemoClassifier,
+    DemoClassifierBlock2,
     DemoClassifierFeatures,
+    DemoPixels,
     DemoSegmenter,
+    DemoSegmenterEncoder,
     DemoSegmenterFeatures,
 )
 from xreal_bench.demo.phantoms import DRAWN_FINDINGS
 from xreal_bench.demo.train_evaluators import SPLITS, render_sample
 from xreal_bench.imaging import dequantize
+from xreal_bench.metrics import table
 from xreal_bench.metrics.dice import (
     dice_scores,
     label_map_to_masks,
@@ -174,6 +178,8 @@ def test_preprocessing_is_described(segmenter, classifier, shipped):
         classifier,
         DemoSegmenterFeatures(weights=shipped, device=CPU),
         DemoClassifierFeatures(weights=shipped, device=CPU),
+        DemoClassifierBlock2(weights=shipped, device=CPU),
+        DemoSegmenterEncoder(weights=shipped, device=CPU),
     ]
     for ev in evaluators:
         info = ev.describe()
@@ -182,15 +188,24 @@ def test_preprocessing_is_described(segmenter, classifier, shipped):
     assert "argmax" in segmenter.preprocessing and "sigmoid" in classifier.preprocessing
 
 
-def test_demo_suite_builds_the_four_demo_evaluators(shipped):
-    cfg = config_from_dict({"metrics": {"evaluators": "demo"}}, source="test")
+def test_demo_suite_builds_every_demo_evaluator(shipped):
+    everything = [m.name for m in table.METRICS]
+    cfg = config_from_dict({"metrics": {"evaluators": "demo", "enabled": everything}}, source="test")
     suite = build_suite(cfg.metrics, shipped, CPU)
     assert isinstance(suite.segmenter, DemoSegmenter) and isinstance(suite.classifier, DemoClassifier)
     assert isinstance(suite.features["features"], DemoClassifierFeatures)
     assert isinstance(suite.features["domain_features"], DemoSegmenterFeatures)
-    assert {suite.evaluator_name(r) for r in ("features", "domain_features", "segmenter", "classifier")} == set(
-        SUITES["demo"].values()
-    )
+    assert isinstance(suite.features["dinov2"], DemoPixels)
+    assert isinstance(suite.features["raddino"], DemoClassifierBlock2)
+    assert isinstance(suite.features["clip"], DemoSegmenterEncoder)
+    assert {role: suite.evaluator_name(role) for role in SUITES["demo"]} == SUITES["demo"]
+    assert {role: suite.features[role].dim for role in table.FEATURE_ROLES} == {
+        "features": 64,
+        "domain_features": 64,
+        "dinov2": 256,
+        "raddino": 32,
+        "clip": 160,
+    }
     assert suite.label("fid") == "demo:demo-classifier-features"
 
 

@@ -366,6 +366,10 @@ def test_densenet_whole_module_pickles_equal_torchxrayvision_loading(weights, im
 
 
 def test_rad_dino_cls_features(tmp_path):
+    """The model card's pipeline: Pillow RGB image -> the snapshot's BitImageProcessor in its Pillow
+    implementation (shorter side to 518 bicubic, centre crop, /255, mean 0.5307, std 0.2583) -> pooler_output;
+    here at 56 px, rebuilt step by step with Pillow and compared with the model called directly."""
+    from PIL import Image
     from transformers import BitImageProcessor, Dinov2Config, Dinov2Model
 
     manager = WeightsManager(tmp_path)
@@ -377,25 +381,28 @@ def test_rad_dino_cls_features(tmp_path):
     model.save_pretrained(folder)
     with pytest.raises(MissingWeightsError, match="preprocessor_config.json"):
         build_feature_extractor("rad-dino", weights=manager)
-    processor = BitImageProcessor(
+    BitImageProcessor(
         size={"shortest_edge": 56},
         crop_size={"height": 56, "width": 56},
         image_mean=[0.5307] * 3,
         image_std=[0.2583] * 3,
-        do_convert_rgb=False,
-    )
-    processor.save_pretrained(folder)
+    ).save_pretrained(folder)
     extractor = build_feature_extractor("rad-dino", weights=manager)
     assert extractor.dim == 32
-    images = torch.rand(2, 1, 64, 80, generator=torch.Generator().manual_seed(3))
+    images = torch.randint(0, 256, (2, 1, 64, 80), generator=torch.Generator().manual_seed(3)).float() / 255
     feats = extractor(images)
     assert feats.shape == (2, 32) and feats.dtype == torch.float32
-    rgb = np.repeat(np.rint(images.numpy() * 255).astype(np.uint8), 3, axis=1)
-    inputs = processor(images=list(rgb), return_tensors="pt", input_data_format="channels_first")
-    assert inputs["pixel_values"].shape == (2, 3, 56, 56)
+    expected_pixels = []
+    for x in images:
+        rgb = Image.fromarray(np.rint(x[0].numpy() * 255).astype(np.uint8)).convert("RGB")
+        resized = np.asarray(rgb.resize((70, 56), Image.BICUBIC))[:, 7:63]  # shorter side 64 -> 56, 80 -> 70; crop
+        scaled = (resized.astype(np.float64) / 255).astype(np.float32)
+        expected_pixels.append(torch.from_numpy(((scaled - 0.5307) / 0.2583).transpose(2, 0, 1)))
+    pixels = torch.stack(expected_pixels)
+    torch.testing.assert_close(extractor.pixel_values(images), pixels, rtol=0, atol=1e-6)
     with torch.no_grad():
-        expected = model(pixel_values=inputs["pixel_values"]).pooler_output
-    torch.testing.assert_close(feats, expected, rtol=1e-4, atol=1e-4)
+        expected = model(pixel_values=pixels).pooler_output
+    torch.testing.assert_close(feats, expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

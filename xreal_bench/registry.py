@@ -141,8 +141,13 @@ EVALUATORS: dict[str, Registry] = {
             "xrv-densenet-features": (f"{XRV}:XRVDenseNetFeatures", {"tag": "mimic_ch"}),
             **{f"xrv-densenet-features-{t}": (f"{XRV}:XRVDenseNetFeatures", {"tag": t}) for t in XRV_TAGS},
             "rad-dino": "xreal_bench.metrics.evaluators.raddino:RadDinoFeatures",
+            "dinov2-vitl14": "xreal_bench.metrics.evaluators.dinov2:DinoV2Features",
+            "clip-vitl14-336": "xreal_bench.metrics.evaluators.clip:ClipFeatures",
             "demo-classifier-features": f"{DEMO}:DemoClassifierFeatures",
             "demo-segmenter-features": f"{DEMO}:DemoSegmenterFeatures",
+            "demo-pixels": f"{DEMO}:DemoPixels",
+            "demo-classifier-block2": f"{DEMO}:DemoClassifierBlock2",
+            "demo-segmenter-encoder": f"{DEMO}:DemoSegmenterEncoder",
         },
     ),
     "segmenter": Registry(

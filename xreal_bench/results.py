@@ -59,6 +59,7 @@ from xreal_bench.atomic import write_atomic, write_text_atomic
 from xreal_bench.coverage import Coverage
 from xreal_bench.metrics import table
 from xreal_bench.rundir import ManifestEntry
+from xreal_bench.weights import VERIFIED, WEIGHT_FREE
 
 COLUMNS = [
     "generator",
@@ -233,7 +234,7 @@ def read_unverified_weights(out: Path) -> list[str]:
     provenance = read_provenance(out)
     found = []
     for role, record in provenance.get("evaluators", {}).items():
-        if isinstance(record, dict) and record.get("weights_status", "verified") != "verified":
+        if isinstance(record, dict) and record.get("weights_status", VERIFIED) not in (VERIFIED, WEIGHT_FREE):
             found.append(f"{role} `{record.get('name')}` (sha256 {str(record.get('weights_sha256'))[:12]}…)")
     for generator, record in provenance.get("generators", {}).items():
         for artifact, weights in record.get("weights", {}).items():

@@ -118,6 +118,8 @@ class WeightsMismatchError(WeightsLoadError):
 
 VERIFIED = "verified"
 UNVERIFIED = "unverified (no published hash)"
+#: ``weights_hash`` and ``weights_status`` of an evaluator that loads no weights.
+WEIGHT_FREE = "none (weight-free)"
 
 
 @dataclass(frozen=True)

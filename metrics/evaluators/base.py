@@ -92,6 +92,8 @@ class FeatureExtractor(Evaluator):
 
     kind = "feature"
     dim: int
+    #: Whether every feature vector is already unit-norm (CLIP for CMMD); consumers need not normalise again.
+    normalized: ClassVar[bool] = False
 
     def check_output(self, images: torch.Tensor, out: torch.Tensor) -> None:
         if out.shape != (images.shape[0], self.dim) or out.dtype != torch.float32:

@@ -10,12 +10,19 @@ by ``python -m xreal_bench.demo.train_evaluators``, which prints their held-out 
 - ``demo-classifier``: a small CNN -> probabilities of the eight findings the phantoms draw,
   with Youden-J operating points fitted on the training script's validation phantoms.
 - ``demo-classifier-features``: that CNN's penultimate layer (64-d; metrics ``fid``/``kid``).
+- ``demo-classifier-block2``: the same CNN after its second stride-2 stage (32 px), averaged
+  over space (32-d; the demo's ``raddino`` role, metric ``fd_raddino``).
+- ``demo-segmenter-encoder``: each of the U-Net's four encoder levels averaged over space and
+  concatenated (16 + 32 + 48 + 64 = 160-d; the demo's ``clip`` role, metric ``cmmd``). The
+  bottleneck alone is ``demo-segmenter-features`` already.
+- ``demo-pixels``: no network: the image average-pooled to 16 x 16 (256-d; the demo's ``dinov2``
+  role, metric ``fd_dinov2`` and the default embedding of PRDC / Vendi / memorization).
 
 Numbers from these networks only mean something on the synthetic demo data; every output
 labels them ``demo:<name>``. They are NOT Inception-FID or torchxrayvision scores.
 
-Preprocessing (each evaluator does its own; inputs are the run's [0, 1] images): bilinear
-antialiased resize of the whole image to 128 x 128 (no crop), then ``2x - 1``.
+Preprocessing of the networks (each evaluator does its own; inputs are the run's [0, 1] images):
+bilinear antialiased resize of the whole image to 128 x 128 (no crop), then ``2x - 1``.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from xreal_bench.metrics.evaluators.base import (
     Segmenter,
     WeightsLoadError,
 )
-from xreal_bench.weights import Artifact, WeightsManager, WeightsMismatchError, WeightsTrust
+from xreal_bench.weights import WEIGHT_FREE, Artifact, WeightsManager, WeightsMismatchError, WeightsTrust
 
 INPUT_SIZE = 128
 SEGMENTER_ARTIFACT = "demo-segmenter"
@@ -43,6 +50,10 @@ CLASSIFIER_ARTIFACT = "demo-classifier"
 SEGMENTER_CLASSES = 5
 SEGMENTER_WIDTHS = (16, 32, 48, 64)
 CLASSIFIER_WIDTHS = (16, 32, 64, 64)
+#: ``demo-classifier-block2`` reads the classifier after this many stride-2 stages.
+CLASSIFIER_FEATURE_STAGE = 2
+#: ``demo-pixels``: the image average-pooled to this many cells per side.
+PIXEL_GRID = 16
 REBUILD = "python -m xreal_bench.demo.train_evaluators --out xreal_bench/demo/weights"
 SOURCE = f"shipped with xreal-bench; rebuild: {REBUILD}"
 SEGMENTER = Artifact(
@@ -138,6 +149,10 @@ class DemoClassifierNet(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x).mean(dim=(2, 3))
+
+    def stage_features(self, x: torch.Tensor, stage: int) -> torch.Tensor:
+        """The stem and the first ``stage`` stages (two layers each), averaged over space: ``widths[stage - 1]``-d."""
+        return self.body[: 1 + 2 * stage](x).mean(dim=(2, 3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -299,3 +314,62 @@ class DemoClassifierFeatures(FeatureExtractor):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model.features(demo_input(images)).float()
+
+
+class DemoClassifierBlock2(FeatureExtractor):
+    """32-d: the demo classifier after its second stride-2 stage (32 px, ReLU), averaged over space."""
+
+    artifacts = (CLASSIFIER,)
+
+    preprocessing = (
+        f"{PREPROCESSING}; classifier activations after stage {CLASSIFIER_FEATURE_STAGE} (32 px, ReLU), global average pool"
+    )
+
+    def __init__(self, *, weights: WeightsManager, device: torch.device):
+        self.model = load_classifier_net(weights, device)[0]
+        trust = shipped_trust(weights, CLASSIFIER)
+        self.weights_hash, self.weights_status = trust.sha256, trust.status
+        self.name = "demo-classifier-block2"
+        self.dim = CLASSIFIER_WIDTHS[CLASSIFIER_FEATURE_STAGE - 1]
+        self.device = device
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model.stage_features(demo_input(images), CLASSIFIER_FEATURE_STAGE).float()
+
+
+class DemoSegmenterEncoder(FeatureExtractor):
+    """160-d: each encoder level of the demo U-Net (64, 32, 16, 8 px; ReLU) averaged over space, concatenated."""
+
+    artifacts = (SEGMENTER,)
+
+    preprocessing = f"{PREPROCESSING}; U-Net encoder levels (64/32/16/8 px, ReLU) each averaged over space, concatenated"
+
+    def __init__(self, *, weights: WeightsManager, device: torch.device):
+        self.model = load_segmenter_net(weights, device)
+        trust = shipped_trust(weights, SEGMENTER)
+        self.weights_hash, self.weights_status = trust.sha256, trust.status
+        self.name = "demo-segmenter-encoder"
+        self.dim = sum(SEGMENTER_WIDTHS)
+        self.device = device
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.cat([level.mean(dim=(2, 3)) for level in self.model.encode(demo_input(images))], dim=1).float()
+
+
+class DemoPixels(FeatureExtractor):
+    """256-d and weight-free: the image average-pooled to 16 x 16 cells, flattened row by row."""
+
+    weights_hash = WEIGHT_FREE
+    weights_status = WEIGHT_FREE
+    preprocessing = (
+        f"[0,1] image -> adaptive average pooling of the whole image to {PIXEL_GRID}x{PIXEL_GRID} cells (no resize, "
+        f"no network), flattened row by row ({PIXEL_GRID * PIXEL_GRID}-d); weight-free"
+    )
+
+    def __init__(self, *, weights: WeightsManager, device: torch.device):
+        self.name = "demo-pixels"
+        self.dim = PIXEL_GRID * PIXEL_GRID
+        self.device = device
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return F.adaptive_avg_pool2d(images, PIXEL_GRID).flatten(1).float()
