@@ -140,7 +140,7 @@ FILE_NOTES = {
     "table_main": "Table I: rows grouped by model type, best in bold, second underlined, ties where 95 % CIs overlap",
     "table_pathology": "per-pathology table of one metric",
     "table_dice_organs": "Dice per organ (lungs, heart, aorta) and their mean",
-    "table_subgroups": "per-image metrics per sex, age band and race, with n and CIs",
+    "table_subgroups": "every metric per sex, age band and race with the fairness gaps (max - min), n and CIs",
     "metrics_bars": "headline metrics, one bar per generator with its 95 % CI",
     "pathology": "per-pathology heatmap of one metric",
     "fid_vs_clinical": "Fréchet distances against the clinical metrics and reader scores, with rank correlations",
