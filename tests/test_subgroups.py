@@ -123,7 +123,9 @@ THRESHOLDS = Thresholds(dict.fromkeys(CLASSES, THRESHOLD), "fixed", "test")
 
 def scored(settings: ScoringSettings = SETTINGS, *, demographics: bool = True) -> list[ResultRow]:
     gen, real = make_outputs()
-    return score("g", gen, real=real, cases=make_cases(demographics=demographics), suite=SUITE, settings=settings, thresholds=THRESHOLDS)
+    return score(
+        "g", gen, real=real, cases=make_cases(demographics=demographics), suite=SUITE, settings=settings, thresholds=THRESHOLDS
+    )
 
 
 @pytest.fixture(scope="module")
@@ -170,9 +172,7 @@ def known_groups(frame: pd.DataFrame, attribute: str, min_cases: int) -> list[st
 def test_pixel_subgroup_rows_equal_pandas_group_bys(rows, entry):
     frame = image_frame()
     for attribute in ("sex", "age", "race"):
-        expected = frame.dropna(subset=[entry.name]).groupby(attribute).agg(
-            value=(entry.name, "mean"), n=("case_id", "nunique")
-        )
+        expected = frame.dropna(subset=[entry.name]).groupby(attribute).agg(value=(entry.name, "mean"), n=("case_id", "nunique"))
         for value in known_groups(frame, attribute, SETTINGS.min_subset_n):
             row = rows[(entry.name, f"{attribute}:{value}")]
             assert (row.value, row.n) == (pytest.approx(expected.loc[value, "value"], abs=1e-12), expected.loc[value, "n"])
