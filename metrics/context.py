@@ -225,7 +225,8 @@ class ScoringContext:
             return None
         names = evaluated_labels(s.label_set, classifier.labels)
         groups = self.groups[idx]
-        scores = self.gen.scores[np.ix_(idx, [classifier.labels.index(n) for n in names])]
+        columns = np.array([classifier.labels.index(n) for n in names], dtype=np.int64)
+        scores = self.gen.scores[np.ix_(idx, columns)]
         labels = np.array([[self.cases[c].labels[label_index(n)] for n in names] for c in groups], dtype=np.float64)
         labels = labels.reshape(len(idx), len(names))
         thresholds = self.thresholds or NO_THRESHOLDS
