@@ -11,9 +11,10 @@ generated features with the real features of the covered cases, each case once: 
 estimate uses the exactly merged streaming statistics of all real cases when the generator
 covers every one of them, and otherwise the float64 statistics of the covered cases' per-case
 real features; the FID bootstrap resamples covered cases, each drawn case's real features once
-per draw; per-pathology subsets use the real cases of the subset's generated images. Paired
+per draw; per-pathology subsets and demographic subgroups use the real cases of the subset's generated
+images. Paired
 MS-SSIM and Dice pair each image with its own case, diversity is per covered case, F1 and AUC
-use the covered cases' labels. Nothing is imputed for uncovered cases: they are counted
+use the covered cases' labels (per subset: the subset's images and their cases' labels). Nothing is imputed for uncovered cases: they are counted
 (``failed``, ``missing``, coverage) next to the numbers.
 
 Classification thresholds come from :func:`xreal_bench.metrics.classification.fit_thresholds`
@@ -147,10 +148,13 @@ def paired_ms_ssim_rows(ctx: ScoringContext, metric: Metric, subset: Subset) -> 
 
 def diversity_rows(ctx: ScoringContext, metric: Metric, subset: Subset) -> list[ResultRow]:
     """Mean over cases of the pairwise MS-SSIM among a case's samples (lower: more diverse)."""
-    if not ctx.gen.diversity:
+    name, idx = subset
+    cases = set(ctx.groups[idx])
+    diversity = {case: value for case, value in ctx.gen.diversity.items() if case in cases}
+    if not diversity:
         return []
-    values = np.array(list(ctx.gen.diversity.values()))
-    row = ctx.mean_row(metric, values, list(ctx.gen.diversity), subset=subset[0], note="lower = more diverse")
+    values = np.array(list(diversity.values()))
+    row = ctx.mean_row(metric, values, list(diversity), subset=name, note="lower = more diverse")
     return [row] if row else []
 
 
@@ -196,13 +200,17 @@ def class_rows(
     macro: float,
     ci: ClassIntervals,
     note: str,
+    *,
+    subset: str,
 ) -> list[ResultRow]:
-    """The macro row (when a class was evaluated) and one ``<prefix>/<label>`` row per evaluated class
-    (``n``: its labelled cases)."""
+    """The macro row (when a class was evaluated) and, on ``all`` only, one ``<prefix>/<label>`` row per evaluated
+    class (``n``: its labelled cases)."""
     macro_ci, class_ci, macro_draws, class_draws = ci
     skipped_note = f"skipped: {', '.join(f'{k} ({v})' for k, v in skipped.items())}" if skipped else ""
     note = "; ".join(filter(None, [note, skipped_note]))
-    rows = [ctx.row(metric, macro, n=c.n_cases, note=note, ci=macro_ci, draws=macro_draws)] if per_class else []
+    rows = [ctx.row(metric, macro, subset=subset, n=c.n_cases, note=note, ci=macro_ci, draws=macro_draws)] if per_class else []
+    if subset != "all":
+        return rows
     evaluator = ctx.suite.label(metric.name)
     for label, value in per_class.items():
         labelled, positive = c.class_cases[label]
@@ -224,21 +232,22 @@ def class_rows(
 
 
 def f1_rows(ctx: ScoringContext, metric: Metric, subset: Subset) -> list[ResultRow]:
-    """Macro and per-class F1 of ``score >= threshold``; the note names the threshold policy."""
-    c = ctx.classification
+    """Macro and per-class F1 of ``score >= threshold`` on the subset's images (per-class rows on ``all`` only); the
+    note names the threshold policy."""
+    c = ctx.classification(subset)
     if c is None:
         return []
     r, ci = c.result, c.ci
     note = f"thresholds: {r.thresholds.policy} ({r.thresholds.source})"
     intervals = ClassIntervals(ci.f1_macro, ci.f1, ci.f1_macro_draws, ci.f1_draws) if ci else NO_INTERVALS
-    return class_rows(ctx, c, metric, r.f1, r.skipped_f1, r.f1_macro, intervals, note)
+    return class_rows(ctx, c, metric, r.f1, r.skipped_f1, r.f1_macro, intervals, note, subset=subset[0])
 
 
 def auc_rows(ctx: ScoringContext, metric: Metric, subset: Subset) -> list[ResultRow]:
-    """Macro and per-class ROC AUC (no thresholds needed)."""
-    c = ctx.classification
+    """Macro and per-class ROC AUC (no thresholds needed) on the subset's images (per-class rows on ``all`` only)."""
+    c = ctx.classification(subset)
     if c is None:
         return []
     r, ci = c.result, c.ci
     intervals = ClassIntervals(ci.auc_macro, ci.auc, ci.auc_macro_draws, ci.auc_draws) if ci else NO_INTERVALS
-    return class_rows(ctx, c, metric, r.auc, r.skipped_auc, r.auc_macro, intervals, "")
+    return class_rows(ctx, c, metric, r.auc, r.skipped_auc, r.auc_macro, intervals, "", subset=subset[0])

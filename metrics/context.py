@@ -1,9 +1,9 @@
 """What a metric's compute function works with: one generator's :class:`ScoringContext`, and the
 :class:`ResultRow` values it returns (one per generator, metric and subset).
 
-Work shared by several metrics of a generator (the pathology subsets, the one vectorised
-classification bootstrap behind F1 and AUC, KID's case kernel sums) is computed once per context,
-on first use.
+Work shared by several metrics of a generator (the pathology subsets and demographic subgroups, the
+one vectorised classification bootstrap behind F1 and AUC per subset, KID's case kernel sums) is
+computed once per context, on first use.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from xreal_bench.metrics.classification import (
     evaluate_classification,
 )
 from xreal_bench.metrics.fid import KID_KERNEL, CaseKernelSums, Kernel
+from xreal_bench.subgroups import Subgroup, case_subgroups, ordered
 
 if TYPE_CHECKING:
     from xreal_bench.metrics.engine import SourceOutputs
@@ -37,7 +38,8 @@ PATHOLOGIES = tuple(n for n in CHEXPERT_LABELS if n not in NON_PATHOLOGY_LABELS)
 NO_THRESHOLDS = Thresholds({}, "none", "no enabled metric needs thresholds")
 
 NO_CI = (float("nan"), float("nan"))
-Subset = tuple[str, np.ndarray]  # (``all`` or a pathology, indices into the generator's images)
+#: (``all``, a pathology or a subgroup such as ``sex:female``, indices into the generator's images)
+Subset = tuple[str, np.ndarray]
 
 
 @dataclass
@@ -147,6 +149,29 @@ class ScoringContext:
                     out.append((p, idx))
         return tuple(out)
 
+    @cached_property
+    def subgroups(self) -> tuple[Subset, ...]:
+        """Each demographic subgroup (:mod:`xreal_bench.subgroups`) with at least ``min_subset_n`` covered cases, in
+        display order, ``unknown`` ones included; none when subgroups are off or no case carries demographics. An
+        attribute no covered case knows has no subgroups."""
+        if not self.settings.subgroups:
+            return ()
+        covered = {c: self.cases[c] for c in dict.fromkeys(self.gen.case_ids)}
+        of_case = case_subgroups(covered, age_edges=self.settings.age_edges)
+        if not of_case:
+            return ()
+        members: dict[Subgroup, list[int]] = {}
+        for i, case_id in enumerate(self.gen.case_ids):
+            for subgroup in of_case[case_id]:
+                members.setdefault(subgroup, []).append(i)
+        known = {s.attribute for s in members if s.known}
+        out: list[Subset] = []
+        for subgroup in ordered(members):
+            idx = np.asarray(members[subgroup], dtype=np.int64)
+            if subgroup.attribute in known and len(set(self.groups[idx])) >= self.settings.min_subset_n:
+                out.append((subgroup.subset, idx))
+        return tuple(out)
+
     def resamples(self, metric: Metric) -> int:
         """Bootstrap resamples of the metric's CI (0: no CI)."""
         return getattr(self.settings, metric.ci) if metric.ci else 0
@@ -183,28 +208,40 @@ class ScoringContext:
         ci = bootstrap_ci(v, resamples, self.settings.confidence, self.settings.seed, groups=g)
         return self.row(metric, ci.estimate, subset=subset, n=n, note=note, ci=(ci.low, ci.high), draws=ci.draws)
 
+    def classification(self, subset: Subset) -> Classification | None:
+        """F1 and AUC of the classifier on the evaluated labels over the subset's images (None without a classifier or
+        scores), computed once per subset."""
+        name, idx = subset
+        if name not in self._classification:
+            self._classification[name] = self.classify(idx)
+        return self._classification[name]
+
     @cached_property
-    def classification(self) -> Classification | None:
-        """F1 and AUC of the classifier on the evaluated labels (None without a classifier or scores)."""
+    def _classification(self) -> dict[str, Classification | None]:
+        return {}
+
+    def classify(self, idx: np.ndarray) -> Classification | None:
         classifier, s = self.suite.classifier, self.settings
         if classifier is None or self.gen.scores is None:
             return None
         names = evaluated_labels(s.label_set, classifier.labels)
-        scores = self.gen.scores[:, [classifier.labels.index(n) for n in names]]
-        labels = np.array([[self.cases[c].labels[label_index(n)] for n in names] for c in self.gen.case_ids], dtype=np.float64)
+        groups = self.groups[idx]
+        columns = np.array([classifier.labels.index(n) for n in names], dtype=np.int64)
+        scores = self.gen.scores[np.ix_(idx, columns)]
+        labels = np.array([[self.cases[c].labels[label_index(n)] for n in names] for c in groups], dtype=np.float64)
+        labels = labels.reshape(len(idx), len(names))
         thresholds = self.thresholds or NO_THRESHOLDS
         result = evaluate_classification(scores, labels, names, thresholds, s.f1_zero_division)
         ci = None
         if s.bootstrap:
             ci = bootstrap_classification(
-                scores, labels, names, thresholds, s.bootstrap, s.confidence, s.seed, self.groups, s.f1_zero_division
+                scores, labels, names, thresholds, s.bootstrap, s.confidence, s.seed, groups, s.f1_zero_division
             )
         labelled = ~np.isnan(labels) & (labels != -1)
         class_cases = {
-            name: (len(set(self.groups[labelled[:, j]])), len(set(self.groups[labels[:, j] == 1])))
-            for j, name in enumerate(names)
+            name: (len(set(groups[labelled[:, j]])), len(set(groups[labels[:, j] == 1]))) for j, name in enumerate(names)
         }
-        return Classification(result, ci, len(set(self.groups)), class_cases)
+        return Classification(result, ci, len(set(groups)), class_cases)
 
     def kernel_sums(self, role: str, kernel: Kernel = KID_KERNEL) -> CaseKernelSums:
         """A kernel's (KID's by default) block sums over the cases this generator covers, in sorted order (real side:

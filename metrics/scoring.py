@@ -1,8 +1,10 @@
 """Scoring: one generator's evaluator outputs to :class:`ResultRow` values, metric by metric.
 
 Each enabled metric of :mod:`xreal_bench.metrics.table` is computed by its entry's compute
-function, on ``all`` and, for metrics with per-subset rows, on each pathology subset, over the
-cases the generator covers (the rule in :mod:`xreal_bench.metrics.compute`). Point estimates
+function, on ``all``, for metrics with per-subset rows on each pathology subset, and for metrics
+with per-subgroup rows on each demographic subgroup (``sex:female``, ``age:40-60``, ...;
+:mod:`xreal_bench.subgroups`) with their fairness gaps (:mod:`xreal_bench.metrics.fairness`),
+over the cases the generator covers (the rule in :mod:`xreal_bench.metrics.compute`). Point estimates
 come with seeded bootstrap CIs over cases (a case's samples resampled together). A source with
 no scored image keeps one NaN row per enabled metric (``n = 0``), so it stays in every table.
 
@@ -19,6 +21,7 @@ import pandas as pd
 
 from xreal_bench.metrics import table
 from xreal_bench.metrics.context import ResultRow, ScoringContext, ScoringSettings
+from xreal_bench.metrics.fairness import gap_rows
 
 NAN = float("nan")
 #: Column prefix of the classifier's probability for a label in ``per_image.csv``.
@@ -41,7 +44,7 @@ def score(
     settings: ScoringSettings,
     thresholds: Thresholds | None,
 ) -> list[ResultRow]:
-    """Every enabled metric (and its per-pathology subsets) for one generator's outputs."""
+    """Every enabled metric (its per-pathology subsets, subgroups and fairness gaps) for one generator's outputs."""
     if not gen.keys:
         note = "not computed: no image of this source could be scored"
         return [
@@ -57,12 +60,16 @@ def score(
             for m in table.enabled(settings.enabled)
         ]
     ctx = ScoringContext(generator, gen, real, cases, suite, settings, thresholds)
+    case_counts = {name: len(set(ctx.groups[idx])) for name, idx in ctx.subgroups}
     rows: list[ResultRow] = []
     for metric in table.enabled(settings.enabled):
-        for subset in ctx.subsets if metric.per_subset else ctx.subsets[:1]:
-            if metric.compute is None:
-                raise ValueError(f"metric {metric.name!r} is selectable but has no compute function")
-            rows += metric.compute(ctx, metric, subset)
+        if metric.compute is None:
+            raise ValueError(f"metric {metric.name!r} is selectable but has no compute function")
+        subsets = ctx.subsets if metric.per_subset else ctx.subsets[:1]
+        if metric.per_subgroup:
+            subsets += ctx.subgroups
+        found = [row for subset in subsets for row in metric.compute(ctx, metric, subset)]
+        rows += found + gap_rows(found, case_counts, confidence=settings.confidence)
     return rows
 
 

@@ -27,6 +27,7 @@ from xreal_bench.reports.grid import gray_pixels
 from xreal_bench.reports.ranks import rank_text
 from xreal_bench.reports.runs import REFERENCE, Run
 from xreal_bench.reports.table_model import MISSING, Estimate, value_text
+from xreal_bench.subgroups import is_pathology_subset, ordered, parse_subset
 from xreal_bench.types import BoxSet, CaseFacts
 
 APP_SCRIPT = Path(__file__).with_name("dashboard_app.py")
@@ -117,9 +118,12 @@ def rank_metric(metrics: Sequence[str]) -> str | None:
 
 
 def subset_choices(runs: Sequence[Run]) -> list[str]:
-    """``all``, then every pathology subset present (CheXpert order first)."""
+    """``all``, every pathology subset present (CheXpert order first), then every subgroup and fairness gap
+    (``sex:female``, ..., ``sex:gap``; attribute order, age bands by age)."""
     subsets = {str(s) for run in runs for s in run.frame["subset"].unique()} - {OVERALL}
-    return [OVERALL, *sorted(subsets, key=pathology_order)]
+    pathologies = sorted((s for s in subsets if is_pathology_subset(s)), key=pathology_order)
+    groups = [s.subset for s in ordered(g for g in map(parse_subset, subsets) if g is not None)]
+    return [OVERALL, *pathologies, *groups]
 
 
 def pathology_order(label: str) -> tuple[int, str]:
@@ -221,7 +225,7 @@ def pathology_metrics(runs: Sequence[Run]) -> list[str]:
     for run in runs:
         frame = run.frame
         for m in metric_table.rows():
-            if m.per_subset and ((frame["metric"] == m.name) & (frame["subset"] != OVERALL)).any():
+            if m.per_subset and ((frame["metric"] == m.name) & frame["subset"].map(is_pathology_subset)).any():
                 found.add(m.name)
             if m.per_class and frame["metric"].str.startswith(f"{m.per_class}/").any():
                 found.add(m.name)
@@ -244,7 +248,7 @@ def pathology_rows(
             rows = frame[frame["metric"].str.startswith(prefix) & (frame["subset"] == OVERALL)]
             pathology = rows["metric"].str.slice(len(prefix))
         else:
-            rows = frame[(frame["metric"] == entry.name) & (frame["subset"] != OVERALL)]
+            rows = frame[(frame["metric"] == entry.name) & frame["subset"].map(is_pathology_subset)]
             pathology = rows["subset"]
         parts.append(rows[["generator", "value", "ci_low", "ci_high", "n"]].assign(run=run_name, pathology=pathology))
     columns = ["generator", "run", "pathology", "value", "ci_low", "ci_high", "n"]

@@ -62,7 +62,12 @@ def sidebar(runs: list[Run], names: list[str]) -> Filters:
     chosen_metrics = bar.multiselect(
         "Metrics", metrics, default=dash.default_metrics(metrics), format_func=dash.metric_label, key="metrics"
     )
-    subset = bar.selectbox("Subset", dash.subset_choices(runs), key="subset", help="all cases, or the cases of one pathology")
+    subset = bar.selectbox(
+        "Subset",
+        dash.subset_choices(runs),
+        key="subset",
+        help="all cases, the cases of one pathology, or of one subgroup (sex, age band, race; gap: max - min over its subgroups)",
+    )
     return Filters(chosen_runs, chosen_generators, chosen_metrics, str(subset))
 
 

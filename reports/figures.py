@@ -46,6 +46,7 @@ from xreal_bench.reports.options import ReportOptions
 from xreal_bench.reports.palette import HEATMAP_CMAP, SourceStyle, source_styles, text_colour
 from xreal_bench.reports.runs import GROUPS, REFERENCE, Run
 from xreal_bench.reports.scatter import Panel, Point, error_bars, rank_correlations, scatter_figure
+from xreal_bench.subgroups import is_pathology_subset
 from xreal_bench.tables import to_csv
 
 DPI = 200
@@ -213,7 +214,7 @@ def pathology_values(shown: Sequence[Entry], metric: metric_table.Metric) -> pd.
             rows = frame[frame.metric.str.startswith(prefix) & (frame.subset == "all")]
             cells = {m[len(prefix) :]: float(v) for m, v in zip(rows.metric, rows.value)}
         else:
-            rows = frame[(frame.metric == metric.name) & (frame.subset != "all")]
+            rows = frame[(frame.metric == metric.name) & frame.subset.map(is_pathology_subset)]
             cells = {str(s): float(v) for s, v in zip(rows.subset, rows.value)}
         if cells:
             records[entry.label] = cells

@@ -145,7 +145,7 @@ FILE_NOTES = {
     "table_main": "Table I: rows grouped by model type, best in bold, second underlined, ties where 95 % CIs overlap",
     "table_pathology": "per-pathology table of one metric",
     "table_dice_organs": "Dice per organ (lungs, heart, aorta) and their mean",
-    "table_subgroups": "per-image metrics per sex, age band and race, with n and CIs",
+    "table_subgroups": "every metric per sex, age band and race with the fairness gaps (max - min), n and CIs",
     "table_distribution": "Fréchet distance per encoder, KID, CMMD, precision/recall/density/coverage and diversity, with CIs",
     "table_encoder_agreement": "Kendall's tau between the generator rankings of each pair of Fréchet distances, with CIs",
     "metrics_bars": "headline metrics, one bar per generator with its 95 % CI",

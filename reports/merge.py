@@ -56,7 +56,7 @@ DATASET, CASES, WEIGHTS, PREPROCESSING, RESOLUTION, LABELS, THRESHOLDS, STATISTI
 KINDS = (DATASET, CASES, WEIGHTS, PREPROCESSING, RESOLUTION, LABELS, THRESHOLDS, STATISTICS)
 #: Kinds whose absence from both runs is a difference: without them nothing says the runs scored the same images.
 MUST_BE_RECORDED = (DATASET, CASES)
-#: Settings that change how numbers are computed (images per case, zero-division, bootstrap, subsets, marks).
+#: Settings that change how numbers are computed (images per case, zero-division, bootstrap, subsets, subgroups, marks).
 STATISTICS_KEYS = (
     "run.samples_per_condition",
     "metrics.dice_reference",
@@ -69,6 +69,8 @@ STATISTICS_KEYS = (
     "metrics.bootstrap_seed",
     "metrics.min_subset_n",
     "metrics.subsets",
+    "metrics.subgroups",
+    "metrics.age_edges",
     "metrics.min_coverage",
 )
 NOT_RECORDED = "not recorded"

@@ -9,7 +9,8 @@
 - ``table_<metric>_organs``: sources × the metric's parts and itself (Dice per structure);
 - ``table_distribution``: sources × the distribution and diversity metrics (Fréchet distance per encoder,
   KID, CMMD, precision/recall/density/coverage, MS-SSIM diversity, Vendi), when one beyond Table I's is there;
-- ``table_subgroups``: per-image metrics by sex, age band and race (:mod:`xreal_bench.reports.subgroups`).
+- ``table_subgroups``: every metric with subgroup rows by sex, age band and race, with the fairness gaps
+  (:mod:`xreal_bench.reports.subgroups`).
 
 Best in bold, second underlined, real images excluded, ties by overlapping CIs
 (:func:`xreal_bench.reports.table_model.marks`). Footnotes give the CI convention, the marking
@@ -37,7 +38,7 @@ from xreal_bench.reports.leaderboard import NO_COVERAGE, generator_order
 from xreal_bench.reports.options import ReportOptions
 from xreal_bench.reports.runs import GROUPS, REFERENCE, Run
 from xreal_bench.reports.study_scores import READER_COLUMNS, ReaderScores, reader_scores
-from xreal_bench.reports.subgroups import AGE_EDGES, Subgroup, case_subgroups, ordered, subgroup_means
+from xreal_bench.reports.subgroups import have_demographics, subgroups_by_row
 from xreal_bench.reports.table_model import (
     ARROWS,
     DAGGER,
@@ -56,12 +57,16 @@ from xreal_bench.reports.table_model import (
     markdown_table,
     with_marks,
 )
+from xreal_bench.subgroups import GAP, is_pathology_subset
 from xreal_bench.tables import latex_text
 
 OVERALL = "all"
 OVERALL_GROUP = "Overall"
-SUBGROUP_RESAMPLES = 1000
-SUBGROUP_SEED = 0
+GAP_LABEL = "gap (max - min)"
+NO_SUBGROUP_ROWS = (
+    "No per-subgroup table: the cases have demographics but the runs no subgroup rows (metrics.subgroups = false, "
+    "or evaluated before subgroups were scored: run `xreal-bench evaluate` again)."
+)
 PIXELS = "computed from pixels (no network)"
 DEMO_NOTE = (
     "DEMO evaluators (demo:): small networks trained on synthetic phantoms, scored on synthetic data. These numbers "
@@ -316,7 +321,7 @@ def pathology_table(runs: Sequence[Run], options: ReportOptions, metric: metric_
         lines = [(label, f"{prefix}{label}", OVERALL, "") for label in label_order(names)]
         overall = "Macro average"
     else:
-        names = {s for _, m, s in results.keys() if m == metric.name and s != OVERALL}
+        names = {s for _, m, s in results.keys() if m == metric.name and is_pathology_subset(s)}
         lines = [(label, metric.name, label, "") for label in label_order(names)]
         overall = "All cases"
     if not lines:
@@ -401,64 +406,49 @@ def distribution_table(runs: Sequence[Run], options: ReportOptions) -> PaperTabl
     return columns_table(runs, options, metrics, name="table_distribution", caption=caption)
 
 
-def subgroup_table(
-    runs: Sequence[Run], options: ReportOptions, *, age_edges: Sequence[int] = AGE_EDGES
-) -> PaperTable | str | None:
-    """Per-image main-table metrics by subgroup × sources; None without demographics, the reason when per_image.csv is absent."""
-    groups = case_subgroups(runs[0].cases, age_edges=age_edges)
-    if not groups:
-        return None
-    if all(run.per_image is None for run in runs):
-        return "No per-subgroup table: the runs have no per_image.csv (run `xreal-bench evaluate` again to write it)."
-    metrics = [m for m in metric_table.main_table() if any(run.per_image is not None and m.name in run.per_image for run in runs)]
-    if not metrics:
-        return None
-    confidence = float(runs[0].provenance.get("bootstrap", {}).get("confidence", 0.95))
-    values: dict[Path, dict[tuple[str, str, Subgroup], Estimate]] = {}
-    for run in runs:
-        if run.per_image is not None:
-            values[run.path] = subgroup_means(
-                run.per_image,
-                case_subgroups(run.cases, age_edges=age_edges),
-                [m.name for m in metrics],
-                resamples=SUBGROUP_RESAMPLES,
-                confidence=confidence,
-                seed=SUBGROUP_SEED,
-            )
-    sizes: dict[Subgroup, int] = {}
-    for members in groups.values():
-        for subgroup in members:
-            sizes[subgroup] = sizes.get(subgroup, 0) + 1
+def subgroup_table(runs: Sequence[Run], options: ReportOptions) -> PaperTable | str | None:
+    """Every metric with subgroup rows: its subgroups and fairness gaps × sources, from the results rows; None without
+    demographics, the reason when the cases have demographics but the runs no subgroup rows."""
+    results = Results(runs)
+    found = subgroups_by_row(results.keys())
+    entries = [m for m in metric_table.rows() if m.name in found]
+    if not entries:
+        return NO_SUBGROUP_ROWS if have_demographics(runs) else None
     sources = sources_of(runs)
     rows = []
-    for metric in metrics:
-        for subgroup in ordered(set(sizes), age_edges=age_edges):
+    for metric in entries:
+        for subgroup in found[metric.name]:
+            gap = subgroup.value == GAP
             cells = tuple(
                 Cell(
                     source=s,
                     metric=metric.name,
-                    subset=f"{subgroup.attribute}={subgroup.value}",
-                    estimate=values.get(s.run.path, {}).get((s.generator, metric.name, subgroup)),
-                    direction=metric.direction,
+                    subset=subgroup.subset,
+                    estimate=results.get(s, metric.name, subgroup.subset),
+                    direction="lower" if gap else metric.direction,
                 )
                 for s in sources
             )
-            label = f"{subgroup.value} (n = {sizes[subgroup]})"
+            counts = {(c.estimate.n, c.estimate.n_unit) for c in cells if c.estimate is not None}
+            label = GAP_LABEL if gap else subgroup.value
+            if len(counts) == 1:
+                [(n, unit)] = counts
+                label += f" (n = {n:g}{' ' + unit if unit else ''})"
             rows.append(Row(label=label, cells=cells, group=f"{metric.display} by {subgroup.attribute}"))
-    bands = ", ".join(f"[{a}, {b})" for a, b in zip(age_edges, age_edges[1:])) + f", {age_edges[-1]}+"
     notes: list[Note] = [
+        values_note(runs, options),
         (
-            f"Mean over the subgroup's cases of each case's per-image value (samples averaged first), with a "
-            f"{100 * confidence:g} % percentile bootstrap CI over those cases ({SUBGROUP_RESAMPLES} resamples, seed "
-            f"{SUBGROUP_SEED}); n = cases of the subgroup in the run (the CSV has each cell's n). Age bands in years at "
-            f"the study: {bands}; sex and race as cases.jsonl records them; unknown: not recorded.",
+            "Each metric computed by `evaluate` on the cases of each subgroup (sex, age band in years at the study, race "
+            "as cases.jsonl records them; unknown: not recorded, never part of a gap); gap = largest minus smallest value "
+            "over the attribute's known subgroups (lower is better), its CI from the subgroups' bootstrap draws index by "
+            "index. n and its unit of every cell are in the CSV table.",
         ),
         marks_note(runs, "rows"),
     ]
     columns, kept = filled(sources, rows)
     table = PaperTable(
         name="table_subgroups",
-        caption=f"{' and '.join(m.display for m in metrics)} by patient subgroup (sex, age band, race) for each model.",
+        caption="Each metric by patient subgroup (sex, age band, race) with its fairness gap, for each model.",
         corner="Subgroup",
         columns=columns,
         rows=kept,
@@ -514,7 +504,7 @@ def write_table_files(tables: Sequence[PaperTable], out: Path, options: ReportOp
 
 def per_pathology(frame: pd.DataFrame, metric: str, coverage: Mapping[str, Coverage] = NO_COVERAGE) -> pd.DataFrame:
     """Generators × pathologies for one metric of one run's results (values), for the heatmaps."""
-    sub = frame[(frame.metric == metric) & (frame.subset != OVERALL)]
+    sub = frame[(frame.metric == metric) & frame.subset.map(is_pathology_subset)]
     if sub.empty:
         return pd.DataFrame()
     table = sub.pivot(index="generator", columns="subset", values="value")

@@ -9,7 +9,10 @@ so every number a report shows has a known answer:
 - a per-image metric's value is the mean of its per-image values, its CI the percentile interval
   of the stored draws (case resamples drawn with ``seed``, the same positions for every source);
 - other metrics (FID, F1, ...) take the value given in ``values`` and draws centred on it with the
-  given ``spread``.
+  given ``spread``;
+- with ``subgroups`` (default), a per-image metric also gets a row per sex / age band / race subgroup of the
+  cases (mean and draws over the subgroup's cases, as above) and the fairness gap rows
+  (:func:`xreal_bench.metrics.fairness.gap_rows`).
 """
 
 from __future__ import annotations
@@ -26,8 +29,10 @@ from xreal_bench.cases import write_cases
 from xreal_bench.labels import CHEXPERT_LABELS
 from xreal_bench.metrics import table as metric_table
 from xreal_bench.metrics.context import ResultRow
+from xreal_bench.metrics.fairness import gap_rows
 from xreal_bench.results import write_results
 from xreal_bench.rundir import GeneratorDir, ManifestEntry, append_line, image_name
+from xreal_bench.subgroups import case_subgroups
 from xreal_bench.types import Box, BoxSet, Case, CaseFacts, Demographics
 
 PER_IMAGE = ("ms_ssim", "dice_lungs", "dice_heart", "dice_aorta", "dice")
@@ -78,6 +83,7 @@ def write_run(
     run_id: str | None = None,
     config_extra: Mapping[str, object] | None = None,
     bootstrap_seed: int | None = None,
+    subgroups: bool = True,
 ) -> Path:
     """Write a run directory at ``out``.
 
@@ -98,6 +104,10 @@ def write_run(
     per_image: list[dict] = []
     rng = np.random.default_rng(seed + 1)
     names = list(dict.fromkeys([*sources, *per_case]))
+    members: dict[str, list[int]] = {}
+    for k, groups in enumerate(case_subgroups({f.case_id: f.case for f in facts}).values()):
+        for subgroup in groups:
+            members.setdefault(subgroup.subset, []).append(k)
     for generator in names:
         for metric, value in sources.get(generator, {}).items():
             entry = metric_table.row_metric(metric)
@@ -112,6 +122,11 @@ def write_run(
             low, high = np.percentile(d, [2.5, 97.5])
             rows.append(ResultRow(generator, metric, float(values.mean()), float(low), float(high), n_cases, "all", "pixels"))
             draws[f"{generator}|{metric}|all"] = d
+            if subgroups:
+                found = subgroup_rows(generator, metric, values, members, resamples, resample_seed)
+                found += gap_rows(found, {}, confidence=0.95)
+                rows += found
+                draws.update({f"{generator}|{metric}|{r.subset}": r.draws for r in found if r.draws is not None})
         for k, case_id in enumerate(ids):
             per_image.append(
                 {"generator": generator, "case_id": case_id, "sample_index": 0, **{m: v[k] for m, v in columns.items()}}
@@ -156,6 +171,21 @@ def write_run(
     }
     np.savez(out / "bootstrap.npz", __meta__=np.array(json.dumps(meta)), **draws)
     return out
+
+
+def subgroup_rows(
+    generator: str, metric: str, values: np.ndarray, members: Mapping[str, list[int]], resamples: int, seed: int
+) -> list[ResultRow]:
+    """A per-image metric's row per subgroup: the mean over its cases, draws over its cases' resamples."""
+    rows = []
+    for subset, cases in members.items():
+        d = draws_for(values[cases], resamples, seed)
+        low, high = np.percentile(d, [2.5, 97.5])
+        mean = float(values[cases].mean())
+        rows.append(
+            ResultRow(generator, metric, mean, float(low), float(high), len(cases), subset, "pixels", n_unit="cases", draws=d)
+        )
+    return rows
 
 
 def label_for(metric: str, evaluator: str) -> str:

@@ -47,7 +47,9 @@ def test_document_validates_and_holds_the_run(run):
     }
     assert document["provenance"]["dataset"]["fingerprint"] == "f" * 64
     csv = pd.read_csv(run.path / "results.csv")
-    assert len(document["rows"]) == len(csv) == 6
+    assert len(document["rows"]) == len(csv) == 6 + 11  # + alpha's MS-SSIM per subgroup (8) and its gaps (3)
+    subsets = {r["subset"] for r in document["rows"] if r["metric"] == "ms_ssim"}
+    assert {"all", "sex:female", "age:80+", "race:WHITE", "sex:gap", "age:gap", "race:gap"} <= subsets
     fid = next(r for r in document["rows"] if r["generator"] == "alpha" and r["metric"] == "fid")
     assert fid["value"] == 12.5 and fid["n"] == 16 and isinstance(fid["n"], int) and fid["subset"] == "all"
     kid = next(r for r in document["rows"] if r["metric"] == "kid")
@@ -85,6 +87,8 @@ def mutations() -> Iterator[tuple[str, object]]:
     yield "negative sample index", lambda d: d["per_image"][0].__setitem__("sample_index", -1)
     yield "per-image text value", lambda d: d["per_image"][0].__setitem__("ms_ssim", "high")
     yield "run without id", lambda d: d["run"].pop("run_id")
+    yield "unknown subgroup attribute", lambda d: d["rows"][0].__setitem__("subset", "colour:red")
+    yield "subgroup without value", lambda d: d["rows"][0].__setitem__("subset", "sex:")
 
 
 @pytest.mark.parametrize(("what", "mutate"), list(mutations()), ids=[w for w, _ in mutations()])

@@ -42,6 +42,7 @@ CORE = [
     "xreal_bench.conditioning.builder",
     "xreal_bench.conditioning.prepare",
     "xreal_bench.cases",
+    "xreal_bench.subgroups",
     # the demo's data set is data-level: rendering phantoms needs nothing above the core
     "xreal_bench.demo.synthetic",
     "xreal_bench.demo.phantoms",

@@ -200,6 +200,8 @@ SETTINGS = {
     "metrics.bootstrap_seed": (0, 7),
     "metrics.min_subset_n": (10, 5),
     "metrics.subsets": (True, False),
+    "metrics.subgroups": (True, False),
+    "metrics.age_edges": ([0, 40, 60, 80], [18, 65]),
     "metrics.min_coverage": (0.95, 0.5),
     "metrics.label_set": (["classifier"], ["xreal"]),
 }

@@ -10,10 +10,9 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
-from report_runs import case_ids, write_run
+from report_runs import write_run
 
 from xreal_bench.coverage import Coverage
 from xreal_bench.errors import UserFacingError
@@ -24,10 +23,8 @@ from xreal_bench.reports.latex import check_latex, latex_table
 from xreal_bench.reports.options import ReportOptions
 from xreal_bench.reports.runs import GROUP_REFERENCE, GROUP_SPATIAL, GROUP_TEXT, Run, load_run
 from xreal_bench.reports.study_scores import reader_scores
-from xreal_bench.reports.subgroups import Subgroup, age_band, case_subgroups
 from xreal_bench.reports.table_model import Cell, Estimate, Source, csv_frame, markdown_table, marks
-from xreal_bench.reports.tables import main_table, paper_tables, write_tables
-from xreal_bench.types import Case, CaseFacts
+from xreal_bench.reports.tables import NO_SUBGROUP_ROWS, main_table, paper_tables, per_pathology, write_tables
 
 OPTIONS = ReportOptions()
 
@@ -338,52 +335,48 @@ def test_subset_and_organ_tables(tmp_path):
     assert check_latex(latex_table(organs, decimals=3, ci="pm", label="x")) == []
 
 
-def test_subgroup_means_and_bootstrap_intervals(tmp_path):
+def test_subgroup_table_shows_the_results_rows_and_gaps(tmp_path):
     values = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
-    one = make_run(tmp_path / "run", per_case={"a": {"ms_ssim": values}})
+    one = make_run(tmp_path / "run", per_case={"a": {"ms_ssim": values}, "b": {"ms_ssim": [0.5] * 8}})
     table = next(t for t in paper_tables([one], OPTIONS) if t.name == "table_subgroups")
     groups = {r.group for r in table.rows}
-    assert groups == {"MS-SSIM by sex", "MS-SSIM by age", "MS-SSIM by race"} and [c.text for c in table.columns] == ["a"]
-    rows = {r.label: r.cells[0] for r in table.rows}
-    assert list(rows) == ["female (n = 4)", "male (n = 4)", "40-60 (n = 3)", "60-80 (n = 3)", "80+ (n = 2)",
-                          "ASIAN (n = 2)", "BLACK (n = 3)", "WHITE (n = 3)"]  # fmt: skip
-    female = np.array(values[0::2])  # cases 0, 2, 4, 6 are female (report_runs cycles sex)
-    picks = np.random.default_rng(0).integers(0, 4, size=(1000, 4))
-    low, high = np.percentile(female[picks].mean(axis=1), [2.5, 97.5])
-    cell = rows["female (n = 4)"]
-    assert (cell.estimate.value, cell.estimate.low, cell.estimate.high, cell.estimate.n) == pytest.approx((0.4, low, high, 4))
-    assert cell.subset == "sex=female" and rows["80+ (n = 2)"].estimate.value == pytest.approx(0.75)
+    assert groups == {"MS-SSIM by sex", "MS-SSIM by age", "MS-SSIM by race"} and [c.text for c in table.columns] == ["a", "b"]
+    assert [r.label for r in table.rows] == ["female (n = 4 cases)", "male (n = 4 cases)", "gap (max - min) (n = 8 cases)",
+                          "40-60 (n = 3 cases)", "60-80 (n = 3 cases)", "80+ (n = 2 cases)", "gap (max - min) (n = 8 cases)",
+                          "ASIAN (n = 2 cases)", "BLACK (n = 3 cases)", "WHITE (n = 3 cases)",
+                          "gap (max - min) (n = 8 cases)"]  # fmt: skip
+    frame = one.frame.set_index(["generator", "metric", "subset"])
+    female = table.rows[0].cells[0]  # cases 0, 2, 4, 6 are female (report_runs cycles sex)
+    expected = frame.loc[("a", "ms_ssim", "sex:female")]
+    assert (female.estimate.value, female.estimate.low, female.estimate.high) == pytest.approx(
+        (0.4, expected.ci_low, expected.ci_high)
+    )
+    assert female.subset == "sex:female" and female.direction == "higher"
+    gap = table.rows[2].cells[0]  # a: male 0.5 - female 0.4; b: 0
+    assert (gap.subset, gap.direction, gap.estimate.value) == ("sex:gap", "lower", pytest.approx(0.1))
+    assert [c.mark for c in table.rows[2].cells] == ["second", "best"]  # the smaller gap is best
+    assert table.rows[6].cells[0].estimate.value == pytest.approx(0.75 - 0.2)  # age: 80+ (cases 6, 7) - 40-60 (0, 1, 2)
+    csv = csv_frame(table)
+    assert set(csv.subset) == {f"{a}:{v}" for a, vs in [("sex", ("female", "male", "gap")), ("age", ("40-60", "60-80", "80+",
+                               "gap")), ("race", ("ASIAN", "BLACK", "WHITE", "gap"))] for v in vs}  # fmt: skip
+    assert check_latex(latex_table(table, decimals=3, ci="brackets", label="x")) == []
 
 
-def test_subgroup_table_needs_per_image_values_and_demographics(tmp_path):
-    one = make_run(tmp_path / "run")
-    (one.path / "per_image.csv").unlink()
-    tables = paper_tables([load_run(one.path)], OPTIONS)
+def test_subgroup_rows_stay_out_of_the_pathology_tables(run):
+    assert any(":" in s for s in run.frame.subset)  # the run has subgroup rows of MS-SSIM
+    tables = {t.name: t for t in paper_tables([run], OPTIONS)}
+    ms_ssim = tables.get("table_pathology_ms_ssim")
+    assert ms_ssim is None  # MS-SSIM has no pathology subset in this run, only subgroups
+    assert per_pathology(run.frame, "ms_ssim").empty
+
+
+def test_subgroup_table_needs_subgroup_rows_and_demographics(tmp_path):
+    one = make_run(tmp_path / "run", subgroups=False)
+    tables = paper_tables([one], OPTIONS)
     assert "table_subgroups" not in {t.name for t in tables}
-    assert ("No per-subgroup table: the runs have no per_image.csv (run `xreal-bench evaluate` again to write it).",) in tables[
-        0
-    ].notes
-    bare = {c: CaseFacts(Case(c, Path("x.png"), "1", "2", "PA", (0,) * 14)) for c in case_ids(2)}
-    assert case_subgroups(bare) == {}
-
-
-def test_age_bands():
-    assert [age_band(a, (0, 40, 60, 80)) for a in (None, -1, 0, 39, 40, 59, 60, 79, 80, 104)] == [
-        "unknown", "unknown", "0-40", "0-40", "40-60", "40-60", "60-80", "60-80", "80+", "80+"
-    ]  # fmt: skip
-    assert age_band(50, (18, 65)) == "18-65" and age_band(70, (18, 65)) == "65+" and age_band(10, (18, 65)) == "unknown"
-    assert Subgroup("age", "80+") in case_subgroups(load_cases_with_ages([85, 20]))["c1"]
-
-
-def load_cases_with_ages(ages: list[int]) -> dict[str, CaseFacts]:
-    from xreal_bench.types import Demographics
-
-    return {
-        f"c{k}": CaseFacts(
-            Case(f"c{k}", Path("x.png"), "1", "2", "PA", (0,) * 14, demographics=Demographics(age, "", "", "mimic-iv", ()))
-        )
-        for k, age in enumerate(ages, start=1)
-    }
+    assert (NO_SUBGROUP_ROWS,) in tables[0].notes
+    (one.path / "cases.jsonl").unlink()  # nothing says the cases had demographics
+    assert (NO_SUBGROUP_ROWS,) not in paper_tables([load_run(one.path)], OPTIONS)[0].notes
 
 
 def test_write_tables_writes_every_format_and_tidy_csv(tmp_path, run):

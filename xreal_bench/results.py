@@ -2,7 +2,9 @@
 per-image values and bootstrap draws behind them (``per_image.csv``, ``bootstrap.npz``).
 
 ``results.csv`` has one row per (generator, metric, subset) with the columns
-:data:`COLUMNS`; ``subset`` is ``all`` or a pathology name; ``n`` counts what the row's value
+:data:`COLUMNS`; ``subset`` is ``all``, a pathology name, a demographic subgroup ``sex:female`` /
+``age:40-60`` / ``race:WHITE`` / ``<attribute>:unknown`` or a fairness gap ``<attribute>:gap``
+(:mod:`xreal_bench.subgroups`; a gap row's ``n`` counts cases); ``n`` counts what the row's value
 rests on and ``n_unit`` says what that is (``images`` or ``cases``, the metric table's ``n_unit``;
 per-class rows ``f1/<label>``, ``auc/<label>`` count the cases labelled for the class; results
 written before the column get it from the table on reading); ``failed`` and ``missing`` are the generator's
