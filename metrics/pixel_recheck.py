@@ -3,7 +3,8 @@
 Alignment: the integer translation ``(dy, dx)``, ``|dy|, |dx| <= max_shift`` (default
 :data:`MAX_SHIFT_FRACTION` of the side), that maximises the normalised cross-correlation of the
 two images over their overlap — Pearson correlation of the overlapping pixels, means and norms
-taken over the overlap only, all shifts at once from six FFT correlations (float64). Shift
+taken over the overlap only, all shifts at once from FFT correlations (float64, zero-padded by the
+largest shift). Shift
 ``(dy, dx)`` pairs ``image[y, x]`` with ``reference[y - dy, x - dx]``; among equal correlations the
 first in row-major ``(dy, dx)`` order wins. SSIM is then pytorch-msssim's single-scale SSIM
 (Gaussian window 11, sigma 1.5, ``data_range = 1``) on the overlapping rectangles.
@@ -33,22 +34,23 @@ def default_max_shift(side: int) -> int:
     return int(side * MAX_SHIFT_FRACTION)
 
 
-def correlations(f: torch.Tensor, g: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """``c[s] = sum_p f[p] g[p - s]`` for every shift (indices modulo ``size``, zero-padded)."""
-    spectrum = torch.fft.rfft2(f, s=size) * torch.fft.rfft2(g, s=size).conj()
-    return torch.fft.irfft2(spectrum, s=size)
-
-
 def best_shifts(image: torch.Tensor, references: torch.Tensor, max_shift: int) -> list[tuple[int, int]]:
-    """Per reference ``[K, H, W]``, the translation maximising the overlap's NCC with ``image`` ``[H, W]``."""
+    """Per reference ``[K, H, W]``, the translation maximising the overlap's NCC with ``image`` ``[H, W]``.
+
+    Correlations ``c[s] = sum_p f[p] g[p - s]`` come from FFTs zero-padded by ``max_shift`` (enough for
+    every searched shift not to wrap), each image's transform computed once."""
     h, w = image.shape
-    size = (2 * h, 2 * w)
-    ones = torch.ones_like(image)
-    n = correlations(ones, ones, size)
-    sum_a, sum_aa = correlations(image, ones, size), correlations(image * image, ones, size)
-    sum_b, sum_bb = correlations(ones, references, size), correlations(ones, references * references, size)
-    sum_ab = correlations(image, references, size)
-    n = n.clamp_min(1.0)
+    size = (h + max_shift + 1, w + max_shift + 1)
+    spectrum = lambda x: torch.fft.rfft2(x, s=size)  # noqa: E731
+    ones, a, aa = spectrum(torch.ones_like(image)), spectrum(image), spectrum(image * image)
+    b, bb = spectrum(references), spectrum(references * references)
+
+    def correlation(f: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        return torch.fft.irfft2(f * g.conj(), s=size)
+
+    n = correlation(ones, ones).clamp_min(1.0)
+    sum_a, sum_aa = correlation(a, ones), correlation(aa, ones)
+    sum_b, sum_bb, sum_ab = correlation(ones, b), correlation(ones, bb), correlation(a, b)
     covariance = sum_ab - sum_a * sum_b / n
     variance = (sum_aa - sum_a**2 / n).clamp_min(0.0) * (sum_bb - sum_b**2 / n).clamp_min(0.0)
     ncc = torch.where(variance > FLAT, covariance / variance.clamp_min(FLAT).sqrt(), torch.zeros_like(covariance))

@@ -2,7 +2,7 @@
 
 :func:`write_figures` writes into ``<out>/figures/``:
 
-- ``metrics_bars``: one panel per headline metric; one bar per source with its bootstrap CI, labelled
+- ``metrics_bars``: one panel per metric; one bar per source with its bootstrap CI, labelled
   ``<generator>`` (``<generator> (<run label>)`` when several runs are shown); each source has an Okabe-Ito
   colour and a hatch of its own, real images are plain grey (:mod:`xreal_bench.reports.palette`).
 - ``pathology_<metric>``: heatmaps of sources x pathologies — per pathology subset for the metrics with a
@@ -149,10 +149,10 @@ def add_footnote(fig: Figure, text: str) -> None:
 
 @matplotlib.rc_context(STYLE)
 def metrics_bars_figure(shown: Sequence[Entry], runs: Sequence[Run]) -> Figure | None:
-    """One panel per headline metric any source has, a horizontal bar per source (sources named once per row of
-    panels, first source on top); None without a metric."""
+    """One panel per metric row any source has (table order, parts before their metric), a horizontal bar per source
+    (sources named once per row of panels, first source on top); None without a metric."""
     present = {m for run in runs for m in run.frame.loc[run.frame.subset == "all", "metric"]}
-    metrics = [m for m in metric_table.headline() if m.name in present]
+    metrics = [m for m in metric_table.rows() if m.name in present]
     if not metrics or not shown:
         return None
     cols = min(4, len(metrics))
@@ -214,7 +214,7 @@ def pathology_values(shown: Sequence[Entry], metric: metric_table.Metric) -> pd.
             rows = frame[frame.metric.str.startswith(prefix) & (frame.subset == "all")]
             cells = {m[len(prefix) :]: float(v) for m, v in zip(rows.metric, rows.value)}
         else:
-            rows = frame[(frame.metric == metric.name) & frame.subset.map(is_pathology_subset)]
+            rows = frame[(frame.metric == metric.name) & frame.subset.map(is_pathology_subset).astype(bool)]
             cells = {str(s): float(v) for s, v in zip(rows.subset, rows.value)}
         if cells:
             records[entry.label] = cells

@@ -148,7 +148,7 @@ FILE_NOTES = {
     "table_subgroups": "every metric per sex, age band and race with the fairness gaps (max - min), n and CIs",
     "table_distribution": "Fréchet distance per encoder, KID, CMMD, precision/recall/density/coverage and diversity, with CIs",
     "table_encoder_agreement": "Kendall's tau between the generator rankings of each pair of Fréchet distances, with CIs",
-    "metrics_bars": "headline metrics, one bar per generator with its 95 % CI",
+    "metrics_bars": "every metric, one bar per generator with its 95 % CI",
     "pathology": "per-pathology heatmap of one metric",
     "fid_vs_clinical": "Fréchet distances against the clinical metrics and reader scores, with rank correlations",
     "samples_grid": "the same cases across sources: real image, anatomy map, pathology box, each generator's sample 0",

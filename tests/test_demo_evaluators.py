@@ -202,7 +202,7 @@ def test_demo_suite_builds_every_demo_evaluator(shipped):
     assert {role: suite.features[role].dim for role in table.FEATURE_ROLES} == {
         "features": 64,
         "domain_features": 64,
-        "dinov2": 256,
+        "dinov2": 64,
         "raddino": 32,
         "clip": 160,
     }

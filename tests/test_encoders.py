@@ -253,13 +253,13 @@ def test_demo_pixels_is_the_average_pooled_image(phantoms):
     extractor = build_feature_extractor("demo-pixels", weights=WeightsManager())
     feats = extractor(phantoms)
     h, w = phantoms.shape[-2:]
-    assert h % 16 == 0 and w % 16 == 0
-    cells = phantoms[:, 0].reshape(3, 16, h // 16, 16, w // 16).double().mean(dim=(2, 4)).reshape(3, 256)
-    assert feats.shape == (3, 256) and feats.dtype == torch.float32
-    torch.testing.assert_close(feats.double(), cells, rtol=0, atol=1e-5)  # float32 sums of 256 pixels
+    assert h % 8 == 0 and w % 8 == 0
+    cells = phantoms[:, 0].reshape(3, 8, h // 8, 8, w // 8).double().mean(dim=(2, 4)).reshape(3, 64)
+    assert feats.shape == (3, 64) and feats.dtype == torch.float32
+    torch.testing.assert_close(feats.double(), cells, rtol=0, atol=1e-5)  # float32 sums of the cells' pixels
     record = extractor.describe()
     assert record["weights_sha256"] == record["weights_status"] == WEIGHT_FREE
-    assert "16x16" in record["preprocessing"] and "weight-free" in record["preprocessing"]
+    assert "8x8" in record["preprocessing"] and "weight-free" in record["preprocessing"]
 
 
 def test_demo_network_encoders(phantoms):

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from scipy.ndimage import gaussian_filter
 
 from xreal_bench import memorization_audit as audit_module
@@ -255,3 +256,19 @@ def test_missing_training_split_is_a_clear_error(tmp_path, run):
     other = config_from_dict({"dataset": {"kind": "mimic", "root": str(data)}, "run": {"out": str(tmp_path / "out")}})
     with pytest.raises(UserFacingError, match=r"memorization audit: the training split \(dataset.train_split = 'train'\)"):
         load_training_set(other)
+
+
+def test_alignment_equals_brute_force_correlation_over_every_shift():
+    """The FFT search picks the shift a direct Pearson correlation over each overlap picks (non-square, every shift)."""
+    from xreal_bench.metrics.pixel_recheck import best_shifts, overlap
+
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        image, references, limit = torch.tensor(rng.random((20, 17))), torch.tensor(rng.random((3, 20, 17))), 4
+        for reference, found in zip(references, best_shifts(image, references, limit), strict=True):
+            scores = {
+                (dy, dx): np.corrcoef(*(part.flatten().numpy() for part in overlap(image, reference, (dy, dx))))[0, 1]
+                for dy in range(-limit, limit + 1)
+                for dx in range(-limit, limit + 1)
+            }
+            assert found == max(scores, key=lambda s: (scores[s], -list(scores).index(s)))

@@ -15,7 +15,7 @@ by ``python -m xreal_bench.demo.train_evaluators``, which prints their held-out 
 - ``demo-segmenter-encoder``: each of the U-Net's four encoder levels averaged over space and
   concatenated (16 + 32 + 48 + 64 = 160-d; the demo's ``clip`` role, metric ``cmmd``). The
   bottleneck alone is ``demo-segmenter-features`` already.
-- ``demo-pixels``: no network: the image average-pooled to 16 x 16 (256-d; the demo's ``dinov2``
+- ``demo-pixels``: no network: the image average-pooled to 8 x 8 (64-d; the demo's ``dinov2``
   role, metric ``fd_dinov2`` and the default embedding of PRDC / Vendi / memorization).
 
 Numbers from these networks only mean something on the synthetic demo data; every output
@@ -53,7 +53,7 @@ CLASSIFIER_WIDTHS = (16, 32, 64, 64)
 #: ``demo-classifier-block2`` reads the classifier after this many stride-2 stages.
 CLASSIFIER_FEATURE_STAGE = 2
 #: ``demo-pixels``: the image average-pooled to this many cells per side.
-PIXEL_GRID = 16
+PIXEL_GRID = 8
 REBUILD = "python -m xreal_bench.demo.train_evaluators --out xreal_bench/demo/weights"
 SOURCE = f"shipped with xreal-bench; rebuild: {REBUILD}"
 SEGMENTER = Artifact(
@@ -357,7 +357,7 @@ class DemoSegmenterEncoder(FeatureExtractor):
 
 
 class DemoPixels(FeatureExtractor):
-    """256-d and weight-free: the image average-pooled to 16 x 16 cells, flattened row by row."""
+    """64-d and weight-free: the image average-pooled to 8 x 8 cells, flattened row by row."""
 
     weights_hash = WEIGHT_FREE
     weights_status = WEIGHT_FREE
