@@ -6,7 +6,8 @@
   of these runs exists (:mod:`xreal_bench.reports.study_scores`);
 - ``table_pathology_<metric>``: pathologies × sources, for per-class metrics (F1, AUC) and for
   metrics with per-pathology subsets (FID, MS-SSIM, Dice), with the overall value as the last row;
-- ``table_<metric>_organs``: sources × the metric's parts and itself (Dice per structure);
+- ``table_dice_organs``, ``table_memorization_rate``, ``table_lesion_in_box``: sources × a metric's parts and itself
+  (Dice per structure; nearest-neighbour similarity, aligned SSIM and rate; evidence in box, pointing, laterality);
 - ``table_distribution``: sources × the distribution and diversity metrics (Fréchet distance per encoder,
   KID, CMMD, precision/recall/density/coverage, MS-SSIM diversity, Vendi), when one beyond Table I's is there;
 - ``table_subgroups``: every metric with subgroup rows by sex, age band and race, with the fairness gaps
@@ -381,14 +382,18 @@ def columns_table(
     return with_marks(table)
 
 
-def organ_table(runs: Sequence[Run], options: ReportOptions, metric: metric_table.Metric) -> PaperTable | None:
-    """Sources × the metric's parts (Dice per structure) and the metric itself."""
+def parts_table(runs: Sequence[Run], options: ReportOptions, metric: metric_table.Metric) -> PaperTable | None:
+    """Sources × the metric's parts and the metric itself: ``table_dice_organs`` (Dice per structure), and
+    ``table_<metric>`` for the memorization audit and lesion-in-box adherence."""
     wanted = {m.name: m for m in (*metric.parts, metric)}
     entries = [wanted[name] for name in present(Results(runs), wanted)]
     if not any(m in metric.parts for m in entries):
         return None
-    caption = f"{metric.display} per anatomical structure for each model."
-    return columns_table(runs, options, entries, name=f"table_{metric.name}_organs", caption=caption)
+    if metric.family == "anatomy":
+        name, caption = f"table_{metric.name}_organs", f"{metric.display} per anatomical structure for each model."
+    else:
+        name, caption = f"table_{metric.name}", f"{metric.display} and its components for each model."
+    return columns_table(runs, options, entries, name=name, caption=caption)
 
 
 #: Families of ``table_distribution``'s columns.
@@ -465,7 +470,7 @@ def paper_tables(runs: Sequence[Run], options: ReportOptions) -> list[PaperTable
     tables = [
         *(pathology_table(runs, options, m) for m in metric_table.METRICS if m.per_class),
         *(pathology_table(runs, options, m) for m in metric_table.pathology_tables()),
-        *(organ_table(runs, options, m) for m in metric_table.METRICS if m.parts),
+        *(parts_table(runs, options, m) for m in metric_table.METRICS if m.parts),
         distribution_table(runs, options),
     ]
     subgroups = subgroup_table(runs, options)

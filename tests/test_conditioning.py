@@ -443,7 +443,7 @@ def test_available_inputs_and_prepare_errors(tmp_path):
     with_text = make_case(tmp_path, "c0", ("Edema",), impression="Edema.")
     no_text = make_case(tmp_path, "c1", ("Edema",))
     cfg = make_cfg(tmp_path, anatomy="none")
-    assert available_inputs(cfg, make_scan(tmp_path, [with_text, no_text])) == {"labels", "text", "image"}
+    assert available_inputs(cfg, make_scan(tmp_path, [with_text, no_text])) == {"labels", "text", "image", "training"}
     with pytest.raises(ConditioningError) as err:
         builder(cfg, [with_text, no_text], tmp_path, {"labels", "anatomy", "pathology"})
     assert "anatomy: [conditioning].anatomy = 'none'" in str(err.value)

@@ -54,7 +54,7 @@ def test_demo_writes_everything_and_prints_where(demo):
     assert "Demo evaluators" in (out / "leaderboard.md").read_text()
     provenance = json.loads((out / "results.json").read_text())
     assert provenance["demo_evaluators"] is True
-    assert set(provenance["coverage"]["sources"]) == {"real", "phantom", "shuffled", "noise"}
+    assert set(provenance["coverage"]["sources"]) == {"real", "phantom", "shuffled", "noise", "memorizer"}
     assert all(c["coverage"] == 1.0 and c["failed"] == c["missing"] == 0 for c in provenance["coverage"]["sources"].values())
 
 
@@ -62,21 +62,10 @@ def test_demo_writes_everything_and_prints_where(demo):
 def test_demo_shows_every_metric_for_every_reference_generator(demo):
     out, _ = demo
     v = table(out)
-    for g in ("phantom", "shuffled", "noise"):
-        for m in (
-            "fid",
-            "fid_xrv",
-            "kid",
-            "ms_ssim",
-            "ms_ssim_diversity",
-            "dice_lungs",
-            "dice_heart",
-            "dice_aorta",
-            "dice",
-            "f1_macro",
-            "auc_macro",
-        ):
-            assert (g, m) in v.index, (g, m)
+    for g in ("phantom", "shuffled", "noise", "memorizer"):
+        for m in metric_table.rows():  # every family, on the demo's own encoders
+            assert (g, m.name) in v.index, (g, m.name)
+    assert ("real", "vendi") in v.index and ("real", "memorization_rate") in v.index and ("real", "lesion_in_box") in v.index
     df = pd.read_csv(out / "results.csv")
     assert df.evaluator.str.startswith(("demo:", "pixels")).all()  # every number labelled as the demo's
 
@@ -94,6 +83,18 @@ def test_demo_ranking_follows_theory(demo):
     assert v["real", "ms_ssim"] > v["phantom", "ms_ssim"] > v["shuffled", "ms_ssim"] > v["noise", "ms_ssim"]
     assert v["real", "auc_macro"] > 0.9 and v["phantom", "auc_macro"] > 0.8
     assert abs(v["shuffled", "auc_macro"] - 0.5) < 0.15 and abs(v["noise", "auc_macro"] - 0.5) < 0.15
+    # Memorization: the memorizer copies training images, the others do not (the null's quantile keeps them near 0).
+    assert v["memorizer", "memorization_rate"] > 0.9 and v["memorizer", "memorization_ssim"] > 0.99
+    assert all(v[g, "memorization_rate"] < 0.1 for g in ("phantom", "shuffled", "noise"))
+    # Lesion-in-box: the phantom draws the finding in its box; shuffled and noise put no evidence there.
+    assert v["phantom", "lesion_in_box"] > 2 * v["shuffled", "lesion_in_box"]
+    assert v["phantom", "lesion_in_box"] > v["noise", "lesion_in_box"]
+    # The other encoders agree on the extremes: shuffled nearest the real images, noise farthest.
+    for fd in ("fd_dinov2", "fd_raddino", "cmmd"):
+        assert v["shuffled", fd] < v["phantom", fd] < v["noise", fd], fd
+    assert v["shuffled", "prdc_precision"] > 0.9 > 0.1 > v["noise", "prdc_precision"]
+    agreement = json.loads((out / "results.json").read_text())["encoder_agreement"]
+    assert len(agreement) == 6 and all(a["tau"] is not None for a in agreement)
 
 
 @pytest.fixture(scope="module")
