@@ -62,15 +62,19 @@ def choose_backend(backend: Backend, device: str) -> str:
 
 
 def search_memory_bytes(*, dim: int, k: int, chunk: int = DEFAULT_CHUNK, query_block: int = DEFAULT_QUERY_BLOCK) -> int:
-    """Upper bound of the search's working memory (float32 query block and training chunk, the block's
-    similarities and their comparison mask, the running and candidate top-k): independent of N."""
-    similarities = query_block * chunk * (FLOAT_BYTES + 1)
+    """Upper bound of the search's working memory, independent of N: the float32 query block and training
+    chunk (each read from the array and normalised in place: two copies at most), the block's similarities
+    (float32) with room for one float32 workspace of top-k, the exclusion mask (bool), the running and candidate
+    top-k."""
+    inputs = 2 * FLOAT_BYTES * (query_block + chunk) * dim
+    similarities = query_block * chunk * (2 * FLOAT_BYTES + 2)
     top = 2 * query_block * 2 * k * (FLOAT_BYTES + 8)
-    return FLOAT_BYTES * (query_block + chunk) * dim + similarities + top
+    return inputs + similarities + top
 
 
 def unit_rows(x: torch.Tensor) -> torch.Tensor:
-    return x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    """``x``'s rows scaled to unit length, in place (``x`` is a fresh copy of the stored rows)."""
+    return x.div_(x.norm(dim=1, keepdim=True).clamp_min(1e-12))
 
 
 def ordered(values: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,13 +86,16 @@ def ordered(values: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, to
 
 
 def chunk_top(sims: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``k`` best columns per row (ties at the ``k``-th place broken by the lower column), ordered."""
-    values, columns = sims.topk(k, dim=1)
-    tied = (sims >= values[:, -1:]).sum(dim=1) > k
-    if bool(tied.any()):
-        rows = tied.nonzero().squeeze(1)
-        exact, where = sims[rows].sort(dim=1, descending=True, stable=True)
-        values[rows], columns[rows] = exact[:, :k], where[:, :k]
+    """The ``k`` best columns per row (ties at the ``k``-th place broken by the lower column), ordered. A tie
+    there shows as a (k+1)-th value equal to the k-th: only those rows are sorted exactly."""
+    values, columns = sims.topk(min(k + 1, sims.shape[1]), dim=1)
+    if values.shape[1] > k:
+        tied = values[:, k] >= values[:, k - 1]
+        values, columns = values[:, :k].clone(), columns[:, :k].clone()
+        if bool(tied.any()):
+            rows = tied.nonzero().squeeze(1)
+            exact, where = sims[rows].sort(dim=1, descending=True, stable=True)
+            values[rows], columns[rows] = exact[:, :k], where[:, :k]
     return ordered(values, columns)
 
 
@@ -142,7 +149,7 @@ def nearest(
             else:
                 sims = block @ rows.T
                 if mask is not None:
-                    sims = sims.masked_fill(mask, float("-inf"))
+                    sims.masked_fill_(mask, float("-inf"))
                 values, columns = chunk_top(sims, min(k, len(rows)))
             merged_v, order = torch.cat([best_v, values], dim=1).sort(dim=1, descending=True, stable=True)
             merged_i = torch.cat([best_i, columns + t0], dim=1).gather(1, order)

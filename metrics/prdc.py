@@ -111,13 +111,15 @@ def prdc(real, generated, k: int = 5) -> dict[str, float]:
     return {name: float(v.mean()) for name, v in manifolds.values().items()}
 
 
-#: Which side each metric averages over, by the suffix of its table name.
+#: The :meth:`Manifolds.values` keys averaged over the generated samples (the others: over the real ones).
 GENERATED_SIDE = ("precision", "density")
 
 
 def contribution_of(metric: Metric) -> str:
-    """The :meth:`Manifolds.values` key of a table entry (``prdc_precision`` -> ``precision``)."""
-    return metric.name.removeprefix("prdc_")
+    """The :meth:`Manifolds.values` key a table entry reports (its ``output_key``)."""
+    if metric.key not in ("precision", "density", "recall", "coverage"):
+        raise ValueError(f"metric {metric.name!r} names no PRDC value (output_key {metric.key!r})")
+    return metric.key
 
 
 @dataclass(frozen=True)

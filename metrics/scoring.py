@@ -14,6 +14,7 @@ no scored image keeps one NaN row per enabled metric (``n = 0``), so it stays in
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -22,6 +23,7 @@ import pandas as pd
 from xreal_bench.metrics import table
 from xreal_bench.metrics.context import ResultRow, ScoringContext, ScoringSettings
 from xreal_bench.metrics.fairness import gap_rows
+from xreal_bench.subgroups import is_subgroup_subset
 
 NAN = float("nan")
 #: Column prefix of the classifier's probability for a label in ``per_image.csv``.
@@ -69,8 +71,19 @@ def score(
         if metric.per_subgroup:
             subsets += ctx.subgroups
         found = [row for subset in subsets for row in metric.compute(ctx, metric, subset)]
-        rows += found + gap_rows(found, case_counts, confidence=settings.confidence)
+        if metric.size_biased:  # subgroups differ in size: a gap would measure their sizes
+            rows += [with_size_note(row) if is_subgroup_subset(row.subset) else row for row in found]
+        else:
+            rows += found + gap_rows(found, case_counts, confidence=settings.confidence)
     return rows
+
+
+#: On a size-biased metric's subgroup rows.
+SIZE_NOTE = "moves with n: compare subgroups only at equal n (no fairness gap)"
+
+
+def with_size_note(row: ResultRow) -> ResultRow:
+    return replace(row, note="; ".join(filter(None, [row.note, SIZE_NOTE])))
 
 
 def per_image_values(outputs: SourceOutputs, entry: table.Metric) -> np.ndarray | None:

@@ -63,6 +63,9 @@ class Metric:
     ci: Resamples | None = "bootstrap"  # the [metrics] setting holding its CI's resamples; None: no CI
     per_subset: bool = False  # rows per pathology subset as well as ``all``
     per_subgroup: bool = True  # rows per demographic subgroup (sex, age band, race) and their fairness gaps
+    #: Its value moves with the sample size (Fréchet distances, CMMD's biased MMD², k-NN manifolds, Vendi): subgroups of
+    #: different sizes are not compared by a fairness gap (it would measure their sizes), their rows say so.
+    size_biased: bool = False
     pathology_table: bool = False  # a per-pathology table and heatmap in the reports
     headline: bool = False  # a leaderboard column
     main_column: int = 0  # its column in the paper's main table (Table I), 1 = first; 0: not there
@@ -140,20 +143,23 @@ def fd(name: str, role: Role, display: str, latex: str) -> Metric:
         role=role,
         ci="fid_bootstrap",
         per_subset=True,
+        size_biased=True,
         compute=frechet_rows,
     )
 
 
-def prdc(name: str, direction: Direction, display: str, latex: str) -> Metric:
-    """One of Naeem et al.'s (2020) k-NN manifold metrics on the ``embedding`` features."""
+def prdc(name: str, direction: Direction, display: str, latex: str, *, value: str) -> Metric:
+    """One of Naeem et al.'s (2020) k-NN manifold metrics on the ``embedding`` features (``value``: which)."""
     return Metric(
         name=name,
+        output_key=value,
         direction=direction,
         family="distribution",
         display=display,
         latex=latex,
         n_unit="images",
         role=EMBEDDING,
+        size_biased=True,
         compute=prdc_rows,
     )
 
@@ -232,6 +238,7 @@ METRICS: tuple[Metric, ...] = (
         main_column=2,
         default=True,
         ranks=True,
+        size_biased=True,
         compute=frechet_rows,
     ),
     Metric(
@@ -247,6 +254,7 @@ METRICS: tuple[Metric, ...] = (
         headline=True,
         main_column=3,
         default=True,
+        size_biased=True,
         compute=frechet_rows,
     ),
     Metric(
@@ -274,12 +282,13 @@ METRICS: tuple[Metric, ...] = (
         role="clip",
         ci="fid_bootstrap",
         per_subset=True,
+        size_biased=True,
         compute=cmmd_rows,
     ),
-    prdc("prdc_precision", "higher", "Precision", "Prec."),
-    prdc("prdc_recall", "higher", "Recall", "Rec."),
-    prdc("prdc_density", "higher", "Density", "Dens."),
-    prdc("prdc_coverage", "higher", "Coverage", "Cov."),
+    prdc("prdc_precision", "higher", "Precision", "Prec.", value="precision"),
+    prdc("prdc_recall", "higher", "Recall", "Rec.", value="recall"),
+    prdc("prdc_density", "higher", "Density", "Dens.", value="density"),
+    prdc("prdc_coverage", "higher", "Coverage", "Cov.", value="coverage"),
     Metric(
         name="ms_ssim",
         direction="higher",
@@ -316,6 +325,7 @@ METRICS: tuple[Metric, ...] = (
         n_unit="images",
         role=EMBEDDING,
         ci="fid_bootstrap",  # a d x d eigen-decomposition per resample (~0.1 s at d = 1024): the feature distances' budget
+        size_biased=True,
         compute=vendi_rows,
     ),
     DICE,

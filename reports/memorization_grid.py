@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 
 from xreal_bench.imaging import Geometry, ImageDecodeError, load_grayscale, standardize
 from xreal_bench.memorization_audit import PAIRS_FILE
+from xreal_bench.names import inside
 from xreal_bench.reports.figures import MIN_FONT_PT, save
 from xreal_bench.reports.grid import gray_pixels, note, show
 from xreal_bench.reports.options import ReportOptions
@@ -38,12 +39,18 @@ def read_pairs(run: Run) -> pd.DataFrame | None:
 
 
 def training_pixels(run: Run, path: str) -> np.ndarray | None:
-    """A training image squared and resized by the run's geometry, None when it cannot be read."""
+    """A training image (``path`` relative to the run's recorded dataset root) squared and resized by the run's
+    geometry; None when it cannot be read or resolves outside that root (a pairs file never makes the report open
+    another file)."""
     config = run.provenance.get("config", {})
     dataset = config.get("dataset", {})
+    root = Path(str(run.provenance.get("dataset", {}).get("root", "")))
+    file = root / path
+    if not str(root) or not inside(root, file):
+        return None
     try:
         geometry = Geometry(dataset.get("square", "crop"), dataset.get("intensity", "none"))
-        return standardize(load_grayscale(Path(path)), int(config.get("run", {}).get("resolution", 256)), 8, geometry)
+        return standardize(load_grayscale(file), int(config.get("run", {}).get("resolution", 256)), 8, geometry)
     except (ImageDecodeError, OSError, ValueError):
         return None
 

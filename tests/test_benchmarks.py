@@ -31,7 +31,8 @@ class Smoke:
 
 SMOKES = {
     "eval_throughput.py": Smoke({
-        rf"^\(b\) full evaluation: .* ratio \(b\)/\(a\) = {NUM} ": 1,
+        rf"^\(b\) full evaluation pass: .* ratio \(b\)/\(a\) = {NUM} ": 1,
+        rf"^\(b'\) evaluate with every metric: +{NUM}s +ratio \(b'\)/\(a\) = {NUM} ": 1,
         rf"^\(c\) 4 generators, cached real side: {NUM}s vs recomputed per generator {NUM}s +speed-up {NUM}x ": 1,
         rf"^peak RSS of a full evaluation with N = +{NUM} \(batch \d+\): +{NUM} MB$": 2,
         rf"^  N = +{NUM}: +{NUM}s +peak working memory +{SIGNED} MB \(bound {NUM} MB, backend (?:torch|faiss)\)$": 2,

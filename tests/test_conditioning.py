@@ -454,7 +454,7 @@ def test_available_inputs_and_prepare_errors(tmp_path):
     assert b.build(no_text, 0, 0).notes == ("no FINDINGS/IMPRESSION text for this case; report is empty",)
 
     silent = make_cfg(tmp_path, anatomy="folder")
-    assert available_inputs(silent, make_scan(tmp_path, [no_text])) == {"labels", "image"}
+    assert available_inputs(silent, make_scan(tmp_path, [no_text])) == {"labels", "image", "training"}
     with pytest.raises(ConditioningError) as err:
         builder(silent, [no_text], tmp_path, {"text", "anatomy"})
     assert "reports_root" in str(err.value) and "anatomy_dir is empty" in str(err.value)
@@ -489,7 +489,7 @@ def test_synthetic_demo_conditions_use_its_ground_truth(tmp_path):
         }
     )
     scan = load_dataset(cfg, progress=False)
-    assert available_inputs(cfg, scan) == {"labels", "text", "anatomy", "pathology", "image"}
+    assert available_inputs(cfg, scan) == {"labels", "text", "anatomy", "pathology", "image", "training"}
     b = prepare_case_facts(cfg, scan, reads={"labels", "text", "anatomy", "pathology"}, progress=False)
     rows: dict[str, list[dict]] = {}
     with open(root / "ms-cxr-boxes.csv", newline="") as f:

@@ -183,7 +183,7 @@ def test_pairs_csv_holds_the_closest_pairs(run):
     }
     for pair in memorizer.itertuples():
         assert pair.train_case_id == donors[pair.case_id]  # the nearest training image is the one it copied
-        assert pair.train_image == str(training[pair.train_case_id].image_path)
+        assert Path(session.scan.root) / pair.train_image == training[pair.train_case_id].image_path  # dataset-relative
         assert pair.ssim == pytest.approx(1.0, abs=1e-6)
     for _, group in pairs.groupby("generator"):
         assert list(group.similarity) == sorted(group.similarity, reverse=True)
@@ -272,3 +272,57 @@ def test_alignment_equals_brute_force_correlation_over_every_shift():
                 for dx in range(-limit, limit + 1)
             }
             assert found == max(scores, key=lambda s: (scores[s], -list(scores).index(s)))
+
+
+def test_a_subsample_reads_only_its_drawn_training_files(run, monkeypatch):
+    """memorization_train_n = 5: five rows are drawn before the file check, so only five files are read."""
+    root, cfg, session, values = run
+    from xreal_bench.data import mimic
+
+    read: list[int] = []
+    check = mimic.check_images
+    monkeypatch.setattr(mimic, "check_images", lambda paths, progress: read.append(len(paths)) or check(paths, progress))
+    training = load_training_set(make_config(root, memorization_train_n=5))
+    everything = load_training_set(cfg)
+    assert read[0] == 5 and read[1] == len(everything.cases) > 5
+    assert len(training.cases) == 5 and {c.case_id for c in training.cases} <= {c.case_id for c in everything.cases}
+    assert training.cases == load_training_set(make_config(root, memorization_train_n=5)).cases  # seeded
+
+
+def test_the_report_never_opens_a_training_path_outside_the_dataset_root(tmp_path):
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from xreal_bench.reports.memorization_grid import training_pixels
+
+    root, outside = tmp_path / "data", tmp_path / "secret.png"
+    (root / "files").mkdir(parents=True)
+    for path in (root / "files" / "a.png", outside):
+        Image.fromarray(np.full((32, 32), 128, dtype=np.uint8)).save(path)
+    run = SimpleNamespace(provenance={"dataset": {"root": str(root)}, "config": {"run": {"resolution": 32}}})
+    assert training_pixels(run, "files/a.png") is not None  # type: ignore[arg-type]
+    assert training_pixels(run, "../secret.png") is None and training_pixels(run, str(outside)) is None  # type: ignore[arg-type]
+
+
+def test_the_evaluated_split_is_refused_as_the_training_split(run):
+    root, cfg, session, values = run
+    same = open_session(make_config(root), progress=False)
+    same.cfg.dataset.train_split = same.cfg.dataset.split
+    with pytest.raises(UserFacingError, match="is the evaluated split"):
+        memorization_audit(same, build_suite(cfg.metrics, session.weights, session.device), False)
+
+
+def test_evaluating_one_generator_keeps_the_others_pairs(run):
+    """`evaluate --generators noise` rewrites noise's pairs and keeps the memorizer's and shuffled's (last: it
+    re-evaluates the module's run)."""
+    root, cfg, session, values = run
+    before = pd.read_csv(Path(cfg.run.out) / PAIRS_FILE, dtype={"case_id": str, "train_case_id": str})
+    evaluate(session, ["noise"], progress=False)
+    after = pd.read_csv(Path(cfg.run.out) / PAIRS_FILE, dtype={"case_id": str, "train_case_id": str})
+    assert sorted(set(after.generator)) == ["memorizer", "noise", "shuffled"] and len(after) == len(before)
+    for generator in ("memorizer", "shuffled"):
+        pd.testing.assert_frame_equal(
+            before[before.generator == generator].reset_index(drop=True),
+            after[after.generator == generator].reset_index(drop=True),
+        )

@@ -29,9 +29,9 @@ from xreal_bench.types import Case, Demographics
 N_CASES = 36
 CLASSES = ("Cardiomegaly", "Edema", "Pneumonia")
 THRESHOLD = 0.5
-MS_SSIM, DICE, FID = table.metric("ms_ssim"), table.metric("dice"), table.metric("fid")
+MS_SSIM, DICE, FID, KID = table.metric("ms_ssim"), table.metric("dice"), table.metric("fid"), table.metric("kid")
 F1, AUC, DIVERSITY = table.metric("f1_macro"), table.metric("auc_macro"), table.metric("ms_ssim_diversity")
-ENABLED = [m.name for m in (FID, MS_SSIM, DIVERSITY, DICE, F1, AUC)]
+ENABLED = [m.name for m in (FID, KID, MS_SSIM, DIVERSITY, DICE, F1, AUC)]
 
 
 def person(k: int) -> tuple[str, int | None, str] | None:
@@ -178,7 +178,7 @@ def test_pixel_subgroup_rows_equal_pandas_group_bys(rows, entry):
             assert (row.value, row.n) == (pytest.approx(expected.loc[value, "value"], abs=1e-12), expected.loc[value, "n"])
             assert row.draws is not None and len(row.draws) == SETTINGS.bootstrap and row.ci_low <= row.value <= row.ci_high
     # images 3 and 17 (cases c02 and c12, both female) are undefined
-    assert rows[(MS_SSIM.name, "sex:female")].note == "2 undefined (both masks empty) excluded"
+    assert rows[(MS_SSIM.name, "sex:female")].note == "2 undefined excluded"
     assert rows[(MS_SSIM.name, "sex:male")].note == ""
 
 
@@ -235,7 +235,16 @@ def test_diversity_per_subgroup_is_the_mean_over_its_cases(rows):
     assert (row.value, row.n) == (pytest.approx(np.mean([gen.diversity[c] for c in female])), len(female))
 
 
-@pytest.mark.parametrize("entry", [MS_SSIM, FID, AUC], ids=lambda m: m.name)
+def test_size_biased_metrics_get_subgroup_rows_but_no_gap(rows):
+    """FID moves with n (its bias falls like 1/n): subgroups of different sizes are not compared by a gap."""
+    assert FID.size_biased and not KID.size_biased and not MS_SSIM.size_biased
+    subgroup_rows = [row for (metric, subset), row in rows.items() if metric == FID.name and ":" in subset]
+    assert subgroup_rows and not any(subset.endswith(":gap") for (metric, subset) in rows if metric == FID.name)
+    assert all("no fairness gap" in row.note for row in subgroup_rows)
+    assert "no fairness gap" not in rows[(FID.name, "all")].note
+
+
+@pytest.mark.parametrize("entry", [MS_SSIM, KID, AUC], ids=lambda m: m.name)
 def test_gap_value_n_and_interval_by_hand(rows, entry):
     frame = image_frame()
     for attribute in ("sex", "age", "race"):

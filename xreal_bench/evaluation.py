@@ -72,8 +72,9 @@ class BesidePass(Protocol):
 
     def provenance(self) -> dict: ...
 
-    def write(self, out: Path) -> None:
-        """Its files in the run folder (rank 0)."""
+    def write(self, out: Path, *, kept: set[str]) -> None:
+        """Its files in the run folder (rank 0), keeping what earlier files hold for ``kept``: the generators
+        whose earlier results ``evaluate --generators`` kept."""
 
 
 def beside_pass(session: Session, suite: Suite, progress: bool) -> list[BesidePass]:
@@ -320,8 +321,9 @@ def evaluate(session: Session, names: Sequence[str] | None = None, progress: boo
             )
         provenance["encoder_agreement"] = encoder_agreement(rows, confidence=cfg.metrics.confidence)  # every generator kept
         write_per_image(out, images_frame)
+        kept = {r.generator for r in rows} - {d.generator for d in dirs} - {REFERENCE}
         for hook in hooks:
-            hook.write(out)
+            hook.write(out, kept=kept)
         m = cfg.metrics
         write_draws(out, rows, run_id=run_id, seed=m.bootstrap_seed, confidence=m.confidence, cases=covered)
         write_results(out, rows, provenance)

@@ -210,7 +210,7 @@ class LesionAudit:
             "images": self.images,
         }
 
-    def write(self, out: Path) -> None:
+    def write(self, out: Path, *, kept: set[str]) -> None:
         """Everything is in ``results.json`` and ``per_image.csv``: no file of its own."""
 
 

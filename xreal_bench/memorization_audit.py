@@ -36,6 +36,7 @@ import pandas as pd
 from xreal_bench import distributed
 from xreal_bench.atomic import atomic_path, write_text_atomic
 from xreal_bench.data.training import TrainingSet, load_training_set
+from xreal_bench.errors import UserFacingError
 from xreal_bench.metrics import table
 from xreal_bench.metrics.engine import ImageItem, Preprocessing, SourceOutputs, evaluate_real, real_fingerprint
 from xreal_bench.metrics.neighbours import Exclusion, Neighbours, nearest, search_memory_bytes
@@ -119,6 +120,15 @@ def consolidate(training: TrainingSet, *, extractor: Suite, prep: Preprocessing,
     distributed.barrier()
 
 
+def dataset_relative(path: Path, root: Path) -> str:
+    """``path`` relative to the dataset root (locations are not identity: the report resolves it under the run's
+    recorded root and never follows it outside); absolute when it lies elsewhere."""
+    try:
+        return Path(path).relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def to_unit(pixels: np.ndarray) -> np.ndarray:
     return pixels.astype(np.float64) / (255.0 if pixels.dtype == np.uint8 else 65535.0)
 
@@ -134,6 +144,7 @@ class MemorizationAudit:
     prep: Preprocessing
     subjects: dict[str, str]  # evaluated case id -> subject id
     device: str
+    dataset_root: Path
     top_k: int
     quantile: float
     key: str = "memorization"
@@ -201,7 +212,7 @@ class MemorizationAudit:
                     "case_id": keys[n][0],
                     "sample_index": keys[n][1],
                     "train_case_id": train_id,
-                    "train_image": str(train_cases[train_id].image_path),
+                    "train_image": dataset_relative(train_cases[train_id].image_path, self.dataset_root),
                     "similarity": float(top1[n]),
                     "ssim": float(ssim[n]),
                     "memorized": bool(top1[n] > self.threshold),
@@ -214,6 +225,7 @@ class MemorizationAudit:
             "train_split": self.training.split,
             "train_images": len(self.train.case_ids),
             "train_available": self.training.available,
+            "train_undecodable": len(self.training.cases) - len(self.train.case_ids),
             "subsample": self.training.subsample,
             "subsample_seed": self.training.seed,
             "train_fingerprint": self.training.fingerprint,
@@ -229,8 +241,16 @@ class MemorizationAudit:
             "alignment_max_shift": MAX_SHIFT_FRACTION,
         }
 
-    def write(self, out: Path) -> None:
+    def write(self, out: Path, *, kept: set[str]) -> None:
+        """``memorization_pairs.csv``: this call's pairs, and the earlier file's pairs of ``kept`` generators."""
         frame = pd.DataFrame(self.pairs, columns=list(PAIRS_COLUMNS))
+        if kept and (out / PAIRS_FILE).is_file():
+            try:
+                earlier = pd.read_csv(out / PAIRS_FILE, dtype={"generator": str, "case_id": str, "train_case_id": str})
+            except (OSError, ValueError):
+                earlier = None
+            if earlier is not None and tuple(earlier.columns) == PAIRS_COLUMNS:
+                frame = pd.concat([earlier[earlier.generator.isin(kept)], frame], ignore_index=True)
         write_text_atomic(out / PAIRS_FILE, to_csv(frame))
 
 
@@ -241,6 +261,11 @@ def memorization_audit(session: Session, suite: Suite, progress: bool) -> Beside
     cfg = session.cfg
     if table.MEMORIZATION.name not in cfg.metrics.enabled:
         return None
+    if cfg.dataset.train_split == cfg.dataset.split:
+        raise UserFacingError(
+            f"memorization audit: dataset.train_split = {cfg.dataset.train_split!r} is the evaluated split: its images "
+            "would count as training images (every real image memorized); set dataset.train_split to the training split"
+        )
     role = resolve_role(table.EMBEDDING, cfg.metrics)
     extractor = suite.features[role]
     training = load_training_set(cfg, progress=progress and session.info.is_main)
@@ -262,6 +287,7 @@ def memorization_audit(session: Session, suite: Suite, progress: bool) -> Beside
         prep=prep,
         subjects={c.case_id: c.subject_id for c in session.scan.cases},
         device=session.device,
+        dataset_root=session.scan.root,
         top_k=cfg.metrics.memorization_top_k,
         quantile=cfg.metrics.memorization_quantile,
     )

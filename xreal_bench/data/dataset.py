@@ -9,13 +9,16 @@ from xreal_bench.config import BenchConfig
 from xreal_bench.data.mimic import DatasetScan, scan_mimic
 
 
-def load_dataset(cfg: BenchConfig, split: str | None = None, progress: bool = True, *, announce: bool = True) -> DatasetScan:
+def load_dataset(
+    cfg: BenchConfig, split: str | None = None, progress: bool = True, *, announce: bool = True, preselect: int = 0
+) -> DatasetScan:
     """Scan ``cfg.dataset`` (``split`` overrides ``[dataset].split``).
 
     For ``kind = "synthetic"`` the demo tree is written first if absent or outdated; it has
     the MIMIC-CXR-JPG layout (with MIMIC-IV-format demographics under ``mimic-iv/``), so both
     kinds go through :func:`scan_mimic`; ``[dataset].demographics`` is joined for either. With
     ``progress`` and ``announce``, the scan's notes (ids read leniently, repeated rows) go to stderr.
+    ``preselect``: see :func:`~xreal_bench.data.mimic.scan_mimic` (seeded by ``metrics.bootstrap_seed``).
     """
     ds = cfg.dataset
     root = Path(ds.root)
@@ -32,8 +35,9 @@ def load_dataset(cfg: BenchConfig, split: str | None = None, progress: bool = Tr
         reports_root=ds.reports_root or None,
         demographics=ds.demographics or None,
         num_cases=cfg.run.num_cases,
-        seed=cfg.run.seed,
+        seed=cfg.metrics.bootstrap_seed if preselect else cfg.run.seed,
         progress=progress,
+        preselect=preselect,
     )
     if progress and announce:
         for note in scan.notes:

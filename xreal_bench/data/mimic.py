@@ -371,9 +371,12 @@ def scan_mimic(
     num_cases: int = 0,
     seed: int = 0,
     progress: bool = True,
+    preselect: int = 0,
 ) -> DatasetScan:
     """Scan a MIMIC-CXR-JPG root (with ``demographics``: a MIMIC-IV root joined onto every kept
-    case); see the module docstring for every rule applied."""
+    case); see the module docstring for every rule applied. ``preselect > 0`` keeps a seeded uniform draw of
+    that many rows (in ``dicom_id`` order, seed ``seed``) *before* the file check, so only those files are read
+    (the memorization audit's subsample of a large training split)."""
     root = Path(root)
     policy = policy or LabelPolicy()
     wanted_views = {v.strip().upper() for v in ([views] if isinstance(views, str) else views)}
@@ -382,6 +385,11 @@ def scan_mimic(
     notes: list[str] = []
     selected = select_images(paths, split, wanted_views, notes, need_dates=bool(demographics))
     frame, labels, stated = attach_labels(selected, paths["labels"], policy, notes)
+    if 0 < preselect < len(frame):
+        order = np.argsort(frame["dicom_id"].to_numpy(), kind="stable")
+        drawn = np.sort(order[np.random.default_rng(seed).choice(len(frame), size=preselect, replace=False)])
+        notes.append(f"{preselect} of {len(frame)} rows drawn (seed {seed}) before the file check")
+        frame, labels, stated = frame.iloc[drawn].reset_index(drop=True), labels[drawn], stated[drawn]
 
     relpaths = image_relpaths(frame).tolist()
     image_paths = [root / rel for rel in relpaths]

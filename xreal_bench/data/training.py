@@ -3,8 +3,10 @@
 One definition serves the audit (whose features are searched) and the ``memorizer`` reference
 generator (whose images are drawn from the same set), so both see exactly the same training cases.
 ``run.num_cases`` limits the evaluated split only; the training side is the whole split or, with
-``metrics.memorization_train_n = N > 0``, ``N`` images drawn uniformly without replacement by
-``numpy.random.default_rng(metrics.bootstrap_seed)`` from the scan's cases in case-id order.
+``metrics.memorization_train_n = N > 0``, ``N`` rows of the split drawn uniformly without replacement by
+``numpy.random.default_rng(metrics.bootstrap_seed)`` in case-id order *before* the file check (only their
+files are read; an undecodable one is dropped and counted in the scan, not replaced), the usable ones
+are the training set.
 """
 
 from __future__ import annotations
@@ -65,7 +67,8 @@ def load_training_set(cfg: BenchConfig, *, progress: bool = False) -> TrainingSe
     split, m = cfg.dataset.train_split, cfg.metrics
     whole = replace(cfg, run=replace(cfg.run, num_cases=0))
     try:
-        scan = load_dataset(whole, split=split, progress=progress, announce=False)
+        # Only the drawn rows' files are read and checked: a 370k-image split is not read in full at every evaluate.
+        scan = load_dataset(whole, split=split, progress=progress, announce=False, preselect=m.memorization_train_n)
     except DatasetError as exc:
         raise UserFacingError(
             f"memorization audit: the training split (dataset.train_split = {split!r}) cannot be read: {exc}"
