@@ -85,7 +85,7 @@ def frechet_rows(ctx: ScoringContext, metric: Metric, subset: Subset) -> list[Re
     r_stats = ctx.real.stats[role] if name == "all" and every_case else FeatureStats.from_features(r_feat)
     g_stats = ctx.gen.stats[role] if name == "all" else FeatureStats.from_features(g_feat)
     value = fid_from_stats(r_stats, g_stats)
-    note = f"n < feature dim {g_feat.shape[1]}: covariance singular, FID biased" if len(idx) <= g_feat.shape[1] else ""
+    note = f"n < feature dim {g_feat.shape[1]}: covariance singular, distance biased" if len(idx) <= g_feat.shape[1] else ""
     if name == "all" and not every_case:
         note = "; ".join(filter(None, [note, f"real side: the {len(r_feat)} covered of {len(ctx.real.keys)} real cases"]))
     if name == "all" and len(idx) >= FD_INFINITY_MIN_IMAGES:
