@@ -145,6 +145,7 @@ class MemorizationAudit:
     subjects: dict[str, str]  # evaluated case id -> subject id
     device: str
     dataset_root: Path
+    real_cache: Path  # the real side's per-case cache (its pixels)
     top_k: int
     quantile: float
     key: str = "memorization"
@@ -166,9 +167,13 @@ class MemorizationAudit:
         self.backend = found.backend
         return found
 
-    def pixels(self, source: str, path: Path) -> np.ndarray:
-        prep = self.prep if source == REAL else self.prep.stored()
-        return to_unit(prep.load(path))
+    def pixels(self, source: str, key: tuple[str, int], path: Path) -> np.ndarray:
+        """An image's pixels for the re-check: a real image's from the real side's cache (decoded once, by the
+        pass), a generated image's decoded again as stored (the pass keeps features, not pixels)."""
+        if source == REAL:
+            with np.load(self.real_cache / f"{key[0]}.npz") as cached:
+                return to_unit(cached["pixels"])
+        return to_unit(self.prep.stored().load(path))
 
     def train_pixels(self, row: int) -> np.ndarray:
         with np.load(self.train.cache_dir / f"{self.train.case_ids[row]}.npz") as cached:
@@ -190,7 +195,9 @@ class MemorizationAudit:
         for n, key in enumerate(outputs.keys):
             rows = [int(r) for r in found.index[n] if r >= 0]
             if rows:
-                checks = aligned_ssim(self.pixels(source, paths[key]), [self.train_pixels(r) for r in rows], device=self.device)
+                checks = aligned_ssim(
+                    self.pixels(source, key, paths[key]), [self.train_pixels(r) for r in rows], device=self.device
+                )
                 best_ssim[n], top1_ssim[n] = max(c.ssim for c in checks), checks[0].ssim
         memorized = np.where(np.isfinite(top1), (top1 > self.threshold).astype(np.float64), np.nan)
         similarity_part, ssim_part = table.MEMORIZATION.parts
@@ -256,7 +263,7 @@ class MemorizationAudit:
 
 def memorization_audit(session: Session, suite: Suite, progress: bool) -> BesidePass | None:
     """The audit when ``memorization_rate`` is enabled: training features ready before any pass."""
-    from xreal_bench.evaluation import cache_root, preprocessing
+    from xreal_bench.evaluation import cache_root, preprocessing, real_cache_dir
 
     cfg = session.cfg
     if table.MEMORIZATION.name not in cfg.metrics.enabled:
@@ -288,6 +295,7 @@ def memorization_audit(session: Session, suite: Suite, progress: bool) -> Beside
         subjects={c.case_id: c.subject_id for c in session.scan.cases},
         device=session.device,
         dataset_root=session.scan.root,
+        real_cache=real_cache_dir(session, suite),
         top_k=cfg.metrics.memorization_top_k,
         quantile=cfg.metrics.memorization_quantile,
     )

@@ -30,7 +30,7 @@ from PIL import Image
 
 from xreal_bench.metrics.evaluators.base import FeatureExtractor
 from xreal_bench.metrics.evaluators.snapshots import load_model, model_input, pil_processor, resized_batch
-from xreal_bench.weights import Artifact, MissingWeightsError, WeightsManager
+from xreal_bench.weights import Artifact, WeightsManager
 
 ARTIFACT = Artifact(
     name="clip-vitl14-336",
@@ -43,7 +43,6 @@ ARTIFACT = Artifact(
     license="MIT (openai/CLIP)",
     description="CLIP ViT-L/14 @ 336 px image encoder (metric cmmd)",
 )
-PROCESSOR_FILE = "preprocessor_config.json"
 
 
 def square_resize(size: int):
@@ -73,10 +72,8 @@ class ClipFeatures(FeatureExtractor):
         from transformers import CLIPVisionModelWithProjection
 
         folder = weights.require(ARTIFACT)
-        if not (folder / PROCESSOR_FILE).is_file():
-            raise MissingWeightsError(weights.missing_message(ARTIFACT, [folder / PROCESSOR_FILE]))
         trust = weights.trust(ARTIFACT)
-        processor = pil_processor(folder, what="CLIP")
+        processor = pil_processor(folder, what="CLIP", weights=weights, artifact=ARTIFACT)
         model = load_model(
             CLIPVisionModelWithProjection, folder, what="CLIP", model_type="clip_vision_model", allow_unexpected=True
         )

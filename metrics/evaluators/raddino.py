@@ -23,7 +23,7 @@ import torch
 
 from xreal_bench.metrics.evaluators.base import FeatureExtractor
 from xreal_bench.metrics.evaluators.snapshots import gray_pil_images, load_model, pil_processor
-from xreal_bench.weights import Artifact, MissingWeightsError, WeightsManager
+from xreal_bench.weights import Artifact, WeightsManager
 
 ARTIFACT = Artifact(
     name="rad-dino",
@@ -36,7 +36,6 @@ ARTIFACT = Artifact(
     license="MSRLA (research use)",
     description="RAD-DINO ViT-B/14 chest X-ray encoder (metric fd_raddino)",
 )
-PROCESSOR_FILE = "preprocessor_config.json"
 
 
 class RadDinoFeatures(FeatureExtractor):
@@ -50,10 +49,8 @@ class RadDinoFeatures(FeatureExtractor):
         from transformers import AutoModel
 
         folder = weights.require(ARTIFACT)
-        if not (folder / PROCESSOR_FILE).is_file():
-            raise MissingWeightsError(weights.missing_message(ARTIFACT, [folder / PROCESSOR_FILE]))
         trust = weights.trust(ARTIFACT)
-        self.processor = pil_processor(folder, what="RAD-DINO")
+        self.processor = pil_processor(folder, what="RAD-DINO", weights=weights, artifact=ARTIFACT)
         model = load_model(AutoModel, folder, what="RAD-DINO", model_type="dinov2")
         self.name = name
         self.dim = int(model.config.hidden_size)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from xreal_bench.weights import WeightsLoadError
+from xreal_bench.weights import Artifact, MissingWeightsError, WeightsLoadError, WeightsManager
 
 #: Threads resizing one batch with Pillow (which releases the GIL while resampling).
 RESIZE_THREADS = max(1, min(8, os.cpu_count() or 1))
@@ -55,10 +55,18 @@ def load_model(model_class: Any, folder: Path, *, what: str, model_type: str, al
     return model.float().eval()
 
 
-def pil_processor(folder: Path, *, what: str) -> Any:
-    """The snapshot's image processor in its Pillow implementation (read offline)."""
+#: The image processor's file in a Hugging Face snapshot.
+PROCESSOR_FILE = "preprocessor_config.json"
+
+
+def pil_processor(folder: Path, *, what: str, weights: WeightsManager, artifact: Artifact) -> Any:
+    """The snapshot's image processor in its Pillow implementation (read offline); a snapshot without its
+    processor file is missing weights, named like any other missing file."""
     import transformers
     from transformers import AutoImageProcessor
+
+    if not (folder / PROCESSOR_FILE).is_file():
+        raise MissingWeightsError(weights.missing_message(artifact, [folder / PROCESSOR_FILE]))
 
     major = int(transformers.__version__.split(".")[0])
     backend = {"backend": "pil"} if major >= 5 else {"use_fast": False}
