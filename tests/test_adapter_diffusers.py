@@ -88,7 +88,7 @@ def sd_snapshot(folder: Path) -> Path:
         cross_attention_dim=32,
         attention_head_dim=4,
     )
-    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False)
+    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, steps_offset=1)
     StableDiffusionPipeline(
         vae=tiny_vae(),
         text_encoder=text_encoder,
