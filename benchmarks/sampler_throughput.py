@@ -226,9 +226,7 @@ def build_adapters(args, folder: Path) -> dict[str, Any]:
             "controlnet", ControlNetOptions(steps=steps, original_config=config, backbone="file"), context
         ),
         "cheff": CheffGenerator("cheff", CheffOptions(steps=steps, original_config=config), context),
-        "roentgen": RoentGenGenerator(
-            "roentgen", RoentGenOptions(steps=steps, resolution=side), context
-        ),
+        "roentgen": RoentGenGenerator("roentgen", RoentGenOptions(steps=steps, resolution=side), context),
         "diffusers": DiffusersGenerator(
             "diffusers", DiffusersOptions(snapshot="sd", steps=steps, resolution=side, guidance=4.0), context
         ),

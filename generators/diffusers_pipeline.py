@@ -202,7 +202,11 @@ class DiffusersOptions:
                 f"expected an artifact name or a path relative to the weights folder, got {value!r}",
             )
         require(self.steps >= 0, "steps", f"expected >= 1 (0 = the family's default), got {self.steps}")
-        require(self.guidance >= 0 or self.guidance == -1, "guidance", f"expected >= 0 (-1 = the family's default), got {self.guidance}")
+        require(
+            self.guidance >= 0 or self.guidance == -1,
+            "guidance",
+            f"expected >= 0 (-1 = the family's default), got {self.guidance}",
+        )
         require(
             self.resolution == 0 or (self.resolution >= 32 and self.resolution % 16 == 0),
             "resolution",
@@ -219,7 +223,9 @@ class DiffusersOptions:
             try:
                 self.prompt_template.format(**TEMPLATE_FIELDS)
             except (KeyError, IndexError, ValueError) as exc:
-                require(False, "prompt_template", f"unknown or malformed field {exc} (fields: {{text}}, {{age}}, {{race}}, {{sex}})")
+                require(
+                    False, "prompt_template", f"unknown or malformed field {exc} (fields: {{text}}, {{age}}, {{race}}, {{sex}})"
+                )
             require("{text}" in self.prompt_template, "prompt_template", f"{self.prompt_template!r} has no {{text}}")
 
     @property
@@ -293,7 +299,9 @@ def noise_shape(pipe: Any, family: Family, side: int) -> tuple[int, ...]:
     return (1, channels, side // factor, side // factor)
 
 
-def initial_latents(pipe: Any, family: Family, side: int, generators: Sequence[torch.Generator], device: torch.device) -> torch.Tensor:
+def initial_latents(
+    pipe: Any, family: Family, side: int, generators: Sequence[torch.Generator], device: torch.device
+) -> torch.Tensor:
     """Each image's initial latents from its own CPU generator, stacked (packed for Flux)."""
     from diffusers.utils.torch_utils import randn_tensor
 
@@ -342,7 +350,9 @@ class DiffusersGenerator(Generator):
         refuse_pickled(folder)
         self.device = context.torch_device()
         self.dtype = run_dtype(options, context, self.log)
-        extra = {"safety_checker": None, "requires_safety_checker": False} if self.pipeline_class == "StableDiffusionPipeline" else {}
+        extra = (
+            {"safety_checker": None, "requires_safety_checker": False} if self.pipeline_class == "StableDiffusionPipeline" else {}
+        )
         try:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
@@ -411,7 +421,11 @@ class DiffusersGenerator(Generator):
         cls, options: DiffusersOptions, context: GeneratorContext, condition: Condition | None
     ) -> list[ProtocolStep]:
         rule = options.rule
-        steps = [ProtocolStep("prompt rule", f"{rule.name}: {rule.template!r} with {{text}} from {' > '.join(rule.chain)}", rule.source)]
+        steps = [
+            ProtocolStep(
+                "prompt rule", f"{rule.name}: {rule.template!r} with {{text}} from {' > '.join(rule.chain)}", rule.source
+            )
+        ]
         if condition is not None:
             steps.append(ProtocolStep("prompt", repr(options.prompt(condition).text), f"case {condition.case_id}"))
         manager = context.weights or WeightsManager()
@@ -423,7 +437,9 @@ class DiffusersGenerator(Generator):
         else:
             steps += [
                 ProtocolStep("family", f"{family.name} ({pipeline_class} from {folder / 'model_index.json'})", ""),
-                ProtocolStep("steps", str(options.steps or family.steps), family.source if not options.steps else "set in the config"),
+                ProtocolStep(
+                    "steps", str(options.steps or family.steps), family.source if not options.steps else "set in the config"
+                ),
                 ProtocolStep(
                     "guidance",
                     f"{family.guidance if options.guidance == -1 else options.guidance:g}",
@@ -431,7 +447,8 @@ class DiffusersGenerator(Generator):
                 ),
                 ProtocolStep(
                     "tokens",
-                    ", ".join(f"{attr} {limit}" for attr, limit in family.tokenizers) + " (longer prompts truncated; cut counted)",
+                    ", ".join(f"{attr} {limit}" for attr, limit in family.tokenizers)
+                    + " (longer prompts truncated; cut counted)",
                     family.source,
                 ),
                 ProtocolStep(
@@ -487,6 +504,8 @@ def run_dtype(options: DiffusersOptions, context: GeneratorContext, log: Any) ->
     """The pipeline's dtype: the option (or ``[run].precision``); half precision on CUDA only."""
     precision = context.precision if options.precision == "run" else options.precision
     if context.torch_device().type != "cuda" and precision != "fp32":
-        log.warning("precision %s requested on %s: running in fp32 (half precision is used on CUDA only)", precision, context.device)
+        log.warning(
+            "precision %s requested on %s: running in fp32 (half precision is used on CUDA only)", precision, context.device
+        )
         return torch.float32
     return DTYPES[precision]

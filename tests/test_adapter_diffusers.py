@@ -88,7 +88,9 @@ def sd_snapshot(folder: Path) -> Path:
         cross_attention_dim=32,
         attention_head_dim=4,
     )
-    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, steps_offset=1)
+    scheduler = DDIMScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, steps_offset=1
+    )
     StableDiffusionPipeline(
         vae=tiny_vae(),
         text_encoder=text_encoder,
@@ -257,7 +259,9 @@ def test_declarations_defaults_and_protocol(manager):
     assert cls is DiffusersGenerator and cls.inputs == {"text", "labels"}
     sources = option_sources(DiffusersOptions)
     assert all(sources.values()), [k for k, v in sources.items() if not v]
-    steps = {s.key: s for s in cls.protocol(DiffusersOptions(snapshot="tiny/pixart"), GeneratorContext(weights=manager), condition(1))}
+    steps = {
+        s.key: s for s in cls.protocol(DiffusersOptions(snapshot="tiny/pixart"), GeneratorContext(weights=manager), condition(1))
+    }
     assert steps["family"].value.startswith("PixArt-Σ (PixArtSigmaPipeline from ")
     assert (steps["steps"].value, steps["guidance"].value) == ("20", "4.5")
     assert "pipeline_pixart_sigma.py:637,640" in steps["steps"].source
@@ -292,7 +296,9 @@ def test_unknown_pipeline_class_and_pickled_weights_are_refused(manager):
 
 
 def test_incompatible_scheduler_is_refused(manager):
-    with pytest.raises(UserFacingError, match="scheduler FlowMatchEulerDiscreteScheduler does not fit this snapshot's DDIMScheduler"):
+    with pytest.raises(
+        UserFacingError, match="scheduler FlowMatchEulerDiscreteScheduler does not fit this snapshot's DDIMScheduler"
+    ):
         make(manager, "tiny/sd", scheduler="FlowMatchEulerDiscreteScheduler")
 
 
@@ -303,7 +309,10 @@ def test_incompatible_scheduler_is_refused(manager):
         ({"snapshot": "/etc/models"}, "snapshot: expected an artifact name or a path relative to the weights folder"),
         ({"snapshot": "a/../../b"}, "snapshot: expected an artifact name or a path relative"),
         ({"snapshot": "s", "scheduler": "LCMScheduler"}, "scheduler: unknown scheduler 'LCMScheduler' .known: snapshot, DDIM"),
-        ({"snapshot": "s", "resolution": 100}, r"resolution: expected a multiple of 16 >= 32 \(0 = the snapshot's native size\), got 100"),
+        (
+            {"snapshot": "s", "resolution": 100},
+            r"resolution: expected a multiple of 16 >= 32 \(0 = the snapshot's native size\), got 100",
+        ),
         ({"snapshot": "s", "guidance": -2}, "guidance: expected >= 0 .-1 = the family's default., got -2"),
         ({"snapshot": "s", "prompt_rule": "report"}, "prompt_rule: unknown rule 'report'"),
         ({"snapshot": "s", "precision": "fp8"}, "precision"),
