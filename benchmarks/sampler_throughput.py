@@ -1,10 +1,12 @@
-"""Throughput of the four diffusion adapters and the overhead of their sampler.
+"""Throughput of the diffusion adapters and the overhead of their sampler.
 
 Prints, per adapter, images/s with batch 1 and batch 8 (``--batch``) and the batching speed-up; and, per
 sampler configuration, the time per denoising step of the adapters' DDIM loop
 (:func:`xreal_bench.generators.diffusion.sampler.ddim_sample` with :class:`LatentDenoiser`: blending,
 guidance, per-sample noise, the diffusers scheduler step) against a bare loop of the same UNet
-calls, as a ratio (target: overhead <= 5 %).
+calls, as a ratio (target: overhead <= 5 %). The generic ``diffusers`` adapter (on a Stable Diffusion 1.x
+pipeline) is timed against the bare pipeline call with the same prompts and per-image generators, per
+denoising step (target: overhead <= 5 %).
 
 The networks are RANDOMLY INITIALISED: no weights are needed and none are loaded (the weights
 loaders are replaced for the run), which is fine for speed — the arithmetic is the same as with
@@ -161,7 +163,7 @@ def random_weights(full: bool, device: torch.device, dtype: torch.dtype, folder:
     def fake_pipeline(*args, **kwargs):
         return random_sd_pipeline(sd_size, full, device, dtype, sd_dir)
 
-    adapters = ("xreal", "controlnet", "cheff", "roentgen")
+    adapters = ("xreal", "controlnet", "cheff", "roentgen", "diffusers_pipeline")
     patches = [mock.patch(f"xreal_bench.generators.{m}.require_weights", fake_require) for m in adapters]
     patches += [
         mock.patch.object(latent_models, "load_latent_diffusion", fake_ldm),
@@ -201,6 +203,7 @@ def conditions(n: int, size: int) -> list[Condition]:
 def build_adapters(args, folder: Path) -> dict[str, Any]:
     from xreal_bench.generators.cheff import CheffGenerator, CheffOptions
     from xreal_bench.generators.controlnet import ControlNetGenerator, ControlNetOptions
+    from xreal_bench.generators.diffusers_pipeline import DiffusersGenerator, DiffusersOptions
     from xreal_bench.generators.roentgen import RoentGenGenerator, RoentGenOptions
     from xreal_bench.generators.xreal import XRealGenerator, XRealOptions
 
@@ -213,6 +216,8 @@ def build_adapters(args, folder: Path) -> dict[str, Any]:
         Path(config).write_text(yaml.safe_dump(tiny))
     context = GeneratorContext(device=args.device, precision=args.precision, log=logging.getLogger("bench"))
     steps = args.steps
+    (folder / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')  # the family; weights are random
+    side = 512 if args.full_size else 64
     return {
         "xreal": XRealGenerator(
             "xreal", XRealOptions(steps=steps, anatomy_blend_steps=steps // 2, original_config=config), context
@@ -221,8 +226,9 @@ def build_adapters(args, folder: Path) -> dict[str, Any]:
             "controlnet", ControlNetOptions(steps=steps, original_config=config, backbone="file"), context
         ),
         "cheff": CheffGenerator("cheff", CheffOptions(steps=steps, original_config=config), context),
-        "roentgen": RoentGenGenerator(
-            "roentgen", RoentGenOptions(steps=steps, resolution=512 if args.full_size else 64), context
+        "roentgen": RoentGenGenerator("roentgen", RoentGenOptions(steps=steps, resolution=side), context),
+        "diffusers": DiffusersGenerator(
+            "diffusers", DiffusersOptions(snapshot="sd", steps=steps, resolution=side, guidance=4.0), context
         ),
     }
 
@@ -310,6 +316,35 @@ def sampler_overhead(adapter, args) -> None:
             )
 
 
+def pipeline_overhead(adapter, args) -> None:
+    """The diffusers adapter's ``generate`` against the bare pipeline call it makes (same prompts, per-image
+    CPU generators, no ``latents=``): the adapter's prompt building, truncation counting, per-image latents and
+    grayscale output, per denoising step."""
+    device = torch.device(args.device)
+    print(f"\ndiffusers adapter vs bare pipeline call ({args.steps} steps; target <= 5 %):")
+    print(f"  {'batch':>5} {'bare ms/step':>13} {'adapter ms/step':>16} {'overhead':>9}")
+    for size in (1, args.batch):
+        batch = conditions(size, 64)
+        texts = [adapter.options.prompt(c).text for c in batch]
+
+        def bare(batch=batch, texts=texts):
+            with torch.no_grad():
+                adapter.pipe(
+                    prompt=texts,
+                    negative_prompt=[""] * len(texts),
+                    num_inference_steps=adapter.steps,
+                    guidance_scale=adapter.guidance,
+                    height=adapter.side,
+                    width=adapter.side,
+                    generator=[torch.Generator("cpu").manual_seed(int(c.seed)) for c in batch],
+                    output_type="pt",
+                )
+
+        tb = timed(bare, device, args.repeats)
+        ta = timed(lambda batch=batch: adapter.generate(batch), device, args.repeats)
+        print(f"  {size:>5} {1000 * tb / args.steps:13.2f} {1000 * ta / args.steps:16.2f} {100 * (ta / tb - 1):8.1f}%")
+
+
 class FreeDenoiser:
     """The LatentDenoiser's own work (batch doubling, dtype casts, guidance) with a UNet that costs nothing."""
 
@@ -358,6 +393,7 @@ def main(argv: list[str] | None = None) -> None:
     ):
         adapters = build_adapters(args, Path(tmp))
         sampler_overhead(adapters["xreal"], args)
+        pipeline_overhead(adapters["diffusers"], args)
         throughput(adapters, args)
 
 

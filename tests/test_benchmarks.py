@@ -43,7 +43,8 @@ SMOKES = {
     }),
     "sampler_throughput.py": Smoke({
         rf"^  \S.*? +\d+ +{NUM} +{NUM} +{SIGNED}% +{NUM}%$": 4,  # UNet and sampler ms/step, direct and isolated overhead
-        rf"^  (?:xreal|controlnet|cheff|roentgen) +{NUM} +{NUM} +{NUM}x$": 4,  # images/s at both batches, speed-up
+        rf"^  (?:xreal|controlnet|cheff|roentgen|diffusers) +{NUM} +{NUM} +{NUM}x$": 5,  # images/s at both batches, speed-up
+        rf"^ +(?:1|2) +{NUM} +{NUM} +{SIGNED}%$": 2,  # diffusers adapter vs bare pipeline: ms/step, overhead
     }),
     # A latency target would make the smoke run flaky on a loaded machine; lost or duplicated rows still fail it.
     "study_load.py": Smoke({

@@ -1,0 +1,511 @@
+"""Any diffusers text-to-image pipeline snapshot as a generator (type ``diffusers``).
+
+The ``snapshot`` option names a weights-manager artifact or a folder under the weights folder
+holding a diffusers snapshot (``model_index.json`` plus one folder per component). The pipeline
+class is read from ``model_index.json`` and must be one of :data:`FAMILIES`; the snapshot is
+loaded with ``from_pretrained(folder, local_files_only=True, use_safetensors=True)`` — nothing is
+downloaded, and a component stored only as pickled ``.bin``/``.pt``/``.ckpt`` files is refused.
+
+Noise, per family (diffusers 0.42). Every family draws its initial latents with
+``randn_tensor``; given a list of CPU generators, row ``i`` comes from generator ``i``. The
+adapter draws each image's initial latents itself from a CPU generator seeded with the image's
+seed, in the shape the pipeline would (``(C, H/f, W/f)`` for Stable Diffusion 1.x/2.x, SDXL,
+SD3/3.5, PixArt-α/Σ, Sana and Lumina 2; Flux packs ``(C/4, 2*(H/2f), 2*(W/2f))`` into
+``(H/2f * W/2f, C)`` tokens with the pipeline's own ``_pack_latents``), and hands them to the
+pipeline as ``latents=`` together with the same generators (already advanced past the latents,
+as inside the pipeline) for schedulers that draw noise at each step (DDPM, Euler ancestral,
+DDIM with eta > 0: one row per generator). An image therefore depends on its seed only, never on
+the other images of its batch; it equals the plain pipeline call with ``generator=[its
+generator]``. Pipelines that scale the initial noise (``init_noise_sigma``) do so on the given
+latents too.
+
+Where the suite departs from the pipelines' own defaults: PixArt and Sana run with
+``clean_caption=False`` (the caption cleaner needs optional packages, so its output would depend
+on the environment) and ``use_resolution_binning=False`` (a square output at a bin's own size is
+unchanged by binning); Flux's ``negative_prompt`` is used only through ``true_cfg_scale``, which
+the adapter leaves at 1 (no negative prompt); no safety checker (meaningless on radiographs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from xreal_bench.errors import UserFacingError
+from xreal_bench.generators.base import Generator, GeneratorContext, GeneratorOutput, ProtocolStep, cited
+from xreal_bench.generators.diffusion.conditions import Notes
+from xreal_bench.generators.diffusion.precision import DTYPES
+from xreal_bench.generators.diffusion.runtime import adapter_logger, require_weights, to_output
+from xreal_bench.generators.prompts import PROMPT_RULES, Prompt, PromptRule, build_prompt
+from xreal_bench.types import Condition
+from xreal_bench.validation import require
+from xreal_bench.weights import Artifact, WeightsManager, collect_artifacts
+
+DIFFUSERS = "huggingface/diffusers v0.42 src/diffusers/pipelines"
+#: File endings of pickled weights, never unpickled by this adapter.
+PICKLED = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+#: Component folders without weights.
+NO_WEIGHTS = ("tokenizer", "scheduler", "feature_extractor", "image_processor")
+TEMPLATE_FIELDS = {"text": "", "age": 0, "race": "", "sex": ""}
+
+
+@dataclass(frozen=True)
+class Family:
+    """One allowed pipeline class: its family name, ``__call__`` defaults with their source, how it
+    lays out noise, and which tokenizers it truncates at which length."""
+
+    name: str
+    steps: int
+    guidance: float
+    source: str
+    tokenizers: tuple[tuple[str, int], ...]
+    packed: bool = False
+    negative_prompt: bool = True
+    extra: tuple[tuple[str, Any], ...] = ()
+
+
+CLIP = 77
+CAPTION = (("clean_caption", False), ("use_resolution_binning", False))
+#: Allowed pipeline classes (``_class_name`` of ``model_index.json``) and their families.
+FAMILIES: dict[str, Family] = {
+    "StableDiffusionPipeline": Family(
+        "Stable Diffusion 1.x/2.x",
+        50,
+        7.5,
+        f"{DIFFUSERS}/stable_diffusion/pipeline_stable_diffusion.py:785,788 (__call__ defaults)",
+        (("tokenizer", CLIP),),
+    ),
+    "StableDiffusionXLPipeline": Family(
+        "SDXL",
+        50,
+        5.0,
+        f"{DIFFUSERS}/stable_diffusion_xl/pipeline_stable_diffusion_xl.py:831,835 (__call__ defaults)",
+        (("tokenizer", CLIP), ("tokenizer_2", CLIP)),
+    ),
+    "StableDiffusion3Pipeline": Family(
+        "SD3/3.5",
+        28,
+        7.0,
+        f"{DIFFUSERS}/stable_diffusion_3/pipeline_stable_diffusion_3.py:781,783 (__call__ defaults; T5 at "
+        "max_sequence_length 256, l.802)",
+        (("tokenizer", CLIP), ("tokenizer_2", CLIP), ("tokenizer_3", 256)),
+    ),
+    "PixArtAlphaPipeline": Family(
+        "PixArt-α",
+        20,
+        4.5,
+        f"{DIFFUSERS}/pixart_alpha/pipeline_pixart_alpha.py:692,695 (__call__ defaults; T5 at 120 tokens, l.712)",
+        (("tokenizer", 120),),
+        extra=CAPTION,
+    ),
+    "PixArtSigmaPipeline": Family(
+        "PixArt-Σ",
+        20,
+        4.5,
+        f"{DIFFUSERS}/pixart_alpha/pipeline_pixart_sigma.py:637,640 (__call__ defaults; T5 at 300 tokens, l.657)",
+        (("tokenizer", 300),),
+        extra=CAPTION,
+    ),
+    "SanaPipeline": Family(
+        "Sana",
+        20,
+        4.5,
+        f"{DIFFUSERS}/sana/pipeline_sana.py:679,682 (__call__ defaults; Gemma at 300 tokens after the default "
+        "complex_human_instruction)",
+        (("tokenizer", 300),),
+        extra=CAPTION,
+    ),
+    "Lumina2Pipeline": Family(
+        "Lumina 2",
+        30,
+        4.0,
+        f"{DIFFUSERS}/lumina2/pipeline_lumina2.py:477,478 (__call__ defaults; Gemma at 256 tokens, l.496)",
+        (("tokenizer", 256),),
+    ),
+    "FluxPipeline": Family(
+        "Flux",
+        28,
+        3.5,
+        f"{DIFFUSERS}/flux/pipeline_flux.py:611,613 (__call__ defaults; guidance is the distilled guidance "
+        "embedding; T5 at 512 tokens, l.630)",
+        (("tokenizer", CLIP), ("tokenizer_2", 512)),
+        packed=True,
+        negative_prompt=False,
+    ),
+}
+FAMILIES["Lumina2Text2ImgPipeline"] = FAMILIES["Lumina2Pipeline"]  # the older name of the same class
+
+#: Scheduler classes selectable by ``scheduler``; a choice must also be in the snapshot scheduler's ``compatibles``.
+SCHEDULERS = (
+    "DDIMScheduler",
+    "DDPMScheduler",
+    "PNDMScheduler",
+    "EulerDiscreteScheduler",
+    "EulerAncestralDiscreteScheduler",
+    "DPMSolverMultistepScheduler",
+    "UniPCMultistepScheduler",
+    "FlowMatchEulerDiscreteScheduler",
+    "FlowMatchHeunDiscreteScheduler",
+)
+FAMILY_DEFAULT = "not stated by the original; chosen because 0 / -1 means the family's default (protocol step 'family')"
+
+
+@dataclass
+class DiffusersOptions:
+    #: A weights-manager artifact name, or a folder relative to the weights folder, holding the diffusers snapshot.
+    snapshot: str = cited("", "not stated by the original; required: the snapshot to run")
+    #: A rule of xreal_bench.generators.prompts.PROMPT_RULES.
+    prompt_rule: str = cited(
+        "impression",
+        "not stated by the original; chosen because the text-to-image fine-tunes of MIMIC-CXR (RoentGen, "
+        f"CheXGenBench) are prompted with report impressions ({PROMPT_RULES['impression'].source})",
+    )
+    #: Replaces the rule's template ({text}, {age}, {race}, {sex}); "" = the rule's own.
+    prompt_template: str = cited("", "not stated by the original; chosen because empty means the rule's own template")
+    #: Text used as {text} when a case has none of the rule's fields.
+    fallback_prompt: str = cited(
+        "No acute cardiopulmonary process.",
+        "not stated by the original; chosen because it is the most frequent MIMIC-CXR impression (the RoentGen "
+        "adapter's fallback)",
+    )
+    #: Unconditional prompt of classifier-free guidance (not used by Flux).
+    negative_prompt: str = cited("", "the pipelines' own default (e.g. pipeline_pixart_sigma.py:636 negative_prompt='')")
+    #: Denoising steps; 0 = the family's default.
+    steps: int = cited(0, FAMILY_DEFAULT)
+    #: Guidance scale; -1 = the family's default (Flux: the distilled guidance embedding).
+    guidance: float = cited(-1.0, FAMILY_DEFAULT)
+    #: "snapshot" = the snapshot's scheduler, or a class of SCHEDULERS built from its config.
+    scheduler: str = cited("snapshot", "not stated by the original; chosen because the snapshot's scheduler is its release's")
+    #: Output side in pixels; 0 = the snapshot's native size (denoiser sample size x VAE scale factor).
+    resolution: int = cited(0, "the pipelines' own default when height/width are None (e.g. default_sample_size)")
+    #: "run" = [run].precision; else the dtype the whole pipeline runs in (half precision on CUDA only).
+    precision: Literal["run", "fp32", "fp16", "bf16"] = cited("run", "not stated by the original; the run's setting")
+    #: Optional LoRA weights (.safetensors): an artifact name or a file relative to the weights folder; "" = none.
+    lora: str = cited("", "not stated by the original; no adapter weights unless configured")
+    #: Scale the LoRA is fused with.
+    lora_scale: float = cited(1.0, "diffusers fuse_lora default lora_scale=1.0")
+
+    def validate(self) -> None:
+        require(bool(self.snapshot.strip()), "snapshot", "required: an artifact name or a folder under the weights folder")
+        for key in ("snapshot", "lora"):
+            value = getattr(self, key)
+            require(
+                not value or (not Path(value).is_absolute() and ".." not in Path(value).parts),
+                key,
+                f"expected an artifact name or a path relative to the weights folder, got {value!r}",
+            )
+        require(self.steps >= 0, "steps", f"expected >= 1 (0 = the family's default), got {self.steps}")
+        require(
+            self.guidance >= 0 or self.guidance == -1,
+            "guidance",
+            f"expected >= 0 (-1 = the family's default), got {self.guidance}",
+        )
+        require(
+            self.resolution == 0 or (self.resolution >= 32 and self.resolution % 16 == 0),
+            "resolution",
+            f"expected a multiple of 16 >= 32 (0 = the snapshot's native size), got {self.resolution}",
+        )
+        require(
+            self.scheduler in ("snapshot", *SCHEDULERS),
+            "scheduler",
+            f"unknown scheduler {self.scheduler!r} (known: snapshot, {', '.join(SCHEDULERS)})",
+        )
+        known = ", ".join(PROMPT_RULES)
+        require(self.prompt_rule in PROMPT_RULES, "prompt_rule", f"unknown rule {self.prompt_rule!r} (known: {known})")
+        if self.prompt_template:
+            try:
+                self.prompt_template.format(**TEMPLATE_FIELDS)
+            except (KeyError, IndexError, ValueError) as exc:
+                require(
+                    False, "prompt_template", f"unknown or malformed field {exc} (fields: {{text}}, {{age}}, {{race}}, {{sex}})"
+                )
+            require("{text}" in self.prompt_template, "prompt_template", f"{self.prompt_template!r} has no {{text}}")
+
+    @property
+    def rule(self) -> PromptRule:
+        rule = PROMPT_RULES[self.prompt_rule]
+        if self.prompt_template:
+            rule = dataclasses.replace(rule, name=f"{rule.name} (template set in the config)", template=self.prompt_template)
+        return rule
+
+    def prompt(self, condition: Condition) -> Prompt:
+        return build_prompt(self.rule, condition, fallback=self.fallback_prompt)
+
+
+def local_artifact(value: str, kind: str) -> Artifact:
+    """The artifact named ``value``, or one for the folder/file ``value`` under the weights folder."""
+    known = collect_artifacts().artifacts
+    if value in known:
+        return known[value]
+    what = "diffusers snapshot folder" if kind == "dir" else "LoRA weights file (.safetensors)"
+    return Artifact(
+        name=value,
+        path=value,
+        kind=kind,
+        files=("model_index.json",) if kind == "dir" else (),
+        source=f"your own {what}, placed under the weights folder",
+        license="that of the model you place there",
+        description=what,
+    )
+
+
+def snapshot_index(folder: Path) -> dict[str, Any]:
+    try:
+        return dict(json.loads((folder / "model_index.json").read_text()))
+    except (OSError, ValueError) as exc:
+        raise UserFacingError(f"cannot read {folder / 'model_index.json'}: {exc}") from None
+
+
+def family_of(folder: Path) -> tuple[str, Family]:
+    """``(pipeline class, family)`` from the snapshot's ``model_index.json``; refused outside :data:`FAMILIES`."""
+    name = str(snapshot_index(folder).get("_class_name", ""))
+    if name not in FAMILIES:
+        allowed = ", ".join(sorted(FAMILIES))
+        raise UserFacingError(f"{folder / 'model_index.json'}: pipeline class {name!r} is not supported (allowed: {allowed})")
+    return name, FAMILIES[name]
+
+
+def refuse_pickled(folder: Path) -> None:
+    """A component folder with pickled weights and no ``.safetensors`` is refused (never unpickled)."""
+    for key, value in snapshot_index(folder).items():
+        component = folder / key
+        if key.startswith("_") or not isinstance(value, list) or value[0] is None or key.startswith(NO_WEIGHTS):
+            continue
+        if not component.is_dir():
+            continue
+        files = [p for p in component.iterdir() if p.is_file()]
+        pickled = sorted(p.name for p in files if p.suffix in PICKLED)
+        if pickled and not any(p.suffix == ".safetensors" for p in files):
+            raise UserFacingError(
+                f"{component}: pickled weights only ({', '.join(pickled)}); pickles can run code when loaded. "
+                "Convert them to .safetensors (e.g. save_pretrained(..., safe_serialization=True) on a trusted machine)"
+            )
+
+
+def noise_shape(pipe: Any, family: Family, side: int) -> tuple[int, ...]:
+    """The unpacked initial-latent shape of one image, as the pipeline's ``prepare_latents`` draws it."""
+    denoiser = pipe.unet if getattr(pipe, "unet", None) is not None else pipe.transformer
+    channels, factor = int(denoiser.config.in_channels), int(pipe.vae_scale_factor)
+    if family.packed:
+        size = 2 * (side // (factor * 2))
+        return (1, channels // 4, size, size)
+    return (1, channels, side // factor, side // factor)
+
+
+def initial_latents(
+    pipe: Any, family: Family, side: int, generators: Sequence[torch.Generator], device: torch.device
+) -> torch.Tensor:
+    """Each image's initial latents from its own CPU generator, stacked (packed for Flux)."""
+    from diffusers.utils.torch_utils import randn_tensor
+
+    shape = noise_shape(pipe, family, side)
+    rows = [randn_tensor(shape, generator=g, device=device, dtype=pipe.dtype) for g in generators]
+    if family.packed:
+        rows = [pipe._pack_latents(r, 1, shape[1], shape[2], shape[3]) for r in rows]
+    return torch.cat(rows)
+
+
+def native_side(pipe: Any) -> int:
+    """The side the pipeline generates when height/width are not given."""
+    default = getattr(pipe, "default_sample_size", None)
+    if default is None:
+        denoiser = pipe.unet if getattr(pipe, "unet", None) is not None else pipe.transformer
+        default = denoiser.config.sample_size
+    return int(default) * int(pipe.vae_scale_factor)
+
+
+class DiffusersGenerator(Generator):
+    type_name = "diffusers"
+    description = (
+        "any diffusers text-to-image snapshot (SD 1.x/2.x, SDXL, SD3/3.5, PixArt-α/Σ, Sana, Lumina 2, Flux), offline, "
+        "safetensors only, one seeded generator per image"
+    )
+    inputs = frozenset({"text", "labels"})
+    Options = DiffusersOptions
+
+    @classmethod
+    def required_artifacts(cls, options: DiffusersOptions) -> tuple[Artifact, ...]:
+        found = (local_artifact(options.snapshot, "dir"),)
+        return found + ((local_artifact(options.lora, "file"),) if options.lora else ())
+
+    def __init__(self, name: str, options: DiffusersOptions, context: GeneratorContext):
+        import diffusers
+
+        from xreal_bench.generators.diffusion.text import TruncationCounter
+
+        super().__init__(name, options, context)
+        self.log = adapter_logger(context, name)
+        artifacts = self.required_artifacts(options)
+        paths = require_weights(context, artifacts)
+        folder = paths[artifacts[0].name]
+        self.snapshot = folder
+        self.pipeline_class, self.family = family_of(folder)
+        refuse_pickled(folder)
+        self.device = context.torch_device()
+        self.dtype = run_dtype(options, context, self.log)
+        extra = (
+            {"safety_checker": None, "requires_safety_checker": False} if self.pipeline_class == "StableDiffusionPipeline" else {}
+        )
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
+                pipe = getattr(diffusers, self.pipeline_class).from_pretrained(
+                    str(folder), local_files_only=True, use_safetensors=True, torch_dtype=self.dtype, **extra
+                )
+        except (OSError, ValueError, TypeError) as exc:
+            raise UserFacingError(f"cannot load the {self.pipeline_class} snapshot from {folder}: {exc}") from None
+        if options.scheduler != "snapshot":
+            pipe.scheduler = self.override_scheduler(pipe.scheduler, options.scheduler)
+        if options.lora:
+            self.load_lora(pipe, paths[artifacts[1].name])
+        pipe.set_progress_bar_config(disable=True)
+        self.pipe = pipe.to(self.device)
+        self.side = options.resolution or native_side(pipe)
+        self.steps = options.steps or self.family.steps
+        self.guidance = self.family.guidance if options.guidance == -1 else options.guidance
+        self.truncation = {
+            attr: TruncationCounter(getattr(pipe, attr), limit, self.log, name)
+            for attr, limit in self.family.tokenizers
+            if getattr(pipe, attr, None) is not None
+        }
+        self.log.info(
+            "%s: %s (%s) from %s, %s, %d steps, guidance %.3g, %d px, %s, prompt rule %s",
+            name,
+            self.pipeline_class,
+            self.family.name,
+            folder,
+            type(pipe.scheduler).__name__,
+            self.steps,
+            self.guidance,
+            self.side,
+            self.dtype,
+            options.rule.name,
+        )
+
+    def override_scheduler(self, current: Any, choice: str) -> Any:
+        import diffusers
+
+        compatible = {type(s).__name__ if not isinstance(s, type) else s.__name__ for s in current.compatibles}
+        compatible.add(type(current).__name__)
+        if choice not in compatible:
+            raise UserFacingError(
+                f"{self.name}: scheduler {choice} does not fit this snapshot's {type(current).__name__} "
+                f"(compatible: {', '.join(sorted(c for c in compatible if c in SCHEDULERS))})"
+            )
+        return getattr(diffusers, choice).from_config(current.config)
+
+    def load_lora(self, pipe: Any, path: Path) -> None:
+        if path.suffix != ".safetensors":
+            raise UserFacingError(f"{self.name}: LoRA weights must be a .safetensors file, got {path}")
+        if not hasattr(pipe, "load_lora_weights"):
+            raise UserFacingError(f"{self.name}: {self.pipeline_class} does not load LoRA weights")
+        try:
+            pipe.load_lora_weights(str(path.parent), weight_name=path.name, use_safetensors=True, local_files_only=True)
+            pipe.fuse_lora(lora_scale=self.options.lora_scale)
+        except (OSError, ValueError, ImportError) as exc:
+            raise UserFacingError(f"{self.name}: cannot load the LoRA weights {path}: {exc}") from None
+
+    @property
+    def resolution(self) -> int:
+        return self.side
+
+    @classmethod
+    def protocol_steps(
+        cls, options: DiffusersOptions, context: GeneratorContext, condition: Condition | None
+    ) -> list[ProtocolStep]:
+        rule = options.rule
+        steps = [
+            ProtocolStep(
+                "prompt rule", f"{rule.name}: {rule.template!r} with {{text}} from {' > '.join(rule.chain)}", rule.source
+            )
+        ]
+        if condition is not None:
+            steps.append(ProtocolStep("prompt", repr(options.prompt(condition).text), f"case {condition.case_id}"))
+        manager = context.weights or WeightsManager()
+        folder = manager.path(local_artifact(options.snapshot, "dir"))
+        try:
+            pipeline_class, family = family_of(folder)
+        except UserFacingError as exc:
+            steps.append(ProtocolStep("family", f"unknown until the snapshot is readable ({exc})", ""))
+        else:
+            steps += [
+                ProtocolStep("family", f"{family.name} ({pipeline_class} from {folder / 'model_index.json'})", ""),
+                ProtocolStep(
+                    "steps", str(options.steps or family.steps), family.source if not options.steps else "set in the config"
+                ),
+                ProtocolStep(
+                    "guidance",
+                    f"{family.guidance if options.guidance == -1 else options.guidance:g}",
+                    family.source if options.guidance == -1 else "set in the config",
+                ),
+                ProtocolStep(
+                    "tokens",
+                    ", ".join(f"{attr} {limit}" for attr, limit in family.tokenizers)
+                    + " (longer prompts truncated; cut counted)",
+                    family.source,
+                ),
+                ProtocolStep(
+                    "pipeline arguments",
+                    ", ".join(f"{k}={v!r}" for k, v in family.extra) or "none beyond the options",
+                    "module docstring of xreal_bench.generators.diffusers_pipeline",
+                ),
+            ]
+        steps += [
+            ProtocolStep("scheduler", options.scheduler if options.scheduler != "snapshot" else "the snapshot's scheduler/", ""),
+            ProtocolStep(
+                "batch and seeds",
+                "[run].batch_size; each image's initial latents from a CPU generator seeded with its seed, passed as "
+                "latents= (Flux: packed), the same generators for per-step scheduler noise",
+                "module docstring of xreal_bench.generators.diffusers_pipeline",
+            ),
+            ProtocolStep("output", "RGB decode in [0, 1] reduced to grayscale by ITU-R 601 luma", ""),
+        ]
+        return steps
+
+    @torch.no_grad()
+    def generate(self, conditions: Sequence[Condition]) -> GeneratorOutput:
+        notes = Notes(conditions, self.log, self.name)
+        prompts = [self.options.prompt(c) for c in conditions]
+        for index, prompt in enumerate(prompts):
+            for note in prompt.notes:
+                notes.add(index, note)
+        texts = [p.text for p in prompts]
+        cut = {attr: counter.count(texts) for attr, counter in self.truncation.items()}
+        generators = [torch.Generator("cpu").manual_seed(int(c.seed)) for c in conditions]
+        kwargs: dict[str, Any] = dict(self.family.extra)
+        if self.family.negative_prompt:
+            kwargs["negative_prompt"] = [self.options.negative_prompt] * len(texts)
+        result = self.pipe(
+            prompt=texts,
+            num_inference_steps=self.steps,
+            guidance_scale=self.guidance,
+            height=self.side,
+            width=self.side,
+            latents=initial_latents(self.pipe, self.family, self.side, generators, self.device),
+            generator=generators,
+            output_type="pt",
+            **kwargs,
+        )
+        inputs = [
+            {**p.record(), "tokens_truncated": {attr: counts[i] for attr, counts in cut.items()}, "pipeline": self.pipeline_class}
+            for i, p in enumerate(prompts)
+        ]
+        return to_output(result.images, notes, inputs)
+
+
+def run_dtype(options: DiffusersOptions, context: GeneratorContext, log: Any) -> torch.dtype:
+    """The pipeline's dtype: the option (or ``[run].precision``); half precision on CUDA only."""
+    precision = context.precision if options.precision == "run" else options.precision
+    if context.torch_device().type != "cuda" and precision != "fp32":
+        log.warning(
+            "precision %s requested on %s: running in fp32 (half precision is used on CUDA only)", precision, context.device
+        )
+        return torch.float32
+    return DTYPES[precision]
