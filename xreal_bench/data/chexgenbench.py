@@ -104,9 +104,7 @@ def parse_row(path: Path, record: Mapping[str, object]) -> PromptRow:
         raise DatasetError(f"{where}: {PATH_COLUMN} {image!r}: folder p{folder} does not hold subject p{subject}")
     case_id = str(record[ID_COLUMN]).strip()
     if case_id != subject + study:
-        raise DatasetError(
-            f"{where}: {ID_COLUMN} {case_id!r} is not <subject_id><study_id> of its path ({subject + study!r})"
-        )
+        raise DatasetError(f"{where}: {ID_COLUMN} {case_id!r} is not <subject_id><study_id> of its path ({subject + study!r})")
     prompt = " ".join(str(record[PROMPT_COLUMN]).split())
     if not prompt or prompt == "nan":
         raise DatasetError(f"{where}: blank {PROMPT_COLUMN}")
@@ -130,9 +128,7 @@ def read_prompt_file(path: str | Path) -> PromptFile:
         if row.prompt in seen_prompts:
             continue
         if row.dicom_id in first_line:
-            raise DatasetError(
-                f"{path}, line {row.line}: image {row.dicom_id} already listed at line {first_line[row.dicom_id]}"
-            )
+            raise DatasetError(f"{path}, line {row.line}: image {row.dicom_id} already listed at line {first_line[row.dicom_id]}")
         seen_prompts.add(row.prompt)
         first_line[row.dicom_id] = row.line
         kept.append(row)
