@@ -8,8 +8,8 @@ import tomllib
 from pathlib import Path
 
 import pytest
-
 from mimic_tree import LABELS, did, write_mimic_tree
+
 from xreal_bench.config import config_from_dict
 from xreal_bench.data.chexgenbench import read_prompt_file
 from xreal_bench.data.csvfile import DatasetError
