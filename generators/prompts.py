@@ -1,7 +1,8 @@
 """Prompt rules: the text each model was trained on, built from a :class:`~xreal_bench.types.Condition`.
 
 A rule is data (:class:`PromptRule`): a ``template`` whose ``{text}`` is the first non-empty
-field of ``chain`` (the case's MaCheX report text, impression, findings or positive labels), the
+field of ``chain`` (the case's MaCheX report text, impression, findings, positive labels, or the prompt
+a ``[dataset].prompts_file`` gives it), the
 separator and label set used when the text is the labels, and the citation of the original
 convention. :func:`build_prompt` applies a rule to one condition and returns a :class:`Prompt`:
 the exact string, which field it came from, and a note for every fallback taken. Adapters select a
@@ -17,7 +18,7 @@ from xreal_bench.labels import CHEXPERT_LABELS, NON_PATHOLOGY_LABELS
 from xreal_bench.types import Condition, Demographics
 
 #: Condition fields a rule's ``chain`` may name.
-TEXT_FIELDS = ("report_text", "impression", "findings", "labels")
+TEXT_FIELDS = ("report_text", "impression", "findings", "labels", "prompt_text")
 #: The CheXpert pathologies: every label but ``No Finding`` and ``Support Devices``.
 PATHOLOGIES = tuple(name for name in CHEXPERT_LABELS if name not in NON_PATHOLOGY_LABELS)
 
@@ -181,6 +182,13 @@ PROMPT_RULES: dict[str, PromptRule] = rule_table(
         "not stated by the original (its prompts carry anchor_age); for users who want the age at the image",
         chain=("impression", "labels"),
         template="{age} year old {race} {sex}. {text}",
+    ),
+    PromptRule(
+        "chexgenbench",
+        "the prompt of CheXGenBench's test prompt file ([dataset].prompts_file, column annotated_prompt), as it is",
+        "Raman1121/CheXGenBench tools/generate_data_common.py l.294 (prompt = annotated_prompt) and l.274-277 "
+        "(passed to the pipeline unchanged); prompts from MIMIC_Splits/LLAVARAD_ANNOTATIONS_TEST.csv (README l.36-39)",
+        chain=("prompt_text",),
     ),
     PromptRule("findings", "the report's FINDINGS section", "", chain=("findings", "labels")),
     PromptRule(

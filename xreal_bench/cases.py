@@ -10,6 +10,7 @@ from a generator's manifest. One JSON object per line, sorted by case id::
      "positives": ["Cardiomegaly"],              positive pathologies (CheXpert order)
      "report": {"findings": "...", "impression": "...", "text": "..."},   text: the MaCheX report text
      "study_date": "21800506",                   StudyDate (YYYYMMDD), "" unknown
+     "prompt_text": "...",                       the case's prompt from [dataset].prompts_file, "" none
      "demographics": {"age": 64, "anchor_age": 62, "sex": "female", "race": "WHITE", "source": "mimic-iv", "notes": [...]},
                                                  null when [dataset].demographics is not set
      "boxes": {"source": "boxes_csv", "boxes": [{"label": ..., "x0": ..., "y0": ..., "x1": ..., "y1": ...}],
@@ -81,6 +82,7 @@ def facts_to_json(facts: CaseFacts) -> dict[str, Any]:
         "positives": list(case.positives),
         "report": {"findings": case.findings, "impression": case.impression, "text": case.report_text},
         "study_date": case.study_date,
+        "prompt_text": case.prompt_text,
         "demographics": demographics_to_json(case.demographics),
         "boxes": None if facts.boxes is None else box_set_to_json(facts.boxes),
         "sample_boxes": [box_set_to_json(s) for s in facts.sample_boxes],
@@ -104,6 +106,7 @@ def facts_from_json(data: dict[str, Any]) -> CaseFacts:
         split=data["split"],
         report_text=data["report"].get("text", ""),
         study_date=data.get("study_date", ""),
+        prompt_text=data.get("prompt_text", ""),
         demographics=demographics_from_json(data.get("demographics")),
     )
     boxes = None if data["boxes"] is None else box_set_from_json(data["boxes"])

@@ -78,6 +78,11 @@ class DatasetConfig:
     square: Literal["crop", "pad", "stretch"] = "crop"  # xreal_bench.imaging: centre crop, black padding, or aspect not kept
     intensity: Literal["none", "minmax"] = "none"  # "minmax": each image stretched to its own min..max (XReal's training)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    #: An external prompt file fixing the image set and each image's prompt (xreal_bench.data.chexgenbench); "" none.
+    prompts_file: str = ""
+    prompts_format: Literal["chexgenbench"] = "chexgenbench"
+    #: "file": labels (and per-label subsets) from the prompt file under label_policy; "mimic": the label CSV's.
+    prompts_labels: Literal["file", "mimic"] = "file"
 
     def validate(self) -> None:
         require(bool(self.root), "root", "expected the dataset root folder")

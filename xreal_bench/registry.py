@@ -126,6 +126,12 @@ GENERATORS = Registry(
     },
 )
 
+#: Weights-manifest entries not declared by one generator type (snapshots the generic ``diffusers``
+#: type loads by artifact name): ``name -> "module:attribute"`` of a tuple of Artifact records.
+ARTIFACT_SETS: dict[str, str] = {
+    "chexgenbench": "xreal_bench.generators.artifacts_chexgenbench:ARTIFACTS",
+}
+
 #: torchxrayvision DenseNet weight sets selectable as classifier / feature extractor.
 XRV_TAGS: tuple[str, ...] = ("mimic_ch", "mimic_nb", "chex", "all")
 XRV = "xreal_bench.metrics.evaluators.xrv"

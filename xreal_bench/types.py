@@ -79,6 +79,8 @@ class Case:
     #: policy (which may count uncertain or blank values as positive for the metrics). The models'
     #: label prompts read these, as their training code did; ``()``: the same as ``labels == 1``.
     stated: tuple[int, ...] = ()
+    #: The prompt an external prompt file gives this image (``[dataset].prompts_file``); "" none.
+    prompt_text: str = ""
 
     @property
     def positives(self) -> tuple[str, ...]:
@@ -180,6 +182,7 @@ class Condition:
     report_text: str = ""
     demographics: Demographics | None = None
     stated: tuple[int, ...] = ()
+    prompt_text: str = ""  # the case's prompt from [dataset].prompts_file; "" none
 
     @property
     def positives(self) -> tuple[str, ...]:

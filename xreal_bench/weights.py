@@ -17,6 +17,7 @@ keyed by device, inode, size, mtime and ctime, so a different file never inherit
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.resources
 import json
@@ -27,6 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path
+from typing import Any
 
 from xreal_bench.atomic import write_atomic, write_text_atomic
 from xreal_bench.errors import UserFacingError
@@ -82,26 +84,37 @@ def collect_artifacts() -> ArtifactCatalog:
     Two different declarations under one name are an error naming both declarers; an entry
     that cannot be imported is reported in ``problems`` and does not hide the others.
     """
-    from xreal_bench.registry import EVALUATORS, GENERATORS, declared
+    from xreal_bench.registry import ARTIFACT_SETS, EVALUATORS, GENERATORS, import_target
 
     catalog = ArtifactCatalog()
-    for registry in (GENERATORS, *EVALUATORS.values()):
-        for name in registry.names():
-            who = f"{registry.kind} {name}"
-            try:
-                artifacts = tuple(declared(registry.get(name), "artifacts"))
-            except Exception as exc:  # noqa: BLE001 - a broken plugin must not hide the others
-                catalog.problems.append(f"{who}: cannot load ({type(exc).__name__}: {exc})")
-                continue
-            for art in artifacts:
-                known = catalog.artifacts.setdefault(art.name, art)
-                if known != art:
-                    first = catalog.users[art.name][0]
-                    raise UserFacingError(f"artifact {art.name!r} is declared differently by {first} and by {who}")
-                users = catalog.users.setdefault(art.name, [])
-                if who not in users:
-                    users.append(who)
+    declarers = [
+        (f"{r.kind} {name}", functools.partial(declared_by, r, name))
+        for r in (GENERATORS, *EVALUATORS.values())
+        for name in r.names()
+    ]
+    declarers += [(f"manifest {name}", functools.partial(import_target, target)) for name, target in ARTIFACT_SETS.items()]
+    for who, load in declarers:
+        try:
+            artifacts = tuple(load())
+        except Exception as exc:  # noqa: BLE001 - a broken plugin must not hide the others
+            catalog.problems.append(f"{who}: cannot load ({type(exc).__name__}: {exc})")
+            continue
+        for art in artifacts:
+            known = catalog.artifacts.setdefault(art.name, art)
+            if known != art:
+                first = catalog.users[art.name][0]
+                raise UserFacingError(f"artifact {art.name!r} is declared differently by {first} and by {who}")
+            users = catalog.users.setdefault(art.name, [])
+            if who not in users:
+                users.append(who)
     return catalog
+
+
+def declared_by(registry: Any, name: str) -> Any:
+    """The ``artifacts`` declared by entry ``name`` of ``registry``."""
+    from xreal_bench.registry import declared
+
+    return declared(registry.get(name), "artifacts")
 
 
 class MissingWeightsError(UserFacingError):

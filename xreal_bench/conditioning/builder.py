@@ -97,4 +97,5 @@ def build_condition(
         report_text=case.report_text,
         demographics=case.demographics,
         stated=case.stated,
+        prompt_text=case.prompt_text,
     )
