@@ -240,7 +240,7 @@ class ChexGenGenerator(Generator):
             model.load_state_dict(state, strict=True)
         except (KeyError, RuntimeError, ValueError) as exc:
             raise UserFacingError(
-                f"{path} is not a ChexGen {self.options.checkpoint!r} checkpoint in the released layout: {exc}"
+                f"{path} is not a ChexGen {self.options.checkpoint!r} checkpoint in the released layout: {str(exc)[:600]}"
             ) from None
         expected = self.options.resolution // 8
         if model_latent(model) != expected:

@@ -164,7 +164,7 @@ class DiTShape:
     def of(cls, state: dict[str, torch.Tensor], *, heads: int, prefix: str = "") -> DiTShape:
         proj = state[f"{prefix}x_embedder.proj.weight"]
         width, in_channels, patch, _ = proj.shape
-        depth = len({k.split(".")[1] for k in state if k.startswith(f"{prefix}blocks.")})
+        depth = len({k[len(prefix) :].split(".")[1] for k in state if k.startswith(f"{prefix}blocks.")})
         side = math.isqrt(state[f"{prefix}pos_embed"].shape[1])
         tokens, text_dim = state[f"{prefix}y_embedder.y_embedding"].shape
         out_channels = state[f"{prefix}final_layer.linear.weight"].shape[0] // (patch * patch)
