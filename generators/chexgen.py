@@ -71,7 +71,7 @@ CHECKPOINTS = ("256", "512-impression", "512-demographics", "mask")
 DEMOGRAPHIC_TEMPLATE = "sex:{sex}, age:{age:.1f}, race:{race}. {text}"
 DEMOGRAPHIC_SOURCE = (
     f"{REPO} data/mimic_val_p19_demographic_impression_example.csv:2-11 and README 'Text-to-image' "
-    "(\"sex:Male, age:71.0, race:Black. <impression>\": sex and race capitalised, age with one decimal)"
+    '("sex:Male, age:71.0, race:Black. <impression>": sex and race capitalised, age with one decimal)'
 )
 
 
@@ -149,7 +149,9 @@ class ChexGenOptions:
     )
 
     def validate(self) -> None:
-        require(self.checkpoint in CHECKPOINTS, "checkpoint", f"expected one of {', '.join(CHECKPOINTS)}, got {self.checkpoint!r}")
+        require(
+            self.checkpoint in CHECKPOINTS, "checkpoint", f"expected one of {', '.join(CHECKPOINTS)}, got {self.checkpoint!r}"
+        )
         require(1 <= self.steps <= 1000, "steps", f"expected 1..1000 (respaced from 1000), got {self.steps}")
         require(self.guidance >= 0.0, "guidance", f"expected >= 0 (1 = none), got {self.guidance}")
         require(self.attention_heads >= 1, "attention_heads", f"expected >= 1, got {self.attention_heads}")
@@ -178,7 +180,7 @@ class ChexGenOptions:
         values, provenance = demographic_values(condition.demographics, fallback)
         text = DEMOGRAPHIC_TEMPLATE.format(
             sex=str(values["sex"]).capitalize(),
-            age=float(values["age"]),  # type: ignore[arg-type]
+            age=float(values["age"]),
             race=str(values["race"]).title(),
             text=base.text,
         )
@@ -319,10 +321,18 @@ class ChexGenGenerator(Generator):
         return base.y_embedder.y_embedding[None].float()
 
     @classmethod
-    def protocol_steps(cls, options: ChexGenOptions, context: GeneratorContext, condition: Condition | None) -> list[ProtocolStep]:
+    def protocol_steps(
+        cls, options: ChexGenOptions, context: GeneratorContext, condition: Condition | None
+    ) -> list[ProtocolStep]:
         o = options
         ckpt = CHEXGEN[o.checkpoint]
-        steps = [ProtocolStep("checkpoint", f"{ckpt.path} (key {o.checkpoint_key!r}, 'module.' stripped)", f"{REPO} README 'Available Checkpoints'")]
+        steps = [
+            ProtocolStep(
+                "checkpoint",
+                f"{ckpt.path} (key {o.checkpoint_key!r}, 'module.' stripped)",
+                f"{REPO} README 'Available Checkpoints'",
+            )
+        ]
         if condition is not None:
             prompt = o.prompt(condition)
             steps.append(ProtocolStep("prompt", repr(prompt.text), f"case {condition.case_id}: text from {prompt.field}"))
@@ -335,7 +345,11 @@ class ChexGenGenerator(Generator):
                 f"cleaning {o.text_cleaning}",
                 f"{T5_SOURCE}:13,16-21,90-110; README 'Encoders (VAE & T5)'",
             ),
-            ProtocolStep("network", f"DiT-XL/2 ({o.attention_heads} heads), {o.resolution} px, latent {o.resolution // 8}", f"{REPO} configs/sample/*.py; radiffuser/models/dit.py"),
+            ProtocolStep(
+                "network",
+                f"DiT-XL/2 ({o.attention_heads} heads), {o.resolution} px, latent {o.resolution // 8}",
+                f"{REPO} configs/sample/*.py; radiffuser/models/dit.py",
+            ),
             ProtocolStep(
                 "sampler",
                 f"IDDPM ancestral, linear betas 1e-4..0.02 over 1000 steps respaced to {o.steps}, learned-range variance, "
@@ -345,7 +359,11 @@ class ChexGenGenerator(Generator):
         ]
         if o.checkpoint == "mask":
             steps += [
-                ProtocolStep("guidance", "none (conditional pass only)", f"{REPO} radiffuser/models/dit_control.py:142-145 (forward_with_cfg ignores cfg_scale)"),
+                ProtocolStep(
+                    "guidance",
+                    "none (conditional pass only)",
+                    f"{REPO} radiffuser/models/dit_control.py:142-145 (forward_with_cfg ignores cfg_scale)",
+                ),
                 ProtocolStep(
                     "mask",
                     "the case's pathology mask, 0/1 -> 3 channels, resized to 512 (bilinear), [-1, 1], VAE latent sampled "
@@ -355,16 +373,26 @@ class ChexGenGenerator(Generator):
             ]
         else:
             steps.append(
-                ProtocolStep("guidance", f"{o.guidance:g} on noise channels 0-2 against the learnt null tokens", f"{REPO} radiffuser/models/dit.py:242-255; {SAMPLE}:176-181")
+                ProtocolStep(
+                    "guidance",
+                    f"{o.guidance:g} on noise channels 0-2 against the learnt null tokens",
+                    f"{REPO} radiffuser/models/dit.py:242-255; {SAMPLE}:176-181",
+                )
             )
         steps += [
-            ProtocolStep("VAE", f"{CHEXGEN_VAE.path} (AutoencoderKL), decode of latent / 0.18215", f"{SAMPLE}:130,194 (--vae ema)"),
+            ProtocolStep(
+                "VAE", f"{CHEXGEN_VAE.path} (AutoencoderKL), decode of latent / 0.18215", f"{SAMPLE}:130,194 (--vae ema)"
+            ),
             ProtocolStep(
                 "batch and seeds",
                 "[run].batch_size; one CPU generator per image: initial noise, mask latent sample, one draw per step",
                 f"original: the global CUDA generator seeded once ({SAMPLE}:91-99), batch size 1 (README 'Common Parameters')",
             ),
-            ProtocolStep("output", f"{o.resolution} px float [0, 1], decode clamped to [-1, 1], reduced to grayscale", f"original: 8-bit RGB PNG via save_image ({SAMPLE}:202)"),
+            ProtocolStep(
+                "output",
+                f"{o.resolution} px float [0, 1], decode clamped to [-1, 1], reduced to grayscale",
+                f"original: 8-bit RGB PNG via save_image ({SAMPLE}:202)",
+            ),
         ]
         return steps
 

@@ -302,9 +302,7 @@ def guided_output(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> tor
     return torch.cat([guided, cond[:, 3:]], dim=1)
 
 
-def ddpm_step(
-    schedule: RespacedSchedule, i: int, x: torch.Tensor, output: torch.Tensor, noise: torch.Tensor
-) -> torch.Tensor:
+def ddpm_step(schedule: RespacedSchedule, i: int, x: torch.Tensor, output: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     """One ancestral step of gaussian_diffusion.py ``p_sample`` (epsilon prediction, learned-range
     variance, no clipping of x0), coefficients cast to float32 as ``_extract_into_tensor`` does."""
     v = {k: torch.tensor(val, dtype=torch.float32) for k, val in schedule.step_values(i).items()}

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
-from transformers import AutoTokenizer, T5Config, T5EncoderModel
+from transformers import T5Config, T5EncoderModel
 
 from xreal_bench.errors import UserFacingError
 from xreal_bench.generators.base import GeneratorContext
@@ -90,11 +90,19 @@ def save_t5(folder: Path) -> None:
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
     tok.save(str(folder / "tokenizer.json"))
-    config = {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>", "extra_ids": 0}
+    config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "eos_token": "</s>",
+        "pad_token": "<pad>",
+        "unk_token": "<unk>",
+        "extra_ids": 0,
+    }
     (folder / "tokenizer_config.json").write_text(json.dumps(config))
     (folder / "spiece.model").write_bytes(b"not read: tokenizer.json is")
     torch.manual_seed(0)
-    cfg = T5Config(vocab_size=len(WORDS), d_model=TEXT, d_kv=4, d_ff=16, num_layers=1, num_heads=2, feed_forward_proj="gated-gelu")
+    cfg = T5Config(
+        vocab_size=len(WORDS), d_model=TEXT, d_kv=4, d_ff=16, num_layers=1, num_heads=2, feed_forward_proj="gated-gelu"
+    )
     T5EncoderModel(cfg).save_pretrained(str(folder))
 
 
@@ -226,7 +234,9 @@ def reference_sample(gen, s, prompt, seed, guidance, mask=None):
     length = int(keep[0].sum())
     control = None
     if mask is not None:
-        img = F.interpolate(torch.tensor(mask, dtype=torch.float32)[None, None], size=(side, side), mode="bilinear", antialias=True)
+        img = F.interpolate(
+            torch.tensor(mask, dtype=torch.float32)[None, None], size=(side, side), mode="bilinear", antialias=True
+        )
         dist = gen.vae.encode((img * 2 - 1).expand(-1, 3, -1, -1)).latent_dist
         control = ((dist.mean + dist.std * torch.randn(dist.mean.shape[1:], generator=g)) * 0.18215)[0]
     sch = ref_schedule(gen.options.steps)
@@ -239,7 +249,7 @@ def reference_sample(gen, s, prompt, seed, guidance, mask=None):
             eps3 = unc[:3] + guidance * (cond[:3] - unc[:3])
             cond = torch.cat([eps3, cond[3:]])
         eps, var = cond[:4], cond[4:]
-        f = lambda k: torch.tensor(sch[k][i], dtype=torch.float64).float()  # noqa: E731
+        f = {k: torch.tensor(sch[k][i], dtype=torch.float64).float() for k in sch if k != "t"}.__getitem__
         logv = (var + 1) / 2 * f("maxlog") + (1 - (var + 1) / 2) * f("minlog")
         x0 = f("recip") * x - f("recipm1") * eps
         noise = torch.randn(x.shape, generator=g)
