@@ -180,7 +180,7 @@ class ChexGenOptions:
         values, provenance = demographic_values(condition.demographics, fallback)
         text = DEMOGRAPHIC_TEMPLATE.format(
             sex=str(values["sex"]).capitalize(),
-            age=float(values["age"]),
+            age=float(str(values["age"])),
             race=str(values["race"]).title(),
             text=base.text,
         )
@@ -308,7 +308,8 @@ class ChexGenGenerator(Generator):
                 output = self.model(x, t, text, keep, control)
             else:
                 both = self.model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([text, null]), torch.cat([keep, keep]))
-                output = guided_output(*both.chunk(2), o.guidance)
+                cond, uncond = both.chunk(2)
+                output = guided_output(cond, uncond, o.guidance)
             noise = torch.stack([torch.randn(shape, generator=g) for g in generators]).to(self.device)
             x = ddpm_step(self.schedule, i, x, output, noise)
         images = (self.vae.decode(x / LATENT_SCALE).sample.clamp(-1, 1) + 1) / 2
