@@ -85,8 +85,52 @@ ROENTGEN = {
     ),
 }
 
+CHEXGEN_SOURCE = (
+    "https://github.com/era-ai-biomed/ChexGen (README 'Request Weights': PhysioNet credentialed access, then the "
+    "Model Access Request Form; place the .pth files here)"
+)
+CHEXGEN_LICENSE = "code Apache-2.0; weights behind PhysioNet credentialing (MIMIC-CXR data use agreement)"
+CHEXGEN = {
+    variant: Artifact(
+        name=f"chexgen-{variant}",
+        path=f"chexgen/{filename}",
+        source=CHEXGEN_SOURCE,
+        license=CHEXGEN_LICENSE,
+        description=f"ChexGen DiT checkpoint ({what})",
+    )
+    for variant, filename, what in (
+        ("256", "pretrained_256.pth", "256 px pretraining"),
+        ("512-impression", "finetuned_impression_512.pth", "512 px, impression text"),
+        ("512-demographics", "finetuned_demographic_impression_512.pth", "512 px, sex/age/race + impression"),
+        ("mask", "finetuned_control_siim_512.pth", "512 px, SIIM pneumothorax mask control"),
+    )
+}
+CHEXGEN_T5 = Artifact(
+    name="t5-v1_1-xxl",
+    path="chexgen/t5-v1_1-xxl",
+    kind="dir",
+    files=("config.json", "spiece.model", "tokenizer_config.json"),
+    source="https://huggingface.co/DeepFloyd/t5-v1_1-xxl (ChexGen radiffuser/models/t5.py:66-68)",
+    hub_id="DeepFloyd/t5-v1_1-xxl",
+    license="Apache-2.0 (T5 v1.1 weights)",
+    description="T5 v1.1 XXL encoder and tokenizer used by ChexGen (transformers snapshot)",
+)
+CHEXGEN_VAE = Artifact(
+    name="sd-vae-ft-ema",
+    path="chexgen/sd-vae-ft-ema",
+    kind="dir",
+    files=("config.json",),
+    source="https://huggingface.co/stabilityai/sd-vae-ft-ema (ChexGen tools/sample.py:130)",
+    hub_id="stabilityai/sd-vae-ft-ema",
+    license="MIT",
+    description="Stable Diffusion VAE fine-tuned with EMA (diffusers AutoencoderKL snapshot)",
+)
+
 __all__ = [
     "BERT_TOKENIZER",
+    "CHEXGEN",
+    "CHEXGEN_T5",
+    "CHEXGEN_VAE",
     "CHEFF_AUTOENCODER",
     "CHEFF_SR",
     "CHEFF_T2I",

@@ -123,6 +123,7 @@ GENERATORS = Registry(
         "cheff": "xreal_bench.generators.cheff:CheffGenerator",
         "roentgen": "xreal_bench.generators.roentgen:RoentGenGenerator",
         "diffusers": "xreal_bench.generators.diffusers_pipeline:DiffusersGenerator",
+        "chexgen": "xreal_bench.generators.chexgen:ChexGenGenerator",
     },
 )
 

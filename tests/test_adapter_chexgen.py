@@ -1,0 +1,343 @@
+"""ChexGen on tiny random files in the released layouts: a ``.pth`` with ``state_dict_ema`` (keys
+``module.``-prefixed as DDP saves them), a tiny T5 encoder snapshot and a tiny SD VAE snapshot.
+The sampling is checked against a reference written here from the released code: a functional
+DiT over the raw state dict, each sample attending only to its own packed tokens, and the IDDPM
+arrays built whole (gaussian_diffusion.py, respace.py)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
+from transformers import T5Config, T5EncoderModel
+
+from xreal_bench.errors import UserFacingError
+from xreal_bench.generators.base import GeneratorContext
+from xreal_bench.generators.chexgen import ChexGenGenerator, ChexGenOptions, clean_caption
+from xreal_bench.generators.registry import generator_class
+from xreal_bench.labels import CHEXPERT_LABELS
+from xreal_bench.types import Condition, Demographics
+from xreal_bench.weights import MissingWeightsError, WeightsManager
+
+WIDTH, HEADS, TEXT, TOKENS = 16, 2, 8, 120
+WORDS = "<pad> </s> <unk> small left pleural effusion . moderate cardiomegaly sex:male , age:74.0 race:black".split()
+
+
+def dit_state(depth: int, latent: int, seed: int, prefix: str = "") -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+
+    def r(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=g) * 0.2
+
+    w, n = WIDTH, (latent // 2) ** 2
+    s = {
+        "x_embedder.proj.weight": r(w, 4, 2, 2), "x_embedder.proj.bias": r(w), "pos_embed": r(1, n, w),
+        "t_embedder.mlp.0.weight": r(w, 256), "t_embedder.mlp.0.bias": r(w),
+        "t_embedder.mlp.2.weight": r(w, w), "t_embedder.mlp.2.bias": r(w),
+        "t_block.1.weight": r(6 * w, w), "t_block.1.bias": r(6 * w),
+        "y_embedder.y_proj.fc1.weight": r(w, TEXT), "y_embedder.y_proj.fc1.bias": r(w),
+        "y_embedder.y_proj.fc2.weight": r(w, w), "y_embedder.y_proj.fc2.bias": r(w),
+        "y_embedder.y_embedding": r(TOKENS, TEXT),
+        "final_layer.linear.weight": r(4 * 8, w), "final_layer.linear.bias": r(4 * 8), "final_layer.shift_scale_table": r(2, w),
+    }  # fmt: skip
+    for i in range(depth):
+        s.update(block_state(f"blocks.{i}.", r))
+    return {prefix + k: v for k, v in s.items()}
+
+
+def block_state(p: str, r) -> dict[str, torch.Tensor]:
+    w = WIDTH
+    return {
+        p + "attn.qkv.weight": r(3 * w, w), p + "attn.qkv.bias": r(3 * w), p + "attn.proj.weight": r(w, w),
+        p + "attn.proj.bias": r(w), p + "cross_attn.q_linear.weight": r(w, w), p + "cross_attn.q_linear.bias": r(w),
+        p + "cross_attn.kv_linear.weight": r(2 * w, w), p + "cross_attn.kv_linear.bias": r(2 * w),
+        p + "cross_attn.proj.weight": r(w, w), p + "cross_attn.proj.bias": r(w), p + "mlp.fc1.weight": r(4 * w, w),
+        p + "mlp.fc1.bias": r(4 * w), p + "mlp.fc2.weight": r(w, 4 * w), p + "mlp.fc2.bias": r(w),
+        p + "shift_scale_gate_table": r(6, w),
+    }  # fmt: skip
+
+
+def control_state(seed: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed + 1)
+
+    def r(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=g) * 0.2
+
+    s = dit_state(14, 64, seed, prefix="base_model.")
+    for i in range(13):
+        s.update(block_state(f"controlnet.{i}.copied_block.", r))
+        s[f"controlnet.{i}.after_proj.weight"], s[f"controlnet.{i}.after_proj.bias"] = r(WIDTH, WIDTH), r(WIDTH)
+    s["controlnet.0.before_proj.weight"], s["controlnet.0.before_proj.bias"] = r(WIDTH, WIDTH), r(WIDTH)
+    return s
+
+
+def save_pth(path: Path, state: dict[str, torch.Tensor]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict_ema": {"module." + k: v for k, v in state.items()}, "epoch": 3}, path)
+
+
+def save_t5(folder: Path) -> None:
+    folder.mkdir(parents=True)
+    vocab = {w: i for i, w in enumerate(WORDS)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    tok.save(str(folder / "tokenizer.json"))
+    config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "eos_token": "</s>",
+        "pad_token": "<pad>",
+        "unk_token": "<unk>",
+        "extra_ids": 0,
+    }
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    (folder / "spiece.model").write_bytes(b"not read: tokenizer.json is")
+    torch.manual_seed(0)
+    cfg = T5Config(
+        vocab_size=len(WORDS), d_model=TEXT, d_kv=4, d_ff=16, num_layers=1, num_heads=2, feed_forward_proj="gated-gelu"
+    )
+    T5EncoderModel(cfg).save_pretrained(str(folder))
+
+
+def save_vae(folder: Path) -> None:
+    torch.manual_seed(1)
+    vae = AutoencoderKL(
+        block_out_channels=(4, 4, 4, 4), down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=4, layers_per_block=1, norm_num_groups=2,
+    )  # fmt: skip
+    vae.save_pretrained(str(folder))
+
+
+@pytest.fixture(scope="module")
+def manager(tmp_path_factory):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    m = WeightsManager(tmp_path_factory.mktemp("weights"))
+    save_pth(m.path("chexgen-256"), dit_state(2, 32, 0))
+    save_pth(m.path("chexgen-512-impression"), dit_state(2, 64, 1))
+    save_pth(m.path("chexgen-mask"), control_state(2))
+    save_t5(m.path("t5-v1_1-xxl"))
+    save_vae(m.path("sd-vae-ft-ema"))
+    yield m
+    torch.set_num_threads(threads)
+
+
+def make(m: WeightsManager, **options) -> ChexGenGenerator:
+    return ChexGenGenerator("chexgen", ChexGenOptions(attention_heads=HEADS, steps=3, **options), GeneratorContext(weights=m))
+
+
+def condition(seed: int, impression: str = "Small left pleural effusion.", mask: np.ndarray | None = None, **kw) -> Condition:
+    labels = tuple(int(n == "Pleural Effusion") for n in CHEXPERT_LABELS)
+    return Condition(
+        case_id=f"c{seed}", sample_index=0, seed=seed, labels=labels, prompt="", report="", impression=impression,
+        image_path=Path("x"), pathology_mask=mask, **kw,
+    )  # fmt: skip
+
+
+# ---- the reference, from the released code -------------------------------------------------
+
+
+def linear(s, name, x):
+    return F.linear(x, s[name + ".weight"], s[name + ".bias"])
+
+
+def ref_attention(q, k, v):  # (N, H, D) per sample
+    a = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), -1)
+    return a @ v
+
+
+def ref_block(s, p, x, y, t6):
+    """block.py PixArtMSBlock.forward for one sample: x (N, C), y (L_valid, C), t6 (6C)."""
+    n, c = x.shape
+    mod = s[p + "shift_scale_gate_table"] + t6.reshape(6, c)
+    sh1, sc1, g1, sh2, sc2, g2 = mod
+    h = F.layer_norm(x, (c,), eps=1e-6) * (1 + sc1) + sh1
+    qkv = linear(s, p + "attn.qkv", h).reshape(n, 3, HEADS, c // HEADS).permute(1, 2, 0, 3)
+    x = x + g1 * linear(s, p + "attn.proj", ref_attention(*qkv).transpose(0, 1).reshape(n, c))
+    q = linear(s, p + "cross_attn.q_linear", x).reshape(n, HEADS, -1).transpose(0, 1)
+    k, v = linear(s, p + "cross_attn.kv_linear", y).reshape(len(y), 2, HEADS, -1).permute(1, 2, 0, 3)
+    x = x + linear(s, p + "cross_attn.proj", ref_attention(q, k, v).transpose(0, 1).reshape(n, c))
+    h = F.layer_norm(x, (c,), eps=1e-6) * (1 + sc2) + sh2
+    return x + g2 * linear(s, p + "mlp.fc2", F.gelu(linear(s, p + "mlp.fc1", h), approximate="tanh"))
+
+
+def ref_dit(s, x, t, text, length, control=None, pos_scale=2.0):
+    """dit.py DiT.forward / dit_control.py ControlT2IDiT.forward for one sample (C, H, W)."""
+    latent = x.shape[-1]
+    tokens = F.conv2d(x[None], s["x_embedder.proj.weight"], s["x_embedder.proj.bias"], stride=2).flatten(2)[0].T
+    tokens = tokens + s["pos_embed"][0]
+    half = 128
+    freqs = torch.exp(-math.log(10000) * torch.arange(half, dtype=torch.float32) / half)
+    arg = float(t) * freqs
+    temb = linear(s, "t_embedder.mlp.2", F.silu(linear(s, "t_embedder.mlp.0", torch.cat([arg.cos(), arg.sin()]))))
+    t6 = linear(s, "t_block.1", F.silu(temb))
+    y = linear(s, "y_embedder.y_proj.fc2", F.gelu(linear(s, "y_embedder.y_proj.fc1", text[:length]), approximate="tanh"))
+    depth = len({k.split(".")[1] for k in s if k.startswith("blocks.")})
+    if control is None:
+        for i in range(depth):
+            tokens = ref_block(s, f"blocks.{i}.", tokens, y, t6)
+    else:
+        grid = latent // 2
+        gh = np.arange(grid, dtype=np.float64) / (grid / grid) / pos_scale
+        pos = np.concatenate([sincos(WIDTH // 2, np.tile(gh, grid)), sincos(WIDTH // 2, np.repeat(gh, grid))], 1)
+        c = F.conv2d(control[None], s["x_embedder.proj.weight"], s["x_embedder.proj.bias"], stride=2).flatten(2)[0].T
+        c = c + torch.tensor(pos, dtype=torch.float32)
+        tokens = ref_block(s, "blocks.0.", tokens, y, t6)
+        for i in range(1, 14):
+            p = f"controlnet.{i - 1}."
+            c = ref_block(s, p + "copied_block.", tokens + linear(s, p + "before_proj", c) if i == 1 else c, y, t6)
+            tokens = ref_block(s, f"blocks.{i}.", tokens + linear(s, p + "after_proj", c), y, t6)
+    shift, scale = s["final_layer.shift_scale_table"] + temb
+    out = linear(s, "final_layer.linear", F.layer_norm(tokens, (WIDTH,), eps=1e-6) * (1 + scale) + shift)
+    g = latent // 2
+    return torch.einsum("hwpqc->chpwq", out.reshape(g, g, 2, 2, 8)).reshape(8, latent, latent)
+
+
+def sincos(dim, pos):
+    omega = 1.0 / 10000 ** (np.arange(dim // 2, dtype=np.float64) / (dim / 2.0))
+    out = np.outer(pos, omega)
+    return np.concatenate([np.sin(out), np.cos(out)], 1)
+
+
+def ref_schedule(steps):
+    """create_diffusion(str(steps)): linear betas, respaced, arrays as GaussianDiffusion builds them."""
+    base = np.cumprod(1 - np.linspace(1e-4, 0.02, 1000))
+    stride = 999 / (steps - 1)
+    kept = sorted({round(i * stride) for i in range(steps)})
+    last, betas = 1.0, []
+    for i in kept:
+        betas.append(1 - base[i] / last)
+        last = base[i]
+    betas = np.array(betas)
+    ac = np.cumprod(1 - betas)
+    prev = np.append(1.0, ac[:-1])
+    post = betas * (1 - prev) / (1 - ac)
+    return {
+        "t": kept, "recip": np.sqrt(1 / ac), "recipm1": np.sqrt(1 / ac - 1), "c1": betas * np.sqrt(prev) / (1 - ac),
+        "c2": (1 - prev) * np.sqrt(1 - betas) / (1 - ac), "minlog": np.log(np.append(post[1], post[1:])), "maxlog": np.log(betas),
+    }  # fmt: skip
+
+
+def reference_sample(gen, s, prompt, seed, guidance, mask=None):
+    """One image as the released sampler makes it, with this suite's per-image generator."""
+    g = torch.Generator().manual_seed(seed)
+    side = gen.options.resolution
+    x = torch.randn(4, side // 8, side // 8, generator=g)
+    text, keep, _ = gen.encode_text([gen.options.prompt(condition(seed)).text if prompt is None else prompt])
+    length = int(keep[0].sum())
+    control = None
+    if mask is not None:
+        img = F.interpolate(
+            torch.tensor(mask, dtype=torch.float32)[None, None], size=(side, side), mode="bilinear", antialias=True
+        )
+        dist = gen.vae.encode((img * 2 - 1).expand(-1, 3, -1, -1)).latent_dist
+        control = ((dist.mean + dist.std * torch.randn(dist.mean.shape[1:], generator=g)) * 0.18215)[0]
+    sch = ref_schedule(gen.options.steps)
+    null = s["y_embedder.y_embedding"]
+    for i in reversed(range(len(sch["t"]))):
+        t = sch["t"][i]
+        cond = ref_dit(s, x, t, text[0], length, control)
+        if control is None:
+            unc = ref_dit(s, x, t, null, length)
+            eps3 = unc[:3] + guidance * (cond[:3] - unc[:3])
+            cond = torch.cat([eps3, cond[3:]])
+        eps, var = cond[:4], cond[4:]
+        f = {k: torch.tensor(sch[k][i], dtype=torch.float64).float() for k in sch if k != "t"}.__getitem__
+        logv = (var + 1) / 2 * f("maxlog") + (1 - (var + 1) / 2) * f("minlog")
+        x0 = f("recip") * x - f("recipm1") * eps
+        noise = torch.randn(x.shape, generator=g)
+        x = f("c1") * x0 + f("c2") * x + (i != 0) * torch.exp(0.5 * logv) * noise
+    img = (gen.vae.decode(x[None] / 0.18215).sample.clamp(-1, 1) + 1) / 2
+    return (img[0] * torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(0)
+
+
+# ---- tests ---------------------------------------------------------------------------------
+
+
+def test_registered_with_inputs_and_artifacts():
+    cls = generator_class("chexgen")
+    assert cls is ChexGenGenerator and cls.inputs == {"text", "labels", "pathology"}
+    names = [a.name for a in cls.required_artifacts(ChexGenOptions(checkpoint="mask"))]
+    assert names == ["chexgen-mask", "t5-v1_1-xxl", "sd-vae-ft-ema"]
+
+
+@torch.no_grad()
+def test_text_sampling_matches_the_reference_and_is_batch_independent(manager):
+    gen = make(manager, checkpoint="256")
+    state = {k.removeprefix("module."): v for k, v in torch.load(manager.path("chexgen-256"))["state_dict_ema"].items()}
+    prompts = ["Small left pleural effusion.", "Moderate cardiomegaly."]
+    out = gen.generate([condition(5, prompts[0]), condition(6, prompts[1])])
+    assert out.images[0].shape == (1, 256, 256)
+    for image, prompt, seed in zip(out.images, prompts, (5, 6), strict=True):
+        expected = reference_sample(gen, state, prompt, seed, 4.0)
+        assert torch.allclose(image[0], expected, atol=2e-5), (image[0] - expected).abs().max()
+    alone = gen.generate([condition(6, prompts[1])])
+    assert torch.allclose(alone.images[0], out.images[1], atol=1e-6)
+    assert out.inputs[0]["prompt"] == prompts[0] and out.inputs[0]["tokens_truncated"] == 0
+
+
+@torch.no_grad()
+def test_mask_variant_reads_the_pathology_mask(manager):
+    gen = make(manager, checkpoint="mask")
+    state = {k.removeprefix("module."): v for k, v in torch.load(manager.path("chexgen-mask"))["state_dict_ema"].items()}
+    mask = np.zeros((64, 64), bool)
+    mask[10:30, 5:25] = True
+    image = gen.generate([condition(3, mask=mask)]).images[0][0]
+    base = {k.removeprefix("base_model."): v for k, v in state.items()}
+    expected = reference_sample(gen, {**base, **state}, "Small left pleural effusion.", 3, 0.0, mask)
+    assert torch.allclose(image, expected, atol=2e-5), (image - expected).abs().max()
+    other = gen.generate([condition(3, mask=~mask)])
+    assert (other.images[0][0] - image).abs().max() > 1e-3
+    empty = gen.generate([condition(3)])
+    assert empty.notes[0] == ("no pathology mask: an empty mask was used",)
+
+
+def test_demographic_prompt_format():
+    o = ChexGenOptions(checkpoint="512-demographics")
+    patient = Demographics(age=74, sex="male", race="BLACK", source="mimic-iv")
+    assert o.prompt(condition(1, demographics=patient)).text == "sex:Male, age:74.0, race:Black. Small left pleural effusion."
+    fallback = o.prompt(condition(1))
+    assert fallback.text == "sex:Male, age:65.0, race:White. Small left pleural effusion."
+    assert "fallback" in fallback.demographics
+
+
+def test_caption_cleaning_as_released():
+    assert clean_caption("Sex:Male, age:71.0, race:Black. Moderate cardiomegaly (2x3 cm)...") == (
+        "sex:male, age:71.0, race:black. moderate cardiomegaly cm"
+    )
+
+
+def test_missing_checkpoint_names_file_and_how_to_get_it(manager, tmp_path):
+    with pytest.raises(MissingWeightsError) as err:
+        make(WeightsManager(tmp_path), checkpoint="512-demographics")
+    text = str(err.value)
+    assert "finetuned_demographic_impression_512.pth" in text and str(tmp_path) in text and "PhysioNet" in text
+
+
+def test_wrong_layout_or_resolution_is_refused(manager, tmp_path):
+    m = WeightsManager(tmp_path)
+    for name in ("t5-v1_1-xxl", "sd-vae-ft-ema"):
+        m.path(name).parent.mkdir(parents=True, exist_ok=True)
+        m.path(name).symlink_to(manager.path(name))
+    save_pth(m.path("chexgen-512-impression"), dit_state(2, 32, 0))  # a 256 px network
+    with pytest.raises(UserFacingError, match="latent 32 px, but checkpoint '512-impression' samples at 512 px"):
+        make(m)
+    state = dit_state(2, 64, 0)
+    del state["blocks.1.mlp.fc2.bias"]
+    save_pth(m.path("chexgen-512-impression"), state)
+    with pytest.raises(UserFacingError, match=r"(?s)not a ChexGen '512-impression' checkpoint.*blocks.1.mlp.fc2.bias"):
+        make(m)
+
+
+def test_protocol_without_weights():
+    steps = ChexGenGenerator.protocol(ChexGenOptions(checkpoint="mask"), GeneratorContext(), condition(1))
+    by_key = {s.key: s for s in steps}
+    assert by_key["guidance"].value.startswith("none") and "dit_control.py:142-145" in by_key["guidance"].source
+    assert "respaced to 100" in by_key["sampler"].value
