@@ -122,6 +122,7 @@ GENERATORS = Registry(
         "controlnet": "xreal_bench.generators.controlnet:ControlNetGenerator",
         "cheff": "xreal_bench.generators.cheff:CheffGenerator",
         "roentgen": "xreal_bench.generators.roentgen:RoentGenGenerator",
+        "radedit": "xreal_bench.generators.radedit:RadEditGenerator",
     },
 )
 
