@@ -118,7 +118,14 @@ BIOVIL_T = Artifact(
     files=("config.json", "vocab.txt"),
     source="https://huggingface.co/microsoft/BiomedVLP-BioViL-T",
     hub_id="microsoft/BiomedVLP-BioViL-T",
-    fetch_files=("config.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "pytorch_model.bin", "model.safetensors"),
+    fetch_files=(
+        "config.json",
+        "vocab.txt",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "pytorch_model.bin",
+        "model.safetensors",
+    ),
     license="MIT (microsoft/BiomedVLP-BioViL-T)",
     description="BioViL-T CXR-BERT text encoder and tokenizer, RadEdit's prompt encoder (loaded as transformers BertModel)",
 )

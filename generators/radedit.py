@@ -93,8 +93,7 @@ class RadEditOptions:
     #: Text used when a case has neither impression nor positive labels.
     fallback_prompt: str = cited(
         "No acute cardiopulmonary process.",
-        "not stated by the original; chosen because it is the standard normal impression (the RoentGen adapter's "
-        "fallback too)",
+        "not stated by the original; chosen because it is the standard normal impression (the RoentGen adapter's fallback too)",
     )
     #: Unconditional prompt of classifier-free guidance.
     negative_prompt: str = cited(
@@ -147,7 +146,9 @@ def bert_state(path: Path) -> dict[str, torch.Tensor]:
 
         raw = load_file(str(path))
     else:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
+        from xreal_bench.safe_load import read_checkpoint
+
+        raw = read_checkpoint(path)
     prefix = "bert."
     return {
         key[len(prefix) :]: value
@@ -314,5 +315,4 @@ class RadEditGenerator(Generator):
         decoded = self.vae.decode(latents.float() / self.vae.config.scaling_factor).sample
         images = (decoded / 2 + 0.5).clamp(0.0, 1.0)
         inputs = [{**p.record(), "tokens_truncated": n} for p, n in zip(prompts, cut, strict=True)]
-        output = to_output(images, notes, inputs)
-        return output
+        return to_output(images, notes, inputs)

@@ -249,7 +249,10 @@ def test_long_prompts_are_cut_at_128_tokens_and_counted(setup, caplog):
 
 
 def test_protocol_without_loading(tmp_path):
-    steps = {s.key: s for s in RadEditGenerator.protocol(RadEditOptions(), GeneratorContext(weights=WeightsManager(tmp_path)), condition(1))}
+    steps = {
+        s.key: s
+        for s in RadEditGenerator.protocol(RadEditOptions(), GeneratorContext(weights=WeightsManager(tmp_path)), condition(1))
+    }
     assert steps["prompt"].value == "'small left pleural effusion.'" and steps["prompt"].source == "case c1: text from impression"
     assert steps["scheduler"].value == (
         "DDIMScheduler(beta_schedule='linear', clip_sample=False, prediction_type='epsilon', timestep_spacing='trailing', "
@@ -277,7 +280,10 @@ def test_broken_or_mismatched_text_encoder_is_refused(setup, tmp_path):
         other.path(name).parent.mkdir(parents=True, exist_ok=True)
         other.path(name).symlink_to(manager.path(name), target_is_directory=True)
     biovil_snapshot(other.path("biovil-t"), drop="bert.encoder.layer.1.output.dense.weight")
-    with pytest.raises(UserFacingError, match=r"cannot load the BioViL-T text encoder from (.|\n)*Missing key\(s\) in state_dict: \"encoder\.layer\.1\.output\.dense\.weight\""):
+    with pytest.raises(
+        UserFacingError,
+        match=r"cannot load the BioViL-T text encoder from (.|\n)*Missing key\(s\) in state_dict: \"encoder\.layer\.1\.output\.dense\.weight\"",
+    ):
         make(other)
     shutil.rmtree(other.path("biovil-t"))
     biovil_snapshot(other.path("biovil-t"), width=48)
