@@ -6,7 +6,7 @@ The release is three snapshots, placed where the weights manager says and loaded
 - ``stabilityai/sdxl-vae`` — the SDXL autoencoder the UNet's latents belong to;
 - ``microsoft/BiomedVLP-BioViL-T`` — the text encoder (CXR-BERT of BioViL-T) and its tokenizer.
 
-The released usage (the model card, as CheXGenBench runs it, :data:`CHEXGENBENCH` l.79-119) builds a plain
+CheXGenBench's loader (:data:`CHEXGENBENCH` l.79-119, following the model card's usage example) builds a plain
 ``StableDiffusionPipeline`` from them: BioViL-T through ``AutoModel(..., trust_remote_code=True)``, the
 tokenizer at ``model_max_length=128``, and a DDIM scheduler (:data:`OFFICIAL_SCHEDULER`); CheXGenBench samples
 100 steps at guidance 7.5 (l.316-320). The suite never runs remote code: the remote class ``CXRBertModel`` is
@@ -63,7 +63,7 @@ OFFICIAL_SCHEDULER: dict[str, Any] = {
     "steps_offset": 1,
 }
 SCHEDULER_SOURCE = (
-    f"{CHEXGENBENCH}:100-106 (from {MODEL_CARD}); beta_start 0.0001, beta_end 0.02, 1000 training steps and "
+    f"{CHEXGENBENCH}:100-106 (CheXGenBench's RadEdit loader, after the model card's usage example); beta_start 0.0001, beta_end 0.02, 1000 training steps and "
     "set_alpha_to_one True are diffusers' DDIMScheduler defaults"
 )
 ENCODER_SOURCE = (
@@ -257,7 +257,8 @@ class RadEditGenerator(Generator):
     ) -> list[ProtocolStep]:
         o = options
         rule = PROMPT_RULES[o.prompt_rule]
-        steps = [ProtocolStep("prompt rule", f"{rule.name}: {rule.template!r} from {' > '.join(rule.chain)}", rule.source)]
+        source = f"prompt_rule above; the rule: {rule.source or rule.description}"
+        steps = [ProtocolStep("prompt rule", f"{rule.name}: {rule.template!r} from {' > '.join(rule.chain)}", source)]
         if condition is not None:
             prompt = o.prompt(condition)
             steps.append(ProtocolStep("prompt", repr(prompt.text), f"case {condition.case_id}: text from {prompt.field}"))
