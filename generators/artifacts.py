@@ -12,6 +12,10 @@ XREAL_LICENSE = "CC BY-NC 4.0 (non-commercial)"
 CHEFF_SOURCE = "https://github.com/saiboxx/chexray-diffusion (README download links; reported dead in 2026)"
 CHEFF_LICENSE = "MIT (chexray-diffusion)"
 ROENTGEN_LICENSE = "gated; MIMIC-CXR data use agreement"
+RADEDIT_LICENSE = (
+    "research use only, no clinical use (model card: 'license: other', gated behind Microsoft's research-only "
+    "disclaimer); weights may not be redistributed"
+)
 
 XREAL_BACKBONE = Artifact(
     name="xreal-backbone",
@@ -125,16 +129,59 @@ CHEXGEN_VAE = Artifact(
     license="MIT",
     description="Stable Diffusion VAE fine-tuned with EMA (diffusers AutoencoderKL snapshot)",
 )
+RADEDIT_UNET = Artifact(
+    name="radedit-unet",
+    path="radedit/radedit",
+    kind="dir",
+    files=("unet/config.json",),
+    source="https://huggingface.co/microsoft/radedit (gated: accept the research-only disclaimer)",
+    hub_id="microsoft/radedit",
+    fetch_files=("unet/*",),
+    license=RADEDIT_LICENSE,
+    description="RadEdit latent diffusion UNet (diffusers UNet2DConditionModel in unet/)",
+)
+SDXL_VAE = Artifact(
+    name="sdxl-vae",
+    path="radedit/sdxl-vae",
+    kind="dir",
+    files=("config.json",),
+    source="https://huggingface.co/stabilityai/sdxl-vae",
+    hub_id="stabilityai/sdxl-vae",
+    fetch_files=("config.json", "diffusion_pytorch_model.safetensors"),
+    license="MIT (stabilityai/sdxl-vae)",
+    description="SDXL autoencoder (diffusers AutoencoderKL), RadEdit's latent space",
+)
+BIOVIL_T = Artifact(
+    name="biovil-t",
+    path="radedit/BiomedVLP-BioViL-T",
+    kind="dir",
+    files=("config.json", "vocab.txt"),
+    source="https://huggingface.co/microsoft/BiomedVLP-BioViL-T",
+    hub_id="microsoft/BiomedVLP-BioViL-T",
+    fetch_files=(
+        "config.json",
+        "vocab.txt",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "pytorch_model.bin",
+        "model.safetensors",
+    ),
+    license="MIT (microsoft/BiomedVLP-BioViL-T)",
+    description="BioViL-T CXR-BERT text encoder and tokenizer, RadEdit's prompt encoder (loaded as transformers BertModel)",
+)
 
 __all__ = [
     "BERT_TOKENIZER",
     "CHEXGEN",
     "CHEXGEN_T5",
     "CHEXGEN_VAE",
+    "BIOVIL_T",
     "CHEFF_AUTOENCODER",
     "CHEFF_SR",
     "CHEFF_T2I",
+    "RADEDIT_UNET",
     "ROENTGEN",
+    "SDXL_VAE",
     "XREAL_ANATOMY_CONTROLLER",
     "XREAL_BACKBONE",
     "XREAL_CONTROLNET",

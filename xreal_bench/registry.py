@@ -124,6 +124,7 @@ GENERATORS = Registry(
         "roentgen": "xreal_bench.generators.roentgen:RoentGenGenerator",
         "diffusers": "xreal_bench.generators.diffusers_pipeline:DiffusersGenerator",
         "chexgen": "xreal_bench.generators.chexgen:ChexGenGenerator",
+        "radedit": "xreal_bench.generators.radedit:RadEditGenerator",
     },
 )
 
