@@ -72,22 +72,35 @@ def register(sub) -> None:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from xreal_bench.commands.weights import manager_from_args
+    from xreal_bench.commands.args import config_from_args
     from xreal_bench.generators.registry import available_generators, generator_class
+    from xreal_bench.weights import WeightsManager
 
-    manager = manager_from_args(args, args.weights_dir)
+    cfg = config_from_args(args)
+    manager = WeightsManager(args.weights_dir or cfg.weights.dir or None)
+    print(f"generator types (weights folder {manager.root}):")
     for name in available_generators():
         try:
             cls = generator_class(name)
         except Exception as exc:  # noqa: BLE001 - a broken plugin must not hide the others
             print(f"{name}\n    cannot load: {exc}")
             continue
-        inputs = ", ".join(sorted(cls.inputs)) or "none"
         print(f"{name}: {cls.description}")
-        print(f"    inputs:  {inputs}")
-        state = [f"{a.name} ({'present' if manager.status(a).present else 'missing'})" for a in cls.artifacts]
-        print(f"    weights: {', '.join(state) or 'none'}")
+        print(f"    inputs:  {', '.join(sorted(cls.inputs)) or 'none'}")
+        print(f"    weights: {weights_state(manager, cls.artifacts)}")
+    print(f"\nconfigured generators ({cfg.source}; `generators show NAME` prints a protocol):")
+    for name, gcfg in cfg.generators.items():
+        cls = generator_class(gcfg.type)
+        skipped = "" if gcfg.enabled else " (enabled = false: a run skips it)"
+        print(f"{name}: type {gcfg.type}{skipped}")
+        print(f"    inputs:  {', '.join(sorted(cls.inputs)) or 'none'}")
+        print(f"    weights: {weights_state(manager, cls.required_artifacts(gcfg.options))}")
     return 0
+
+
+def weights_state(manager, artifacts) -> str:
+    """``name (present|missing), ...`` for the listed artifacts, or ``none``."""
+    return ", ".join(f"{a.name} ({'present' if manager.status(a).present else 'missing'})" for a in artifacts) or "none"
 
 
 def run_show(args: argparse.Namespace) -> int:
