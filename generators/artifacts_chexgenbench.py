@@ -30,7 +30,8 @@ def snapshot(name: str, hub_id: str, license: str, description: str, *, confirme
         path=f"chexgenbench/{hub_id.split('/')[1]}",
         kind="dir",
         files=SNAPSHOT,
-        source=f"https://huggingface.co/{hub_id}" + ("" if confirmed else " (UNCONFIRMED id: not seen on huggingface.co/raman07/models; check the collection)"),
+        source=f"https://huggingface.co/{hub_id}"
+        + ("" if confirmed else " (UNCONFIRMED id: not seen on huggingface.co/raman07/models; check the collection)"),
         hub_id=hub_id,
         license=license,
         description=description,
