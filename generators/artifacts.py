@@ -116,7 +116,7 @@ CHEXGEN_T5 = Artifact(
     files=("config.json", "spiece.model", "tokenizer_config.json"),
     source="https://huggingface.co/DeepFloyd/t5-v1_1-xxl (ChexGen radiffuser/models/t5.py:66-68)",
     hub_id="DeepFloyd/t5-v1_1-xxl",
-    license="Apache-2.0 (T5 v1.1 weights)",
+    license="no licence stated on DeepFloyd/t5-v1_1-xxl (no model card, not gated); Google's T5 v1.1 weights are Apache-2.0",
     description="T5 v1.1 XXL encoder and tokenizer used by ChexGen (transformers snapshot)",
 )
 CHEXGEN_VAE = Artifact(

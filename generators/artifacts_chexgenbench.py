@@ -1,10 +1,16 @@
 """Weights-manifest entries of CheXGenBench's released fine-tunes (configs/chexgenbench.toml).
 
 Full pipelines are diffusers snapshot folders (``model_index.json``); SD 3.5 Medium and Lumina 2.0 were
-released as LoRA files loaded onto their base pipelines (CheXGenBench tools/generate_data_common.py
-l.148-197), so each has a LoRA entry and a base-snapshot entry. Hub ids: huggingface.co/raman07 (model
-list read 2026); ids marked UNCONFIRMED follow the naming of the listed ones and were not seen.
-Licences are those of each base model; the fine-tunes' model cards state none.
+released as LoRA files loaded onto their base pipelines (CheXGenBench @ 9a201c1 tools/generate_data_common.py
+l.148-197: base ids l.151 and l.177, LoRA file names l.152 and l.178), so each has a LoRA entry and a
+base-snapshot entry. Where the ids come from: CheXGenBench's README named only the collection
+huggingface.co/collections/raman07/chexgenbench-models-6823ec3c57b8ecbcc296e3d2 (README l.12 at 7eebd6e, removed
+for anonymisation in 393ae4a); no repository id appears in its code, scripts or docs. The ids below were read
+from huggingface.co/raman07/models ("models 12"; the eight listed in the copy read: CheXGenBench-Models-Sana-e20,
+-SDV-Sana-e50, -SDV-Flux, -Pixart-Sigma, -SDV3-5, -SDV-2-1, -Lumina2 and Patient_ReIdentification_MIMIC). No
+SD 1.4, SD 1.5 or SD 2 repository was seen: those three ids are UNCONFIRMED guesses following the naming of
+-SDV-2-1 (the raman07/SD-finetuned-MIMIC-* repositories belong to an earlier paper, arXiv:2305.08252, not to
+CheXGenBench). Licences are those of each base model; the fine-tunes' model cards state none.
 """
 
 from __future__ import annotations
@@ -24,7 +30,8 @@ def snapshot(name: str, hub_id: str, license: str, description: str, *, confirme
         path=f"chexgenbench/{hub_id.split('/')[1]}",
         kind="dir",
         files=SNAPSHOT,
-        source=f"https://huggingface.co/{hub_id}" + ("" if confirmed else " (UNCONFIRMED id; see raman07's model list)"),
+        source=f"https://huggingface.co/{hub_id}"
+        + ("" if confirmed else " (UNCONFIRMED id: not seen on huggingface.co/raman07/models; check the collection)"),
         hub_id=hub_id,
         license=license,
         description=description,
@@ -54,19 +61,22 @@ ARTIFACTS: tuple[Artifact, ...] = (
         "chexgenbench-pixart-sigma",
         "raman07/CheXGenBench-Models-Pixart-Sigma",
         f"PixArt-Sigma: CreativeML OpenRAIL++-M; T5 encoder Apache-2.0; {MIMIC_TERMS}",
-        "PixArt-Sigma fine-tune (converted to diffusers with tools/convert_pixart_to_diffusers.py)",
+        "PixArt-Sigma fine-tune (diffusers PixArtSigmaPipeline snapshot; CheXGenBench ships "
+        "tools/convert_pixart_to_diffusers.py)",
     ),
     snapshot(
         "chexgenbench-sana",
         "raman07/CheXGenBench-Models-Sana-e20",
-        f"Sana: NVIDIA/Efficient-Large-Model licence (non-commercial); Gemma 2 encoder: Gemma terms; {MIMIC_TERMS}",
-        "Sana 0.6B fine-tune, 20 epochs (the leaderboard's best; converted with tools/convert_sana_to_diffusers.py)",
+        f"Sana: Efficient-Large-Model (NVIDIA) model licence of the base, not verified here; Gemma 2 encoder: Gemma terms; {MIMIC_TERMS}",
+        "Sana 0.6B fine-tune, 20 epochs (raman07 also released -SDV-Sana-e50, 50 epochs; which one the leaderboard's "
+        "Sana row used is not stated)",
     ),
     snapshot(
         "chexgenbench-flux",
         "raman07/CheXGenBench-Models-SDV-Flux",
         f"FLUX.1-dev Non-Commercial License (gated base); {MIMIC_TERMS}",
-        "Flux.1-dev fine-tune (layout not read: no loader in CheXGenBench's generate_data_common.py)",
+        "Flux.1-dev fine-tune (layout not read: no loader in CheXGenBench's generate_data_common.py; the Hub lists it "
+        "without a pipeline tag, like the LoRA-only -SDV3-5, so it may be a LoRA rather than a full pipeline)",
     ),
     lora(
         "chexgenbench-sd-v3-5-lora",

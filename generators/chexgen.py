@@ -70,9 +70,13 @@ POS_EMBED_SCALE_512 = 2.0
 CHECKPOINTS = ("256", "512-impression", "512-demographics", "mask")
 DEMOGRAPHIC_TEMPLATE = "sex:{sex}, age:{age:.1f}, race:{race}. {text}"
 DEMOGRAPHIC_SOURCE = (
-    f"{REPO} data/mimic_val_p19_demographic_impression_example.csv:2-11 and README 'Text-to-image' "
-    '("sex:Male, age:71.0, race:Black. <impression>": sex and race capitalised, age with one decimal)'
+    f"{REPO} data/mimic_val_p19_demographic_impression_example.csv:2-11 and README l.124-130 "
+    '("sex:Male, age:71.0, race:Black. <impression>": sex and race capitalised, age with one decimal); the age is '
+    "the age at the study: the appendix (paper/aioa2500799_appendix.pdf, 'Model bias detection') takes age and race "
+    "per study following Glocker et al. 2023 (ref. 34), whose biomedia-mira/chexploration notebooks/mimic.sample.ipynb "
+    "cell 13 computes anchor_age + floor(StudyDate / 10000) - anchor_year, a float (hence '71.0')"
 )
+DEMOGRAPHIC_CSV = f"{REPO} data/mimic_val_p19_demographic_impression_example.csv:2-11"
 
 
 def clean_caption(text: str) -> str:
@@ -120,9 +124,9 @@ class ChexGenOptions:
         "512-impression", f"{REPO} README 'Text-to-image' (the default text-to-X-ray path uses finetuned_impression_512.pth)"
     )
     #: Denoising steps (respacing of the 1000 training steps).
-    steps: int = cited(100, f"{SAMPLE}:48 (--num-sampling-steps 100); README 'Common Parameters'")
+    steps: int = cited(100, f"{SAMPLE}:48 and {CONTROL}:78 (--num-sampling-steps 100); README l.197")
     #: Classifier-free guidance on the text variants (the mask variant applies none, as released).
-    guidance: float = cited(4.0, f"{SAMPLE}:47 (--cfg-scale 4.0); scripts/sample_impression.sh:21 (CFG_SCALE=4)")
+    guidance: float = cited(4.0, f"{SAMPLE}:47 (--cfg-scale 4.0); scripts/sample_impression.sh:21 (CFG_SCALE=4); README l.196")
     #: Key of the checkpoint's state dict.
     checkpoint_key: str = cited("state_dict_ema", f"{SAMPLE}:44 (--checkpoint-key state_dict_ema)")
     #: Attention heads of the DiT (not readable from tensor shapes).
@@ -139,9 +143,18 @@ class ChexGenOptions:
         f"{REPO} README 'Prompt Files' and data/mimic_val_p19_impression_example.csv (prompt column 'impression')",
     )
     #: Demographics for a case whose value is unknown (512-demographics; recorded per image).
-    age: int = cited(65, "not stated by the original (every example prompt carries the patient's age); the suite's usual default")
-    race: str = cited("White", f"not stated by the original; the most frequent race of {DEMOGRAPHIC_SOURCE.split(' and ')[0]}")
-    sex: str = cited("Male", f"not stated by the original; the most frequent sex of {DEMOGRAPHIC_SOURCE.split(' and ')[0]}")
+    age: int = cited(
+        65,
+        "not stated by the original (every example prompt carries the patient's age); the suite's usual default, also "
+        f"the patient of {REPO} paper/aioa2500799_appendix.pdf's report-curation example ('Age: 65 years')",
+    )
+    race: str = cited(
+        "White",
+        "not stated by the original; the first of the three race groups of the appendix's fairness experiments "
+        "(Glocker et al.'s White, Asian, Black) and the race of its report-curation example "
+        f"({REPO} paper/aioa2500799_appendix.pdf); the example CSV has Black 5, White 4, Asian 1 of 10 ({DEMOGRAPHIC_CSV})",
+    )
+    sex: str = cited("Male", f"not stated by the original; the most frequent sex (9 of 10) of {DEMOGRAPHIC_CSV}")
     #: Text used when a case has no impression and no positive labels.
     fallback_prompt: str = cited(
         "No acute cardiopulmonary process.",
@@ -369,7 +382,8 @@ class ChexGenGenerator(Generator):
                     "mask",
                     "the case's pathology mask, 0/1 -> 3 channels, resized to 512 (bilinear), [-1, 1], VAE latent sampled "
                     "with the image's generator, x 0.18215; 13 control blocks",
-                    f"{CONTROL}:50-54,189-192; radiffuser/models/dit_control.py:52-135",
+                    f"{CONTROL}:50-54,65-66 (PIL RGB, Resize, ToTensor, Normalize 0.5),189-192; "
+                    "radiffuser/models/dit_control.py:52-135",
                 ),
             ]
         else:

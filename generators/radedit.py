@@ -6,12 +6,13 @@ The release is three snapshots, placed where the weights manager says and loaded
 - ``stabilityai/sdxl-vae`` — the SDXL autoencoder the UNet's latents belong to;
 - ``microsoft/BiomedVLP-BioViL-T`` — the text encoder (CXR-BERT of BioViL-T) and its tokenizer.
 
-CheXGenBench's loader (:data:`CHEXGENBENCH` l.79-119, following the model card's usage example) builds a plain
+CheXGenBench's loader (:data:`CHEXGENBENCH` l.79-119; the gated model card's usage block was not readable when this
+was checked, so CheXGenBench's code is the source cited) builds a plain
 ``StableDiffusionPipeline`` from them: BioViL-T through ``AutoModel(..., trust_remote_code=True)``, the
 tokenizer at ``model_max_length=128``, and a DDIM scheduler (:data:`OFFICIAL_SCHEDULER`); CheXGenBench samples
 100 steps at guidance 7.5 (l.316-320). The suite never runs remote code: the remote class ``CXRBertModel`` is
 a ``BertForMaskedLM`` whose first output is the last hidden state of its BERT (hi-ml
-``modelling_cxrbert.py`` forward, l.72-120); that is what the pipeline feeds the UNet's cross-attention
+``modelling_cxrbert.py`` forward, l.72-120; the Hub's ``modeling_cxrbert.py`` is the copy remote code runs); that is what the pipeline feeds the UNet's cross-attention
 (``encode_prompt`` takes ``text_encoder(ids)[0]``). So the suite loads the same weights into transformers'
 own ``BertModel`` (no pooler; the masked-LM head and the ``cls_projection_head`` — the 128-d joint-space
 projection — are not used by generation and are skipped) and feeds its ``last_hidden_state`` for the
@@ -63,7 +64,7 @@ OFFICIAL_SCHEDULER: dict[str, Any] = {
     "steps_offset": 1,
 }
 SCHEDULER_SOURCE = (
-    f"{CHEXGENBENCH}:100-106 (CheXGenBench's RadEdit loader, after the model card's usage example); beta_start 0.0001, beta_end 0.02, 1000 training steps and "
+    f"{CHEXGENBENCH}:100-106 (CheXGenBench's RadEdit loader); beta_start 0.0001, beta_end 0.02, 1000 training steps and "
     "set_alpha_to_one True are diffusers' DDIMScheduler defaults"
 )
 ENCODER_SOURCE = (

@@ -1,14 +1,18 @@
 """CheXGenBench's test prompt file: their prompts, their image set and their labels on a scanned split.
 
-CheXGenBench (github.com/Raman1121/CheXGenBench) generates one image per row of
-``MIMIC_Splits/LLAVARAD_ANNOTATIONS_TEST.csv`` (LLaVA-Rad annotation format). The columns read here:
+CheXGenBench (github.com/Raman1121/CheXGenBench @ 9a201c1) generates one image per row of
+``MIMIC_Splits/LLAVARAD_ANNOTATIONS_TEST.csv`` (LLaVA-Rad annotation format). The columns read here are the
+ones its code reads (the test file itself was not readable when this was written; the formats below hold for
+every row of the repository's other LLaVA-Rad file, ``training_data_20K.csv``):
 
 - ``path``: the MIMIC-CXR-JPG image, ``files/p<2 digits>/p<subject_id>/s<study_id>/<dicom_id>.jpg``
-  (joined to the MIMIC-CXR-JPG root by metrics/fid.py l.166-168); the case id is the ``dicom_id``.
-- ``id``: ``<subject_id><study_id>`` (digits only); checked against ``path``.
+  (metrics/fid.py ``--real_img_col`` default, joined to the MIMIC-CXR-JPG root at l.166-168); the case id is
+  the ``dicom_id``.
+- ``id``: ``<subject_id><study_id>`` (digits only; tools/generate_data_common.py l.293); checked against ``path``.
 - ``annotated_prompt``: the prompt (tools/generate_data_common.py l.294; metrics/fid.py ``--real_caption_col``).
-- ``chexpert_labels``: a Python dict literal of the 14 CheXpert labels, values 1.0, 0.0, -1.0 or None
-  (metrics/fid.py l.198-209 reads it with ``ast.literal_eval`` for the per-pathology subsets).
+- ``chexpert_labels``: a Python dict literal of the 14 CheXpert labels, values 1.0, 0.0 or None (-1.0 is
+  accepted too; the 20K file has none) (metrics/fid.py l.198-209 reads it with ``ast.literal_eval`` for the
+  per-pathology subsets).
 
 Rows repeating an earlier row's prompt are dropped, the first kept, as CheXGenBench does for both the
 images it generates (generate_data_common.py l.369) and the real images it compares with (fid.py l.170).
