@@ -69,6 +69,9 @@ LATENT_SCALE = 0.18215
 POS_EMBED_SCALE_512 = 2.0
 CHECKPOINTS = ("256", "512-impression", "512-demographics", "mask")
 DEMOGRAPHIC_TEMPLATE = "sex:{sex}, age:{age:.1f}, race:{race}. {text}"
+#: The race groups of ChexGen's demographic fine-tune (paper/aioa2500799_appendix.pdf, 'Model bias detection');
+#: another group is passed through as its word, with a note on the image.
+TRAINED_RACES = ("White", "Asian", "Black")
 DEMOGRAPHIC_SOURCE = (
     f"{REPO} data/mimic_val_p19_demographic_impression_example.csv:2-11 and README l.124-130 "
     '("sex:Male, age:71.0, race:Black. <impression>": sex and race capitalised, age with one decimal); the age is '
@@ -191,13 +194,16 @@ class ChexGenOptions:
             return base
         fallback = Demographics(age=self.age, race=self.race, sex=self.sex.lower())
         values, provenance = demographic_values(condition.demographics, fallback)
+        race = str(values["race"]).title()
         text = DEMOGRAPHIC_TEMPLATE.format(
             sex=str(values["sex"]).capitalize(),
             age=float(str(values["age"])),
-            race=str(values["race"]).title(),
+            race=race,
             text=base.text,
         )
         notes = base.notes + (() if provenance == "mimic-iv" else (f"demographics: {provenance}",))
+        if race not in TRAINED_RACES:
+            notes += (f"race {race} is outside the groups ChexGen was fine-tuned with ({', '.join(TRAINED_RACES)})",)
         return Prompt(text=text, field=base.field, rule="chexgen_demographics", demographics=provenance, notes=notes)
 
 

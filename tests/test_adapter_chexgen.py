@@ -306,6 +306,10 @@ def test_demographic_prompt_format():
     fallback = o.prompt(condition(1))
     assert fallback.text == "sex:Male, age:65.0, race:White. Small left pleural effusion."
     assert "fallback" in fallback.demographics
+    assert not any("outside the groups" in note for note in fallback.notes)
+    hispanic = o.prompt(condition(1, demographics=Demographics(age=40, sex="female", race="HISPANIC", source="mimic-iv")))
+    assert hispanic.text == "sex:Female, age:40.0, race:Hispanic. Small left pleural effusion."
+    assert hispanic.notes == ("race Hispanic is outside the groups ChexGen was fine-tuned with (White, Asian, Black)",)
 
 
 def test_caption_cleaning_as_released():
