@@ -6,7 +6,6 @@ arrays built whole (gaussian_diffusion.py, respace.py)."""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -14,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL
-from tokenizers import Tokenizer, models, pre_tokenizers, processors
-from transformers import T5Config, T5EncoderModel
+from tiny_zoo import CHEXGEN_HEADS as HEADS
+from tiny_zoo import CHEXGEN_WIDTH as WIDTH
+from tiny_zoo import chexgen_weights, dit_state, save_pth
 
 from xreal_bench.errors import UserFacingError
 from xreal_bench.generators.base import GeneratorContext
@@ -26,105 +25,13 @@ from xreal_bench.labels import CHEXPERT_LABELS
 from xreal_bench.types import Condition, Demographics
 from xreal_bench.weights import MissingWeightsError, WeightsManager
 
-WIDTH, HEADS, TEXT, TOKENS = 16, 2, 8, 120
-WORDS = "<pad> </s> <unk> small left pleural effusion . moderate cardiomegaly sex:male , age:74.0 race:black".split()
-
-
-def dit_state(depth: int, latent: int, seed: int, prefix: str = "") -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-
-    def r(*shape: int) -> torch.Tensor:
-        return torch.randn(*shape, generator=g) * 0.2
-
-    w, n = WIDTH, (latent // 2) ** 2
-    s = {
-        "x_embedder.proj.weight": r(w, 4, 2, 2), "x_embedder.proj.bias": r(w), "pos_embed": r(1, n, w),
-        "t_embedder.mlp.0.weight": r(w, 256), "t_embedder.mlp.0.bias": r(w),
-        "t_embedder.mlp.2.weight": r(w, w), "t_embedder.mlp.2.bias": r(w),
-        "t_block.1.weight": r(6 * w, w), "t_block.1.bias": r(6 * w),
-        "y_embedder.y_proj.fc1.weight": r(w, TEXT), "y_embedder.y_proj.fc1.bias": r(w),
-        "y_embedder.y_proj.fc2.weight": r(w, w), "y_embedder.y_proj.fc2.bias": r(w),
-        "y_embedder.y_embedding": r(TOKENS, TEXT),
-        "final_layer.linear.weight": r(4 * 8, w), "final_layer.linear.bias": r(4 * 8), "final_layer.shift_scale_table": r(2, w),
-    }  # fmt: skip
-    for i in range(depth):
-        s.update(block_state(f"blocks.{i}.", r))
-    return {prefix + k: v for k, v in s.items()}
-
-
-def block_state(p: str, r) -> dict[str, torch.Tensor]:
-    w = WIDTH
-    return {
-        p + "attn.qkv.weight": r(3 * w, w), p + "attn.qkv.bias": r(3 * w), p + "attn.proj.weight": r(w, w),
-        p + "attn.proj.bias": r(w), p + "cross_attn.q_linear.weight": r(w, w), p + "cross_attn.q_linear.bias": r(w),
-        p + "cross_attn.kv_linear.weight": r(2 * w, w), p + "cross_attn.kv_linear.bias": r(2 * w),
-        p + "cross_attn.proj.weight": r(w, w), p + "cross_attn.proj.bias": r(w), p + "mlp.fc1.weight": r(4 * w, w),
-        p + "mlp.fc1.bias": r(4 * w), p + "mlp.fc2.weight": r(w, 4 * w), p + "mlp.fc2.bias": r(w),
-        p + "shift_scale_gate_table": r(6, w),
-    }  # fmt: skip
-
-
-def control_state(seed: int) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed + 1)
-
-    def r(*shape: int) -> torch.Tensor:
-        return torch.randn(*shape, generator=g) * 0.2
-
-    s = dit_state(14, 64, seed, prefix="base_model.")
-    for i in range(13):
-        s.update(block_state(f"controlnet.{i}.copied_block.", r))
-        s[f"controlnet.{i}.after_proj.weight"], s[f"controlnet.{i}.after_proj.bias"] = r(WIDTH, WIDTH), r(WIDTH)
-    s["controlnet.0.before_proj.weight"], s["controlnet.0.before_proj.bias"] = r(WIDTH, WIDTH), r(WIDTH)
-    return s
-
-
-def save_pth(path: Path, state: dict[str, torch.Tensor]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict_ema": {"module." + k: v for k, v in state.items()}, "epoch": 3}, path)
-
-
-def save_t5(folder: Path) -> None:
-    folder.mkdir(parents=True)
-    vocab = {w: i for i, w in enumerate(WORDS)}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
-    tok.save(str(folder / "tokenizer.json"))
-    config = {
-        "tokenizer_class": "PreTrainedTokenizerFast",
-        "eos_token": "</s>",
-        "pad_token": "<pad>",
-        "unk_token": "<unk>",
-        "extra_ids": 0,
-    }
-    (folder / "tokenizer_config.json").write_text(json.dumps(config))
-    (folder / "spiece.model").write_bytes(b"not read: tokenizer.json is")
-    torch.manual_seed(0)
-    cfg = T5Config(
-        vocab_size=len(WORDS), d_model=TEXT, d_kv=4, d_ff=16, num_layers=1, num_heads=2, feed_forward_proj="gated-gelu"
-    )
-    T5EncoderModel(cfg).save_pretrained(str(folder))
-
-
-def save_vae(folder: Path) -> None:
-    torch.manual_seed(1)
-    vae = AutoencoderKL(
-        block_out_channels=(4, 4, 4, 4), down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-        latent_channels=4, layers_per_block=1, norm_num_groups=2,
-    )  # fmt: skip
-    vae.save_pretrained(str(folder))
-
 
 @pytest.fixture(scope="module")
 def manager(tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     m = WeightsManager(tmp_path_factory.mktemp("weights"))
-    save_pth(m.path("chexgen-256"), dit_state(2, 32, 0))
-    save_pth(m.path("chexgen-512-impression"), dit_state(2, 64, 1))
-    save_pth(m.path("chexgen-mask"), control_state(2))
-    save_t5(m.path("t5-v1_1-xxl"))
-    save_vae(m.path("sd-vae-ft-ema"))
+    chexgen_weights(m)
     yield m
     torch.set_num_threads(threads)
 

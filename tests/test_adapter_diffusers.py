@@ -9,19 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from diffusers import (
-    AutoencoderKL,
-    DDIMScheduler,
-    FlowMatchEulerDiscreteScheduler,
-    FluxPipeline,
-    FluxTransformer2DModel,
-    PixArtSigmaPipeline,
-    PixArtTransformer2DModel,
-    StableDiffusionPipeline,
-    UNet2DConditionModel,
-)
-from tiny_ldm import randomize
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, T5Config, T5EncoderModel, T5TokenizerFast
+from tiny_zoo import DIFFUSERS_SIZE as SIZE
+from tiny_zoo import clip_parts as clip_parts  # re-exported for modules that build their own families
+from tiny_zoo import flux_snapshot, pixart_snapshot, sd_snapshot
+from tiny_zoo import t5_parts as t5_parts
+from tiny_zoo import tiny_vae as tiny_vae
 
 from xreal_bench.errors import UserFacingError
 from xreal_bench.generators.base import GeneratorContext, option_sources
@@ -32,135 +24,7 @@ from xreal_bench.types import Condition
 from xreal_bench.validation import ConfigError, build
 from xreal_bench.weights import MissingWeightsError, WeightsManager
 
-SIZE = 32
-CHARS = "abcdefghijklmnopqrstuvwxyz.,-0123456789"
 EFFUSION = tuple(int(name == "Pleural Effusion") for name in CHEXPERT_LABELS)
-
-
-def clip_parts(folder: Path, seed: int) -> tuple[CLIPTextModel, CLIPTokenizer]:
-    vocab = {c: i for i, c in enumerate(CHARS)} | {c + "</w>": len(CHARS) + i for i, c in enumerate(CHARS)}
-    vocab |= {"<|startoftext|>": len(vocab), "<|endoftext|>": len(vocab) + 1}
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
-    (folder / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 77}))
-    config = CLIPTextConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        intermediate_size=37,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=77,
-        bos_token_id=vocab["<|startoftext|>"],
-        eos_token_id=vocab["<|endoftext|>"],
-    )
-    return randomize(CLIPTextModel(config), seed), CLIPTokenizer.from_pretrained(str(folder))
-
-
-def t5_parts(seed: int) -> tuple[T5EncoderModel, T5TokenizerFast]:
-    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + [(c, -1.0) for c in CHARS + "▁"]
-    tokenizer = T5TokenizerFast(vocab=vocab, extra_ids=0)
-    config = T5Config(vocab_size=len(vocab), d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4)
-    return randomize(T5EncoderModel(config), seed), tokenizer
-
-
-def tiny_vae(latent_channels: int = 4, **extra) -> AutoencoderKL:
-    vae = AutoencoderKL(
-        block_out_channels=(32, 64),
-        latent_channels=latent_channels,
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        layers_per_block=1,
-        sample_size=SIZE,
-        **extra,
-    )
-    return randomize(vae, 3)
-
-
-def sd_snapshot(folder: Path) -> Path:
-    text_encoder, tokenizer = clip_parts(folder.parent / "clip-src", 1)
-    unet = UNet2DConditionModel(
-        sample_size=SIZE // 2,
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32,
-        attention_head_dim=4,
-    )
-    scheduler = DDIMScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, steps_offset=1
-    )
-    StableDiffusionPipeline(
-        vae=tiny_vae(),
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=randomize(unet, 2),
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    ).save_pretrained(str(folder))
-    return folder
-
-
-def pixart_snapshot(folder: Path) -> Path:
-    text_encoder, tokenizer = t5_parts(4)
-    transformer = PixArtTransformer2DModel(
-        sample_size=SIZE // 2,
-        num_layers=1,
-        patch_size=2,
-        attention_head_dim=8,
-        num_attention_heads=2,
-        caption_channels=32,
-        in_channels=4,
-        cross_attention_dim=16,
-        out_channels=8,  # learned sigma, as the released models
-        attention_bias=True,
-        activation_fn="gelu-approximate",
-        num_embeds_ada_norm=1000,
-        norm_type="ada_norm_single",
-        norm_elementwise_affine=False,
-        norm_eps=1e-6,
-    )
-    PixArtSigmaPipeline(
-        tokenizer=tokenizer,
-        text_encoder=text_encoder,
-        vae=tiny_vae(),
-        transformer=randomize(transformer, 5),
-        scheduler=DDIMScheduler(),
-    ).save_pretrained(str(folder))
-    return folder
-
-
-def flux_snapshot(folder: Path) -> Path:
-    text_encoder, tokenizer = clip_parts(folder.parent / "flux-clip-src", 6)
-    t5, t5_tokenizer = t5_parts(7)
-    transformer = FluxTransformer2DModel(
-        patch_size=1,
-        in_channels=16,  # 4 latent channels packed 2 x 2
-        num_layers=1,
-        num_single_layers=1,
-        attention_head_dim=16,
-        num_attention_heads=2,
-        joint_attention_dim=32,
-        pooled_projection_dim=32,
-        guidance_embeds=True,
-        axes_dims_rope=(4, 6, 6),
-    )
-    scheduler = FlowMatchEulerDiscreteScheduler(
-        shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15, base_image_seq_len=256, max_image_seq_len=4096
-    )
-    FluxPipeline(
-        scheduler=scheduler,
-        vae=tiny_vae(shift_factor=0.1, scaling_factor=0.5),
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        text_encoder_2=t5,
-        tokenizer_2=t5_tokenizer,
-        transformer=randomize(transformer, 8),
-    ).save_pretrained(str(folder))
-    return folder
 
 
 @pytest.fixture(scope="module")

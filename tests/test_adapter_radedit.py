@@ -22,7 +22,11 @@ from pathlib import Path
 import pytest
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-from tiny_ldm import randomize
+from tiny_zoo import BERT_SPECIAL as SPECIAL
+from tiny_zoo import BERT_WORDS as WORDS
+from tiny_zoo import BIOVIL_WIDTH as WIDTH
+from tiny_zoo import RADEDIT_SIZE as SIZE
+from tiny_zoo import SDXL_SCALING, biovil_snapshot, radedit_weights
 from transformers import BertConfig, BertForMaskedLM
 
 from xreal_bench.errors import UserFacingError
@@ -34,12 +38,7 @@ from xreal_bench.types import Condition
 from xreal_bench.validation import ConfigError, build
 from xreal_bench.weights import MissingWeightsError, WeightsManager
 
-SIZE = 32  # the tiny VAE downsamples by 2: 16 x 16 latents
 STEPS = 3
-WIDTH = 32  # the tiny encoder's hidden size = the UNet's cross_attention_dim
-SDXL_SCALING = 0.13025
-SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-WORDS = ["small", "left", "pleural", "effusion", "no", "acute", "process", "cardiopulmonary", "pneumothorax", "."]
 EFFUSION = tuple(int(name == "Pleural Effusion") for name in CHEXPERT_LABELS)
 #: The released DDIM scheduler (Raman1121/CheXGenBench tools/generate_data_common.py:100-106), written out on purpose.
 RELEASED_DDIM = {
@@ -51,81 +50,12 @@ RELEASED_DDIM = {
 }
 
 
-def biovil_snapshot(folder: Path, *, width: int = WIDTH, drop: str = "") -> Path:
-    folder.mkdir(parents=True)
-    vocab = [*SPECIAL, *WORDS, *"abcdefghijklmnopqrstuvwxyz"]
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    (folder / "tokenizer_config.json").write_text(
-        json.dumps(
-            {
-                "tokenizer_class": "CXRBertTokenizer",
-                "auto_map": {"AutoTokenizer": ["configuration_cxrbert.CXRBertTokenizer", None]},
-                "do_lower_case": True,
-                "model_max_length": 512,
-            }
-        )
-    )
-    bert = {
-        "vocab_size": len(vocab),
-        "hidden_size": width,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "intermediate_size": 37,
-        "max_position_embeddings": 512,
-    }
-    mlm = randomize(BertForMaskedLM(BertConfig(**bert)), 5)
-    state = dict(mlm.state_dict())
-    state["bert.embeddings.position_ids"] = torch.arange(512).unsqueeze(0)  # as 2022 checkpoints carry it
-    gen = torch.Generator().manual_seed(6)
-    for name, shape in [("dense_to_hidden.weight", (8, width)), ("dense_to_output.weight", (8, 8)), ("LayerNorm.weight", (8,))]:
-        state[f"cls_projection_head.{name}"] = torch.randn(shape, generator=gen)
-    state.pop(drop, None)
-    torch.save(state, folder / "pytorch_model.bin")
-    config = {
-        **bert,
-        "architectures": ["CXRBertModel"],
-        "auto_map": {"AutoConfig": "configuration_cxrbert.CXRBertConfig", "AutoModel": "modeling_cxrbert.CXRBertModel"},
-        "model_type": "cxr-bert",
-        "projection_size": 8,
-        "transformers_version": "4.17.0",
-    }
-    (folder / "config.json").write_text(json.dumps(config))
-    return folder
-
-
-def snapshots(manager: WeightsManager) -> None:
-    unet = UNet2DConditionModel(
-        sample_size=SIZE // 2,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=WIDTH,
-        attention_head_dim=4,
-    )
-    randomize(unet, 2).save_pretrained(str(manager.path("radedit-unet") / "unet"))
-    vae = AutoencoderKL(
-        block_out_channels=(32, 64),
-        latent_channels=4,
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        layers_per_block=1,
-        sample_size=SIZE,
-        scaling_factor=SDXL_SCALING,
-        force_upcast=True,
-    )
-    randomize(vae, 3).save_pretrained(str(manager.path("sdxl-vae")))
-    biovil_snapshot(manager.path("biovil-t"))
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     manager = WeightsManager(tmp_path_factory.mktemp("weights"))
-    snapshots(manager)
+    radedit_weights(manager)
     yield manager, make(manager)
     torch.set_num_threads(threads)
 

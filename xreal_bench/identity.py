@@ -19,8 +19,9 @@ fields named like the config keys that set them:
   evaluated on another machine; the box CSV's and the demographics files' content is;
 - code versions: ``code.xreal_bench`` (the package version), ``code.generator`` (the class's
   ``module:qualname``) and ``code.generator_version`` when the class sets a ``version`` string;
-- ``weights.<artifact>``: the sha256 of each declared artifact of the generator that is present
-  (``"absent"`` otherwise; an absent side is never compared). A generator without artifacts has none.
+- ``weights.<artifact>``: the sha256 of each artifact the generator loads with its options
+  (``required_artifacts``: a diffusers snapshot, only the chosen ChexGen checkpoint), ``"absent"`` when
+  missing; a side that is absent or lacks the field is never compared. A generator without artifacts has none.
 
 Not identity: ``samples_per_condition``, ``num_cases``, views, batch sizes, device and output
 folder — an image depends on its own case and sample, not on how many there are, so a larger
@@ -130,7 +131,7 @@ def generation_identity(cfg: BenchConfig, name: str, gcfg: GeneratorConfig, *, w
     if isinstance(version, str) and version:
         fields["code.generator_version"] = version
     manager = weights or WeightsManager(cfg.weights.dir or None)
-    for art in declared(cls, "artifacts"):
+    for art in cls.required_artifacts(gcfg.options):
         fields[f"weights.{art.name}"] = manager.file_hash(art) if manager.status(art).present else ABSENT
     return {"format": IDENTITY_FORMAT, "type": GENERATED, "generator": name, "inputs": inputs, "fields": fields}
 
@@ -184,7 +185,7 @@ def differences(stored: Mapping[str, Any], current: Mapping[str, Any], keys: Ite
     lines = []
     for key in sorted(set(stored) | set(current) if keys is None else keys):
         old, new = stored.get(key, LATER_FIELDS.get(key)), current.get(key)
-        if key.startswith("weights.") and ABSENT in (old, new):
+        if key.startswith("weights.") and {old, new} & {ABSENT, None}:
             continue
         if old != new:
             lines.append(f"  {key}: {show(old)} -> {show(new)}")
@@ -234,7 +235,7 @@ def check_generation_dir(
             + "\n".join(diffs)
             + f"\n{way_out}"
         )
-    filled = {k: v for k, v in current["fields"].items() if stored["fields"].get(k) == ABSENT and v != ABSENT}
+    filled = {k: v for k, v in current["fields"].items() if stored["fields"].get(k, ABSENT) == ABSENT and v != ABSENT}
     return {**stored, "fields": {**stored["fields"], **filled}} if filled else None
 
 
