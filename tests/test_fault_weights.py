@@ -255,6 +255,31 @@ def test_forged_or_broken_sidecar_is_not_believed_for_a_published_hash(tmp_path)
     assert cached_sha256(path) == hashlib.sha256(b"other bytes!").hexdigest()
 
 
+def test_a_snapshot_folder_hash_covers_its_weights_not_only_its_listed_files(tmp_path):
+    from xreal_bench.weights import Artifact
+
+    art = Artifact(
+        name="snap", path="snap", kind="dir", files=("model_index.json",), source="test", license="test", description="a snapshot"
+    )
+    manager = WeightsManager(tmp_path, {art.name: art})
+    folder = manager.path(art)
+    (folder / "unet").mkdir(parents=True)
+    (folder / "model_index.json").write_text("{}")
+    weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(b"A" * 64)
+    first = manager.file_hash(art)
+    assert (folder / "unet" / "diffusion_pytorch_model.safetensors.sha256.json").is_file()  # sidecars are not content
+    (folder / "README.md").write_text("model card")
+    (folder / ".cache").mkdir()
+    (folder / ".cache" / "lock").write_text("x")
+    assert manager.file_hash(art) == first
+    swap_keeping_size_and_mtime(weights, b"B" * 64)  # a swapped UNet, same size and mtime
+    swapped = manager.file_hash(art)
+    assert swapped != first
+    weights.rename(folder / "unet" / "other.safetensors")  # same bytes under another name: another snapshot
+    assert manager.file_hash(art) not in (first, swapped)
+
+
 # ----------------------------------------------------------------------------- real-side cache key
 
 

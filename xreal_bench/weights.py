@@ -255,14 +255,15 @@ class WeightsManager:
 
     def file_hash(self, ref: ArtifactRef) -> str:
         """sha256 of a present file artifact (cached next to it, see :func:`cached_sha256`); for
-        folders, a hash over the required files' hashes."""
+        folders, a hash over every file of the folder (:func:`folder_files`: weights included, so
+        swapping a snapshot's UNet changes it), each with its path."""
         art = self.artifact(ref)
         path = self.require(art)
         if art.package:
             return sha256_file(path)  # shipped files are small; never write sidecars into the package
         if art.kind == "file":
             return cached_sha256(path)
-        joined = "".join(cached_sha256(path / f) for f in art.files)
+        joined = "".join(f"{f.relative_to(path).as_posix()}\0{cached_sha256(f)}\n" for f in folder_files(path))
         return hashlib.sha256(joined.encode()).hexdigest()
 
     def check(self, ref: ArtifactRef) -> tuple[str, str | None]:
@@ -349,6 +350,23 @@ class WeightsManager:
         raise ConnectionError(f"{name!r} has no public download: {art.source}\n  place it at {target}")
 
 
+SIDECAR = ".sha256.json"
+
+
+def folder_files(folder: Path) -> list[Path]:
+    """The files that make a folder artifact what it is: every regular file below it (links
+    followed, as in a Hugging Face cache snapshot), sorted, except hash sidecars, Markdown model
+    cards and hidden paths (``.git``, ``.cache``, ``.gitattributes``)."""
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file()
+        and not p.name.endswith(SIDECAR)
+        and p.suffix != ".md"
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
+
+
 def cached_sha256(path: Path) -> str:
     """sha256 of ``path``, remembered in ``<path>.sha256.json``.
 
@@ -359,7 +377,7 @@ def cached_sha256(path: Path) -> str:
     """
     before = path.stat()
     key = file_key(before)
-    sidecar = path.with_name(path.name + ".sha256.json")
+    sidecar = path.with_name(path.name + SIDECAR)
     try:
         data = json.loads(sidecar.read_text())
         if isinstance(data, dict) and data.get("key") == key and is_sha256(data.get("sha256")):
