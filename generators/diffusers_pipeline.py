@@ -316,6 +316,14 @@ def check_call_options(pipeline_class: str, family: Family, options: dict[str, C
             )
 
 
+def require_peft(name: str) -> None:
+    """diffusers loads LoRA weights through peft; without it, say how to install it before loading anything."""
+    try:
+        import peft  # noqa: F401
+    except ImportError:
+        raise UserFacingError(f"{name}: LoRA weights need the peft package: pip install 'xreal-bench[lora]'") from None
+
+
 def local_artifact(value: str, kind: str) -> Artifact:
     """The artifact named ``value``, or one for the folder/file ``value`` under the weights folder."""
     known = collect_artifacts().artifacts
@@ -425,6 +433,8 @@ class DiffusersGenerator(Generator):
         self.snapshot = folder
         self.pipeline_class, self.family = family_of(folder)
         check_call_options(self.pipeline_class, self.family, options.call_options)
+        if options.lora:
+            require_peft(name)
         refuse_pickled(folder)
         self.device = context.torch_device()
         self.dtype = run_dtype(options, context, self.log)
@@ -486,10 +496,6 @@ class DiffusersGenerator(Generator):
             raise UserFacingError(f"{self.name}: LoRA weights must be a .safetensors file, got {path}")
         if not hasattr(pipe, "load_lora_weights"):
             raise UserFacingError(f"{self.name}: {self.pipeline_class} does not load LoRA weights")
-        try:
-            import peft  # noqa: F401  (diffusers' LoRA loading needs it; say so rather than fail inside diffusers)
-        except ImportError:
-            raise UserFacingError(f"{self.name}: LoRA weights need the peft package: pip install 'xreal-bench[lora]'") from None
         try:
             pipe.load_lora_weights(
                 str(path.parent), weight_name=path.name, adapter_name=LORA_ADAPTER, use_safetensors=True, local_files_only=True

@@ -5,7 +5,9 @@ Each adapter image must equal the plain pipeline call with that image's seeded g
 
 from __future__ import annotations
 
+import inspect
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -39,6 +41,7 @@ from transformers import (
     T5TokenizerFast,
 )
 
+from xreal_bench.errors import UserFacingError
 from xreal_bench.generators.base import GeneratorContext
 from xreal_bench.generators.diffusers_pipeline import DiffusersGenerator, DiffusersOptions
 from xreal_bench.labels import CHEXPERT_LABELS
@@ -238,3 +241,239 @@ def lumina2_snapshot(folder: Path) -> Path:
         tokenizer=tokenizer,
     ).save_pretrained(str(folder))
     return folder
+
+
+def lora_file(snapshot: Path, pipeline_class: type, target: Path, seed: int) -> Path:
+    """A random rank-2 LoRA on the snapshot's transformer attention, saved with the pipeline's ``save_lora_weights``."""
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    transformer_class = {StableDiffusion3Pipeline: SD3Transformer2DModel, Lumina2Pipeline: Lumina2Transformer2DModel}
+    transformer = transformer_class[pipeline_class].from_pretrained(str(snapshot / "transformer"))
+    torch.manual_seed(seed)
+    config = LoraConfig(r=2, lora_alpha=2, target_modules=["to_q", "to_k", "to_v", "to_out.0"], init_lora_weights=False)
+    transformer.add_adapter(config)
+    layers = {k: v * 4 for k, v in get_peft_model_state_dict(transformer).items()}  # large enough to change images
+    pipeline_class.save_lora_weights(str(target.parent), transformer_lora_layers=layers, weight_name=target.name)
+    return target
+
+
+@pytest.fixture(scope="module")
+def manager(tmp_path_factory):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("weights")
+    sdxl_snapshot(root / "tiny" / "sdxl")
+    sd3 = sd3_snapshot(root / "tiny" / "sd3")
+    sana_snapshot(root / "tiny" / "sana")
+    lumina2 = lumina2_snapshot(root / "tiny" / "lumina2")
+    lora_file(sd3, StableDiffusion3Pipeline, root / "lora" / "sd3.safetensors", 25)
+    lora_file(lumina2, Lumina2Pipeline, root / "lora" / "lumina2.safetensors", 43)
+    yield WeightsManager(root)
+    torch.set_num_threads(threads)
+
+
+def make(manager: WeightsManager, snapshot: str, **options) -> DiffusersGenerator:
+    options = {"snapshot": snapshot, "steps": 2, "resolution": SIZE, **options}
+    return DiffusersGenerator("dif", DiffusersOptions(**options), GeneratorContext(weights=manager))
+
+
+def condition(seed: int, impression: str = IMPRESSION) -> Condition:
+    return Condition(
+        case_id=f"c{seed}",
+        sample_index=0,
+        seed=seed,
+        labels=EFFUSION,
+        prompt="Pleural Effusion",
+        report="",
+        impression=impression,
+        image_path=Path("x"),
+    )
+
+
+def gray(images: torch.Tensor) -> torch.Tensor:
+    return (images * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+
+
+def plain_call(pipe, prompt: str, seed: int, *, steps: int = 2, guidance: float, **extra) -> torch.Tensor:
+    """The pipeline called directly, drawing its own noise from this image's seeded generator."""
+    out = pipe(
+        prompt=[prompt],
+        num_inference_steps=steps,
+        guidance_scale=guidance,
+        height=SIZE,
+        width=SIZE,
+        generator=[torch.Generator().manual_seed(seed)],
+        output_type="pt",
+        **extra,
+    ).images
+    return gray(out)[0]
+
+
+def plain_pipeline(manager: WeightsManager, snapshot: str, pipeline_class: type, lora: str = "", weight: float = 1.0):
+    """A pipeline loaded apart from the adapter; a LoRA loaded as CheXGenBench does (gdc l.161-165, l.190-194)."""
+    pipe = pipeline_class.from_pretrained(str(manager.root / snapshot), local_files_only=True)
+    if lora:
+        path = manager.root / lora
+        pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name="chexgenbench")
+        if weight != 1.0:
+            pipe.set_adapters(["chexgenbench"], adapter_weights=[weight])
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+FAMILY_CASES = [
+    ("tiny/sdxl", "StableDiffusionXLPipeline", 5.0, {}),  # empty negative prompt: SDXL's own zero embeddings
+    ("tiny/sd3", "StableDiffusion3Pipeline", 7.0, {}),
+    ("tiny/sana", "SanaPipeline", 4.5, {"clean_caption": False, "use_resolution_binning": False}),
+    ("tiny/lumina2", "Lumina2Pipeline", 4.0, {}),
+]
+
+
+@pytest.mark.parametrize(("snapshot", "pipeline", "guidance", "extra"), FAMILY_CASES)
+def test_images_equal_the_plain_pipeline_call_and_do_not_depend_on_the_batch(manager, snapshot, pipeline, guidance, extra):
+    generator = make(manager, snapshot)
+    assert (generator.pipeline_class, generator.guidance, generator.resolution) == (pipeline, guidance, SIZE)
+    batch = [condition(1), condition(2, impression=""), condition(3)]
+    output = generator.generate(batch)
+    assert [tuple(i.shape) for i in output.images] == [(1, SIZE, SIZE)] * 3
+    assert float((output.images[0] - output.images[2]).abs().max()) > 1e-3  # different seeds, different images
+    alone = generator.generate([condition(3)]).images[0]
+    torch.testing.assert_close(alone, output.images[2], rtol=0, atol=1e-5)
+    plain = plain_call(generator.pipe, IMPRESSION, 3, guidance=guidance, **extra)
+    torch.testing.assert_close(alone, plain, rtol=0, atol=1e-6)
+    assert output.inputs[1]["prompt"] == "Pleural Effusion" and output.inputs[1]["pipeline"] == pipeline
+    if pipeline == "StableDiffusionXLPipeline":  # "" encoded is another unconditional input than SDXL's zeros
+        encoded_empty = plain_call(generator.pipe, IMPRESSION, 3, guidance=guidance, negative_prompt=[""])
+        assert float((alone - encoded_empty).abs().max()) > 1e-4
+
+
+def test_lora_is_loaded_as_chexgenbench_loads_it_and_its_scale_is_its_weight(manager):
+    plain_lora = plain_call(
+        plain_pipeline(manager, "tiny/sd3", StableDiffusion3Pipeline, "lora/sd3.safetensors"), IMPRESSION, 5, guidance=7.0
+    )
+    without = make(manager, "tiny/sd3").generate([condition(5)]).images[0]
+    with_lora = make(manager, "tiny/sd3", lora="lora/sd3.safetensors").generate([condition(5)]).images[0]
+    torch.testing.assert_close(with_lora, plain_lora, rtol=0, atol=1e-6)
+    assert float((with_lora - without).abs().max()) > 1e-3
+    half = make(manager, "tiny/sd3", lora="lora/sd3.safetensors", lora_scale=0.5).generate([condition(5)]).images[0]
+    plain_half = plain_pipeline(manager, "tiny/sd3", StableDiffusion3Pipeline, "lora/sd3.safetensors", 0.5)
+    torch.testing.assert_close(half, plain_call(plain_half, IMPRESSION, 5, guidance=7.0), rtol=0, atol=1e-6)
+    assert min(float((half - without).abs().max()), float((half - with_lora).abs().max())) > 1e-4
+    off = make(manager, "tiny/sd3", lora="lora/sd3.safetensors", lora_scale=0.0).generate([condition(5)]).images[0]
+    torch.testing.assert_close(off, without, rtol=0, atol=1e-6)
+    fused = plain_pipeline(manager, "tiny/sd3", StableDiffusion3Pipeline, "lora/sd3.safetensors")
+    fused.fuse_lora()  # the same weights merged: equal up to float rounding
+    torch.testing.assert_close(with_lora, plain_call(fused, IMPRESSION, 5, guidance=7.0), rtol=0, atol=1e-4)
+
+
+def test_lumina2_lora_and_chexgenbench_call_options_reach_the_pipeline(manager):
+    options = {"cfg_trunc_ratio": 0.25, "cfg_normalization": True}  # CheXGenBench gdc l.355-361
+    generator = make(manager, "tiny/lumina2", lora="lora/lumina2.safetensors", steps=4, call_options=options)
+    image = generator.generate([condition(6)]).images[0]
+    plain = plain_pipeline(manager, "tiny/lumina2", Lumina2Pipeline, "lora/lumina2.safetensors")
+    torch.testing.assert_close(image, plain_call(plain, IMPRESSION, 6, steps=4, guidance=4.0, **options), rtol=0, atol=1e-6)
+    full_cfg = plain_call(plain, IMPRESSION, 6, steps=4, guidance=4.0)  # cfg_trunc_ratio 1.0: guidance at every step
+    assert float((image - full_cfg).abs().max()) > 1e-4
+    no_lora = make(manager, "tiny/lumina2", steps=4, call_options=options).generate([condition(6)]).images[0]
+    assert float((image - no_lora).abs().max()) > 1e-3
+
+
+def test_max_sequence_length_reaches_sd3_and_sets_the_t5_truncation_count(manager):
+    long = "small left pleural effusion and " * 10  # 320 characters: one token each for every tokenizer
+    text = " ".join(long.split())
+    default = make(manager, "tiny/sd3")
+    longer = make(manager, "tiny/sd3", call_options={"max_sequence_length": 512})  # CheXGenBench gdc l.341-346
+    t5_tokens = len(default.pipe.tokenizer_3(text)["input_ids"])
+    clip_tokens = len(default.pipe.tokenizer(text)["input_ids"])
+    assert 256 < t5_tokens < 512 and clip_tokens > 77
+    cut_default = default.generate([condition(7, impression=long)])
+    cut_longer = longer.generate([condition(7, impression=long)])
+    assert cut_default.inputs[0]["tokens_truncated"] == {
+        "tokenizer": clip_tokens - 77,
+        "tokenizer_2": clip_tokens - 77,
+        "tokenizer_3": t5_tokens - 256,
+    }
+    assert cut_longer.inputs[0]["tokens_truncated"]["tokenizer_3"] == 0
+    plain = plain_call(longer.pipe, text, 7, guidance=7.0, max_sequence_length=512)
+    torch.testing.assert_close(cut_longer.images[0], plain, rtol=0, atol=1e-6)
+    assert float((cut_longer.images[0] - cut_default.images[0]).abs().max()) > 1e-4
+
+
+@pytest.mark.parametrize("snapshot", ["tiny/lumina2", "tiny/sana"])
+def test_truncation_counts_the_text_the_pipeline_puts_before_the_prompt(manager, snapshot):
+    generator = make(manager, snapshot)
+    pipe = generator.pipe
+    text = "small left pleural effusion and " * 12
+    tokens = pipe.tokenizer.encode
+    if snapshot == "tiny/lumina2":  # pipeline_lumina2.py l.284-287, l.199-204
+        cut = len(tokens(pipe.system_prompt + " <Prompt Start> " + text.strip())) - 256
+    else:  # pipeline_sana.py l.254-260, with SanaPipeline.__call__'s default complex_human_instruction
+        instruction = "\n".join(inspect.signature(SanaPipeline.__call__).parameters["complex_human_instruction"].default)
+        cut = len(tokens(instruction + text.strip())) - (len(tokens(instruction)) + 300 - 2)
+    assert 0 < cut < len(text)
+    output = generator.generate([condition(8, impression=text)])
+    assert output.inputs[0]["tokens_truncated"] == {"tokenizer": cut}
+    assert generator.generate([condition(8)]).inputs[0]["tokens_truncated"] == {"tokenizer": 0}
+
+
+def test_call_options_appear_in_the_protocol(manager):
+    context = GeneratorContext(weights=manager)
+    lumina = DiffusersOptions(snapshot="tiny/lumina2", call_options={"cfg_trunc_ratio": 0.25, "cfg_normalization": True})
+    steps = {s.key: s for s in DiffusersGenerator.protocol(lumina, context)}
+    assert steps["pipeline arguments"].value == "cfg_trunc_ratio=0.25, cfg_normalization=True"
+    assert steps["pipeline arguments"].source.endswith("; call_options set in the config")
+    assert steps["call_options"].value == "{'cfg_trunc_ratio': 0.25, 'cfg_normalization': True}"
+    assert steps["tokens"].value == "tokenizer 256 after the pipeline's system_prompt (longer prompts truncated; cut counted)"
+    sd3 = DiffusersOptions(snapshot="tiny/sd3", call_options={"max_sequence_length": 512})
+    steps = {s.key: s for s in DiffusersGenerator.protocol(sd3, context)}
+    assert steps["tokens"].value.startswith("tokenizer 77, tokenizer_2 77, tokenizer_3 512 (")
+    assert steps["tokens"].source == "call_options max_sequence_length"
+
+
+@pytest.mark.parametrize(
+    ("snapshot", "call_options", "message"),
+    [
+        (
+            "tiny/sd3",
+            {"cfg_trunc_ratio": 0.25},
+            r"StableDiffusion3Pipeline.__call__ takes no argument 'cfg_trunc_ratio' \(it takes: ",
+        ),
+        (
+            "tiny/sd3",
+            {"max_sequence_length": "512"},
+            r"StableDiffusion3Pipeline.__call__ argument 'max_sequence_length' expects int \(default 256\), got '512'",
+        ),
+        (
+            "tiny/lumina2",
+            {"cfg_normalization": 1},
+            r"Lumina2Pipeline.__call__ argument 'cfg_normalization' expects bool \(default True\), got 1",
+        ),
+        ("tiny/sana", {"clean_caption": True}, r"'clean_caption' is set by the adapter .* \(fixed at False\)"),
+    ],
+)
+def test_call_options_the_pipeline_does_not_take_are_refused_before_loading(manager, snapshot, call_options, message):
+    with pytest.raises(UserFacingError, match="call_options: " + message):
+        make(manager, snapshot, call_options=call_options)
+
+
+@pytest.mark.parametrize(
+    ("call_options", "message"),
+    [
+        ({"generator": 1}, r"call_options: 'generator' is set by the adapter"),
+        ({"prompt_2": "a chest x-ray"}, r"call_options: 'prompt_2' is set by the adapter"),
+        ({"negative_prompt_embeds": 1}, r"call_options: 'negative_prompt_embeds' is set by the adapter"),
+        ({"height": 64}, r"call_options: 'height' is set by the adapter"),
+        ({"sigmas": 1.0}, r"call_options: 'sigmas' is set by the adapter"),
+        ({"skip_guidance_layers": [7, 8]}, r"call_options.skip_guidance_layers: expected true or false, got a list"),
+    ],
+)
+def test_adapter_owned_or_non_scalar_call_options_are_config_errors(call_options, message):
+    with pytest.raises(ConfigError, match=message):
+        build(DiffusersOptions, {"snapshot": "s", "call_options": call_options}, "bench.toml")
+
+
+def test_lora_without_peft_says_how_to_install_it(manager, monkeypatch):
+    monkeypatch.setitem(sys.modules, "peft", None)
+    with pytest.raises(UserFacingError, match=r"LoRA weights need the peft package: pip install 'xreal-bench\[lora\]'"):
+        make(manager, "tiny/sd3", lora="lora/sd3.safetensors")
