@@ -207,8 +207,12 @@ class DiffusersOptions:
         "not stated by the original; chosen because it is the most frequent MIMIC-CXR impression (the RoentGen "
         "adapter's fallback)",
     )
-    #: Unconditional prompt of classifier-free guidance (not used by Flux).
-    negative_prompt: str = cited("", "the pipelines' own default (e.g. pipeline_pixart_sigma.py:636 negative_prompt='')")
+    #: Unconditional prompt of classifier-free guidance (not used by Flux); "" = the pipeline's own default.
+    negative_prompt: str = cited(
+        "",
+        "the pipelines' own default: empty = not passed (pipeline_pixart_sigma.py:636 negative_prompt=''; SDXL zero "
+        "embeddings, pipeline_stable_diffusion_xl.py:424)",
+    )
     #: Denoising steps; 0 = the family's default.
     steps: int = cited(0, FAMILY_DEFAULT)
     #: Guidance scale; -1 = the family's default (Flux: the distilled guidance embedding).
@@ -307,11 +311,11 @@ def check_call_options(pipeline_class: str, family: Family, options: dict[str, C
             )
             raise UserFacingError(f"call_options: {pipeline_class}.__call__ takes no argument {key!r} (it takes: {known})")
         default = named[key].default
-        expected = type(default) if isinstance(default, (bool, int, float, str)) else None
-        fits = expected is None or type(value) is expected or (expected is float and type(value) is int)
-        if not fits:
+        if not isinstance(default, (bool, int, float, str)):  # no typed default (None, a list): any scalar
+            continue
+        if not (type(value) is type(default) or (type(default) is float and type(value) is int)):
             raise UserFacingError(
-                f"call_options: {pipeline_class}.__call__ argument {key!r} expects {expected.__name__} "  # type: ignore[union-attr]
+                f"call_options: {pipeline_class}.__call__ argument {key!r} expects {type(default).__name__} "
                 f"(default {default!r}), got {value!r}"
             )
 
@@ -527,6 +531,10 @@ class DiffusersGenerator(Generator):
         except UserFacingError as exc:
             steps.append(ProtocolStep("family", f"unknown until the snapshot is readable ({exc})", ""))
         else:
+            try:
+                check_call_options(pipeline_class, family, options.call_options)
+            except UserFacingError as exc:
+                steps.append(ProtocolStep("call options refused", str(exc), "the generator will not load"))
             steps += [
                 ProtocolStep("family", f"{family.name} ({pipeline_class} from {folder / 'model_index.json'})", ""),
                 ProtocolStep(
@@ -556,7 +564,7 @@ class DiffusersGenerator(Generator):
                 ),
             ]
         steps += [
-            ProtocolStep("scheduler", options.scheduler if options.scheduler != "snapshot" else "the snapshot's scheduler/", ""),
+            ProtocolStep("scheduler", options.scheduler if options.scheduler != "snapshot" else "the snapshot's scheduler", ""),
             ProtocolStep(
                 "batch and seeds",
                 "[run].batch_size; each image's initial latents from a CPU generator seeded with its seed, passed as "
@@ -609,8 +617,9 @@ def token_budgets(pipe: Any, family: Family, call_options: dict[str, CallValue])
     whole, so that ``len(tokens(prefix + prompt)) - budget`` is what the pipeline's truncation cuts.
 
     Lumina 2 tokenizes ``system_prompt + " <Prompt Start> " + prompt`` at ``max_sequence_length``
-    (pipeline_lumina2.py l.284-287, l.199-204); Sana tokenizes ``"\n".join(complex_human_instruction) + prompt``
-    at ``tokens(instruction) + max_sequence_length - 2`` (pipeline_sana.py l.254-260)."""
+    (pipeline_lumina2.py l.284-287, l.199-204); Sana tokenizes the lines of its default
+    ``complex_human_instruction`` joined by newlines, then the prompt, at ``tokens(instruction) +
+    max_sequence_length - 2`` (pipeline_sana.py l.254-260)."""
     limits = dict(family.tokenizers) | sequence_limits(family, call_options)
     budgets = {attr: ("", limit) for attr, limit in limits.items() if getattr(pipe, attr, None) is not None}
     if family.prefix == "system_prompt":

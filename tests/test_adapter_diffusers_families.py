@@ -429,6 +429,9 @@ def test_call_options_appear_in_the_protocol(manager):
     steps = {s.key: s for s in DiffusersGenerator.protocol(sd3, context)}
     assert steps["tokens"].value.startswith("tokenizer 77, tokenizer_2 77, tokenizer_3 512 (")
     assert steps["tokens"].source == "call_options max_sequence_length"
+    sdxl = DiffusersOptions(snapshot="tiny/sdxl", call_options={"max_sequence_length": 512})
+    refused = {s.key: s for s in DiffusersGenerator.protocol(sdxl, context)}["call options refused"]
+    assert refused.value.startswith("call_options: StableDiffusionXLPipeline.__call__ takes no argument 'max_sequence_length'")
 
 
 @pytest.mark.parametrize(
