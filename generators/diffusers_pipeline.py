@@ -24,22 +24,31 @@ Where the suite departs from the pipelines' own defaults: PixArt and Sana run wi
 on the environment) and ``use_resolution_binning=False`` (a square output at a bin's own size is
 unchanged by binning); Flux's ``negative_prompt`` is used only through ``true_cfg_scale``, which
 the adapter leaves at 1 (no negative prompt); no safety checker (meaningless on radiographs).
+An empty ``negative_prompt`` is not passed at all, so each pipeline applies its own default (SDXL:
+zero embeddings, ``force_zeros_for_empty_prompt``; the others encode ``""``).
+
+``call_options`` are further keyword arguments of the pipeline's ``__call__`` (CheXGenBench: SD 3.5
+``max_sequence_length=512``, Lumina 2 ``cfg_trunc_ratio=0.25, cfg_normalization=True``), checked
+against its signature when the generator is built. LoRA weights are loaded as CheXGenBench loads
+its SD 3.5 and Lumina 2 fine-tunes (``load_lora_weights(folder, weight_name=..., adapter_name=...)``,
+not fused) and weighted with ``set_adapters(..., adapter_weights=lora_scale)``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
 from xreal_bench.errors import UserFacingError
-from xreal_bench.generators.base import Generator, GeneratorContext, GeneratorOutput, ProtocolStep, cited
+from xreal_bench.generators.base import SOURCE, Generator, GeneratorContext, GeneratorOutput, ProtocolStep, cited
 from xreal_bench.generators.diffusion.conditions import Notes
 from xreal_bench.generators.diffusion.precision import DTYPES
 from xreal_bench.generators.diffusion.runtime import adapter_logger, require_weights, to_output
@@ -59,7 +68,9 @@ TEMPLATE_FIELDS = {"text": "", "age": 0, "race": "", "sex": ""}
 @dataclass(frozen=True)
 class Family:
     """One allowed pipeline class: its family name, ``__call__`` defaults with their source, how it
-    lays out noise, and which tokenizers it truncates at which length."""
+    lays out noise, and which tokenizers it truncates at which length (``sequence_tokenizer``: the
+    one whose length ``max_sequence_length`` sets; ``prefix``: the pipeline argument whose text it
+    puts before every prompt, inside that tokenizer's budget)."""
 
     name: str
     steps: int
@@ -69,6 +80,8 @@ class Family:
     packed: bool = False
     negative_prompt: bool = True
     extra: tuple[tuple[str, Any], ...] = ()
+    sequence_tokenizer: str = ""
+    prefix: Literal["", "system_prompt", "complex_human_instruction"] = ""
 
 
 CLIP = 77
@@ -96,6 +109,7 @@ FAMILIES: dict[str, Family] = {
         f"{DIFFUSERS}/stable_diffusion_3/pipeline_stable_diffusion_3.py:781,783 (__call__ defaults; T5 at "
         "max_sequence_length 256, l.802)",
         (("tokenizer", CLIP), ("tokenizer_2", CLIP), ("tokenizer_3", 256)),
+        sequence_tokenizer="tokenizer_3",
     ),
     "PixArtAlphaPipeline": Family(
         "PixArt-α",
@@ -104,6 +118,7 @@ FAMILIES: dict[str, Family] = {
         f"{DIFFUSERS}/pixart_alpha/pipeline_pixart_alpha.py:692,695 (__call__ defaults; T5 at 120 tokens, l.712)",
         (("tokenizer", 120),),
         extra=CAPTION,
+        sequence_tokenizer="tokenizer",
     ),
     "PixArtSigmaPipeline": Family(
         "PixArt-Σ",
@@ -112,22 +127,28 @@ FAMILIES: dict[str, Family] = {
         f"{DIFFUSERS}/pixart_alpha/pipeline_pixart_sigma.py:637,640 (__call__ defaults; T5 at 300 tokens, l.657)",
         (("tokenizer", 300),),
         extra=CAPTION,
+        sequence_tokenizer="tokenizer",
     ),
     "SanaPipeline": Family(
         "Sana",
         20,
         4.5,
         f"{DIFFUSERS}/sana/pipeline_sana.py:679,682 (__call__ defaults; Gemma at 300 tokens after the default "
-        "complex_human_instruction)",
+        "complex_human_instruction, l.700-701 and l.254-260)",
         (("tokenizer", 300),),
         extra=CAPTION,
+        sequence_tokenizer="tokenizer",
+        prefix="complex_human_instruction",
     ),
     "Lumina2Pipeline": Family(
         "Lumina 2",
         30,
         4.0,
-        f"{DIFFUSERS}/lumina2/pipeline_lumina2.py:477,478 (__call__ defaults; Gemma at 256 tokens, l.496)",
+        f"{DIFFUSERS}/lumina2/pipeline_lumina2.py:477,478 (__call__ defaults; Gemma at 256 tokens, l.496, after "
+        "the system prompt, l.184 and l.284-287)",
         (("tokenizer", 256),),
+        sequence_tokenizer="tokenizer",
+        prefix="system_prompt",
     ),
     "FluxPipeline": Family(
         "Flux",
@@ -138,6 +159,7 @@ FAMILIES: dict[str, Family] = {
         (("tokenizer", CLIP), ("tokenizer_2", 512)),
         packed=True,
         negative_prompt=False,
+        sequence_tokenizer="tokenizer_2",
     ),
 }
 FAMILIES["Lumina2Text2ImgPipeline"] = FAMILIES["Lumina2Pipeline"]  # the older name of the same class
@@ -155,6 +177,16 @@ SCHEDULERS = (
     "FlowMatchHeunDiscreteScheduler",
 )
 FAMILY_DEFAULT = "not stated by the original; chosen because 0 / -1 means the family's default (protocol step 'family')"
+#: ``__call__`` arguments the adapter sets itself (plus each family's ``extra``); ``call_options`` may not set them.
+ADAPTER_ARGUMENTS = frozenset(
+    {"latents", "generator", "num_inference_steps", "guidance_scale", "height", "width", "output_type", "return_dict"}
+    | {"num_images_per_prompt", "timesteps", "sigmas", "callback", "callback_steps"}
+)
+#: ``__call__`` argument prefixes the adapter owns: prompts and their embeddings, image prompts, step callbacks.
+ADAPTER_PREFIXES = ("prompt", "negative_prompt", "pooled_prompt", "negative_pooled_prompt", "ip_adapter", "callback")
+#: Name under which the LoRA weights are loaded (as CheXGenBench names its adapters, gdc l.164 and l.193).
+LORA_ADAPTER = "xreal_bench_lora"
+CallValue = bool | int | float | str
 
 
 @dataclass
@@ -175,8 +207,12 @@ class DiffusersOptions:
         "not stated by the original; chosen because it is the most frequent MIMIC-CXR impression (the RoentGen "
         "adapter's fallback)",
     )
-    #: Unconditional prompt of classifier-free guidance (not used by Flux).
-    negative_prompt: str = cited("", "the pipelines' own default (e.g. pipeline_pixart_sigma.py:636 negative_prompt='')")
+    #: Unconditional prompt of classifier-free guidance (not used by Flux); "" = the pipeline's own default.
+    negative_prompt: str = cited(
+        "",
+        "the pipelines' own default: empty = not passed (pipeline_pixart_sigma.py:636 negative_prompt=''; SDXL zero "
+        "embeddings, pipeline_stable_diffusion_xl.py:424)",
+    )
     #: Denoising steps; 0 = the family's default.
     steps: int = cited(0, FAMILY_DEFAULT)
     #: Guidance scale; -1 = the family's default (Flux: the distilled guidance embedding).
@@ -189,8 +225,18 @@ class DiffusersOptions:
     precision: Literal["run", "fp32", "fp16", "bf16"] = cited("run", "not stated by the original; the run's setting")
     #: Optional LoRA weights (.safetensors): an artifact name or a file relative to the weights folder; "" = none.
     lora: str = cited("", "not stated by the original; no adapter weights unless configured")
-    #: Scale the LoRA is fused with.
-    lora_scale: float = cited(1.0, "diffusers fuse_lora default lora_scale=1.0")
+    #: Weight of the LoRA adapter (set_adapters adapter_weights); the LoRA is loaded unfused, as CheXGenBench does.
+    lora_scale: float = cited(
+        1.0,
+        "CheXGenBench tools/generate_data_common.py:161-165,190-194 (load_lora_weights with an adapter_name, no "
+        "fuse_lora or set_adapters: weight 1.0)",
+    )
+    #: Further keyword arguments of the pipeline's __call__ (e.g. max_sequence_length, cfg_trunc_ratio); checked
+    #: against its signature when the generator is built. Prompts, noise, steps, guidance and size are refused.
+    call_options: dict[str, CallValue] = field(
+        default_factory=dict,
+        metadata={SOURCE: "not stated by the original; chosen because empty means the pipeline's own __call__ defaults"},
+    )
 
     def validate(self) -> None:
         require(bool(self.snapshot.strip()), "snapshot", "required: an artifact name or a folder under the weights folder")
@@ -227,6 +273,8 @@ class DiffusersOptions:
                     False, "prompt_template", f"unknown or malformed field {exc} (fields: {{text}}, {{age}}, {{race}}, {{sex}})"
                 )
             require("{text}" in self.prompt_template, "prompt_template", f"{self.prompt_template!r} has no {{text}}")
+        for key in self.call_options:
+            require(key not in ADAPTER_ARGUMENTS and not key.startswith(ADAPTER_PREFIXES), "call_options", adapter_owned(key))
 
     @property
     def rule(self) -> PromptRule:
@@ -237,6 +285,47 @@ class DiffusersOptions:
 
     def prompt(self, condition: Condition) -> Prompt:
         return build_prompt(self.rule, condition, fallback=self.fallback_prompt)
+
+
+def adapter_owned(key: str) -> str:
+    return (
+        f"{key!r} is set by the adapter (prompts: prompt_rule, negative_prompt; noise: the image seeds; steps, guidance, "
+        "resolution: their options) and cannot be a call option"
+    )
+
+
+def check_call_options(pipeline_class: str, family: Family, options: dict[str, CallValue]) -> None:
+    """Refuse a call option that ``pipeline_class.__call__`` does not take, that the adapter sets itself, or whose
+    value does not have the type of the argument's default."""
+    import diffusers
+
+    parameters = inspect.signature(getattr(diffusers, pipeline_class).__call__).parameters
+    named = {k: p for k, p in parameters.items() if k != "self" and p.kind is not inspect.Parameter.VAR_KEYWORD}
+    fixed = dict(family.extra)
+    for key, value in options.items():
+        if key in fixed or key in ADAPTER_ARGUMENTS or key.startswith(ADAPTER_PREFIXES):
+            raise UserFacingError(f"call_options: {adapter_owned(key)}" + (f" (fixed at {fixed[key]!r})" if key in fixed else ""))
+        if key not in named:
+            known = ", ".join(
+                k for k in named if k not in ADAPTER_ARGUMENTS and not k.startswith(ADAPTER_PREFIXES) and k not in fixed
+            )
+            raise UserFacingError(f"call_options: {pipeline_class}.__call__ takes no argument {key!r} (it takes: {known})")
+        default = named[key].default
+        if not isinstance(default, (bool, int, float, str)):  # no typed default (None, a list): any scalar
+            continue
+        if not (type(value) is type(default) or (type(default) is float and type(value) is int)):
+            raise UserFacingError(
+                f"call_options: {pipeline_class}.__call__ argument {key!r} expects {type(default).__name__} "
+                f"(default {default!r}), got {value!r}"
+            )
+
+
+def require_peft(name: str) -> None:
+    """diffusers loads LoRA weights through peft; without it, say how to install it before loading anything."""
+    try:
+        import peft  # noqa: F401
+    except ImportError:
+        raise UserFacingError(f"{name}: LoRA weights need the peft package: pip install 'xreal-bench[lora]'") from None
 
 
 def local_artifact(value: str, kind: str) -> Artifact:
@@ -347,6 +436,9 @@ class DiffusersGenerator(Generator):
         folder = paths[artifacts[0].name]
         self.snapshot = folder
         self.pipeline_class, self.family = family_of(folder)
+        check_call_options(self.pipeline_class, self.family, options.call_options)
+        if options.lora:
+            require_peft(name)
         refuse_pickled(folder)
         self.device = context.torch_device()
         self.dtype = run_dtype(options, context, self.log)
@@ -370,11 +462,11 @@ class DiffusersGenerator(Generator):
         self.side = options.resolution or native_side(pipe)
         self.steps = options.steps or self.family.steps
         self.guidance = self.family.guidance if options.guidance == -1 else options.guidance
-        self.truncation = {
-            attr: TruncationCounter(getattr(pipe, attr), limit, self.log, name)
-            for attr, limit in self.family.tokenizers
-            if getattr(pipe, attr, None) is not None
-        }
+        self.prefixes: dict[str, str] = {}
+        self.truncation = {}
+        for attr, (prefix, limit) in token_budgets(pipe, self.family, options.call_options).items():
+            self.prefixes[attr] = prefix
+            self.truncation[attr] = TruncationCounter(getattr(pipe, attr), limit, self.log, name)
         self.log.info(
             "%s: %s (%s) from %s, %s, %d steps, guidance %.3g, %d px, %s, prompt rule %s",
             name,
@@ -402,14 +494,18 @@ class DiffusersGenerator(Generator):
         return getattr(diffusers, choice).from_config(current.config)
 
     def load_lora(self, pipe: Any, path: Path) -> None:
+        """As CheXGenBench (gdc l.161-165, l.190-194): ``load_lora_weights`` under an adapter name, not fused;
+        ``lora_scale`` is the adapter's weight."""
         if path.suffix != ".safetensors":
             raise UserFacingError(f"{self.name}: LoRA weights must be a .safetensors file, got {path}")
         if not hasattr(pipe, "load_lora_weights"):
             raise UserFacingError(f"{self.name}: {self.pipeline_class} does not load LoRA weights")
         try:
-            pipe.load_lora_weights(str(path.parent), weight_name=path.name, use_safetensors=True, local_files_only=True)
-            pipe.fuse_lora(lora_scale=self.options.lora_scale)
-        except (OSError, ValueError, ImportError) as exc:
+            pipe.load_lora_weights(
+                str(path.parent), weight_name=path.name, adapter_name=LORA_ADAPTER, use_safetensors=True, local_files_only=True
+            )
+            pipe.set_adapters([LORA_ADAPTER], adapter_weights=[self.options.lora_scale])
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
             raise UserFacingError(f"{self.name}: cannot load the LoRA weights {path}: {exc}") from None
 
     @property
@@ -435,6 +531,10 @@ class DiffusersGenerator(Generator):
         except UserFacingError as exc:
             steps.append(ProtocolStep("family", f"unknown until the snapshot is readable ({exc})", ""))
         else:
+            try:
+                check_call_options(pipeline_class, family, options.call_options)
+            except UserFacingError as exc:
+                steps.append(ProtocolStep("call options refused", str(exc), "the generator will not load"))
             steps += [
                 ProtocolStep("family", f"{family.name} ({pipeline_class} from {folder / 'model_index.json'})", ""),
                 ProtocolStep(
@@ -447,18 +547,24 @@ class DiffusersGenerator(Generator):
                 ),
                 ProtocolStep(
                     "tokens",
-                    ", ".join(f"{attr} {limit}" for attr, limit in family.tokenizers)
+                    ", ".join(
+                        f"{attr} {sequence_limits(family, options.call_options).get(attr, limit)}"
+                        for attr, limit in family.tokenizers
+                    )
+                    + (f" after the pipeline's {family.prefix}" if family.prefix else "")
                     + " (longer prompts truncated; cut counted)",
-                    family.source,
+                    family.source if "max_sequence_length" not in options.call_options else "call_options max_sequence_length",
                 ),
                 ProtocolStep(
                     "pipeline arguments",
-                    ", ".join(f"{k}={v!r}" for k, v in family.extra) or "none beyond the options",
-                    "module docstring of xreal_bench.generators.diffusers_pipeline",
+                    ", ".join(f"{k}={v!r}" for k, v in (*family.extra, *options.call_options.items()))
+                    or "none beyond the options",
+                    "module docstring of xreal_bench.generators.diffusers_pipeline"
+                    + ("; call_options set in the config" if options.call_options else ""),
                 ),
             ]
         steps += [
-            ProtocolStep("scheduler", options.scheduler if options.scheduler != "snapshot" else "the snapshot's scheduler/", ""),
+            ProtocolStep("scheduler", options.scheduler if options.scheduler != "snapshot" else "the snapshot's scheduler", ""),
             ProtocolStep(
                 "batch and seeds",
                 "[run].batch_size; each image's initial latents from a CPU generator seeded with its seed, passed as "
@@ -477,10 +583,10 @@ class DiffusersGenerator(Generator):
             for note in prompt.notes:
                 notes.add(index, note)
         texts = [p.text for p in prompts]
-        cut = {attr: counter.count(texts) for attr, counter in self.truncation.items()}
+        cut = {attr: counter.count([self.prefixes[attr] + t for t in texts]) for attr, counter in self.truncation.items()}
         generators = [torch.Generator("cpu").manual_seed(int(c.seed)) for c in conditions]
-        kwargs: dict[str, Any] = dict(self.family.extra)
-        if self.family.negative_prompt:
+        kwargs: dict[str, Any] = {**dict(self.family.extra), **self.options.call_options}
+        if self.family.negative_prompt and self.options.negative_prompt:
             kwargs["negative_prompt"] = [self.options.negative_prompt] * len(texts)
         result = self.pipe(
             prompt=texts,
@@ -498,6 +604,36 @@ class DiffusersGenerator(Generator):
             for i, p in enumerate(prompts)
         ]
         return to_output(result.images, notes, inputs)
+
+
+def sequence_limits(family: Family, call_options: dict[str, CallValue]) -> dict[str, int]:
+    """The length ``max_sequence_length`` (when set) gives the family's long-text tokenizer."""
+    length = call_options.get("max_sequence_length")
+    return {family.sequence_tokenizer: int(length)} if family.sequence_tokenizer and isinstance(length, int) else {}
+
+
+def token_budgets(pipe: Any, family: Family, call_options: dict[str, CallValue]) -> dict[str, tuple[str, int]]:
+    """Per tokenizer of the pipeline: the text the pipeline puts before each prompt and the token budget of the
+    whole, so that ``len(tokens(prefix + prompt)) - budget`` is what the pipeline's truncation cuts.
+
+    Lumina 2 tokenizes ``system_prompt + " <Prompt Start> " + prompt`` at ``max_sequence_length``
+    (pipeline_lumina2.py l.284-287, l.199-204); Sana tokenizes the lines of its default
+    ``complex_human_instruction`` joined by newlines, then the prompt, at ``tokens(instruction) +
+    max_sequence_length - 2`` (pipeline_sana.py l.254-260)."""
+    limits = dict(family.tokenizers) | sequence_limits(family, call_options)
+    budgets = {attr: ("", limit) for attr, limit in limits.items() if getattr(pipe, attr, None) is not None}
+    if family.prefix == "system_prompt":
+        system = call_options.get("system_prompt", pipe.system_prompt)
+        attr = family.sequence_tokenizer
+        budgets[attr] = (f"{system} <Prompt Start> ", budgets[attr][1])
+    elif family.prefix == "complex_human_instruction":
+        default = inspect.signature(type(pipe).__call__).parameters["complex_human_instruction"].default
+        instruction = "\n".join(default or [])
+        attr = family.sequence_tokenizer
+        if instruction:
+            extra = len(getattr(pipe, attr).encode(instruction)) - 2
+            budgets[attr] = (instruction, budgets[attr][1] + extra)
+    return budgets
 
 
 def run_dtype(options: DiffusersOptions, context: GeneratorContext, log: Any) -> torch.dtype:

@@ -15,8 +15,10 @@ from xreal_bench.data.chexgenbench import read_prompt_file
 from xreal_bench.data.csvfile import DatasetError
 from xreal_bench.data.dataset import load_dataset
 from xreal_bench.generators.artifacts_chexgenbench import ARTIFACTS
+from xreal_bench.generators.diffusers_pipeline import FAMILIES, DiffusersOptions, check_call_options
 from xreal_bench.generators.prompts import build_prompt, prompt_rule
 from xreal_bench.types import Condition
+from xreal_bench.validation import build
 from xreal_bench.weights import collect_artifacts
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "chexgenbench.toml"
@@ -158,10 +160,17 @@ def test_config_lists_every_fine_tune_with_manifest_entries():
         "cgb-sd-v3-5": (40, 4.5), "cgb-pixart-sigma": (20, 4.5), "cgb-sana": (20, 4.5), "cgb-lumina2": (50, 4.0),
         "cgb-flux": (28, 3.5),
     }  # fmt: skip
+    call_options = {  # the same table: SD 3.5 l.345, Lumina 2 l.359-360
+        "cgb-sd-v3-5": {"max_sequence_length": 512}, "cgb-lumina2": {"cfg_trunc_ratio": 0.25, "cfg_normalization": True},
+    }  # fmt: skip
     diffusers = {name: t for name, t in raw["generators"].items() if t.get("type") == "diffusers"}
     assert set(diffusers) == set(expected)
     for name, table in diffusers.items():
         assert (table["steps"], table["guidance"]) == expected[name], name
+        assert table.get("call_options", {}) == call_options.get(name, {}), name
+        build(DiffusersOptions, {k: v for k, v in table.items() if k not in ("type", "enabled")}, str(CONFIG))
+    for name, pipeline in (("cgb-sd-v3-5", "StableDiffusion3Pipeline"), ("cgb-lumina2", "Lumina2Pipeline")):
+        check_call_options(pipeline, FAMILIES[pipeline], call_options[name])  # the pipeline takes them
         assert table["prompt_rule"] == "chexgenbench"
         for key in ("snapshot", "lora"):
             if key in table:
