@@ -345,6 +345,17 @@ def local_artifact(value: str, kind: str) -> Artifact:
     )
 
 
+def lora_file(artifact: Artifact, path: Path) -> Path:
+    """The LoRA ``.safetensors`` of an artifact: the file itself, or a folder artifact's one listed ``.safetensors``
+    (a released LoRA repository such as CheXGenBench's ``-SDV3-5``)."""
+    if artifact.kind == "file":
+        return path
+    listed = [f for f in artifact.files if f.endswith(".safetensors")]
+    if len(listed) != 1:
+        raise UserFacingError(f"artifact {artifact.name!r} lists {len(listed)} .safetensors files; a LoRA needs exactly one")
+    return path / listed[0]
+
+
 def snapshot_index(folder: Path) -> dict[str, Any]:
     try:
         return dict(json.loads((folder / "model_index.json").read_text()))
@@ -361,11 +372,25 @@ def family_of(folder: Path) -> tuple[str, Family]:
     return name, FAMILIES[name]
 
 
-def refuse_pickled(folder: Path) -> None:
-    """A component folder with pickled weights and no ``.safetensors`` is refused (never unpickled)."""
+def refuse_unsafe(folder: Path) -> None:
+    """Refuse a snapshot that could run code or unpickle: a component declared from a library other than
+    diffusers or transformers (or a diffusers pipeline module), a ``.py`` file in a component folder, or a
+    component folder with pickled weights and no ``.safetensors``."""
+    import diffusers.pipelines
+
     for key, value in snapshot_index(folder).items():
         component = folder / key
-        if key.startswith("_") or not isinstance(value, list) or value[0] is None or key.startswith(NO_WEIGHTS):
+        if key.startswith("_") or not isinstance(value, list) or value[0] is None:
+            continue
+        library = str(value[0])
+        if library not in ("diffusers", "transformers") and not hasattr(diffusers.pipelines, library):
+            raise UserFacingError(
+                f"{folder / 'model_index.json'}: component {key!r} comes from {library!r}; only diffusers and "
+                "transformers components are loaded (no custom code)"
+            )
+        if component.is_dir() and (code := sorted(p.name for p in component.glob("*.py"))):
+            raise UserFacingError(f"{component}: code files ({', '.join(code)}) in a snapshot are never run; remove them")
+        if key.startswith(NO_WEIGHTS):
             continue
         if not component.is_dir():
             continue
@@ -439,7 +464,7 @@ class DiffusersGenerator(Generator):
         check_call_options(self.pipeline_class, self.family, options.call_options)
         if options.lora:
             require_peft(name)
-        refuse_pickled(folder)
+        refuse_unsafe(folder)
         self.device = context.torch_device()
         self.dtype = run_dtype(options, context, self.log)
         extra = (
@@ -456,7 +481,7 @@ class DiffusersGenerator(Generator):
         if options.scheduler != "snapshot":
             pipe.scheduler = self.override_scheduler(pipe.scheduler, options.scheduler)
         if options.lora:
-            self.load_lora(pipe, paths[artifacts[1].name])
+            self.load_lora(pipe, lora_file(artifacts[1], paths[artifacts[1].name]))
         pipe.set_progress_bar_config(disable=True)
         self.pipe = pipe.to(self.device)
         self.side = options.resolution or native_side(pipe)

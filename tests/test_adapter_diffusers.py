@@ -159,6 +159,24 @@ def test_unknown_pipeline_class_and_pickled_weights_are_refused(manager):
         make(manager, "pickled")
 
 
+def test_components_that_could_run_code_are_refused(manager, tmp_path):
+    marker = tmp_path / "ran"
+    custom = manager.root / "custom"
+    (custom / "unet").mkdir(parents=True)
+    (custom / "unet" / "evil.py").write_text(f"open({str(marker)!r}, 'w').write('x')\n")
+    (custom / "model_index.json").write_text(
+        json.dumps({"_class_name": "StableDiffusionPipeline", "unet": ["evil", "UNet2DConditionModel"]})
+    )
+    with pytest.raises(UserFacingError, match=r"component 'unet' comes from 'evil'; only diffusers and transformers"):
+        make(manager, "custom")
+    (custom / "model_index.json").write_text(
+        json.dumps({"_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"]})
+    )
+    with pytest.raises(UserFacingError, match=r"unet: code files \(evil.py\) in a snapshot are never run"):
+        make(manager, "custom")
+    assert not marker.exists()
+
+
 def test_incompatible_scheduler_is_refused(manager):
     with pytest.raises(
         UserFacingError, match="scheduler FlowMatchEulerDiscreteScheduler does not fit this snapshot's DDIMScheduler"

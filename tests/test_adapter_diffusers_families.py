@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -365,6 +366,16 @@ def test_lora_is_loaded_as_chexgenbench_loads_it_and_its_scale_is_its_weight(man
     fused = plain_pipeline(manager, "tiny/sd3", StableDiffusion3Pipeline, "lora/sd3.safetensors")
     fused.fuse_lora()  # the same weights merged: equal up to float rounding
     torch.testing.assert_close(with_lora, plain_call(fused, IMPRESSION, 5, guidance=7.0), rtol=0, atol=1e-4)
+
+
+def test_a_released_lora_folder_artifact_loads_its_listed_file(manager):
+    # CheXGenBench's SD 3.5 LoRA is a folder artifact listing sd3-5_medium_lora.safetensors (gdc l.152)
+    released = manager.root / "chexgenbench" / "CheXGenBench-Models-SDV3-5"
+    released.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(manager.root / "lora" / "sd3.safetensors", released / "sd3-5_medium_lora.safetensors")
+    from_artifact = make(manager, "tiny/sd3", lora="chexgenbench-sd-v3-5-lora").generate([condition(5)]).images[0]
+    from_file = make(manager, "tiny/sd3", lora="lora/sd3.safetensors").generate([condition(5)]).images[0]
+    torch.testing.assert_close(from_artifact, from_file, rtol=0, atol=0)
 
 
 def test_lumina2_lora_and_chexgenbench_call_options_reach_the_pipeline(manager):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from mimic_tree import LABELS, did, write_mimic_tree
 
-from xreal_bench.config import config_from_dict
+from xreal_bench.config import config_from_dict, load_config
 from xreal_bench.data.chexgenbench import read_prompt_file
 from xreal_bench.data.csvfile import DatasetError
 from xreal_bench.data.dataset import load_dataset
@@ -77,7 +77,7 @@ def test_scan_keeps_their_images_prompts_and_labels(tree, tmp_path):
     assert [c.case_id for c in scan.cases] == [did(1), did(3), did(5), did(10)]  # sorted ids; did(8) dropped, did(9) missing
     assert scan.missing == [did(9)]
     by_id = {c.case_id: c for c in scan.cases}
-    assert by_id[did(5)].prompt_text == "Right pleural effusion."
+    assert by_id[did(5)].prompt_text == "Right  pleural effusion."  # as written (they feed the raw text), ends stripped
     cardio, edema = LABELS.index("Cardiomegaly"), LABELS.index("Edema")
     assert by_id[did(1)].labels[cardio] == 1 and by_id[did(1)].labels[edema] == 0  # -1 -> uncertain policy 0
     assert by_id[did(1)].stated[edema] == 0
@@ -169,14 +169,22 @@ def test_config_lists_every_fine_tune_with_manifest_entries():
         assert (table["steps"], table["guidance"]) == expected[name], name
         assert table.get("call_options", {}) == call_options.get(name, {}), name
         build(DiffusersOptions, {k: v for k, v in table.items() if k not in ("type", "enabled")}, str(CONFIG))
-    for name, pipeline in (("cgb-sd-v3-5", "StableDiffusion3Pipeline"), ("cgb-lumina2", "Lumina2Pipeline")):
-        check_call_options(pipeline, FAMILIES[pipeline], call_options[name])  # the pipeline takes them
         assert table["prompt_rule"] == "chexgenbench"
         for key in ("snapshot", "lora"):
             if key in table:
                 assert table[key] in manifest and table[key] in declared, (name, key)
                 assert manifest[table[key]].hub_id and manifest[table[key]].license
+    for name, pipeline in (("cgb-sd-v3-5", "StableDiffusion3Pipeline"), ("cgb-lumina2", "Lumina2Pipeline")):
+        check_call_options(pipeline, FAMILIES[pipeline], call_options[name])  # the pipeline takes them
     assert raw["generators"]["cgb-flux"]["enabled"] is False
-    sections = {k: v for k, v in raw.items() if k != "generators"}
-    cfg = config_from_dict({**sections, "generators": {"real": {}}}, str(CONFIG))
+    cfg = load_config(CONFIG)  # the whole file, every generator table validated by its type
     assert cfg.dataset.prompts_format == "chexgenbench" and cfg.dataset.square == "stretch"
+    radedit = cfg.generators["cgb-radedit"]  # gdc PIPELINE_CONSTANTS['radedit'] (l.316-320) are the type's defaults
+    assert (radedit.type, radedit.options.steps, radedit.options.guidance) == ("radedit", 100, 7.5)
+    assert radedit.options.prompt_rule == "chexgenbench"
+
+
+def test_duplicates_are_exact_text_as_pandas_drop_duplicates(tmp_path):
+    rows = [row(1, "Heart  is enlarged.", labels_literal()), row(3, "Heart is enlarged.", labels_literal())]
+    parsed = read_prompt_file(write_prompts(tmp_path / "p.csv", rows))
+    assert [r.prompt for r in parsed.rows] == ["Heart  is enlarged.", "Heart is enlarged."] and parsed.repeated_prompts == 0
