@@ -33,7 +33,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import unquote_plus
 
 import torch
@@ -207,6 +207,15 @@ class ChexGenOptions:
         return Prompt(text=text, field=base.field, rule="chexgen_demographics", demographics=provenance, notes=notes)
 
 
+def load_t5_tokenizer(folder: Path) -> Any:
+    """The T5 tokenizer of a transformers snapshot; the released DeepFloyd/t5-v1_1-xxl has ``spiece.model`` and no
+    ``tokenizer.json``, which transformers reads through sentencepiece (a dependency). ``legacy=True`` as in ChexGen's
+    radiffuser/models/t5.py l.87."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(folder), local_files_only=True, legacy=True)
+
+
 class ChexGenGenerator(Generator):
     type_name = "chexgen"
     description = (
@@ -223,7 +232,7 @@ class ChexGenGenerator(Generator):
 
     def __init__(self, name: str, options: ChexGenOptions, context: GeneratorContext):
         from diffusers import AutoencoderKL
-        from transformers import AutoTokenizer, T5EncoderModel
+        from transformers import T5EncoderModel
 
         super().__init__(name, options, context)
         self.log = adapter_logger(context, name)
@@ -233,9 +242,11 @@ class ChexGenGenerator(Generator):
         self.model = self.load_dit(paths[ckpt.name]).to(self.device)
         dtype = torch.bfloat16 if options.t5_dtype == "bf16" else torch.float32
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(str(paths[t5.name]), local_files_only=True, legacy=True)
-            self.t5 = T5EncoderModel.from_pretrained(str(paths[t5.name]), local_files_only=True, dtype=dtype).eval()
-            self.vae = AutoencoderKL.from_pretrained(str(paths[vae.name]), local_files_only=True).eval()
+            self.tokenizer = load_t5_tokenizer(paths[t5.name])
+            self.t5 = T5EncoderModel.from_pretrained(
+                str(paths[t5.name]), local_files_only=True, use_safetensors=True, dtype=dtype
+            ).eval()
+            self.vae = AutoencoderKL.from_pretrained(str(paths[vae.name]), local_files_only=True, use_safetensors=True).eval()
         except (OSError, ValueError) as exc:
             raise UserFacingError(f"{name}: cannot load the T5 encoder or the VAE: {exc}") from None
         self.t5.to(self.device)

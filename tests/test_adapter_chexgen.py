@@ -252,3 +252,27 @@ def test_protocol_without_weights():
     by_key = {s.key: s for s in steps}
     assert by_key["guidance"].value.startswith("none") and "dit_control.py:142-145" in by_key["guidance"].source
     assert "respaced to 100" in by_key["sampler"].value
+
+
+def test_t5_tokenizer_loads_from_the_released_spiece_model_layout(tmp_path):
+    import json
+
+    import sentencepiece as spm
+
+    from xreal_bench.generators.chexgen import load_t5_tokenizer
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(["small left pleural effusion", "moderate cardiomegaly", "heart size is normal"] * 40))
+    folder = tmp_path / "t5-v1_1-xxl"
+    folder.mkdir()
+    spm.SentencePieceTrainer.train(
+        input=str(corpus), model_prefix=str(folder / "spiece"), vocab_size=24, pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
+        minloglevel=3,
+    )  # fmt: skip
+    (folder / "spiece.vocab").unlink()
+    (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "T5Tokenizer", "extra_ids": 0}))
+    assert not (folder / "tokenizer.json").exists()  # DeepFloyd/t5-v1_1-xxl ships spiece.model only
+    tokenizer = load_t5_tokenizer(folder)
+    reference = spm.SentencePieceProcessor(model_file=str(folder / "spiece.model"))
+    text = "moderate left pleural effusion"
+    assert tokenizer(text).input_ids == [*reference.encode(text), 1]  # the pieces, then </s>

@@ -25,7 +25,7 @@ from xreal_bench.types import Box, BoxSet, Case, CaseFacts
 
 SCHEMA = {
     "case_id", "subject_id", "study_id", "split", "view", "image_path", "labels", "positives", "report", "boxes", "sample_boxes",
-    "study_date", "demographics", "stated",
+    "study_date", "demographics", "stated", "prompt_text",
 }  # fmt: skip
 
 
