@@ -114,6 +114,7 @@ CHEXGEN_T5 = Artifact(
     path="chexgen/t5-v1_1-xxl",
     kind="dir",
     files=("config.json", "spiece.model", "tokenizer_config.json"),
+    fetch_files=("config.json", "spiece.model", "tokenizer_config.json", "special_tokens_map.json", "*.safetensors*"),
     source="https://huggingface.co/DeepFloyd/t5-v1_1-xxl (ChexGen radiffuser/models/t5.py:66-68)",
     hub_id="DeepFloyd/t5-v1_1-xxl",
     license="no licence stated on DeepFloyd/t5-v1_1-xxl (no model card, not gated); Google's T5 v1.1 weights are Apache-2.0",

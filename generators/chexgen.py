@@ -137,6 +137,7 @@ class ChexGenOptions:
     #: T5 tokens (padding and truncation length).
     max_tokens: int = cited(120, f"{REPO} configs/sample/*.py:7 (token_num=120); {SAMPLE}:133,173")
     #: dtype T5 runs in.
+    #: The T5 encoder's dtype on CUDA (elsewhere fp32, as every half precision of the suite).
     t5_dtype: Literal["bf16", "fp32"] = cited("bf16", f"{T5_SOURCE}:19-21 (torch_dtype defaults to torch.bfloat16)")
     #: "chexgen": clean_caption applied twice (t5.py:112-117); "none": lower case and strip (t5.py:119).
     text_cleaning: Literal["chexgen", "none"] = cited("chexgen", f"{T5_SOURCE}:16,112-117 (use_text_preprocessing=True)")
@@ -148,16 +149,18 @@ class ChexGenOptions:
     #: Demographics for a case whose value is unknown (512-demographics; recorded per image).
     age: int = cited(
         65,
-        "not stated by the original (every example prompt carries the patient's age); the suite's usual default, also "
-        f"the patient of {REPO} paper/aioa2500799_appendix.pdf's report-curation example ('Age: 65 years')",
+        "not stated by the original (every example prompt carries the patient's age); chosen because it is the suite's "
+        f"usual default and the patient of {REPO} paper/aioa2500799_appendix.pdf's report-curation example ('Age: 65 years')",
     )
     race: str = cited(
         "White",
-        "not stated by the original; the first of the three race groups of the appendix's fairness experiments "
+        "not stated by the original; chosen because it is the first of the three race groups of the appendix's fairness experiments "
         "(Glocker et al.'s White, Asian, Black) and the race of its report-curation example "
         f"({REPO} paper/aioa2500799_appendix.pdf); the example CSV has Black 5, White 4, Asian 1 of 10 ({DEMOGRAPHIC_CSV})",
     )
-    sex: str = cited("Male", f"not stated by the original; the most frequent sex (9 of 10) of {DEMOGRAPHIC_CSV}")
+    sex: str = cited(
+        "Male", f"not stated by the original; chosen because it is the most frequent sex (9 of 10) of {DEMOGRAPHIC_CSV}"
+    )
     #: Text used when a case has no impression and no positive labels.
     fallback_prompt: str = cited(
         "No acute cardiopulmonary process.",
@@ -240,7 +243,9 @@ class ChexGenGenerator(Generator):
         paths = require_weights(context, [ckpt, t5, vae])
         self.device = context.torch_device()
         self.model = self.load_dit(paths[ckpt.name]).to(self.device)
-        dtype = torch.bfloat16 if options.t5_dtype == "bf16" else torch.float32
+        dtype = torch.bfloat16 if options.t5_dtype == "bf16" and self.device.type == "cuda" else torch.float32
+        if options.t5_dtype == "bf16" and dtype == torch.float32:
+            self.log.warning("%s: T5 in fp32 on %s (bf16 is used on CUDA only, as every half precision)", name, self.device)
         try:
             self.tokenizer = load_t5_tokenizer(paths[t5.name])
             self.t5 = T5EncoderModel.from_pretrained(

@@ -78,6 +78,11 @@ class Family:
     source: str
     tokenizers: tuple[tuple[str, int], ...]
     packed: bool = False
+    #: The pipeline draws its initial noise in float32 whatever its dtype (Sana), else in the prompt embeddings' dtype.
+    noise_fp32: bool = False
+    #: The pipeline lower-cases and strips each prompt before tokenizing (PixArt, Sana: ``_text_preprocessing`` with
+    #: clean_caption=False, e.g. pipeline_sana.py:514); truncation is counted on that text.
+    lowercase: bool = False
     negative_prompt: bool = True
     extra: tuple[tuple[str, Any], ...] = ()
     sequence_tokenizer: str = ""
@@ -118,6 +123,7 @@ FAMILIES: dict[str, Family] = {
         f"{DIFFUSERS}/pixart_alpha/pipeline_pixart_alpha.py:692,695 (__call__ defaults; T5 at 120 tokens, l.712)",
         (("tokenizer", 120),),
         extra=CAPTION,
+        lowercase=True,
         sequence_tokenizer="tokenizer",
     ),
     "PixArtSigmaPipeline": Family(
@@ -127,6 +133,7 @@ FAMILIES: dict[str, Family] = {
         f"{DIFFUSERS}/pixart_alpha/pipeline_pixart_sigma.py:637,640 (__call__ defaults; T5 at 300 tokens, l.657)",
         (("tokenizer", 300),),
         extra=CAPTION,
+        lowercase=True,
         sequence_tokenizer="tokenizer",
     ),
     "SanaPipeline": Family(
@@ -137,8 +144,10 @@ FAMILIES: dict[str, Family] = {
         "complex_human_instruction, l.700-701 and l.254-260)",
         (("tokenizer", 300),),
         extra=CAPTION,
+        lowercase=True,
         sequence_tokenizer="tokenizer",
         prefix="complex_human_instruction",
+        noise_fp32=True,  # pipeline_sana.py:891 (prepare_latents(..., torch.float32, ...))
     ),
     "Lumina2Pipeline": Family(
         "Lumina 2",
@@ -420,7 +429,8 @@ def initial_latents(
     from diffusers.utils.torch_utils import randn_tensor
 
     shape = noise_shape(pipe, family, side)
-    rows = [randn_tensor(shape, generator=g, device=device, dtype=pipe.dtype) for g in generators]
+    dtype = torch.float32 if family.noise_fp32 else pipe.dtype
+    rows = [randn_tensor(shape, generator=g, device=device, dtype=dtype) for g in generators]
     if family.packed:
         rows = [pipe._pack_latents(r, 1, shape[1], shape[2], shape[3]) for r in rows]
     return torch.cat(rows)
@@ -461,6 +471,8 @@ class DiffusersGenerator(Generator):
         folder = paths[artifacts[0].name]
         self.snapshot = folder
         self.pipeline_class, self.family = family_of(folder)
+        if options.negative_prompt and not self.family.negative_prompt:
+            raise UserFacingError(f"{name}: {self.family.name} takes no negative prompt; leave negative_prompt empty")
         check_call_options(self.pipeline_class, self.family, options.call_options)
         if options.lora:
             require_peft(name)
@@ -476,7 +488,7 @@ class DiffusersGenerator(Generator):
                 pipe = getattr(diffusers, self.pipeline_class).from_pretrained(
                     str(folder), local_files_only=True, use_safetensors=True, torch_dtype=self.dtype, **extra
                 )
-        except (OSError, ValueError, TypeError) as exc:
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
             raise UserFacingError(f"cannot load the {self.pipeline_class} snapshot from {folder}: {exc}") from None
         if options.scheduler != "snapshot":
             pipe.scheduler = self.override_scheduler(pipe.scheduler, options.scheduler)
@@ -608,7 +620,8 @@ class DiffusersGenerator(Generator):
             for note in prompt.notes:
                 notes.add(index, note)
         texts = [p.text for p in prompts]
-        cut = {attr: counter.count([self.prefixes[attr] + t for t in texts]) for attr, counter in self.truncation.items()}
+        seen = [t.lower().strip() for t in texts] if self.family.lowercase else texts
+        cut = {attr: counter.count([self.prefixes[attr] + t for t in seen]) for attr, counter in self.truncation.items()}
         generators = [torch.Generator("cpu").manual_seed(int(c.seed)) for c in conditions]
         kwargs: dict[str, Any] = {**dict(self.family.extra), **self.options.call_options}
         if self.family.negative_prompt and self.options.negative_prompt:

@@ -209,9 +209,15 @@ class RadEditGenerator(Generator):
         self.device, self.dtype = device_and_dtype(context, self.log)
         try:
             unet = UNet2DConditionModel.from_pretrained(
-                str(folders[RADEDIT_UNET.name]), subfolder="unet", local_files_only=True, torch_dtype=self.dtype
+                str(folders[RADEDIT_UNET.name]),
+                subfolder="unet",
+                local_files_only=True,
+                use_safetensors=True,
+                torch_dtype=self.dtype,
             )
-            self.vae = AutoencoderKL.from_pretrained(str(folders[SDXL_VAE.name]), local_files_only=True).to(self.device)
+            self.vae = AutoencoderKL.from_pretrained(str(folders[SDXL_VAE.name]), local_files_only=True, use_safetensors=True).to(
+                self.device
+            )
         except (OSError, ValueError) as exc:
             raise UserFacingError(f"cannot load the RadEdit UNet or the SDXL VAE: {exc}") from None
         biovil = folders[BIOVIL_T.name]

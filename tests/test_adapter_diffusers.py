@@ -108,6 +108,8 @@ def test_images_equal_the_plain_pipeline_call_and_do_not_depend_on_the_batch(
 
 
 def test_flux_latents_are_packed_and_tokens_cut_are_counted_per_tokenizer(manager):
+    with pytest.raises(UserFacingError, match="Flux takes no negative prompt; leave negative_prompt empty"):
+        make(manager, "tiny/flux", negative_prompt="blurry")
     generator = make(manager, "tiny/flux")
     assert generator.family.packed and tuple(generator.pipe.transformer.config.axes_dims_rope) == (4, 6, 6)
     long = "small left pleural effusion and " * 4  # > 77 CLIP tokens (one per character), < 512 T5 tokens

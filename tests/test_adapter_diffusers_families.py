@@ -491,3 +491,19 @@ def test_lora_without_peft_says_how_to_install_it(manager, monkeypatch):
     monkeypatch.setitem(sys.modules, "peft", None)
     with pytest.raises(UserFacingError, match=r"LoRA weights need the peft package: pip install 'xreal-bench\[lora\]'"):
         make(manager, "tiny/sd3", lora="lora/sd3.safetensors")
+
+
+def test_sana_noise_is_drawn_in_float32_as_its_pipeline_draws_it_whatever_the_dtype():
+    from types import SimpleNamespace
+
+    from diffusers.utils.torch_utils import randn_tensor
+
+    from xreal_bench.generators.diffusers_pipeline import FAMILIES, initial_latents
+
+    denoiser = SimpleNamespace(config=SimpleNamespace(in_channels=4))
+    half = SimpleNamespace(unet=None, transformer=denoiser, vae_scale_factor=8, dtype=torch.float16)
+    noise = initial_latents(half, FAMILIES["SanaPipeline"], 64, [torch.Generator().manual_seed(3)], torch.device("cpu"))
+    expected = randn_tensor((1, 4, 8, 8), generator=torch.Generator().manual_seed(3), dtype=torch.float32)
+    assert noise.dtype == torch.float32 and torch.equal(noise, expected)  # pipeline_sana.py:891
+    pixart = initial_latents(half, FAMILIES["PixArtSigmaPipeline"], 64, [torch.Generator().manual_seed(3)], torch.device("cpu"))
+    assert pixart.dtype == torch.float16  # PixArt draws in its embeddings' dtype

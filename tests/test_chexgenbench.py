@@ -18,7 +18,7 @@ from xreal_bench.generators.artifacts_chexgenbench import ARTIFACTS
 from xreal_bench.generators.diffusers_pipeline import FAMILIES, DiffusersOptions, check_call_options
 from xreal_bench.generators.prompts import build_prompt, prompt_rule
 from xreal_bench.types import Condition
-from xreal_bench.validation import build
+from xreal_bench.validation import ConfigError, build
 from xreal_bench.weights import collect_artifacts
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "chexgenbench.toml"
@@ -188,3 +188,10 @@ def test_duplicates_are_exact_text_as_pandas_drop_duplicates(tmp_path):
     rows = [row(1, "Heart  is enlarged.", labels_literal()), row(3, "Heart is enlarged.", labels_literal())]
     parsed = read_prompt_file(write_prompts(tmp_path / "p.csv", rows))
     assert [r.prompt for r in parsed.rows] == ["Heart  is enlarged.", "Heart is enlarged."] and parsed.repeated_prompts == 0
+
+
+def test_chexgenbench_rule_without_a_prompt_file_is_a_config_error():
+    raw = tomllib.loads(CONFIG.read_text())
+    raw["dataset"].pop("prompts_file")
+    with pytest.raises(ConfigError, match=r"generators\.cgb-sd-v1-4\.prompt_rule: rule 'chexgenbench' takes each case's prompt"):
+        config_from_dict(raw, str(CONFIG))

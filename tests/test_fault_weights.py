@@ -278,6 +278,16 @@ def test_a_snapshot_folder_hash_covers_its_weights_not_only_its_listed_files(tmp
     assert swapped != first
     weights.rename(folder / "unet" / "other.safetensors")  # same bytes under another name: another snapshot
     assert manager.file_hash(art) not in (first, swapped)
+    renamed = manager.file_hash(art)
+    shared = tmp_path / "shared" / "text_encoder"  # a component linked in from elsewhere is part of the snapshot
+    shared.mkdir(parents=True)
+    (shared / "model.safetensors").write_bytes(b"C" * 64)
+    (folder / "text_encoder").symlink_to(shared, target_is_directory=True)
+    (shared / "loop").symlink_to(folder, target_is_directory=True)  # a link loop is walked once
+    linked = manager.file_hash(art)
+    assert linked != renamed
+    swap_keeping_size_and_mtime(shared / "model.safetensors", b"D" * 64)
+    assert manager.file_hash(art) != linked
 
 
 # ----------------------------------------------------------------------------- real-side cache key

@@ -155,19 +155,21 @@ def test_generators_list_shows_the_zoo_types_with_weights_status(zoo, capsys):
     assert "    weights: radedit-unet (present), sdxl-vae (present), biovil-t (present)\n" in printed
 
 
-def test_resume_accepts_a_folder_recording_other_checkpoints_and_fills_missing_hashes(zoo, tmp_path, capsys):
-    """Folders made before identities named only the loaded artifacts recorded every declared one: still the same
-    images. A loaded artifact the folder lacks is added on resume; nothing is generated again."""
+def test_resume_accepts_checkpoints_not_loaded_now_but_not_a_loaded_one_it_never_recorded(zoo, tmp_path, capsys):
+    """A folder recording artifacts its options do not load (another ChexGen checkpoint) holds the same images and
+    resumes; a loaded artifact the folder never recorded is a difference: its images may come from other weights."""
     config, out, weights = zoo
     copy = tmp_path / "run"
     shutil.copytree(out, copy)
     identity = copy / "chexgen" / "identity.json"
     record = json.loads(identity.read_text())
-    t5 = record["fields"].pop("weights.t5-v1_1-xxl")
     record["fields"] |= {"weights.chexgen-256": "0" * 64, "weights.chexgen-512-demographics": "absent"}
     identity.write_text(json.dumps(record))
     capsys.readouterr()
     assert main(["generate", "--config", str(config), "--out", str(copy), "--generators", "chexgen", "--quiet"]) == 0
     assert "chexgen: 0 generated, 4 already done, 0 failed of 4" in capsys.readouterr().out
-    fields = json.loads(identity.read_text())["fields"]
-    assert fields["weights.t5-v1_1-xxl"] == t5 == WeightsManager(weights).file_hash("t5-v1_1-xxl")
+    t5 = record["fields"].pop("weights.t5-v1_1-xxl")
+    assert t5 == WeightsManager(weights).file_hash("t5-v1_1-xxl")
+    identity.write_text(json.dumps(record))
+    assert main(["generate", "--config", str(config), "--out", str(copy), "--generators", "chexgen", "--quiet"]) == 2
+    assert f'weights.t5-v1_1-xxl: (not recorded) -> "{t5}"' in capsys.readouterr().err

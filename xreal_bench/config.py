@@ -514,6 +514,14 @@ def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> BenchConfig
                 f"names the same folder as {join('generators', other)} on case-insensitive file systems; choose distinct names",
             )
     cfg.generators = {name: build_generator_config(name, table, source) for name, table in generators.items()}
+    for name, gcfg in cfg.enabled_generators().items():
+        if getattr(gcfg.options, "prompt_rule", None) == "chexgenbench" and not cfg.dataset.prompts_file:
+            raise ConfigError(
+                source,
+                join(join("generators", name), "prompt_rule"),
+                "rule 'chexgenbench' takes each case's prompt from [dataset].prompts_file, which is not set "
+                "(without it every image would get the fallback prompt)",
+            )
     return cfg
 
 

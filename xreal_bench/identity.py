@@ -21,7 +21,10 @@ fields named like the config keys that set them:
   ``module:qualname``) and ``code.generator_version`` when the class sets a ``version`` string;
 - ``weights.<artifact>``: the sha256 of each artifact the generator loads with its options
   (``required_artifacts``: a diffusers snapshot, only the chosen ChexGen checkpoint), ``"absent"`` when
-  missing; a side that is absent or lacks the field is never compared. A generator without artifacts has none.
+  missing; a stored ``"absent"`` is filled in, a stored field the options no longer load is not compared, and a
+  field the stored identity lacks is a difference. A generator without artifacts has none.
+- ``dataset.prompts_file`` (its sha256), ``dataset.prompts_format`` and ``dataset.prompts_labels`` when a prompt
+  file is set and the generator reads text or labels.
 
 Not identity: ``samples_per_condition``, ``num_cases``, views, batch sizes, device and output
 folder — an image depends on its own case and sample, not on how many there are, so a larger
@@ -106,6 +109,11 @@ def run_fields(cfg: BenchConfig, inputs: Collection[str]) -> dict[str, Any]:
         fields["conditioning.boxes_csv"] = box_csv_hash(cfg)
     if "text" in inputs and cfg.dataset.demographics:
         fields["dataset.demographics"] = demographics_digest(cfg.dataset.demographics)
+    if cfg.dataset.prompts_file and {"text", "labels"} & set(inputs):
+        prompts = Path(cfg.dataset.prompts_file)  # its prompts (text) and, with prompts_labels = "file", its labels
+        fields["dataset.prompts_file"] = sha256_file(prompts) if prompts.is_file() else ABSENT
+        fields["dataset.prompts_format"] = cfg.dataset.prompts_format
+        fields["dataset.prompts_labels"] = cfg.dataset.prompts_labels
     return fields
 
 
@@ -185,7 +193,7 @@ def differences(stored: Mapping[str, Any], current: Mapping[str, Any], keys: Ite
     lines = []
     for key in sorted(set(stored) | set(current) if keys is None else keys):
         old, new = stored.get(key, LATER_FIELDS.get(key)), current.get(key)
-        if key.startswith("weights.") and {old, new} & {ABSENT, None}:
+        if key.startswith("weights.") and (old == ABSENT or new in (ABSENT, None)):  # a field only stored: not loaded now
             continue
         if old != new:
             lines.append(f"  {key}: {show(old)} -> {show(new)}")

@@ -354,17 +354,24 @@ SIDECAR = ".sha256.json"
 
 
 def folder_files(folder: Path) -> list[Path]:
-    """The files that make a folder artifact what it is: every regular file below it (links
-    followed, as in a Hugging Face cache snapshot), sorted, except hash sidecars, Markdown model
-    cards and hidden paths (``.git``, ``.cache``, ``.gitattributes``)."""
-    return sorted(
-        p
-        for p in folder.rglob("*")
-        if p.is_file()
-        and not p.name.endswith(SIDECAR)
-        and p.suffix != ".md"
-        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-    )
+    """The files that make a folder artifact what it is: every regular file below it, linked files
+    and linked folders followed (a Hugging Face cache snapshot, a snapshot assembled with ``ln -s``;
+    a folder reached twice through a link loop is read once), sorted, except hash sidecars,
+    Markdown model cards and hidden paths (``.git``, ``.cache``, ``.gitattributes``)."""
+    found: list[Path] = []
+    seen: set[str] = set()
+    for top, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(top)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in files:
+            path = Path(top) / name
+            if not name.startswith(".") and not name.endswith(SIDECAR) and path.suffix != ".md" and path.is_file():
+                found.append(path)
+    return sorted(found)
 
 
 def cached_sha256(path: Path) -> str:

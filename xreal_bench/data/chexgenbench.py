@@ -109,7 +109,7 @@ def parse_row(path: Path, record: Mapping[str, object]) -> PromptRow:
     case_id = str(record[ID_COLUMN]).strip()
     if case_id != subject + study:
         raise DatasetError(f"{where}: {ID_COLUMN} {case_id!r} is not <subject_id><study_id> of its path ({subject + study!r})")
-    prompt = str(record[PROMPT_COLUMN])  # as written: they feed and de-duplicate the raw string
+    prompt = str(record[PROMPT_COLUMN])  # as written, ends stripped by read_csv (they use the raw string)
     if not prompt.strip() or prompt == "nan":
         raise DatasetError(f"{where}: blank {PROMPT_COLUMN}")
     return PromptRow(line, dicom, subject, study, prompt, parse_labels(str(record[LABELS_COLUMN]), where))
