@@ -5,26 +5,20 @@ Each adapter image must equal the plain pipeline call with that image's seeded g
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 from tiny_zoo import DIFFUSERS_SIZE as SIZE
-from tiny_zoo import clip_parts as clip_parts  # re-exported for modules that build their own families
-from tiny_zoo import flux_snapshot, pixart_snapshot, sd_snapshot
-from tiny_zoo import t5_parts as t5_parts
-from tiny_zoo import tiny_vae as tiny_vae
+from tiny_zoo import flux_snapshot, pixart_snapshot, plain_call, sd_snapshot
+from tiny_zoo import make_diffusers as make
+from tiny_zoo import text_condition as condition
 
 from xreal_bench.errors import UserFacingError
 from xreal_bench.generators.base import GeneratorContext, option_sources
 from xreal_bench.generators.diffusers_pipeline import DiffusersGenerator, DiffusersOptions
 from xreal_bench.generators.registry import generator_class
-from xreal_bench.labels import CHEXPERT_LABELS
-from xreal_bench.types import Condition
 from xreal_bench.validation import ConfigError, build
 from xreal_bench.weights import MissingWeightsError, WeightsManager
-
-EFFUSION = tuple(int(name == "Pleural Effusion") for name in CHEXPERT_LABELS)
 
 
 @pytest.fixture(scope="module")
@@ -37,43 +31,6 @@ def manager(tmp_path_factory):
     flux_snapshot(root / "tiny" / "flux")
     yield WeightsManager(root)
     torch.set_num_threads(threads)
-
-
-def make(manager: WeightsManager, snapshot: str, **options) -> DiffusersGenerator:
-    options = {"snapshot": snapshot, "steps": 2, "resolution": SIZE, **options}
-    return DiffusersGenerator("dif", DiffusersOptions(**options), GeneratorContext(weights=manager))
-
-
-def condition(seed: int, impression: str = "small left pleural effusion.") -> Condition:
-    return Condition(
-        case_id=f"c{seed}",
-        sample_index=0,
-        seed=seed,
-        labels=EFFUSION,
-        prompt="Pleural Effusion",
-        report="",
-        impression=impression,
-        image_path=Path("x"),
-    )
-
-
-def gray(images: torch.Tensor) -> torch.Tensor:
-    return (images * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
-
-
-def plain_call(generator: DiffusersGenerator, prompt: str, seed: int, **extra) -> torch.Tensor:
-    """The pipeline called directly, drawing its own noise from this image's seeded generator."""
-    out = generator.pipe(
-        prompt=[prompt],
-        num_inference_steps=2,
-        guidance_scale=generator.guidance,
-        height=SIZE,
-        width=SIZE,
-        generator=[torch.Generator().manual_seed(seed)],
-        output_type="pt",
-        **extra,
-    ).images
-    return gray(out)[0]
 
 
 FAMILY_CASES = [
@@ -102,7 +59,12 @@ def test_images_equal_the_plain_pipeline_call_and_do_not_depend_on_the_batch(
     assert float((output.images[0] - output.images[2]).abs().max()) > 1e-3  # different seeds, different images
     alone = generator.generate([condition(3)]).images[0]
     torch.testing.assert_close(alone, output.images[2], rtol=0, atol=1e-4)
-    torch.testing.assert_close(alone, plain_call(generator, "small left pleural effusion.", 3, **extra), rtol=0, atol=1e-5)
+    torch.testing.assert_close(
+        alone,
+        plain_call(generator.pipe, "small left pleural effusion.", 3, guidance=generator.guidance, **extra),
+        rtol=0,
+        atol=1e-5,
+    )
     assert output.notes[1] == ("prompt from labels (impression empty)",)
     assert output.inputs[1]["prompt"] == "Pleural Effusion" and output.inputs[1]["pipeline"] == pipeline
 

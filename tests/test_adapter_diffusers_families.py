@@ -6,7 +6,6 @@ Each adapter image must equal the plain pipeline call with that image's seeded g
 from __future__ import annotations
 
 import inspect
-import json
 import shutil
 import sys
 from pathlib import Path
@@ -29,60 +28,24 @@ from diffusers import (
     UNet2DConditionModel,
 )
 from tiny_ldm import randomize
+from tiny_zoo import CHARS, IMPRESSION, clip_parts, plain_call, t5_parts
+from tiny_zoo import DIFFUSERS_SIZE as SIZE
+from tiny_zoo import make_diffusers as make
+from tiny_zoo import text_condition as condition
 from transformers import (
-    CLIPTextConfig,
-    CLIPTextModel,
-    CLIPTextModelWithProjection,
-    CLIPTokenizer,
     Gemma2Config,
     Gemma2Model,
     GemmaTokenizer,
-    T5Config,
-    T5EncoderModel,
-    T5TokenizerFast,
 )
 
 from xreal_bench.errors import UserFacingError
 from xreal_bench.generators.base import GeneratorContext
 from xreal_bench.generators.diffusers_pipeline import DiffusersGenerator, DiffusersOptions
-from xreal_bench.labels import CHEXPERT_LABELS
-from xreal_bench.types import Condition
 from xreal_bench.validation import ConfigError, build
 from xreal_bench.weights import WeightsManager
 
-SIZE = 32
-CHARS = "abcdefghijklmnopqrstuvwxyz.,-0123456789"
-EFFUSION = tuple(int(name == "Pleural Effusion") for name in CHEXPERT_LABELS)
-IMPRESSION = "small left pleural effusion."
-
-
-def clip_parts(folder: Path, seed: int, *, projection: bool) -> tuple[CLIPTextModel, CLIPTokenizer]:
-    """A character-level CLIP tokenizer (saved to ``folder``) and a 16-wide random CLIP text encoder."""
-    vocab = {c: i for i, c in enumerate(CHARS)} | {c + "</w>": len(CHARS) + i for i, c in enumerate(CHARS)}
-    vocab |= {"<|startoftext|>": len(vocab), "<|endoftext|>": len(vocab) + 1}
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
-    (folder / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 77}))
-    config = CLIPTextConfig(
-        vocab_size=len(vocab),
-        hidden_size=16,
-        intermediate_size=24,
-        projection_dim=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        max_position_embeddings=77,
-        bos_token_id=vocab["<|startoftext|>"],
-        eos_token_id=vocab["<|endoftext|>"],
-    )
-    model = CLIPTextModelWithProjection(config) if projection else CLIPTextModel(config)
-    return randomize(model, seed), CLIPTokenizer.from_pretrained(str(folder))
-
-
-def t5_parts(seed: int) -> tuple[T5EncoderModel, T5TokenizerFast]:
-    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + [(c, -1.0) for c in CHARS + "▁"]
-    config = T5Config(vocab_size=len(vocab), d_model=32, d_kv=8, d_ff=24, num_layers=1, num_heads=2)
-    return randomize(T5EncoderModel(config), seed), T5TokenizerFast(vocab=vocab, extra_ids=0)
+#: 16-wide, one-layer CLIP encoders (the SDXL and SD3 snapshots' cross-attention and pooled widths).
+NARROW = {"width": 16, "ffn": 24, "layers": 1, "heads": 2}
 
 
 def gemma_parts(seed: int) -> tuple[Gemma2Model, GemmaTokenizer]:
@@ -118,8 +81,8 @@ def tiny_vae(blocks: int = 2, **extra) -> AutoencoderKL:
 
 
 def sdxl_snapshot(folder: Path) -> Path:
-    text_encoder, tokenizer = clip_parts(folder.parent / "sdxl-clip", 11, projection=False)
-    text_encoder_2, tokenizer_2 = clip_parts(folder.parent / "sdxl-clip-2", 12, projection=True)
+    text_encoder, tokenizer = clip_parts(folder.parent / "sdxl-clip", 11, **NARROW)
+    text_encoder_2, tokenizer_2 = clip_parts(folder.parent / "sdxl-clip-2", 12, projection=True, **NARROW)
     unet = UNet2DConditionModel(
         sample_size=SIZE // 2,
         block_out_channels=(16, 32),
@@ -151,9 +114,9 @@ def sdxl_snapshot(folder: Path) -> Path:
 
 
 def sd3_snapshot(folder: Path) -> Path:
-    text_encoder, tokenizer = clip_parts(folder.parent / "sd3-clip", 21, projection=True)
-    text_encoder_2, tokenizer_2 = clip_parts(folder.parent / "sd3-clip-2", 22, projection=True)
-    t5, t5_tokenizer = t5_parts(23)
+    text_encoder, tokenizer = clip_parts(folder.parent / "sd3-clip", 21, projection=True, **NARROW)
+    text_encoder_2, tokenizer_2 = clip_parts(folder.parent / "sd3-clip-2", 22, projection=True, **NARROW)
+    t5, t5_tokenizer = t5_parts(23, ffn=24, layers=1, heads=2)
     transformer = SD3Transformer2DModel(
         sample_size=SIZE // 2,
         patch_size=2,
@@ -272,43 +235,6 @@ def manager(tmp_path_factory):
     lora_file(lumina2, Lumina2Pipeline, root / "lora" / "lumina2.safetensors", 43)
     yield WeightsManager(root)
     torch.set_num_threads(threads)
-
-
-def make(manager: WeightsManager, snapshot: str, **options) -> DiffusersGenerator:
-    options = {"snapshot": snapshot, "steps": 2, "resolution": SIZE, **options}
-    return DiffusersGenerator("dif", DiffusersOptions(**options), GeneratorContext(weights=manager))
-
-
-def condition(seed: int, impression: str = IMPRESSION) -> Condition:
-    return Condition(
-        case_id=f"c{seed}",
-        sample_index=0,
-        seed=seed,
-        labels=EFFUSION,
-        prompt="Pleural Effusion",
-        report="",
-        impression=impression,
-        image_path=Path("x"),
-    )
-
-
-def gray(images: torch.Tensor) -> torch.Tensor:
-    return (images * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
-
-
-def plain_call(pipe, prompt: str, seed: int, *, steps: int = 2, guidance: float, **extra) -> torch.Tensor:
-    """The pipeline called directly, drawing its own noise from this image's seeded generator."""
-    out = pipe(
-        prompt=[prompt],
-        num_inference_steps=steps,
-        guidance_scale=guidance,
-        height=SIZE,
-        width=SIZE,
-        generator=[torch.Generator().manual_seed(seed)],
-        output_type="pt",
-        **extra,
-    ).images
-    return gray(out)[0]
 
 
 def plain_pipeline(manager: WeightsManager, snapshot: str, pipeline_class: type, lora: str = "", weight: float = 1.0):

@@ -35,12 +35,17 @@ from transformers import (
     BertForMaskedLM,
     CLIPTextConfig,
     CLIPTextModel,
+    CLIPTextModelWithProjection,
     CLIPTokenizer,
     T5Config,
     T5EncoderModel,
     T5TokenizerFast,
 )
 
+from xreal_bench.generators.base import GeneratorContext
+from xreal_bench.generators.diffusers_pipeline import DiffusersGenerator, DiffusersOptions
+from xreal_bench.labels import CHEXPERT_LABELS
+from xreal_bench.types import Condition
 from xreal_bench.weights import WeightsManager
 
 # ---- diffusers families --------------------------------------------------------------------
@@ -49,7 +54,11 @@ DIFFUSERS_SIZE = 32  # the tiny VAEs downsample by 2: 16 x 16 latents
 CHARS = "abcdefghijklmnopqrstuvwxyz.,-0123456789"
 
 
-def clip_parts(folder: Path, seed: int) -> tuple[CLIPTextModel, CLIPTokenizer]:
+def clip_parts(
+    folder: Path, seed: int, *, projection: bool = False, width: int = 32, ffn: int = 37, layers: int = 2, heads: int = 4
+) -> tuple[CLIPTextModel, CLIPTokenizer]:
+    """A character-level CLIP tokenizer (saved to ``folder``) and a random CLIP text encoder (with its projection
+    head, ``projection_dim = width``, when ``projection``)."""
     vocab = {c: i for i, c in enumerate(CHARS)} | {c + "</w>": len(CHARS) + i for i, c in enumerate(CHARS)}
     vocab |= {"<|startoftext|>": len(vocab), "<|endoftext|>": len(vocab) + 1}
     folder.mkdir(parents=True, exist_ok=True)
@@ -58,21 +67,23 @@ def clip_parts(folder: Path, seed: int) -> tuple[CLIPTextModel, CLIPTokenizer]:
     (folder / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 77}))
     config = CLIPTextConfig(
         vocab_size=len(vocab),
-        hidden_size=32,
-        intermediate_size=37,
-        num_hidden_layers=2,
-        num_attention_heads=4,
+        hidden_size=width,
+        intermediate_size=ffn,
+        projection_dim=width,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
         max_position_embeddings=77,
         bos_token_id=vocab["<|startoftext|>"],
         eos_token_id=vocab["<|endoftext|>"],
     )
-    return randomize(CLIPTextModel(config), seed), CLIPTokenizer.from_pretrained(str(folder))
+    model = CLIPTextModelWithProjection(config) if projection else CLIPTextModel(config)
+    return randomize(model, seed), CLIPTokenizer.from_pretrained(str(folder))
 
 
-def t5_parts(seed: int) -> tuple[T5EncoderModel, T5TokenizerFast]:
+def t5_parts(seed: int, *, ffn: int = 37, layers: int = 2, heads: int = 4) -> tuple[T5EncoderModel, T5TokenizerFast]:
     vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + [(c, -1.0) for c in CHARS + "▁"]
     tokenizer = T5TokenizerFast(vocab=vocab, extra_ids=0)
-    config = T5Config(vocab_size=len(vocab), d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4)
+    config = T5Config(vocab_size=len(vocab), d_model=32, d_kv=8, d_ff=ffn, num_layers=layers, num_heads=heads)
     return randomize(T5EncoderModel(config), seed), tokenizer
 
 
@@ -173,6 +184,50 @@ def flux_snapshot(folder: Path) -> Path:
         transformer=randomize(transformer, 8),
     ).save_pretrained(str(folder))
     return folder
+
+
+# ---- the diffusers adapter against the plain pipeline call -------------------------------------
+
+EFFUSION = tuple(int(name == "Pleural Effusion") for name in CHEXPERT_LABELS)
+IMPRESSION = "small left pleural effusion."
+
+
+def make_diffusers(manager: WeightsManager, snapshot: str, **options) -> DiffusersGenerator:
+    """The adapter on a tiny snapshot: 2 steps at the tiny size unless ``options`` say otherwise."""
+    options = {"snapshot": snapshot, "steps": 2, "resolution": DIFFUSERS_SIZE, **options}
+    return DiffusersGenerator("dif", DiffusersOptions(**options), GeneratorContext(weights=manager))
+
+
+def text_condition(seed: int, impression: str = IMPRESSION) -> Condition:
+    return Condition(
+        case_id=f"c{seed}",
+        sample_index=0,
+        seed=seed,
+        labels=EFFUSION,
+        prompt="Pleural Effusion",
+        report="",
+        impression=impression,
+        image_path=Path("x"),
+    )
+
+
+def gray(images: torch.Tensor) -> torch.Tensor:
+    return (images * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+
+
+def plain_call(pipe, prompt: str, seed: int, *, steps: int = 2, guidance: float, **extra) -> torch.Tensor:
+    """The pipeline called directly, drawing its own noise from this image's seeded generator."""
+    out = pipe(
+        prompt=[prompt],
+        num_inference_steps=steps,
+        guidance_scale=guidance,
+        height=DIFFUSERS_SIZE,
+        width=DIFFUSERS_SIZE,
+        generator=[torch.Generator().manual_seed(seed)],
+        output_type="pt",
+        **extra,
+    ).images
+    return gray(out)[0]
 
 
 # ---- ChexGen -------------------------------------------------------------------------------
